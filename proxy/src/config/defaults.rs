@@ -1,0 +1,34 @@
+//! Every default of the resource model in one place, with the reason for it.
+
+use std::time::Duration;
+
+/// Time to establish a connection, TLS handshake included. Short: a peer that
+/// cannot accept within a second is better skipped for another endpoint.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Upstream connections idle longer than this are closed. Below the 60–120 s
+/// idle timeouts common in servers and load balancers, so we close first and
+/// never send a request on a connection the peer is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+/// Idle HTTP/1 connections kept per endpoint.
+pub const POOL_MAX_IDLE_PER_ENDPOINT: u32 = 256;
+/// Endpoint weight when none is written.
+pub const ENDPOINT_WEIGHT: u32 = 1;
+/// backendRef weight when none is written (Gateway API default).
+pub const BACKEND_REF_WEIGHT: u32 = 1;
+/// Largest backendRef weight (Gateway API bound).
+pub const MAX_WEIGHT: u32 = 1_000_000;
+/// Retries after the first try.
+pub const RETRY_ATTEMPTS: u32 = 2;
+/// Full-jitter backoff bounds.
+pub const RETRY_BASE_INTERVAL: Duration = Duration::from_millis(25);
+pub const RETRY_MAX_INTERVAL: Duration = Duration::from_millis(250);
+/// Retry budget: retries may add this percent of recent requests ...
+pub const RETRY_BUDGET_PERCENT: u32 = 20;
+/// ... plus this many per second.
+pub const RETRY_MIN_PER_SECOND: u32 = 10;
+/// Requests with larger bodies are not retried (their body is not buffered).
+pub const RETRY_MAX_BUFFERED_BODY: u64 = 64 * 1024;
+/// Below this percent of healthy endpoints, balance over all of them.
+pub const PANIC_THRESHOLD: u32 = 50;
+/// Default trust domain of SPIFFE identities.
+pub const TRUST_DOMAIN: &str = "weft.local";

@@ -1,0 +1,294 @@
+//! The resource model: typed YAML resources, their defaults, and validation
+//! whose every error names file, line, column and field path.
+//!
+//! The same loader serves `weft-proxy run`, `weft-proxy check` and the
+//! control plane, so a file accepted by one is accepted by all.
+
+pub mod backend;
+pub mod defaults;
+pub mod duration;
+pub mod policy;
+pub mod route;
+mod validate;
+pub mod yaml;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use backend::{BackendSpec, Protocol};
+pub use duration::Dur;
+pub use policy::{AuthorizationPolicySpec, MeshConfigSpec, TrafficPolicySpec};
+pub use route::HttpRouteSpec;
+
+pub const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
+pub const WEFT_API: &str = "weft.dev/v1alpha1";
+
+/// Kubernetes object metadata, the part we read.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    // Present in objects read back from a cluster; accepted and ignored.
+    #[serde(default, skip_serializing)]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub resource_version: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub generation: Option<u64>,
+    #[serde(default, skip_serializing)]
+    pub creation_timestamp: Option<String>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Envelope<S> {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    metadata: Metadata,
+    spec: S,
+    #[serde(default)]
+    #[allow(dead_code)]
+    status: Option<serde::de::IgnoredAny>,
+}
+
+/// Where a resource was written, kept so later checks can point at it.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub file: Arc<str>,
+    doc: Arc<yaml::Document>,
+}
+
+impl Origin {
+    /// An error at a field path of this resource.
+    pub fn error(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        let pos = self.doc.tree.pos_of_path(self.doc.pos, path);
+        ConfigError {
+            file: self.file.to_string(),
+            line: pos.line,
+            column: pos.column,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One typed resource with its metadata and origin.
+#[derive(Clone, Debug)]
+pub struct Resource<S> {
+    pub meta: Metadata,
+    pub spec: S,
+    pub origin: Origin,
+}
+
+impl<S> Resource<S> {
+    /// `namespace/name`, the key resources are looked up by.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.meta.namespace, self.meta.name)
+    }
+}
+
+/// Everything loaded from a set of files, validated.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSet {
+    pub http_routes: Vec<Resource<HttpRouteSpec>>,
+    pub backends: Vec<Resource<BackendSpec>>,
+    pub traffic_policies: Vec<Resource<TrafficPolicySpec>>,
+    pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
+    pub mesh_configs: Vec<Resource<MeshConfigSpec>>,
+    /// The source files and their text, as read (for `/config`).
+    pub sources: Vec<(String, String)>,
+}
+
+/// A config problem a user can act on: `file:line:column: path: message`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A list of errors, displayed one per line.
+#[derive(Clone, Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The YAML files a path stands for: the file itself, or the `*.yaml`/`*.yml`
+/// files of a folder (not recursive; hidden entries such as Kubernetes'
+/// `..data` links are skipped), sorted so loading is deterministic.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| io_error(p, &e))?;
+        if meta.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| io_error(p, &e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    !name.starts_with('.')
+                        && (name.ends_with(".yaml") || name.ends_with(".yml"))
+                        && f.is_file()
+                })
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn io_error(p: &Path, e: &std::io::Error) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: p.display().to_string(),
+        line: 0,
+        column: 0,
+        path: String::new(),
+        message: format!("cannot read: {e}"),
+    }])
+}
+
+/// Reads, parses and validates every resource under `paths`.
+pub fn load_paths(paths: &[PathBuf]) -> Result<ConfigSet, ConfigErrors> {
+    let files = expand_paths(paths)?;
+    let mut sources = Vec::with_capacity(files.len());
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|e| io_error(f, &e))?;
+        sources.push((f.display().to_string(), text));
+    }
+    load_sources(sources)
+}
+
+/// Parses and validates resources from `(file name, text)` pairs.
+pub fn load_sources(sources: Vec<(String, String)>) -> Result<ConfigSet, ConfigErrors> {
+    let mut set = ConfigSet::default();
+    let mut errors = Vec::new();
+    for (file, text) in &sources {
+        let file: Arc<str> = Arc::from(file.as_str());
+        let docs = match yaml::documents(text) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(ConfigError {
+                    file: file.to_string(),
+                    line: e.pos.line,
+                    column: e.pos.column,
+                    path: String::new(),
+                    message: e.message,
+                });
+                continue;
+            }
+        };
+        for doc in docs {
+            if let Err(e) = add_document(&mut set, &file, doc) {
+                errors.push(e);
+            }
+        }
+    }
+    if errors.is_empty() {
+        errors = validate::validate(&set);
+    }
+    set.sources = sources;
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn add_document(set: &mut ConfigSet, file: &Arc<str>, doc: yaml::Document) -> Result<(), ConfigError> {
+    let doc = Arc::new(doc);
+    let origin = Origin {
+        file: file.clone(),
+        doc: doc.clone(),
+    };
+    let api = doc.tree.str_at(&["apiVersion"]).unwrap_or("");
+    let kind = doc.tree.str_at(&["kind"]).unwrap_or("");
+    if kind.is_empty() {
+        return Err(origin.error("kind", "every resource needs a kind"));
+    }
+    let want_api = match kind {
+        "HTTPRoute" => GATEWAY_API,
+        "Backend" | "TrafficPolicy" | "AuthorizationPolicy" | "MeshConfig" => WEFT_API,
+        other => {
+            return Err(origin.error(
+                "kind",
+                format!(
+                    "unknown kind {other:?}; expected HTTPRoute, Backend, TrafficPolicy, AuthorizationPolicy or MeshConfig"
+                ),
+            ))
+        }
+    };
+    let api_ok = api == want_api || (kind == "HTTPRoute" && api == "gateway.networking.k8s.io/v1beta1");
+    if !api_ok {
+        return Err(origin.error(
+            "apiVersion",
+            format!("{kind} is served as apiVersion {want_api:?}, not {api:?}"),
+        ));
+    }
+    fn typed<S: serde::de::DeserializeOwned>(origin: &Origin) -> Result<Resource<S>, ConfigError> {
+        let env: Envelope<S> = yaml::parse(&origin.doc).map_err(|e| ConfigError {
+            file: origin.file.to_string(),
+            line: e.pos.line,
+            column: e.pos.column,
+            path: origin.doc.tree.path_at(e.pos),
+            message: e.message,
+        })?;
+        Ok(Resource {
+            meta: env.metadata,
+            spec: env.spec,
+            origin: origin.clone(),
+        })
+    }
+    match kind {
+        "HTTPRoute" => set.http_routes.push(typed(&origin)?),
+        "Backend" => set.backends.push(typed(&origin)?),
+        "TrafficPolicy" => set.traffic_policies.push(typed(&origin)?),
+        "AuthorizationPolicy" => set.authorization_policies.push(typed(&origin)?),
+        _ => set.mesh_configs.push(typed(&origin)?),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

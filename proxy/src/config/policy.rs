@@ -1,0 +1,276 @@
+//! `weft.dev/v1alpha1` `TrafficPolicy`, `AuthorizationPolicy` and `MeshConfig`.
+//!
+//! Every default lives in [`super::defaults`]; absent fields here stay `None`
+//! so `/config` shows what the user wrote, not what we filled in.
+
+use super::duration::Dur;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TargetRef {
+    #[serde(default)]
+    pub group: Option<String>,
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrafficPolicySpec {
+    pub target_ref: TargetRef,
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancer>,
+    #[serde(default)]
+    pub connect_timeout: Option<Dur>,
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub panic_threshold: Option<u32>,
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    #[serde(default)]
+    pub connection_pool: Option<ConnectionPool>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    #[default]
+    PeakEWMA,
+    Random,
+    RingHash,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadBalancer {
+    #[serde(default)]
+    pub policy: LbPolicy,
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+}
+
+/// What RingHash hashes: exactly one of the three.
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HashOn {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default, rename = "sourceIP")]
+    pub source_ip: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Retry {
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    #[serde(default)]
+    pub retry_on: Option<Vec<String>>,
+    #[serde(default)]
+    pub codes: Vec<u16>,
+    #[serde(default)]
+    pub non_idempotent: Option<bool>,
+    #[serde(default)]
+    pub per_try_timeout: Option<Dur>,
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// `64KiB`, `1MiB` or a byte count.
+    #[serde(default)]
+    pub max_buffered_body: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Backoff {
+    #[serde(default)]
+    pub base_interval: Option<Dur>,
+    #[serde(default)]
+    pub max_interval: Option<Dur>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Budget {
+    #[serde(default)]
+    pub percent: Option<u32>,
+    #[serde(default)]
+    pub min_retries_per_second: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub max_pending_requests: Option<u32>,
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OutlierDetection {
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    #[serde(default)]
+    pub base_ejection_time: Option<Dur>,
+    #[serde(default)]
+    pub max_ejection_time: Option<Dur>,
+    #[serde(default)]
+    pub max_ejection_percent: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub http: Option<HttpHealthCheck>,
+    #[serde(default)]
+    pub tcp: Option<Empty>,
+    #[serde(default)]
+    pub grpc: Option<GrpcHealthCheck>,
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
+    #[serde(default)]
+    pub healthy_threshold: Option<u32>,
+    /// Percent of the interval to randomise each check by.
+    #[serde(default)]
+    pub jitter_percent: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpHealthCheck {
+    pub path: String,
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GrpcHealthCheck {
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum TlsMode {
+    Mutual,
+    Disabled,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tls {
+    pub mode: TlsMode,
+}
+
+/// Upstream connection reuse (an addition to the contract: idle expiry per destination).
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConnectionPool {
+    #[serde(default)]
+    pub idle_timeout: Option<Dur>,
+    #[serde(default)]
+    pub max_idle_per_endpoint: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum AuthzAction {
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthorizationPolicySpec {
+    pub target_ref: TargetRef,
+    pub action: AuthzAction,
+    #[serde(default)]
+    pub rules: Vec<AuthzRule>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthzRule {
+    #[serde(default)]
+    pub from: Option<AuthzFrom>,
+    #[serde(default)]
+    pub to: Option<AuthzTo>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthzFrom {
+    #[serde(default)]
+    pub identities: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthzTo {
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum InboundMode {
+    Strict,
+    Permissive,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshConfigSpec {
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    #[serde(default)]
+    pub certificate_lifetime: Option<Dur>,
+    #[serde(default)]
+    pub rotation_percent: Option<Vec<u32>>,
+    #[serde(default)]
+    pub default_inbound_mode: Option<InboundMode>,
+    #[serde(default)]
+    pub tracing: Option<MeshTracing>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MeshTracing {
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    #[serde(default)]
+    pub sampling_percent: Option<f64>,
+}

@@ -1,0 +1,2 @@
+//! Weft's data plane: the sidecar proxy.
+pub mod config;
