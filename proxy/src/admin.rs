@@ -1,0 +1,214 @@
+//! The admin endpoint: liveness, readiness, metrics, the config in force,
+//! every endpoint's state, and the log level — what an operator needs to
+//! understand a sidecar without attaching a debugger.
+
+use crate::body::ResponseBody;
+use crate::drain::Drain;
+use crate::proxy::Proxy;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Changes the log filter at run time (`PUT /log-level`).
+pub type LogLevelSetter = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+
+pub struct Admin {
+    pub proxy: Arc<Proxy>,
+    pub set_log_level: LogLevelSetter,
+    pub log_level: std::sync::Mutex<String>,
+}
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, drain: &Drain) {
+    let mut stop = drain.watch();
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            _ = stop.signalled() => return,
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(handle(&admin, req).await) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn json(v: serde_json::Value) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(format!("{v:#}\n")));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody> {
+    let proxy = &admin.proxy;
+    match (req.method().clone(), req.uri().path()) {
+        (Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (Method::GET, "/ready") => {
+            if proxy.snapshot.load().version > 0 {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no config applied yet\n")
+            }
+        }
+        (Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, proxy.metrics.encode());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            r
+        }
+        (Method::GET, "/config") => text(StatusCode::OK, config_text(proxy)),
+        (Method::GET, "/endpoints") => json(endpoints_json(proxy)),
+        (Method::GET, "/log-level") => text(StatusCode::OK, format!("{}\n", admin.log_level.lock().map(|l| l.clone()).unwrap_or_default())),
+        (Method::PUT, "/log-level") | (Method::POST, "/log-level") => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return text(StatusCode::BAD_REQUEST, "unreadable body\n"),
+            };
+            let wanted = String::from_utf8_lossy(&body).trim().to_owned();
+            match (admin.set_log_level)(&wanted) {
+                Ok(now) => {
+                    if let Ok(mut l) = admin.log_level.lock() {
+                        *l = now.clone();
+                    }
+                    text(StatusCode::OK, format!("{now}\n"))
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            }
+        }
+        (_, "/live" | "/ready" | "/metrics" | "/config" | "/endpoints" | "/log-level") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "weft-proxy admin: /live /ready /metrics /config /endpoints /log-level\n",
+        ),
+    }
+}
+
+fn config_text(proxy: &Proxy) -> String {
+    let snap = proxy.snapshot.load();
+    let mut out = String::new();
+    let applied: chrono_like::Stamp = snap.applied_at.into();
+    let _ = writeln!(out, "# version: {}", snap.version);
+    if let Ok(st) = proxy.status.lock() {
+        let _ = writeln!(out, "# source: {}", st.source);
+        let _ = writeln!(out, "# applied: {applied}");
+        let _ = writeln!(out, "# rejected reloads: {}", st.rejected);
+        if let Some(e) = &st.last_error {
+            let _ = writeln!(out, "# last reload REJECTED (the config below is still in force):");
+            for line in e.lines() {
+                let _ = writeln!(out, "#   {line}");
+            }
+        }
+    }
+    for (file, text) in &snap.config.sources {
+        let _ = writeln!(out, "---\n# file: {file}");
+        out.push_str(text.trim_start_matches("---\n"));
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn endpoints_json(proxy: &Proxy) -> serde_json::Value {
+    let snap = proxy.snapshot.load();
+    let mut backends: Vec<_> = snap.backends.values().collect();
+    backends.sort_by(|a, b| a.key.cmp(&b.key));
+    let list: Vec<serde_json::Value> = backends
+        .iter()
+        .map(|b| {
+            let set = b.endpoints.load();
+            let eps: Vec<serde_json::Value> = set
+                .endpoints
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "address": e.addr.to_string(),
+                        "weight": e.weight,
+                        "identity": e.identity.as_deref(),
+                        "health": "unchecked",
+                        "ejected": false,
+                        "activeRequests": e.load.active(),
+                        "ewmaLatencyMs": e.load.ewma().as_secs_f64() * 1000.0,
+                        "idleConnections": e.pool.idle(),
+                        "http2Connected": e.pool.h2_open(),
+                    })
+                })
+                .collect();
+            let dns = b.dns_status.lock().ok().map(|d| d.clone());
+            serde_json::json!({
+                "backend": &*b.key,
+                "protocol": format!("{:?}", b.protocol).to_lowercase(),
+                "loadBalancer": format!("{:?}", b.policy),
+                "discovery": match &b.discovery {
+                    crate::backend::Discovery::Static(_) => serde_json::json!("static"),
+                    crate::backend::Discovery::Dns(d) => serde_json::json!({
+                        "dns": d.name, "port": d.port,
+                        "lastError": dns.as_ref().and_then(|d| d.last_error.clone()),
+                        "ttlSeconds": dns.as_ref().map(|d| d.ttl_secs),
+                    }),
+                },
+                "endpoints": eps,
+            })
+        })
+        .collect();
+    serde_json::json!({ "version": snap.version, "backends": list })
+}
+
+/// RFC 3339 UTC timestamps without a date-time dependency.
+mod chrono_like {
+    use std::fmt;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub struct Stamp(u64);
+
+    impl From<SystemTime> for Stamp {
+        fn from(t: SystemTime) -> Stamp {
+            Stamp(t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+        }
+    }
+
+    impl fmt::Display for Stamp {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let secs = self.0;
+            let days = (secs / 86_400) as i64;
+            let rem = secs % 86_400;
+            // Civil-from-days (Howard Hinnant's algorithm).
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = yoe + era * 400 + i64::from(m <= 2);
+            write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! A destination at run time: its endpoints (live, swapped atomically), how
+//! to balance over them, and how to connect to them.
+//!
+//! Backends survive config reloads when their definition is unchanged, so
+//! pools, latency estimates and DNS watches carry on; when it does change,
+//! endpoints at the same address keep their load and connections.
+
+use crate::balance::{hash_bytes, Balancer, Candidate, Load, Policy};
+use crate::config::backend::{DnsSpec, EndpointSpec};
+use crate::config::policy::{HashOn, LbPolicy};
+use crate::config::{defaults, BackendSpec, Protocol, Resource, TrafficPolicySpec};
+use crate::http::pool::{Pool, PoolSettings};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// One address traffic can go to.
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub identity: Option<Arc<str>>,
+    pub load: Arc<Load>,
+    pub pool: Arc<Pool>,
+    hash_id: u64,
+}
+
+impl Endpoint {
+    /// An endpoint outside any backend (the local app, a passthrough destination).
+    pub fn new(addr: SocketAddr) -> Endpoint {
+        Endpoint {
+            addr,
+            weight: 1,
+            identity: None,
+            load: Arc::new(Load::new()),
+            pool: Arc::new(Pool::default()),
+            hash_id: hash_bytes(addr.to_string().as_bytes()),
+        }
+    }
+}
+
+impl Candidate for Arc<Endpoint> {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn load(&self) -> &Load {
+        &self.load
+    }
+    fn hash_id(&self) -> u64 {
+        self.hash_id
+    }
+}
+
+/// The endpoints of a backend at one moment, with their balancer.
+pub struct EndpointSet {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub balancer: Balancer,
+}
+
+/// What RingHash hashes.
+#[derive(Clone, Debug)]
+pub enum HashKey {
+    None,
+    Header(http::HeaderName),
+    Cookie(String),
+    SourceIp,
+}
+
+/// Where endpoints come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Discovery {
+    Static(Vec<EndpointSpec>),
+    Dns(DnsSpec),
+}
+
+/// Last DNS result, for `/endpoints`.
+#[derive(Clone, Debug, Default)]
+pub struct DnsStatus {
+    pub last_error: Option<String>,
+    pub resolved_addresses: usize,
+    pub ttl_secs: u64,
+}
+
+pub struct Backend {
+    /// `namespace/name`.
+    pub key: Arc<str>,
+    pub name: String,
+    pub namespace: String,
+    pub protocol: Protocol,
+    pub port: Option<u16>,
+    pub settings: PoolSettings,
+    pub policy: Policy,
+    pub hash_key: HashKey,
+    pub discovery: Discovery,
+    pub endpoints: ArcSwap<EndpointSet>,
+    pub dns_status: Mutex<DnsStatus>,
+    /// The definition this runtime was built from; equal definitions reuse it.
+    fingerprint: String,
+}
+
+fn lb_policy(p: LbPolicy) -> Policy {
+    match p {
+        LbPolicy::RoundRobin => Policy::RoundRobin,
+        LbPolicy::LeastRequest => Policy::LeastRequest,
+        LbPolicy::PeakEWMA => Policy::PeakEwma,
+        LbPolicy::Random => Policy::Random,
+        LbPolicy::RingHash => Policy::RingHash,
+    }
+}
+
+fn hash_key(h: Option<&HashOn>) -> HashKey {
+    match h {
+        Some(HashOn { header: Some(name), .. }) => http::HeaderName::from_bytes(name.as_bytes())
+            .map(HashKey::Header)
+            .unwrap_or(HashKey::None),
+        Some(HashOn { cookie: Some(c), .. }) => HashKey::Cookie(c.clone()),
+        Some(HashOn { source_ip: Some(true), .. }) => HashKey::SourceIp,
+        _ => HashKey::None,
+    }
+}
+
+impl Backend {
+    /// Builds the runtime of a Backend resource, reusing `previous` when the
+    /// definition is the same.
+    pub fn build(
+        res: &Resource<BackendSpec>,
+        policy: Option<&TrafficPolicySpec>,
+        previous: Option<&Arc<Backend>>,
+        default_idle_timeout: std::time::Duration,
+    ) -> Arc<Backend> {
+        let fingerprint = format!(
+            "{}|{}|{}",
+            serde_json::to_string(&res.spec).unwrap_or_default(),
+            serde_json::to_string(&policy).unwrap_or_default(),
+            default_idle_timeout.as_millis()
+        );
+        if let Some(prev) = previous {
+            if prev.fingerprint == fingerprint {
+                return prev.clone();
+            }
+        }
+        let lb = policy.and_then(|p| p.load_balancer.as_ref());
+        let pool_cfg = policy.and_then(|p| p.connection_pool.as_ref());
+        let settings = PoolSettings {
+            connect_timeout: policy
+                .and_then(|p| p.connect_timeout)
+                .map(|d| d.0)
+                .unwrap_or(defaults::CONNECT_TIMEOUT),
+            idle_timeout: pool_cfg
+                .and_then(|p| p.idle_timeout)
+                .map(|d| d.0)
+                .unwrap_or(default_idle_timeout),
+            max_idle: pool_cfg
+                .and_then(|p| p.max_idle_per_endpoint)
+                .unwrap_or(defaults::POOL_MAX_IDLE_PER_ENDPOINT) as usize,
+        };
+        let policy_kind = lb_policy(lb.map(|l| l.policy).unwrap_or_default());
+        let discovery = match &res.spec.dns {
+            Some(d) => Discovery::Dns(d.clone()),
+            None => Discovery::Static(res.spec.endpoints.clone()),
+        };
+        let backend = Backend {
+            key: Arc::from(res.key()),
+            name: res.meta.name.clone(),
+            namespace: res.meta.namespace.clone(),
+            protocol: res.spec.protocol,
+            port: res.spec.port,
+            settings,
+            policy: policy_kind.clone(),
+            hash_key: hash_key(lb.and_then(|l| l.hash_on.as_ref())),
+            discovery: discovery.clone(),
+            endpoints: ArcSwap::from_pointee(EndpointSet {
+                endpoints: Vec::new(),
+                balancer: Balancer::new::<Arc<Endpoint>>(policy_kind, &[]),
+            }),
+            dns_status: Mutex::new(DnsStatus::default()),
+            fingerprint,
+        };
+        // Carry over what we know of endpoints at the same address.
+        let seed: Vec<(SocketAddr, u32, Option<Arc<str>>)> = match (&discovery, previous) {
+            (Discovery::Static(eps), _) => eps
+                .iter()
+                .filter_map(|e| {
+                    Some((
+                        e.address.parse().ok()?,
+                        e.weight.unwrap_or(defaults::ENDPOINT_WEIGHT),
+                        e.identity.as_deref().map(Arc::from),
+                    ))
+                })
+                .collect(),
+            (Discovery::Dns(d), Some(prev)) if prev.discovery == discovery => prev
+                .endpoints
+                .load()
+                .endpoints
+                .iter()
+                .map(|e| (SocketAddr::new(e.addr.ip(), d.port), e.weight, None))
+                .collect(),
+            _ => Vec::new(),
+        };
+        backend.set_endpoints_from(seed, previous.map(|p| &**p));
+        Arc::new(backend)
+    }
+
+    /// Replaces the endpoint set; endpoints already known keep their load and pool.
+    pub fn set_endpoints(&self, eps: Vec<(SocketAddr, u32, Option<Arc<str>>)>) {
+        self.set_endpoints_from(eps, None)
+    }
+
+    fn set_endpoints_from(&self, eps: Vec<(SocketAddr, u32, Option<Arc<str>>)>, other: Option<&Backend>) {
+        let mut known: HashMap<SocketAddr, Arc<Endpoint>> = HashMap::new();
+        for src in [Some(self), other].into_iter().flatten() {
+            for e in src.endpoints.load().endpoints.iter() {
+                known.entry(e.addr).or_insert_with(|| e.clone());
+            }
+        }
+        let endpoints: Vec<Arc<Endpoint>> = eps
+            .into_iter()
+            .map(|(addr, weight, identity)| match known.get(&addr) {
+                Some(e) if e.weight == weight && e.identity == identity => e.clone(),
+                Some(e) => Arc::new(Endpoint {
+                    addr,
+                    weight,
+                    identity,
+                    load: e.load.clone(),
+                    pool: e.pool.clone(),
+                    hash_id: e.hash_id,
+                }),
+                None => Arc::new(Endpoint {
+                    addr,
+                    weight,
+                    identity,
+                    load: Arc::new(Load::new()),
+                    pool: Arc::new(Pool::default()),
+                    hash_id: hash_bytes(addr.to_string().as_bytes()),
+                }),
+            })
+            .collect();
+        let balancer = Balancer::new(self.policy.clone(), &endpoints);
+        self.endpoints.store(Arc::new(EndpointSet { endpoints, balancer }));
+    }
+}

@@ -1,0 +1,139 @@
+//! Body types that flow through the proxy without buffering.
+//!
+//! [`ResponseBody`] streams an upstream body to the client and, when the
+//! upstream body has been read to its end, hands the HTTP/1 connection back
+//! to its pool; a body dropped half-way closes the connection instead, since
+//! unread bytes would corrupt the next exchange.
+
+use crate::balance::ActiveGuard;
+use crate::http::pool::Reusable;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// What we send upstream: the client's body as it arrives, or nothing.
+pub enum RequestBody {
+    Incoming(Incoming),
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// What we send to the client.
+pub struct ResponseBody {
+    kind: Kind,
+    /// Runs when the body has been fully read (pool return).
+    done: Option<Reusable>,
+    /// Counts the request as active on its endpoint until the body ends.
+    _active: Option<ActiveGuard>,
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    /// A body produced by the proxy itself (errors, redirects, admin).
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        let b = b.into();
+        ResponseBody {
+            kind: Kind::Full((!b.is_empty()).then_some(b)),
+            done: None,
+            _active: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody {
+            kind: Kind::Full(None),
+            done: None,
+            _active: None,
+        }
+    }
+
+    /// An upstream body; `done` runs once it has been read to the end.
+    pub fn upstream(b: Incoming, done: Option<Reusable>, active: Option<ActiveGuard>) -> Self {
+        ResponseBody {
+            kind: Kind::Upstream(b),
+            done,
+            _active: active,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        match &mut this.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(b) => {
+                let frame = ready!(Pin::new(b).poll_frame(cx));
+                match &frame {
+                    None => {
+                        if let Some(done) = this.done.take() {
+                            done.reuse();
+                        }
+                    }
+                    Some(Err(_)) => this.done = None,
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(b) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Bodiless responses (HEAD, 204, 304) are never polled to their end.
+        if let (Some(done), Kind::Upstream(b)) = (self.done.take(), &self.kind) {
+            if b.is_end_stream() {
+                done.reuse();
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Errors the proxy answers itself, each with a status, a short text body and
+//! an `x-weft-error` header naming the cause, so a user reading a response
+//! (or a log) knows which hop failed and why.
+
+use crate::body::ResponseBody;
+use crate::http::pool::ConnectError;
+use http::{HeaderValue, Response, StatusCode};
+
+pub const ERROR_HEADER: &str = "x-weft-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route for authority {0:?}")]
+    NoRoute(String),
+    #[error("no rule of {0} matches this request")]
+    NoRuleMatch(String),
+    #[error("the route has no backend to send to")]
+    NoBackend,
+    #[error("backend {0} has no endpoints")]
+    NoEndpoints(String),
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("upstream connection failed: {0}")]
+    Upstream(hyper::Error),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// Status and the short cause name used in `x-weft-error` and metrics.
+    pub fn kind(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::NoRoute(_) | ProxyError::NoRuleMatch(_) => (StatusCode::NOT_FOUND, "no-route"),
+            ProxyError::NoBackend => (StatusCode::INTERNAL_SERVER_ERROR, "no-backend"),
+            ProxyError::NoEndpoints(_) => (StatusCode::SERVICE_UNAVAILABLE, "no-endpoints"),
+            ProxyError::Connect(ConnectError::Timeout(_)) => (StatusCode::BAD_GATEWAY, "connect-timeout"),
+            ProxyError::Connect(_) => (StatusCode::BAD_GATEWAY, "connect-failed"),
+            ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
+            ProxyError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream-reset"),
+            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+        }
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let (status, cause) = self.kind();
+        let mut resp = Response::new(ResponseBody::full(format!("{self}\n")));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(ERROR_HEADER, HeaderValue::from_static(cause));
+        resp
+    }
+}

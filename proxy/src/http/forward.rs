@@ -1,0 +1,121 @@
+//! One exchange with one upstream endpoint: take a connection, send the
+//! request, hand back a streaming response. Upgrades (WebSocket and others)
+//! are spliced here once both sides have switched protocols.
+
+use crate::backend::Endpoint;
+use crate::body::{RequestBody, ResponseBody};
+use crate::http::errors::ProxyError;
+use crate::http::headers::strip_hop_by_hop;
+use crate::http::pool::PoolSettings;
+use crate::telemetry::metrics::Metrics;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The wire protocol towards an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    Http1,
+    Http2,
+}
+
+/// A request ready to go upstream, with what the client asked to upgrade to.
+pub struct Outgoing {
+    pub req: Request<RequestBody>,
+    /// The logical authority (`reviews:9080`), sent as Host / :authority.
+    pub authority: Option<Authority>,
+    pub upgrade: Option<(HeaderValue, OnUpgrade)>,
+}
+
+/// Sends `out` to `ep` and returns the upstream response, streaming.
+pub async fn send(
+    ep: &Arc<Endpoint>,
+    wire: Wire,
+    settings: &PoolSettings,
+    metrics: &Arc<Metrics>,
+    out: Outgoing,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Outgoing { mut req, authority, upgrade } = out;
+    let active = ep.load.start();
+    let started = Instant::now();
+    strip_hop_by_hop(req.headers_mut());
+    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    match wire {
+        Wire::Http1 => {
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = Uri::from(path);
+            if let Some(a) = &authority {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    req.headers_mut().insert(http::header::HOST, v);
+                }
+            }
+            if let Some((proto, _)) = &upgrade {
+                req.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+                req.headers_mut().insert(http::header::UPGRADE, proto.clone());
+            }
+            let mut tx = ep.pool.h1(ep.addr, settings, metrics).await?;
+            let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
+            ep.load.observe(started.elapsed());
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(splice_upgrade(resp, upgrade, metrics));
+            }
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let reuse = ep.pool.reusable(tx, settings.max_idle);
+            Ok(Response::from_parts(parts, ResponseBody::upstream(body, Some(reuse), Some(active))))
+        }
+        Wire::Http2 => {
+            *req.version_mut() = Version::HTTP_2;
+            let authority = authority
+                .or_else(|| {
+                    req.headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .and_then(|h| h.parse().ok())
+                })
+                .unwrap_or_else(|| Authority::from_maybe_shared(ep.addr.to_string()).unwrap_or(Authority::from_static("upstream")));
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(authority);
+            parts.path_and_query = Some(path);
+            *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid URI"))?;
+            req.headers_mut().remove(http::header::HOST);
+            let mut tx = ep.pool.h2(ep.addr, settings, metrics).await?;
+            let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
+            ep.load.observe(started.elapsed());
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, ResponseBody::upstream(body, None, Some(active))))
+        }
+    }
+}
+
+/// The upstream agreed to switch protocols: answer the client with the same
+/// 101 and copy bytes both ways once both sides have switched.
+fn splice_upgrade(
+    mut resp: Response<hyper::body::Incoming>,
+    client: Option<(HeaderValue, OnUpgrade)>,
+    metrics: &Arc<Metrics>,
+) -> Response<ResponseBody> {
+    let upstream = hyper::upgrade::on(&mut resp);
+    let (parts, _) = resp.into_parts();
+    if let Some((_, client)) = client {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            match tokio::try_join!(client, upstream) {
+                Ok((c, u)) => {
+                    let mut c = TokioIo::new(c);
+                    let mut u = TokioIo::new(u);
+                    if let Ok((a, b)) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                        metrics.tcp_bytes_add("upgrade", a + b);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+            }
+        });
+    }
+    Response::from_parts(parts, ResponseBody::empty())
+}

@@ -1,0 +1,283 @@
+//! What happens to one request: find its route, apply the rule's filters,
+//! choose a backend and an endpoint, forward, and account for the result.
+
+use crate::backend::{Backend, HashKey};
+use crate::balance::hash_bytes;
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::backend::Protocol;
+use crate::http::errors::ProxyError;
+use crate::http::forward::{self, Outgoing, Wire};
+use crate::http::headers::upgrade_requested;
+use crate::http::route::{modify_path, Filters};
+use crate::proxy::Proxy;
+use crate::snapshot::{Rule, WeightedBackend};
+use http::uri::Authority;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What we know of the connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// Where the client was really going, for connections redirected to us.
+    pub orig_dst: Option<SocketAddr>,
+}
+
+/// The authority a request is addressed to: the absolute URI's (proxy form,
+/// HTTP/2) or the Host header's.
+fn authority_of(req: &Request<Incoming>) -> Option<&str> {
+    let a = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    Some(a.rsplit_once('@').map_or(a, |(_, host)| host))
+}
+
+/// Splits off what the upstream request needs from the client's request.
+fn outgoing(mut req: Request<Incoming>, authority: Option<Authority>) -> Outgoing {
+    let upgrade = match req.version() {
+        Version::HTTP_11 => upgrade_requested(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req))),
+        _ => None,
+    };
+    let (parts, body) = req.into_parts();
+    let body = if upgrade.is_some() { RequestBody::Empty } else { RequestBody::Incoming(body) };
+    Outgoing {
+        req: Request::from_parts(parts, body),
+        authority,
+        upgrade,
+    }
+}
+
+fn wire_for(p: Protocol) -> Wire {
+    match p {
+        Protocol::Http2 | Protocol::Grpc => Wire::Http2,
+        Protocol::Http | Protocol::Tcp => Wire::Http1,
+    }
+}
+
+/// Handles a request from the local app (outbound listener).
+pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let snap = proxy.snapshot.load_full();
+    if req.method() == Method::CONNECT {
+        return crate::tcp::connect_tunnel(&proxy, &snap, req).await;
+    }
+    let Some(authority) = authority_of(&req) else {
+        proxy.no_route_metrics.record(400, started.elapsed());
+        return ProxyError::BadRequest("no Host header or authority").into_response();
+    };
+    let Some(vh) = snap.host(authority) else {
+        if let Some(dst) = conn.orig_dst {
+            return passthrough(&proxy, dst, req, started).await;
+        }
+        let resp = ProxyError::NoRoute(authority.to_owned()).into_response();
+        proxy.no_route_metrics.record(resp.status().as_u16(), started.elapsed());
+        return resp;
+    };
+    let path = req.uri().path();
+    let query = req.uri().query();
+    let Some((matcher, rule)) = vh.matches.iter().find(|(m, _)| m.matches(req.method(), path, query, req.headers())) else {
+        let resp = ProxyError::NoRuleMatch(vh.name.to_string()).into_response();
+        proxy.no_route_metrics.record(resp.status().as_u16(), started.elapsed());
+        return resp;
+    };
+    let prefix = matcher.prefix().map(str::to_owned);
+    if let Some(redirect) = &rule.filters.redirect {
+        let resp = redirect_response(&req, authority, redirect, prefix.as_deref());
+        rule.local_metrics.record(resp.status().as_u16(), started.elapsed());
+        return resp;
+    }
+    let Some(wb) = pick_backend(rule) else {
+        let resp = ProxyError::NoBackend.into_response();
+        rule.local_metrics.record(resp.status().as_u16(), started.elapsed());
+        return resp;
+    };
+    let authority = authority.to_owned();
+    let resp = match forward_rule(&proxy, &conn, rule, wb, req, authority, prefix.as_deref()).await {
+        Ok(mut resp) => {
+            if let Some(m) = &rule.filters.response_headers {
+                m.apply(resp.headers_mut());
+            }
+            if let Some(m) = &wb.filters.response_headers {
+                m.apply(resp.headers_mut());
+            }
+            resp
+        }
+        Err(e) => {
+            let (_, cause) = e.kind();
+            tracing::debug!(route = %rule.route, backend = %wb.backend.key, error = %e, cause, "request failed");
+            e.into_response()
+        }
+    };
+    wb.metrics.record(resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
+    match rule.backends.len() {
+        0 => None,
+        1 => rule.backends.first().filter(|b| b.weight > 0),
+        _ if rule.total_weight == 0 => None,
+        _ => {
+            let mut x = rand::random_range(0..rule.total_weight);
+            rule.backends.iter().find(|b| {
+                if x < b.weight as u64 {
+                    true
+                } else {
+                    x -= b.weight as u64;
+                    false
+                }
+            })
+        }
+    }
+}
+
+fn apply_filters(f: &Filters, req: &mut Request<Incoming>, authority: &mut String, prefix: Option<&str>) {
+    if f.is_empty() {
+        return;
+    }
+    if let Some(m) = &f.request_headers {
+        m.apply(req.headers_mut());
+    }
+    if let Some(rw) = &f.rewrite {
+        if let Some(h) = &rw.hostname {
+            *authority = h.clone();
+        }
+        if let Some(pm) = &rw.path {
+            let new_path = modify_path(req.uri().path(), pm, prefix);
+            let pq = match req.uri().query() {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            };
+            if let Ok(pq) = pq.parse::<http::uri::PathAndQuery>() {
+                let mut parts = req.uri().clone().into_parts();
+                parts.path_and_query = Some(pq);
+                if let Ok(u) = http::Uri::from_parts(parts) {
+                    *req.uri_mut() = u;
+                }
+            }
+        }
+    }
+}
+
+async fn forward_rule(
+    proxy: &Arc<Proxy>,
+    conn: &ConnInfo,
+    rule: &Rule,
+    wb: &WeightedBackend,
+    mut req: Request<Incoming>,
+    mut authority: String,
+    prefix: Option<&str>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    apply_filters(&rule.filters, &mut req, &mut authority, prefix);
+    apply_filters(&wb.filters, &mut req, &mut authority, prefix);
+    let backend = &wb.backend;
+    let hash = request_hash(backend, &req, conn);
+    let ep = {
+        let set = backend.endpoints.load();
+        let idx = set
+            .balancer
+            .pick(&set.endpoints, hash)
+            .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
+        set.endpoints[idx].clone()
+    };
+    let out = outgoing(req, authority.parse().ok());
+    let fut = forward::send(&ep, wire_for(backend.protocol), &backend.settings, &proxy.metrics, out);
+    match effective_timeout(rule) {
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| ProxyError::Timeout(t))?,
+        None => fut.await,
+    }
+}
+
+/// The tighter of the request and per-try timeouts (there is one try until
+/// retries exist); both run until response headers, so streams are not cut.
+fn effective_timeout(rule: &Rule) -> Option<Duration> {
+    match (rule.request_timeout, rule.backend_timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn request_hash(backend: &Backend, req: &Request<Incoming>, conn: &ConnInfo) -> Option<u64> {
+    match &backend.hash_key {
+        HashKey::None => None,
+        HashKey::Header(name) => req.headers().get(name).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| hash_bytes(v.as_bytes())),
+        HashKey::SourceIp => Some(hash_bytes(conn.peer.ip().to_string().as_bytes())),
+    }
+}
+
+fn redirect_response(
+    req: &Request<Incoming>,
+    authority: &str,
+    r: &crate::config::route::Redirect,
+    prefix: Option<&str>,
+) -> Response<ResponseBody> {
+    let scheme = r.scheme.clone().unwrap_or_else(|| req.uri().scheme_str().unwrap_or("http").to_owned());
+    let host = r.hostname.clone().unwrap_or_else(|| crate::snapshot::strip_port(authority).to_owned());
+    // Gateway API: an explicit port wins; a new scheme implies its well-known port.
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => authority.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()),
+    };
+    let port = port.filter(|p| !((scheme == "http" && *p == 80) || (scheme == "https" && *p == 443)));
+    let path = match &r.path {
+        Some(pm) => modify_path(req.uri().path(), pm, prefix),
+        None => req.uri().path().to_owned(),
+    };
+    let mut location = format!("{scheme}://{host}");
+    if let Some(p) = port {
+        location.push_str(&format!(":{p}"));
+    }
+    location.push_str(&path);
+    if let Some(q) = req.uri().query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let status = StatusCode::from_u16(r.status_code.unwrap_or(302)).unwrap_or(StatusCode::FOUND);
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// An intercepted request for a destination with no config: send it where
+/// the app was sending it.
+async fn passthrough(proxy: &Arc<Proxy>, dst: SocketAddr, req: Request<Incoming>, started: Instant) -> Response<ResponseBody> {
+    let ep = proxy.passthrough_endpoint(dst);
+    let wire = if req.version() == Version::HTTP_2 { Wire::Http2 } else { Wire::Http1 };
+    let authority = authority_of(&req).and_then(|a| a.parse().ok());
+    let out = outgoing(req, authority);
+    let resp = forward::send(&ep, wire, &proxy.passthrough_settings, &proxy.metrics, out)
+        .await
+        .unwrap_or_else(ProxyError::into_response);
+    proxy.passthrough_metrics.record(resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// Handles a request for the local app (inbound listener).
+pub async fn inbound(proxy: Arc<Proxy>, _conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let wire = if req.version() == Version::HTTP_2 { Wire::Http2 } else { Wire::Http1 };
+    let authority = req.uri().authority().cloned();
+    let out = outgoing(req, authority);
+    let resp = forward::send(&proxy.app, wire, &proxy.app_settings, &proxy.metrics, out)
+        .await
+        .unwrap_or_else(ProxyError::into_response);
+    proxy.inbound_metrics.record(resp.status().as_u16(), started.elapsed());
+    resp
+}

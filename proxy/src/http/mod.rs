@@ -1,0 +1,7 @@
+//! HTTP proxying: matching, filters, forwarding, pooling, error answers.
+pub mod errors;
+pub mod forward;
+pub mod handler;
+pub mod headers;
+pub mod pool;
+pub mod route;

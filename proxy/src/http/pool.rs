@@ -1,0 +1,205 @@
+//! Upstream connections per endpoint: a lock-free stack of idle HTTP/1
+//! connections, and one shared, multiplexed HTTP/2 connection.
+
+use crate::body::RequestBody;
+use crate::telemetry::metrics::Metrics;
+use arc_swap::ArcSwapOption;
+use crossbeam_queue::SegQueue;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// How a backend wants its connections kept.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+/// Why a connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("connect to {0}: {1}")]
+    Io(SocketAddr, std::io::Error),
+    #[error("handshake with {0}: {1}")]
+    Handshake(SocketAddr, hyper::Error),
+}
+
+struct Idle {
+    tx: http1::SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// The connections of one endpoint.
+#[derive(Default)]
+pub struct Pool {
+    idle: SegQueue<Idle>,
+    idle_count: AtomicUsize,
+    h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+/// An HTTP/1 sender checked out of a pool, returned by [`Reusable::reuse`]
+/// once its response has been read to the end.
+pub struct Reusable {
+    pool: Arc<Pool>,
+    max_idle: usize,
+    tx: http1::SendRequest<RequestBody>,
+}
+
+impl Reusable {
+    pub fn reuse(self) {
+        self.pool.put(self.tx, self.max_idle);
+    }
+}
+
+/// Opens a TCP connection with a deadline and without Nagle's delay.
+pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout(addr))?
+        .map_err(|e| ConnectError::Io(addr, e))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+impl Pool {
+    fn put(&self, tx: http1::SendRequest<RequestBody>, max_idle: usize) {
+        if tx.is_closed() || self.idle_count.load(Ordering::Relaxed) >= max_idle {
+            return;
+        }
+        self.idle_count.fetch_add(1, Ordering::Relaxed);
+        self.idle.push(Idle {
+            tx,
+            since: Instant::now(),
+        });
+    }
+
+    fn pop(&self) -> Option<Idle> {
+        let idle = self.idle.pop()?;
+        self.idle_count.fetch_sub(1, Ordering::Relaxed);
+        Some(idle)
+    }
+
+    /// Idle HTTP/1 connections now.
+    pub fn idle(&self) -> usize {
+        self.idle_count.load(Ordering::Relaxed)
+    }
+
+    /// Whether an HTTP/2 connection is open.
+    pub fn h2_open(&self) -> bool {
+        self.h2.load().as_ref().is_some_and(|s| !s.is_closed())
+    }
+
+    /// Closes idle connections older than the idle timeout.
+    pub fn evict_idle(&self, idle_timeout: Duration) {
+        let n = self.idle_count.load(Ordering::Relaxed);
+        for _ in 0..n {
+            match self.pop() {
+                Some(i) if i.since.elapsed() < idle_timeout && !i.tx.is_closed() => {
+                    self.idle_count.fetch_add(1, Ordering::Relaxed);
+                    self.idle.push(i);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+
+    /// An HTTP/1 connection: an idle one that is still good, or a new one.
+    /// `upgrade` connections are made fresh and never pooled.
+    pub async fn h1(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        settings: &PoolSettings,
+        metrics: &Metrics,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+        while let Some(mut idle) = self.pop() {
+            if idle.since.elapsed() >= settings.idle_timeout || idle.tx.is_closed() {
+                continue;
+            }
+            // Usually ready at once; an error means the server closed it.
+            if idle.tx.ready().await.is_ok() {
+                return Ok(idle.tx);
+            }
+        }
+        let stream = match connect_tcp(addr, settings.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                metrics.upstream_connect(false);
+                return Err(e);
+            }
+        };
+        metrics.upstream_connect(true);
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectError::Handshake(addr, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// The endpoint's HTTP/2 connection, made on first use and remade when it closes.
+    pub async fn h2(
+        &self,
+        addr: SocketAddr,
+        settings: &PoolSettings,
+        metrics: &Metrics,
+    ) -> Result<http2::SendRequest<RequestBody>, ConnectError> {
+        if let Some(tx) = self.h2.load().as_ref() {
+            if !tx.is_closed() && tx.is_ready() {
+                return Ok((**tx).clone());
+            }
+        }
+        // One connect at a time per endpoint; others wait and share it.
+        let _guard = self.h2_connecting.lock().await;
+        if let Some(tx) = self.h2.load().as_ref() {
+            if !tx.is_closed() && tx.is_ready() {
+                return Ok((**tx).clone());
+            }
+        }
+        let stream = match connect_tcp(addr, settings.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                metrics.upstream_connect(false);
+                return Err(e);
+            }
+        };
+        metrics.upstream_connect(true);
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .adaptive_window(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectError::Handshake(addr, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
+            }
+        });
+        self.h2.store(Some(Arc::new(tx.clone())));
+        Ok(tx)
+    }
+
+    /// Wraps a sender so it comes back here after its response is read.
+    pub fn reusable(self: &Arc<Self>, tx: http1::SendRequest<RequestBody>, max_idle: usize) -> Reusable {
+        Reusable {
+            pool: self.clone(),
+            max_idle,
+            tx,
+        }
+    }
+}

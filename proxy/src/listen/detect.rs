@@ -1,0 +1,75 @@
+//! What a client speaks, judged from its first bytes without consuming them.
+
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detected {
+    Http1,
+    /// HTTP/2 with prior knowledge (the connection preface).
+    Http2,
+    /// Anything else, TLS included: forwarded as bytes.
+    Opaque,
+    /// Closed (or timed out) before sending anything.
+    Nothing,
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Classifies a byte prefix; `None` means "need more bytes".
+pub fn classify(buf: &[u8]) -> Option<Detected> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = buf.len().min(PREFACE.len());
+    if buf[..n] == PREFACE[..n] {
+        return (n >= 4).then_some(Detected::Http2);
+    }
+    // An HTTP/1 request line starts with an upper-case method token and a space.
+    let token = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    match buf.get(token) {
+        Some(b' ') if token >= 3 => Some(Detected::Http1),
+        None if token == buf.len() && token < 8 => None,
+        _ => Some(Detected::Opaque),
+    }
+}
+
+/// Peeks at the first bytes, waiting up to `timeout` for enough of them.
+pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
+    let work = async {
+        let mut buf = [0u8; 24];
+        let mut last = 0;
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return Detected::Nothing,
+                Ok(n) => n,
+            };
+            if let Some(d) = classify(&buf[..n]) {
+                return d;
+            }
+            if n == last {
+                // Peek returns at once while unread bytes remain; give the
+                // client a moment to send the rest of its first segment.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            last = n;
+        }
+    };
+    tokio::time::timeout(timeout, work).await.unwrap_or(Detected::Nothing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"CONNECT a:1 HTTP/1.1"), Some(Detected::Http1));
+        assert_eq!(classify(PREFACE), Some(Detected::Http2));
+        assert_eq!(classify(b"PRI "), Some(Detected::Http2));
+        assert_eq!(classify(b"GE"), None);
+        assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Opaque));
+        assert_eq!(classify(b"SSH-2.0"), Some(Detected::Opaque));
+    }
+}

@@ -1,0 +1,158 @@
+//! Accept loops: each connection is classified (HTTP/1, HTTP/2, opaque) and
+//! served until it closes or shutdown asks it to finish.
+
+pub mod detect;
+pub mod orig_dst;
+
+use crate::drain::{Drain, Watch};
+use crate::http::handler::{self, ConnInfo};
+use crate::proxy::Proxy;
+use detect::Detected;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// Accepts until shutdown is signalled.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, direction: Direction, drain: &Drain) {
+    let mut stop = drain.watch();
+    let gauge = proxy.metrics.active_connections.get_or_create(&crate::telemetry::metrics::DirectionLabels { direction: direction.label() }).clone();
+    let accepted = proxy.metrics.connections.get_or_create(&crate::telemetry::metrics::DirectionLabels { direction: direction.label() }).clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.signalled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let watch = drain.watch();
+        let gauge = gauge.clone();
+        accepted.inc();
+        tokio::spawn(async move {
+            gauge.inc();
+            connection(proxy, stream, peer, direction, watch).await;
+            gauge.dec();
+        });
+    }
+}
+
+async fn connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, direction: Direction, watch: Watch) {
+    let orig_dst = orig_dst::original_dst(&stream);
+    // Intercepted traffic for a known TCP backend needs no sniffing (and a
+    // server-speaks-first protocol would give us nothing to sniff).
+    if direction == Direction::Outbound {
+        if let Some(dst) = orig_dst {
+            let snap = proxy.snapshot.load();
+            if let Some(b) = snap.by_address.get(&dst).filter(|b| b.protocol == crate::config::Protocol::Tcp).cloned() {
+                drop(snap);
+                let target = crate::tcp::pick_endpoint(&b).unwrap_or(dst);
+                crate::tcp::forward(&proxy, stream, target, b.settings.connect_timeout, "outbound").await;
+                return;
+            }
+        }
+    }
+    match detect::detect(&stream, proxy.opts.detect_timeout).await {
+        Detected::Http1 => serve_http(proxy, stream, peer, orig_dst, direction, watch, false).await,
+        Detected::Http2 => serve_http(proxy, stream, peer, orig_dst, direction, watch, true).await,
+        Detected::Opaque | Detected::Nothing => {
+            let target = match direction {
+                Direction::Inbound => Some(proxy.opts.app),
+                Direction::Outbound => orig_dst,
+            };
+            match target {
+                Some(t) => {
+                    let timeout = proxy.opts.connect_timeout;
+                    crate::tcp::forward(&proxy, stream, t, timeout, direction.label()).await
+                }
+                None => tracing::debug!(%peer, "closing a connection that is neither HTTP nor intercepted"),
+            }
+        }
+    }
+}
+
+async fn serve_http(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    orig_dst: Option<SocketAddr>,
+    direction: Direction,
+    mut watch: Watch,
+    h2: bool,
+) {
+    let info = Arc::new(ConnInfo { peer, orig_dst });
+    let svc_proxy = proxy.clone();
+    let svc = service_fn(move |req| {
+        let proxy = svc_proxy.clone();
+        let info = info.clone();
+        async move {
+            Ok::<_, Infallible>(match direction {
+                Direction::Outbound => handler::outbound(proxy, info, req).await,
+                Direction::Inbound => handler::inbound(proxy, info, req).await,
+            })
+        }
+    });
+    let io = TokioIo::new(stream);
+    let opts = &proxy.opts;
+    if h2 {
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(opts.max_header_bytes as u32)
+            .max_concurrent_streams(1024)
+            .serve_connection(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => log_end(r, peer),
+            _ = watch.signalled() => {
+                conn.as_mut().graceful_shutdown();
+                log_end(conn.await, peer);
+            }
+        }
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .max_buf_size(opts.max_header_bytes.max(8192))
+            .serve_connection(io, svc)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => log_end(r, peer),
+            _ = watch.signalled() => {
+                conn.as_mut().graceful_shutdown();
+                log_end(conn.await, peer);
+            }
+        }
+    }
+}
+
+fn log_end(r: Result<(), hyper::Error>, peer: SocketAddr) {
+    if let Err(e) = r {
+        tracing::debug!(%peer, error = %e, "connection ended with error");
+    }
+}

@@ -1,0 +1,112 @@
+//! The state every connection shares: the snapshot in force, metrics, the
+//! local app, and settings fixed at start.
+
+use crate::backend::Endpoint;
+use crate::http::pool::PoolSettings;
+use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Settings fixed for the life of the process (from flags).
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    pub namespace: String,
+    pub service: Option<String>,
+    pub app: SocketAddr,
+    /// A client must send a whole request head within this time (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted; larger gets 431.
+    pub max_header_bytes: usize,
+    /// How long to wait for a client's first bytes before treating the
+    /// connection as opaque TCP (server-speaks-first protocols).
+    pub detect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// Result of the last reload, for `/config` and `/ready`.
+#[derive(Default)]
+pub struct ConfigStatus {
+    pub source: String,
+    pub last_error: Option<String>,
+    pub rejected: u64,
+}
+
+/// Shared by every connection and task.
+pub struct Proxy {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub opts: ProxyOptions,
+    pub app: Arc<Endpoint>,
+    pub app_settings: PoolSettings,
+    pub passthrough_settings: PoolSettings,
+    /// Endpoints for intercepted traffic to destinations we have no config for.
+    passthrough: ArcSwap<HashMap<SocketAddr, Arc<Endpoint>>>,
+    pub status: Mutex<ConfigStatus>,
+    pub inbound_metrics: RouteMetrics,
+    pub no_route_metrics: RouteMetrics,
+    pub passthrough_metrics: RouteMetrics,
+}
+
+impl Proxy {
+    pub fn new(opts: ProxyOptions, metrics: Arc<Metrics>, source: String) -> Proxy {
+        let settings = PoolSettings {
+            connect_timeout: opts.connect_timeout,
+            idle_timeout: opts.pool_idle_timeout,
+            max_idle: crate::config::defaults::POOL_MAX_IDLE_PER_ENDPOINT as usize,
+        };
+        Proxy {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            app: Arc::new(Endpoint::new(opts.app)),
+            app_settings: settings.clone(),
+            passthrough_settings: settings,
+            passthrough: ArcSwap::from_pointee(HashMap::new()),
+            status: Mutex::new(ConfigStatus {
+                source,
+                ..Default::default()
+            }),
+            inbound_metrics: metrics.route("inbound", "", "app"),
+            no_route_metrics: metrics.route("outbound", "", ""),
+            passthrough_metrics: metrics.route("outbound", "passthrough", ""),
+            metrics,
+            opts,
+        }
+    }
+
+    /// The endpoint for an intercepted destination we have no Backend for.
+    /// Rare (unconfigured destinations), so a copy-on-write map is fine.
+    pub fn passthrough_endpoint(&self, addr: SocketAddr) -> Arc<Endpoint> {
+        if let Some(ep) = self.passthrough.load().get(&addr) {
+            return ep.clone();
+        }
+        let ep = Arc::new(Endpoint::new(addr));
+        self.passthrough.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            // Bound the map: destinations come from what the app dials.
+            if m.len() >= 4096 {
+                m.clear();
+            }
+            m.entry(addr).or_insert_with(|| ep.clone());
+            m
+        });
+        ep
+    }
+
+    /// Closes idle upstream connections past their idle timeout.
+    pub fn evict_idle(&self) {
+        let snap = self.snapshot.load();
+        for b in snap.backends.values() {
+            for e in b.endpoints.load().endpoints.iter() {
+                e.pool.evict_idle(b.settings.idle_timeout);
+            }
+        }
+        self.app.pool.evict_idle(self.app_settings.idle_timeout);
+        for e in self.passthrough.load().values() {
+            e.pool.evict_idle(self.passthrough_settings.idle_timeout);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Hot reload in file mode: watch the config paths, and on a change load,
+//! validate and compile the new config, then swap it in. A rejected change
+//! is logged with its positions, shown on `/config`, counted, and the
+//! config in force keeps serving.
+
+use crate::config::{self, ConfigErrors};
+use crate::proxy::Proxy;
+use crate::snapshot::{CompileContext, Snapshot};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How often the files are checked. Polling (rather than inotify) also sees
+/// Kubernetes ConfigMap updates, which swap a symlink, and edits through
+/// editors that replace the file.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What the watched files look like now: names, sizes and times.
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let files = config::expand_paths(paths).unwrap_or_default();
+    files
+        .into_iter()
+        .map(|f| {
+            let meta = std::fs::metadata(&f).ok();
+            let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (f, len, modified)
+        })
+        .collect()
+}
+
+/// Loads and applies the config under `paths`; on error nothing changes.
+pub fn apply(proxy: &Proxy, paths: &[PathBuf]) -> Result<u64, ConfigErrors> {
+    let set = config::load_paths(paths)?;
+    let prev = proxy.snapshot.load_full();
+    let version = prev.version + 1;
+    let snap = Snapshot::compile(
+        set,
+        version,
+        &CompileContext {
+            namespace: &proxy.opts.namespace,
+            metrics: &proxy.metrics,
+            previous: Some(&prev),
+            pool_idle_timeout: proxy.opts.pool_idle_timeout,
+        },
+    );
+    let snap = Arc::new(snap);
+    proxy.snapshot.store(snap.clone());
+    proxy.metrics.config_version.set(version as i64);
+    Ok(version)
+}
+
+/// Applies the initial config, then returns the watcher task's future.
+pub async fn watch(proxy: Arc<Proxy>, paths: Vec<PathBuf>, on_apply: impl Fn(&Arc<Snapshot>) + Send + 'static) {
+    let mut seen = fingerprint(&paths);
+    let mut seen_text = read_all(&paths);
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = fingerprint(&paths);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        // Times can change without content (touch, ConfigMap resync).
+        let text = read_all(&paths);
+        if text == seen_text {
+            continue;
+        }
+        seen_text = text;
+        match apply(&proxy, &paths) {
+            Ok(version) => {
+                tracing::info!(version, "config reloaded");
+                proxy.metrics.config_reloads.get_or_create(&crate::telemetry::metrics::ResultLabels { result: "applied" }).inc();
+                if let Ok(mut st) = proxy.status.lock() {
+                    st.last_error = None;
+                }
+                on_apply(&proxy.snapshot.load_full());
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "config rejected; the previous config keeps serving");
+                }
+                proxy.metrics.config_reloads.get_or_create(&crate::telemetry::metrics::ResultLabels { result: "rejected" }).inc();
+                if let Ok(mut st) = proxy.status.lock() {
+                    st.last_error = Some(errors.to_string());
+                    st.rejected += 1;
+                }
+            }
+        }
+    }
+}
+
+fn read_all(paths: &[PathBuf]) -> Vec<String> {
+    config::expand_paths(paths)
+        .unwrap_or_default()
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect()
+}

@@ -1,0 +1,256 @@
+//! `weft-proxy run`: start listeners, load config, serve until SIGTERM.
+
+use crate::admin::{self, Admin, LogLevelSetter};
+use crate::drain::Drain;
+use crate::listen::{self, Direction};
+use crate::proxy::{Proxy, ProxyOptions};
+use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Flags of `weft-proxy run`; each also reads `WEFT_<FLAG>` from the environment.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Config file, or folder of *.yaml files (file mode; watched and hot-reloaded).
+    #[arg(long, env = "WEFT_CONFIG", value_name = "PATH")]
+    pub config: Vec<PathBuf>,
+    /// Control plane URL (mesh mode).
+    #[arg(long, env = "WEFT_CONTROL_PLANE", value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// Where the local app's outgoing traffic arrives.
+    #[arg(long, env = "WEFT_OUTBOUND", default_value = "127.0.0.1:15001")]
+    pub outbound: SocketAddr,
+    /// Where traffic for the local app arrives.
+    #[arg(long, env = "WEFT_INBOUND", default_value = "0.0.0.0:15006")]
+    pub inbound: SocketAddr,
+    /// The local app the inbound side forwards to.
+    #[arg(long, env = "WEFT_APP", default_value = "127.0.0.1:8080")]
+    pub app: SocketAddr,
+    /// Admin endpoint.
+    #[arg(long, env = "WEFT_ADMIN", default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+    /// The service this sidecar fronts.
+    #[arg(long, env = "WEFT_SERVICE")]
+    pub service: Option<String>,
+    /// The namespace of this sidecar; bare service names resolve in it.
+    #[arg(long, env = "WEFT_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Where the workload key and certificate live (mesh mode).
+    #[arg(long, env = "WEFT_IDENTITY_DIR")]
+    pub identity_dir: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Log filter (tracing syntax: info, debug, weft_proxy=debug,...).
+    #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Worker threads. One is the sidecar default: a sidecar shares its pod's CPU.
+    #[arg(long, env = "WEFT_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// How long in-flight requests may finish after SIGTERM.
+    #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_dur)]
+    pub shutdown_grace: Duration,
+    /// A client must send its whole request head within this time.
+    #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_dur)]
+    pub header_read_timeout: Duration,
+    /// Largest accepted request head, in bytes (larger gets 431).
+    #[arg(long, env = "WEFT_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Wait this long for a client's first bytes before treating it as opaque TCP.
+    #[arg(long, env = "WEFT_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_dur)]
+    pub detect_timeout: Duration,
+    /// Close upstream connections idle this long (a TrafficPolicy may override).
+    #[arg(long, env = "WEFT_POOL_IDLE_TIMEOUT", default_value = "55s", value_parser = parse_dur)]
+    pub pool_idle_timeout: Duration,
+    /// DNS server for `Backend.spec.dns` (default: the system resolver).
+    #[arg(long, env = "WEFT_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    crate::config::duration::parse_duration(s)
+}
+
+/// Sets up logging; returns a setter for `/log-level`.
+pub fn init_logging(format: &str, level: &str) -> LogLevelSetter {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{reload, EnvFilter};
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if format == "json" {
+        registry.with(fmt.json().flatten_event(true)).init();
+    } else {
+        use std::io::IsTerminal;
+        registry.with(fmt.with_target(false).with_ansi(std::io::stderr().is_terminal())).init();
+    }
+    Arc::new(move |wanted: &str| {
+        let f = EnvFilter::try_new(wanted).map_err(|e| format!("invalid log level {wanted:?}: {e}"))?;
+        handle.reload(f).map_err(|e| e.to_string())?;
+        Ok(wanted.to_owned())
+    })
+}
+
+/// Runs the proxy until SIGTERM/SIGINT; returns the process exit code.
+pub fn run(args: RunArgs) -> i32 {
+    let set_level = init_logging(&args.log_format, &args.log_level);
+    let rt = if args.workers <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.workers)
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft-proxy: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async_run(args, set_level))
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    let sock = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("{what} {addr}: {e}"))?;
+    let _ = sock.set_reuseaddr(true);
+    sock.bind(addr).map_err(|e| format!("cannot listen on {what} {addr}: {e}"))?;
+    sock.listen(1024).map_err(|e| format!("cannot listen on {what} {addr}: {e}"))
+}
+
+async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
+    if args.control_plane.is_some() {
+        tracing::error!("mesh mode (--control-plane) is not available in this build yet; use --config");
+        return 2;
+    }
+    if args.config.is_empty() {
+        tracing::error!("nothing to serve: pass --config PATH (or set WEFT_CONFIG)");
+        return 2;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let source = args.config.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let proxy = Arc::new(Proxy::new(
+        ProxyOptions {
+            namespace: args.namespace.clone(),
+            service: args.service.clone(),
+            app: args.app,
+            header_read_timeout: args.header_read_timeout,
+            max_header_bytes: args.max_header_bytes,
+            detect_timeout: args.detect_timeout,
+            pool_idle_timeout: args.pool_idle_timeout,
+            connect_timeout: crate::config::defaults::CONNECT_TIMEOUT,
+        },
+        metrics,
+        format!("file: {source}"),
+    ));
+    let resolver = match crate::discovery::dns::resolver(args.dns_server) {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            tracing::warn!(error = %e, "DNS discovery unavailable");
+            None
+        }
+    };
+    let start_dns = move |snap: &Arc<Snapshot>, prev: Option<&Snapshot>| {
+        let Some(resolver) = &resolver else { return };
+        for b in snap.backends.values() {
+            let reused = prev.and_then(|p| p.backends.get(&b.key)).is_some_and(|old| Arc::ptr_eq(old, b));
+            if !reused {
+                crate::discovery::dns::spawn(b, resolver.clone());
+            }
+        }
+    };
+    match crate::reload::apply(&proxy, &args.config) {
+        Ok(v) => {
+            tracing::info!(version = v, source = %source, "config applied");
+            start_dns(&proxy.snapshot.load_full(), None);
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            tracing::error!("invalid config at startup; not starting");
+            return 1;
+        }
+    }
+    let listeners = async {
+        Ok::<_, String>((
+            bind("outbound", args.outbound).await?,
+            bind("inbound", args.inbound).await?,
+            bind("admin", args.admin).await?,
+        ))
+    };
+    let (outbound, inbound, admin_l) = match listeners.await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    tracing::info!(outbound = %args.outbound, inbound = %args.inbound, admin = %args.admin, app = %args.app, workers = args.workers, "weft-proxy serving");
+
+    let drain = Drain::new();
+    let admin_state = Arc::new(Admin {
+        proxy: proxy.clone(),
+        set_log_level: set_level,
+        log_level: std::sync::Mutex::new(args.log_level.clone()),
+    });
+    let last = std::sync::Mutex::new(proxy.snapshot.load_full());
+    let watcher = tokio::spawn(crate::reload::watch(proxy.clone(), args.config.clone(), move |snap| {
+        if let Ok(mut prev) = last.lock() {
+            start_dns(snap, Some(prev.as_ref()));
+            *prev = snap.clone();
+        }
+    }));
+    let evictor = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                proxy.evict_idle();
+            }
+        })
+    };
+    let servers = async {
+        tokio::join!(
+            listen::serve(outbound, proxy.clone(), Direction::Outbound, &drain),
+            listen::serve(inbound, proxy.clone(), Direction::Inbound, &drain),
+            admin::serve(admin_l, admin_state, &drain),
+        )
+    };
+    tokio::select! {
+        _ = servers => {}
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!(grace = ?args.shutdown_grace, "shutting down: no new connections; finishing in-flight requests");
+    watcher.abort();
+    evictor.abort();
+    if drain.drain(args.shutdown_grace).await {
+        tracing::info!("all connections finished");
+    } else {
+        tracing::warn!("grace period over with connections still open; closing them");
+    }
+    0
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

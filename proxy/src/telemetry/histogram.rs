@@ -1,0 +1,72 @@
+//! A latency histogram whose `observe` is a few relaxed atomic adds.
+//!
+//! prometheus-client's own histogram takes a mutex per observation; on the
+//! request path we take no shared lock, so we keep buckets as atomics and
+//! plug into its encoder.
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bucket upper bounds in seconds: 100µs to 10s, dense where sidecar
+/// latencies live (sub-millisecond to tens of milliseconds).
+pub const LATENCY_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Per-bucket counts (not cumulative); the last slot is +Inf.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// Cheap to clone (an `Arc`); clones share counts.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyHistogram {
+    inner: Arc<Inner>,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let idx = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.inner.counts[idx].fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Total observations.
+    pub fn count(&self) -> u64 {
+        self.inner.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        for (i, c) in self.inner.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            let bound = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            buckets.push((bound, cumulative));
+        }
+        let sum = self.inner.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}

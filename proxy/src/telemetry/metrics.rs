@@ -1,0 +1,171 @@
+//! The proxy's Prometheus metrics.
+//!
+//! Label lookups (which hash label sets under a read lock) happen when a
+//! snapshot is compiled: each route/backend pair resolves its counters once,
+//! and the request path only bumps atomics.
+
+use super::histogram::LatencyHistogram;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub direction: &'static str,
+    pub route: String,
+    pub backend: String,
+    pub code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub direction: &'static str,
+    pub route: String,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub direction: &'static str,
+    pub error: &'static str,
+}
+
+/// All metric families, registered once at start.
+pub struct Metrics {
+    pub registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, LatencyHistogram>,
+    pub active_connections: Family<DirectionLabels, Gauge>,
+    pub connections: Family<DirectionLabels, Counter>,
+    pub proxy_errors: Family<ErrorLabels, Counter>,
+    pub tcp_bytes: Family<DirectionLabels, Counter>,
+    pub config_version: Gauge<i64, AtomicI64Compat>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub upstream_connects: Family<ResultLabels, Counter>,
+}
+
+/// prometheus-client's gauge wants an atomic type; we use its default i64 one.
+pub type AtomicI64Compat = std::sync::atomic::AtomicI64;
+
+/// Handles for one (direction, route, backend) triple, resolved once.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    by_class: [Counter; 6],
+    pub latency: LatencyHistogram,
+}
+
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+impl RouteMetrics {
+    /// Counts one response with this status.
+    pub fn record(&self, status: u16, elapsed: std::time::Duration) {
+        let idx = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.by_class[idx].inc();
+        self.latency.observe(elapsed);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("weft");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "HTTP requests answered, by direction, route, backend and status class", requests.clone());
+        let latency = Family::<LatencyLabels, LatencyHistogram>::default();
+        registry.register("request_duration_seconds", "Time from request received to response headers sent", latency.clone());
+        let active_connections = Family::<DirectionLabels, Gauge>::default();
+        registry.register("active_connections", "Downstream connections open now", active_connections.clone());
+        let connections = Family::<DirectionLabels, Counter>::default();
+        registry.register("connections", "Downstream connections accepted", connections.clone());
+        let proxy_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("proxy_errors", "Requests the proxy answered itself with an error, by cause", proxy_errors.clone());
+        let tcp_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register("tcp_bytes", "Bytes forwarded on opaque TCP and upgraded connections", tcp_bytes.clone());
+        let config_version = Gauge::<i64, AtomicI64Compat>::default();
+        registry.register("config_version", "Version of the config in force", config_version.clone());
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("config_reloads", "Config reloads by result (applied, rejected)", config_reloads.clone());
+        let upstream_connects = Family::<ResultLabels, Counter>::default();
+        registry.register("upstream_connects", "Upstream connection attempts by result", upstream_connects.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            active_connections,
+            connections,
+            proxy_errors,
+            tcp_bytes,
+            config_version,
+            config_reloads,
+            upstream_connects,
+        }
+    }
+
+    /// Resolves the handles of one route/backend pair (not on the request path).
+    pub fn route(&self, direction: &'static str, route: &str, backend: &str) -> RouteMetrics {
+        let by_class = CLASSES.map(|code_class| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    direction,
+                    route: route.to_owned(),
+                    backend: backend.to_owned(),
+                    code_class,
+                })
+                .clone()
+        });
+        let latency = self
+            .latency
+            .get_or_create(&LatencyLabels {
+                direction,
+                route: route.to_owned(),
+                backend: backend.to_owned(),
+            })
+            .clone();
+        RouteMetrics { by_class, latency }
+    }
+
+    pub fn error(&self, direction: &'static str, error: &'static str) -> Counter {
+        self.proxy_errors.get_or_create(&ErrorLabels { direction, error }).clone()
+    }
+
+    pub fn upstream_connect(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.upstream_connects.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub fn tcp_bytes_add(&self, direction: &'static str, n: u64) {
+        self.tcp_bytes.get_or_create(&DirectionLabels { direction }).inc_by(n);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
