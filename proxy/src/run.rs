@@ -196,7 +196,15 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             return 1;
         }
     };
-    tracing::info!(outbound = %args.outbound, inbound = %args.inbound, admin = %args.admin, app = %args.app, workers = args.workers, "weft-proxy serving");
+    let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        outbound = %local(&outbound),
+        inbound = %local(&inbound),
+        admin = %local(&admin_l),
+        app = %args.app,
+        workers = args.workers,
+        "weft-proxy serving"
+    );
 
     let drain = Drain::new();
     let admin_state = Arc::new(Admin {
