@@ -3,6 +3,7 @@
 //! (HTTP clients, admin queries, bounded polling) for the end-to-end tests.
 
 pub mod client;
+pub mod dns;
 pub mod proxy;
 pub mod upstream;
 

@@ -159,7 +159,7 @@ pub fn documents(input: &str) -> Result<Vec<Document>, YamlError> {
             .max(from);
         let mut text = &input[from..to];
         // Drop the separator lines that belong to the next document.
-        while let Some(cut) = last_marker(text) {
+        if let Some(cut) = last_marker(text) {
             text = &text[..cut];
         }
         if matches!(root.value.0, Located::Null) {
@@ -175,13 +175,30 @@ pub fn documents(input: &str) -> Result<Vec<Document>, YamlError> {
     Ok(docs)
 }
 
-/// Byte index of a trailing `---` / `...` marker line (plus what follows it).
+/// Byte index where the trailing separator of this document begins: a
+/// `---` / `...` line, with the blank and column-0 comment lines around it
+/// (they belong to the next document's preamble, or to nothing).
 fn last_marker(text: &str) -> Option<usize> {
-    let trimmed_len = text.trim_end().len();
-    let body = &text[..trimmed_len];
-    let line_start = body.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let last = &body[line_start..];
-    (last.starts_with("---") || last.starts_with("...")).then_some(line_start)
+    let mut end = text.len();
+    let mut cut = None;
+    loop {
+        let body = &text[..end];
+        let trimmed = body.trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
+            return cut;
+        }
+        let line_start = trimmed.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let line = &trimmed[line_start..];
+        let is_marker = line.starts_with("---") || line.starts_with("...");
+        let is_filler = line.trim().is_empty() || line.starts_with('#');
+        if !(is_marker || is_filler) {
+            return cut;
+        }
+        if is_marker {
+            cut = Some(line_start);
+        }
+        end = line_start;
+    }
 }
 
 /// Deserializes one document into `T`, reporting positions in the file's lines.
@@ -303,14 +320,14 @@ fn path_segments(path: &str) -> impl Iterator<Item = Seg<'_>> {
 mod tests {
     use super::*;
 
-    const TWO: &str = "# leading comment\nkind: A\nspec:\n  rules:\n    - weight: 1\n    - weight: 2\n---\nkind: B\nspec:\n  x: 1\n---\n";
+    const TWO: &str = "# leading comment\nkind: A\nspec:\n  rules:\n    - weight: 1\n    - weight: 2\n# trailing\n---\n# next\n\nkind: B\nspec:\n  x: 1\n---\n";
 
     #[test]
     fn splits_documents_with_offsets() {
         let docs = documents(TWO).unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].tree.str_at(&["kind"]), Some("A"));
-        assert_eq!(docs[1].line_offset, 7);
+        assert_eq!(docs[1].line_offset, 10);
         assert!(docs[1].text.starts_with("kind: B"));
         assert!(!docs[0].text.contains("---"));
     }

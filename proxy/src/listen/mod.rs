@@ -137,7 +137,7 @@ async fn serve_http(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(opts.header_read_timeout)
-            .max_buf_size(opts.max_header_bytes.max(8192))
+            .max_header_size(opts.max_header_bytes)
             .serve_connection(io, svc)
             .with_upgrades();
         tokio::pin!(conn);
