@@ -1,0 +1,58 @@
+//! The admin endpoint an operator reads.
+
+use weft_tests::*;
+
+#[tokio::test]
+async fn admin_pages() {
+    let a = Upstream::start("a").await;
+    let p = Proxy::start(format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: a}}\nspec:\n  endpoints: [{{address: {}, weight: 3}}]\n",
+        a.addr
+    ));
+    assert_eq!(get(&p.url("/"), &[("host", "a")]).await.unwrap().status, 200);
+    assert_eq!(p.admin_get("/live").await.0, 200);
+    assert_eq!(p.admin_get("/ready").await.0, 200);
+
+    let (status, metrics) = p.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    for family in [
+        "weft_requests_total{",
+        "weft_request_duration_seconds_bucket{",
+        "weft_active_connections{",
+        "weft_config_version ",
+        "weft_upstream_connects_total{",
+    ] {
+        assert!(metrics.contains(family), "{family} missing from /metrics:\n{metrics}");
+    }
+    assert_eq!(p.metric("weft_requests_total", &["direction=\"outbound\"", "backend=\"default/a\"", "code_class=\"2xx\""]).await, 1.0);
+    assert_eq!(p.metric("weft_config_version", &[]).await, 1.0);
+
+    let (_, config) = p.admin_get("/config").await;
+    assert!(config.contains("# version: 1"), "{config}");
+    assert!(config.contains("kind: Backend"), "{config}");
+
+    let (_, endpoints) = p.admin_get("/endpoints").await;
+    let v: serde_json::Value = serde_json::from_str(&endpoints).unwrap();
+    let ep = &v["backends"][0]["endpoints"][0];
+    assert_eq!(ep["address"], a.addr.to_string());
+    assert_eq!(ep["weight"], 3);
+    assert_eq!(ep["activeRequests"], 0);
+    assert!(ep["ewmaLatencyMs"].as_f64().unwrap() > 0.0);
+
+    assert_eq!(p.admin_get("/log-level").await.1.trim(), "info");
+    let put = |body: &'static str| {
+        let admin = p.admin;
+        async move {
+            let mut c = Conn::open(admin).await.unwrap();
+            let req = http::Request::put("/log-level")
+                .header("host", "admin")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())))
+                .unwrap();
+            c.send(req).await.unwrap()
+        }
+    };
+    assert_eq!(put("debug").await.status, 200);
+    assert_eq!(p.admin_get("/log-level").await.1.trim(), "debug");
+    assert_eq!(put("no=such=level[").await.status, 400);
+    assert_eq!(p.admin_get("/nope").await.0, 404);
+}
