@@ -15,16 +15,19 @@ use std::time::{Duration, SystemTime};
 /// editors that replace the file.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// What the watched files look like now: names, sizes and times.
-fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+/// What the watched files look like now: names, inodes, sizes and times
+/// (the inode changes when an editor or a ConfigMap swaps the file in).
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, u64, Option<SystemTime>)> {
+    use std::os::unix::fs::MetadataExt;
     let files = config::expand_paths(paths).unwrap_or_default();
     files
         .into_iter()
         .map(|f| {
             let meta = std::fs::metadata(&f).ok();
             let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            let ino = meta.as_ref().map(|m| m.ino()).unwrap_or(0);
             let modified = meta.and_then(|m| m.modified().ok());
-            (f, len, modified)
+            (f, ino, len, modified)
         })
         .collect()
 }
@@ -50,10 +53,29 @@ pub fn apply(proxy: &Proxy, paths: &[PathBuf]) -> Result<u64, ConfigErrors> {
     Ok(version)
 }
 
-/// Applies the initial config, then returns the watcher task's future.
-pub async fn watch(proxy: Arc<Proxy>, paths: Vec<PathBuf>, on_apply: impl Fn(&Arc<Snapshot>) + Send + 'static) {
-    let mut seen = fingerprint(&paths);
-    let mut seen_text = read_all(&paths);
+/// What the files looked like when last read. Taken *before* the initial
+/// load, so an edit landing between that load and the watcher's start is
+/// still noticed (at worst the same content is applied twice).
+pub struct Baseline {
+    files: Vec<(PathBuf, u64, u64, Option<SystemTime>)>,
+    text: Vec<String>,
+}
+
+impl Baseline {
+    pub fn take(paths: &[PathBuf]) -> Baseline {
+        Baseline {
+            files: fingerprint(paths),
+            text: read_all(paths),
+        }
+    }
+}
+
+/// Watches the files from `baseline` on, applying each change.
+pub async fn watch(proxy: Arc<Proxy>, paths: Vec<PathBuf>, baseline: Baseline, on_apply: impl Fn(&Arc<Snapshot>) + Send + 'static) {
+    let Baseline {
+        files: mut seen,
+        text: mut seen_text,
+    } = baseline;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

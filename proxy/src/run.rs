@@ -169,6 +169,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             }
         }
     };
+    let baseline = crate::reload::Baseline::take(&args.config);
     match crate::reload::apply(&proxy, &args.config) {
         Ok(v) => {
             tracing::info!(version = v, source = %source, "config applied");
@@ -213,7 +214,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         log_level: std::sync::Mutex::new(args.log_level.clone()),
     });
     let last = std::sync::Mutex::new(proxy.snapshot.load_full());
-    let watcher = tokio::spawn(crate::reload::watch(proxy.clone(), args.config.clone(), move |snap| {
+    let watcher = tokio::spawn(crate::reload::watch(proxy.clone(), args.config.clone(), baseline, move |snap| {
         if let Ok(mut prev) = last.lock() {
             start_dns(snap, Some(prev.as_ref()));
             *prev = snap.clone();

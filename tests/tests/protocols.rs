@@ -59,11 +59,17 @@ fn empty() -> Full<Bytes> {
 }
 
 fn get_req(host: &str, path: &str) -> Request<Full<Bytes>> {
-    Request::get(path).header("host", host).body(empty()).unwrap()
+    Request::get(path)
+        .header("host", host)
+        .body(empty())
+        .unwrap()
 }
 
 fn header<'a, B>(resp: &'a Response<B>, name: &str) -> &'a str {
-    resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// An HTTP/1.1 client connection with any request body type.
@@ -74,7 +80,9 @@ where
     B::Error: Into<BoxError>,
 {
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let (tx, conn) = http1::handshake(TokioIo::new(stream)).await.expect("h1 handshake");
+    let (tx, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("h1 handshake");
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -85,7 +93,9 @@ where
 /// and whose responses are handed back still streaming.
 async fn h2_sender(addr: SocketAddr) -> http2::SendRequest<Full<Bytes>> {
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let (tx, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2 handshake");
+    let (tx, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .expect("h2 handshake");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -100,7 +110,10 @@ async fn count_body(mut body: Incoming, filler: Option<u8>) -> u64 {
         let frame = frame.unwrap_or_else(|e| panic!("body failed after {n} bytes: {e}"));
         if let Ok(data) = frame.into_data() {
             if let (Some(f), Some(first), Some(last)) = (filler, data.first(), data.last()) {
-                assert!(*first == f && *last == f, "unexpected byte in the body near offset {n}");
+                assert!(
+                    *first == f && *last == f,
+                    "unexpected byte in the body near offset {n}"
+                );
             }
             n += data.len() as u64;
         }
@@ -116,7 +129,10 @@ struct Repeat {
 
 impl Repeat {
     fn new(total: u64, chunk_size: usize) -> Repeat {
-        Repeat { left: total, chunk: Bytes::from(vec![b'u'; chunk_size]) }
+        Repeat {
+            left: total,
+            chunk: Bytes::from(vec![b'u'; chunk_size]),
+        }
     }
 }
 
@@ -212,17 +228,24 @@ async fn start_peer(script: &str) -> Peer {
         .expect("spawn python3");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let line = within(&format!("{script} to print READY"), Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("read peer stdout")
-        .unwrap_or_else(|| panic!("{script} exited before READY"));
+    let line = within(
+        &format!("{script} to print READY"),
+        Duration::from_secs(30),
+        lines.next_line(),
+    )
+    .await
+    .expect("read peer stdout")
+    .unwrap_or_else(|| panic!("{script} exited before READY"));
     let port = line
         .strip_prefix("READY ")
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("{script}: unexpected first line {line:?}"));
     // The server prints nothing more; keep its stdout open anyway.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Peer { _child: child, port }
+    Peer {
+        _child: child,
+        port,
+    }
 }
 
 /// Runs `script client args..` to completion; returns the JSON it printed.
@@ -242,8 +265,14 @@ async fn run_peer_client(script: &str, args: &[&str]) -> serde_json::Value {
     .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} client failed ({}):\nstdout: {stdout}\nstderr: {stderr}", out.status);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{script} client printed no JSON ({e}): {stdout}\nstderr: {stderr}"))
+    assert!(
+        out.status.success(),
+        "{script} client failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!("{script} client printed no JSON ({e}): {stdout}\nstderr: {stderr}")
+    })
 }
 
 /// Runs a command-line tool to completion, bounded; returns (success, stdout + stderr).
@@ -251,11 +280,19 @@ async fn run_tool(tool: &str, args: &[&str]) -> (bool, String) {
     let out = within(
         &format!("{tool} {args:?}"),
         Duration::from_secs(20),
-        tokio::process::Command::new(tool).args(args).stdin(std::process::Stdio::null()).kill_on_drop(true).output(),
+        tokio::process::Command::new(tool)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
     )
     .await
     .unwrap_or_else(|e| panic!("run {tool}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -269,15 +306,28 @@ async fn http1_keep_alive_reuses_upstream_connections() {
     let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
     let mut conn = Conn::open(proxy.outbound).await.expect("connect to proxy");
     for i in 0..50 {
-        let r = within("keep-alive request", STEP, conn.send(get_req("echo", &format!("/ka/{i}")))).await.expect("request");
+        let r = within(
+            "keep-alive request",
+            STEP,
+            conn.send(get_req("echo", &format!("/ka/{i}"))),
+        )
+        .await
+        .expect("request");
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
         assert_eq!(r.header("x-upstream"), Some("echo"));
         assert_eq!(r.text(), format!("echo GET /ka/{i}\n"));
     }
     assert_eq!(up.requests(), 50);
-    assert!(up.connections() <= 2, "upstream saw {} connections for 50 requests", up.connections());
+    assert!(
+        up.connections() <= 2,
+        "upstream saw {} connections for 50 requests",
+        up.connections()
+    );
     let dials = proxy.metric("weft_upstream_connects_total", &["ok"]).await;
-    assert!((1.0..=2.0).contains(&dials), "proxy dialled {dials} upstream connections");
+    assert!(
+        (1.0..=2.0).contains(&dials),
+        "proxy dialled {dials} upstream connections"
+    );
 }
 
 /// A chunked upload streams through: the upstream reads the first chunk
@@ -310,47 +360,86 @@ async fn chunked_bodies_stream_both_ways() {
                                 }
                             }
                         }
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("{total} {te}")))))
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                            "{total} {te}"
+                        )))))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
     let up = Upstream::start("bytes").await;
-    let proxy = Proxy::start(config(&[backend("sink", "http", 8080, up_addr), backend("bytes", "http", 8080, up.addr)]));
+    let proxy = Proxy::start(config(&[
+        backend("sink", "http", 8080, up_addr),
+        backend("bytes", "http", 8080, up.addr),
+    ]));
 
     // Upload: 64 KiB, then wait for the upstream to see it, then 8 MiB more.
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let mut sender = h1_sender::<StreamBody<Chan>>(proxy.outbound).await;
-    let req = Request::post("/upload").header("host", "sink").body(StreamBody::new(Chan(rx))).unwrap();
+    let req = Request::post("/upload")
+        .header("host", "sink")
+        .body(StreamBody::new(Chan(rx)))
+        .unwrap();
     let resp = tokio::spawn(async move { sender.send_request(req).await });
     let chunk = Bytes::from(vec![b'c'; 64 * 1024]);
     tx.send(chunk.clone()).await.unwrap();
-    within("upstream to receive the first chunk while the client holds the rest", STEP, first_rx)
-        .await
-        .expect("upstream signal");
+    within(
+        "upstream to receive the first chunk while the client holds the rest",
+        STEP,
+        first_rx,
+    )
+    .await
+    .expect("upstream signal");
     for _ in 0..128 {
-        within("send a chunk", STEP, tx.send(chunk.clone())).await.unwrap();
+        within("send a chunk", STEP, tx.send(chunk.clone()))
+            .await
+            .unwrap();
     }
     drop(tx);
-    let resp = within("upload response", STEP, resp).await.unwrap().expect("upload");
+    let resp = within("upload response", STEP, resp)
+        .await
+        .unwrap()
+        .expect("upload");
     assert_eq!(resp.status(), 200);
-    let body = within("upload body", STEP, resp.into_body().collect()).await.unwrap().to_bytes();
-    assert_eq!(String::from_utf8_lossy(&body), format!("{} chunked", 129 * 64 * 1024));
+    let body = within("upload body", STEP, resp.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("{} chunked", 129 * 64 * 1024)
+    );
 
     // Download: the upstream streams with no length; the client gets it chunked.
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    let resp = within("download headers", STEP, conn.send_streaming(get_req("bytes", "/bytes/5000000"))).await.expect("download");
+    let resp = within(
+        "download headers",
+        STEP,
+        conn.send_streaming(get_req("bytes", "/bytes/5000000")),
+    )
+    .await
+    .expect("download");
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "transfer-encoding"), "chunked");
     assert!(resp.headers().get("content-length").is_none());
-    let n = within("download body", STEP, count_body(resp.into_body(), Some(b'x'))).await;
+    let n = within(
+        "download body",
+        STEP,
+        count_body(resp.into_body(), Some(b'x')),
+    )
+    .await;
     assert_eq!(n, 5_000_000);
 }
 
 fn header_str(h: &http::HeaderMap, name: &str) -> String {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// An HTTP/2 client reaches an `http2` backend over HTTP/2 and an `http`
@@ -360,16 +449,35 @@ fn header_str(h: &http::HeaderMap, name: &str) -> String {
 async fn http2_downstream_native_and_translated() {
     let h1 = Upstream::start("echo").await;
     let h2 = Upstream::start("echo-h2").await;
-    let proxy = Proxy::start(config(&[backend("echo", "http", 8080, h1.addr), backend("echo-h2", "http2", 8080, h2.addr)]));
+    let proxy = Proxy::start(config(&[
+        backend("echo", "http", 8080, h1.addr),
+        backend("echo-h2", "http2", 8080, h2.addr),
+    ]));
 
     let mut conn = H2Conn::open(proxy.outbound).await.expect("h2 connect");
-    let r = within("h2 → http2", STEP, conn.send(Request::get("http://echo-h2/native").body(empty()).unwrap())).await.unwrap();
+    let r = within(
+        "h2 → http2",
+        STEP,
+        conn.send(Request::get("http://echo-h2/native").body(empty()).unwrap()),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-upstream"), Some("echo-h2"));
     assert_eq!(r.header("x-seen-version"), Some("HTTP/2.0"));
     assert_eq!(r.header("x-seen-host"), Some("echo-h2"));
 
-    let r = within("h2 → http", STEP, conn.send(Request::get("http://echo:8080/translated").body(empty()).unwrap())).await.unwrap();
+    let r = within(
+        "h2 → http",
+        STEP,
+        conn.send(
+            Request::get("http://echo:8080/translated")
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-upstream"), Some("echo"));
     assert_eq!(r.header("x-seen-version"), Some("HTTP/1.1"));
@@ -378,9 +486,29 @@ async fn http2_downstream_native_and_translated() {
 
     // A body crosses the translation in both directions.
     let body = Bytes::from(vec![b'p'; MIB as usize]);
-    let r = within("h2 upload → http", STEP, conn.send(Request::post("http://echo/upload").body(Full::new(body)).unwrap())).await.unwrap();
+    let r = within(
+        "h2 upload → http",
+        STEP,
+        conn.send(
+            Request::post("http://echo/upload")
+                .body(Full::new(body))
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.text(), MIB.to_string());
-    let r = within("h2 download ← http", STEP, conn.send(Request::get("http://echo/bytes/3000000").body(empty()).unwrap())).await.unwrap();
+    let r = within(
+        "h2 download ← http",
+        STEP,
+        conn.send(
+            Request::get("http://echo/bytes/3000000")
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.body.len(), 3_000_000);
 
     // Concurrent streams on one client connection share one upstream connection.
@@ -388,14 +516,20 @@ async fn http2_downstream_native_and_translated() {
     let calls = (0..20).map(|i| {
         let mut tx = tx.clone();
         async move {
-            let req = Request::get(format!("http://echo-h2/delay/{}", 50 + i)).body(empty()).unwrap();
+            let req = Request::get(format!("http://echo-h2/delay/{}", 50 + i))
+                .body(empty())
+                .unwrap();
             let resp = tx.send_request(req).await.expect("h2 stream");
             assert_eq!(resp.status(), 200);
             resp.into_body().collect().await.expect("h2 body");
         }
     });
     within("20 concurrent h2 streams", STEP, join_all(calls)).await;
-    assert_eq!(h2.connections(), 1, "the http2 backend should see one multiplexed connection");
+    assert_eq!(
+        h2.connections(),
+        1,
+        "the http2 backend should see one multiplexed connection"
+    );
 
     if !require_tool("nghttp") {
         return;
@@ -403,12 +537,22 @@ async fn http2_downstream_native_and_translated() {
     let url = format!("http://{}/via-nghttp", proxy.outbound);
     let (ok, out) = run_tool("nghttp", &["-v", "-H", ":authority: echo-h2", &url]).await;
     assert!(ok, "nghttp failed:\n{out}");
-    for want in [":status: 200", "x-upstream: echo-h2", "x-seen-version: HTTP/2.0", "echo-h2 GET http://echo-h2/via-nghttp"] {
+    for want in [
+        ":status: 200",
+        "x-upstream: echo-h2",
+        "x-seen-version: HTTP/2.0",
+        "echo-h2 GET http://echo-h2/via-nghttp",
+    ] {
         assert!(out.contains(want), "nghttp output lacks {want:?}:\n{out}");
     }
     let (ok, out) = run_tool("nghttp", &["-v", "-H", ":authority: echo:8080", &url]).await;
     assert!(ok, "nghttp failed:\n{out}");
-    for want in [":status: 200", "x-upstream: echo", "x-seen-version: HTTP/1.1", "echo GET /via-nghttp"] {
+    for want in [
+        ":status: 200",
+        "x-upstream: echo",
+        "x-seen-version: HTTP/1.1",
+        "echo GET /via-nghttp",
+    ] {
         assert!(out.contains(want), "nghttp output lacks {want:?}:\n{out}");
     }
 }
@@ -430,8 +574,17 @@ async fn grpc_calls_statuses_and_trailers() {
         return;
     }
     let server = start_peer("grpc_peer.py").await;
-    let proxy = Proxy::start(backend("echo-grpc", "grpc", 50051, SocketAddr::from(([127, 0, 0, 1], server.port))));
-    let out = run_peer_client("grpc_peer.py", &[&proxy.outbound.to_string(), "echo-grpc:50051"]).await;
+    let proxy = Proxy::start(backend(
+        "echo-grpc",
+        "grpc",
+        50051,
+        SocketAddr::from(([127, 0, 0, 1], server.port)),
+    ));
+    let out = run_peer_client(
+        "grpc_peer.py",
+        &[&proxy.outbound.to_string(), "echo-grpc:50051"],
+    )
+    .await;
 
     assert_eq!(out["unary"], "echo:hi", "{out}");
     assert_eq!(out["unary_code"], "OK", "{out}");
@@ -439,16 +592,22 @@ async fn grpc_calls_statuses_and_trailers() {
     assert_eq!(out["unary_trailing"]["x-trailer"], "tval", "{out}");
     assert_eq!(out["unary_trailing"]["x-bin-bin"], "0001ff", "{out}");
     assert_eq!(out["unary_big_ok"], true, "{out}");
-    assert_eq!(out["stream"], serde_json::json!(["msg-0", "msg-1", "msg-2", "msg-3", "msg-4"]), "{out}");
+    assert_eq!(
+        out["stream"],
+        serde_json::json!(["msg-0", "msg-1", "msg-2", "msg-3", "msg-4"]),
+        "{out}"
+    );
     assert_eq!(out["stream_code"], "OK", "{out}");
     assert_eq!(out["fail_code"], "NOT_FOUND", "{out}");
     assert_eq!(out["fail_details"], "nope", "{out}");
     assert_eq!(out["fail_trailing"]["x-why"], "missing", "{out}");
     assert_eq!(out["bidi"], serde_json::json!(["A", "BC", "DEF"]), "{out}");
 
-    // All six calls went through the proxy, each an HTTP 200 (gRPC status is in trailers).
-    let calls = proxy.metric("weft_requests_total", &["echo-grpc", "2xx"]).await;
-    assert_eq!(calls, 6.0, "{}", proxy.admin_get("/metrics").await.1);
+    // All five calls went through the proxy, each an HTTP 200 (the gRPC status is in trailers).
+    let calls = proxy
+        .metric("weft_requests_total", &["echo-grpc", "2xx"])
+        .await;
+    assert_eq!(calls, 5.0, "{}", proxy.admin_get("/metrics").await.1);
 }
 
 /// A WebSocket session through an `http` Backend: the upgrade is spliced and
@@ -459,21 +618,40 @@ async fn websocket_upgrade_round_trips_messages() {
         return;
     }
     let server = start_peer("ws_peer.py").await;
-    let proxy = Proxy::start(backend("echo-ws", "http", 8080, SocketAddr::from(([127, 0, 0, 1], server.port))));
-    let out = run_peer_client("ws_peer.py", &[&proxy.outbound.to_string(), "ws://echo-ws:8080/ws"]).await;
+    let proxy = Proxy::start(backend(
+        "echo-ws",
+        "http",
+        8080,
+        SocketAddr::from(([127, 0, 0, 1], server.port)),
+    ));
+    let out = run_peer_client(
+        "ws_peer.py",
+        &[&proxy.outbound.to_string(), "ws://echo-ws:8080/ws"],
+    )
+    .await;
     assert_eq!(out["status"], 101, "{out}");
     assert_eq!(out["whoami"]["host"], "echo-ws:8080", "{out}");
     assert_eq!(out["whoami"]["path"], "/ws", "{out}");
-    assert_eq!(out["texts_ok"], serde_json::json!([true, true, true]), "{out}");
+    assert_eq!(
+        out["texts_ok"],
+        serde_json::json!([true, true, true]),
+        "{out}"
+    );
     assert_eq!(out["binary_ok"], serde_json::json!([true, true]), "{out}");
     assert_eq!(out["close_code"], 1000, "{out}");
 
     // The spliced bytes are counted once the connection has closed.
     let payload = (5 + "wörld".len() + 70_000 + 10 + MIB as usize) as f64;
-    let counted = eventually("weft_tcp_bytes_total{direction=\"upgrade\"} to count the session", STEP, || async {
-        let n = proxy.metric("weft_tcp_bytes_total", &["direction=\"upgrade\""]).await;
-        (n >= 2.0 * payload).then_some(n)
-    })
+    let counted = eventually(
+        "weft_tcp_bytes_total{direction=\"upgrade\"} to count the session",
+        STEP,
+        || async {
+            let n = proxy
+                .metric("weft_tcp_bytes_total", &["direction=\"upgrade\""])
+                .await;
+            (n >= 2.0 * payload).then_some(n)
+        },
+    )
     .await;
     assert!(counted >= 2.0 * payload);
 }
@@ -484,32 +662,51 @@ async fn websocket_upgrade_round_trips_messages() {
 async fn server_sent_events_are_not_buffered() {
     let up = Upstream::start("events").await;
     let up2 = Upstream::start("events-h2").await;
-    let proxy = Proxy::start(config(&[backend("events", "http", 8080, up.addr), backend("events-h2", "http2", 8080, up2.addr)]));
+    let proxy = Proxy::start(config(&[
+        backend("events", "http", 8080, up.addr),
+        backend("events-h2", "http2", 8080, up2.addr),
+    ]));
 
     // HTTP/1.1 client → HTTP/1.1 upstream.
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
     let started = Instant::now();
-    let resp = within("sse headers", STEP, conn.send_streaming(get_req("events", "/sse/20/20"))).await.expect("sse");
+    let resp = within(
+        "sse headers",
+        STEP,
+        conn.send_streaming(get_req("events", "/sse/20/20")),
+    )
+    .await
+    .expect("sse");
     check_sse("h1", started, resp).await;
 
     // HTTP/2 client → HTTP/2 upstream.
     let mut tx = h2_sender(proxy.outbound).await;
     let started = Instant::now();
-    let req = Request::get("http://events-h2/sse/20/20").body(empty()).unwrap();
-    let resp = within("h2 sse headers", STEP, tx.send_request(req)).await.expect("h2 sse");
+    let req = Request::get("http://events-h2/sse/20/20")
+        .body(empty())
+        .unwrap();
+    let resp = within("h2 sse headers", STEP, tx.send_request(req))
+        .await
+        .expect("h2 sse");
     check_sse("h2", started, resp).await;
 }
 
 /// 20 events 20 ms apart: the upstream sends the last ≥ 380 ms after the first.
 async fn check_sse(label: &str, started: Instant, resp: Response<Incoming>) {
     assert_eq!(resp.status(), 200, "{label}");
-    assert_eq!(header(&resp, "content-type"), "text/event-stream", "{label}");
+    assert_eq!(
+        header(&resp, "content-type"),
+        "text/event-stream",
+        "{label}"
+    );
     let mut body = resp.into_body();
     let (mut events, mut frames) = (0, 0);
     let mut text = String::new();
     let (mut first, mut last) = (None, Duration::ZERO);
     while let Some(f) = within("next sse frame", STEP, body.frame()).await {
-        let Ok(data) = f.expect("sse frame").into_data() else { continue };
+        let Ok(data) = f.expect("sse frame").into_data() else {
+            continue;
+        };
         let at = started.elapsed();
         frames += 1;
         text.push_str(&String::from_utf8_lossy(&data));
@@ -522,11 +719,26 @@ async fn check_sse(label: &str, started: Instant, resp: Response<Incoming>) {
     }
     let first = first.expect("no event");
     assert_eq!(events, 20, "{label}: {text}");
-    assert!(text.starts_with("data: event 0\n\n") && text.ends_with("data: event 19\n\n"), "{label}: {text}");
-    assert!(first < Duration::from_millis(300), "{label}: first event after {first:?}");
-    assert!(last >= Duration::from_millis(380), "{label}: last event after {last:?}");
-    assert!(last - first >= Duration::from_millis(300), "{label}: events arrived together ({first:?}..{last:?}), buffered?");
-    assert!(frames >= 5, "{label}: 20 events arrived in only {frames} frames");
+    assert!(
+        text.starts_with("data: event 0\n\n") && text.ends_with("data: event 19\n\n"),
+        "{label}: {text}"
+    );
+    assert!(
+        first < Duration::from_millis(300),
+        "{label}: first event after {first:?}"
+    );
+    assert!(
+        last >= Duration::from_millis(380),
+        "{label}: last event after {last:?}"
+    );
+    assert!(
+        last - first >= Duration::from_millis(300),
+        "{label}: events arrived together ({first:?}..{last:?}), buffered?"
+    );
+    assert!(
+        frames >= 5,
+        "{label}: 20 events arrived in only {frames} frames"
+    );
 }
 
 /// 1 GiB downloaded through the proxy, read in chunks; the proxy's memory
@@ -538,9 +750,20 @@ async fn download_1gib_with_bounded_proxy_memory() {
     let sampler = RssSampler::start(proxy.pid());
     let started = Instant::now();
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    let resp = within("download headers", STEP, conn.send_streaming(get_req("big", &format!("/bytes/{GIB}")))).await.expect("download");
+    let resp = within(
+        "download headers",
+        STEP,
+        conn.send_streaming(get_req("big", &format!("/bytes/{GIB}"))),
+    )
+    .await
+    .expect("download");
     assert_eq!(resp.status(), 200);
-    let n = within("1 GiB download", Duration::from_secs(120), count_body(resp.into_body(), Some(b'x'))).await;
+    let n = within(
+        "1 GiB download",
+        Duration::from_secs(120),
+        count_body(resp.into_body(), Some(b'x')),
+    )
+    .await;
     let took = started.elapsed();
     let peak = sampler.finish();
     eprintln!(
@@ -550,7 +773,10 @@ async fn download_1gib_with_bounded_proxy_memory() {
     );
     assert_eq!(n, GIB);
     assert!(peak > 0, "could not read the proxy's RSS");
-    assert!(peak < 64 * 1024, "proxy peak RSS {peak} KiB during a 1 GiB download");
+    assert!(
+        peak < 64 * 1024,
+        "proxy peak RSS {peak} KiB during a 1 GiB download"
+    );
 }
 
 /// 1 GiB uploaded through the proxy, written in chunks (with a
@@ -567,9 +793,18 @@ async fn upload_1gib_with_bounded_proxy_memory() {
         .header("content-length", GIB.to_string())
         .body(StreamBody::new(Repeat::new(GIB, 64 * 1024)))
         .unwrap();
-    let resp = within("1 GiB upload", Duration::from_secs(120), tx.send_request(req)).await.expect("upload");
+    let resp = within(
+        "1 GiB upload",
+        Duration::from_secs(120),
+        tx.send_request(req),
+    )
+    .await
+    .expect("upload");
     assert_eq!(resp.status(), 200);
-    let body = within("upload answer", STEP, resp.into_body().collect()).await.unwrap().to_bytes();
+    let body = within("upload answer", STEP, resp.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
     let took = started.elapsed();
     let peak = sampler.finish();
     eprintln!(
@@ -579,7 +814,10 @@ async fn upload_1gib_with_bounded_proxy_memory() {
     );
     assert_eq!(String::from_utf8_lossy(&body), GIB.to_string());
     assert!(peak > 0, "could not read the proxy's RSS");
-    assert!(peak < 64 * 1024, "proxy peak RSS {peak} KiB during a 1 GiB upload");
+    assert!(
+        peak < 64 * 1024,
+        "proxy peak RSS {peak} KiB during a 1 GiB upload"
+    );
 }
 
 /// CONNECT opens a tunnel to a Backend's endpoint: HTTP/1.1 spoken through
@@ -589,32 +827,68 @@ async fn upload_1gib_with_bounded_proxy_memory() {
 async fn connect_tunnels_http_and_raw_tcp() {
     let up = Upstream::start("echo").await;
     let echo = tcp_echo_server().await;
-    let proxy = Proxy::start(config(&[backend("echo", "http", 8080, up.addr), backend("echo-tcp", "tcp", 9000, echo)]));
+    let proxy = Proxy::start(config(&[
+        backend("echo", "http", 8080, up.addr),
+        backend("echo-tcp", "tcp", 9000, echo),
+    ]));
 
     // HTTP/1.1 through a tunnel, several requests on it.
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    let req = Request::builder().method(Method::CONNECT).uri("echo:8080").header("host", "echo:8080").body(empty()).unwrap();
-    let resp = within("CONNECT echo:8080", STEP, conn.send_streaming(req)).await.expect("CONNECT");
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("echo:8080")
+        .header("host", "echo:8080")
+        .body(empty())
+        .unwrap();
+    let resp = within("CONNECT echo:8080", STEP, conn.send_streaming(req))
+        .await
+        .expect("CONNECT");
     assert_eq!(resp.status(), 200);
-    let tunnel = within("tunnel upgrade", STEP, hyper::upgrade::on(resp)).await.expect("upgrade");
-    let (mut tx, c) = http1::handshake::<_, Full<Bytes>>(tunnel).await.expect("handshake in tunnel");
+    let tunnel = within("tunnel upgrade", STEP, hyper::upgrade::on(resp))
+        .await
+        .expect("upgrade");
+    let (mut tx, c) = http1::handshake::<_, Full<Bytes>>(tunnel)
+        .await
+        .expect("handshake in tunnel");
     tokio::spawn(c);
     for i in 0..3 {
-        let resp = within("request in tunnel", STEP, tx.send_request(get_req("tunnelled.example", &format!("/in-tunnel/{i}")))).await.expect("request");
+        let resp = within(
+            "request in tunnel",
+            STEP,
+            tx.send_request(get_req("tunnelled.example", &format!("/in-tunnel/{i}"))),
+        )
+        .await
+        .expect("request");
         assert_eq!(resp.status(), 200);
         assert_eq!(header(&resp, "x-upstream"), "echo");
-        assert_eq!(header(&resp, "x-seen-host"), "tunnelled.example", "the tunnel must not rewrite what it carries");
-        let body = within("body in tunnel", STEP, resp.into_body().collect()).await.unwrap().to_bytes();
+        assert_eq!(
+            header(&resp, "x-seen-host"),
+            "tunnelled.example",
+            "the tunnel must not rewrite what it carries"
+        );
+        let body = within("body in tunnel", STEP, resp.into_body().collect())
+            .await
+            .unwrap()
+            .to_bytes();
         assert_eq!(body, format!("echo GET /in-tunnel/{i}\n"));
     }
     assert_eq!(up.connections(), 1);
 
     // Raw bytes to a tcp Backend.
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    let req = Request::builder().method(Method::CONNECT).uri("echo-tcp:9000").header("host", "echo-tcp:9000").body(empty()).unwrap();
-    let resp = within("CONNECT echo-tcp:9000", STEP, conn.send_streaming(req)).await.expect("CONNECT");
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("echo-tcp:9000")
+        .header("host", "echo-tcp:9000")
+        .body(empty())
+        .unwrap();
+    let resp = within("CONNECT echo-tcp:9000", STEP, conn.send_streaming(req))
+        .await
+        .expect("CONNECT");
     assert_eq!(resp.status(), 200);
-    let tunnel = within("tunnel upgrade", STEP, hyper::upgrade::on(resp)).await.expect("upgrade");
+    let tunnel = within("tunnel upgrade", STEP, hyper::upgrade::on(resp))
+        .await
+        .expect("upgrade");
     let (mut r, mut w) = tokio::io::split(TokioIo::new(tunnel));
     let payload: Vec<u8> = (0..512 * 1024u32).map(|i| (i % 251) as u8).collect();
     let sent = payload.clone();
@@ -625,15 +899,32 @@ async fn connect_tunnels_http_and_raw_tcp() {
         Ok::<_, std::io::Error>(w)
     });
     let mut back = Vec::new();
-    within("tcp echo through the tunnel to EOF", STEP, r.read_to_end(&mut back)).await.expect("read tunnel");
+    within(
+        "tcp echo through the tunnel to EOF",
+        STEP,
+        r.read_to_end(&mut back),
+    )
+    .await
+    .expect("read tunnel");
     let _w = writer.await.unwrap().expect("write tunnel");
     assert_eq!(&back[..6], b"\x00\x01raw\xff");
-    assert!(back[6..] == payload[..], "echoed bytes differ ({} bytes back)", back.len());
+    assert!(
+        back[6..] == payload[..],
+        "echoed bytes differ ({} bytes back)",
+        back.len()
+    );
 
     // Unknown name.
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    let req = Request::builder().method(Method::CONNECT).uri("nowhere:443").header("host", "nowhere:443").body(empty()).unwrap();
-    let r = within("CONNECT nowhere", STEP, conn.send(req)).await.expect("CONNECT");
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("nowhere:443")
+        .header("host", "nowhere:443")
+        .body(empty())
+        .unwrap();
+    let r = within("CONNECT nowhere", STEP, conn.send(req))
+        .await
+        .expect("CONNECT");
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(r.header("x-weft-error"), Some("no-route"));
 }
@@ -644,9 +935,20 @@ async fn connect_tunnels_http_and_raw_tcp() {
 async fn inbound_http_reaches_the_app() {
     let app = Upstream::start("app").await;
     let other = Upstream::start("other").await;
-    let proxy = Proxy::builder(backend("other", "http", 8080, other.addr)).app(app.addr).start();
+    let proxy = Proxy::builder(backend("other", "http", 8080, other.addr))
+        .app(app.addr)
+        .start();
 
-    let r = within("inbound h1", STEP, get(&format!("http://{}/inbound/h1", proxy.inbound), &[("host", "my-svc:8080")])).await.expect("h1");
+    let r = within(
+        "inbound h1",
+        STEP,
+        get(
+            &format!("http://{}/inbound/h1", proxy.inbound),
+            &[("host", "my-svc:8080")],
+        ),
+    )
+    .await
+    .expect("h1");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-upstream"), Some("app"));
     assert_eq!(r.header("x-seen-version"), Some("HTTP/1.1"));
@@ -654,12 +956,26 @@ async fn inbound_http_reaches_the_app() {
     assert_eq!(r.text(), "app GET /inbound/h1\n");
 
     let mut h2 = H2Conn::open(proxy.inbound).await.expect("h2 connect");
-    let r = within("inbound h2", STEP, h2.send(Request::get("http://my-svc/inbound/h2").body(empty()).unwrap())).await.expect("h2");
+    let r = within(
+        "inbound h2",
+        STEP,
+        h2.send(
+            Request::get("http://my-svc/inbound/h2")
+                .body(empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("h2");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-upstream"), Some("app"));
     assert_eq!(r.header("x-seen-version"), Some("HTTP/2.0"));
     assert_eq!(r.header("x-seen-host"), Some("my-svc"));
-    assert_eq!(other.requests(), 0, "inbound traffic must not be routed by outbound config");
+    assert_eq!(
+        other.requests(),
+        0,
+        "inbound traffic must not be routed by outbound config"
+    );
 }
 
 /// A client that does not speak HTTP is forwarded to `--app` as opaque bytes.
@@ -667,12 +983,18 @@ async fn inbound_http_reaches_the_app() {
 async fn inbound_opaque_tcp_reaches_the_app() {
     let echo = tcp_echo_server().await;
     let up = Upstream::start("unused").await;
-    let proxy = Proxy::builder(backend("unused", "http", 8080, up.addr)).app(echo).start();
+    let proxy = Proxy::builder(backend("unused", "http", 8080, up.addr))
+        .app(echo)
+        .start();
 
-    let mut s = TcpStream::connect(proxy.inbound).await.expect("connect inbound");
+    let mut s = TcpStream::connect(proxy.inbound)
+        .await
+        .expect("connect inbound");
     s.write_all(b"\x00\x01binary").await.unwrap();
     let mut buf = [0u8; 8];
-    within("first echo", STEP, s.read_exact(&mut buf)).await.expect("read");
+    within("first echo", STEP, s.read_exact(&mut buf))
+        .await
+        .expect("read");
     assert_eq!(&buf, b"\x00\x01binary");
     // Then more, including bytes that look like HTTP: nothing is parsed any more.
     let more = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(1000);
@@ -683,14 +1005,29 @@ async fn inbound_opaque_tcp_reaches_the_app() {
         w.shutdown().await
     });
     let mut back = Vec::new();
-    within("echo to EOF", STEP, r.read_to_end(&mut back)).await.expect("read");
+    within("echo to EOF", STEP, r.read_to_end(&mut back))
+        .await
+        .expect("read");
     writer.await.unwrap().expect("write");
-    assert!(back == more, "echoed {} of {} bytes", back.len(), more.len());
+    assert!(
+        back == more,
+        "echoed {} of {} bytes",
+        back.len(),
+        more.len()
+    );
     assert_eq!(up.requests(), 0);
 
     let want = 2.0 * (8 + more.len()) as f64;
-    eventually("weft_tcp_bytes_total{direction=\"inbound\"} to count the connection", STEP, || async {
-        (proxy.metric("weft_tcp_bytes_total", &["direction=\"inbound\""]).await >= want).then_some(())
-    })
+    eventually(
+        "weft_tcp_bytes_total{direction=\"inbound\"} to count the connection",
+        STEP,
+        || async {
+            (proxy
+                .metric("weft_tcp_bytes_total", &["direction=\"inbound\""])
+                .await
+                >= want)
+                .then_some(())
+        },
+    )
     .await;
 }
