@@ -55,6 +55,10 @@ pub struct Snapshot {
     pub applied_at: SystemTime,
 }
 
+/// A match of some rule competing for an authority: its precedence, its
+/// position in the files (the tie-breaker), and the rule it leads to.
+type Candidate = (Precedence, usize, Matcher, Arc<Rule>);
+
 /// What the compiler needs besides the config.
 pub struct CompileContext<'a> {
     pub namespace: &'a str,
@@ -148,8 +152,8 @@ impl Snapshot {
         }
 
         // Routes take over their parents' authorities; several routes on one parent merge.
-        let mut merged: HashMap<String, Vec<(Precedence, usize, Matcher, Arc<Rule>)>> = HashMap::new();
-        let mut wildcard: HashMap<String, Vec<(Precedence, usize, Matcher, Arc<Rule>)>> = HashMap::new();
+        let mut merged: HashMap<String, Vec<Candidate>> = HashMap::new();
+        let mut wildcard: HashMap<String, Vec<Candidate>> = HashMap::new();
         let mut order = 0usize;
         for r in &config.http_routes {
             let route_key: Arc<str> = Arc::from(r.key());
@@ -184,7 +188,7 @@ impl Snapshot {
                 }
             }
         }
-        let finish = |name: &str, mut list: Vec<(Precedence, usize, Matcher, Arc<Rule>)>, backend: Option<Arc<Backend>>| {
+        let finish = |name: &str, mut list: Vec<Candidate>, backend: Option<Arc<Backend>>| {
             list.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             Arc::new(VirtualHost {
                 name: Arc::from(name),
@@ -200,7 +204,7 @@ impl Snapshot {
         let mut wildcard_hosts: Vec<(String, Arc<VirtualHost>)> =
             wildcard.into_iter().map(|(suffix, list)| (suffix.clone(), finish(&suffix, list, None))).collect();
         // Longest suffix first: the most specific wildcard wins.
-        wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
 
         Snapshot {
             version,

@@ -78,7 +78,9 @@ impl DnsServer {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 loop {
-                    let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
+                    let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                        continue;
+                    };
                     if let Some(resp) = state.handle(&buf[..n]) {
                         let _ = udp.send_to(&resp, peer).await;
                     }
@@ -89,7 +91,9 @@ impl DnsServer {
             let state = state.clone();
             tokio::spawn(async move {
                 loop {
-                    let Ok((mut stream, _)) = tcp.accept().await else { continue };
+                    let Ok((mut stream, _)) = tcp.accept().await else {
+                        continue;
+                    };
                     let state = state.clone();
                     tokio::spawn(async move {
                         loop {
@@ -113,12 +117,20 @@ impl DnsServer {
                 }
             })
         };
-        DnsServer { addr, state, tasks: vec![udp_task, tcp_task] }
+        DnsServer {
+            addr,
+            state,
+            tasks: vec![udp_task, tcp_task],
+        }
     }
 
     /// Sets the A records of `name` (replacing any); an empty list answers NOERROR with no records.
     pub fn set(&self, name: &str, addrs: &[Ipv4Addr]) {
-        self.state.records.lock().unwrap().insert(normalize(name), addrs.to_vec());
+        self.state
+            .records
+            .lock()
+            .unwrap()
+            .insert(normalize(name), addrs.to_vec());
     }
 
     /// Forgets `name`: it answers NXDOMAIN from now on.
@@ -137,7 +149,13 @@ impl DnsServer {
     /// Queries seen so far for `name` of type `qtype`.
     pub fn queries(&self, name: &str, qtype: u16) -> usize {
         let name = normalize(name);
-        self.state.queries.lock().unwrap().iter().filter(|(n, t)| *n == name && *t == qtype).count()
+        self.state
+            .queries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, t)| *n == name && *t == qtype)
+            .count()
     }
 
     /// Every query seen so far, in order: (name, type).
@@ -238,13 +256,21 @@ pub fn parse_query(msg: &[u8]) -> Result<Query, Option<u8>> {
         return Err(Some(RCODE_FORMERR));
     }
     let (qtype, qclass) = (word(i), word(i + 2));
-    Ok(Query { id, flags, name: labels.join("."), qtype, qclass, question: msg[12..i + 4].to_vec() })
+    Ok(Query {
+        id,
+        flags,
+        name: labels.join("."),
+        qtype,
+        qclass,
+        question: msg[12..i + 4].to_vec(),
+    })
 }
 
 /// A response to `q`: header, the question echoed, then one A record per address.
 pub fn encode(q: &Query, rcode: u8, addrs: &[Ipv4Addr], ttl: u32) -> Vec<u8> {
     // QR | opcode (echoed) | AA | RD (echoed) | RA | rcode
-    let flags = 0x8000 | (q.flags & 0x7800) | 0x0400 | (q.flags & 0x0100) | 0x0080 | u16::from(rcode & 0xF);
+    let flags =
+        0x8000 | (q.flags & 0x7800) | 0x0400 | (q.flags & 0x0100) | 0x0080 | u16::from(rcode & 0xF);
     let mut out = Vec::with_capacity(12 + q.question.len() + addrs.len() * 16);
     for w in [q.id, flags, 1, addrs.len() as u16, 0, 0] {
         out.extend_from_slice(&w.to_be_bytes());
@@ -337,7 +363,10 @@ mod tests {
     #[test]
     fn parses_the_question() {
         let q = parse_query(&query(TYPE_AAAA)).unwrap();
-        assert_eq!((q.id, q.name.as_str(), q.qtype, q.qclass), (0x1234, "svc.weft.test", TYPE_AAAA, CLASS_IN));
+        assert_eq!(
+            (q.id, q.name.as_str(), q.qtype, q.qclass),
+            (0x1234, "svc.weft.test", TYPE_AAAA, CLASS_IN)
+        );
         assert_eq!(q.question.len(), 15 + 4);
         assert_eq!(parse_query(&[0; 5]).unwrap_err(), None);
     }
@@ -345,14 +374,25 @@ mod tests {
     #[test]
     fn encodes_answers_per_rfc1035() {
         let q = parse_query(&query(TYPE_A)).unwrap();
-        let r = encode(&q, RCODE_NOERROR, &[Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)], 7);
+        let r = encode(
+            &q,
+            RCODE_NOERROR,
+            &[Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)],
+            7,
+        );
         // id, QR|AA|RD|RA NOERROR, 1 question, 2 answers
         assert_eq!(r[..12], [0x12, 0x34, 0x85, 0x80, 0, 1, 0, 2, 0, 0, 0, 0]);
         assert_eq!(r[12..12 + q.question.len()], q.question[..]);
         let a = &r[12 + q.question.len()..];
         assert_eq!(a.len(), 32);
-        assert_eq!(a[..16], [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 7, 0, 4, 127, 0, 0, 2]);
-        assert_eq!(a[16..], [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 7, 0, 4, 127, 0, 0, 3]);
+        assert_eq!(
+            a[..16],
+            [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 7, 0, 4, 127, 0, 0, 2]
+        );
+        assert_eq!(
+            a[16..],
+            [0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 7, 0, 4, 127, 0, 0, 3]
+        );
         let nx = encode(&q, RCODE_NXDOMAIN, &[], 0);
         assert_eq!(nx[2..8], [0x85, 0x83, 0, 1, 0, 0]);
     }

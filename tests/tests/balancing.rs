@@ -22,7 +22,11 @@ use weft_tests::{eventually, get, BoxError, Conn, Proxy, Upstream};
 
 /// Backend `svc` over `endpoints` (address, weight) with `load_balancer`
 /// (flow YAML), and `connection_pool` when given.
-fn config(endpoints: &[(SocketAddr, u32)], load_balancer: &str, connection_pool: Option<&str>) -> String {
+fn config(
+    endpoints: &[(SocketAddr, u32)],
+    load_balancer: &str,
+    connection_pool: Option<&str>,
+) -> String {
     let mut s = String::from(
         "apiVersion: weft.dev/v1alpha1
 kind: Backend
@@ -73,7 +77,10 @@ fn req(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
 
 /// One request on `conn`; the name of the upstream that answered.
 async fn one(conn: &mut Conn, headers: &[(&str, &str)]) -> String {
-    let r = conn.send(req("/", headers)).await.expect("request through the proxy");
+    let r = conn
+        .send(req("/", headers))
+        .await
+        .expect("request through the proxy");
     assert_eq!(r.status, 200, "{}", r.text());
     r.header("x-upstream").expect("x-upstream").to_owned()
 }
@@ -97,7 +104,10 @@ async fn endpoints(proxy: &Proxy) -> Vec<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(&body).expect("/endpoints is JSON");
     v["backends"]
         .as_array()
-        .and_then(|bs| bs.iter().find(|b| b["backend"].as_str().is_some_and(|k| k.ends_with("/svc"))))
+        .and_then(|bs| {
+            bs.iter()
+                .find(|b| b["backend"].as_str().is_some_and(|k| k.ends_with("/svc")))
+        })
         .and_then(|b| b["endpoints"].as_array().cloned())
         .unwrap_or_else(|| panic!("no backend svc in {body}"))
 }
@@ -115,9 +125,11 @@ async fn idle_connections(proxy: &Proxy, addr: SocketAddr) -> u64 {
 async fn reload(proxy: &Proxy, yaml: &str) {
     let before = proxy.version().await;
     proxy.write_config(yaml);
-    eventually("the new config to be in force", Duration::from_secs(5), || async {
-        (proxy.version().await > before).then_some(())
-    })
+    eventually(
+        "the new config to be in force",
+        Duration::from_secs(5),
+        || async { (proxy.version().await > before).then_some(()) },
+    )
     .await;
 }
 
@@ -141,7 +153,9 @@ impl TestServer {
         let (r, a, o) = (requests.clone(), accepted.clone(), open.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 a.fetch_add(1, Ordering::SeqCst);
                 o.fetch_add(1, Ordering::SeqCst);
                 let (r, o) = (r.clone(), o.clone());
@@ -158,12 +172,20 @@ impl TestServer {
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                     o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        TestServer { addr, requests, accepted, open, task }
+        TestServer {
+            addr,
+            requests,
+            accepted,
+            open,
+            task,
+        }
     }
 }
 
@@ -176,29 +198,54 @@ impl Drop for TestServer {
 #[tokio::test]
 async fn round_robin_gives_equal_endpoints_exactly_equal_shares() {
     let ups = upstreams(&["a", "b", "c"]).await;
-    let proxy = Proxy::start(config(&equal(&ups.iter().collect::<Vec<_>>()), "{policy: RoundRobin}", None));
+    let proxy = Proxy::start(config(
+        &equal(&ups.iter().collect::<Vec<_>>()),
+        "{policy: RoundRobin}",
+        None,
+    ));
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
     // Whatever the random starting offset, every 3 consecutive picks cover all 3.
-    assert_eq!(tally(&mut conn, 300, &[]).await, counts(&[("a", 100), ("b", 100), ("c", 100)]));
-    assert_eq!(ups.iter().map(Upstream::requests).collect::<Vec<_>>(), [100, 100, 100]);
+    assert_eq!(
+        tally(&mut conn, 300, &[]).await,
+        counts(&[("a", 100), ("b", 100), ("c", 100)])
+    );
+    assert_eq!(
+        ups.iter().map(Upstream::requests).collect::<Vec<_>>(),
+        [100, 100, 100]
+    );
 }
 
 #[tokio::test]
 async fn round_robin_honours_weights_exactly() {
     let ups = upstreams(&["heavy", "light"]).await;
-    let proxy = Proxy::start(config(&[(ups[0].addr, 3), (ups[1].addr, 1)], "{policy: RoundRobin}", None));
+    let proxy = Proxy::start(config(
+        &[(ups[0].addr, 3), (ups[1].addr, 1)],
+        "{policy: RoundRobin}",
+        None,
+    ));
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    assert_eq!(tally(&mut conn, 400, &[]).await, counts(&[("heavy", 300), ("light", 100)]));
+    assert_eq!(
+        tally(&mut conn, 400, &[]).await,
+        counts(&[("heavy", 300), ("light", 100)])
+    );
 }
 
 #[tokio::test]
 async fn random_honours_weights_statistically() {
     let ups = upstreams(&["heavy", "light"]).await;
-    let proxy = Proxy::start(config(&[(ups[0].addr, 3), (ups[1].addr, 1)], "{policy: Random}", None));
+    let proxy = Proxy::start(config(
+        &[(ups[0].addr, 3), (ups[1].addr, 1)],
+        "{policy: Random}",
+        None,
+    ));
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
     let seen = tally(&mut conn, 2000, &[]).await;
     let heavy = seen.get("heavy").copied().unwrap_or(0);
-    assert_eq!(heavy + seen.get("light").copied().unwrap_or(0), 2000, "{seen:?}");
+    assert_eq!(
+        heavy + seen.get("light").copied().unwrap_or(0),
+        2000,
+        "{seen:?}"
+    );
     // Expected 1500, sd ≈ 19: ±100 is over 5 sd.
     assert!((1400..=1600).contains(&heavy), "weight 3:1 gave {seen:?}");
 }
@@ -215,10 +262,16 @@ async fn affinity(
     let mut map = BTreeMap::new();
     for k in keys {
         let h = headers(k);
-        let h: Vec<(&str, &str)> = h.iter().map(|(a, b)| (a.as_str(), b.as_str())).chain([("host", "svc")]).collect();
+        let h: Vec<(&str, &str)> = h
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .chain([("host", "svc")])
+            .collect();
         let mut reached = BTreeSet::new();
         for _ in 0..per_key {
-            let r = get(&proxy.url("/"), &h).await.expect("request through the proxy");
+            let r = get(&proxy.url("/"), &h)
+                .await
+                .expect("request through the proxy");
             assert_eq!(r.status, 200, "{}", r.text());
             reached.insert(r.header("x-upstream").unwrap().to_owned());
         }
@@ -239,7 +292,11 @@ fn spread(map: &BTreeMap<String, String>) -> BTreeSet<&String> {
 #[tokio::test]
 async fn ring_hash_on_a_header_keeps_each_key_on_one_endpoint() {
     let ups = upstreams(&["a", "b", "c"]).await;
-    let proxy = Proxy::start(config(&equal(&ups.iter().collect::<Vec<_>>()), "{policy: RingHash, hashOn: {header: x-user}}", None));
+    let proxy = Proxy::start(config(
+        &equal(&ups.iter().collect::<Vec<_>>()),
+        "{policy: RingHash, hashOn: {header: x-user}}",
+        None,
+    ));
     let map = affinity(&proxy, &keys(20), 10, |k| vec![("x-user".into(), k.into())]).await;
     // 20 keys all on one of 3 endpoints would be a 1 in 3^19 accident.
     assert!(spread(&map).len() >= 2, "{map:?}");
@@ -251,13 +308,20 @@ async fn ring_hash_on_a_header_keeps_each_key_on_one_endpoint() {
 #[tokio::test]
 async fn ring_hash_on_a_cookie_keeps_each_session_on_one_endpoint() {
     let ups = upstreams(&["a", "b", "c"]).await;
-    let proxy = Proxy::start(config(&equal(&ups.iter().collect::<Vec<_>>()), "{policy: RingHash, hashOn: {cookie: session}}", None));
+    let proxy = Proxy::start(config(
+        &equal(&ups.iter().collect::<Vec<_>>()),
+        "{policy: RingHash, hashOn: {cookie: session}}",
+        None,
+    ));
     // The cookie sits among others, and other cookies vary per request
     // (they must not move the session).
     let n = AtomicUsize::new(0);
     let map = affinity(&proxy, &keys(20), 10, |k| {
         let i = n.fetch_add(1, Ordering::Relaxed);
-        vec![("cookie".into(), format!("theme=dark{i}; session={k}; lang=en"))]
+        vec![(
+            "cookie".into(),
+            format!("theme=dark{i}; session={k}; lang=en"),
+        )]
     })
     .await;
     assert!(spread(&map).len() >= 2, "{map:?}");
@@ -272,7 +336,12 @@ async fn get_from(src: IpAddr, proxy: SocketAddr) -> Result<String, BoxError> {
     tokio::spawn(conn);
     let resp = tx.send_request(req("/", &[])).await?;
     assert_eq!(resp.status(), 200);
-    let name = resp.headers().get("x-upstream").ok_or("no x-upstream")?.to_str()?.to_owned();
+    let name = resp
+        .headers()
+        .get("x-upstream")
+        .ok_or("no x-upstream")?
+        .to_str()?
+        .to_owned();
     resp.into_body().collect().await?;
     Ok(name)
 }
@@ -280,7 +349,11 @@ async fn get_from(src: IpAddr, proxy: SocketAddr) -> Result<String, BoxError> {
 #[tokio::test]
 async fn ring_hash_on_source_ip_keeps_each_client_on_one_endpoint() {
     let ups = upstreams(&["a", "b", "c"]).await;
-    let proxy = Proxy::start(config(&equal(&ups.iter().collect::<Vec<_>>()), "{policy: RingHash, hashOn: {sourceIP: true}}", None));
+    let proxy = Proxy::start(config(
+        &equal(&ups.iter().collect::<Vec<_>>()),
+        "{policy: RingHash, hashOn: {sourceIP: true}}",
+        None,
+    ));
     let mut map = BTreeMap::new();
     for i in 0..16u8 {
         let src = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 10 + i));
@@ -302,14 +375,26 @@ async fn ring_hash_moves_keys_only_to_an_added_endpoint() {
     let ks = keys(60);
     let header = |k: &str| vec![("x-user".to_owned(), k.to_owned())];
     let before = affinity(&proxy, &ks, 1, header).await;
-    reload(&proxy, &config(&equal(&ups.iter().collect::<Vec<_>>()), lb, None)).await;
+    reload(
+        &proxy,
+        &config(&equal(&ups.iter().collect::<Vec<_>>()), lb, None),
+    )
+    .await;
     let after = affinity(&proxy, &ks, 1, header).await;
     let moved: Vec<&String> = ks.iter().filter(|k| before[*k] != after[*k]).collect();
     for k in &moved {
-        assert_eq!(after[*k], "d", "key {k} moved from {} to {}, not to the new endpoint", before[*k], after[*k]);
+        assert_eq!(
+            after[*k], "d",
+            "key {k} moved from {} to {}, not to the new endpoint",
+            before[*k], after[*k]
+        );
     }
     // d owns about a quarter of the ring: none of 60 keys moving is a 1e-7 accident.
-    assert!(!moved.is_empty() && moved.len() < 40, "{} of 60 keys moved", moved.len());
+    assert!(
+        !moved.is_empty() && moved.len() < 40,
+        "{} of 60 keys moved",
+        moved.len()
+    );
 }
 
 /// 400 requests, 8 at a time (each worker on its own kept-alive
@@ -342,7 +427,10 @@ async fn slow_share(load_balancer: &str) -> f64 {
         }
     }
     assert_eq!(seen.values().sum::<usize>(), TOTAL, "{seen:?}");
-    assert_eq!(slow.requests.load(Ordering::SeqCst), seen.get("slow").copied().unwrap_or(0));
+    assert_eq!(
+        slow.requests.load(Ordering::SeqCst),
+        seen.get("slow").copied().unwrap_or(0)
+    );
     let share = seen.get("slow").copied().unwrap_or(0) as f64 / TOTAL as f64;
     eprintln!("{load_balancer}: {seen:?} (slow share {share:.3})");
     share
@@ -352,13 +440,19 @@ async fn slow_share(load_balancer: &str) -> f64 {
 async fn peak_ewma_avoids_the_slow_endpoint() {
     // PeakEWMA is the default: no policy named.
     let share = slow_share("{}").await;
-    assert!(share < 0.15, "the slow endpoint got {share:.3} of the traffic");
+    assert!(
+        share < 0.15,
+        "the slow endpoint got {share:.3} of the traffic"
+    );
 }
 
 #[tokio::test]
 async fn least_request_avoids_the_slow_endpoint() {
     let share = slow_share("{policy: LeastRequest}").await;
-    assert!(share < 0.15, "the slow endpoint got {share:.3} of the traffic");
+    assert!(
+        share < 0.15,
+        "the slow endpoint got {share:.3} of the traffic"
+    );
 }
 
 #[tokio::test]
@@ -366,35 +460,51 @@ async fn upstream_connections_are_reused_across_client_connections() {
     let up = Upstream::start("a").await;
     let proxy = Proxy::start(config(&[(up.addr, 1)], "{policy: RoundRobin}", None));
     for i in 0..100 {
-        let r = get(&proxy.url(&format!("/n/{i}")), &[("host", "svc")]).await.unwrap();
+        let r = get(&proxy.url(&format!("/n/{i}")), &[("host", "svc")])
+            .await
+            .unwrap();
         assert_eq!(r.status, 200);
     }
     assert_eq!(up.requests(), 100);
-    assert!(up.connections() <= 2, "100 sequential requests took {} upstream connections", up.connections());
+    assert!(
+        up.connections() <= 2,
+        "100 sequential requests took {} upstream connections",
+        up.connections()
+    );
     assert!(idle_connections(&proxy, up.addr).await >= 1);
 }
 
 #[tokio::test]
 async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     let up = TestServer::start("a", Duration::ZERO).await;
-    let proxy = Proxy::start(config(&[(up.addr, 1)], "{policy: RoundRobin}", Some("{idleTimeout: 300ms}")));
+    let proxy = Proxy::start(config(
+        &[(up.addr, 1)],
+        "{policy: RoundRobin}",
+        Some("{idleTimeout: 300ms}"),
+    ));
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
     assert_eq!(tally(&mut conn, 5, &[]).await, counts(&[("a", 5)]));
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
     // The connection goes back to the pool as its response ends.
-    eventually("an idle pooled connection", Duration::from_secs(2), || async {
-        (idle_connections(&proxy, up.addr).await == 1).then_some(())
-    })
+    eventually(
+        "an idle pooled connection",
+        Duration::from_secs(2),
+        || async { (idle_connections(&proxy, up.addr).await == 1).then_some(()) },
+    )
     .await;
 
     // Traffic stops: the sweep (every 5 s) closes it once 300 ms idle.
-    eventually("the idle connection to be swept", Duration::from_secs(8), || async {
-        (idle_connections(&proxy, up.addr).await == 0).then_some(())
-    })
+    eventually(
+        "the idle connection to be swept",
+        Duration::from_secs(8),
+        || async { (idle_connections(&proxy, up.addr).await == 0).then_some(()) },
+    )
     .await;
-    eventually("the upstream to see the connection closed", Duration::from_secs(2), || async {
-        (up.open.load(Ordering::SeqCst) == 0).then_some(())
-    })
+    eventually(
+        "the upstream to see the connection closed",
+        Duration::from_secs(2),
+        || async { (up.open.load(Ordering::SeqCst) == 0).then_some(()) },
+    )
     .await;
 
     // The next request needs a new upstream connection, and gets one.
@@ -410,38 +520,75 @@ async fn static_endpoints_follow_hot_reload() {
     let proxy = Proxy::start(config(&equal(&[a, b, c]), rr, None));
     // One client connection for the whole test: reloads must not disturb it.
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    assert_eq!(tally(&mut conn, 300, &[]).await, counts(&[("a", 100), ("b", 100), ("c", 100)]));
+    assert_eq!(
+        tally(&mut conn, 300, &[]).await,
+        counts(&[("a", 100), ("b", 100), ("c", 100)])
+    );
     let conns = |u: &Upstream| u.connections();
     let before = [conns(a), conns(b), conns(c)];
 
     // A fourth endpoint: it gets its share at once, and the others keep
     // their pooled upstream connections.
     reload(&proxy, &config(&equal(&[a, b, c, d]), rr, None)).await;
-    assert_eq!(tally(&mut conn, 400, &[]).await, counts(&[("a", 100), ("b", 100), ("c", 100), ("d", 100)]));
-    assert_eq!([conns(a), conns(b), conns(c)], before, "reload reconnected to unchanged endpoints");
+    assert_eq!(
+        tally(&mut conn, 400, &[]).await,
+        counts(&[("a", 100), ("b", 100), ("c", 100), ("d", 100)])
+    );
+    assert_eq!(
+        [conns(a), conns(b), conns(c)],
+        before,
+        "reload reconnected to unchanged endpoints"
+    );
 
     // A streaming response is in flight when its endpoint is removed: it
     // still completes, and the removed endpoint gets nothing afterwards.
     let mut stream_conn = Conn::open(proxy.outbound).await.unwrap();
-    let resp = stream_conn.send_streaming(req("/sse/40/50", &[])).await.unwrap();
+    let resp = stream_conn
+        .send_streaming(req("/sse/40/50", &[]))
+        .await
+        .unwrap();
     let gone = resp.headers()["x-upstream"].to_str().unwrap().to_owned();
     let mut body = resp.into_body();
     let events = |b: &[u8]| b.windows(12).filter(|w| w == b"data: event ").count();
-    let first = body.frame().await.expect("first event").unwrap().into_data().unwrap();
+    let first = body
+        .frame()
+        .await
+        .expect("first event")
+        .unwrap()
+        .into_data()
+        .unwrap();
     let events_before_reload = events(&first);
     assert!(events_before_reload >= 1, "{first:?}");
     let kept: Vec<&Upstream> = ups.iter().filter(|u| u.name != gone).collect();
     let kept_conns: Vec<usize> = kept.iter().map(|u| conns(u)).collect();
     reload(&proxy, &config(&equal(&kept), rr, None)).await;
-    let rest = body.collect().await.expect("stream cut by the reload").to_bytes();
+    let rest = body
+        .collect()
+        .await
+        .expect("stream cut by the reload")
+        .to_bytes();
     let events_after_reload = events(&rest);
-    assert!(events_after_reload >= 1, "the stream ended before the reload: nothing was tested");
-    assert_eq!(events_before_reload + events_after_reload, 40, "the in-flight stream lost events");
+    assert!(
+        events_after_reload >= 1,
+        "the stream ended before the reload: nothing was tested"
+    );
+    assert_eq!(
+        events_before_reload + events_after_reload,
+        40,
+        "the in-flight stream lost events"
+    );
 
     let gone_requests = ups.iter().find(|u| u.name == gone).unwrap().requests();
     let seen = tally(&mut conn, 300, &[]).await;
     let want: BTreeMap<String, usize> = kept.iter().map(|u| (u.name.clone(), 100)).collect();
     assert_eq!(seen, want, "after removing {gone}");
-    assert_eq!(ups.iter().find(|u| u.name == gone).unwrap().requests(), gone_requests);
-    assert_eq!(kept.iter().map(|u| conns(u)).collect::<Vec<_>>(), kept_conns, "reload reconnected to kept endpoints");
+    assert_eq!(
+        ups.iter().find(|u| u.name == gone).unwrap().requests(),
+        gone_requests
+    );
+    assert_eq!(
+        kept.iter().map(|u| conns(u)).collect::<Vec<_>>(),
+        kept_conns,
+        "reload reconnected to kept endpoints"
+    );
 }

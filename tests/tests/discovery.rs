@@ -41,7 +41,10 @@ async fn setup(names: &[&str], initial: usize) -> (DnsServer, Vec<Upstream>, Pro
     let dns = DnsServer::start(1).await;
     let ups = same_port_upstreams(names).await;
     dns.set(NAME, &(0..initial).map(loopback).collect::<Vec<_>>());
-    let proxy = Proxy::builder(config(ups[0].addr.port())).arg("--dns-server").arg(dns.addr.to_string()).start();
+    let proxy = Proxy::builder(config(ups[0].addr.port()))
+        .arg("--dns-server")
+        .arg(dns.addr.to_string())
+        .start();
     (dns, ups, proxy)
 }
 
@@ -52,7 +55,10 @@ async fn backend(proxy: &Proxy) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(&body).expect("/endpoints is JSON");
     v["backends"]
         .as_array()
-        .and_then(|bs| bs.iter().find(|b| b["backend"].as_str().is_some_and(|k| k.ends_with("/svc"))))
+        .and_then(|bs| {
+            bs.iter()
+                .find(|b| b["backend"].as_str().is_some_and(|k| k.ends_with("/svc")))
+        })
         .cloned()
         .unwrap_or_else(|| panic!("no backend svc in {body}"))
 }
@@ -61,7 +67,11 @@ async fn endpoint_addrs(proxy: &Proxy) -> Vec<String> {
     let b = backend(proxy).await;
     let mut addrs: Vec<String> = b["endpoints"]
         .as_array()
-        .map(|eps| eps.iter().filter_map(|e| e["address"].as_str().map(str::to_owned)).collect())
+        .map(|eps| {
+            eps.iter()
+                .filter_map(|e| e["address"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     addrs.sort();
     addrs
@@ -71,10 +81,14 @@ async fn endpoint_addrs(proxy: &Proxy) -> Vec<String> {
 async fn wait_endpoints(proxy: &Proxy, want: &[&Upstream]) {
     let mut want: Vec<String> = want.iter().map(|u| u.addr.to_string()).collect();
     want.sort();
-    eventually(&format!("endpoints of svc to become {want:?}"), LIMIT, || {
-        let want = want.clone();
-        async move { (endpoint_addrs(proxy).await == want).then_some(()) }
-    })
+    eventually(
+        &format!("endpoints of svc to become {want:?}"),
+        LIMIT,
+        || {
+            let want = want.clone();
+            async move { (endpoint_addrs(proxy).await == want).then_some(()) }
+        },
+    )
     .await;
 }
 
@@ -82,9 +96,13 @@ async fn wait_endpoints(proxy: &Proxy, want: &[&Upstream]) {
 async fn send(proxy: &Proxy, n: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for i in 0..n {
-        let r = get(&proxy.url(&format!("/req/{i}")), &[("host", "svc")]).await.expect("request through the proxy");
+        let r = get(&proxy.url(&format!("/req/{i}")), &[("host", "svc")])
+            .await
+            .expect("request through the proxy");
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
-        *seen.entry(r.header("x-upstream").unwrap_or("?").to_owned()).or_insert(0) += 1;
+        *seen
+            .entry(r.header("x-upstream").unwrap_or("?").to_owned())
+            .or_insert(0) += 1;
     }
     seen
 }
@@ -129,7 +147,11 @@ async fn follows_address_changes_live() {
     wait_endpoints(&proxy, &[b]).await;
     let a_before = a.requests();
     assert_eq!(send(&proxy, 10).await, counts(&[("b", 10)]));
-    assert_eq!(a.requests(), a_before, "a removed endpoint still got requests");
+    assert_eq!(
+        a.requests(),
+        a_before,
+        "a removed endpoint still got requests"
+    );
 }
 
 #[tokio::test]
@@ -139,7 +161,9 @@ async fn failed_lookups_keep_the_last_endpoints() {
 
     dns.set_mode(Mode::ServFail);
     let err = eventually("lastError of svc after SERVFAIL", LIMIT, || async {
-        backend(&proxy).await["discovery"]["lastError"].as_str().map(str::to_owned)
+        backend(&proxy).await["discovery"]["lastError"]
+            .as_str()
+            .map(str::to_owned)
     })
     .await;
     assert!(!err.is_empty());
@@ -150,9 +174,15 @@ async fn failed_lookups_keep_the_last_endpoints() {
 
     // The server recovers: the next retry clears the error.
     dns.set_mode(Mode::Answer);
-    eventually("lastError of svc to clear after recovery", LIMIT, || async {
-        backend(&proxy).await["discovery"]["lastError"].is_null().then_some(())
-    })
+    eventually(
+        "lastError of svc to clear after recovery",
+        LIMIT,
+        || async {
+            backend(&proxy).await["discovery"]["lastError"]
+                .is_null()
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(send(&proxy, 3).await, counts(&[("a", 3)]));
 }
@@ -166,9 +196,15 @@ async fn the_ttl_sets_the_refresh_rate() {
     // Start the clock on a query arriving (not at an arbitrary moment), then
     // time the next two: each refresh waits for the 1 s TTL to run out.
     let base = count();
-    let c0 = eventually("a TTL refresh", LIMIT, || async { (count() > base).then(count) }).await;
+    let c0 = eventually("a TTL refresh", LIMIT, || async {
+        (count() > base).then(count)
+    })
+    .await;
     let t0 = Instant::now();
-    eventually("two more TTL refreshes", LIMIT, || async { (count() >= c0 + 2).then_some(()) }).await;
+    eventually("two more TTL refreshes", LIMIT, || async {
+        (count() >= c0 + 2).then_some(())
+    })
+    .await;
     let elapsed = t0.elapsed();
     assert!(
         elapsed >= Duration::from_millis(1900) && elapsed <= Duration::from_secs(5),

@@ -1031,3 +1031,211 @@ async fn inbound_opaque_tcp_reaches_the_app() {
     )
     .await;
 }
+
+// ------------------------------------------------------------------ probes (temporary)
+
+#[tokio::test]
+async fn probe_bodiless_responses_keep_pooling() {
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
+    let mut conn = Conn::open(proxy.outbound).await.unwrap();
+    for i in 0..10 {
+        let req = Request::head(format!("/bytes/100?{i}")).header("host", "echo").body(empty()).unwrap();
+        let r = within("HEAD", STEP, conn.send(req)).await.unwrap();
+        assert_eq!(r.status, 200);
+        let r = within("204", STEP, conn.send(get_req("echo", "/status/204"))).await.unwrap();
+        assert_eq!(r.status, 204);
+        let r = within("304", STEP, conn.send(get_req("echo", "/status/304"))).await.unwrap();
+        assert_eq!(r.status, 304);
+    }
+    eprintln!("bodiless: upstream connections {}", up.connections());
+}
+
+#[tokio::test]
+async fn probe_expect_continue() {
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
+    let dir = TempDir::new("probe");
+    let f = dir.path().join("up.bin");
+    std::fs::write(&f, vec![b'e'; 3 * 1024 * 1024]).unwrap();
+    let t = Instant::now();
+    let (ok, out) = run_tool(
+        "curl",
+        &["-sS", "--noproxy", "*", "--expect100-timeout", "15", "-H", "Expect: 100-continue", "-H", "Host: echo", "-T", f.to_str().unwrap(), &format!("http://{}/upload", proxy.outbound)],
+    )
+    .await;
+    eprintln!("expect: {ok} {out:?} in {:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn probe_sse_h2_to_h1() {
+    let up = Upstream::start("events").await;
+    let proxy = Proxy::start(backend("events", "http", 8080, up.addr));
+    let mut tx = h2_sender(proxy.outbound).await;
+    let started = Instant::now();
+    let req = Request::get("http://events/sse/20/20").body(empty()).unwrap();
+    let resp = within("h2 sse headers", STEP, tx.send_request(req)).await.expect("h2 sse");
+    check_sse("h2->h1", started, resp).await;
+}
+
+#[tokio::test]
+async fn probe_websocket_inbound() {
+    let server = start_peer("ws_peer.py").await;
+    let up = Upstream::start("unused").await;
+    let proxy = Proxy::builder(backend("unused", "http", 8080, up.addr)).app(SocketAddr::from(([127, 0, 0, 1], server.port))).start();
+    let out = run_peer_client("ws_peer.py", &[&proxy.inbound.to_string(), "ws://my-app:8080/ws"]).await;
+    eprintln!("ws inbound: {out}");
+}
+
+#[tokio::test]
+async fn probe_h2_connect() {
+    let echo = tcp_echo_server().await;
+    let proxy = Proxy::start(backend("echo-tcp", "tcp", 9000, echo));
+    let mut tx = h2_sender(proxy.outbound).await;
+    let req = Request::builder().method(Method::CONNECT).uri("echo-tcp:9000").body(empty()).unwrap();
+    let resp = within("h2 CONNECT", STEP, tx.send_request(req)).await;
+    eprintln!("h2 connect: {resp:?}");
+    let resp = resp.unwrap();
+    let up = within("h2 upgrade", STEP, hyper::upgrade::on(resp)).await;
+    eprintln!("h2 upgrade: {}", up.is_ok());
+    let mut io = TokioIo::new(up.unwrap());
+    io.write_all(b"hello h2 tunnel").await.unwrap();
+    let mut buf = [0u8; 15];
+    within("h2 tunnel echo", STEP, io.read_exact(&mut buf)).await.unwrap();
+    eprintln!("h2 tunnel echo: {:?}", String::from_utf8_lossy(&buf));
+}
+
+#[tokio::test]
+async fn probe_abandoned_download_not_reused() {
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
+    {
+        let mut conn = Conn::open(proxy.outbound).await.unwrap();
+        let resp = conn.send_streaming(get_req("echo", "/bytes/50000000")).await.unwrap();
+        let mut b = resp.into_body();
+        let _ = b.frame().await;
+    }
+    for i in 0..5 {
+        let r = within("after abandon", STEP, get(&proxy.url(&format!("/after/{i}")), &[("host", "echo")])).await.unwrap();
+        assert_eq!(r.text(), format!("echo GET /after/{i}\n"));
+    }
+    eprintln!("abandon: upstream connections {}", up.connections());
+}
+
+#[tokio::test]
+async fn probe_h2_stream_upload_to_h1() {
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
+    let stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    let (mut tx, conn) = http2::handshake::<_, _, StreamBody<Repeat>>(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("http://echo/upload").body(StreamBody::new(Repeat::new(10_000_000, 16384))).unwrap();
+    let resp = within("h2 stream upload", STEP, tx.send_request(req)).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    eprintln!("h2 stream upload: {:?}", body);
+}
+
+#[tokio::test]
+async fn probe_upgrade_with_body() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 { break; }
+                    let _ = seen_tx.send(buf[..n].to_vec());
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start(backend("raw", "http", 8080, up_addr));
+    for (label, req) in [
+        ("content-length", &b"POST /upload HTTP/1.1\r\nHost: raw\r\nConnection: Upgrade\r\nUpgrade: foo\r\nContent-Length: 5\r\n\r\nhello"[..]),
+        ("chunked", &b"POST /upload HTTP/1.1\r\nHost: raw\r\nConnection: Upgrade\r\nUpgrade: foo\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..]),
+    ] {
+        let mut s = TcpStream::connect(proxy.outbound).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_millis(1500), async {
+            while let Some(b) = seen_rx.recv().await { got.extend(b); }
+        }).await;
+        eprintln!("=== {label}: upstream received:\n{}", String::from_utf8_lossy(&got));
+    }
+}
+
+#[tokio::test]
+async fn probe_rejected_upgrade_and_pipelining() {
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
+    let mut s = TcpStream::connect(proxy.outbound).await.unwrap();
+    s.write_all(b"GET /status/403 HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = within("403", STEP, s.read(&mut buf)).await.unwrap();
+    eprintln!("rejected upgrade:\n{}", String::from_utf8_lossy(&buf[..n]));
+    s.write_all(b"GET /second HTTP/1.1\r\nHost: echo\r\n\r\nGET /third HTTP/1.1\r\nHost: echo\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(1500), async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 { break; }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }).await;
+    eprintln!("after:\n{}", String::from_utf8_lossy(&got));
+}
+
+#[tokio::test]
+async fn probe_cancel_propagates() {
+    // h2 upstream whose streaming body notices when nobody reads it any more.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    let (gone_tx, mut gone_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let gone_tx = gone_tx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    let gone_tx = gone_tx.clone();
+                    async move {
+                        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+                        tokio::spawn(async move {
+                            loop {
+                                if tx.send(Bytes::from_static(b"tick\n")).await.is_err() {
+                                    let _ = gone_tx.send("cancelled");
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        });
+                        Ok::<_, Infallible>(Response::new(StreamBody::new(Chan(rx))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+    let proxy = Proxy::start(config(&[backend("stream-h2", "http2", 8080, up_addr), backend("stream-h1", "http", 8080, up_addr)]));
+    for (host, h2) in [("stream-h2", true), ("stream-h1", false), ("stream-h2", false), ("stream-h1", true)] {
+        if h2 {
+            let mut tx = h2_sender(proxy.outbound).await;
+            let resp = tx.send_request(Request::get(format!("http://{host}/x")).body(empty()).unwrap()).await.unwrap();
+            let mut b = resp.into_body();
+            b.frame().await;
+            drop(b);
+        } else {
+            let mut c = Conn::open(proxy.outbound).await.unwrap();
+            let resp = c.send_streaming(get_req(host, "/x")).await.unwrap();
+            let mut b = resp.into_body();
+            b.frame().await;
+            drop(b);
+            drop(c);
+        }
+        let r = tokio::time::timeout(Duration::from_secs(3), gone_rx.recv()).await;
+        eprintln!("cancel {host} client-h2={h2}: {r:?}");
+    }
+}

@@ -79,9 +79,9 @@ impl Serialize for Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms > 0 && ms % 1000 == 0 {
+        if ms > 0 && ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
-        } else if self.0.as_nanos() % 1_000_000 == 0 {
+        } else if self.0.as_nanos().is_multiple_of(1_000_000) {
             write!(f, "{ms}ms")
         } else {
             write!(f, "{}us", self.0.as_micros())
