@@ -592,3 +592,44 @@ async fn static_endpoints_follow_hot_reload() {
         "reload reconnected to kept endpoints"
     );
 }
+
+#[tokio::test]
+async fn probe_removed_endpoint_connection_closed() {
+    let a = TestServer::start("a", Duration::ZERO).await;
+    let b = TestServer::start("b", Duration::ZERO).await;
+    let rr = "{policy: RoundRobin}";
+    let proxy = Proxy::start(config(&[(a.addr, 1), (b.addr, 1)], rr, None));
+    let mut conn = Conn::open(proxy.outbound).await.unwrap();
+    tally(&mut conn, 10, &[]).await;
+    assert_eq!(b.open.load(Ordering::SeqCst), 1);
+    reload(&proxy, &config(&[(a.addr, 1)], rr, None)).await;
+    let r = eventually("b conn closed", Duration::from_secs(3), || async { (b.open.load(Ordering::SeqCst) == 0).then_some(()) }).await;
+    eprintln!("PROBE removed closed {r:?}");
+}
+
+#[tokio::test]
+async fn probe_weight_zero() {
+    let ups = upstreams(&["a", "b"]).await;
+    let y = config(&[(ups[0].addr, 1), (ups[1].addr, 0)], "{policy: RoundRobin}", None);
+    let proxy = Proxy::start(y);
+    let mut conn = Conn::open(proxy.outbound).await.unwrap();
+    eprintln!("PROBE w0 {:?}", tally(&mut conn, 10, &[]).await);
+    for p in ["{policy: Random}", "{policy: LeastRequest}", "{}", "{policy: RingHash, hashOn: {header: x-user}}"] {
+        reload(&proxy, &config(&[(ups[0].addr, 1), (ups[1].addr, 0)], p, None)).await;
+        eprintln!("PROBE w0 {p} {:?}", tally(&mut conn, 50, &[("x-user", "q")]).await);
+    }
+}
+
+#[tokio::test]
+async fn probe_max_idle() {
+    let a = TestServer::start("a", Duration::from_millis(50)).await;
+    let proxy = Proxy::start(config(&[(a.addr, 1)], "{}", Some("{maxIdlePerEndpoint: 2}")));
+    let mut hs = Vec::new();
+    for _ in 0..6 {
+        let u = proxy.url("/");
+        hs.push(tokio::spawn(async move { get(&u, &[("host", "svc")]).await.unwrap().status }));
+    }
+    for h in hs { h.await.unwrap(); }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    eprintln!("PROBE maxidle accepted {} open {} idle {}", a.accepted.load(Ordering::SeqCst), a.open.load(Ordering::SeqCst), idle_connections(&proxy, a.addr).await);
+}

@@ -328,6 +328,72 @@ async fn http1_keep_alive_reuses_upstream_connections() {
         (1.0..=2.0).contains(&dials),
         "proxy dialled {dials} upstream connections"
     );
+
+    // Bodiless answers (HEAD, 204, 304) end without a body to read: the
+    // upstream connection still goes back to the pool.
+    for i in 0..10 {
+        let head = Request::head(format!("/bytes/100?{i}"))
+            .header("host", "echo")
+            .body(empty())
+            .unwrap();
+        for (req, status) in [
+            (head, 200),
+            (get_req("echo", "/status/204"), 204),
+            (get_req("echo", "/status/304"), 304),
+        ] {
+            let r = within("bodiless request", STEP, conn.send(req))
+                .await
+                .expect("request");
+            assert_eq!(r.status, status);
+            assert!(r.body.is_empty());
+        }
+    }
+    assert!(
+        up.connections() <= 2,
+        "upstream saw {} connections after HEAD/204/304 requests",
+        up.connections()
+    );
+}
+
+/// A client that hangs up half-way through a response must not leave its
+/// upstream connection in the pool with unread bytes: the next requests
+/// get their own, correct answers.
+#[tokio::test]
+async fn abandoned_response_does_not_poison_the_pool() {
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
+    {
+        let mut conn = Conn::open(proxy.outbound).await.unwrap();
+        let resp = within(
+            "download headers",
+            STEP,
+            conn.send_streaming(get_req("echo", "/bytes/50000000")),
+        )
+        .await
+        .expect("download");
+        let mut body = resp.into_body();
+        within("first frame", STEP, body.frame())
+            .await
+            .expect("a frame")
+            .expect("frame");
+        // Dropping the body and the connection abandons the download.
+    }
+    let mut conn = Conn::open(proxy.outbound).await.unwrap();
+    for i in 0..5 {
+        let r = within(
+            "request after an abandoned download",
+            STEP,
+            conn.send(get_req("echo", &format!("/after/{i}"))),
+        )
+        .await
+        .expect("request");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("echo GET /after/{i}\n"));
+    }
+    assert!(
+        up.connections() >= 2,
+        "the abandoned upstream connection was reused"
+    );
 }
 
 /// A chunked upload streams through: the upstream reads the first chunk
@@ -610,35 +676,40 @@ async fn grpc_calls_statuses_and_trailers() {
     assert_eq!(calls, 5.0, "{}", proxy.admin_get("/metrics").await.1);
 }
 
-/// A WebSocket session through an `http` Backend: the upgrade is spliced and
-/// text and binary messages (up to 1 MiB) round-trip; the close is clean.
+/// A WebSocket session through an `http` Backend (and one through the
+/// inbound listener): the upgrade is spliced, text and binary messages (up
+/// to 1 MiB) round-trip, and the close is clean.
 #[tokio::test]
 async fn websocket_upgrade_round_trips_messages() {
     if !require_python_module("websockets") {
         return;
     }
     let server = start_peer("ws_peer.py").await;
-    let proxy = Proxy::start(backend(
-        "echo-ws",
-        "http",
-        8080,
-        SocketAddr::from(([127, 0, 0, 1], server.port)),
-    ));
-    let out = run_peer_client(
-        "ws_peer.py",
-        &[&proxy.outbound.to_string(), "ws://echo-ws:8080/ws"],
-    )
-    .await;
-    assert_eq!(out["status"], 101, "{out}");
-    assert_eq!(out["whoami"]["host"], "echo-ws:8080", "{out}");
-    assert_eq!(out["whoami"]["path"], "/ws", "{out}");
-    assert_eq!(
-        out["texts_ok"],
-        serde_json::json!([true, true, true]),
-        "{out}"
-    );
-    assert_eq!(out["binary_ok"], serde_json::json!([true, true]), "{out}");
-    assert_eq!(out["close_code"], 1000, "{out}");
+    let server_addr = SocketAddr::from(([127, 0, 0, 1], server.port));
+    let proxy = Proxy::builder(backend("echo-ws", "http", 8080, server_addr))
+        .app(server_addr)
+        .start();
+    // Outbound, by Backend name; then inbound, to the app.
+    for (listener, uri, host) in [
+        (proxy.outbound, "ws://echo-ws:8080/ws", "echo-ws:8080"),
+        (proxy.inbound, "ws://my-app:9090/ws", "my-app:9090"),
+    ] {
+        let out = run_peer_client("ws_peer.py", &[&listener.to_string(), uri]).await;
+        assert_eq!(out["status"], 101, "{uri}: {out}");
+        assert_eq!(out["whoami"]["host"], host, "{uri}: {out}");
+        assert_eq!(out["whoami"]["path"], "/ws", "{uri}: {out}");
+        assert_eq!(
+            out["texts_ok"],
+            serde_json::json!([true, true, true]),
+            "{uri}: {out}"
+        );
+        assert_eq!(
+            out["binary_ok"],
+            serde_json::json!([true, true]),
+            "{uri}: {out}"
+        );
+        assert_eq!(out["close_code"], 1000, "{uri}: {out}");
+    }
 
     // The spliced bytes are counted once the connection has closed.
     let payload = (5 + "wörld".len() + 70_000 + 10 + MIB as usize) as f64;
@@ -689,6 +760,16 @@ async fn server_sent_events_are_not_buffered() {
         .await
         .expect("h2 sse");
     check_sse("h2", started, resp).await;
+
+    // HTTP/2 client → HTTP/1.1 upstream (translated).
+    let started = Instant::now();
+    let req = Request::get("http://events/sse/20/20")
+        .body(empty())
+        .unwrap();
+    let resp = within("h2→h1 sse headers", STEP, tx.send_request(req))
+        .await
+        .expect("h2→h1 sse");
+    check_sse("h2→h1", started, resp).await;
 }
 
 /// 20 events 20 ms apart: the upstream sends the last ≥ 380 ms after the first.
@@ -822,7 +903,8 @@ async fn upload_1gib_with_bounded_proxy_memory() {
 
 /// CONNECT opens a tunnel to a Backend's endpoint: HTTP/1.1 spoken through
 /// it reaches the upstream; a `tcp` Backend carries raw bytes (and a
-/// half-close) both ways; an unknown name is a 404 `no-route`.
+/// half-close) both ways, from HTTP/1.1 and HTTP/2 clients; an unknown name
+/// is a 404 `no-route`.
 #[tokio::test]
 async fn connect_tunnels_http_and_raw_tcp() {
     let up = Upstream::start("echo").await;
@@ -913,6 +995,29 @@ async fn connect_tunnels_http_and_raw_tcp() {
         "echoed bytes differ ({} bytes back)",
         back.len()
     );
+
+    // CONNECT as an HTTP/2 stream (RFC 9113 §8.5) tunnels too.
+    let mut h2 = h2_sender(proxy.outbound).await;
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri("echo-tcp:9000")
+        .body(empty())
+        .unwrap();
+    let resp = within("h2 CONNECT echo-tcp:9000", STEP, h2.send_request(req))
+        .await
+        .expect("h2 CONNECT");
+    assert_eq!(resp.status(), 200);
+    let mut tunnel = TokioIo::new(
+        within("h2 tunnel upgrade", STEP, hyper::upgrade::on(resp))
+            .await
+            .expect("h2 upgrade"),
+    );
+    tunnel.write_all(b"over an h2 stream").await.unwrap();
+    let mut buf = [0u8; 17];
+    within("h2 tunnel echo", STEP, tunnel.read_exact(&mut buf))
+        .await
+        .expect("read h2 tunnel");
+    assert_eq!(&buf, b"over an h2 stream");
 
     // Unknown name.
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
@@ -1032,171 +1137,17 @@ async fn inbound_opaque_tcp_reaches_the_app() {
     .await;
 }
 
-// ------------------------------------------------------------------ probes (temporary)
-
+/// When the client goes away mid-stream, the upstream hears of it (its
+/// stream is reset or its connection closed) instead of producing for
+/// nobody — for every client/upstream protocol pair.
 #[tokio::test]
-async fn probe_bodiless_responses_keep_pooling() {
-    let up = Upstream::start("echo").await;
-    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
-    let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    for i in 0..10 {
-        let req = Request::head(format!("/bytes/100?{i}")).header("host", "echo").body(empty()).unwrap();
-        let r = within("HEAD", STEP, conn.send(req)).await.unwrap();
-        assert_eq!(r.status, 200);
-        let r = within("204", STEP, conn.send(get_req("echo", "/status/204"))).await.unwrap();
-        assert_eq!(r.status, 204);
-        let r = within("304", STEP, conn.send(get_req("echo", "/status/304"))).await.unwrap();
-        assert_eq!(r.status, 304);
-    }
-    eprintln!("bodiless: upstream connections {}", up.connections());
-}
-
-#[tokio::test]
-async fn probe_expect_continue() {
-    let up = Upstream::start("echo").await;
-    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
-    let dir = TempDir::new("probe");
-    let f = dir.path().join("up.bin");
-    std::fs::write(&f, vec![b'e'; 3 * 1024 * 1024]).unwrap();
-    let t = Instant::now();
-    let (ok, out) = run_tool(
-        "curl",
-        &["-sS", "--noproxy", "*", "--expect100-timeout", "15", "-H", "Expect: 100-continue", "-H", "Host: echo", "-T", f.to_str().unwrap(), &format!("http://{}/upload", proxy.outbound)],
-    )
-    .await;
-    eprintln!("expect: {ok} {out:?} in {:?}", t.elapsed());
-}
-
-#[tokio::test]
-async fn probe_sse_h2_to_h1() {
-    let up = Upstream::start("events").await;
-    let proxy = Proxy::start(backend("events", "http", 8080, up.addr));
-    let mut tx = h2_sender(proxy.outbound).await;
-    let started = Instant::now();
-    let req = Request::get("http://events/sse/20/20").body(empty()).unwrap();
-    let resp = within("h2 sse headers", STEP, tx.send_request(req)).await.expect("h2 sse");
-    check_sse("h2->h1", started, resp).await;
-}
-
-#[tokio::test]
-async fn probe_websocket_inbound() {
-    let server = start_peer("ws_peer.py").await;
-    let up = Upstream::start("unused").await;
-    let proxy = Proxy::builder(backend("unused", "http", 8080, up.addr)).app(SocketAddr::from(([127, 0, 0, 1], server.port))).start();
-    let out = run_peer_client("ws_peer.py", &[&proxy.inbound.to_string(), "ws://my-app:8080/ws"]).await;
-    eprintln!("ws inbound: {out}");
-}
-
-#[tokio::test]
-async fn probe_h2_connect() {
-    let echo = tcp_echo_server().await;
-    let proxy = Proxy::start(backend("echo-tcp", "tcp", 9000, echo));
-    let mut tx = h2_sender(proxy.outbound).await;
-    let req = Request::builder().method(Method::CONNECT).uri("echo-tcp:9000").body(empty()).unwrap();
-    let resp = within("h2 CONNECT", STEP, tx.send_request(req)).await;
-    eprintln!("h2 connect: {resp:?}");
-    let resp = resp.unwrap();
-    let up = within("h2 upgrade", STEP, hyper::upgrade::on(resp)).await;
-    eprintln!("h2 upgrade: {}", up.is_ok());
-    let mut io = TokioIo::new(up.unwrap());
-    io.write_all(b"hello h2 tunnel").await.unwrap();
-    let mut buf = [0u8; 15];
-    within("h2 tunnel echo", STEP, io.read_exact(&mut buf)).await.unwrap();
-    eprintln!("h2 tunnel echo: {:?}", String::from_utf8_lossy(&buf));
-}
-
-#[tokio::test]
-async fn probe_abandoned_download_not_reused() {
-    let up = Upstream::start("echo").await;
-    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
-    {
-        let mut conn = Conn::open(proxy.outbound).await.unwrap();
-        let resp = conn.send_streaming(get_req("echo", "/bytes/50000000")).await.unwrap();
-        let mut b = resp.into_body();
-        let _ = b.frame().await;
-    }
-    for i in 0..5 {
-        let r = within("after abandon", STEP, get(&proxy.url(&format!("/after/{i}")), &[("host", "echo")])).await.unwrap();
-        assert_eq!(r.text(), format!("echo GET /after/{i}\n"));
-    }
-    eprintln!("abandon: upstream connections {}", up.connections());
-}
-
-#[tokio::test]
-async fn probe_h2_stream_upload_to_h1() {
-    let up = Upstream::start("echo").await;
-    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
-    let stream = TcpStream::connect(proxy.outbound).await.unwrap();
-    let (mut tx, conn) = http2::handshake::<_, _, StreamBody<Repeat>>(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let req = Request::post("http://echo/upload").body(StreamBody::new(Repeat::new(10_000_000, 16384))).unwrap();
-    let resp = within("h2 stream upload", STEP, tx.send_request(req)).await.unwrap();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    eprintln!("h2 stream upload: {:?}", body);
-}
-
-#[tokio::test]
-async fn probe_upgrade_with_body() {
+async fn client_cancellation_reaches_the_upstream() {
+    // An upstream streaming forever; it reports when a send fails.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let up_addr = listener.local_addr().unwrap();
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (gone_tx, mut gone_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let seen_tx = seen_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 { break; }
-                    let _ = seen_tx.send(buf[..n].to_vec());
-                }
-            });
-        }
-    });
-    let proxy = Proxy::start(backend("raw", "http", 8080, up_addr));
-    for (label, req) in [
-        ("content-length", &b"POST /upload HTTP/1.1\r\nHost: raw\r\nConnection: Upgrade\r\nUpgrade: foo\r\nContent-Length: 5\r\n\r\nhello"[..]),
-        ("chunked", &b"POST /upload HTTP/1.1\r\nHost: raw\r\nConnection: Upgrade\r\nUpgrade: foo\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..]),
-    ] {
-        let mut s = TcpStream::connect(proxy.outbound).await.unwrap();
-        s.write_all(req).await.unwrap();
-        let mut got = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_millis(1500), async {
-            while let Some(b) = seen_rx.recv().await { got.extend(b); }
-        }).await;
-        eprintln!("=== {label}: upstream received:\n{}", String::from_utf8_lossy(&got));
-    }
-}
-
-#[tokio::test]
-async fn probe_rejected_upgrade_and_pipelining() {
-    let up = Upstream::start("echo").await;
-    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
-    let mut s = TcpStream::connect(proxy.outbound).await.unwrap();
-    s.write_all(b"GET /status/403 HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
-    let mut buf = vec![0u8; 8192];
-    let n = within("403", STEP, s.read(&mut buf)).await.unwrap();
-    eprintln!("rejected upgrade:\n{}", String::from_utf8_lossy(&buf[..n]));
-    s.write_all(b"GET /second HTTP/1.1\r\nHost: echo\r\n\r\nGET /third HTTP/1.1\r\nHost: echo\r\n\r\n").await.unwrap();
-    let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_millis(1500), async {
-        loop {
-            let n = s.read(&mut buf).await.unwrap_or(0);
-            if n == 0 { break; }
-            got.extend_from_slice(&buf[..n]);
-        }
-    }).await;
-    eprintln!("after:\n{}", String::from_utf8_lossy(&got));
-}
-
-#[tokio::test]
-async fn probe_cancel_propagates() {
-    // h2 upstream whose streaming body notices when nobody reads it any more.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up_addr = listener.local_addr().unwrap();
-    let (gone_tx, mut gone_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             let gone_tx = gone_tx.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
@@ -1204,38 +1155,203 @@ async fn probe_cancel_propagates() {
                     async move {
                         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
                         tokio::spawn(async move {
-                            loop {
-                                if tx.send(Bytes::from_static(b"tick\n")).await.is_err() {
-                                    let _ = gone_tx.send("cancelled");
-                                    return;
-                                }
+                            while tx.send(Bytes::from_static(b"tick\n")).await.is_ok() {
                                 tokio::time::sleep(Duration::from_millis(10)).await;
                             }
+                            let _ = gone_tx.send(());
                         });
                         Ok::<_, Infallible>(Response::new(StreamBody::new(Chan(rx))))
                     }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc).await;
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
-    let proxy = Proxy::start(config(&[backend("stream-h2", "http2", 8080, up_addr), backend("stream-h1", "http", 8080, up_addr)]));
-    for (host, h2) in [("stream-h2", true), ("stream-h1", false), ("stream-h2", false), ("stream-h1", true)] {
-        if h2 {
+    let proxy = Proxy::start(config(&[
+        backend("forever-h1", "http", 8080, up_addr),
+        backend("forever-h2", "http2", 8080, up_addr),
+    ]));
+    for (host, client_h2) in [
+        ("forever-h1", false),
+        ("forever-h2", false),
+        ("forever-h1", true),
+        ("forever-h2", true),
+    ] {
+        let label = format!("{} client → {host}", if client_h2 { "h2" } else { "h1" });
+        if client_h2 {
             let mut tx = h2_sender(proxy.outbound).await;
-            let resp = tx.send_request(Request::get(format!("http://{host}/x")).body(empty()).unwrap()).await.unwrap();
-            let mut b = resp.into_body();
-            b.frame().await;
-            drop(b);
+            let req = Request::get(format!("http://{host}/forever"))
+                .body(empty())
+                .unwrap();
+            let resp = within(&label, STEP, tx.send_request(req))
+                .await
+                .expect("h2");
+            let mut body = resp.into_body();
+            within(&label, STEP, body.frame())
+                .await
+                .expect("a frame")
+                .expect("frame");
+            // Dropping the body resets the stream; the connection stays open.
+            drop(body);
+            within(
+                &format!("{label}: upstream to notice"),
+                STEP,
+                gone_rx.recv(),
+            )
+            .await
+            .expect("notice");
+            drop(tx);
         } else {
-            let mut c = Conn::open(proxy.outbound).await.unwrap();
-            let resp = c.send_streaming(get_req(host, "/x")).await.unwrap();
-            let mut b = resp.into_body();
-            b.frame().await;
-            drop(b);
-            drop(c);
+            let mut conn = Conn::open(proxy.outbound).await.unwrap();
+            let resp = within(&label, STEP, conn.send_streaming(get_req(host, "/forever")))
+                .await
+                .expect("h1");
+            let mut body = resp.into_body();
+            within(&label, STEP, body.frame())
+                .await
+                .expect("a frame")
+                .expect("frame");
+            drop(body);
+            drop(conn);
+            within(
+                &format!("{label}: upstream to notice"),
+                STEP,
+                gone_rx.recv(),
+            )
+            .await
+            .expect("notice");
         }
-        let r = tokio::time::timeout(Duration::from_secs(3), gone_rx.recv()).await;
-        eprintln!("cancel {host} client-h2={h2}: {r:?}");
+    }
+}
+
+/// Reads from `s` until `n` complete HTTP/1.1 responses with
+/// Content-Length bodies have arrived; returns their status lines and bodies.
+async fn read_responses(s: &mut TcpStream, n: usize) -> Vec<(String, String)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while out.len() < n {
+        let read = within("raw responses", STEP, s.read(&mut chunk))
+            .await
+            .expect("read");
+        assert!(read > 0, "connection closed after {out:?}");
+        buf.extend_from_slice(&chunk[..read]);
+        // Parse every complete response at the front of the buffer.
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            out.push((head.lines().next().unwrap_or("").to_owned(), body));
+            buf.drain(..end + 4 + len);
+        }
+    }
+    out
+}
+
+/// An upgrade the upstream refuses is an ordinary response, and the client
+/// connection carries on; pipelined requests are answered in order.
+#[tokio::test]
+async fn refused_upgrade_and_pipelined_requests() {
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
+    let mut s = TcpStream::connect(proxy.outbound).await.unwrap();
+    s.write_all(
+        b"GET /status/403 HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let r = read_responses(&mut s, 1).await;
+    assert_eq!(r[0].0, "HTTP/1.1 403 Forbidden");
+    assert_eq!(r[0].1, "echo status 403\n");
+    // Two requests in one write.
+    s.write_all(
+        b"GET /second HTTP/1.1\r\nHost: echo\r\n\r\nGET /third HTTP/1.1\r\nHost: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let r = read_responses(&mut s, 2).await;
+    assert_eq!(
+        r[0],
+        ("HTTP/1.1 200 OK".into(), "echo GET /second\n".into())
+    );
+    assert_eq!(r[1], ("HTTP/1.1 200 OK".into(), "echo GET /third\n".into()));
+}
+
+/// `Expect: 100-continue` (curl sends it for large uploads): the proxy lets
+/// the client go on at once; curl is told to wait 15 s for the 100 otherwise.
+#[tokio::test]
+async fn expect_continue_upload_is_not_delayed() {
+    if !require_tool("curl") {
+        return;
+    }
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
+    let dir = TempDir::new("expect");
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, vec![b'e'; 3 * MIB as usize]).unwrap();
+    let url = format!("http://{}/upload", proxy.outbound);
+    let started = Instant::now();
+    let (ok, out) = run_tool(
+        "curl",
+        &[
+            "-sS",
+            "--noproxy",
+            "*",
+            "--expect100-timeout",
+            "15",
+            "-H",
+            "Expect: 100-continue",
+            "-H",
+            "Host: echo",
+            "-T",
+            file.to_str().unwrap(),
+            &url,
+        ],
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(ok, "curl failed: {out}");
+    assert_eq!(out, (3 * MIB).to_string());
+    assert!(
+        took < Duration::from_secs(5),
+        "upload took {took:?}: no 100 Continue?"
+    );
+}
+
+/// A request offering an upgrade (`Connection: Upgrade`) may carry a body —
+/// `curl --http2 -d data http://…` sends exactly that (an h2c offer on a
+/// POST). The upstream must receive the body whether or not it accepts the
+/// upgrade.
+#[tokio::test]
+#[ignore = "proxy bug: handler.rs outgoing() replaces the body of any request with Connection: upgrade by an empty one (keeping Content-Length): the upstream waits forever for the body, or gets an empty chunked body"]
+async fn upgrade_offer_with_a_request_body_keeps_the_body() {
+    let up = Upstream::start("echo").await;
+    let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));
+    for (label, req) in [
+        (
+            "content-length",
+            &b"POST /upload HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\nhello"[..],
+        ),
+        (
+            "chunked",
+            &b"POST /upload HTTP/1.1\r\nHost: echo\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
+        ),
+    ] {
+        let mut s = TcpStream::connect(proxy.outbound).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let r = read_responses(&mut s, 1).await;
+        assert_eq!(r[0], ("HTTP/1.1 200 OK".into(), "5".into()), "{label}");
     }
 }

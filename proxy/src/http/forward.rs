@@ -25,7 +25,7 @@ pub enum Wire {
 /// A request ready to go upstream, with what the client asked to upgrade to.
 pub struct Outgoing {
     pub req: Request<RequestBody>,
-    /// The logical authority (`reviews:9080`), sent as Host / :authority.
+    /// An authority to send instead of the client's (a hostname rewrite).
     pub authority: Option<Authority>,
     pub upgrade: Option<(HeaderValue, OnUpgrade)>,
 }
@@ -46,12 +46,18 @@ pub async fn send(
     match wire {
         Wire::Http1 => {
             *req.version_mut() = Version::HTTP_11;
-            *req.uri_mut() = Uri::from(path);
+            // HTTP/2 and proxy-form requests carry the authority in the URI;
+            // HTTP/1.1 upstreams want it in Host and an origin-form target.
+            let authority = authority.or_else(|| match req.headers().contains_key(http::header::HOST) {
+                true => None,
+                false => req.uri().authority().cloned(),
+            });
             if let Some(a) = &authority {
                 if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                     req.headers_mut().insert(http::header::HOST, v);
                 }
             }
+            *req.uri_mut() = Uri::from(path);
             if let Some((proto, _)) = &upgrade {
                 req.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
                 req.headers_mut().insert(http::header::UPGRADE, proto.clone());
@@ -70,6 +76,7 @@ pub async fn send(
         Wire::Http2 => {
             *req.version_mut() = Version::HTTP_2;
             let authority = authority
+                .or_else(|| req.uri().authority().cloned())
                 .or_else(|| {
                     req.headers()
                         .get(http::header::HOST)

@@ -95,8 +95,7 @@ pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incom
         rule.local_metrics.record(resp.status().as_u16(), started.elapsed());
         return resp;
     };
-    let authority = authority.to_owned();
-    let resp = match forward_rule(&proxy, &conn, rule, wb, req, authority, prefix.as_deref()).await {
+    let resp = match forward_rule(&proxy, &conn, rule, wb, req, prefix.as_deref()).await {
         Ok(mut resp) => {
             if let Some(m) = &rule.filters.response_headers {
                 m.apply(resp.headers_mut());
@@ -135,7 +134,8 @@ fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
     }
 }
 
-fn apply_filters(f: &Filters, req: &mut Request<Incoming>, authority: &mut String, prefix: Option<&str>) {
+/// Applies request filters; a hostname rewrite sets the authority to send.
+fn apply_filters(f: &Filters, req: &mut Request<Incoming>, authority: &mut Option<Authority>, prefix: Option<&str>) {
     if f.is_empty() {
         return;
     }
@@ -144,7 +144,7 @@ fn apply_filters(f: &Filters, req: &mut Request<Incoming>, authority: &mut Strin
     }
     if let Some(rw) = &f.rewrite {
         if let Some(h) = &rw.hostname {
-            *authority = h.clone();
+            *authority = h.parse().ok();
         }
         if let Some(pm) = &rw.path {
             let new_path = modify_path(req.uri().path(), pm, prefix);
@@ -169,9 +169,10 @@ async fn forward_rule(
     rule: &Rule,
     wb: &WeightedBackend,
     mut req: Request<Incoming>,
-    mut authority: String,
     prefix: Option<&str>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    // The client's authority goes upstream as is, unless a filter rewrites it.
+    let mut authority = None;
     apply_filters(&rule.filters, &mut req, &mut authority, prefix);
     apply_filters(&wb.filters, &mut req, &mut authority, prefix);
     let backend = &wb.backend;
@@ -184,7 +185,7 @@ async fn forward_rule(
             .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
         set.endpoints[idx].clone()
     };
-    let out = outgoing(req, authority.parse().ok());
+    let out = outgoing(req, authority);
     let fut = forward::send(&ep, wire_for(backend.protocol), &backend.settings, &proxy.metrics, out);
     match effective_timeout(rule) {
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| ProxyError::Timeout(t))?,
@@ -260,8 +261,7 @@ fn redirect_response(
 async fn passthrough(proxy: &Arc<Proxy>, dst: SocketAddr, req: Request<Incoming>, started: Instant) -> Response<ResponseBody> {
     let ep = proxy.passthrough_endpoint(dst);
     let wire = if req.version() == Version::HTTP_2 { Wire::Http2 } else { Wire::Http1 };
-    let authority = authority_of(&req).and_then(|a| a.parse().ok());
-    let out = outgoing(req, authority);
+    let out = outgoing(req, None);
     let resp = forward::send(&ep, wire, &proxy.passthrough_settings, &proxy.metrics, out)
         .await
         .unwrap_or_else(ProxyError::into_response);
@@ -273,8 +273,7 @@ async fn passthrough(proxy: &Arc<Proxy>, dst: SocketAddr, req: Request<Incoming>
 pub async fn inbound(proxy: Arc<Proxy>, _conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let wire = if req.version() == Version::HTTP_2 { Wire::Http2 } else { Wire::Http1 };
-    let authority = req.uri().authority().cloned();
-    let out = outgoing(req, authority);
+    let out = outgoing(req, None);
     let resp = forward::send(&proxy.app, wire, &proxy.app_settings, &proxy.metrics, out)
         .await
         .unwrap_or_else(ProxyError::into_response);
