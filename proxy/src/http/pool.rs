@@ -70,6 +70,13 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
     Ok(stream)
 }
 
+/// [`connect_tcp`], counted in `weft_upstream_connects_total`.
+async fn connect_counted(addr: SocketAddr, settings: &PoolSettings, metrics: &Metrics) -> Result<TcpStream, ConnectError> {
+    let r = connect_tcp(addr, settings.connect_timeout).await;
+    metrics.upstream_connect(r.is_ok());
+    r
+}
+
 impl Pool {
     fn put(&self, tx: http1::SendRequest<RequestBody>, max_idle: usize) {
         if tx.is_closed() || self.idle_count.load(Ordering::Relaxed) >= max_idle {
@@ -130,14 +137,7 @@ impl Pool {
                 return Ok(idle.tx);
             }
         }
-        let stream = match connect_tcp(addr, settings.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                metrics.upstream_connect(false);
-                return Err(e);
-            }
-        };
-        metrics.upstream_connect(true);
+        let stream = connect_counted(addr, settings, metrics).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -169,14 +169,7 @@ impl Pool {
                 return Ok((**tx).clone());
             }
         }
-        let stream = match connect_tcp(addr, settings.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
-                metrics.upstream_connect(false);
-                return Err(e);
-            }
-        };
-        metrics.upstream_connect(true);
+        let stream = connect_counted(addr, settings, metrics).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))

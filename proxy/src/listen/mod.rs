@@ -12,6 +12,8 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -102,7 +104,7 @@ async fn serve_http(
     peer: SocketAddr,
     orig_dst: Option<SocketAddr>,
     direction: Direction,
-    mut watch: Watch,
+    watch: Watch,
     h2: bool,
 ) {
     let info = Arc::new(ConnInfo { peer, orig_dst });
@@ -125,14 +127,7 @@ async fn serve_http(
             .max_header_list_size(opts.max_header_bytes as u32)
             .max_concurrent_streams(1024)
             .serve_connection(io, svc);
-        tokio::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => log_end(r, peer),
-            _ = watch.signalled() => {
-                conn.as_mut().graceful_shutdown();
-                log_end(conn.await, peer);
-            }
-        }
+        drive(conn, |c| c.graceful_shutdown(), watch, peer).await
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -140,13 +135,22 @@ async fn serve_http(
             .max_header_size(opts.max_header_bytes)
             .serve_connection(io, svc)
             .with_upgrades();
-        tokio::pin!(conn);
-        tokio::select! {
-            r = conn.as_mut() => log_end(r, peer),
-            _ = watch.signalled() => {
-                conn.as_mut().graceful_shutdown();
-                log_end(conn.await, peer);
-            }
+        drive(conn, |c| c.graceful_shutdown(), watch, peer).await
+    }
+}
+
+/// Serves a connection to its end; on shutdown, asks it to finish what is in
+/// flight (and accept nothing new) rather than cutting it.
+async fn drive<C>(conn: C, graceful: impl FnOnce(Pin<&mut C>), mut watch: Watch, peer: SocketAddr)
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => log_end(r, peer),
+        _ = watch.signalled() => {
+            graceful(conn.as_mut());
+            log_end(conn.await, peer);
         }
     }
 }
