@@ -51,13 +51,19 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, drain: &Drain) {
 fn text(status: StatusCode, body: impl Into<String>) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn json(v: serde_json::Value) -> Response<ResponseBody> {
     let mut r = Response::new(ResponseBody::full(format!("{v:#}\n")));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -69,20 +75,35 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
             if proxy.snapshot.load().version > 0 {
                 text(StatusCode::OK, "ready\n")
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no config applied yet\n")
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no config applied yet\n",
+                )
             }
         }
         (Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, proxy.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             r
         }
         (Method::GET, "/config") => text(StatusCode::OK, config_text(proxy)),
         (Method::GET, "/endpoints") => json(endpoints_json(proxy)),
-        (Method::GET, "/log-level") => text(StatusCode::OK, format!("{}\n", admin.log_level.lock().map(|l| l.clone()).unwrap_or_default())),
+        (Method::GET, "/log-level") => text(
+            StatusCode::OK,
+            format!(
+                "{}\n",
+                admin
+                    .log_level
+                    .lock()
+                    .map(|l| l.clone())
+                    .unwrap_or_default()
+            ),
+        ),
         (Method::PUT, "/log-level") | (Method::POST, "/log-level") => {
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
@@ -119,7 +140,10 @@ fn config_text(proxy: &Proxy) -> String {
         let _ = writeln!(out, "# applied: {applied}");
         let _ = writeln!(out, "# rejected reloads: {}", st.rejected);
         if let Some(e) = &st.last_error {
-            let _ = writeln!(out, "# last reload REJECTED (the config below is still in force):");
+            let _ = writeln!(
+                out,
+                "# last reload REJECTED (the config below is still in force):"
+            );
             for line in e.lines() {
                 let _ = writeln!(out, "#   {line}");
             }
@@ -189,7 +213,11 @@ mod chrono_like {
 
     impl From<SystemTime> for Stamp {
         fn from(t: SystemTime) -> Stamp {
-            Stamp(t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+            Stamp(
+                t.duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            )
         }
     }
 
@@ -208,7 +236,13 @@ mod chrono_like {
             let d = doy - (153 * mp + 2) / 5 + 1;
             let m = if mp < 10 { mp + 3 } else { mp - 9 };
             let y = yoe + era * 400 + i64::from(m <= 2);
-            write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+            write!(
+                f,
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            )
         }
     }
 }

@@ -110,11 +110,18 @@ fn lb_policy(p: LbPolicy) -> Policy {
 
 fn hash_key(h: Option<&HashOn>) -> HashKey {
     match h {
-        Some(HashOn { header: Some(name), .. }) => http::HeaderName::from_bytes(name.as_bytes())
+        Some(HashOn {
+            header: Some(name), ..
+        }) => http::HeaderName::from_bytes(name.as_bytes())
             .map(HashKey::Header)
             .unwrap_or(HashKey::None),
-        Some(HashOn { cookie: Some(c), .. }) => HashKey::Cookie(c.clone()),
-        Some(HashOn { source_ip: Some(true), .. }) => HashKey::SourceIp,
+        Some(HashOn {
+            cookie: Some(c), ..
+        }) => HashKey::Cookie(c.clone()),
+        Some(HashOn {
+            source_ip: Some(true),
+            ..
+        }) => HashKey::SourceIp,
         _ => HashKey::None,
     }
 }
@@ -206,7 +213,11 @@ impl Backend {
         self.set_endpoints_from(eps, None)
     }
 
-    fn set_endpoints_from(&self, eps: Vec<(SocketAddr, u32, Option<Arc<str>>)>, other: Option<&Backend>) {
+    fn set_endpoints_from(
+        &self,
+        eps: Vec<(SocketAddr, u32, Option<Arc<str>>)>,
+        other: Option<&Backend>,
+    ) {
         let mut known: HashMap<SocketAddr, Arc<Endpoint>> = HashMap::new();
         for src in [Some(self), other].into_iter().flatten() {
             for e in src.endpoints.load().endpoints.iter() {
@@ -236,6 +247,9 @@ impl Backend {
             })
             .collect();
         let balancer = Balancer::new(self.policy.clone(), &endpoints);
-        self.endpoints.store(Arc::new(EndpointSet { endpoints, balancer }));
+        self.endpoints.store(Arc::new(EndpointSet {
+            endpoints,
+            balancer,
+        }));
     }
 }

@@ -53,7 +53,9 @@ impl Drain {
     pub async fn drain(mut self, grace: Duration) -> bool {
         let _ = self.signal.send(true);
         self.done_tx = None;
-        tokio::time::timeout(grace, self.done_rx.recv()).await.is_ok()
+        tokio::time::timeout(grace, self.done_rx.recv())
+            .await
+            .is_ok()
     }
 }
 

@@ -16,6 +16,7 @@ pub mod iptables;
 pub mod listen;
 pub mod proxy;
 pub mod reload;
+pub mod resilience;
 pub mod run;
 pub mod snapshot;
 pub mod tcp;

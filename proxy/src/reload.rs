@@ -71,7 +71,12 @@ impl Baseline {
 }
 
 /// Watches the files from `baseline` on, applying each change.
-pub async fn watch(proxy: Arc<Proxy>, paths: Vec<PathBuf>, baseline: Baseline, on_apply: impl Fn(&Arc<Snapshot>) + Send + 'static) {
+pub async fn watch(
+    proxy: Arc<Proxy>,
+    paths: Vec<PathBuf>,
+    baseline: Baseline,
+    on_apply: impl Fn(&Arc<Snapshot>) + Send + 'static,
+) {
     let Baseline {
         files: mut seen,
         text: mut seen_text,
@@ -94,7 +99,11 @@ pub async fn watch(proxy: Arc<Proxy>, paths: Vec<PathBuf>, baseline: Baseline, o
         match apply(&proxy, &paths) {
             Ok(version) => {
                 tracing::info!(version, "config reloaded");
-                proxy.metrics.config_reloads.get_or_create(&crate::telemetry::metrics::ResultLabels { result: "applied" }).inc();
+                proxy
+                    .metrics
+                    .config_reloads
+                    .get_or_create(&crate::telemetry::metrics::ResultLabels { result: "applied" })
+                    .inc();
                 if let Ok(mut st) = proxy.status.lock() {
                     st.last_error = None;
                 }
@@ -104,7 +113,11 @@ pub async fn watch(proxy: Arc<Proxy>, paths: Vec<PathBuf>, baseline: Baseline, o
                 for e in &errors.0 {
                     tracing::error!(error = %e, "config rejected; the previous config keeps serving");
                 }
-                proxy.metrics.config_reloads.get_or_create(&crate::telemetry::metrics::ResultLabels { result: "rejected" }).inc();
+                proxy
+                    .metrics
+                    .config_reloads
+                    .get_or_create(&crate::telemetry::metrics::ResultLabels { result: "rejected" })
+                    .inc();
                 if let Ok(mut st) = proxy.status.lock() {
                     st.last_error = Some(errors.to_string());
                     st.rejected += 1;

@@ -87,10 +87,16 @@ pub fn init_logging(format: &str, level: &str) -> LogLevelSetter {
         registry.with(fmt.json().flatten_event(true)).init();
     } else {
         use std::io::IsTerminal;
-        registry.with(fmt.with_target(false).with_ansi(std::io::stderr().is_terminal())).init();
+        registry
+            .with(
+                fmt.with_target(false)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .init();
     }
     Arc::new(move |wanted: &str| {
-        let f = EnvFilter::try_new(wanted).map_err(|e| format!("invalid log level {wanted:?}: {e}"))?;
+        let f =
+            EnvFilter::try_new(wanted).map_err(|e| format!("invalid log level {wanted:?}: {e}"))?;
         handle.reload(f).map_err(|e| e.to_string())?;
         Ok(wanted.to_owned())
     })
@@ -100,7 +106,9 @@ pub fn init_logging(format: &str, level: &str) -> LogLevelSetter {
 pub fn run(args: RunArgs) -> i32 {
     let set_level = init_logging(&args.log_format, &args.log_level);
     let rt = if args.workers <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.workers)
@@ -124,13 +132,17 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
     }
     .map_err(|e| format!("{what} {addr}: {e}"))?;
     let _ = sock.set_reuseaddr(true);
-    sock.bind(addr).map_err(|e| format!("cannot listen on {what} {addr}: {e}"))?;
-    sock.listen(1024).map_err(|e| format!("cannot listen on {what} {addr}: {e}"))
+    sock.bind(addr)
+        .map_err(|e| format!("cannot listen on {what} {addr}: {e}"))?;
+    sock.listen(1024)
+        .map_err(|e| format!("cannot listen on {what} {addr}: {e}"))
 }
 
 async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     if args.control_plane.is_some() {
-        tracing::error!("mesh mode (--control-plane) is not available in this build yet; use --config");
+        tracing::error!(
+            "mesh mode (--control-plane) is not available in this build yet; use --config"
+        );
         return 2;
     }
     if args.config.is_empty() {
@@ -138,7 +150,12 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         return 2;
     }
     let metrics = Arc::new(Metrics::new());
-    let source = args.config.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let source = args
+        .config
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let proxy = Arc::new(Proxy::new(
         ProxyOptions {
             namespace: args.namespace.clone(),
@@ -163,7 +180,9 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     let start_dns = move |snap: &Arc<Snapshot>, prev: Option<&Snapshot>| {
         let Some(resolver) = &resolver else { return };
         for b in snap.backends.values() {
-            let reused = prev.and_then(|p| p.backends.get(&b.key)).is_some_and(|old| Arc::ptr_eq(old, b));
+            let reused = prev
+                .and_then(|p| p.backends.get(&b.key))
+                .is_some_and(|old| Arc::ptr_eq(old, b));
             if !reused {
                 crate::discovery::dns::spawn(b, resolver.clone());
             }
@@ -214,12 +233,17 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         log_level: std::sync::Mutex::new(args.log_level.clone()),
     });
     let last = std::sync::Mutex::new(proxy.snapshot.load_full());
-    let watcher = tokio::spawn(crate::reload::watch(proxy.clone(), args.config.clone(), baseline, move |snap| {
-        if let Ok(mut prev) = last.lock() {
-            start_dns(snap, Some(prev.as_ref()));
-            *prev = snap.clone();
-        }
-    }));
+    let watcher = tokio::spawn(crate::reload::watch(
+        proxy.clone(),
+        args.config.clone(),
+        baseline,
+        move |snap| {
+            if let Ok(mut prev) = last.lock() {
+                start_dns(snap, Some(prev.as_ref()));
+                *prev = snap.clone();
+            }
+        },
+    ));
     let evictor = {
         let proxy = proxy.clone();
         tokio::spawn(async move {

@@ -107,7 +107,12 @@ impl Snapshot {
                 .iter()
                 .find(|p| {
                     p.spec.target_ref.name == b.meta.name
-                        && p.spec.target_ref.namespace.as_deref().unwrap_or(&p.meta.namespace) == b.meta.namespace
+                        && p.spec
+                            .target_ref
+                            .namespace
+                            .as_deref()
+                            .unwrap_or(&p.meta.namespace)
+                            == b.meta.namespace
                 })
                 .map(|p| &p.spec);
             let key = b.key();
@@ -143,7 +148,11 @@ impl Snapshot {
             });
             let vh = Arc::new(VirtualHost {
                 name: b.key.clone(),
-                matches: if b.protocol == Protocol::Tcp { Vec::new() } else { vec![(Matcher::any(), rule)] },
+                matches: if b.protocol == Protocol::Tcp {
+                    Vec::new()
+                } else {
+                    vec![(Matcher::any(), rule)]
+                },
                 backend: Some(b.clone()),
             });
             for h in authorities(&b.name, &b.namespace, b.port, cx.namespace) {
@@ -160,7 +169,11 @@ impl Snapshot {
             let mut names: Vec<String> = Vec::new();
             for p in &r.spec.parent_refs {
                 let ns = p.namespace.as_deref().unwrap_or(&r.meta.namespace);
-                let port = p.port.or_else(|| backends.get(format!("{ns}/{}", p.name).as_str()).and_then(|b| b.port));
+                let port = p.port.or_else(|| {
+                    backends
+                        .get(format!("{ns}/{}", p.name).as_str())
+                        .and_then(|b| b.port)
+                });
                 names.extend(authorities(&p.name, ns, port, cx.namespace));
             }
             let mut wild: Vec<String> = Vec::new();
@@ -171,7 +184,13 @@ impl Snapshot {
                 }
             }
             for rule in &r.spec.rules {
-                let compiled = Arc::new(compile_rule(&route_key, &r.meta.namespace, rule, &backends, cx.metrics));
+                let compiled = Arc::new(compile_rule(
+                    &route_key,
+                    &r.meta.namespace,
+                    rule,
+                    &backends,
+                    cx.metrics,
+                ));
                 let matchers: Vec<Matcher> = if rule.matches.is_empty() {
                     vec![Matcher::any()]
                 } else {
@@ -180,10 +199,20 @@ impl Snapshot {
                 for m in matchers {
                     order += 1;
                     for n in &names {
-                        merged.entry(n.clone()).or_default().push((m.precedence(), order, m.clone(), compiled.clone()));
+                        merged.entry(n.clone()).or_default().push((
+                            m.precedence(),
+                            order,
+                            m.clone(),
+                            compiled.clone(),
+                        ));
                     }
                     for w in &wild {
-                        wildcard.entry(w.clone()).or_default().push((m.precedence(), order, m.clone(), compiled.clone()));
+                        wildcard.entry(w.clone()).or_default().push((
+                            m.precedence(),
+                            order,
+                            m.clone(),
+                            compiled.clone(),
+                        ));
                     }
                 }
             }
@@ -201,8 +230,10 @@ impl Snapshot {
             let vh = finish(&host, list, backend);
             hosts.insert(host, vh);
         }
-        let mut wildcard_hosts: Vec<(String, Arc<VirtualHost>)> =
-            wildcard.into_iter().map(|(suffix, list)| (suffix.clone(), finish(&suffix, list, None))).collect();
+        let mut wildcard_hosts: Vec<(String, Arc<VirtualHost>)> = wildcard
+            .into_iter()
+            .map(|(suffix, list)| (suffix.clone(), finish(&suffix, list, None)))
+            .collect();
         // Longest suffix first: the most specific wildcard wins.
         wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
 
@@ -232,14 +263,20 @@ impl Snapshot {
                 return Some(vh);
             }
         }
-        self.wildcard_hosts.iter().find(|(suffix, _)| host.ends_with(suffix.as_str())).map(|(_, vh)| vh)
+        self.wildcard_hosts
+            .iter()
+            .find(|(suffix, _)| host.ends_with(suffix.as_str()))
+            .map(|(_, vh)| vh)
     }
 }
 
 /// `host:port` → `host`; leaves IPv6 literals (`[::1]:80`) their brackets.
 pub fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
-        return authority.split_once(']').map(|(h, _)| &authority[..h.len() + 1]).unwrap_or(authority);
+        return authority
+            .split_once(']')
+            .map(|(h, _)| &authority[..h.len() + 1])
+            .unwrap_or(authority);
     }
     match authority.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -260,7 +297,9 @@ fn compile_rule(
         if let Some(be) = backends.get(format!("{ns}/{}", b.name).as_str()) {
             out.push(WeightedBackend {
                 backend: be.clone(),
-                weight: b.weight.unwrap_or(crate::config::defaults::BACKEND_REF_WEIGHT),
+                weight: b
+                    .weight
+                    .unwrap_or(crate::config::defaults::BACKEND_REF_WEIGHT),
                 filters: Filters::new(&b.filters),
                 metrics: metrics.route("outbound", route, &be.key),
             });

@@ -23,7 +23,13 @@ pub fn pick_endpoint(backend: &Backend) -> Option<SocketAddr> {
 }
 
 /// Copies bytes between a client connection and `target` until both close.
-pub async fn forward(proxy: &Proxy, mut client: TcpStream, target: SocketAddr, connect_timeout: Duration, direction: &'static str) {
+pub async fn forward(
+    proxy: &Proxy,
+    mut client: TcpStream,
+    target: SocketAddr,
+    connect_timeout: Duration,
+    direction: &'static str,
+) {
     let mut upstream = match connect_tcp(target, connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
@@ -42,7 +48,11 @@ pub async fn forward(proxy: &Proxy, mut client: TcpStream, target: SocketAddr, c
 /// `CONNECT host:port`: tunnel to an endpoint of the Backend of that name.
 /// We connect before answering, so a failure is a clear 502 rather than a
 /// 200 followed by a closed tunnel.
-pub async fn connect_tunnel(proxy: &Arc<Proxy>, snap: &Snapshot, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn connect_tunnel(
+    proxy: &Arc<Proxy>,
+    snap: &Snapshot,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return ProxyError::BadRequest("CONNECT needs host:port").into_response();
     };
@@ -61,7 +71,8 @@ pub async fn connect_tunnel(proxy: &Arc<Proxy>, snap: &Snapshot, req: Request<In
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
-                if let Ok((a, b)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                if let Ok((a, b)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                {
                     metrics.tcp_bytes_add("outbound", a + b);
                 }
             }

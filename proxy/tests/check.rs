@@ -26,7 +26,10 @@ fn every_config_example_passes_check() {
             }
         }
     }
-    assert!(files.len() >= 6, "expected the example files, found {files:?}");
+    assert!(
+        files.len() >= 6,
+        "expected the example files, found {files:?}"
+    );
     for f in files {
         let out = weft().arg("check").arg(&f).output().unwrap();
         assert!(
@@ -43,7 +46,10 @@ fn check_reports_position_and_path() {
     let dir = std::env::temp_dir().join(format!("weft-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let good = std::fs::read_to_string(examples().join("quickstart/mesh.yaml")).unwrap();
-    let bad = good.replace("{name: hello-v1, weight: 80}", "{name: hello-v1, weight: -80}");
+    let bad = good.replace(
+        "{name: hello-v1, weight: 80}",
+        "{name: hello-v1, weight: -80}",
+    );
     assert_ne!(good, bad);
     let f = dir.join("bad.yaml");
     std::fs::write(&f, &bad).unwrap();
@@ -54,13 +60,25 @@ fn check_reports_position_and_path() {
     let line = bad.lines().position(|l| l.contains("weight: -80")).unwrap() + 1;
     let want = format!("{}:{line}:", f.display());
     assert!(err.contains(&want), "expected {want} in:\n{err}");
-    assert!(err.contains("spec.rules[1].backendRefs[0].weight"), "no field path in:\n{err}");
+    assert!(
+        err.contains("spec.rules[1].backendRefs[0].weight"),
+        "no field path in:\n{err}"
+    );
 }
 
 #[test]
 fn check_a_folder_and_several_paths() {
-    let out = weft().arg("check").arg(examples().join("quickstart")).arg(examples().join("tcp/postgres.yaml")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weft()
+        .arg("check")
+        .arg(examples().join("quickstart"))
+        .arg(examples().join("tcp/postgres.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("4 resources in 2 files"));
 }
 
@@ -71,12 +89,24 @@ fn invalid_config_at_startup_exits_nonzero_with_the_message() {
     let f = dir.join("bad.yaml");
     std::fs::write(&f, "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {name: x}\nspec:\n  protocl: http\n").unwrap();
     let out = weft()
-        .args(["run", "--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--config"])
+        .args([
+            "run",
+            "--outbound",
+            "127.0.0.1:0",
+            "--inbound",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(&f)
         .output()
         .unwrap();
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:5:3: spec.protocl: unknown field"), "got:\n{err}");
+    assert!(
+        err.contains("bad.yaml:5:3: spec.protocl: unknown field"),
+        "got:\n{err}"
+    );
 }

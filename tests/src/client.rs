@@ -32,7 +32,12 @@ async fn read(resp: http::Response<hyper::body::Incoming>) -> Result<Resp, BoxEr
     let (parts, body) = resp.into_parts();
     let collected = body.collect().await?;
     let trailers = collected.trailers().cloned();
-    Ok(Resp { status: parts.status.as_u16(), headers: parts.headers, body: collected.to_bytes(), trailers })
+    Ok(Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    })
 }
 
 /// A kept-alive HTTP/1.1 connection.
@@ -56,7 +61,10 @@ impl Conn {
     }
 
     /// Sends and returns the response with its body still streaming.
-    pub async fn send_streaming(&mut self, req: Request<Full<Bytes>>) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
+    pub async fn send_streaming(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, BoxError> {
         self.tx.ready().await?;
         Ok(self.tx.send_request(req).await?)
     }
@@ -76,14 +84,19 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<Resp, BoxError> 
     if !has_host {
         b = b.header("host", addr.to_string());
     }
-    Conn::open(addr).await?.send(b.body(Full::new(Bytes::new()))?).await
+    Conn::open(addr)
+        .await?
+        .send(b.body(Full::new(Bytes::new()))?)
+        .await
 }
 
 /// A request in HTTP proxy form (absolute URI), as an app with HTTP_PROXY sends it.
 pub async fn get_via_proxy(proxy: SocketAddr, url: &str) -> Result<Resp, BoxError> {
     let uri: http::Uri = url.parse()?;
     let host = uri.authority().ok_or("no authority")?.to_string();
-    let req = Request::get(uri).header("host", host).body(Full::new(Bytes::new()))?;
+    let req = Request::get(uri)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))?;
     Conn::open(proxy).await?.send(req).await
 }
 

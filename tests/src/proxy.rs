@@ -60,7 +60,14 @@ impl ProxyBuilder {
         cmd.arg("run")
             .arg("--config")
             .arg(&config)
-            .args(["--outbound", "127.0.0.1:0", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args([
+                "--outbound",
+                "127.0.0.1:0",
+                "--inbound",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ])
             .args(["--log-format", "json"])
             .args(&self.args)
             .stdout(Stdio::null())
@@ -93,11 +100,18 @@ impl ProxyBuilder {
             Ok(Some(l)) => l,
             _ => {
                 let _ = child.kill();
-                panic!("weft-proxy did not start; log:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "weft-proxy did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         };
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        let addr = |k: &str| v[k].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no {k} in {line}"));
+        let addr = |k: &str| {
+            v[k].as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+        };
         Proxy {
             outbound: addr("outbound"),
             inbound: addr("inbound"),
@@ -112,7 +126,11 @@ impl ProxyBuilder {
 
 impl Proxy {
     pub fn builder(yaml: impl Into<String>) -> ProxyBuilder {
-        ProxyBuilder { yaml: yaml.into(), args: Vec::new(), app: None }
+        ProxyBuilder {
+            yaml: yaml.into(),
+            args: Vec::new(),
+            app: None,
+        }
     }
 
     pub fn start(yaml: impl Into<String>) -> Proxy {
@@ -160,7 +178,9 @@ impl Proxy {
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
-        let r = crate::client::get(&format!("http://{}{}", self.admin, path), &[]).await.expect("admin request");
+        let r = crate::client::get(&format!("http://{}{}", self.admin, path), &[])
+            .await
+            .expect("admin request");
         (r.status, r.text())
     }
 
@@ -176,7 +196,10 @@ impl Proxy {
     /// The config version now in force.
     pub async fn version(&self) -> u64 {
         let (_, body) = self.admin_get("/endpoints").await;
-        serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["version"].as_u64()).unwrap_or(0)
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["version"].as_u64())
+            .unwrap_or(0)
     }
 }
 

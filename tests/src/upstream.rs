@@ -48,14 +48,18 @@ impl Upstream {
     }
 
     pub async fn start_on(addr: SocketAddr, name: &str) -> Upstream {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind upstream");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().unwrap();
         let counters = Arc::new(Counters::default());
         let name_s: Arc<str> = Arc::from(name);
         let c = counters.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 c.connections.fetch_add(1, Ordering::Relaxed);
                 let c = c.clone();
                 let name = name_s.clone();
@@ -71,7 +75,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, name: name.to_owned(), counters, task }
+        Upstream {
+            addr,
+            name: name.to_owned(),
+            counters,
+            task,
+        }
     }
 
     pub fn requests(&self) -> usize {
@@ -124,7 +133,8 @@ async fn handle(name: &str, req: Request<Incoming>) -> Response<Body> {
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             let stream = chunk_stream(n, chunk);
             let mut r = Response::new(StreamBody::new(stream).boxed());
-            r.headers_mut().insert("content-type", "application/octet-stream".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "application/octet-stream".parse().unwrap());
             r
         }
         ("upload", _) => {
@@ -143,21 +153,31 @@ async fn handle(name: &str, req: Request<Incoming>) -> Response<Body> {
             let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
             tokio::spawn(async move {
                 for i in 0..n {
-                    if tx.send(Ok(Frame::data(Bytes::from(format!("data: event {i}\n\n"))))).await.is_err() {
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from(format!("data: event {i}\n\n")))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     tokio::time::sleep(every).await;
                 }
             });
             let mut r = Response::new(StreamBody::new(ReceiverStream(rx)).boxed());
-            r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
             r
         }
         ("headers", _) => {
             let map: serde_json::Map<String, serde_json::Value> = req
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_str().unwrap_or("").to_owned())))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        serde_json::Value::String(v.to_str().unwrap_or("").to_owned()),
+                    )
+                })
                 .collect();
             Response::new(full(serde_json::Value::Object(map).to_string()))
         }
@@ -184,7 +204,10 @@ pub struct ChunkStream {
 
 impl futures_core::Stream for ChunkStream {
     type Item = Result<Frame<Bytes>, Infallible>;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         if self.left == 0 {
             return std::task::Poll::Ready(None);
         }
@@ -198,7 +221,10 @@ pub struct ReceiverStream(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infal
 
 impl futures_core::Stream for ReceiverStream {
     type Item = Result<Frame<Bytes>, Infallible>;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
     }
 }

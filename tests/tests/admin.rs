@@ -9,7 +9,10 @@ async fn admin_pages() {
         "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: a}}\nspec:\n  endpoints: [{{address: {}, weight: 3}}]\n",
         a.addr
     ));
-    assert_eq!(get(&p.url("/"), &[("host", "a")]).await.unwrap().status, 200);
+    assert_eq!(
+        get(&p.url("/"), &[("host", "a")]).await.unwrap().status,
+        200
+    );
     assert_eq!(p.admin_get("/live").await.0, 200);
     assert_eq!(p.admin_get("/ready").await.0, 200);
 
@@ -22,9 +25,23 @@ async fn admin_pages() {
         "weft_config_version ",
         "weft_upstream_connects_total{",
     ] {
-        assert!(metrics.contains(family), "{family} missing from /metrics:\n{metrics}");
+        assert!(
+            metrics.contains(family),
+            "{family} missing from /metrics:\n{metrics}"
+        );
     }
-    assert_eq!(p.metric("weft_requests_total", &["direction=\"outbound\"", "backend=\"default/a\"", "code_class=\"2xx\""]).await, 1.0);
+    assert_eq!(
+        p.metric(
+            "weft_requests_total",
+            &[
+                "direction=\"outbound\"",
+                "backend=\"default/a\"",
+                "code_class=\"2xx\""
+            ]
+        )
+        .await,
+        1.0
+    );
     assert_eq!(p.metric("weft_config_version", &[]).await, 1.0);
 
     let (_, config) = p.admin_get("/config").await;
@@ -46,7 +63,9 @@ async fn admin_pages() {
             let mut c = Conn::open(admin).await.unwrap();
             let req = http::Request::put("/log-level")
                 .header("host", "admin")
-                .body(http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())))
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    body.as_bytes(),
+                )))
                 .unwrap();
             c.send(req).await.unwrap()
         }

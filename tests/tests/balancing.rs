@@ -594,42 +594,69 @@ async fn static_endpoints_follow_hot_reload() {
 }
 
 #[tokio::test]
-async fn probe_removed_endpoint_connection_closed() {
+async fn removing_an_endpoint_closes_its_pooled_connections() {
     let a = TestServer::start("a", Duration::ZERO).await;
     let b = TestServer::start("b", Duration::ZERO).await;
     let rr = "{policy: RoundRobin}";
     let proxy = Proxy::start(config(&[(a.addr, 1), (b.addr, 1)], rr, None));
     let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    tally(&mut conn, 10, &[]).await;
-    assert_eq!(b.open.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        tally(&mut conn, 10, &[]).await,
+        counts(&[("a", 5), ("b", 5)])
+    );
+    assert_eq!(
+        (a.open.load(Ordering::SeqCst), b.open.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+
     reload(&proxy, &config(&[(a.addr, 1)], rr, None)).await;
-    let r = eventually("b conn closed", Duration::from_secs(3), || async { (b.open.load(Ordering::SeqCst) == 0).then_some(()) }).await;
-    eprintln!("PROBE removed closed {r:?}");
+    eventually(
+        "the removed endpoint's idle connection to be closed",
+        Duration::from_secs(3),
+        || async { (b.open.load(Ordering::SeqCst) == 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(tally(&mut conn, 4, &[]).await, counts(&[("a", 4)]));
+    assert_eq!(
+        (
+            a.accepted.load(Ordering::SeqCst),
+            a.open.load(Ordering::SeqCst)
+        ),
+        (1, 1),
+        "a kept its connection"
+    );
 }
 
 #[tokio::test]
-async fn probe_weight_zero() {
-    let ups = upstreams(&["a", "b"]).await;
-    let y = config(&[(ups[0].addr, 1), (ups[1].addr, 0)], "{policy: RoundRobin}", None);
-    let proxy = Proxy::start(y);
-    let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    eprintln!("PROBE w0 {:?}", tally(&mut conn, 10, &[]).await);
-    for p in ["{policy: Random}", "{policy: LeastRequest}", "{}", "{policy: RingHash, hashOn: {header: x-user}}"] {
-        reload(&proxy, &config(&[(ups[0].addr, 1), (ups[1].addr, 0)], p, None)).await;
-        eprintln!("PROBE w0 {p} {:?}", tally(&mut conn, 50, &[("x-user", "q")]).await);
+async fn idle_connections_are_capped_per_endpoint() {
+    // Slow enough that 6 concurrent requests need more than 2 connections.
+    let a = TestServer::start("a", Duration::from_millis(200)).await;
+    let proxy = Proxy::start(config(
+        &[(a.addr, 1)],
+        "{}",
+        Some("{maxIdlePerEndpoint: 2}"),
+    ));
+    let mut requests = Vec::new();
+    for i in 0..6 {
+        let url = proxy.url(&format!("/{i}"));
+        requests.push(tokio::spawn(async move {
+            get(&url, &[("host", "svc")]).await.unwrap().status
+        }));
     }
-}
-
-#[tokio::test]
-async fn probe_max_idle() {
-    let a = TestServer::start("a", Duration::from_millis(50)).await;
-    let proxy = Proxy::start(config(&[(a.addr, 1)], "{}", Some("{maxIdlePerEndpoint: 2}")));
-    let mut hs = Vec::new();
-    for _ in 0..6 {
-        let u = proxy.url("/");
-        hs.push(tokio::spawn(async move { get(&u, &[("host", "svc")]).await.unwrap().status }));
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
     }
-    for h in hs { h.await.unwrap(); }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    eprintln!("PROBE maxidle accepted {} open {} idle {}", a.accepted.load(Ordering::SeqCst), a.open.load(Ordering::SeqCst), idle_connections(&proxy, a.addr).await);
+    let accepted = a.accepted.load(Ordering::SeqCst);
+    assert!(
+        accepted > 2,
+        "6 concurrent requests used only {accepted} upstream connections"
+    );
+    // Past the cap, connections are closed as their responses end.
+    eventually(
+        "2 idle connections kept, the rest closed",
+        Duration::from_secs(3),
+        || async { (a.open.load(Ordering::SeqCst) == 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(idle_connections(&proxy, a.addr).await, 2);
 }

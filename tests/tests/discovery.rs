@@ -214,35 +214,3 @@ async fn the_ttl_sets_the_refresh_rate() {
     // The proxy kept serving from the refreshed answers meanwhile.
     assert_eq!(send(&proxy, 2).await, counts(&[("a", 2)]));
 }
-
-#[tokio::test]
-async fn probe_dns() {
-    let (dns, ups, proxy) = setup(&["a", "b"], 1).await;
-    wait_endpoints(&proxy, &[&ups[0]]).await;
-    dns.set_ttl(3);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    eprintln!("PROBE ttl3 {}", backend(&proxy).await["discovery"]);
-    dns.set_ttl(0);
-    let c = dns.queries(NAME, TYPE_A);
-    tokio::time::sleep(Duration::from_millis(3000)).await;
-    eprintln!("PROBE ttl0 3s queries {}", dns.queries(NAME, TYPE_A) - c);
-    dns.set_ttl(1);
-    dns.remove(NAME);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    eprintln!("PROBE nx {} {:?}", backend(&proxy).await, send(&proxy, 2).await);
-    dns.set(NAME, &[loopback(1)]);
-    tokio::time::sleep(Duration::from_millis(4000)).await;
-    eprintln!("PROBE nx recovered {} ", backend(&proxy).await);
-    // policy change reload
-    let c = config(ups[0].addr.port()).replace("RoundRobin", "Random");
-    let v = proxy.version().await;
-    proxy.write_config(&c);
-    eventually("reload", LIMIT, || async { (proxy.version().await > v).then_some(()) }).await;
-    eprintln!("PROBE after reload {} ", backend(&proxy).await);
-    dns.set(NAME, &[loopback(0), loopback(1)]);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    eprintln!("PROBE after reload+change {} {:?}", backend(&proxy).await, send(&proxy, 10).await);
-    let q0 = dns.queries(NAME, TYPE_A);
-    tokio::time::sleep(Duration::from_millis(3000)).await;
-    eprintln!("PROBE queries/3s after reload {}", dns.queries(NAME, TYPE_A) - q0);
-}

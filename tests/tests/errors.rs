@@ -16,7 +16,11 @@ fn config(live: &Upstream, dead_port: u16) -> String {
 
 /// A port with nothing listening (bound, then released).
 fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
@@ -44,11 +48,19 @@ async fn each_failure_has_its_status_and_cause() {
         assert_eq!(r.header("x-weft-error"), Some(cause), "{host}");
         assert!(!r.text().is_empty(), "{host}: the body says what happened");
         if cause == "upstream-timeout" {
-            assert!(started.elapsed() < Duration::from_millis(1500), "timeout enforced: {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_millis(1500),
+                "timeout enforced: {:?}",
+                started.elapsed()
+            );
         }
     }
     // The proxy counted them by class.
-    assert!(p.metric("weft_requests_total", &["code_class=\"5xx\""]).await >= 3.0);
+    assert!(
+        p.metric("weft_requests_total", &["code_class=\"5xx\""])
+            .await
+            >= 3.0
+    );
 }
 
 #[tokio::test]
@@ -56,8 +68,16 @@ async fn oversized_and_malformed_requests_get_4xx() {
     let live = Upstream::start("live").await;
     let p = Proxy::start(config(&live, closed_port()));
     let big = "x".repeat(80 * 1024);
-    let resp = raw(p.outbound, format!("GET / HTTP/1.1\r\nHost: live\r\nx-big: {big}\r\n\r\n").as_bytes()).await;
-    assert!(resp.starts_with("HTTP/1.1 431"), "got {:?}", &resp[..resp.len().min(80)]);
+    let resp = raw(
+        p.outbound,
+        format!("GET / HTTP/1.1\r\nHost: live\r\nx-big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "got {:?}",
+        &resp[..resp.len().min(80)]
+    );
     let resp = raw(p.outbound, b"GET / HTTP/1.1\r\nHost live\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "got {resp:?}");
     let resp = raw(p.outbound, b"GET /\x01 HTTP/1.1\r\nHost: live\r\n\r\n").await;
@@ -70,15 +90,24 @@ async fn oversized_and_malformed_requests_get_4xx() {
 #[tokio::test]
 async fn slow_header_sender_is_cut_off() {
     let live = Upstream::start("live").await;
-    let p = Proxy::builder(config(&live, closed_port())).arg("--header-read-timeout").arg("300ms").start();
+    let p = Proxy::builder(config(&live, closed_port()))
+        .arg("--header-read-timeout")
+        .arg("300ms")
+        .start();
     let mut s = tokio::net::TcpStream::connect(p.outbound).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: live\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: live\r\n")
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut buf = Vec::new();
     // The proxy must close (or answer 408) on its own, long before our 5 s bound.
     let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "slowloris connection still open after 5s");
-    assert!(started.elapsed() < Duration::from_secs(2), "cut after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "cut after {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@
 //! under a memory bound, CONNECT tunnels and the inbound side.
 //!
 //! The proxy binary must be built first (`cargo build -p weft-proxy`). Tests
-//! that need `nghttp` or Python modules skip locally without them and fail
-//! under CI (env `CI`).
+//! that need `nghttp`, `curl` or the Python modules `grpc` / `websockets`
+//! skip locally without them and fail under CI (env `CI`).
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -1335,7 +1335,6 @@ async fn expect_continue_upload_is_not_delayed() {
 /// POST). The upstream must receive the body whether or not it accepts the
 /// upgrade.
 #[tokio::test]
-#[ignore = "proxy bug: handler.rs outgoing() replaces the body of any request with Connection: upgrade by an empty one (keeping Content-Length): the upstream waits forever for the body, or gets an empty chunked body"]
 async fn upgrade_offer_with_a_request_body_keeps_the_body() {
     let up = Upstream::start("echo").await;
     let proxy = Proxy::start(backend("echo", "http", 8080, up.addr));

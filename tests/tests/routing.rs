@@ -25,7 +25,14 @@ async fn authorities_and_proxy_form() {
         "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {name: other, namespace: team}\nspec:\n  endpoints: [{address: 127.0.0.1:1}]\n",
     );
     let p = Proxy::start(yaml);
-    for host in ["svc-a", "svc-a:9080", "svc-a.default", "svc-a.default:9080", "svc-a.default.svc.cluster.local", "SVC-A"] {
+    for host in [
+        "svc-a",
+        "svc-a:9080",
+        "svc-a.default",
+        "svc-a.default:9080",
+        "svc-a.default.svc.cluster.local",
+        "SVC-A",
+    ] {
         let r = via(&p, host, "/x", &[]).await;
         assert_eq!(r.status, 200, "{host}: {}", r.text());
         assert_eq!(r.header("x-upstream"), Some("a"));
@@ -33,7 +40,9 @@ async fn authorities_and_proxy_form() {
         assert_eq!(r.header("x-seen-host"), Some(host));
     }
     // HTTP proxy form, as an app with HTTP_PROXY=http://127.0.0.1:15001 sends it.
-    let r = get_via_proxy(p.outbound, "http://svc-a:9080/proxied?q=1").await.unwrap();
+    let r = get_via_proxy(p.outbound, "http://svc-a:9080/proxied?q=1")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "a GET /proxied?q=1\n");
     // A bare name only means a service of the proxy's own namespace.
@@ -50,7 +59,12 @@ async fn authorities_and_proxy_form() {
             .output()
             .await
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "a GET /curl\n", "curl: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "a GET /curl\n",
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -92,15 +106,39 @@ spec:
     let p = Proxy::start(yaml);
     let who = |r: &Resp| r.header("x-upstream").unwrap_or("?").to_owned();
     assert_eq!(who(&via(&p, "shop", "/", &[]).await), "a");
-    assert_eq!(who(&via(&p, "shop", "/apix", &[]).await), "a", "prefix matches whole segments");
+    assert_eq!(
+        who(&via(&p, "shop", "/apix", &[]).await),
+        "a",
+        "prefix matches whole segments"
+    );
     assert_eq!(who(&via(&p, "shop", "/api/x", &[]).await), "b");
-    assert_eq!(who(&via(&p, "shop", "/api/v2/x", &[]).await), "c", "longest prefix wins");
+    assert_eq!(
+        who(&via(&p, "shop", "/api/v2/x", &[]).await),
+        "c",
+        "longest prefix wins"
+    );
     assert_eq!(who(&via(&p, "shop", "/api", &[]).await), "d", "exact wins");
-    assert_eq!(who(&via(&p, "shop", "/api/x", &[("x-canary", "1")]).await), "d", "header match beats plain prefix");
-    assert_eq!(who(&via(&p, "shop", "/api/x?v=12", &[]).await), "d", "query param match");
+    assert_eq!(
+        who(&via(&p, "shop", "/api/x", &[("x-canary", "1")]).await),
+        "d",
+        "header match beats plain prefix"
+    );
+    assert_eq!(
+        who(&via(&p, "shop", "/api/x?v=12", &[]).await),
+        "d",
+        "query param match"
+    );
     assert_eq!(who(&via(&p, "shop", "/api/x?v=x", &[]).await), "b");
-    assert_eq!(who(&via(&p, "shop.example.com", "/api/x", &[]).await), "b", "hostnames select the route");
-    assert_eq!(who(&via(&p, "eu.shop.test:8080", "/api/x", &[]).await), "b", "wildcard hostname");
+    assert_eq!(
+        who(&via(&p, "shop.example.com", "/api/x", &[]).await),
+        "b",
+        "hostnames select the route"
+    );
+    assert_eq!(
+        who(&via(&p, "eu.shop.test:8080", "/api/x", &[]).await),
+        "b",
+        "wildcard hostname"
+    );
     let mut conn = Conn::open(p.outbound).await.unwrap();
     let del = http::Request::delete("/api/x")
         .header("host", "shop")
@@ -123,13 +161,21 @@ async fn weighted_split_follows_weights() {
     let mut counts: HashMap<String, u32> = HashMap::new();
     let n = 2000;
     for _ in 0..n {
-        let req = http::Request::get("/").header("host", "reviews").body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+        let req = http::Request::get("/")
+            .header("host", "reviews")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
         let r = conn.send(req).await.unwrap();
-        *counts.entry(r.header("x-upstream").unwrap().to_owned()).or_default() += 1;
+        *counts
+            .entry(r.header("x-upstream").unwrap().to_owned())
+            .or_default() += 1;
     }
     let share = counts["v1"] as f64 / n as f64;
     // Binomial(2000, 0.8): sd ≈ 0.009; ±0.05 is over 5 sd.
-    assert!((0.75..=0.85).contains(&share), "v1 share {share} from {counts:?}");
+    assert!(
+        (0.75..=0.85).contains(&share),
+        "v1 share {share} from {counts:?}"
+    );
     assert_eq!(counts.values().sum::<u32>(), n);
 }
 
@@ -184,9 +230,18 @@ spec:
     assert_eq!(r.header("location"), Some("http://web:8080/new/page?x=1"));
     let r = via(&p, "web", "/secure/a", &[]).await;
     assert_eq!(r.status, 302);
-    assert_eq!(r.header("location"), Some("https://web.example.com/secure/a"));
+    assert_eq!(
+        r.header("location"),
+        Some("https://web.example.com/secure/a")
+    );
 
-    let r = via(&p, "web", "/api/items?id=7", &[("x-debug", "1"), ("x-extra", "1")]).await;
+    let r = via(
+        &p,
+        "web",
+        "/api/items?id=7",
+        &[("x-debug", "1"), ("x-extra", "1")],
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "a GET /v1/items?id=7\n");
     assert_eq!(r.header("x-seen-host"), Some("api.internal"));
@@ -204,7 +259,18 @@ spec:
 async fn hop_by_hop_headers_do_not_cross() {
     let a = Upstream::start("a").await;
     let p = Proxy::start(backend("a", &a));
-    let r = via(&p, "a", "/headers", &[("connection", "keep-alive, x-private"), ("x-private", "s3cret"), ("proxy-authorization", "Basic x"), ("x-public", "ok")]).await;
+    let r = via(
+        &p,
+        "a",
+        "/headers",
+        &[
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "s3cret"),
+            ("proxy-authorization", "Basic x"),
+            ("x-public", "ok"),
+        ],
+    )
+    .await;
     let seen: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
     assert!(seen.get("x-private").is_none(), "{seen}");
     assert!(seen.get("proxy-authorization").is_none(), "{seen}");

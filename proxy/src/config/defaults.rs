@@ -32,3 +32,23 @@ pub const RETRY_MAX_BUFFERED_BODY: u64 = 64 * 1024;
 pub const PANIC_THRESHOLD: u32 = 50;
 /// Default trust domain of SPIFFE identities.
 pub const TRUST_DOMAIN: &str = "weft.local";
+/// Retry conditions when none are written: only failures where the upstream
+/// certainly did not process the request, plus gRPC UNAVAILABLE.
+pub const RETRY_ON: [&str; 3] = ["connect-failure", "refused-stream", "unavailable"];
+/// Concurrency limits per backend (overflow answers 503 at once).
+pub const MAX_CONNECTIONS: u32 = 10_000;
+pub const MAX_PENDING_REQUESTS: u32 = 10_000;
+pub const MAX_REQUESTS: u32 = 10_000;
+pub const MAX_RETRIES: u32 = 1_000;
+/// Outlier detection.
+pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
+pub const OUTLIER_INTERVAL: Duration = Duration::from_secs(10);
+pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(30);
+pub const OUTLIER_MAX_EJECTION: Duration = Duration::from_secs(300);
+pub const OUTLIER_MAX_EJECTION_PERCENT: u32 = 50;
+/// Active health checks (off unless configured).
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const HEALTH_UNHEALTHY_THRESHOLD: u32 = 3;
+pub const HEALTH_HEALTHY_THRESHOLD: u32 = 2;
+pub const HEALTH_JITTER_PERCENT: u32 = 10;

@@ -51,7 +51,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            u => return Err(format!("unknown unit {u:?} in duration {s:?} (use ms, s, m or h)")),
+            u => {
+                return Err(format!(
+                    "unknown unit {u:?} in duration {s:?} (use ms, s, m or h)"
+                ))
+            }
         };
         rest = &rest[unit_len..];
         let nanos = value * nanos_per;
@@ -66,7 +70,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod policy;
 pub mod route;
 mod validate;
+pub use validate::parse_size;
 pub mod yaml;
 
 use serde::{Deserialize, Serialize};
@@ -236,7 +237,11 @@ pub fn load_sources(sources: Vec<(String, String)>) -> Result<ConfigSet, ConfigE
     }
 }
 
-fn add_document(set: &mut ConfigSet, file: &Arc<str>, doc: yaml::Document) -> Result<(), ConfigError> {
+fn add_document(
+    set: &mut ConfigSet,
+    file: &Arc<str>,
+    doc: yaml::Document,
+) -> Result<(), ConfigError> {
     let doc = Arc::new(doc);
     let origin = Origin {
         file: file.clone(),
@@ -259,7 +264,8 @@ fn add_document(set: &mut ConfigSet, file: &Arc<str>, doc: yaml::Document) -> Re
             ))
         }
     };
-    let api_ok = api == want_api || (kind == "HTTPRoute" && api == "gateway.networking.k8s.io/v1beta1");
+    let api_ok =
+        api == want_api || (kind == "HTTPRoute" && api == "gateway.networking.k8s.io/v1beta1");
     if !api_ok {
         return Err(origin.error(
             "apiVersion",

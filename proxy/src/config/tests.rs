@@ -47,7 +47,10 @@ fn loads_a_good_config() {
     assert_eq!(set.http_routes[0].meta.namespace, "default");
     let rule = &set.http_routes[0].spec.rules[0];
     assert_eq!(rule.backend_refs[1].weight, Some(10));
-    assert_eq!(rule.timeouts.as_ref().unwrap().request, Some(Dur::from_secs(2)));
+    assert_eq!(
+        rule.timeouts.as_ref().unwrap().request,
+        Some(Dur::from_secs(2))
+    );
 }
 
 fn only_error(text: &str) -> ConfigError {
@@ -58,7 +61,10 @@ fn only_error(text: &str) -> ConfigError {
 
 #[test]
 fn unknown_field_points_at_line_and_path() {
-    let bad = GOOD.replace("          weight: 10\n", "          weight: 10\n          wieght: 3\n");
+    let bad = GOOD.replace(
+        "          weight: 10\n",
+        "          weight: 10\n          wieght: 3\n",
+    );
     let e = only_error(&bad);
     assert_eq!(e.file, "mesh.yaml");
     assert_eq!(e.path, "spec.rules[0].backendRefs[1].wieght");
@@ -78,7 +84,10 @@ fn wrong_type_points_at_value() {
 
 #[test]
 fn dangling_backend_ref_is_reported_with_path() {
-    let bad = GOOD.replace("- name: reviews-v2\n          weight: 10", "- name: reviews-v3\n          weight: 10");
+    let bad = GOOD.replace(
+        "- name: reviews-v2\n          weight: 10",
+        "- name: reviews-v3\n          weight: 10",
+    );
     let e = only_error(&bad);
     assert_eq!(e.path, "spec.rules[0].backendRefs[1].name");
     assert!(e.message.contains("reviews-v3"), "{e}");
@@ -94,19 +103,24 @@ fn dangling_backend_ref_is_reported_with_path() {
 fn bad_duration_and_regex() {
     let e = only_error(&GOOD.replace("request: 2s", "request: 2 parsecs"));
     assert_eq!(e.path, "spec.rules[0].timeouts.request");
-    let e = only_error(&GOOD.replace("{type: PathPrefix, value: /api}", "{type: RegularExpression, value: \"/a(\"}"));
+    let e = only_error(&GOOD.replace(
+        "{type: PathPrefix, value: /api}",
+        "{type: RegularExpression, value: \"/a(\"}",
+    ));
     assert_eq!(e.path, "spec.rules[0].matches[0].path.value");
 }
 
 #[test]
 fn syntax_error_is_located() {
-    let errs = load("apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {name: x\n").unwrap_err();
+    let errs =
+        load("apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {name: x\n").unwrap_err();
     assert!(errs.0[0].line >= 3, "{errs}");
 }
 
 #[test]
 fn unknown_kind_and_api_version() {
-    let e = only_error("apiVersion: weft.dev/v1alpha1\nkind: Gateway\nmetadata: {name: x}\nspec: {}\n");
+    let e =
+        only_error("apiVersion: weft.dev/v1alpha1\nkind: Gateway\nmetadata: {name: x}\nspec: {}\n");
     assert_eq!((e.path.as_str(), e.line), ("kind", 2));
     let e = only_error("apiVersion: weft.dev/v2\nkind: Backend\nmetadata: {name: x}\nspec: {}\n");
     assert_eq!((e.path.as_str(), e.line), ("apiVersion", 1));

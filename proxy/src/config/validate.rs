@@ -1,7 +1,9 @@
 //! Checks that serde cannot express: references between resources, value
 //! ranges, regexes that must compile. Each error carries a field path.
 
-use super::route::{Filter, FilterType, PathMatchType, PathModifier, PathModifierType, ValueMatchType};
+use super::route::{
+    Filter, FilterType, PathMatchType, PathModifier, PathModifierType, ValueMatchType,
+};
 use super::{defaults, ConfigError, ConfigSet, Origin, Resource};
 use std::collections::HashSet;
 
@@ -38,7 +40,8 @@ pub(super) fn validate(set: &ConfigSet) -> Vec<ConfigError> {
     }
     if set.mesh_configs.len() > 1 {
         let second = &set.mesh_configs[1];
-        v.errors.push(second.origin.error("kind", "only one MeshConfig may exist"));
+        v.errors
+            .push(second.origin.error("kind", "only one MeshConfig may exist"));
     }
     v.errors
 }
@@ -54,7 +57,8 @@ fn is_dns_name(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -70,24 +74,46 @@ impl Validator<'_> {
             let mut seen = HashSet::new();
             for r in items {
                 if !is_dns_name(&r.meta.name) {
-                    v.err(&r.origin, "metadata.name", format!("{:?} is not a valid name (lowercase letters, digits, '-' and '.')", r.meta.name));
+                    v.err(
+                        &r.origin,
+                        "metadata.name",
+                        format!(
+                            "{:?} is not a valid name (lowercase letters, digits, '-' and '.')",
+                            r.meta.name
+                        ),
+                    );
                 }
                 if !is_dns_name(&r.meta.namespace) {
-                    v.err(&r.origin, "metadata.namespace", format!("{:?} is not a valid namespace", r.meta.namespace));
+                    v.err(
+                        &r.origin,
+                        "metadata.namespace",
+                        format!("{:?} is not a valid namespace", r.meta.namespace),
+                    );
                 }
                 if !seen.insert(r.key()) {
-                    v.err(&r.origin, "metadata.name", format!("{kind} {} is defined twice", r.key()));
+                    v.err(
+                        &r.origin,
+                        "metadata.name",
+                        format!("{kind} {} is defined twice", r.key()),
+                    );
                 }
             }
         }
         check(self, "HTTPRoute", &self.set.http_routes);
         check(self, "Backend", &self.set.backends);
         check(self, "TrafficPolicy", &self.set.traffic_policies);
-        check(self, "AuthorizationPolicy", &self.set.authorization_policies);
+        check(
+            self,
+            "AuthorizationPolicy",
+            &self.set.authorization_policies,
+        );
     }
 
     fn find_backend(&self, ns: &str, name: &str) -> Option<&Resource<super::BackendSpec>> {
-        self.set.backends.iter().find(|b| b.meta.name == name && b.meta.namespace == ns)
+        self.set
+            .backends
+            .iter()
+            .find(|b| b.meta.name == name && b.meta.namespace == ns)
     }
 
     fn backend(&mut self, b: &Resource<super::BackendSpec>) {
@@ -97,7 +123,11 @@ impl Validator<'_> {
         }
         if let Some(dns) = &b.spec.dns {
             if dns.name.is_empty() || dns.name.parse::<std::net::IpAddr>().is_ok() {
-                self.err(o, "spec.dns.name", "a DNS name is required (for fixed IPs use endpoints)");
+                self.err(
+                    o,
+                    "spec.dns.name",
+                    "a DNS name is required (for fixed IPs use endpoints)",
+                );
             }
             if dns.port == 0 {
                 self.err(o, "spec.dns.port", "port must be 1-65535");
@@ -105,14 +135,26 @@ impl Validator<'_> {
         }
         for (i, e) in b.spec.endpoints.iter().enumerate() {
             if e.address.parse::<std::net::SocketAddr>().is_err() {
-                self.err(o, &format!("spec.endpoints[{i}].address"), format!("{:?} is not IP:port (for names use spec.dns)", e.address));
+                self.err(
+                    o,
+                    &format!("spec.endpoints[{i}].address"),
+                    format!("{:?} is not IP:port (for names use spec.dns)", e.address),
+                );
             }
             if e.weight.is_some_and(|w| w > defaults::MAX_WEIGHT) {
-                self.err(o, &format!("spec.endpoints[{i}].weight"), format!("weight must be at most {}", defaults::MAX_WEIGHT));
+                self.err(
+                    o,
+                    &format!("spec.endpoints[{i}].weight"),
+                    format!("weight must be at most {}", defaults::MAX_WEIGHT),
+                );
             }
             if let Some(id) = &e.identity {
                 if !id.starts_with("spiffe://") {
-                    self.err(o, &format!("spec.endpoints[{i}].identity"), "identity must be a spiffe:// URI");
+                    self.err(
+                        o,
+                        &format!("spec.endpoints[{i}].identity"),
+                        "identity must be a spiffe:// URI",
+                    );
                 }
             }
         }
@@ -121,19 +163,31 @@ impl Validator<'_> {
     fn route(&mut self, r: &Resource<super::HttpRouteSpec>) {
         let o = &r.origin;
         if r.spec.parent_refs.is_empty() {
-            self.err(o, "spec.parentRefs", "a route needs at least one parentRef (the service it takes over)");
+            self.err(
+                o,
+                "spec.parentRefs",
+                "a route needs at least one parentRef (the service it takes over)",
+            );
         }
         for (i, p) in r.spec.parent_refs.iter().enumerate() {
             if let Some(k) = &p.kind {
                 if k != "Service" && k != "Backend" {
-                    self.err(o, &format!("spec.parentRefs[{i}].kind"), format!("kind {k:?} is not supported (Service or Backend)"));
+                    self.err(
+                        o,
+                        &format!("spec.parentRefs[{i}].kind"),
+                        format!("kind {k:?} is not supported (Service or Backend)"),
+                    );
                 }
             }
         }
         for (i, h) in r.spec.hostnames.iter().enumerate() {
             let bare = h.strip_prefix("*.").unwrap_or(h);
             if !is_dns_name(bare) {
-                self.err(o, &format!("spec.hostnames[{i}]"), format!("{h:?} is not a valid hostname"));
+                self.err(
+                    o,
+                    &format!("spec.hostnames[{i}]"),
+                    format!("{h:?} is not a valid hostname"),
+                );
             }
         }
         for (ri, rule) in r.spec.rules.iter().enumerate() {
@@ -148,7 +202,11 @@ impl Validator<'_> {
                     match path.kind {
                         PathMatchType::RegularExpression => {
                             if let Err(e) = regex::Regex::new(&path.value) {
-                                self.err(o, &format!("{mp}.path.value"), format!("invalid regular expression: {e}"));
+                                self.err(
+                                    o,
+                                    &format!("{mp}.path.value"),
+                                    format!("invalid regular expression: {e}"),
+                                );
                             }
                         }
                         _ if !path.value.starts_with('/') => {
@@ -159,39 +217,68 @@ impl Validator<'_> {
                 }
                 for (hi, h) in m.headers.iter().enumerate() {
                     if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
-                        self.err(o, &format!("{mp}.headers[{hi}].name"), format!("{:?} is not a valid header name", h.name));
+                        self.err(
+                            o,
+                            &format!("{mp}.headers[{hi}].name"),
+                            format!("{:?} is not a valid header name", h.name),
+                        );
                     }
                     if h.kind == ValueMatchType::RegularExpression {
                         if let Err(e) = regex::Regex::new(&h.value) {
-                            self.err(o, &format!("{mp}.headers[{hi}].value"), format!("invalid regular expression: {e}"));
+                            self.err(
+                                o,
+                                &format!("{mp}.headers[{hi}].value"),
+                                format!("invalid regular expression: {e}"),
+                            );
                         }
                     }
                 }
                 for (qi, q) in m.query_params.iter().enumerate() {
                     if q.kind == ValueMatchType::RegularExpression {
                         if let Err(e) = regex::Regex::new(&q.value) {
-                            self.err(o, &format!("{mp}.queryParams[{qi}].value"), format!("invalid regular expression: {e}"));
+                            self.err(
+                                o,
+                                &format!("{mp}.queryParams[{qi}].value"),
+                                format!("invalid regular expression: {e}"),
+                            );
                         }
                     }
                 }
                 if let Some(method) = &m.method {
-                    if http::Method::from_bytes(method.as_bytes()).is_err() || method.chars().any(|c| c.is_ascii_lowercase()) {
-                        self.err(o, &format!("{mp}.method"), format!("{method:?} is not an HTTP method (use upper case, e.g. GET)"));
+                    if http::Method::from_bytes(method.as_bytes()).is_err()
+                        || method.chars().any(|c| c.is_ascii_lowercase())
+                    {
+                        self.err(
+                            o,
+                            &format!("{mp}.method"),
+                            format!("{method:?} is not an HTTP method (use upper case, e.g. GET)"),
+                        );
                     }
                 }
             }
             for (fi, f) in rule.filters.iter().enumerate() {
                 self.filter(o, &format!("{rp}.filters[{fi}]"), f, prefix_only);
             }
-            let has_redirect = rule.filters.iter().any(|f| f.kind == FilterType::RequestRedirect);
+            let has_redirect = rule
+                .filters
+                .iter()
+                .any(|f| f.kind == FilterType::RequestRedirect);
             if rule.backend_refs.is_empty() && !has_redirect {
-                self.err(o, &format!("{rp}.backendRefs"), "a rule needs backendRefs (or a RequestRedirect filter)");
+                self.err(
+                    o,
+                    &format!("{rp}.backendRefs"),
+                    "a rule needs backendRefs (or a RequestRedirect filter)",
+                );
             }
             for (bi, b) in rule.backend_refs.iter().enumerate() {
                 let bp = format!("{rp}.backendRefs[{bi}]");
                 self.backend_ref(o, &bp, &r.meta.namespace, &b.kind, &b.name, &b.namespace);
                 if b.weight.is_some_and(|w| w > defaults::MAX_WEIGHT) {
-                    self.err(o, &format!("{bp}.weight"), format!("weight must be at most {}", defaults::MAX_WEIGHT));
+                    self.err(
+                        o,
+                        &format!("{bp}.weight"),
+                        format!("weight must be at most {}", defaults::MAX_WEIGHT),
+                    );
                 }
                 for (fi, f) in b.filters.iter().enumerate() {
                     self.filter(o, &format!("{bp}.filters[{fi}]"), f, prefix_only);
@@ -200,7 +287,11 @@ impl Validator<'_> {
             if let Some(t) = &rule.timeouts {
                 if let (Some(req), Some(be)) = (t.request, t.backend_request) {
                     if !req.0.is_zero() && be > req {
-                        self.err(o, &format!("{rp}.timeouts.backendRequest"), "backendRequest must not exceed request");
+                        self.err(
+                            o,
+                            &format!("{rp}.timeouts.backendRequest"),
+                            "backendRequest must not exceed request",
+                        );
                     }
                 }
             }
@@ -210,62 +301,129 @@ impl Validator<'_> {
                 }
                 for (ci, c) in retry.codes.iter().enumerate() {
                     if !(400..=599).contains(c) {
-                        self.err(o, &format!("{rp}.retry.codes[{ci}]"), "retry codes must be 400-599");
+                        self.err(
+                            o,
+                            &format!("{rp}.retry.codes[{ci}]"),
+                            "retry codes must be 400-599",
+                        );
                     }
                 }
             }
         }
     }
 
-    fn backend_ref(&mut self, o: &Origin, path: &str, route_ns: &str, kind: &Option<String>, name: &str, ns: &Option<String>) {
+    fn backend_ref(
+        &mut self,
+        o: &Origin,
+        path: &str,
+        route_ns: &str,
+        kind: &Option<String>,
+        name: &str,
+        ns: &Option<String>,
+    ) {
         if let Some(k) = kind {
             if k != "Service" && k != "Backend" {
-                self.err(o, &format!("{path}.kind"), format!("kind {k:?} is not supported (Service or Backend)"));
+                self.err(
+                    o,
+                    &format!("{path}.kind"),
+                    format!("kind {k:?} is not supported (Service or Backend)"),
+                );
                 return;
             }
         }
         let ns = ns.as_deref().unwrap_or(route_ns);
         match self.find_backend(ns, name) {
-            None => self.err(o, &format!("{path}.name"), format!("no Backend named {name:?} in namespace {ns:?}")),
-            Some(b) if b.spec.protocol == super::Protocol::Tcp => {
-                self.err(o, &format!("{path}.name"), format!("Backend {name:?} has protocol tcp; an HTTPRoute cannot send to it"))
-            }
+            None => self.err(
+                o,
+                &format!("{path}.name"),
+                format!("no Backend named {name:?} in namespace {ns:?}"),
+            ),
+            Some(b) if b.spec.protocol == super::Protocol::Tcp => self.err(
+                o,
+                &format!("{path}.name"),
+                format!("Backend {name:?} has protocol tcp; an HTTPRoute cannot send to it"),
+            ),
             Some(_) => {}
         }
     }
 
     fn filter(&mut self, o: &Origin, path: &str, f: &Filter, prefix_only: bool) {
         let present = [
-            (FilterType::RequestHeaderModifier, f.request_header_modifier.is_some(), "requestHeaderModifier"),
-            (FilterType::ResponseHeaderModifier, f.response_header_modifier.is_some(), "responseHeaderModifier"),
-            (FilterType::RequestRedirect, f.request_redirect.is_some(), "requestRedirect"),
-            (FilterType::URLRewrite, f.url_rewrite.is_some(), "urlRewrite"),
-            (FilterType::RequestMirror, f.request_mirror.is_some(), "requestMirror"),
+            (
+                FilterType::RequestHeaderModifier,
+                f.request_header_modifier.is_some(),
+                "requestHeaderModifier",
+            ),
+            (
+                FilterType::ResponseHeaderModifier,
+                f.response_header_modifier.is_some(),
+                "responseHeaderModifier",
+            ),
+            (
+                FilterType::RequestRedirect,
+                f.request_redirect.is_some(),
+                "requestRedirect",
+            ),
+            (
+                FilterType::URLRewrite,
+                f.url_rewrite.is_some(),
+                "urlRewrite",
+            ),
+            (
+                FilterType::RequestMirror,
+                f.request_mirror.is_some(),
+                "requestMirror",
+            ),
         ];
         for (kind, is_set, field) in present {
             if kind == f.kind && !is_set {
-                self.err(o, &format!("{path}.type"), format!("type {:?} needs the field {field}", f.kind));
+                self.err(
+                    o,
+                    &format!("{path}.type"),
+                    format!("type {:?} needs the field {field}", f.kind),
+                );
             }
             if kind != f.kind && is_set {
-                self.err(o, &format!("{path}.{field}"), format!("{field} does not belong to a filter of type {:?}", f.kind));
+                self.err(
+                    o,
+                    &format!("{path}.{field}"),
+                    format!("{field} does not belong to a filter of type {:?}", f.kind),
+                );
             }
         }
-        for m in [&f.request_header_modifier, &f.response_header_modifier].into_iter().flatten() {
+        for m in [&f.request_header_modifier, &f.response_header_modifier]
+            .into_iter()
+            .flatten()
+        {
             for (i, h) in m.set.iter().chain(m.add.iter()).enumerate() {
-                if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() || http::HeaderValue::from_str(&h.value).is_err() {
-                    self.err(o, path, format!("header #{i} {:?}: invalid name or value", h.name));
+                if http::HeaderName::from_bytes(h.name.as_bytes()).is_err()
+                    || http::HeaderValue::from_str(&h.value).is_err()
+                {
+                    self.err(
+                        o,
+                        path,
+                        format!("header #{i} {:?}: invalid name or value", h.name),
+                    );
                 }
             }
         }
         if let Some(r) = &f.request_redirect {
             if let Some(code) = r.status_code {
                 if ![301, 302, 303, 307, 308].contains(&code) {
-                    self.err(o, &format!("{path}.requestRedirect.statusCode"), "statusCode must be 301, 302, 303, 307 or 308");
+                    self.err(
+                        o,
+                        &format!("{path}.requestRedirect.statusCode"),
+                        "statusCode must be 301, 302, 303, 307 or 308",
+                    );
                 }
             }
             if let Some(s) = &r.scheme {
                 if s != "http" && s != "https" {
-                    self.err(o, &format!("{path}.requestRedirect.scheme"), "scheme must be http or https");
+                    self.err(
+                        o,
+                        &format!("{path}.requestRedirect.scheme"),
+                        "scheme must be http or https",
+                    );
                 }
             }
             if let Some(p) = &r.path {
@@ -278,7 +436,11 @@ impl Validator<'_> {
             }
         }
         if f.kind == FilterType::RequestMirror {
-            self.err(o, &format!("{path}.type"), "RequestMirror is not supported yet by this version of weft");
+            self.err(
+                o,
+                &format!("{path}.type"),
+                "RequestMirror is not supported yet by this version of weft",
+            );
         }
     }
 
@@ -288,12 +450,22 @@ impl Validator<'_> {
             PathModifierType::ReplacePrefixMatch => (&p.replace_prefix_match, "replacePrefixMatch"),
         };
         match value {
-            None => self.err(o, &format!("{path}.type"), format!("type {:?} needs {field}", p.kind)),
-            Some(v) if !v.starts_with('/') => self.err(o, &format!("{path}.{field}"), "path must start with '/'"),
+            None => self.err(
+                o,
+                &format!("{path}.type"),
+                format!("type {:?} needs {field}", p.kind),
+            ),
+            Some(v) if !v.starts_with('/') => {
+                self.err(o, &format!("{path}.{field}"), "path must start with '/'")
+            }
             _ => {}
         }
         if p.kind == PathModifierType::ReplacePrefixMatch && !prefix_only {
-            self.err(o, &format!("{path}.type"), "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match");
+            self.err(
+                o,
+                &format!("{path}.type"),
+                "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match",
+            );
         }
     }
 
@@ -301,37 +473,63 @@ impl Validator<'_> {
         let o = &p.origin;
         let t = &p.spec.target_ref;
         if t.kind != "Service" && t.kind != "Backend" {
-            self.err(o, "spec.targetRef.kind", format!("kind {:?} is not supported (Service or Backend)", t.kind));
+            self.err(
+                o,
+                "spec.targetRef.kind",
+                format!("kind {:?} is not supported (Service or Backend)", t.kind),
+            );
         }
         let ns = t.namespace.as_deref().unwrap_or(&p.meta.namespace);
         if self.find_backend(ns, &t.name).is_none() {
-            self.err(o, "spec.targetRef.name", format!("no Backend named {:?} in namespace {ns:?}", t.name));
+            self.err(
+                o,
+                "spec.targetRef.name",
+                format!("no Backend named {:?} in namespace {ns:?}", t.name),
+            );
         }
         if let Some(lb) = &p.spec.load_balancer {
             let n = lb.hash_on.as_ref().map(|h| {
-                h.header.is_some() as u8 + h.cookie.is_some() as u8 + h.source_ip.unwrap_or(false) as u8
+                h.header.is_some() as u8
+                    + h.cookie.is_some() as u8
+                    + h.source_ip.unwrap_or(false) as u8
             });
             if lb.policy == super::policy::LbPolicy::RingHash && n != Some(1) {
                 self.err(o, "spec.loadBalancer.hashOn", "RingHash needs exactly one of hashOn.header, hashOn.cookie, hashOn.sourceIP: true");
             }
             if lb.policy != super::policy::LbPolicy::RingHash && lb.hash_on.is_some() {
-                self.err(o, "spec.loadBalancer.hashOn", "hashOn applies only to policy RingHash");
+                self.err(
+                    o,
+                    "spec.loadBalancer.hashOn",
+                    "hashOn applies only to policy RingHash",
+                );
             }
             if let Some(h) = lb.hash_on.as_ref().and_then(|h| h.header.as_ref()) {
                 if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                    self.err(o, "spec.loadBalancer.hashOn.header", format!("{h:?} is not a valid header name"));
+                    self.err(
+                        o,
+                        "spec.loadBalancer.hashOn.header",
+                        format!("{h:?} is not a valid header name"),
+                    );
                 }
             }
         }
         if let Some(r) = &p.spec.retry {
             for (i, c) in r.retry_on.iter().flatten().enumerate() {
                 if !RETRY_ON.contains(&c.as_str()) {
-                    self.err(o, &format!("spec.retry.retryOn[{i}]"), format!("unknown condition {c:?}; one of {}", RETRY_ON.join(", ")));
+                    self.err(
+                        o,
+                        &format!("spec.retry.retryOn[{i}]"),
+                        format!("unknown condition {c:?}; one of {}", RETRY_ON.join(", ")),
+                    );
                 }
             }
             if let Some(b) = &r.max_buffered_body {
                 if parse_size(b).is_none() {
-                    self.err(o, "spec.retry.maxBufferedBody", format!("{b:?} is not a size (e.g. 64KiB, 1MiB, 65536)"));
+                    self.err(
+                        o,
+                        "spec.retry.maxBufferedBody",
+                        format!("{b:?} is not a size (e.g. 64KiB, 1MiB, 65536)"),
+                    );
                 }
             }
             if let Some(bud) = &r.budget {
@@ -345,7 +543,11 @@ impl Validator<'_> {
         }
         if let Some(od) = &p.spec.outlier_detection {
             if od.max_ejection_percent.is_some_and(|x| x > 100) {
-                self.err(o, "spec.outlierDetection.maxEjectionPercent", "must be 0-100");
+                self.err(
+                    o,
+                    "spec.outlierDetection.maxEjectionPercent",
+                    "must be 0-100",
+                );
             }
         }
         if let Some(hc) = &p.spec.health_check {
@@ -366,7 +568,11 @@ impl Validator<'_> {
         for (ri, r) in p.spec.rules.iter().enumerate() {
             for (ii, id) in r.from.iter().flat_map(|f| f.identities.iter()).enumerate() {
                 if id != "*" && !id.starts_with("spiffe://") {
-                    self.err(o, &format!("spec.rules[{ri}].from.identities[{ii}]"), "identities are spiffe:// URIs, optionally ending in '*', or '*'");
+                    self.err(
+                        o,
+                        &format!("spec.rules[{ri}].from.identities[{ii}]"),
+                        "identities are spiffe:// URIs, optionally ending in '*', or '*'",
+                    );
                 }
             }
         }

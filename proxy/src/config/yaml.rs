@@ -151,7 +151,10 @@ pub fn documents(input: &str) -> Result<Vec<Document>, YamlError> {
             .get(i + 1)
             .map(|p| p.line.max(1) as usize)
             .unwrap_or(line_starts.len() + 1);
-        let from = line_starts.get(start_line - 1).copied().unwrap_or(input.len());
+        let from = line_starts
+            .get(start_line - 1)
+            .copied()
+            .unwrap_or(input.len());
         let to = line_starts
             .get(end_line - 1)
             .copied()
@@ -229,9 +232,10 @@ impl Located {
         let mut pos = root;
         for seg in path_segments(path) {
             let next = match (node, seg) {
-                (Located::Map(entries), Seg::Key(k)) => {
-                    entries.iter().find(|(key, ..)| key == k).map(|(_, _, p, n)| (*p, n))
-                }
+                (Located::Map(entries), Seg::Key(k)) => entries
+                    .iter()
+                    .find(|(key, ..)| key == k)
+                    .map(|(_, _, p, n)| (*p, n)),
                 (Located::Seq(items), Seg::Index(i)) => items.get(i).map(|(p, n)| (*p, n)),
                 _ => None,
             };
@@ -338,9 +342,18 @@ mod tests {
         let d = &docs[0];
         let p = d.tree.pos_of_path(d.pos, "spec.rules[1].weight");
         assert_eq!((p.line, p.column), (6, 15));
-        assert_eq!(d.tree.path_at(Pos { line: 6, column: 15 }), "spec.rules[1].weight");
+        assert_eq!(
+            d.tree.path_at(Pos {
+                line: 6,
+                column: 15
+            }),
+            "spec.rules[1].weight"
+        );
         // a key position (unknown field) maps to that key
-        assert_eq!(d.tree.path_at(Pos { line: 6, column: 7 }), "spec.rules[1].weight");
+        assert_eq!(
+            d.tree.path_at(Pos { line: 6, column: 7 }),
+            "spec.rules[1].weight"
+        );
     }
 
     #[test]

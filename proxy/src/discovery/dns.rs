@@ -32,13 +32,18 @@ pub fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
                 TokioRuntimeProvider::default(),
             )
         }
-        None => TokioResolver::builder_tokio().map_err(|e| format!("reading the system DNS config: {e}"))?,
+        None => TokioResolver::builder_tokio()
+            .map_err(|e| format!("reading the system DNS config: {e}"))?,
     };
     // We re-resolve on TTL ourselves; the cache only has to bound one refresh.
     builder.options_mut().cache_size = 64;
     builder.options_mut().timeout = Duration::from_secs(2);
     builder.options_mut().attempts = 2;
-    builder.build().map_err(|e| format!("building the DNS resolver: {e}"))
+    // Ask for A first: an error then names the A query, not a parallel AAAA.
+    builder.options_mut().ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4thenIpv6;
+    builder
+        .build()
+        .map_err(|e| format!("building the DNS resolver: {e}"))
 }
 
 /// Watches the backend's DNS name until the backend is dropped.
@@ -52,24 +57,37 @@ pub fn spawn(backend: &Arc<Backend>, resolver: Arc<TokioResolver>) {
         let mut retry = FIRST_RETRY;
         loop {
             let lookup = resolver.lookup_ip(spec.name.as_str()).await;
-            let Some(backend) = weak.upgrade() else { return };
+            let Some(backend) = weak.upgrade() else {
+                return;
+            };
             let wait = match lookup {
                 Ok(answer) => {
                     retry = FIRST_RETRY;
-                    let mut addrs: Vec<SocketAddr> = answer.iter().map(|ip| SocketAddr::new(ip, spec.port)).collect();
+                    let mut addrs: Vec<SocketAddr> = answer
+                        .iter()
+                        .map(|ip| SocketAddr::new(ip, spec.port))
+                        .collect();
                     addrs.sort();
                     addrs.dedup();
-                    let ttl = answer
+                    let left = answer
                         .valid_until()
-                        .saturating_duration_since(std::time::Instant::now())
-                        .clamp(MIN_REFRESH, MAX_REFRESH);
+                        .saturating_duration_since(std::time::Instant::now());
+                    // Rounded up: a TTL of 3 s read a moment later is still "3".
+                    let ttl =
+                        Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+                            .clamp(MIN_REFRESH, MAX_REFRESH);
                     let changed = {
                         let current = backend.endpoints.load();
                         current.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>() != addrs
                     };
                     if changed {
                         tracing::info!(backend = %backend.key, name = %spec.name, addresses = ?addrs, "DNS endpoints changed");
-                        backend.set_endpoints(addrs.iter().map(|a| (*a, defaults::ENDPOINT_WEIGHT, None)).collect());
+                        backend.set_endpoints(
+                            addrs
+                                .iter()
+                                .map(|a| (*a, defaults::ENDPOINT_WEIGHT, None))
+                                .collect(),
+                        );
                     }
                     if let Ok(mut st) = backend.dns_status.lock() {
                         st.last_error = None;

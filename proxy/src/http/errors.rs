@@ -32,10 +32,14 @@ impl ProxyError {
     /// Status and the short cause name used in `x-weft-error` and metrics.
     pub fn kind(&self) -> (StatusCode, &'static str) {
         match self {
-            ProxyError::NoRoute(_) | ProxyError::NoRuleMatch(_) => (StatusCode::NOT_FOUND, "no-route"),
+            ProxyError::NoRoute(_) | ProxyError::NoRuleMatch(_) => {
+                (StatusCode::NOT_FOUND, "no-route")
+            }
             ProxyError::NoBackend => (StatusCode::INTERNAL_SERVER_ERROR, "no-backend"),
             ProxyError::NoEndpoints(_) => (StatusCode::SERVICE_UNAVAILABLE, "no-endpoints"),
-            ProxyError::Connect(ConnectError::Timeout(_)) => (StatusCode::BAD_GATEWAY, "connect-timeout"),
+            ProxyError::Connect(ConnectError::Timeout(_)) => {
+                (StatusCode::BAD_GATEWAY, "connect-timeout")
+            }
             ProxyError::Connect(_) => (StatusCode::BAD_GATEWAY, "connect-failed"),
             ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
             ProxyError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream-reset"),
@@ -48,7 +52,10 @@ impl ProxyError {
         let mut resp = Response::new(ResponseBody::full(format!("{self}\n")));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         h.insert(ERROR_HEADER, HeaderValue::from_static(cause));
         resp
     }

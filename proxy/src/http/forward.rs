@@ -38,20 +38,29 @@ pub async fn send(
     metrics: &Arc<Metrics>,
     out: Outgoing,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let Outgoing { mut req, authority, upgrade } = out;
+    let Outgoing {
+        mut req,
+        authority,
+        upgrade,
+    } = out;
     let active = ep.load.start();
     let started = Instant::now();
     strip_hop_by_hop(req.headers_mut());
-    let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     match wire {
         Wire::Http1 => {
             *req.version_mut() = Version::HTTP_11;
             // HTTP/2 and proxy-form requests carry the authority in the URI;
             // HTTP/1.1 upstreams want it in Host and an origin-form target.
-            let authority = authority.or_else(|| match req.headers().contains_key(http::header::HOST) {
-                true => None,
-                false => req.uri().authority().cloned(),
-            });
+            let authority =
+                authority.or_else(|| match req.headers().contains_key(http::header::HOST) {
+                    true => None,
+                    false => req.uri().authority().cloned(),
+                });
             if let Some(a) = &authority {
                 if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                     req.headers_mut().insert(http::header::HOST, v);
@@ -59,8 +68,12 @@ pub async fn send(
             }
             *req.uri_mut() = Uri::from(path);
             if let Some((proto, _)) = &upgrade {
-                req.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
-                req.headers_mut().insert(http::header::UPGRADE, proto.clone());
+                req.headers_mut().insert(
+                    http::header::CONNECTION,
+                    HeaderValue::from_static("upgrade"),
+                );
+                req.headers_mut()
+                    .insert(http::header::UPGRADE, proto.clone());
             }
             let mut tx = ep.pool.h1(ep.addr, settings, metrics).await?;
             let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
@@ -71,7 +84,10 @@ pub async fn send(
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             let reuse = ep.pool.reusable(tx, settings.max_idle);
-            Ok(Response::from_parts(parts, ResponseBody::upstream(body, Some(reuse), Some(active))))
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::upstream(body, Some(reuse), Some(active)),
+            ))
         }
         Wire::Http2 => {
             *req.version_mut() = Version::HTTP_2;
@@ -83,19 +99,26 @@ pub async fn send(
                         .and_then(|h| h.to_str().ok())
                         .and_then(|h| h.parse().ok())
                 })
-                .unwrap_or_else(|| Authority::from_maybe_shared(ep.addr.to_string()).unwrap_or(Authority::from_static("upstream")));
+                .unwrap_or_else(|| {
+                    Authority::from_maybe_shared(ep.addr.to_string())
+                        .unwrap_or(Authority::from_static("upstream"))
+                });
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(Scheme::HTTP);
             parts.authority = Some(authority);
             parts.path_and_query = Some(path);
-            *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid URI"))?;
+            *req.uri_mut() =
+                Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid URI"))?;
             req.headers_mut().remove(http::header::HOST);
             let mut tx = ep.pool.h2(ep.addr, settings, metrics).await?;
             let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
             ep.load.observe(started.elapsed());
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, ResponseBody::upstream(body, None, Some(active))))
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::upstream(body, None, Some(active)),
+            ))
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::proxy::Proxy;
 use crate::snapshot::{Rule, WeightedBackend};
 use http::uri::Authority;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,12 +38,20 @@ fn authority_of(req: &Request<Incoming>) -> Option<&str> {
 
 /// Splits off what the upstream request needs from the client's request.
 fn outgoing(mut req: Request<Incoming>, authority: Option<Authority>) -> Outgoing {
+    // An upgrade offer on a request with a body (curl's h2c offer on a POST)
+    // is answered as the plain request it also is: the body must go through.
     let upgrade = match req.version() {
-        Version::HTTP_11 => upgrade_requested(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req))),
+        Version::HTTP_11 if req.body().is_end_stream() => {
+            upgrade_requested(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req)))
+        }
         _ => None,
     };
     let (parts, body) = req.into_parts();
-    let body = if upgrade.is_some() { RequestBody::Empty } else { RequestBody::Incoming(body) };
+    let body = if upgrade.is_some() {
+        RequestBody::Empty
+    } else {
+        RequestBody::Incoming(body)
+    };
     Outgoing {
         req: Request::from_parts(parts, body),
         authority,
@@ -59,7 +67,11 @@ fn wire_for(p: Protocol) -> Wire {
 }
 
 /// Handles a request from the local app (outbound listener).
-pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn outbound(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = proxy.snapshot.load_full();
     if req.method() == Method::CONNECT {
@@ -74,25 +86,35 @@ pub async fn outbound(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, req: Request<Incom
             return passthrough(&proxy, dst, req, started).await;
         }
         let resp = ProxyError::NoRoute(authority.to_owned()).into_response();
-        proxy.no_route_metrics.record(resp.status().as_u16(), started.elapsed());
+        proxy
+            .no_route_metrics
+            .record(resp.status().as_u16(), started.elapsed());
         return resp;
     };
     let path = req.uri().path();
     let query = req.uri().query();
-    let Some((matcher, rule)) = vh.matches.iter().find(|(m, _)| m.matches(req.method(), path, query, req.headers())) else {
+    let Some((matcher, rule)) = vh
+        .matches
+        .iter()
+        .find(|(m, _)| m.matches(req.method(), path, query, req.headers()))
+    else {
         let resp = ProxyError::NoRuleMatch(vh.name.to_string()).into_response();
-        proxy.no_route_metrics.record(resp.status().as_u16(), started.elapsed());
+        proxy
+            .no_route_metrics
+            .record(resp.status().as_u16(), started.elapsed());
         return resp;
     };
     let prefix = matcher.prefix().map(str::to_owned);
     if let Some(redirect) = &rule.filters.redirect {
         let resp = redirect_response(&req, authority, redirect, prefix.as_deref());
-        rule.local_metrics.record(resp.status().as_u16(), started.elapsed());
+        rule.local_metrics
+            .record(resp.status().as_u16(), started.elapsed());
         return resp;
     }
     let Some(wb) = pick_backend(rule) else {
         let resp = ProxyError::NoBackend.into_response();
-        rule.local_metrics.record(resp.status().as_u16(), started.elapsed());
+        rule.local_metrics
+            .record(resp.status().as_u16(), started.elapsed());
         return resp;
     };
     let resp = match forward_rule(&proxy, &conn, rule, wb, req, prefix.as_deref()).await {
@@ -135,7 +157,12 @@ fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
 }
 
 /// Applies request filters; a hostname rewrite sets the authority to send.
-fn apply_filters(f: &Filters, req: &mut Request<Incoming>, authority: &mut Option<Authority>, prefix: Option<&str>) {
+fn apply_filters(
+    f: &Filters,
+    req: &mut Request<Incoming>,
+    authority: &mut Option<Authority>,
+    prefix: Option<&str>,
+) {
     if f.is_empty() {
         return;
     }
@@ -186,9 +213,17 @@ async fn forward_rule(
         set.endpoints[idx].clone()
     };
     let out = outgoing(req, authority);
-    let fut = forward::send(&ep, wire_for(backend.protocol), &backend.settings, &proxy.metrics, out);
+    let fut = forward::send(
+        &ep,
+        wire_for(backend.protocol),
+        &backend.settings,
+        &proxy.metrics,
+        out,
+    );
     match effective_timeout(rule) {
-        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| ProxyError::Timeout(t))?,
+        Some(t) => tokio::time::timeout(t, fut)
+            .await
+            .map_err(|_| ProxyError::Timeout(t))?,
         None => fut.await,
     }
 }
@@ -225,15 +260,24 @@ fn redirect_response(
     r: &crate::config::route::Redirect,
     prefix: Option<&str>,
 ) -> Response<ResponseBody> {
-    let scheme = r.scheme.clone().unwrap_or_else(|| req.uri().scheme_str().unwrap_or("http").to_owned());
-    let host = r.hostname.clone().unwrap_or_else(|| crate::snapshot::strip_port(authority).to_owned());
+    let scheme = r
+        .scheme
+        .clone()
+        .unwrap_or_else(|| req.uri().scheme_str().unwrap_or("http").to_owned());
+    let host = r
+        .hostname
+        .clone()
+        .unwrap_or_else(|| crate::snapshot::strip_port(authority).to_owned());
     // Gateway API: an explicit port wins; a new scheme implies its well-known port.
     let port = match (r.port, &r.scheme) {
         (Some(p), _) => Some(p),
         (None, Some(_)) => None,
-        (None, None) => authority.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()),
+        (None, None) => authority
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok()),
     };
-    let port = port.filter(|p| !((scheme == "http" && *p == 80) || (scheme == "https" && *p == 443)));
+    let port =
+        port.filter(|p| !((scheme == "http" && *p == 80) || (scheme == "https" && *p == 443)));
     let path = match &r.path {
         Some(pm) => modify_path(req.uri().path(), pm, prefix),
         None => req.uri().path().to_owned(),
@@ -258,25 +302,46 @@ fn redirect_response(
 
 /// An intercepted request for a destination with no config: send it where
 /// the app was sending it.
-async fn passthrough(proxy: &Arc<Proxy>, dst: SocketAddr, req: Request<Incoming>, started: Instant) -> Response<ResponseBody> {
+async fn passthrough(
+    proxy: &Arc<Proxy>,
+    dst: SocketAddr,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Response<ResponseBody> {
     let ep = proxy.passthrough_endpoint(dst);
-    let wire = if req.version() == Version::HTTP_2 { Wire::Http2 } else { Wire::Http1 };
+    let wire = if req.version() == Version::HTTP_2 {
+        Wire::Http2
+    } else {
+        Wire::Http1
+    };
     let out = outgoing(req, None);
     let resp = forward::send(&ep, wire, &proxy.passthrough_settings, &proxy.metrics, out)
         .await
         .unwrap_or_else(ProxyError::into_response);
-    proxy.passthrough_metrics.record(resp.status().as_u16(), started.elapsed());
+    proxy
+        .passthrough_metrics
+        .record(resp.status().as_u16(), started.elapsed());
     resp
 }
 
 /// Handles a request for the local app (inbound listener).
-pub async fn inbound(proxy: Arc<Proxy>, _conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn inbound(
+    proxy: Arc<Proxy>,
+    _conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let started = Instant::now();
-    let wire = if req.version() == Version::HTTP_2 { Wire::Http2 } else { Wire::Http1 };
+    let wire = if req.version() == Version::HTTP_2 {
+        Wire::Http2
+    } else {
+        Wire::Http1
+    };
     let out = outgoing(req, None);
     let resp = forward::send(&proxy.app, wire, &proxy.app_settings, &proxy.metrics, out)
         .await
         .unwrap_or_else(ProxyError::into_response);
-    proxy.inbound_metrics.record(resp.status().as_u16(), started.elapsed());
+    proxy
+        .inbound_metrics
+        .record(resp.status().as_u16(), started.elapsed());
     resp
 }

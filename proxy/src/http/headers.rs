@@ -39,7 +39,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         if te.as_bytes().eq_ignore_ascii_case(b"trailers") {
             return;
         }
-        let keep_trailers = te.to_str().unwrap_or("").split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        let keep_trailers = te
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         h.remove(header::TE);
         if keep_trailers {
             h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -50,7 +54,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// The upgrade protocol a request asks for (`Connection: upgrade` + `Upgrade: x`).
 pub fn upgrade_requested(h: &HeaderMap) -> Option<HeaderValue> {
     let conn = h.get(header::CONNECTION)?.to_str().ok()?;
-    if !conn.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")) {
+    if !conn
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    {
         return None;
     }
     h.get(header::UPGRADE).cloned()
@@ -63,11 +70,17 @@ mod tests {
     #[test]
     fn strips_connection_named_and_keeps_te_trailers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("x-keep", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         strip_hop_by_hop(&mut h);
         assert!(h.get("x-secret").is_none());
         assert!(h.get(header::CONNECTION).is_none());

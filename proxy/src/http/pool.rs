@@ -1,5 +1,5 @@
-//! Upstream connections per endpoint: a lock-free stack of idle HTTP/1
-//! connections, and one shared, multiplexed HTTP/2 connection.
+//! Upstream connections per endpoint: a lock-free queue of idle HTTP/1
+//! connections (oldest reused first; idle expiry closes the surplus), and one shared, multiplexed HTTP/2 connection.
 
 use crate::body::RequestBody;
 use crate::telemetry::metrics::Metrics;
@@ -71,7 +71,11 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
 }
 
 /// [`connect_tcp`], counted in `weft_upstream_connects_total`.
-async fn connect_counted(addr: SocketAddr, settings: &PoolSettings, metrics: &Metrics) -> Result<TcpStream, ConnectError> {
+async fn connect_counted(
+    addr: SocketAddr,
+    settings: &PoolSettings,
+    metrics: &Metrics,
+) -> Result<TcpStream, ConnectError> {
     let r = connect_tcp(addr, settings.connect_timeout).await;
     metrics.upstream_connect(r.is_ok());
     r
@@ -188,7 +192,11 @@ impl Pool {
     }
 
     /// Wraps a sender so it comes back here after its response is read.
-    pub fn reusable(self: &Arc<Self>, tx: http1::SendRequest<RequestBody>, max_idle: usize) -> Reusable {
+    pub fn reusable(
+        self: &Arc<Self>,
+        tx: http1::SendRequest<RequestBody>,
+        max_idle: usize,
+    ) -> Reusable {
         Reusable {
             pool: self.clone(),
             max_idle,

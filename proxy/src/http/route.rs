@@ -55,7 +55,9 @@ impl Matcher {
             None => PathMatcher::Prefix(String::new()),
             Some(p) => match p.kind {
                 PathMatchType::Exact => PathMatcher::Exact(p.value.clone()),
-                PathMatchType::PathPrefix => PathMatcher::Prefix(p.value.trim_end_matches('/').to_owned()),
+                PathMatchType::PathPrefix => {
+                    PathMatcher::Prefix(p.value.trim_end_matches('/').to_owned())
+                }
                 PathMatchType::RegularExpression => Regex::new(&format!("^(?:{})$", p.value))
                     .map(PathMatcher::Regex)
                     .unwrap_or_else(|_| PathMatcher::Exact("\u{0}never".into())),
@@ -63,13 +65,25 @@ impl Matcher {
         };
         Matcher {
             path,
-            method: m.method.as_ref().and_then(|x| Method::from_bytes(x.as_bytes()).ok()),
+            method: m
+                .method
+                .as_ref()
+                .and_then(|x| Method::from_bytes(x.as_bytes()).ok()),
             headers: m
                 .headers
                 .iter()
-                .filter_map(|h| Some((HeaderName::from_bytes(h.name.as_bytes()).ok()?, ValueMatcher::new(h.kind, &h.value))))
+                .filter_map(|h| {
+                    Some((
+                        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                        ValueMatcher::new(h.kind, &h.value),
+                    ))
+                })
                 .collect(),
-            query: m.query_params.iter().map(|q| (q.name.clone(), ValueMatcher::new(q.kind, &q.value))).collect(),
+            query: m
+                .query_params
+                .iter()
+                .map(|q| (q.name.clone(), ValueMatcher::new(q.kind, &q.value)))
+                .collect(),
         }
     }
 
@@ -84,7 +98,13 @@ impl Matcher {
             PathMatcher::Prefix(p) => (2, p.len() + 1),
             PathMatcher::Regex(_) => (1, 0),
         };
-        (kind, len, self.method.is_some(), self.headers.len(), self.query.len())
+        (
+            kind,
+            len,
+            self.method.is_some(),
+            self.headers.len(),
+            self.query.len(),
+        )
     }
 
     /// The prefix this match matched, for `ReplacePrefixMatch`.
@@ -95,11 +115,18 @@ impl Matcher {
         }
     }
 
-    pub fn matches(&self, method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
+    pub fn matches(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> bool {
         let path_ok = match &self.path {
             PathMatcher::Exact(p) => p == path,
             PathMatcher::Prefix(p) => {
-                path.starts_with(p.as_str()) && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+                path.starts_with(p.as_str())
+                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
             }
             PathMatcher::Regex(r) => r.is_match(path),
         };
@@ -111,7 +138,11 @@ impl Matcher {
         }
         for (name, vm) in &self.headers {
             // Repeated headers match if any value does.
-            if !headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| vm.matches(s))) {
+            if !headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|s| vm.matches(s)))
+            {
                 return false;
             }
         }
@@ -144,13 +175,22 @@ impl HeaderMod {
     pub fn new(m: &cfg::HeaderModifier) -> HeaderMod {
         let pairs = |v: &[cfg::HeaderValue]| {
             v.iter()
-                .filter_map(|h| Some((HeaderName::from_bytes(h.name.as_bytes()).ok()?, HeaderValue::from_str(&h.value).ok()?)))
+                .filter_map(|h| {
+                    Some((
+                        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                        HeaderValue::from_str(&h.value).ok()?,
+                    ))
+                })
                 .collect()
         };
         HeaderMod {
             set: pairs(&m.set),
             add: pairs(&m.add),
-            remove: m.remove.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect(),
+            remove: m
+                .remove
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect(),
         }
     }
 
@@ -197,14 +237,20 @@ impl Filters {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.request_headers.is_none() && self.response_headers.is_none() && self.redirect.is_none() && self.rewrite.is_none()
+        self.request_headers.is_none()
+            && self.response_headers.is_none()
+            && self.redirect.is_none()
+            && self.rewrite.is_none()
     }
 }
 
 /// Applies a path modifier; `prefix` is what the rule's PathPrefix matched.
 pub fn modify_path(path: &str, m: &cfg::PathModifier, prefix: Option<&str>) -> String {
     match m.kind {
-        PathModifierType::ReplaceFullPath => m.replace_full_path.clone().unwrap_or_else(|| path.to_owned()),
+        PathModifierType::ReplaceFullPath => m
+            .replace_full_path
+            .clone()
+            .unwrap_or_else(|| path.to_owned()),
         PathModifierType::ReplacePrefixMatch => {
             let repl = m.replace_prefix_match.as_deref().unwrap_or("/");
             let rest = prefix.and_then(|p| path.strip_prefix(p)).unwrap_or(path);
@@ -227,7 +273,10 @@ mod tests {
 
     fn m(kind: PathMatchType, v: &str) -> Matcher {
         Matcher::new(&cfg::RouteMatch {
-            path: Some(cfg::PathMatch { kind, value: v.into() }),
+            path: Some(cfg::PathMatch {
+                kind,
+                value: v.into(),
+            }),
             ..Default::default()
         })
     }
@@ -254,8 +303,16 @@ mod tests {
     #[test]
     fn headers_and_query() {
         let mt = Matcher::new(&cfg::RouteMatch {
-            headers: vec![cfg::HeaderMatch { kind: ValueMatchType::Exact, name: "x-canary".into(), value: "1".into() }],
-            query_params: vec![cfg::HeaderMatch { kind: ValueMatchType::RegularExpression, name: "v".into(), value: "[0-9]+".into() }],
+            headers: vec![cfg::HeaderMatch {
+                kind: ValueMatchType::Exact,
+                name: "x-canary".into(),
+                value: "1".into(),
+            }],
+            query_params: vec![cfg::HeaderMatch {
+                kind: ValueMatchType::RegularExpression,
+                name: "v".into(),
+                value: "[0-9]+".into(),
+            }],
             ..Default::default()
         });
         let mut h = HeaderMap::new();
@@ -267,10 +324,17 @@ mod tests {
 
     #[test]
     fn prefix_rewrite() {
-        let pm = cfg::PathModifier { kind: PathModifierType::ReplacePrefixMatch, replace_full_path: None, replace_prefix_match: Some("/v2".into()) };
+        let pm = cfg::PathModifier {
+            kind: PathModifierType::ReplacePrefixMatch,
+            replace_full_path: None,
+            replace_prefix_match: Some("/v2".into()),
+        };
         assert_eq!(modify_path("/api/x", &pm, Some("/api")), "/v2/x");
         assert_eq!(modify_path("/api", &pm, Some("/api")), "/v2");
-        let root = cfg::PathModifier { replace_prefix_match: Some("/".into()), ..pm };
+        let root = cfg::PathModifier {
+            replace_prefix_match: Some("/".into()),
+            ..pm
+        };
         assert_eq!(modify_path("/api/x", &root, Some("/api")), "/x");
     }
 }

@@ -55,7 +55,9 @@ pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
             last = n;
         }
     };
-    tokio::time::timeout(timeout, work).await.unwrap_or(Detected::Nothing)
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Detected::Nothing)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,8 +36,20 @@ impl Direction {
 /// Accepts until shutdown is signalled.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, direction: Direction, drain: &Drain) {
     let mut stop = drain.watch();
-    let gauge = proxy.metrics.active_connections.get_or_create(&crate::telemetry::metrics::DirectionLabels { direction: direction.label() }).clone();
-    let accepted = proxy.metrics.connections.get_or_create(&crate::telemetry::metrics::DirectionLabels { direction: direction.label() }).clone();
+    let gauge = proxy
+        .metrics
+        .active_connections
+        .get_or_create(&crate::telemetry::metrics::DirectionLabels {
+            direction: direction.label(),
+        })
+        .clone();
+    let accepted = proxy
+        .metrics
+        .connections
+        .get_or_create(&crate::telemetry::metrics::DirectionLabels {
+            direction: direction.label(),
+        })
+        .clone();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -64,17 +76,35 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, direction: Directio
     }
 }
 
-async fn connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, direction: Direction, watch: Watch) {
+async fn connection(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    direction: Direction,
+    watch: Watch,
+) {
     let orig_dst = orig_dst::original_dst(&stream);
     // Intercepted traffic for a known TCP backend needs no sniffing (and a
     // server-speaks-first protocol would give us nothing to sniff).
     if direction == Direction::Outbound {
         if let Some(dst) = orig_dst {
             let snap = proxy.snapshot.load();
-            if let Some(b) = snap.by_address.get(&dst).filter(|b| b.protocol == crate::config::Protocol::Tcp).cloned() {
+            if let Some(b) = snap
+                .by_address
+                .get(&dst)
+                .filter(|b| b.protocol == crate::config::Protocol::Tcp)
+                .cloned()
+            {
                 drop(snap);
                 let target = crate::tcp::pick_endpoint(&b).unwrap_or(dst);
-                crate::tcp::forward(&proxy, stream, target, b.settings.connect_timeout, "outbound").await;
+                crate::tcp::forward(
+                    &proxy,
+                    stream,
+                    target,
+                    b.settings.connect_timeout,
+                    "outbound",
+                )
+                .await;
                 return;
             }
         }
@@ -92,7 +122,9 @@ async fn connection(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, dire
                     let timeout = proxy.opts.connect_timeout;
                     crate::tcp::forward(&proxy, stream, t, timeout, direction.label()).await
                 }
-                None => tracing::debug!(%peer, "closing a connection that is neither HTTP nor intercepted"),
+                None => {
+                    tracing::debug!(%peer, "closing a connection that is neither HTTP nor intercepted")
+                }
             }
         }
     }

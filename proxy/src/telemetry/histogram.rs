@@ -45,7 +45,11 @@ impl LatencyHistogram {
 
     /// Total observations.
     pub fn count(&self) -> u64 {
-        self.inner.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.inner
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 }
 

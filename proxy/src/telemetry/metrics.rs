@@ -94,23 +94,59 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("weft");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "HTTP requests answered, by direction, route, backend and status class", requests.clone());
+        registry.register(
+            "requests",
+            "HTTP requests answered, by direction, route, backend and status class",
+            requests.clone(),
+        );
         let latency = Family::<LatencyLabels, LatencyHistogram>::default();
-        registry.register("request_duration_seconds", "Time from request received to response headers sent", latency.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request received to response headers sent",
+            latency.clone(),
+        );
         let active_connections = Family::<DirectionLabels, Gauge>::default();
-        registry.register("active_connections", "Downstream connections open now", active_connections.clone());
+        registry.register(
+            "active_connections",
+            "Downstream connections open now",
+            active_connections.clone(),
+        );
         let connections = Family::<DirectionLabels, Counter>::default();
-        registry.register("connections", "Downstream connections accepted", connections.clone());
+        registry.register(
+            "connections",
+            "Downstream connections accepted",
+            connections.clone(),
+        );
         let proxy_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("proxy_errors", "Requests the proxy answered itself with an error, by cause", proxy_errors.clone());
+        registry.register(
+            "proxy_errors",
+            "Requests the proxy answered itself with an error, by cause",
+            proxy_errors.clone(),
+        );
         let tcp_bytes = Family::<DirectionLabels, Counter>::default();
-        registry.register("tcp_bytes", "Bytes forwarded on opaque TCP and upgraded connections", tcp_bytes.clone());
+        registry.register(
+            "tcp_bytes",
+            "Bytes forwarded on opaque TCP and upgraded connections",
+            tcp_bytes.clone(),
+        );
         let config_version = Gauge::<i64, AtomicI64Compat>::default();
-        registry.register("config_version", "Version of the config in force", config_version.clone());
+        registry.register(
+            "config_version",
+            "Version of the config in force",
+            config_version.clone(),
+        );
         let config_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("config_reloads", "Config reloads by result (applied, rejected)", config_reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Config reloads by result (applied, rejected)",
+            config_reloads.clone(),
+        );
         let upstream_connects = Family::<ResultLabels, Counter>::default();
-        registry.register("upstream_connects", "Upstream connection attempts by result", upstream_connects.clone());
+        registry.register(
+            "upstream_connects",
+            "Upstream connection attempts by result",
+            upstream_connects.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -149,16 +185,22 @@ impl Metrics {
     }
 
     pub fn error(&self, direction: &'static str, error: &'static str) -> Counter {
-        self.proxy_errors.get_or_create(&ErrorLabels { direction, error }).clone()
+        self.proxy_errors
+            .get_or_create(&ErrorLabels { direction, error })
+            .clone()
     }
 
     pub fn upstream_connect(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.upstream_connects.get_or_create(&ResultLabels { result }).inc();
+        self.upstream_connects
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn tcp_bytes_add(&self, direction: &'static str, n: u64) {
-        self.tcp_bytes.get_or_create(&DirectionLabels { direction }).inc_by(n);
+        self.tcp_bytes
+            .get_or_create(&DirectionLabels { direction })
+            .inc_by(n);
     }
 
     pub fn encode(&self) -> String {
@@ -168,4 +210,3 @@ impl Metrics {
         out
     }
 }
-

@@ -1,0 +1,241 @@
+//! Passive outlier detection per endpoint: after `consecutive_failures`
+//! failures in a row an endpoint is ejected for `base × times ejected`
+//! (capped); when that runs out it is half-open: exactly one probe request
+//! is let through, and its outcome restores or re-ejects the endpoint.
+//!
+//! All state is atomics; the request path reads one or two of them.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const HEALTHY: u8 = 0;
+const EJECTED: u8 = 1;
+const PROBING: u8 = 2;
+
+/// Settings from `TrafficPolicy.outlierDetection` (defaults in config::defaults).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub interval: Duration,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    Instant::now()
+        .saturating_duration_since(epoch())
+        .as_millis() as u64
+}
+
+/// What the balancer may do with an endpoint now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Healthy: send anything.
+    Open,
+    /// Ejected: send nothing (for this long).
+    Ejected(Duration),
+    /// Ejection over: one probe may go (see [`Outlier::try_probe`]).
+    ProbeDue,
+    /// A probe is in flight: wait for its outcome.
+    Probing,
+}
+
+#[derive(Debug, Default)]
+pub struct Outlier {
+    consecutive: AtomicU32,
+    state: AtomicU8,
+    until_ms: AtomicU64,
+    times_ejected: AtomicU32,
+    /// When the endpoint last became healthy again (decays the multiplier).
+    healthy_since_ms: AtomicU64,
+    pub ejections_total: AtomicU64,
+}
+
+/// What a reported outcome changed, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    None,
+    Ejected(Duration),
+    Restored,
+}
+
+impl Outlier {
+    pub fn admission(&self) -> Admission {
+        match self.state.load(Ordering::Acquire) {
+            HEALTHY => Admission::Open,
+            PROBING => Admission::Probing,
+            _ => {
+                let until = self.until_ms.load(Ordering::Acquire);
+                let now = now_ms();
+                if now >= until {
+                    Admission::ProbeDue
+                } else {
+                    Admission::Ejected(Duration::from_millis(until - now))
+                }
+            }
+        }
+    }
+
+    /// True when this endpoint is ejected now (not counting a due probe).
+    pub fn is_ejected(&self) -> bool {
+        !matches!(self.admission(), Admission::Open)
+    }
+
+    /// Claims the single probe of a half-open endpoint.
+    pub fn try_probe(&self) -> bool {
+        matches!(self.admission(), Admission::ProbeDue)
+            && self
+                .state
+                .compare_exchange(EJECTED, PROBING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    pub fn on_success(&self, cfg: &OutlierConfig) -> Transition {
+        self.consecutive.store(0, Ordering::Relaxed);
+        let now = now_ms();
+        if self
+            .state
+            .compare_exchange(PROBING, HEALTHY, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.healthy_since_ms.store(now, Ordering::Relaxed);
+            return Transition::Restored;
+        }
+        // Each `interval` of health takes one step off the ejection multiplier.
+        let since = self.healthy_since_ms.load(Ordering::Relaxed);
+        let step = cfg.interval.as_millis().max(1) as u64;
+        if self.times_ejected.load(Ordering::Relaxed) > 0 && now.saturating_sub(since) >= step {
+            self.times_ejected.fetch_sub(1, Ordering::Relaxed);
+            self.healthy_since_ms.store(now, Ordering::Relaxed);
+        }
+        Transition::None
+    }
+
+    /// Reports a failure; `may_eject` says whether the backend's ejection
+    /// cap leaves room for one more.
+    pub fn on_failure(&self, cfg: &OutlierConfig, may_eject: impl FnOnce() -> bool) -> Transition {
+        let state = self.state.load(Ordering::Acquire);
+        if state == PROBING {
+            // The probe failed: back out, for longer.
+            return self.eject(cfg);
+        }
+        if state == EJECTED {
+            return Transition::None;
+        }
+        let n = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
+        let due = cfg.consecutive_failures > 0 && n >= cfg.consecutive_failures;
+        if due
+            && may_eject()
+            && self
+                .state
+                .compare_exchange(HEALTHY, EJECTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return self.eject(cfg);
+        }
+        Transition::None
+    }
+
+    fn eject(&self, cfg: &OutlierConfig) -> Transition {
+        let times = self.times_ejected.fetch_add(1, Ordering::AcqRel) + 1;
+        let d = cfg
+            .base_ejection
+            .checked_mul(times)
+            .unwrap_or(cfg.max_ejection)
+            .min(cfg.max_ejection);
+        self.until_ms
+            .store(now_ms() + d.as_millis() as u64, Ordering::Release);
+        self.state.store(EJECTED, Ordering::Release);
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.ejections_total.fetch_add(1, Ordering::Relaxed);
+        Transition::Ejected(d)
+    }
+
+    pub fn times_ejected(&self) -> u32 {
+        self.times_ejected.load(Ordering::Relaxed)
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> OutlierConfig {
+        OutlierConfig {
+            consecutive_failures: 3,
+            interval: Duration::from_secs(10),
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejects_after_consecutive_failures_then_probes() {
+        let o = Outlier::default();
+        let c = cfg();
+        assert_eq!(o.on_failure(&c, || true), Transition::None);
+        assert_eq!(o.on_failure(&c, || true), Transition::None);
+        o.on_success(&c); // a success resets the streak
+        o.on_failure(&c, || true);
+        o.on_failure(&c, || true);
+        assert_eq!(
+            o.on_failure(&c, || true),
+            Transition::Ejected(Duration::from_secs(30))
+        );
+        assert!(matches!(o.admission(), Admission::Ejected(_)));
+        assert!(!o.try_probe());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(o.admission(), Admission::ProbeDue);
+        assert!(o.try_probe());
+        assert!(!o.try_probe(), "exactly one probe");
+        assert_eq!(o.admission(), Admission::Probing);
+        // The probe fails: ejected again, for base × 2.
+        assert_eq!(
+            o.on_failure(&c, || true),
+            Transition::Ejected(Duration::from_secs(60))
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(o.try_probe());
+        assert_eq!(o.on_success(&c), Transition::Restored);
+        assert_eq!(o.admission(), Admission::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_time_is_capped_and_respects_the_backend_cap() {
+        let o = Outlier::default();
+        let c = OutlierConfig {
+            consecutive_failures: 1,
+            max_ejection: Duration::from_secs(45),
+            ..cfg()
+        };
+        assert_eq!(
+            o.on_failure(&c, || false),
+            Transition::None,
+            "backend cap reached: stays in"
+        );
+        assert_eq!(
+            o.on_failure(&c, || true),
+            Transition::Ejected(Duration::from_secs(30))
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(o.try_probe());
+        assert_eq!(
+            o.on_failure(&c, || true),
+            Transition::Ejected(Duration::from_secs(45)),
+            "capped"
+        );
+    }
+}
