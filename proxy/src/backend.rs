@@ -10,6 +10,9 @@ use crate::config::backend::{DnsSpec, EndpointSpec};
 use crate::config::policy::{HashOn, LbPolicy};
 use crate::config::{defaults, BackendSpec, Protocol, Resource, TrafficPolicySpec};
 use crate::http::pool::{Pool, PoolSettings};
+use crate::resilience::health::Health;
+use crate::resilience::outlier::Outlier;
+use crate::resilience::policy::Resilience;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +25,10 @@ pub struct Endpoint {
     pub identity: Option<Arc<str>>,
     pub load: Arc<Load>,
     pub pool: Arc<Pool>,
+    /// Passive ejection state (consecutive failures, half-open probe).
+    pub outlier: Arc<Outlier>,
+    /// Active health-check state.
+    pub health: Arc<Health>,
     hash_id: u64,
 }
 
@@ -34,6 +41,8 @@ impl Endpoint {
             identity: None,
             load: Arc::new(Load::new()),
             pool: Arc::new(Pool::default()),
+            outlier: Arc::new(Outlier::default()),
+            health: Arc::new(Health::default()),
             hash_id: hash_bytes(addr.to_string().as_bytes()),
         }
     }
@@ -94,6 +103,11 @@ pub struct Backend {
     pub discovery: Discovery,
     pub endpoints: ArcSwap<EndpointSet>,
     pub dns_status: Mutex<DnsStatus>,
+    pub resilience: Arc<Resilience>,
+    /// The health-check settings, if active checks are on.
+    pub health_check: Option<crate::config::policy::HealthCheck>,
+    /// Whether the last pick found too few healthy endpoints (logged on change).
+    pub panic: std::sync::atomic::AtomicBool,
     /// The definition this runtime was built from; equal definitions reuse it.
     fingerprint: String,
 }
@@ -181,6 +195,9 @@ impl Backend {
                 balancer: Balancer::new::<Arc<Endpoint>>(policy_kind, &[]),
             }),
             dns_status: Mutex::new(DnsStatus::default()),
+            resilience: Resilience::new(policy),
+            health_check: policy.and_then(|p| p.health_check.clone()),
+            panic: std::sync::atomic::AtomicBool::new(false),
             fingerprint,
         };
         // Carry over what we know of endpoints at the same address.
@@ -234,15 +251,14 @@ impl Backend {
                     identity,
                     load: e.load.clone(),
                     pool: e.pool.clone(),
+                    outlier: e.outlier.clone(),
+                    health: e.health.clone(),
                     hash_id: e.hash_id,
                 }),
                 None => Arc::new(Endpoint {
-                    addr,
                     weight,
                     identity,
-                    load: Arc::new(Load::new()),
-                    pool: Arc::new(Pool::default()),
-                    hash_id: hash_bytes(addr.to_string().as_bytes()),
+                    ..Endpoint::new(addr)
                 }),
             })
             .collect();
@@ -251,5 +267,85 @@ impl Backend {
             endpoints,
             balancer,
         }));
+    }
+}
+
+/// An endpoint chosen for one try.
+pub struct Pick {
+    pub endpoint: Arc<Endpoint>,
+    /// This try is the single probe of a half-open (previously ejected) endpoint.
+    pub probe: bool,
+}
+
+impl Backend {
+    /// Chooses an endpoint: never one already `tried` by this request when
+    /// another exists; never an ejected or unhealthy one — unless fewer than
+    /// `panicThreshold` % are available, when all of them share the load
+    /// rather than overloading the few left (panic mode).
+    pub fn pick(
+        &self,
+        hash: Option<u64>,
+        tried: &[SocketAddr],
+        metrics: &crate::telemetry::metrics::Metrics,
+    ) -> Option<Pick> {
+        use crate::resilience::outlier::Admission;
+        let set = self.endpoints.load();
+        let eps = &set.endpoints;
+        if eps.is_empty() {
+            return None;
+        }
+        let usable = |e: &Endpoint| {
+            !e.health.is_unhealthy()
+                && matches!(e.outlier.admission(), Admission::Open | Admission::ProbeDue)
+        };
+        let available = eps.iter().filter(|e| usable(e)).count();
+        let panic = (available as u64) * 100
+            < u64::from(self.resilience.panic_threshold) * eps.len() as u64;
+        self.note_panic(panic, available, eps.len(), metrics);
+        let idx = set.balancer.pick_filtered(eps, hash, |i| {
+            let e = &eps[i];
+            tried.contains(&e.addr) || (!panic && !usable(e))
+        })?;
+        let endpoint = eps[idx].clone();
+        let probe = endpoint.outlier.try_probe();
+        Some(Pick { endpoint, probe })
+    }
+
+    /// Logs panic mode once on entry and once on exit, and keeps the gauge.
+    fn note_panic(
+        &self,
+        panic: bool,
+        available: usize,
+        total: usize,
+        metrics: &crate::telemetry::metrics::Metrics,
+    ) {
+        use std::sync::atomic::Ordering;
+        if self.panic.load(Ordering::Relaxed) == panic {
+            return;
+        }
+        if self.panic.swap(panic, Ordering::Relaxed) != panic {
+            let g = metrics
+                .panic_mode
+                .get_or_create(&crate::telemetry::metrics::BackendLabels {
+                    backend: self.key.to_string(),
+                })
+                .clone();
+            g.set(i64::from(panic));
+            if panic {
+                tracing::warn!(backend = %self.key, available, total, threshold = self.resilience.panic_threshold, "panic mode: too few healthy endpoints, balancing over all of them");
+            } else {
+                tracing::info!(backend = %self.key, available, total, "panic mode over");
+            }
+        }
+    }
+
+    /// How many endpoints are out of the balancer now (ejected or unhealthy).
+    pub fn unavailable(&self) -> usize {
+        self.endpoints
+            .load()
+            .endpoints
+            .iter()
+            .filter(|e| e.health.is_unhealthy() || e.outlier.is_ejected())
+            .count()
     }
 }

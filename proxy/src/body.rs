@@ -7,15 +7,19 @@
 
 use crate::balance::ActiveGuard;
 use crate::http::pool::Reusable;
+use crate::resilience::limits::Permit;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-/// What we send upstream: the client's body as it arrives, or nothing.
+/// What we send upstream: the client's body as it arrives, a buffered copy
+/// (replayable for retries), or nothing.
 pub enum RequestBody {
     Incoming(Incoming),
+    Full(Option<Bytes>),
     Empty,
 }
 
@@ -29,6 +33,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Empty => Poll::Ready(None),
         }
     }
@@ -36,6 +41,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Incoming(b) => b.is_end_stream(),
+            RequestBody::Full(b) => b.is_none(),
             RequestBody::Empty => true,
         }
     }
@@ -43,6 +49,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Incoming(b) => b.size_hint(),
+            RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
@@ -55,10 +62,14 @@ pub struct ResponseBody {
     done: Option<Reusable>,
     /// Counts the request as active on its endpoint until the body ends.
     _active: Option<ActiveGuard>,
+    /// The backend's concurrent-request slot, held until the body ends.
+    _permit: Option<Permit>,
 }
 
 enum Kind {
     Upstream(Incoming),
+    /// Frames already read (to look at gRPC trailers), then the rest.
+    Chained(VecDeque<Frame<Bytes>>, Box<ResponseBody>),
     Full(Option<Bytes>),
 }
 
@@ -70,6 +81,7 @@ impl ResponseBody {
             kind: Kind::Full((!b.is_empty()).then_some(b)),
             done: None,
             _active: None,
+            _permit: None,
         }
     }
 
@@ -78,6 +90,7 @@ impl ResponseBody {
             kind: Kind::Full(None),
             done: None,
             _active: None,
+            _permit: None,
         }
     }
 
@@ -87,7 +100,24 @@ impl ResponseBody {
             kind: Kind::Upstream(b),
             done,
             _active: active,
+            _permit: None,
         }
+    }
+
+    /// Frames read ahead of `rest` (an upstream body already wrapped).
+    pub fn peeked_from(frames: VecDeque<Frame<Bytes>>, rest: ResponseBody) -> Self {
+        ResponseBody {
+            kind: Kind::Chained(frames, Box::new(rest)),
+            done: None,
+            _active: None,
+            _permit: None,
+        }
+    }
+
+    /// Holds a limit slot until the body is done.
+    pub fn with_permit(mut self, permit: Permit) -> Self {
+        self._permit = Some(permit);
+        self
     }
 }
 
@@ -102,6 +132,10 @@ impl Body for ResponseBody {
         let this = &mut *self;
         match &mut this.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Chained(frames, rest) => match frames.pop_front() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                None => Pin::new(&mut **rest).poll_frame(cx),
+            },
             Kind::Upstream(b) => {
                 let frame = ready!(Pin::new(b).poll_frame(cx));
                 match &frame {
@@ -121,6 +155,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
+            Kind::Chained(f, rest) => f.is_empty() && rest.is_end_stream(),
             Kind::Upstream(b) => b.is_end_stream(),
         }
     }
@@ -128,6 +163,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Chained(..) => SizeHint::default(),
             Kind::Upstream(b) => b.size_hint(),
         }
     }

@@ -177,15 +177,21 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             None
         }
     };
+    // Background work per backend (DNS watches, health checks) starts with a
+    // new backend and stops by itself when a reload drops that backend.
+    let metrics = proxy.metrics.clone();
     let start_dns = move |snap: &Arc<Snapshot>, prev: Option<&Snapshot>| {
-        let Some(resolver) = &resolver else { return };
         for b in snap.backends.values() {
             let reused = prev
                 .and_then(|p| p.backends.get(&b.key))
                 .is_some_and(|old| Arc::ptr_eq(old, b));
-            if !reused {
+            if reused {
+                continue;
+            }
+            if let Some(resolver) = &resolver {
                 crate::discovery::dns::spawn(b, resolver.clone());
             }
+            crate::resilience::health::spawn(b, metrics.clone());
         }
     };
     let baseline = crate::reload::Baseline::take(&args.config);

@@ -32,6 +32,8 @@ pub struct Rule {
     pub backend_timeout: Option<Duration>,
     /// Metrics for answers the rule makes itself (redirects, no backend).
     pub local_metrics: RouteMetrics,
+    /// The route's retry settings (GEP-1731), over the backend's.
+    pub retry: Option<crate::config::route::RouteRetry>,
 }
 
 /// Everything reachable under one authority.
@@ -145,6 +147,7 @@ impl Snapshot {
                 request_timeout: None,
                 backend_timeout: None,
                 local_metrics: cx.metrics.route("outbound", "", &b.key),
+                retry: None,
             });
             let vh = Arc::new(VirtualHost {
                 name: b.key.clone(),
@@ -315,5 +318,6 @@ fn compile_rule(
         request_timeout: nonzero(timeouts.and_then(|t| t.request)),
         backend_timeout: nonzero(timeouts.and_then(|t| t.backend_request)),
         local_metrics: metrics.route("outbound", route, ""),
+        retry: rule.retry.clone(),
     }
 }

@@ -7,6 +7,9 @@ use crate::http::pool::ConnectError;
 use http::{HeaderValue, Response, StatusCode};
 
 pub const ERROR_HEADER: &str = "x-weft-error";
+/// Set on answers refused by a concurrency limit, so clients and their
+/// retry logic can tell "shed at once" from "the upstream failed".
+pub const OVERLOADED_HEADER: &str = "x-weft-overloaded";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -26,6 +29,8 @@ pub enum ProxyError {
     Upstream(hyper::Error),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("backend {0} is at its limit of concurrent {1}")]
+    Overloaded(String, &'static str),
 }
 
 impl ProxyError {
@@ -39,6 +44,9 @@ impl ProxyError {
             ProxyError::NoEndpoints(_) => (StatusCode::SERVICE_UNAVAILABLE, "no-endpoints"),
             ProxyError::Connect(ConnectError::Timeout(_)) => {
                 (StatusCode::BAD_GATEWAY, "connect-timeout")
+            }
+            ProxyError::Connect(ConnectError::Overloaded(_)) | ProxyError::Overloaded(..) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
             }
             ProxyError::Connect(_) => (StatusCode::BAD_GATEWAY, "connect-failed"),
             ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
@@ -57,6 +65,9 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(ERROR_HEADER, HeaderValue::from_static(cause));
+        if cause == "overloaded" {
+            h.insert(OVERLOADED_HEADER, HeaderValue::from_static("true"));
+        }
         resp
     }
 }

@@ -7,6 +7,7 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::http::errors::ProxyError;
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::pool::PoolSettings;
+use crate::resilience::limits::Limits;
 use crate::telemetry::metrics::Metrics;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -22,6 +23,17 @@ pub enum Wire {
     Http2,
 }
 
+impl Wire {
+    /// What a backend of this protocol speaks.
+    pub fn for_protocol(p: crate::config::Protocol) -> Wire {
+        use crate::config::Protocol;
+        match p {
+            Protocol::Http2 | Protocol::Grpc => Wire::Http2,
+            Protocol::Http | Protocol::Tcp => Wire::Http1,
+        }
+    }
+}
+
 /// A request ready to go upstream, with what the client asked to upgrade to.
 pub struct Outgoing {
     pub req: Request<RequestBody>,
@@ -30,10 +42,43 @@ pub struct Outgoing {
     pub upgrade: Option<(HeaderValue, OnUpgrade)>,
 }
 
-/// Sends `out` to `ep` and returns the upstream response, streaming.
-pub async fn send(
+/// A connection ready to carry one request.
+pub enum Upstream {
+    Http1(hyper::client::conn::http1::SendRequest<RequestBody>),
+    Http2(hyper::client::conn::http2::SendRequest<RequestBody>),
+}
+
+/// Takes a pooled connection to `ep`, or makes one. Nothing of the request
+/// is consumed yet, so a failure here is always safe to retry.
+pub async fn connect(
     ep: &Arc<Endpoint>,
     wire: Wire,
+    settings: &PoolSettings,
+    metrics: &Arc<Metrics>,
+    limits: Option<&Limits>,
+) -> Result<Upstream, ProxyError> {
+    Ok(match wire {
+        Wire::Http1 => Upstream::Http1(ep.pool.h1(ep.addr, settings, metrics, limits).await?),
+        Wire::Http2 => Upstream::Http2(ep.pool.h2(ep.addr, settings, metrics, limits).await?),
+    })
+}
+
+/// [`connect`] then [`send`], for one-shot forwarding (inbound, passthrough).
+pub async fn call(
+    ep: &Arc<Endpoint>,
+    wire: Wire,
+    settings: &PoolSettings,
+    metrics: &Arc<Metrics>,
+    out: Outgoing,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let upstream = connect(ep, wire, settings, metrics, None).await?;
+    send(ep, upstream, settings, metrics, out).await
+}
+
+/// Sends `out` on `upstream` and returns the response, streaming.
+pub async fn send(
+    ep: &Arc<Endpoint>,
+    upstream: Upstream,
     settings: &PoolSettings,
     metrics: &Arc<Metrics>,
     out: Outgoing,
@@ -51,8 +96,8 @@ pub async fn send(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    match wire {
-        Wire::Http1 => {
+    match upstream {
+        Upstream::Http1(mut tx) => {
             *req.version_mut() = Version::HTTP_11;
             // HTTP/2 and proxy-form requests carry the authority in the URI;
             // HTTP/1.1 upstreams want it in Host and an origin-form target.
@@ -75,7 +120,6 @@ pub async fn send(
                 req.headers_mut()
                     .insert(http::header::UPGRADE, proto.clone());
             }
-            let mut tx = ep.pool.h1(ep.addr, settings, metrics).await?;
             let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
             ep.load.observe(started.elapsed());
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -89,7 +133,7 @@ pub async fn send(
                 ResponseBody::upstream(body, Some(reuse), Some(active)),
             ))
         }
-        Wire::Http2 => {
+        Upstream::Http2(mut tx) => {
             *req.version_mut() = Version::HTTP_2;
             let authority = authority
                 .or_else(|| req.uri().authority().cloned())
@@ -110,7 +154,6 @@ pub async fn send(
             *req.uri_mut() =
                 Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid URI"))?;
             req.headers_mut().remove(http::header::HOST);
-            let mut tx = ep.pool.h2(ep.addr, settings, metrics).await?;
             let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
             ep.load.observe(started.elapsed());
             let (mut parts, body) = resp.into_parts();

@@ -4,7 +4,6 @@
 use crate::backend::{Backend, HashKey};
 use crate::balance::hash_bytes;
 use crate::body::{RequestBody, ResponseBody};
-use crate::config::backend::Protocol;
 use crate::http::errors::ProxyError;
 use crate::http::forward::{self, Outgoing, Wire};
 use crate::http::headers::upgrade_requested;
@@ -16,7 +15,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What we know of the connection a request came on.
 #[derive(Debug)]
@@ -56,13 +55,6 @@ fn outgoing(mut req: Request<Incoming>, authority: Option<Authority>) -> Outgoin
         req: Request::from_parts(parts, body),
         authority,
         upgrade,
-    }
-}
-
-fn wire_for(p: Protocol) -> Wire {
-    match p {
-        Protocol::Http2 | Protocol::Grpc => Wire::Http2,
-        Protocol::Http | Protocol::Tcp => Wire::Http1,
     }
 }
 
@@ -204,37 +196,8 @@ async fn forward_rule(
     apply_filters(&wb.filters, &mut req, &mut authority, prefix);
     let backend = &wb.backend;
     let hash = request_hash(backend, &req, conn);
-    let ep = {
-        let set = backend.endpoints.load();
-        let idx = set
-            .balancer
-            .pick(&set.endpoints, hash)
-            .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
-        set.endpoints[idx].clone()
-    };
     let out = outgoing(req, authority);
-    let fut = forward::send(
-        &ep,
-        wire_for(backend.protocol),
-        &backend.settings,
-        &proxy.metrics,
-        out,
-    );
-    match effective_timeout(rule) {
-        Some(t) => tokio::time::timeout(t, fut)
-            .await
-            .map_err(|_| ProxyError::Timeout(t))?,
-        None => fut.await,
-    }
-}
-
-/// The tighter of the request and per-try timeouts (there is one try until
-/// retries exist); both run until response headers, so streams are not cut.
-fn effective_timeout(rule: &Rule) -> Option<Duration> {
-    match (rule.request_timeout, rule.backend_timeout) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    crate::http::retry::call(proxy, backend, rule, out, hash).await
 }
 
 fn request_hash(backend: &Backend, req: &Request<Incoming>, conn: &ConnInfo) -> Option<u64> {
@@ -315,7 +278,7 @@ async fn passthrough(
         Wire::Http1
     };
     let out = outgoing(req, None);
-    let resp = forward::send(&ep, wire, &proxy.passthrough_settings, &proxy.metrics, out)
+    let resp = forward::call(&ep, wire, &proxy.passthrough_settings, &proxy.metrics, out)
         .await
         .unwrap_or_else(ProxyError::into_response);
     proxy
@@ -337,7 +300,7 @@ pub async fn inbound(
         Wire::Http1
     };
     let out = outgoing(req, None);
-    let resp = forward::send(&proxy.app, wire, &proxy.app_settings, &proxy.metrics, out)
+    let resp = forward::call(&proxy.app, wire, &proxy.app_settings, &proxy.metrics, out)
         .await
         .unwrap_or_else(ProxyError::into_response);
     proxy

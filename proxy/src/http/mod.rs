@@ -4,4 +4,5 @@ pub mod forward;
 pub mod handler;
 pub mod headers;
 pub mod pool;
+pub mod retry;
 pub mod route;

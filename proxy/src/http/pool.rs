@@ -2,6 +2,7 @@
 //! connections (oldest reused first; idle expiry closes the surplus), and one shared, multiplexed HTTP/2 connection.
 
 use crate::body::RequestBody;
+use crate::resilience::limits::{Kind, Limits, Permit};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::SegQueue;
@@ -30,6 +31,8 @@ pub enum ConnectError {
     Io(SocketAddr, std::io::Error),
     #[error("handshake with {0}: {1}")]
     Handshake(SocketAddr, hyper::Error),
+    #[error("at the limit of concurrent {0}")]
+    Overloaded(&'static str),
 }
 
 struct Idle {
@@ -70,15 +73,31 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
     Ok(stream)
 }
 
-/// [`connect_tcp`], counted in `weft_upstream_connects_total`.
+/// [`connect_tcp`] under the backend's limits (a pending-request slot while
+/// connecting, a connection slot for the connection's life), counted in
+/// `weft_upstream_connects_total`.
 async fn connect_counted(
     addr: SocketAddr,
     settings: &PoolSettings,
     metrics: &Metrics,
-) -> Result<TcpStream, ConnectError> {
+    limits: Option<&Limits>,
+) -> Result<(TcpStream, Option<Permit>), ConnectError> {
+    let (pending, conn) = match limits {
+        Some(l) => {
+            let pending = l
+                .try_acquire(Kind::Pending)
+                .ok_or(ConnectError::Overloaded(Kind::Pending.label()))?;
+            let conn = l
+                .try_acquire(Kind::Connections)
+                .ok_or(ConnectError::Overloaded(Kind::Connections.label()))?;
+            (Some(pending), Some(conn))
+        }
+        None => (None, None),
+    };
     let r = connect_tcp(addr, settings.connect_timeout).await;
+    drop(pending);
     metrics.upstream_connect(r.is_ok());
-    r
+    Ok((r?, conn))
 }
 
 impl Pool {
@@ -131,6 +150,7 @@ impl Pool {
         addr: SocketAddr,
         settings: &PoolSettings,
         metrics: &Metrics,
+        limits: Option<&Limits>,
     ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
         while let Some(mut idle) = self.pop() {
             if idle.since.elapsed() >= settings.idle_timeout || idle.tx.is_closed() {
@@ -141,12 +161,13 @@ impl Pool {
                 return Ok(idle.tx);
             }
         }
-        let stream = connect_counted(addr, settings, metrics).await?;
+        let (stream, permit) = connect_counted(addr, settings, metrics, limits).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError::Handshake(addr, e))?;
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upstream connection ended");
             }
@@ -160,6 +181,7 @@ impl Pool {
         addr: SocketAddr,
         settings: &PoolSettings,
         metrics: &Metrics,
+        limits: Option<&Limits>,
     ) -> Result<http2::SendRequest<RequestBody>, ConnectError> {
         if let Some(tx) = self.h2.load().as_ref() {
             if !tx.is_closed() && tx.is_ready() {
@@ -173,7 +195,7 @@ impl Pool {
                 return Ok((**tx).clone());
             }
         }
-        let stream = connect_counted(addr, settings, metrics).await?;
+        let (stream, permit) = connect_counted(addr, settings, metrics, limits).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -183,6 +205,7 @@ impl Pool {
             .await
             .map_err(|e| ConnectError::Handshake(addr, e))?;
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
             }

@@ -3,6 +3,7 @@
 //! outlier ejection and active health checks.
 pub mod backoff;
 pub mod budget;
+pub mod health;
 pub mod limits;
 pub mod outlier;
 pub mod policy;

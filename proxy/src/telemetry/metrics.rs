@@ -37,6 +37,23 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub backend: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverflowLabels {
+    pub backend: String,
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub direction: &'static str,
     pub error: &'static str,
@@ -54,6 +71,12 @@ pub struct Metrics {
     pub config_version: Gauge<i64, AtomicI64Compat>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub upstream_connects: Family<ResultLabels, Counter>,
+    pub retries: Family<RetryLabels, Counter>,
+    pub overflows: Family<OverflowLabels, Counter>,
+    pub ejections: Family<BackendLabels, Counter>,
+    pub ejected_endpoints: Family<BackendLabels, Gauge>,
+    pub health_check_failures: Family<BackendLabels, Counter>,
+    pub panic_mode: Family<BackendLabels, Gauge>,
 }
 
 /// prometheus-client's gauge wants an atomic type; we use its default i64 one.
@@ -147,8 +170,50 @@ impl Metrics {
             "Upstream connection attempts by result",
             upstream_connects.clone(),
         );
+        let retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Retries by result: sent, succeeded, budget_exhausted, limit",
+            retries.clone(),
+        );
+        let overflows = Family::<OverflowLabels, Counter>::default();
+        registry.register(
+            "overflows",
+            "Requests refused at once (503 x-weft-overloaded) by the limit they hit",
+            overflows.clone(),
+        );
+        let ejections = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "ejections",
+            "Endpoints ejected by outlier detection",
+            ejections.clone(),
+        );
+        let ejected_endpoints = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "ejected_endpoints",
+            "Endpoints out of the balancer now (ejected or failing health checks)",
+            ejected_endpoints.clone(),
+        );
+        let health_check_failures = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "health_check_failures",
+            "Active health checks that failed",
+            health_check_failures.clone(),
+        );
+        let panic_mode = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "panic_mode",
+            "1 while a backend is below its panic threshold and balances over all endpoints",
+            panic_mode.clone(),
+        );
         Metrics {
             registry,
+            retries,
+            overflows,
+            ejections,
+            ejected_endpoints,
+            health_check_failures,
+            panic_mode,
             requests,
             latency,
             active_connections,
@@ -194,6 +259,14 @@ impl Metrics {
         let result = if ok { "ok" } else { "error" };
         self.upstream_connects
             .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn health_check_failed(&self, backend: &str) {
+        self.health_check_failures
+            .get_or_create(&BackendLabels {
+                backend: backend.to_owned(),
+            })
             .inc();
     }
 

@@ -1,0 +1,472 @@
+//! One request to a backend, tried as many times as is safe and useful.
+//!
+//! Safe: a connect failure or a refused stream means the upstream never saw
+//! the request, so it is always retried (even a streamed body: nothing was
+//! consumed). A status or reset is retried only for idempotent methods,
+//! unless the policy opts in. Useful: a retry goes to another endpoint when
+//! there is one, waits a full-jitter backoff (or `Retry-After`), stays inside
+//! the request timeout, holds a retry slot, and is paid from the retry budget
+//! — over budget, the original failure is returned.
+
+use crate::backend::{Backend, Endpoint};
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::Protocol;
+use crate::http::errors::ProxyError;
+use crate::http::forward::{self, Outgoing, Wire};
+use crate::http::pool::ConnectError;
+use crate::proxy::Proxy;
+use crate::resilience::backoff;
+use crate::resilience::limits::Kind;
+use crate::resilience::outlier::Transition;
+use crate::resilience::policy::{RetryOn, RetryPolicy};
+use crate::snapshot::Rule;
+use crate::telemetry::metrics::{BackendLabels, OverflowLabels, RetryLabels};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Why a try failed, for deciding on a retry.
+struct Failure {
+    condition: u32,
+    /// The upstream certainly did not process the request.
+    unprocessed: bool,
+    /// Counts against the endpoint for outlier detection.
+    endpoint_fault: bool,
+    retry_after: Option<Duration>,
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn is_refused_stream(e: &hyper::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            return h2e.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        src = s.source();
+    }
+    false
+}
+
+fn error_failure(e: &ProxyError) -> Option<Failure> {
+    let f = |condition, unprocessed, endpoint_fault| Failure {
+        condition,
+        unprocessed,
+        endpoint_fault,
+        retry_after: None,
+    };
+    match e {
+        ProxyError::Connect(ConnectError::Overloaded(_)) => None,
+        ProxyError::Connect(_) => Some(f(RetryOn::CONNECT_FAILURE, true, true)),
+        // Canceled: the pooled connection closed before the request was written.
+        ProxyError::Upstream(h) if is_refused_stream(h) || h.is_canceled() => {
+            Some(f(RetryOn::REFUSED_STREAM, true, false))
+        }
+        ProxyError::Upstream(_) => Some(f(RetryOn::RESET, false, true)),
+        ProxyError::Timeout(_) => Some(f(
+            RetryOn::GATEWAY_ERROR | RetryOn::FIVE_XX | RetryOn::RESET,
+            false,
+            true,
+        )),
+        _ => None,
+    }
+}
+
+fn grpc_condition(code: &str) -> u32 {
+    match code {
+        "14" => RetryOn::GRPC_UNAVAILABLE,
+        "1" => RetryOn::GRPC_CANCELLED,
+        "4" => RetryOn::GRPC_DEADLINE,
+        "8" => RetryOn::GRPC_EXHAUSTED,
+        _ => 0,
+    }
+}
+
+fn status_failure(
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    policy: &RetryPolicy,
+) -> Option<Failure> {
+    let code = status.as_u16();
+    let mut condition = 0;
+    if (500..600).contains(&code) {
+        condition |= RetryOn::FIVE_XX;
+    }
+    if (502..=504).contains(&code) {
+        condition |= RetryOn::GATEWAY_ERROR;
+    }
+    if policy.codes.contains(&code) {
+        condition |= RetryOn::RETRIABLE_CODES;
+    }
+    let grpc = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(grpc_condition)
+        .unwrap_or(0);
+    condition |= grpc;
+    if condition == 0 {
+        return None;
+    }
+    let retry_after = match code {
+        429 | 503 => headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| backoff::retry_after(v, policy.max)),
+        _ => None,
+    };
+    Some(Failure {
+        condition,
+        // gRPC UNAVAILABLE says the server did not act on the call.
+        unprocessed: grpc == RetryOn::GRPC_UNAVAILABLE,
+        endpoint_fault: (500..600).contains(&code),
+        retry_after,
+    })
+}
+
+/// The route's retry settings over the backend's.
+fn effective_policy<'a>(backend: &'a Backend, rule: &Rule) -> Cow<'a, RetryPolicy> {
+    let base = &backend.resilience.retry;
+    match &rule.retry {
+        None => Cow::Borrowed(base),
+        Some(r) => {
+            let mut p = base.clone();
+            if let Some(a) = r.attempts {
+                p.attempts = a;
+            }
+            if !r.codes.is_empty() {
+                p.codes = r.codes.clone();
+                p.retry_on = p.retry_on.with(RetryOn::RETRIABLE_CODES);
+            }
+            if let Some(b) = r.backoff {
+                p.base = b.0;
+            }
+            Cow::Owned(p)
+        }
+    }
+}
+
+/// The request, kept so each try can be rebuilt.
+struct Template {
+    parts: http::request::Parts,
+    body: Option<Bytes>,
+    /// A streamed body, handed to the first try that gets a connection.
+    streaming: Option<RequestBody>,
+}
+
+impl Template {
+    fn replayable(&self) -> bool {
+        self.streaming.is_none()
+    }
+
+    fn next(&mut self) -> Option<Request<RequestBody>> {
+        let body = match self.streaming.take() {
+            Some(b) => b,
+            None if self.body.is_some() => RequestBody::Full(self.body.clone()),
+            None => RequestBody::Empty,
+        };
+        let mut b = Request::builder()
+            .method(self.parts.method.clone())
+            .uri(self.parts.uri.clone())
+            .version(self.parts.version);
+        if let Some(h) = b.headers_mut() {
+            *h = self.parts.headers.clone();
+        }
+        b.body(body).ok()
+    }
+}
+
+/// Sends `out` to `backend`, retrying per policy. `out.upgrade` requests are
+/// tried once.
+pub async fn call(
+    proxy: &Arc<Proxy>,
+    backend: &Arc<Backend>,
+    rule: &Rule,
+    out: Outgoing,
+    hash: Option<u64>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let res = &backend.resilience;
+    let Some(request_permit) = res.limits.try_acquire(Kind::Requests) else {
+        return Err(overflow(proxy, backend, Kind::Requests));
+    };
+    res.budget.record_request();
+    let policy = effective_policy(backend, rule);
+    let wire = Wire::for_protocol(backend.protocol);
+    let deadline = rule.request_timeout.map(|t| Instant::now() + t);
+    let per_try = match (rule.backend_timeout, policy.per_try_timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+
+    // Upgrades and requests that cannot be retried go once, without copies.
+    if out.upgrade.is_some() || policy.attempts == 0 {
+        let pick = backend
+            .pick(hash, &[], &proxy.metrics)
+            .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
+        let ep = pick.endpoint;
+        let fut = async {
+            let up = forward::connect(
+                &ep,
+                wire,
+                &backend.settings,
+                &proxy.metrics,
+                Some(&res.limits),
+            )
+            .await?;
+            forward::send(&ep, up, &backend.settings, &proxy.metrics, out).await
+        };
+        let result = within(deadline, per_try, rule.request_timeout, fut).await;
+        report(proxy, backend, &ep, &result);
+        return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+    }
+
+    let Outgoing { req, authority, .. } = out;
+    let (parts, body) = req.into_parts();
+    let mut template = Template {
+        parts,
+        body: None,
+        streaming: None,
+    };
+    match body {
+        RequestBody::Incoming(b) if !b.is_end_stream() => {
+            let fits = b
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= policy.max_buffered_body);
+            if fits {
+                // Small and of known size: keep a copy to replay.
+                let bytes = b
+                    .collect()
+                    .await
+                    .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?
+                    .to_bytes();
+                template.body = Some(bytes);
+            } else {
+                template.streaming = Some(RequestBody::Incoming(b));
+            }
+        }
+        RequestBody::Full(b) => template.body = b,
+        _ => {}
+    }
+    let method_safe = idempotent(&template.parts.method) || policy.non_idempotent;
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retry_permit = None;
+    for attempt in 0..=policy.attempts {
+        let pick = backend
+            .pick(hash, &tried, &proxy.metrics)
+            .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
+        let ep = pick.endpoint;
+        tried.push(ep.addr);
+        let settings = &backend.settings;
+        let try_once = async {
+            let up =
+                forward::connect(&ep, wire, settings, &proxy.metrics, Some(&res.limits)).await?;
+            let req = template
+                .next()
+                .ok_or(ProxyError::BadRequest("invalid request"))?;
+            let out = Outgoing {
+                req,
+                authority: authority.clone(),
+                upgrade: None,
+            };
+            let resp = forward::send(&ep, up, settings, &proxy.metrics, out).await?;
+            Ok(peek_grpc_trailers(resp, backend, &policy, attempt).await)
+        };
+        let result = within(deadline, per_try, rule.request_timeout, try_once).await;
+        report(proxy, backend, &ep, &result);
+        let failure = match &result {
+            Ok(r) => status_failure(r.status(), r.headers(), &policy),
+            Err(e) => error_failure(e),
+        };
+        let Some(failure) = failure else {
+            if attempt > 0 {
+                retry_metric(proxy, backend, "succeeded");
+            }
+            return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+        };
+        let wanted = policy.retry_on.has(failure.condition)
+            || (failure.condition & RetryOn::CONNECT_FAILURE != 0
+                && policy.retry_on.has(RetryOn::CONNECT_FAILURE));
+        let safe = failure.unprocessed || method_safe;
+        let body_ok =
+            template.replayable() || (failure.unprocessed && template.streaming.is_some());
+        if attempt == policy.attempts || !wanted || !safe || !body_ok {
+            return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+        }
+        // A retry slot and budget, or the original failure stands.
+        if retry_permit.is_none() {
+            match res.limits.try_acquire(Kind::Retries) {
+                Some(p) => retry_permit = Some(p),
+                None => {
+                    retry_metric(proxy, backend, "limit");
+                    proxy
+                        .metrics
+                        .overflows
+                        .get_or_create(&OverflowLabels {
+                            backend: backend.key.to_string(),
+                            limit: Kind::Retries.label(),
+                        })
+                        .inc();
+                    return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+                }
+            }
+        }
+        if !res.budget.try_retry() {
+            retry_metric(proxy, backend, "budget_exhausted");
+            return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+        }
+        let wait = failure
+            .retry_after
+            .unwrap_or_else(|| backoff::jittered(attempt, policy.base, policy.max));
+        if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+        }
+        drop(result);
+        retry_metric(proxy, backend, "sent");
+        tracing::debug!(backend = %backend.key, endpoint = %ep.addr, attempt = attempt + 1, ?wait, "retrying");
+        tokio::time::sleep(wait).await;
+    }
+    Err(ProxyError::NoBackend)
+}
+
+/// Runs one try within the per-try timeout and what is left of the request's.
+async fn within<T>(
+    deadline: Option<Instant>,
+    per_try: Option<Duration>,
+    request_timeout: Option<Duration>,
+    fut: impl std::future::Future<Output = Result<T, ProxyError>>,
+) -> Result<T, ProxyError> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    let limit = match (left, per_try) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    match limit {
+        None => fut.await,
+        Some(l) => match tokio::time::timeout(l, fut).await {
+            Ok(r) => r,
+            // Which budget ran out decides what the client is told.
+            Err(_) if left == Some(l) => Err(ProxyError::Timeout(request_timeout.unwrap_or(l))),
+            Err(_) => Err(ProxyError::Timeout(l)),
+        },
+    }
+}
+
+/// For gRPC, the status often arrives in trailers: read a small response
+/// ahead (up to the buffer cap) to see it, and hand on what was read.
+async fn peek_grpc_trailers(
+    resp: Response<ResponseBody>,
+    backend: &Backend,
+    policy: &RetryPolicy,
+    attempt: u32,
+) -> Response<ResponseBody> {
+    let grpc_bits = RetryOn::GRPC_UNAVAILABLE
+        | RetryOn::GRPC_CANCELLED
+        | RetryOn::GRPC_DEADLINE
+        | RetryOn::GRPC_EXHAUSTED;
+    if backend.protocol != Protocol::Grpc
+        || attempt >= policy.attempts
+        || !policy.retry_on.has(grpc_bits)
+        || resp.headers().contains_key("grpc-status")
+        || resp.status() != StatusCode::OK
+    {
+        return resp;
+    }
+    let (mut parts, mut body) = resp.into_parts();
+    let mut frames = VecDeque::new();
+    let mut seen = 0u64;
+    while seen <= policy.max_buffered_body {
+        match body.frame().await {
+            Some(Ok(f)) => {
+                if let Some(t) = f.trailers_ref() {
+                    // Lift the status into the headers the retry logic reads.
+                    if let Some(s) = t.get("grpc-status") {
+                        parts.headers.insert("grpc-status", s.clone());
+                    }
+                }
+                seen += f.data_ref().map_or(0, |d| d.len() as u64);
+                frames.push_back(f);
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    Response::from_parts(parts, ResponseBody::peeked_from(frames, body))
+}
+
+fn report(
+    proxy: &Proxy,
+    backend: &Backend,
+    ep: &Arc<Endpoint>,
+    result: &Result<Response<ResponseBody>, ProxyError>,
+) {
+    let cfg = &backend.resilience.outlier;
+    let fault = match result {
+        Ok(r) => r.status().is_server_error(),
+        Err(e) => error_failure(e).is_some_and(|f| f.endpoint_fault),
+    };
+    let t = if fault {
+        let total = backend.endpoints.load().endpoints.len().max(1);
+        ep.outlier.on_failure(cfg, || {
+            (backend.unavailable() + 1) * 100 <= cfg.max_ejection_percent as usize * total
+        })
+    } else {
+        ep.outlier.on_success(cfg)
+    };
+    let labels = || BackendLabels {
+        backend: backend.key.to_string(),
+    };
+    match t {
+        Transition::Ejected(d) => {
+            tracing::warn!(backend = %backend.key, endpoint = %ep.addr, ejected_for = ?d, "endpoint ejected after consecutive failures");
+            proxy.metrics.ejections.get_or_create(&labels()).inc();
+            proxy
+                .metrics
+                .ejected_endpoints
+                .get_or_create(&labels())
+                .set(backend.unavailable() as i64);
+        }
+        Transition::Restored => {
+            tracing::info!(backend = %backend.key, endpoint = %ep.addr, "ejected endpoint answered its probe; back in the balancer");
+            proxy
+                .metrics
+                .ejected_endpoints
+                .get_or_create(&labels())
+                .set(backend.unavailable() as i64);
+        }
+        Transition::None => {}
+    }
+}
+
+fn retry_metric(proxy: &Proxy, backend: &Backend, result: &'static str) {
+    proxy
+        .metrics
+        .retries
+        .get_or_create(&RetryLabels {
+            backend: backend.key.to_string(),
+            result,
+        })
+        .inc();
+}
+
+fn overflow(proxy: &Proxy, backend: &Backend, kind: Kind) -> ProxyError {
+    proxy
+        .metrics
+        .overflows
+        .get_or_create(&OverflowLabels {
+            backend: backend.key.to_string(),
+            limit: kind.label(),
+        })
+        .inc();
+    ProxyError::Overloaded(backend.key.to_string(), kind.label())
+}
