@@ -171,12 +171,25 @@ fn endpoints_json(proxy: &Proxy) -> serde_json::Value {
                 .endpoints
                 .iter()
                 .map(|e| {
+                    use crate::resilience::outlier::Admission;
+                    let (ejection, remaining) = match e.outlier.admission() {
+                        Admission::Open => ("none", None),
+                        Admission::Ejected(d) => ("ejected", Some(d.as_secs_f64())),
+                        Admission::ProbeDue => ("probe-due", Some(0.0)),
+                        Admission::Probing => ("probing", Some(0.0)),
+                    };
+                    let last_check_error = e.health.last_error.lock().ok().and_then(|l| l.clone());
                     serde_json::json!({
                         "address": e.addr.to_string(),
                         "weight": e.weight,
                         "identity": e.identity.as_deref(),
-                        "health": "unchecked",
-                        "ejected": false,
+                        "health": e.health.label(),
+                        "healthCheckFailures": e.health.failed_total.load(std::sync::atomic::Ordering::Relaxed),
+                        "lastHealthCheckError": last_check_error,
+                        "ejection": ejection,
+                        "ejectionRemainingSeconds": remaining,
+                        "timesEjected": e.outlier.times_ejected(),
+                        "consecutiveFailures": e.outlier.consecutive_failures(),
                         "activeRequests": e.load.active(),
                         "ewmaLatencyMs": e.load.ewma().as_secs_f64() * 1000.0,
                         "idleConnections": e.pool.idle(),
@@ -198,6 +211,19 @@ fn endpoints_json(proxy: &Proxy) -> serde_json::Value {
                     }),
                 },
                 "endpoints": eps,
+                "panicMode": b.panic.load(std::sync::atomic::Ordering::Relaxed),
+                "limits": {
+                    "activeRequests": b.resilience.limits.active(crate::resilience::limits::Kind::Requests),
+                    "maxRequests": b.resilience.limits.max(crate::resilience::limits::Kind::Requests),
+                    "connections": b.resilience.limits.active(crate::resilience::limits::Kind::Connections),
+                    "maxConnections": b.resilience.limits.max(crate::resilience::limits::Kind::Connections),
+                    "pendingRequests": b.resilience.limits.active(crate::resilience::limits::Kind::Pending),
+                    "activeRetries": b.resilience.limits.active(crate::resilience::limits::Kind::Retries),
+                },
+                "retryBudget": {
+                    "windowRequests": b.resilience.budget.window().0,
+                    "windowRetries": b.resilience.budget.window().1,
+                },
             })
         })
         .collect();

@@ -4,10 +4,12 @@
 
 pub mod client;
 pub mod dns;
+pub mod faulty;
 pub mod proxy;
 pub mod upstream;
 
 pub use client::*;
+pub use faulty::{Faulty, Mode};
 pub use proxy::*;
 pub use upstream::*;
 
