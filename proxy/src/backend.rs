@@ -244,6 +244,20 @@ impl Backend {
         let endpoints: Vec<Arc<Endpoint>> = eps
             .into_iter()
             .map(|(addr, weight, identity)| match known.get(&addr) {
+                // Without active checks nothing would ever clear an old
+                // "unhealthy" verdict: such endpoints start over.
+                Some(e) if self.health_check.is_none() && e.health.is_unhealthy() => {
+                    Arc::new(Endpoint {
+                        addr,
+                        weight,
+                        identity,
+                        load: e.load.clone(),
+                        pool: e.pool.clone(),
+                        outlier: e.outlier.clone(),
+                        health: Arc::new(Health::default()),
+                        hash_id: e.hash_id,
+                    })
+                }
                 Some(e) if e.weight == weight && e.identity == identity => e.clone(),
                 Some(e) => Arc::new(Endpoint {
                     addr,
@@ -302,10 +316,14 @@ impl Backend {
         let panic = (available as u64) * 100
             < u64::from(self.resilience.panic_threshold) * eps.len() as u64;
         self.note_panic(panic, available, eps.len(), metrics);
-        let idx = set.balancer.pick_filtered(eps, hash, |i| {
-            let e = &eps[i];
-            tried.contains(&e.addr) || (!panic && !usable(e))
-        })?;
+        let avoid = |i: usize| !panic && !usable(&eps[i]);
+        let fresh = |i: usize| tried.contains(&eps[i].addr) || avoid(i);
+        let mut idx = set.balancer.pick_filtered(eps, hash, fresh)?;
+        if fresh(idx) {
+            // Every usable endpoint was tried already: try one of them again
+            // rather than one that is ejected or failing its checks.
+            idx = set.balancer.pick_filtered(eps, hash, avoid)?;
+        }
         let endpoint = eps[idx].clone();
         let probe = endpoint.outlier.try_probe();
         Some(Pick { endpoint, probe })
