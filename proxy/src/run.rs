@@ -54,7 +54,7 @@ pub struct RunArgs {
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_dur)]
     pub shutdown_grace: Duration,
-    /// A client must send its whole request head within this time.
+    /// A client must send its whole request head within this time (0 disables).
     #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_dur)]
     pub header_read_timeout: Duration,
     /// Largest accepted request head, in bytes (larger gets 431).

@@ -333,3 +333,49 @@ async fn saturated_backend_sheds_while_its_neighbour_stays_fast() {
         "fast p99 went from {baseline:?} to {during:?} while slow was saturated"
     );
 }
+
+#[tokio::test]
+async fn a_large_body_is_retried_only_when_it_never_left() {
+    let good = Faulty::start("good").await;
+    let bad = Faulty::start("bad").await;
+    bad.set(Mode::Status(503, None));
+    let dead = closed_addr();
+    let mut yaml = backend(
+        "half",
+        &[dead, good.addr],
+        "  loadBalancer: {policy: RoundRobin}\n",
+    );
+    // Opted in to retrying anything on 5xx: a body over 64 KiB is still not replayed.
+    yaml.push_str(&backend(
+        "flaky",
+        &[bad.addr],
+        "  retry: {attempts: 2, retryOn: [5xx], nonIdempotent: true, backoff: {baseInterval: 1ms, maxInterval: 2ms}}\n",
+    ));
+    let p = Proxy::start(yaml);
+    static BIG: [u8; 200 * 1024] = [7u8; 200 * 1024];
+    let mut conn = Conn::open(p.outbound).await.unwrap();
+    for _ in 0..4 {
+        let r = conn.send(req("POST", "half", &BIG)).await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        good.bodies(),
+        vec![BIG.len(); 4],
+        "every body arrived whole, once"
+    );
+    let r = conn.send(req("PUT", "flaky", &BIG)).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        bad.requests(),
+        1,
+        "a 200 KiB body is not buffered for a replay"
+    );
+    let r = conn.send(req("PUT", "flaky", b"small")).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(bad.requests(), 1 + 3, "a small body is replayed");
+    assert!(
+        bad.bodies()[1..].iter().all(|n| *n == 5),
+        "{:?}",
+        bad.bodies()
+    );
+}

@@ -67,6 +67,16 @@ impl Load {
         self.observe_at(rtt, now_ns());
     }
 
+    /// Observes the time since `started`, reading the clock once; returns it.
+    pub fn observe_since(&self, started: Instant) -> Duration {
+        let now = Instant::now();
+        let rtt = now.saturating_duration_since(started);
+        let now_ns =
+            u64::try_from(now.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX);
+        self.observe_at(rtt, now_ns);
+        rtt
+    }
+
     /// Current latency estimate, decayed towards zero for the time since the
     /// last observation so that an endpoint that stopped getting traffic after
     /// a slow spell is eventually tried again. [`DEFAULT_RTT`] before any sample.

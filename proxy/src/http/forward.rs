@@ -39,6 +39,8 @@ pub struct Outgoing {
     pub req: Request<RequestBody>,
     /// An authority to send instead of the client's (a hostname rewrite).
     pub authority: Option<Authority>,
+    /// When the client's request arrived (latency is measured from here).
+    pub started: Instant,
     pub upgrade: Option<(HeaderValue, OnUpgrade)>,
 }
 
@@ -75,6 +77,30 @@ pub async fn call(
     send(ep, upstream, settings, metrics, out).await
 }
 
+/// A failed send; `request` is the request itself when it was never
+/// written (the pooled connection closed first), so it can go elsewhere.
+pub struct Unsent {
+    pub error: ProxyError,
+    pub request: Option<Request<RequestBody>>,
+}
+
+impl From<ProxyError> for Unsent {
+    fn from(error: ProxyError) -> Unsent {
+        Unsent {
+            error,
+            request: None,
+        }
+    }
+}
+
+fn unsent(mut e: hyper::client::conn::TrySendError<Request<RequestBody>>) -> Unsent {
+    let request = e.take_message();
+    Unsent {
+        error: ProxyError::Upstream(e.into_error()),
+        request,
+    }
+}
+
 /// Sends `out` on `upstream` and returns the response, streaming.
 pub async fn send(
     ep: &Arc<Endpoint>,
@@ -83,13 +109,26 @@ pub async fn send(
     metrics: &Arc<Metrics>,
     out: Outgoing,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    send_or_unsent(ep, upstream, settings, metrics, out)
+        .await
+        .map_err(|u| u.error)
+}
+
+/// [`send`], handing back a request that was never written.
+pub async fn send_or_unsent(
+    ep: &Arc<Endpoint>,
+    upstream: Upstream,
+    settings: &PoolSettings,
+    metrics: &Arc<Metrics>,
+    out: Outgoing,
+) -> Result<Response<ResponseBody>, Unsent> {
     let Outgoing {
         mut req,
         authority,
         upgrade,
+        started,
     } = out;
     let active = ep.load.start();
-    let started = Instant::now();
     strip_hop_by_hop(req.headers_mut());
     let path = req
         .uri()
@@ -120,8 +159,8 @@ pub async fn send(
                 req.headers_mut()
                     .insert(http::header::UPGRADE, proto.clone());
             }
-            let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
-            ep.load.observe(started.elapsed());
+            let resp = tx.try_send_request(req).await.map_err(unsent)?;
+            ep.load.observe_since(started);
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 return Ok(splice_upgrade(resp, upgrade, metrics));
             }
@@ -154,8 +193,8 @@ pub async fn send(
             *req.uri_mut() =
                 Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid URI"))?;
             req.headers_mut().remove(http::header::HOST);
-            let resp = tx.send_request(req).await.map_err(ProxyError::Upstream)?;
-            ep.load.observe(started.elapsed());
+            let resp = tx.try_send_request(req).await.map_err(unsent)?;
+            ep.load.observe_since(started);
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(

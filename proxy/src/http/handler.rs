@@ -36,7 +36,11 @@ fn authority_of(req: &Request<Incoming>) -> Option<&str> {
 }
 
 /// Splits off what the upstream request needs from the client's request.
-fn outgoing(mut req: Request<Incoming>, authority: Option<Authority>) -> Outgoing {
+fn outgoing(
+    mut req: Request<Incoming>,
+    authority: Option<Authority>,
+    started: Instant,
+) -> Outgoing {
     // An upgrade offer on a request with a body (curl's h2c offer on a POST)
     // is answered as the plain request it also is: the body must go through.
     let upgrade = match req.version() {
@@ -55,6 +59,7 @@ fn outgoing(mut req: Request<Incoming>, authority: Option<Authority>) -> Outgoin
         req: Request::from_parts(parts, body),
         authority,
         upgrade,
+        started,
     }
 }
 
@@ -109,7 +114,7 @@ pub async fn outbound(
             .record(resp.status().as_u16(), started.elapsed());
         return resp;
     };
-    let resp = match forward_rule(&proxy, &conn, rule, wb, req, prefix.as_deref()).await {
+    let resp = match forward_rule(&proxy, &conn, rule, wb, req, prefix.as_deref(), started).await {
         Ok(mut resp) => {
             if let Some(m) = &rule.filters.response_headers {
                 m.apply(resp.headers_mut());
@@ -189,6 +194,7 @@ async fn forward_rule(
     wb: &WeightedBackend,
     mut req: Request<Incoming>,
     prefix: Option<&str>,
+    started: Instant,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     // The client's authority goes upstream as is, unless a filter rewrites it.
     let mut authority = None;
@@ -196,7 +202,7 @@ async fn forward_rule(
     apply_filters(&wb.filters, &mut req, &mut authority, prefix);
     let backend = &wb.backend;
     let hash = request_hash(backend, &req, conn);
-    let out = outgoing(req, authority);
+    let out = outgoing(req, authority, started);
     crate::http::retry::call(proxy, backend, rule, out, hash).await
 }
 
@@ -277,7 +283,7 @@ async fn passthrough(
     } else {
         Wire::Http1
     };
-    let out = outgoing(req, None);
+    let out = outgoing(req, None, started);
     let resp = forward::call(&ep, wire, &proxy.passthrough_settings, &proxy.metrics, out)
         .await
         .unwrap_or_else(ProxyError::into_response);
@@ -299,7 +305,7 @@ pub async fn inbound(
     } else {
         Wire::Http1
     };
-    let out = outgoing(req, None);
+    let out = outgoing(req, None, started);
     let resp = forward::call(&proxy.app, wire, &proxy.app_settings, &proxy.metrics, out)
         .await
         .unwrap_or_else(ProxyError::into_response);

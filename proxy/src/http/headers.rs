@@ -18,7 +18,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, and those the `Connection` header names.
 /// `TE: trailers` survives: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.is_empty() {
+    // Most messages carry none: one pass over the names (cheap comparisons
+    // for standard headers) saves a hashed removal per hop-by-hop name.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(k) || k == header::TE) {
         return;
     }
     if let Some(conn) = h.get(header::CONNECTION) {

@@ -12,7 +12,7 @@ use crate::backend::{Backend, Endpoint};
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Protocol;
 use crate::http::errors::ProxyError;
-use crate::http::forward::{self, Outgoing, Wire};
+use crate::http::forward::{self, Outgoing, Unsent, Wire};
 use crate::http::pool::ConnectError;
 use crate::proxy::Proxy;
 use crate::resilience::backoff;
@@ -163,11 +163,26 @@ struct Template {
     body: Option<Bytes>,
     /// A streamed body, handed to the first try that gets a connection.
     streaming: Option<RequestBody>,
+    /// The body is streamed: once handed out it cannot be sent again.
+    streamed: bool,
 }
 
 impl Template {
+    /// The request itself, for a single send (no copy).
+    fn take(&mut self) -> Option<Request<RequestBody>> {
+        let body = match self.streaming.take() {
+            Some(b) => b,
+            None => match self.body.take() {
+                Some(b) => RequestBody::Full(Some(b)),
+                None => RequestBody::Empty,
+            },
+        };
+        let parts = std::mem::replace(&mut self.parts, http::Request::new(()).into_parts().0);
+        Some(Request::from_parts(parts, body))
+    }
+
     fn replayable(&self) -> bool {
-        self.streaming.is_none()
+        !self.streamed
     }
 
     fn next(&mut self) -> Option<Request<RequestBody>> {
@@ -200,7 +215,7 @@ pub async fn call(
     let Some(request_permit) = res.limits.try_acquire(Kind::Requests) else {
         return Err(overflow(proxy, backend, Kind::Requests));
     };
-    res.budget.record_request();
+    res.budget.record_request_at(Instant::from_std(out.started));
     let policy = effective_policy(backend, rule);
     let wire = Wire::for_protocol(backend.protocol);
     let deadline = rule.request_timeout.map(|t| Instant::now() + t);
@@ -231,12 +246,18 @@ pub async fn call(
         return result.map(|r| r.map(|b| b.with_permit(request_permit)));
     }
 
-    let Outgoing { req, authority, .. } = out;
+    let Outgoing {
+        req,
+        authority,
+        started,
+        ..
+    } = out;
     let (parts, body) = req.into_parts();
     let mut template = Template {
         parts,
         body: None,
         streaming: None,
+        streamed: false,
     };
     match body {
         RequestBody::Incoming(b) if !b.is_end_stream() => {
@@ -254,12 +275,26 @@ pub async fn call(
                 template.body = Some(bytes);
             } else {
                 template.streaming = Some(RequestBody::Incoming(b));
+                template.streamed = true;
             }
         }
         RequestBody::Full(b) => template.body = b,
         _ => {}
     }
+    // Only a policy that may resend a request the upstream already received
+    // (status, reset, gRPC status, HTTP/2 refused stream) needs a copy kept:
+    // a request that never left comes back from the connection unsent.
+    let resend_bits =
+        RetryOn::RESET | RetryOn::GATEWAY_ERROR | RetryOn::FIVE_XX | RetryOn::RETRIABLE_CODES;
+    let grpc_bits = RetryOn::GRPC_UNAVAILABLE
+        | RetryOn::GRPC_CANCELLED
+        | RetryOn::GRPC_DEADLINE
+        | RetryOn::GRPC_EXHAUSTED;
+    let keep_copy = policy.retry_on.has(resend_bits)
+        || (backend.protocol == Protocol::Grpc && policy.retry_on.has(grpc_bits))
+        || (wire == Wire::Http2 && policy.retry_on.has(RetryOn::REFUSED_STREAM));
     let method_safe = idempotent(&template.parts.method) || policy.non_idempotent;
+    let mut pending: Option<Request<RequestBody>> = if keep_copy { None } else { template.take() };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retry_permit = None;
     for attempt in 0..=policy.attempts {
@@ -272,18 +307,32 @@ pub async fn call(
         let try_once = async {
             let up =
                 forward::connect(&ep, wire, settings, &proxy.metrics, Some(&res.limits)).await?;
-            let req = template
-                .next()
-                .ok_or(ProxyError::BadRequest("invalid request"))?;
+            let req = match pending.take() {
+                Some(r) => r,
+                None if keep_copy => template
+                    .next()
+                    .ok_or(ProxyError::BadRequest("invalid request"))?,
+                // The request went out and no copy was kept: nothing to send.
+                None => return Err(Unsent::from(ProxyError::NoBackend)),
+            };
             let out = Outgoing {
                 req,
                 authority: authority.clone(),
                 upgrade: None,
+                started,
             };
-            let resp = forward::send(&ep, up, settings, &proxy.metrics, out).await?;
+            let resp = forward::send_or_unsent(&ep, up, settings, &proxy.metrics, out).await?;
             Ok(peek_grpc_trailers(resp, backend, &policy, attempt).await)
         };
-        let result = within(deadline, per_try, rule.request_timeout, try_once).await;
+        let result = match within(deadline, per_try, rule.request_timeout, try_once).await {
+            Ok(r) => Ok(r),
+            Err(u) => {
+                if u.request.is_some() {
+                    pending = u.request;
+                }
+                Err(u.error)
+            }
+        };
         report(proxy, backend, &ep, &result);
         let failure = match &result {
             Ok(r) => status_failure(r.status(), r.headers(), &policy),
@@ -295,13 +344,11 @@ pub async fn call(
             }
             return result.map(|r| r.map(|b| b.with_permit(request_permit)));
         };
-        let wanted = policy.retry_on.has(failure.condition)
-            || (failure.condition & RetryOn::CONNECT_FAILURE != 0
-                && policy.retry_on.has(RetryOn::CONNECT_FAILURE));
+        let wanted = policy.retry_on.has(failure.condition);
         let safe = failure.unprocessed || method_safe;
-        let body_ok =
-            template.replayable() || (failure.unprocessed && template.streaming.is_some());
-        if attempt == policy.attempts || !wanted || !safe || !body_ok {
+        let have_request = pending.is_some() || keep_copy;
+        let body_ok = template.replayable() || pending.is_some();
+        if attempt == policy.attempts || !wanted || !safe || !body_ok || !have_request {
             return result.map(|r| r.map(|b| b.with_permit(request_permit)));
         }
         // A retry slot and budget, or the original failure stands.
@@ -341,12 +388,12 @@ pub async fn call(
 }
 
 /// Runs one try within the per-try timeout and what is left of the request's.
-async fn within<T>(
+async fn within<T, E: From<ProxyError>>(
     deadline: Option<Instant>,
     per_try: Option<Duration>,
     request_timeout: Option<Duration>,
-    fut: impl std::future::Future<Output = Result<T, ProxyError>>,
-) -> Result<T, ProxyError> {
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let limit = match (left, per_try) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -357,8 +404,10 @@ async fn within<T>(
         Some(l) => match tokio::time::timeout(l, fut).await {
             Ok(r) => r,
             // Which budget ran out decides what the client is told.
-            Err(_) if left == Some(l) => Err(ProxyError::Timeout(request_timeout.unwrap_or(l))),
-            Err(_) => Err(ProxyError::Timeout(l)),
+            Err(_) if left == Some(l) => {
+                Err(ProxyError::Timeout(request_timeout.unwrap_or(l)).into())
+            }
+            Err(_) => Err(ProxyError::Timeout(l).into()),
         },
     }
 }

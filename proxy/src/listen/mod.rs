@@ -163,7 +163,7 @@ async fn serve_http(
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(opts.header_read_timeout)
+            .header_read_timeout(Some(opts.header_read_timeout).filter(|d| !d.is_zero()))
             .max_header_size(opts.max_header_bytes)
             .serve_connection(io, svc)
             .with_upgrades();

@@ -69,7 +69,12 @@ impl RetryBudget {
 
     /// Counts an original request (not a retry).
     pub fn record_request(&self) {
-        let sec = self.now_second();
+        self.record_request_at(Instant::now());
+    }
+
+    /// Same, with the caller's clock reading (the request's start time).
+    pub fn record_request_at(&self, now: Instant) {
+        let sec = now.saturating_duration_since(self.epoch).as_secs();
         self.bucket(sec).requests.fetch_add(1, Ordering::Relaxed);
     }
 

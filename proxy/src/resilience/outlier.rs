@@ -99,12 +99,22 @@ impl Outlier {
     }
 
     pub fn on_success(&self, cfg: &OutlierConfig) -> Transition {
-        self.consecutive.store(0, Ordering::Relaxed);
+        // The common case (healthy, never ejected) touches no clock and
+        // writes nothing that is not already zero.
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
+        let probing = self.state.load(Ordering::Acquire) == PROBING;
+        let times = self.times_ejected.load(Ordering::Relaxed);
+        if !probing && times == 0 {
+            return Transition::None;
+        }
         let now = now_ms();
-        if self
-            .state
-            .compare_exchange(PROBING, HEALTHY, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        if probing
+            && self
+                .state
+                .compare_exchange(PROBING, HEALTHY, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
         {
             self.healthy_since_ms.store(now, Ordering::Relaxed);
             return Transition::Restored;
@@ -112,7 +122,7 @@ impl Outlier {
         // Each `interval` of health takes one step off the ejection multiplier.
         let since = self.healthy_since_ms.load(Ordering::Relaxed);
         let step = cfg.interval.as_millis().max(1) as u64;
-        if self.times_ejected.load(Ordering::Relaxed) > 0 && now.saturating_sub(since) >= step {
+        if times > 0 && now.saturating_sub(since) >= step {
             self.times_ejected.fetch_sub(1, Ordering::Relaxed);
             self.healthy_since_ms.store(now, Ordering::Relaxed);
         }
