@@ -58,9 +58,10 @@ pub async fn connect(
     settings: &PoolSettings,
     metrics: &Arc<Metrics>,
     limits: Option<&Limits>,
+    now: Instant,
 ) -> Result<Upstream, ProxyError> {
     Ok(match wire {
-        Wire::Http1 => Upstream::Http1(ep.pool.h1(ep.addr, settings, metrics, limits).await?),
+        Wire::Http1 => Upstream::Http1(ep.pool.h1(ep.addr, settings, metrics, limits, now).await?),
         Wire::Http2 => Upstream::Http2(ep.pool.h2(ep.addr, settings, metrics, limits).await?),
     })
 }
@@ -73,7 +74,7 @@ pub async fn call(
     metrics: &Arc<Metrics>,
     out: Outgoing,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let upstream = connect(ep, wire, settings, metrics, None).await?;
+    let upstream = connect(ep, wire, settings, metrics, None, out.started).await?;
     send(ep, upstream, settings, metrics, out).await
 }
 
@@ -166,7 +167,7 @@ pub async fn send_or_unsent(
             }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            let reuse = ep.pool.reusable(tx, settings.max_idle);
+            let reuse = ep.pool.reusable(tx, settings.max_idle, started);
             Ok(Response::from_parts(
                 parts,
                 ResponseBody::upstream(body, Some(reuse), Some(active)),

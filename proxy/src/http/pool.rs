@@ -55,11 +55,15 @@ pub struct Reusable {
     pool: Arc<Pool>,
     max_idle: usize,
     tx: http1::SendRequest<RequestBody>,
+    /// When the request that used it began: its idle age is counted from
+    /// there (a little early, so expiry errs on the safe side) without
+    /// another clock read.
+    since: Instant,
 }
 
 impl Reusable {
     pub fn reuse(self) {
-        self.pool.put(self.tx, self.max_idle);
+        self.pool.put(self.tx, self.max_idle, self.since);
     }
 }
 
@@ -101,15 +105,12 @@ async fn connect_counted(
 }
 
 impl Pool {
-    fn put(&self, tx: http1::SendRequest<RequestBody>, max_idle: usize) {
+    fn put(&self, tx: http1::SendRequest<RequestBody>, max_idle: usize, since: Instant) {
         if tx.is_closed() || self.idle_count.load(Ordering::Relaxed) >= max_idle {
             return;
         }
         self.idle_count.fetch_add(1, Ordering::Relaxed);
-        self.idle.push(Idle {
-            tx,
-            since: Instant::now(),
-        });
+        self.idle.push(Idle { tx, since });
     }
 
     fn pop(&self) -> Option<Idle> {
@@ -151,9 +152,12 @@ impl Pool {
         settings: &PoolSettings,
         metrics: &Metrics,
         limits: Option<&Limits>,
+        now: Instant,
     ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
         while let Some(mut idle) = self.pop() {
-            if idle.since.elapsed() >= settings.idle_timeout || idle.tx.is_closed() {
+            if now.saturating_duration_since(idle.since) >= settings.idle_timeout
+                || idle.tx.is_closed()
+            {
                 continue;
             }
             // Usually ready at once; an error means the server closed it.
@@ -219,11 +223,13 @@ impl Pool {
         self: &Arc<Self>,
         tx: http1::SendRequest<RequestBody>,
         max_idle: usize,
+        since: Instant,
     ) -> Reusable {
         Reusable {
             pool: self.clone(),
             max_idle,
             tx,
+            since,
         }
     }
 }

@@ -237,6 +237,7 @@ pub async fn call(
                 &backend.settings,
                 &proxy.metrics,
                 Some(&res.limits),
+                out.started,
             )
             .await?;
             forward::send(&ep, up, &backend.settings, &proxy.metrics, out).await
@@ -305,8 +306,15 @@ pub async fn call(
         tried.push(ep.addr);
         let settings = &backend.settings;
         let try_once = async {
-            let up =
-                forward::connect(&ep, wire, settings, &proxy.metrics, Some(&res.limits)).await?;
+            let up = forward::connect(
+                &ep,
+                wire,
+                settings,
+                &proxy.metrics,
+                Some(&res.limits),
+                started,
+            )
+            .await?;
             let req = match pending.take() {
                 Some(r) => r,
                 None if keep_copy => template
