@@ -82,6 +82,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
             }
         }
         (Method::GET, "/metrics") => {
+            refresh_scrape_gauges(proxy);
             let mut r = text(StatusCode::OK, proxy.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -127,6 +128,40 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
             StatusCode::NOT_FOUND,
             "weft-proxy admin: /live /ready /metrics /config /endpoints /log-level\n",
         ),
+    }
+}
+
+/// Values read from live state when scraped, so the request path pays nothing.
+fn refresh_scrape_gauges(proxy: &Proxy) {
+    use crate::resilience::limits::Kind;
+    use crate::telemetry::metrics::{BackendLabels, LimitLabels};
+    let snap = proxy.snapshot.load();
+    let m = &proxy.metrics;
+    for b in snap.backends.values() {
+        let limits = &b.resilience.limits;
+        for kind in [
+            Kind::Connections,
+            Kind::Pending,
+            Kind::Requests,
+            Kind::Retries,
+        ] {
+            let labels = LimitLabels {
+                backend: b.key.to_string(),
+                limit: kind.label(),
+            };
+            m.limit_active
+                .get_or_create(&labels)
+                .set(limits.active(kind) as i64);
+            m.limit_max
+                .get_or_create(&labels)
+                .set(limits.max(kind) as i64);
+        }
+        let labels = BackendLabels {
+            backend: b.key.to_string(),
+        };
+        m.ejected_endpoints
+            .get_or_create(&labels)
+            .set(b.unavailable() as i64);
     }
 }
 

@@ -306,6 +306,20 @@ async fn saturated_backend_sheds_while_its_neighbour_stays_fast() {
     )
     .await;
     let during = p99(outbound, 300).await;
+    // Circuit state on /metrics: the requests limit is full while the slow ones hang.
+    let active = p
+        .metric(
+            "weft_limit_active",
+            &["backend=\"default/slow\"", "limit=\"requests\""],
+        )
+        .await;
+    let max = p
+        .metric(
+            "weft_limit_max",
+            &["backend=\"default/slow\"", "limit=\"requests\""],
+        )
+        .await;
+    assert_eq!((active, max), (10.0, 10.0));
     let mut shed = 0;
     while let Some(r) = storm.join_next().await {
         let (status, overloaded, took) = r.unwrap();

@@ -54,6 +54,12 @@ pub struct OverflowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub backend: String,
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub direction: &'static str,
     pub error: &'static str,
@@ -77,6 +83,8 @@ pub struct Metrics {
     pub ejected_endpoints: Family<BackendLabels, Gauge>,
     pub health_check_failures: Family<BackendLabels, Counter>,
     pub panic_mode: Family<BackendLabels, Gauge>,
+    pub limit_active: Family<LimitLabels, Gauge>,
+    pub limit_max: Family<LimitLabels, Gauge>,
 }
 
 /// prometheus-client's gauge wants an atomic type; we use its default i64 one.
@@ -206,8 +214,22 @@ impl Metrics {
             "1 while a backend is below its panic threshold and balances over all endpoints",
             panic_mode.clone(),
         );
+        let limit_active = Family::<LimitLabels, Gauge>::default();
+        registry.register(
+            "limit_active",
+            "In use now, per backend concurrency limit (circuit breaker); refreshed at scrape",
+            limit_active.clone(),
+        );
+        let limit_max = Family::<LimitLabels, Gauge>::default();
+        registry.register(
+            "limit_max",
+            "The maximum of each backend concurrency limit; at it, requests are shed",
+            limit_max.clone(),
+        );
         Metrics {
             registry,
+            limit_active,
+            limit_max,
             retries,
             overflows,
             ejections,
