@@ -8,6 +8,7 @@ use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct ProxyOptions {
     pub detect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub connect_timeout: Duration,
+    /// `--access-log`: the access log's state when no MeshConfig sets it.
+    pub access_log: bool,
 }
 
 /// Result of the last reload, for `/config` and `/ready`.
@@ -50,6 +53,8 @@ pub struct Proxy {
     pub inbound_metrics: RouteMetrics,
     pub no_route_metrics: RouteMetrics,
     pub passthrough_metrics: RouteMetrics,
+    /// The snapshot's `access_log`, mirrored for a relaxed load per request.
+    pub access_log: AtomicBool,
 }
 
 impl Proxy {
@@ -72,6 +77,7 @@ impl Proxy {
             inbound_metrics: metrics.route("inbound", "", "app"),
             no_route_metrics: metrics.route("outbound", "", ""),
             passthrough_metrics: metrics.route("outbound", "passthrough", ""),
+            access_log: AtomicBool::new(opts.access_log),
             metrics,
             opts,
         }

@@ -45,10 +45,14 @@ pub fn apply(proxy: &Proxy, paths: &[PathBuf]) -> Result<u64, ConfigErrors> {
             metrics: &proxy.metrics,
             previous: Some(&prev),
             pool_idle_timeout: proxy.opts.pool_idle_timeout,
+            access_log: proxy.opts.access_log,
         },
     );
     let snap = Arc::new(snap);
     proxy.snapshot.store(snap.clone());
+    proxy
+        .access_log
+        .store(snap.access_log, std::sync::atomic::Ordering::Relaxed);
     proxy.metrics.config_version.set(version as i64);
     Ok(version)
 }

@@ -69,6 +69,9 @@ pub struct RunArgs {
     /// DNS server for `Backend.spec.dns` (default: the system resolver).
     #[arg(long, env = "WEFT_DNS_SERVER")]
     pub dns_server: Option<SocketAddr>,
+    /// Access log, one line per request (a MeshConfig's `accessLog` overrides).
+    #[arg(long, env = "WEFT_ACCESS_LOG", default_value = "off", value_parser = ["off", "on"])]
+    pub access_log: String,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -166,6 +169,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             detect_timeout: args.detect_timeout,
             pool_idle_timeout: args.pool_idle_timeout,
             connect_timeout: crate::config::defaults::CONNECT_TIMEOUT,
+            access_log: args.access_log == "on",
         },
         metrics,
         format!("file: {source}"),

@@ -55,6 +55,8 @@ pub struct Snapshot {
     pub by_address: HashMap<SocketAddr, Arc<Backend>>,
     pub config: Arc<ConfigSet>,
     pub applied_at: SystemTime,
+    /// The access log is on: the MeshConfig's `accessLog.enabled`, else `--access-log`.
+    pub access_log: bool,
 }
 
 /// A match of some rule competing for an authority: its precedence, its
@@ -67,6 +69,8 @@ pub struct CompileContext<'a> {
     pub metrics: &'a Metrics,
     pub previous: Option<&'a Snapshot>,
     pub pool_idle_timeout: Duration,
+    /// `--access-log`, for when no MeshConfig says.
+    pub access_log: bool,
 }
 
 fn authorities(name: &str, ns: &str, port: Option<u16>, local_ns: &str) -> Vec<String> {
@@ -96,6 +100,7 @@ impl Snapshot {
             by_address: HashMap::new(),
             config: Arc::new(ConfigSet::default()),
             applied_at: SystemTime::now(),
+            access_log: false,
         }
     }
 
@@ -240,6 +245,12 @@ impl Snapshot {
         // Longest suffix first: the most specific wildcard wins.
         wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
 
+        let access_log = config
+            .mesh_configs
+            .first()
+            .and_then(|m| m.spec.access_log.as_ref())
+            .and_then(|a| a.enabled)
+            .unwrap_or(cx.access_log);
         Snapshot {
             version,
             hosts,
@@ -248,6 +259,7 @@ impl Snapshot {
             by_address,
             config,
             applied_at: SystemTime::now(),
+            access_log,
         }
     }
 

@@ -264,6 +264,16 @@ pub struct MeshConfigSpec {
     pub default_inbound_mode: Option<InboundMode>,
     #[serde(default)]
     pub tracing: Option<MeshTracing>,
+    #[serde(default)]
+    pub access_log: Option<AccessLog>,
+}
+
+/// `MeshConfig.spec.accessLog`: when `enabled` is set it overrides `--access-log`.
+#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccessLog {
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]

@@ -10,10 +10,12 @@ use crate::http::headers::upgrade_requested;
 use crate::http::route::{modify_path, Filters};
 use crate::proxy::Proxy;
 use crate::snapshot::{Rule, WeightedBackend};
+use crate::telemetry::access_log::{self, Line, Record};
 use http::uri::Authority;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,19 +72,58 @@ pub async fn outbound(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    if !proxy.access_log.load(Ordering::Relaxed) {
+        return serve_outbound(proxy, &conn, req, started, None).await;
+    }
+    let method = req.method().clone();
+    let authority = authority_of(&req).unwrap_or("").to_owned();
+    let path = req.uri().path().to_owned();
+    let mut rec = Record::default();
+    let resp = serve_outbound(proxy, &conn, req, started, Some(&mut rec)).await;
+    access_log::emit(&Line {
+        direction: "outbound",
+        method: method.as_str(),
+        authority: &authority,
+        path: &path,
+        status: resp.status().as_u16(),
+        duration: started.elapsed(),
+        peer: conn.peer,
+        record: &rec,
+    });
+    resp
+}
+
+/// Answers with `e`, noting its cause for the access log.
+fn fail(e: ProxyError, rec: &mut Option<&mut Record>) -> Response<ResponseBody> {
+    if let Some(r) = rec.as_deref_mut() {
+        r.cause = Some(e.kind().1);
+    }
+    e.into_response()
+}
+
+async fn serve_outbound(
+    proxy: Arc<Proxy>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    started: Instant,
+    mut rec: Option<&mut Record>,
+) -> Response<ResponseBody> {
     let snap = proxy.snapshot.load_full();
     if req.method() == Method::CONNECT {
         return crate::tcp::connect_tunnel(&proxy, &snap, req).await;
     }
     let Some(authority) = authority_of(&req) else {
         proxy.no_route_metrics.record(400, started.elapsed());
-        return ProxyError::BadRequest("no Host header or authority").into_response();
+        return fail(
+            ProxyError::BadRequest("no Host header or authority"),
+            &mut rec,
+        );
     };
     let Some(vh) = snap.host(authority) else {
         if let Some(dst) = conn.orig_dst {
-            return passthrough(&proxy, dst, req, started).await;
+            return passthrough(&proxy, dst, req, started, rec).await;
         }
-        let resp = ProxyError::NoRoute(authority.to_owned()).into_response();
+        let resp = fail(ProxyError::NoRoute(authority.to_owned()), &mut rec);
         proxy
             .no_route_metrics
             .record(resp.status().as_u16(), started.elapsed());
@@ -95,12 +136,15 @@ pub async fn outbound(
         .iter()
         .find(|(m, _)| m.matches(req.method(), path, query, req.headers()))
     else {
-        let resp = ProxyError::NoRuleMatch(vh.name.to_string()).into_response();
+        let resp = fail(ProxyError::NoRuleMatch(vh.name.to_string()), &mut rec);
         proxy
             .no_route_metrics
             .record(resp.status().as_u16(), started.elapsed());
         return resp;
     };
+    if let Some(r) = rec.as_deref_mut() {
+        r.route = Some(rule.route.clone());
+    }
     let prefix = matcher.prefix().map(str::to_owned);
     if let Some(redirect) = &rule.filters.redirect {
         let resp = redirect_response(&req, authority, redirect, prefix.as_deref());
@@ -109,12 +153,20 @@ pub async fn outbound(
         return resp;
     }
     let Some(wb) = pick_backend(rule) else {
-        let resp = ProxyError::NoBackend.into_response();
+        let resp = fail(ProxyError::NoBackend, &mut rec);
         rule.local_metrics
             .record(resp.status().as_u16(), started.elapsed());
         return resp;
     };
-    let resp = match forward_rule(&proxy, &conn, rule, wb, req, prefix.as_deref(), started).await {
+    let up = match rec.as_deref_mut() {
+        Some(r) => {
+            r.backend = Some(wb.backend.key.clone());
+            Some(&mut r.upstream)
+        }
+        None => None,
+    };
+    let (out, hash) = prepare(conn, rule, wb, req, prefix.as_deref(), started);
+    let resp = match crate::http::retry::call(&proxy, &wb.backend, rule, out, hash, up).await {
         Ok(mut resp) => {
             if let Some(m) = &rule.filters.response_headers {
                 m.apply(resp.headers_mut());
@@ -127,7 +179,7 @@ pub async fn outbound(
         Err(e) => {
             let (_, cause) = e.kind();
             tracing::debug!(route = %rule.route, backend = %wb.backend.key, error = %e, cause, "request failed");
-            e.into_response()
+            fail(e, &mut rec)
         }
     };
     wb.metrics.record(resp.status().as_u16(), started.elapsed());
@@ -187,23 +239,22 @@ fn apply_filters(
     }
 }
 
-async fn forward_rule(
-    proxy: &Arc<Proxy>,
+/// The request to send upstream (filters applied) and its balancer hash.
+fn prepare(
     conn: &ConnInfo,
     rule: &Rule,
     wb: &WeightedBackend,
     mut req: Request<Incoming>,
     prefix: Option<&str>,
     started: Instant,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> (Outgoing, Option<u64>) {
     // The client's authority goes upstream as is, unless a filter rewrites it.
     let mut authority = None;
     apply_filters(&rule.filters, &mut req, &mut authority, prefix);
     apply_filters(&wb.filters, &mut req, &mut authority, prefix);
     let backend = &wb.backend;
     let hash = request_hash(backend, &req, conn);
-    let out = outgoing(req, authority, started);
-    crate::http::retry::call(proxy, backend, rule, out, hash).await
+    (outgoing(req, authority, started), hash)
 }
 
 fn request_hash(backend: &Backend, req: &Request<Incoming>, conn: &ConnInfo) -> Option<u64> {
@@ -276,7 +327,12 @@ async fn passthrough(
     dst: SocketAddr,
     req: Request<Incoming>,
     started: Instant,
+    mut rec: Option<&mut Record>,
 ) -> Response<ResponseBody> {
+    if let Some(r) = rec.as_deref_mut() {
+        r.route = Some(Arc::from("passthrough"));
+        r.upstream.endpoint = Some(dst);
+    }
     let ep = proxy.passthrough_endpoint(dst);
     let wire = if req.version() == Version::HTTP_2 {
         Wire::Http2
@@ -286,7 +342,7 @@ async fn passthrough(
     let out = outgoing(req, None, started);
     let resp = forward::call(&ep, wire, &proxy.passthrough_settings, &proxy.metrics, out)
         .await
-        .unwrap_or_else(ProxyError::into_response);
+        .unwrap_or_else(|e| fail(e, &mut rec));
     proxy
         .passthrough_metrics
         .record(resp.status().as_u16(), started.elapsed());
@@ -296,10 +352,41 @@ async fn passthrough(
 /// Handles a request for the local app (inbound listener).
 pub async fn inbound(
     proxy: Arc<Proxy>,
-    _conn: Arc<ConnInfo>,
+    conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    if !proxy.access_log.load(Ordering::Relaxed) {
+        return serve_inbound(&proxy, req, started, None).await;
+    }
+    let method = req.method().clone();
+    let authority = authority_of(&req).unwrap_or("").to_owned();
+    let path = req.uri().path().to_owned();
+    let mut rec = Record {
+        backend: Some(Arc::from("app")),
+        ..Record::default()
+    };
+    rec.upstream.endpoint = Some(proxy.app.addr);
+    let resp = serve_inbound(&proxy, req, started, Some(&mut rec)).await;
+    access_log::emit(&Line {
+        direction: "inbound",
+        method: method.as_str(),
+        authority: &authority,
+        path: &path,
+        status: resp.status().as_u16(),
+        duration: started.elapsed(),
+        peer: conn.peer,
+        record: &rec,
+    });
+    resp
+}
+
+async fn serve_inbound(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    started: Instant,
+    mut rec: Option<&mut Record>,
+) -> Response<ResponseBody> {
     let wire = if req.version() == Version::HTTP_2 {
         Wire::Http2
     } else {
@@ -308,7 +395,7 @@ pub async fn inbound(
     let out = outgoing(req, None, started);
     let resp = forward::call(&proxy.app, wire, &proxy.app_settings, &proxy.metrics, out)
         .await
-        .unwrap_or_else(ProxyError::into_response);
+        .unwrap_or_else(|e| fail(e, &mut rec));
     proxy
         .inbound_metrics
         .record(resp.status().as_u16(), started.elapsed());

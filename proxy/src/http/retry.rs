@@ -20,6 +20,7 @@ use crate::resilience::limits::Kind;
 use crate::resilience::outlier::Transition;
 use crate::resilience::policy::{RetryOn, RetryPolicy};
 use crate::snapshot::Rule;
+use crate::telemetry::access_log::UpstreamInfo;
 use crate::telemetry::metrics::{BackendLabels, OverflowLabels, RetryLabels};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -203,13 +204,15 @@ impl Template {
 }
 
 /// Sends `out` to `backend`, retrying per policy. `out.upgrade` requests are
-/// tried once.
+/// tried once. With `info` (the access log is on), notes the last try's
+/// endpoint, the retries sent and whether retries ran out.
 pub async fn call(
     proxy: &Arc<Proxy>,
     backend: &Arc<Backend>,
     rule: &Rule,
     out: Outgoing,
     hash: Option<u64>,
+    mut info: Option<&mut UpstreamInfo>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let res = &backend.resilience;
     let Some(request_permit) = res.limits.try_acquire(Kind::Requests) else {
@@ -230,6 +233,9 @@ pub async fn call(
             .pick(hash, &[], &proxy.metrics)
             .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
         let ep = pick.endpoint;
+        if let Some(i) = info.as_deref_mut() {
+            i.endpoint = Some(ep.addr);
+        }
         let fut = async {
             let up = forward::connect(
                 &ep,
@@ -304,6 +310,10 @@ pub async fn call(
             .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
         let ep = pick.endpoint;
         tried.push(ep.addr);
+        if let Some(i) = info.as_deref_mut() {
+            i.endpoint = Some(ep.addr);
+            i.retries = attempt;
+        }
         let settings = &backend.settings;
         let try_once = async {
             let up = forward::connect(
@@ -357,6 +367,9 @@ pub async fn call(
         let have_request = pending.is_some() || keep_copy;
         let body_ok = template.replayable() || pending.is_some();
         if attempt == policy.attempts || !wanted || !safe || !body_ok || !have_request {
+            if let Some(i) = info.as_deref_mut() {
+                i.retries_exhausted = wanted && attempt == policy.attempts;
+            }
             return result.map(|r| r.map(|b| b.with_permit(request_permit)));
         }
         // A retry slot and budget, or the original failure stands.
@@ -364,6 +377,9 @@ pub async fn call(
             match res.limits.try_acquire(Kind::Retries) {
                 Some(p) => retry_permit = Some(p),
                 None => {
+                    if let Some(i) = info.as_deref_mut() {
+                        i.retries_exhausted = true;
+                    }
                     retry_metric(proxy, backend, "limit");
                     proxy
                         .metrics
@@ -378,6 +394,9 @@ pub async fn call(
             }
         }
         if !res.budget.try_retry() {
+            if let Some(i) = info.as_deref_mut() {
+                i.retries_exhausted = true;
+            }
             retry_metric(proxy, backend, "budget_exhausted");
             return result.map(|r| r.map(|b| b.with_permit(request_permit)));
         }

@@ -1,3 +1,4 @@
 //! Metrics and logs.
+pub mod access_log;
 pub mod histogram;
 pub mod metrics;

@@ -1,0 +1,167 @@
+//! The access log: one line per request, emitted through `tracing` at INFO
+//! with target `weft::access` (so `--log-format json` gives one JSON object
+//! per line). Off by default: `--access-log on` or a MeshConfig's
+//! `accessLog: {enabled: true}` turns it on. When off, the request path pays
+//! one relaxed load of [`crate::proxy::Proxy::access_log`].
+//!
+//! Response flags follow Envoy's vocabulary:
+//! `NR` no route, `UH` no healthy upstream, `UF` upstream connection failure,
+//! `UO` upstream overflow, `UT` upstream request timeout, `UR` upstream reset,
+//! `URX` retried until the attempts (or the retry budget or limit) ran out
+//! and still failed.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const TARGET: &str = "weft::access";
+
+/// What the retry engine knows of a request's upstream side: the endpoint of
+/// the last try, how many retries were sent, and whether it gave up on a
+/// failure it wanted to retry (attempts exhausted, budget or limit refused).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamInfo {
+    pub endpoint: Option<SocketAddr>,
+    pub retries: u32,
+    pub retries_exhausted: bool,
+}
+
+/// What the handler gathers for one line while it serves the request.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub route: Option<std::sync::Arc<str>>,
+    pub backend: Option<std::sync::Arc<str>>,
+    /// The `x-weft-error` cause of an answer the proxy made itself.
+    pub cause: Option<&'static str>,
+    pub upstream: UpstreamInfo,
+}
+
+/// The response flags for a cause (as in `x-weft-error`) and the retry
+/// outcome; "-" when there are none, else comma-separated (`UF,URX`).
+pub fn flags(cause: Option<&str>, up: &UpstreamInfo) -> String {
+    let mut out = String::new();
+    let flag = match cause {
+        Some("no-route") => Some("NR"),
+        Some("no-endpoints") => Some("UH"),
+        Some("connect-failed") | Some("connect-timeout") => Some("UF"),
+        Some("overloaded") => Some("UO"),
+        Some("upstream-timeout") => Some("UT"),
+        Some("upstream-reset") => Some("UR"),
+        _ => None,
+    };
+    if let Some(f) = flag {
+        out.push_str(f);
+    }
+    if up.retries_exhausted {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str("URX");
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
+
+/// One request, as the handler saw it.
+pub struct Line<'a> {
+    pub direction: &'static str,
+    pub method: &'a str,
+    pub authority: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub duration: Duration,
+    pub peer: SocketAddr,
+    pub record: &'a Record,
+}
+
+/// Writes the line.
+pub fn emit(line: &Line<'_>) {
+    let r = line.record;
+    let mut upstream = String::new();
+    match r.upstream.endpoint {
+        Some(a) => {
+            let _ = write!(upstream, "{a}");
+        }
+        None => upstream.push('-'),
+    }
+    let flags = flags(r.cause, &r.upstream);
+    tracing::info!(
+        target: TARGET,
+        direction = line.direction,
+        method = line.method,
+        authority = or_dash(line.authority),
+        path = or_dash(line.path),
+        status = line.status,
+        duration_ms = line.duration.as_secs_f64() * 1000.0,
+        route = or_dash(r.route.as_deref().unwrap_or("")),
+        backend = or_dash(r.backend.as_deref().unwrap_or("")),
+        upstream = upstream.as_str(),
+        retries = r.upstream.retries,
+        flags = flags.as_str(),
+        peer = %line.peer,
+        "access"
+    );
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(retries: u32, exhausted: bool) -> UpstreamInfo {
+        UpstreamInfo {
+            endpoint: None,
+            retries,
+            retries_exhausted: exhausted,
+        }
+    }
+
+    #[test]
+    fn no_cause_no_flags() {
+        assert_eq!(flags(None, &up(0, false)), "-");
+        // A retry that then succeeded is no failure.
+        assert_eq!(flags(None, &up(2, false)), "-");
+        // Causes the vocabulary has no flag for.
+        assert_eq!(flags(Some("bad-request"), &up(0, false)), "-");
+        assert_eq!(flags(Some("no-backend"), &up(0, false)), "-");
+    }
+
+    #[test]
+    fn each_cause_has_its_flag() {
+        let cases = [
+            ("no-route", "NR"),
+            ("no-endpoints", "UH"),
+            ("connect-failed", "UF"),
+            ("connect-timeout", "UF"),
+            ("overloaded", "UO"),
+            ("upstream-timeout", "UT"),
+            ("upstream-reset", "UR"),
+        ];
+        for (cause, flag) in cases {
+            assert_eq!(flags(Some(cause), &up(0, false)), flag, "{cause}");
+        }
+    }
+
+    #[test]
+    fn exhausted_retries_add_urx() {
+        assert_eq!(flags(Some("connect-failed"), &up(2, true)), "UF,URX");
+        assert_eq!(flags(Some("upstream-reset"), &up(1, true)), "UR,URX");
+        // An upstream 503 retried to the end: only URX.
+        assert_eq!(flags(None, &up(3, true)), "URX");
+    }
+
+    #[test]
+    fn empty_fields_are_dashes() {
+        assert_eq!(or_dash(""), "-");
+        assert_eq!(or_dash("svc"), "svc");
+    }
+}
