@@ -75,22 +75,48 @@ pub async fn outbound(
     if !proxy.access_log.load(Ordering::Relaxed) {
         return serve_outbound(proxy, &conn, req, started, None).await;
     }
-    let method = req.method().clone();
-    let authority = authority_of(&req).unwrap_or("").to_owned();
-    let path = req.uri().path().to_owned();
+    let seen = Seen::of(&req);
     let mut rec = Record::default();
     let resp = serve_outbound(proxy, &conn, req, started, Some(&mut rec)).await;
-    access_log::emit(&Line {
-        direction: "outbound",
-        method: method.as_str(),
-        authority: &authority,
-        path: &path,
-        status: resp.status().as_u16(),
-        duration: started.elapsed(),
-        peer: conn.peer,
-        record: &rec,
-    });
+    seen.emit("outbound", &resp, started, &conn, &rec);
     resp
+}
+
+/// What the access log needs of a request, kept before the request moves on.
+struct Seen {
+    method: Method,
+    authority: String,
+    path: String,
+}
+
+impl Seen {
+    fn of(req: &Request<Incoming>) -> Seen {
+        Seen {
+            method: req.method().clone(),
+            authority: authority_of(req).unwrap_or("").to_owned(),
+            path: req.uri().path().to_owned(),
+        }
+    }
+
+    fn emit(
+        &self,
+        direction: &'static str,
+        resp: &Response<ResponseBody>,
+        started: Instant,
+        conn: &ConnInfo,
+        rec: &Record,
+    ) {
+        access_log::emit(&Line {
+            direction,
+            method: self.method.as_str(),
+            authority: &self.authority,
+            path: &self.path,
+            status: resp.status().as_u16(),
+            duration: started.elapsed(),
+            peer: conn.peer,
+            record: rec,
+        });
+    }
 }
 
 /// Answers with `e`, noting its cause for the access log.
@@ -359,25 +385,14 @@ pub async fn inbound(
     if !proxy.access_log.load(Ordering::Relaxed) {
         return serve_inbound(&proxy, req, started, None).await;
     }
-    let method = req.method().clone();
-    let authority = authority_of(&req).unwrap_or("").to_owned();
-    let path = req.uri().path().to_owned();
+    let seen = Seen::of(&req);
     let mut rec = Record {
         backend: Some(Arc::from("app")),
         ..Record::default()
     };
     rec.upstream.endpoint = Some(proxy.app.addr);
     let resp = serve_inbound(&proxy, req, started, Some(&mut rec)).await;
-    access_log::emit(&Line {
-        direction: "inbound",
-        method: method.as_str(),
-        authority: &authority,
-        path: &path,
-        status: resp.status().as_u16(),
-        duration: started.elapsed(),
-        peer: conn.peer,
-        record: &rec,
-    });
+    seen.emit("inbound", &resp, started, &conn, &rec);
     resp
 }
 
