@@ -21,3 +21,4 @@ pub mod run;
 pub mod snapshot;
 pub mod tcp;
 pub mod telemetry;
+pub mod tls;
