@@ -83,6 +83,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
         }
         (Method::GET, "/metrics") => {
             refresh_scrape_gauges(proxy);
+            proxy.metrics.refresh_process();
             let mut r = text(StatusCode::OK, proxy.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -134,7 +135,7 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
 /// Values read from live state when scraped, so the request path pays nothing.
 fn refresh_scrape_gauges(proxy: &Proxy) {
     use crate::resilience::limits::Kind;
-    use crate::telemetry::metrics::{BackendLabels, LimitLabels};
+    use crate::telemetry::metrics::{BackendLabels, LimitLabels, OverflowLabels, RetryLabels};
     let snap = proxy.snapshot.load();
     let m = &proxy.metrics;
     for b in snap.backends.values() {
@@ -162,6 +163,28 @@ fn refresh_scrape_gauges(proxy: &Proxy) {
         m.ejected_endpoints
             .get_or_create(&labels)
             .set(b.unavailable() as i64);
+        // Every backend's resilience series exist from the first scrape, at
+        // zero, so dashboards and rate() see 0 rather than "no data".
+        drop(m.ejections.get_or_create(&labels));
+        drop(m.health_check_failures.get_or_create(&labels));
+        drop(m.panic_mode.get_or_create(&labels));
+        for result in ["sent", "succeeded", "budget_exhausted", "limit"] {
+            drop(m.retries.get_or_create(&RetryLabels {
+                backend: b.key.to_string(),
+                result,
+            }));
+        }
+        for kind in [
+            Kind::Connections,
+            Kind::Pending,
+            Kind::Requests,
+            Kind::Retries,
+        ] {
+            drop(m.overflows.get_or_create(&OverflowLabels {
+                backend: b.key.to_string(),
+                limit: kind.label(),
+            }));
+        }
     }
 }
 

@@ -24,6 +24,8 @@ async fn admin_pages() {
         "weft_active_connections{",
         "weft_config_version ",
         "weft_upstream_connects_total{",
+        "weft_process_resident_memory_bytes ",
+        "weft_process_cpu_seconds ",
     ] {
         assert!(
             metrics.contains(family),
@@ -43,6 +45,8 @@ async fn admin_pages() {
         1.0
     );
     assert_eq!(p.metric("weft_config_version", &[]).await, 1.0);
+    let rss = p.metric("weft_process_resident_memory_bytes", &[]).await;
+    assert!(rss > 1e6 && rss < 200e6, "plausible RSS: {rss}");
 
     let (_, config) = p.admin_get("/config").await;
     assert!(config.contains("# version: 1"), "{config}");
@@ -74,4 +78,54 @@ async fn admin_pages() {
     assert_eq!(p.admin_get("/log-level").await.1.trim(), "debug");
     assert_eq!(put("no=such=level[").await.status, 400);
     assert_eq!(p.admin_get("/nope").await.0, 404);
+}
+
+/// The shipped Grafana dashboard only queries metrics the proxy exports.
+#[tokio::test]
+async fn dashboard_queries_exported_metrics() {
+    let a = Upstream::start("a").await;
+    let p = Proxy::start(format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: a}}\nspec:\n  endpoints: [{{address: {}}}]\n",
+        a.addr
+    ));
+    assert_eq!(
+        get(&p.url("/"), &[("host", "a")]).await.unwrap().status,
+        200
+    );
+    let (_, metrics) = p.admin_get("/metrics").await;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/weft/dashboards/weft-golden-signals.json"
+    );
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("weft_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                names.push(name);
+            }
+        }
+    }
+    assert!(names.len() >= 12, "{names:?}");
+    for name in names {
+        // Series appear as `name{` or `name `; a family with no series yet
+        // only as `# TYPE family` (OpenMetrics drops `_total`/`_bucket` there).
+        let family = name.trim_end_matches("_total").trim_end_matches("_bucket");
+        let exported = metrics
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            || metrics.contains(&format!("# TYPE {family} "));
+        assert!(
+            exported,
+            "dashboard queries {name}, which /metrics does not export"
+        );
+    }
 }

@@ -85,6 +85,10 @@ pub struct Metrics {
     pub panic_mode: Family<BackendLabels, Gauge>,
     pub limit_active: Family<LimitLabels, Gauge>,
     pub limit_max: Family<LimitLabels, Gauge>,
+    pub process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub process_resident_bytes: Gauge,
+    pub process_open_fds: Gauge,
+    pub process_start_time: Gauge,
 }
 
 /// prometheus-client's gauge wants an atomic type; we use its default i64 one.
@@ -226,8 +230,50 @@ impl Metrics {
             "The maximum of each backend concurrency limit; at it, requests are shed",
             limit_max.clone(),
         );
+        // Process metrics, read from /proc when scraped.
+        let process_cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let process_resident_bytes = Gauge::default();
+        let process_open_fds = Gauge::default();
+        let process_start_time = Gauge::default();
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of this process (read at scrape)",
+            process_cpu_seconds.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of this process (read at scrape)",
+            process_resident_bytes.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of this process (read at scrape)",
+            process_open_fds.clone(),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of this process since the Unix epoch",
+            process_start_time.clone(),
+        );
+        process_start_time.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        );
+        // Series that dashboards expect from the start, at zero.
+        for result in ["applied", "rejected"] {
+            drop(config_reloads.get_or_create(&ResultLabels { result }));
+        }
+        for result in ["ok", "error"] {
+            drop(upstream_connects.get_or_create(&ResultLabels { result }));
+        }
         Metrics {
             registry,
+            process_cpu_seconds,
+            process_resident_bytes,
+            process_open_fds,
+            process_start_time,
             limit_active,
             limit_max,
             retries,
@@ -296,6 +342,32 @@ impl Metrics {
         self.tcp_bytes
             .get_or_create(&DirectionLabels { direction })
             .inc_by(n);
+    }
+
+    /// Reads this process's CPU time, RSS and open fds from /proc (Linux).
+    pub fn refresh_process(&self) {
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name, which may contain spaces.
+            if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                // utime, stime and rss are fields 14, 15 and 24 of the whole line.
+                // SAFETY: sysconf only reads system constants.
+                let (hz, page) = unsafe {
+                    (
+                        libc::sysconf(libc::_SC_CLK_TCK),
+                        libc::sysconf(libc::_SC_PAGESIZE),
+                    )
+                };
+                self.process_cpu_seconds
+                    .set((ticks(11) + ticks(12)) / (hz.max(1) as f64));
+                let pages = f.get(21).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                self.process_resident_bytes.set(pages * page.max(1));
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.process_open_fds.set(dir.count() as i64);
+        }
     }
 
     pub fn encode(&self) -> String {
