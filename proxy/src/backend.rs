@@ -250,9 +250,12 @@ impl Backend {
                     Arc::new(Endpoint {
                         addr,
                         weight,
+                        pool: match e.identity == identity {
+                            true => e.pool.clone(),
+                            false => Arc::new(Pool::default()),
+                        },
                         identity,
                         load: e.load.clone(),
-                        pool: e.pool.clone(),
                         outlier: e.outlier.clone(),
                         health: Arc::new(Health::default()),
                         hash_id: e.hash_id,
@@ -262,9 +265,13 @@ impl Backend {
                 Some(e) => Arc::new(Endpoint {
                     addr,
                     weight,
+                    // Connections verified against another identity must not be reused.
+                    pool: match e.identity == identity {
+                        true => e.pool.clone(),
+                        false => Arc::new(Pool::default()),
+                    },
                     identity,
                     load: e.load.clone(),
-                    pool: e.pool.clone(),
                     outlier: e.outlier.clone(),
                     health: e.health.clone(),
                     hash_id: e.hash_id,

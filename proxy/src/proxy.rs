@@ -5,6 +5,7 @@ use crate::backend::Endpoint;
 use crate::http::pool::PoolSettings;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use crate::tls::mesh::MeshTls;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,6 +56,10 @@ pub struct Proxy {
     pub passthrough_metrics: RouteMetrics,
     /// The snapshot's `access_log`, mirrored for a relaxed load per request.
     pub access_log: AtomicBool,
+    /// This workload's mesh identity (`--identity-dir`): with it, inbound
+    /// TLS is terminated (mTLS) and endpoints naming an identity are dialled
+    /// over mTLS. Without it everything is plaintext.
+    pub mesh: Option<Arc<MeshTls>>,
 }
 
 impl Proxy {
@@ -78,6 +83,7 @@ impl Proxy {
             no_route_metrics: metrics.route("outbound", "", ""),
             passthrough_metrics: metrics.route("outbound", "passthrough", ""),
             access_log: AtomicBool::new(opts.access_log),
+            mesh: None,
             metrics,
             opts,
         }
@@ -100,6 +106,12 @@ impl Proxy {
             m
         });
         ep
+    }
+
+    /// Gives the proxy its mesh identity (before it serves).
+    pub fn with_mesh(mut self, mesh: Option<Arc<MeshTls>>) -> Proxy {
+        self.mesh = mesh;
+        self
     }
 
     /// Closes idle upstream connections past their idle timeout.

@@ -39,7 +39,9 @@ pub struct RunArgs {
     /// The namespace of this sidecar; bare service names resolve in it.
     #[arg(long, env = "WEFT_NAMESPACE", default_value = "default")]
     pub namespace: String,
-    /// Where the workload key and certificate live (mesh mode).
+    /// Mesh identity: a directory with `cert.pem` (leaf chain), `key.pem` and
+    /// `ca.pem` (trust bundle). Turns on mTLS (inbound termination, outbound to
+    /// endpoints that name an identity).
     #[arg(long, env = "WEFT_IDENTITY_DIR")]
     pub identity_dir: Option<PathBuf>,
     /// Log format: text or json.
@@ -152,6 +154,19 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         tracing::error!("nothing to serve: pass --config PATH (or set WEFT_CONFIG)");
         return 2;
     }
+    let mesh = match &args.identity_dir {
+        None => None,
+        Some(dir) => match crate::tls::mesh::MeshTls::load(dir) {
+            Ok(m) => {
+                tracing::info!(identity = %m.id, dir = %dir.display(), "mesh identity loaded: mTLS on");
+                Some(Arc::new(m))
+            }
+            Err(e) => {
+                tracing::error!("--identity-dir: {e}; not starting");
+                return 1;
+            }
+        },
+    };
     let metrics = Arc::new(Metrics::new());
     let source = args
         .config
@@ -159,21 +174,24 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let proxy = Arc::new(Proxy::new(
-        ProxyOptions {
-            namespace: args.namespace.clone(),
-            service: args.service.clone(),
-            app: args.app,
-            header_read_timeout: args.header_read_timeout,
-            max_header_bytes: args.max_header_bytes,
-            detect_timeout: args.detect_timeout,
-            pool_idle_timeout: args.pool_idle_timeout,
-            connect_timeout: crate::config::defaults::CONNECT_TIMEOUT,
-            access_log: args.access_log == "on",
-        },
-        metrics,
-        format!("file: {source}"),
-    ));
+    let proxy = Arc::new(
+        Proxy::new(
+            ProxyOptions {
+                namespace: args.namespace.clone(),
+                service: args.service.clone(),
+                app: args.app,
+                header_read_timeout: args.header_read_timeout,
+                max_header_bytes: args.max_header_bytes,
+                detect_timeout: args.detect_timeout,
+                pool_idle_timeout: args.pool_idle_timeout,
+                connect_timeout: crate::config::defaults::CONNECT_TIMEOUT,
+                access_log: args.access_log == "on",
+            },
+            metrics,
+            format!("file: {source}"),
+        )
+        .with_mesh(mesh),
+    );
     let resolver = match crate::discovery::dns::resolver(args.dns_server) {
         Ok(r) => Some(Arc::new(r)),
         Err(e) => {

@@ -6,9 +6,10 @@ use crate::backend::Endpoint;
 use crate::body::{RequestBody, ResponseBody};
 use crate::http::errors::ProxyError;
 use crate::http::headers::strip_hop_by_hop;
-use crate::http::pool::PoolSettings;
+use crate::http::pool::{ConnectError, PoolSettings};
 use crate::resilience::limits::Limits;
 use crate::telemetry::metrics::Metrics;
+use crate::tls::mesh::MeshTls;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
@@ -47,11 +48,19 @@ pub struct Outgoing {
 /// A connection ready to carry one request.
 pub enum Upstream {
     Http1(hyper::client::conn::http1::SendRequest<RequestBody>),
+    /// HTTP/1.1 on a connection of its own that is never pooled (upgrades
+    /// to a mesh peer over mTLS).
+    Http1Unpooled(hyper::client::conn::http1::SendRequest<RequestBody>),
     Http2(hyper::client::conn::http2::SendRequest<RequestBody>),
 }
 
 /// Takes a pooled connection to `ep`, or makes one. Nothing of the request
 /// is consumed yet, so a failure here is always safe to retry.
+///
+/// With `mesh` (this proxy has an identity) and an endpoint that names its
+/// identity, the connection is mTLS and HTTP/2 whatever `wire` says (a fresh
+/// HTTP/1.1 one for an `upgrade`).
+#[allow(clippy::too_many_arguments)]
 pub async fn connect(
     ep: &Arc<Endpoint>,
     wire: Wire,
@@ -59,10 +68,44 @@ pub async fn connect(
     metrics: &Arc<Metrics>,
     limits: Option<&Limits>,
     now: Instant,
+    mesh: Option<&MeshTls>,
+    upgrade: bool,
 ) -> Result<Upstream, ProxyError> {
+    if let Some(mesh) = mesh {
+        if let Some(peer) = &ep.identity {
+            return connect_mesh(ep, peer, settings, metrics, limits, mesh, upgrade).await;
+        }
+    }
     Ok(match wire {
         Wire::Http1 => Upstream::Http1(ep.pool.h1(ep.addr, settings, metrics, limits, now).await?),
-        Wire::Http2 => Upstream::Http2(ep.pool.h2(ep.addr, settings, metrics, limits).await?),
+        Wire::Http2 => Upstream::Http2(ep.pool.h2(ep.addr, settings, metrics, limits, None).await?),
+    })
+}
+
+async fn connect_mesh(
+    ep: &Arc<Endpoint>,
+    peer: &Arc<str>,
+    settings: &PoolSettings,
+    metrics: &Arc<Metrics>,
+    limits: Option<&Limits>,
+    mesh: &MeshTls,
+    upgrade: bool,
+) -> Result<Upstream, ProxyError> {
+    let config = mesh
+        .client(peer, upgrade)
+        .map_err(|e| ConnectError::TlsConfig(ep.addr, e.to_string()))?;
+    Ok(if upgrade {
+        Upstream::Http1Unpooled(
+            ep.pool
+                .h1_tls(ep.addr, settings, metrics, limits, &config)
+                .await?,
+        )
+    } else {
+        Upstream::Http2(
+            ep.pool
+                .h2(ep.addr, settings, metrics, limits, Some(&config))
+                .await?,
+        )
     })
 }
 
@@ -74,7 +117,7 @@ pub async fn call(
     metrics: &Arc<Metrics>,
     out: Outgoing,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let upstream = connect(ep, wire, settings, metrics, None, out.started).await?;
+    let upstream = connect(ep, wire, settings, metrics, None, out.started, None, false).await?;
     send(ep, upstream, settings, metrics, out).await
 }
 
@@ -136,8 +179,9 @@ pub async fn send_or_unsent(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let pooled = matches!(upstream, Upstream::Http1(_));
     match upstream {
-        Upstream::Http1(mut tx) => {
+        Upstream::Http1(mut tx) | Upstream::Http1Unpooled(mut tx) => {
             *req.version_mut() = Version::HTTP_11;
             // HTTP/2 and proxy-form requests carry the authority in the URI;
             // HTTP/1.1 upstreams want it in Host and an origin-form target.
@@ -167,10 +211,10 @@ pub async fn send_or_unsent(
             }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            let reuse = ep.pool.reusable(tx, settings.max_idle, started);
+            let reuse = pooled.then(|| ep.pool.reusable(tx, settings.max_idle, started));
             Ok(Response::from_parts(
                 parts,
-                ResponseBody::upstream(body, Some(reuse), Some(active)),
+                ResponseBody::upstream(body, reuse, Some(active)),
             ))
         }
         Upstream::Http2(mut tx) => {

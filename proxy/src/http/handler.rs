@@ -25,6 +25,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Where the client was really going, for connections redirected to us.
     pub orig_dst: Option<SocketAddr>,
+    /// The client's verified SPIFFE ID, on an inbound mTLS connection.
+    pub peer_identity: Option<Arc<str>>,
 }
 
 /// The authority a request is addressed to: the absolute URI's (proxy form,
@@ -382,6 +384,10 @@ pub async fn inbound(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    let mut req = req;
+    if proxy.mesh.is_some() {
+        set_peer_identity(&mut req, &conn);
+    }
     if !proxy.access_log.load(Ordering::Relaxed) {
         return serve_inbound(&proxy, req, started, None).await;
     }
@@ -394,6 +400,21 @@ pub async fn inbound(
     let resp = serve_inbound(&proxy, req, started, Some(&mut rec)).await;
     seen.emit("inbound", &resp, started, &conn, &rec);
     resp
+}
+
+/// Replaces whatever the client sent as its identity with the verified one
+/// (none on a plaintext connection), so the app can trust the header.
+fn set_peer_identity(req: &mut Request<Incoming>, conn: &ConnInfo) {
+    use crate::tls::mesh::PEER_IDENTITY_HEADER;
+    let headers = req.headers_mut();
+    headers.remove(PEER_IDENTITY_HEADER);
+    if let Some(v) = conn
+        .peer_identity
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        headers.insert(PEER_IDENTITY_HEADER, v);
+    }
 }
 
 async fn serve_inbound(

@@ -33,6 +33,55 @@ pub enum ConnectError {
     Handshake(SocketAddr, hyper::Error),
     #[error("at the limit of concurrent {0}")]
     Overloaded(&'static str),
+    /// The mTLS handshake failed (wrong peer identity, foreign CA, ...).
+    #[error("mTLS handshake with {0}: {1}")]
+    Tls(SocketAddr, std::io::Error),
+    /// No usable TLS config for the endpoint (an invalid identity).
+    #[error("mTLS to {0}: {1}")]
+    TlsConfig(SocketAddr, String),
+}
+
+/// Wraps a fresh connection in mTLS under the connect deadline.
+async fn tls_handshake(
+    addr: SocketAddr,
+    stream: TcpStream,
+    config: &Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+    // The SPIFFE verifier ignores the server name: the IP is a placeholder.
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let connect = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream);
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| ConnectError::Timeout(addr))?
+        .map_err(|e| ConnectError::Tls(addr, e))
+}
+
+/// HTTP/2 client handshake on any connection; the connection task keeps
+/// `permit` for its life.
+async fn h2_handshake<I>(
+    addr: SocketAddr,
+    io: I,
+    permit: Option<Permit>,
+) -> Result<http2::SendRequest<RequestBody>, ConnectError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .adaptive_window(true)
+        .handshake(io)
+        .await
+        .map_err(|e| ConnectError::Handshake(addr, e))?;
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
+        }
+    });
+    Ok(tx)
 }
 
 struct Idle {
@@ -179,13 +228,15 @@ impl Pool {
         Ok(tx)
     }
 
-    /// The endpoint's HTTP/2 connection, made on first use and remade when it closes.
+    /// The endpoint's HTTP/2 connection, made on first use and remade when it
+    /// closes; over mTLS with `tls` (a mesh peer).
     pub async fn h2(
         &self,
         addr: SocketAddr,
         settings: &PoolSettings,
         metrics: &Metrics,
         limits: Option<&Limits>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
     ) -> Result<http2::SendRequest<RequestBody>, ConnectError> {
         if let Some(tx) = self.h2.load().as_ref() {
             if !tx.is_closed() && tx.is_ready() {
@@ -200,21 +251,39 @@ impl Pool {
             }
         }
         let (stream, permit) = connect_counted(addr, settings, metrics, limits).await?;
-        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .adaptive_window(true)
+        let tx = match tls {
+            None => h2_handshake(addr, TokioIo::new(stream), permit).await?,
+            Some(config) => {
+                let stream = tls_handshake(addr, stream, config, settings.connect_timeout).await?;
+                h2_handshake(addr, TokioIo::new(stream), permit).await?
+            }
+        };
+        self.h2.store(Some(Arc::new(tx.clone())));
+        Ok(tx)
+    }
+
+    /// A fresh HTTP/1.1 connection over mTLS (never taken from the idle
+    /// queue), for upgrades to a mesh peer.
+    pub async fn h1_tls(
+        &self,
+        addr: SocketAddr,
+        settings: &PoolSettings,
+        metrics: &Metrics,
+        limits: Option<&Limits>,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+        let (stream, permit) = connect_counted(addr, settings, metrics, limits).await?;
+        let stream = tls_handshake(addr, stream, tls, settings.connect_timeout).await?;
+        let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError::Handshake(addr, e))?;
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "upstream mTLS connection ended");
             }
         });
-        self.h2.store(Some(Arc::new(tx.clone())));
         Ok(tx)
     }
 

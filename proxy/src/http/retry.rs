@@ -244,6 +244,8 @@ pub async fn call(
                 &proxy.metrics,
                 Some(&res.limits),
                 out.started,
+                proxy.mesh.as_deref(),
+                out.upgrade.is_some(),
             )
             .await?;
             forward::send(&ep, up, &backend.settings, &proxy.metrics, out).await
@@ -323,6 +325,8 @@ pub async fn call(
                 &proxy.metrics,
                 Some(&res.limits),
                 started,
+                proxy.mesh.as_deref(),
+                false,
             )
             .await?;
             let req = match pending.take() {

@@ -8,7 +8,10 @@ pub enum Detected {
     Http1,
     /// HTTP/2 with prior knowledge (the connection preface).
     Http2,
-    /// Anything else, TLS included: forwarded as bytes.
+    /// A TLS handshake record (first byte 0x16): terminated inbound when the
+    /// proxy has a mesh identity, otherwise forwarded as bytes.
+    Tls,
+    /// Anything else: forwarded as bytes.
     Opaque,
     /// Closed (or timed out) before sending anything.
     Nothing,
@@ -20,6 +23,9 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub fn classify(buf: &[u8]) -> Option<Detected> {
     if buf.is_empty() {
         return None;
+    }
+    if buf[0] == 0x16 {
+        return Some(Detected::Tls);
     }
     let n = buf.len().min(PREFACE.len());
     if buf[..n] == PREFACE[..n] {
@@ -71,7 +77,8 @@ mod tests {
         assert_eq!(classify(PREFACE), Some(Detected::Http2));
         assert_eq!(classify(b"PRI "), Some(Detected::Http2));
         assert_eq!(classify(b"GE"), None);
-        assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Opaque));
+        assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Tls));
+        assert_eq!(classify(b"\x16"), Some(Detected::Tls));
         assert_eq!(classify(b"SSH-2.0"), Some(Detected::Opaque));
     }
 }

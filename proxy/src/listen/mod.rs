@@ -16,6 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,10 +110,40 @@ async fn connection(
             }
         }
     }
-    match detect::detect(&stream, proxy.opts.detect_timeout).await {
-        Detected::Http1 => serve_http(proxy, stream, peer, orig_dst, direction, watch, false).await,
-        Detected::Http2 => serve_http(proxy, stream, peer, orig_dst, direction, watch, true).await,
-        Detected::Opaque | Detected::Nothing => {
+    let detected = detect::detect(&stream, proxy.opts.detect_timeout).await;
+    let info = |peer_identity| {
+        Arc::new(ConnInfo {
+            peer,
+            orig_dst,
+            peer_identity,
+        })
+    };
+    match detected {
+        Detected::Http1 => serve_http(proxy, stream, info(None), direction, watch, false).await,
+        Detected::Http2 => serve_http(proxy, stream, info(None), direction, watch, true).await,
+        Detected::Tls if direction == Direction::Inbound && proxy.mesh.is_some() => {
+            let Some(mesh) = proxy.mesh.clone() else {
+                return;
+            };
+            let handshake = mesh.acceptor.accept(stream);
+            let limit = proxy.opts.detect_timeout.max(Duration::from_secs(10));
+            let tls = match tokio::time::timeout(limit, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "inbound mTLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "inbound mTLS handshake timed out");
+                    return;
+                }
+            };
+            let (_, session) = tls.get_ref();
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let id = crate::tls::peer_identity(session).map(Arc::<str>::from);
+            serve_http(proxy, tls, info(id), direction, watch, h2).await
+        }
+        Detected::Tls | Detected::Opaque | Detected::Nothing => {
             let target = match direction {
                 Direction::Inbound => Some(proxy.opts.app),
                 Direction::Outbound => orig_dst,
@@ -130,16 +161,17 @@ async fn connection(
     }
 }
 
-async fn serve_http(
+async fn serve_http<S>(
     proxy: Arc<Proxy>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    orig_dst: Option<SocketAddr>,
+    stream: S,
+    info: Arc<ConnInfo>,
     direction: Direction,
     watch: Watch,
     h2: bool,
-) {
-    let info = Arc::new(ConnInfo { peer, orig_dst });
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer;
     let svc_proxy = proxy.clone();
     let svc = service_fn(move |req| {
         let proxy = svc_proxy.clone();

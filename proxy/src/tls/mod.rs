@@ -4,10 +4,11 @@
 //! `spiffe://<trust-domain>/ns/<ns>/sa/<sa>` ID) issued by the mesh CA. Peers
 //! authenticate each other by that ID rather than by DNS name, because
 //! sidecars talk to endpoint IPs. This module builds the rustls configs for
-//! both directions; wiring them into listeners and the pool is a later step.
+//! both directions; [`mesh::MeshTls`] holds what the data path uses.
 
 pub mod ca;
 pub mod identity;
+pub mod mesh;
 pub mod verify;
 
 use std::fmt;

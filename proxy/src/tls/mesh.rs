@@ -1,0 +1,105 @@
+//! The proxy's own mesh credentials, loaded once at startup (file mode:
+//! `--identity-dir` with `cert.pem`, `key.pem`, `ca.pem`), and the TLS
+//! configs the data path uses with them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ClientConfig;
+use tokio_rustls::TlsAcceptor;
+
+use super::{client_config, server_config, verify, Error, Identity, SpiffeId, TrustBundle};
+
+/// Request header carrying the verified SPIFFE ID of the calling workload to
+/// the app (inbound). Whatever a client sends under this name is dropped.
+pub const PEER_IDENTITY_HEADER: &str = "x-weft-peer-identity";
+
+/// Outbound configs by (expected peer, HTTP/1.1-only ALPN).
+type ClientConfigs = HashMap<(Arc<str>, bool), Arc<ClientConfig>>;
+
+/// This workload's identity, the trust bundle, and the configs built from them.
+pub struct MeshTls {
+    /// Our own SPIFFE ID (from the leaf's URI SAN).
+    pub id: SpiffeId,
+    identity: Identity,
+    trust: TrustBundle,
+    /// Terminates inbound mTLS (client certificate required).
+    pub acceptor: TlsAcceptor,
+    /// Outbound configs by (expected peer, HTTP/1.1-only ALPN).
+    clients: Mutex<ClientConfigs>,
+}
+
+impl std::fmt::Debug for MeshTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshTls").field("id", &self.id).finish()
+    }
+}
+
+impl MeshTls {
+    /// Builds the configs, checking that the leaf carries a SPIFFE ID.
+    pub fn new(identity: Identity, trust: TrustBundle) -> Result<MeshTls, Error> {
+        let id = identity
+            .cert_chain
+            .first()
+            .and_then(verify::spiffe_id_of)
+            .ok_or_else(|| Error::Pem("the certificate has no SPIFFE ID URI SAN".into()))?;
+        let server = server_config(&identity, &trust)?;
+        // Fails early on a key that does not fit the certificate.
+        client_config(&identity, &trust, id.clone())?;
+        Ok(MeshTls {
+            id,
+            identity,
+            trust,
+            acceptor: TlsAcceptor::from(server),
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Loads `dir/cert.pem` (leaf first), `dir/key.pem` and `dir/ca.pem`.
+    pub fn load(dir: &Path) -> Result<MeshTls, String> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let certs = |name: &str| -> Result<Vec<CertificateDer<'static>>, String> {
+            let pem = read(name)?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{name}: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("{name}: no certificate found"));
+            }
+            Ok(certs)
+        };
+        let cert_chain = certs("cert.pem")?;
+        let roots = certs("ca.pem")?;
+        let key = PrivateKeyDer::from_pem_slice(&read("key.pem")?)
+            .map_err(|e| format!("key.pem: {e}"))?;
+        MeshTls::new(Identity { cert_chain, key }, TrustBundle { roots })
+            .map_err(|e| format!("identity in {}: {e}", dir.display()))
+    }
+
+    /// The outbound config for a peer that must be exactly `peer`; with
+    /// `h1_only` it offers only ALPN `http/1.1` (upgrades).
+    pub fn client(&self, peer: &Arc<str>, h1_only: bool) -> Result<Arc<ClientConfig>, Error> {
+        let key = (peer.clone(), h1_only);
+        if let Some(c) = self.clients.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(c);
+        }
+        let mut config = client_config(&self.identity, &self.trust, SpiffeId::parse(peer)?)?;
+        if h1_only {
+            Arc::make_mut(&mut config).alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        if let Ok(mut m) = self.clients.lock() {
+            // Bounded by the distinct identities in the config; clear if it grows wild.
+            if m.len() >= 1024 {
+                m.clear();
+            }
+            m.insert(key, config.clone());
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,381 @@
+//! Mesh mTLS in file mode (`--identity-dir`): two sidecars, A (the caller,
+//! `frontend`) and B (in front of the app, `reviews`), with certificates
+//! minted by a test CA. A dials B's inbound over mTLS and HTTP/2, checking
+//! B's SPIFFE ID; B terminates it, checks A's certificate and hands the app
+//! A's verified identity in `x-weft-peer-identity`.
+//!
+//! The proxy binary must be built first (`cargo build -p weft-proxy`). The
+//! curl test skips locally without curl and fails under CI (env `CI`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use weft_proxy::tls::ca::CertificateAuthority;
+use weft_proxy::tls::identity::WorkloadKey;
+use weft_proxy::tls::SpiffeId;
+use weft_tests::*;
+
+const FRONTEND: &str = "spiffe://weft.local/ns/default/sa/frontend";
+const REVIEWS: &str = "spiffe://weft.local/ns/default/sa/reviews";
+const RATINGS: &str = "spiffe://weft.local/ns/default/sa/ratings";
+const STEP: Duration = Duration::from_secs(10);
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        s.push_str(std::str::from_utf8(line).unwrap());
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}
+
+/// Writes `cert.pem`, `key.pem` (issued by `issuer`) and `ca.pem` (`trust`)
+/// for `id` into a fresh directory.
+fn mint(issuer: &CertificateAuthority, trust: &CertificateAuthority, id: &str) -> TempDir {
+    let id = SpiffeId::parse(id).unwrap();
+    let wk = WorkloadKey::generate(&id).unwrap();
+    let cert = issuer.sign_csr(wk.csr_pem(), &id).unwrap();
+    let identity = wk.into_identity(vec![cert.der.clone()]);
+    let dir = TempDir::new("identity");
+    std::fs::write(dir.path().join("cert.pem"), &cert.pem).unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        pem("PRIVATE KEY", identity.key.secret_der()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), trust.cert_pem()).unwrap();
+    dir
+}
+
+fn with_identity(b: ProxyBuilder, dir: &TempDir) -> ProxyBuilder {
+    b.arg("--identity-dir")
+        .arg(dir.path().display().to_string())
+}
+
+/// A's config: Backend `reviews` at `endpoint`, expected to be `identity`.
+fn reviews_backend(endpoint: SocketAddr, identity: &str) -> String {
+    format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: reviews}}\nspec:\n  protocol: http\n  port: 8080\n  endpoints: [{{address: \"{endpoint}\", identity: \"{identity}\"}}]\n"
+    )
+}
+
+/// A config with nothing of interest (B only serves inbound).
+fn unrelated_backend() -> String {
+    "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {name: unused}\nspec:\n  protocol: http\n  port: 8080\n  endpoints: [{address: \"127.0.0.1:9\"}]\n".to_owned()
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
+fn headers_json(r: &Resp) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON: {}", r.text()))
+}
+
+struct Mesh {
+    app: Upstream,
+    a: Proxy,
+    b: Proxy,
+    _dirs: Vec<TempDir>,
+}
+
+/// A (frontend) → B (reviews) → app, all certificates from one CA; A expects
+/// B to be `expected`.
+async fn mesh(expected: &str) -> Mesh {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let app = Upstream::start("reviews-app").await;
+    let b_dir = mint(&ca, &ca, REVIEWS);
+    let b = with_identity(Proxy::builder(unrelated_backend()), &b_dir)
+        .app(app.addr)
+        .start();
+    let a_dir = mint(&ca, &ca, FRONTEND);
+    let a = with_identity(Proxy::builder(reviews_backend(b.inbound, expected)), &a_dir).start();
+    Mesh {
+        app,
+        a,
+        b,
+        _dirs: vec![a_dir, b_dir],
+    }
+}
+
+/// An h1 request through A reaches the app via B over mTLS; the app sees
+/// the caller's verified identity, never a forged one; the hop A→B is
+/// HTTP/2 (B forwards with the version it received, so the app sees HTTP/2
+/// though the client spoke HTTP/1.1).
+#[tokio::test]
+async fn mtls_between_sidecars_carries_the_verified_identity() {
+    let m = mesh(REVIEWS).await;
+
+    let r = within(
+        "h1 via A",
+        get(
+            &m.a.url("/headers"),
+            &[
+                ("host", "reviews"),
+                ("x-weft-peer-identity", "spiffe://evil"),
+            ],
+        ),
+    )
+    .await
+    .expect("request via A");
+    assert_eq!(r.status, 200, "{} {:?}", r.text(), r.headers);
+    assert_eq!(r.header("x-upstream"), Some("reviews-app"));
+    assert_eq!(r.header("x-seen-version"), Some("HTTP/2.0"));
+    let h = headers_json(&r);
+    assert_eq!(h["x-weft-peer-identity"], FRONTEND, "{h}");
+
+    // An HTTP/2 client of A gets the same.
+    let mut h2 = H2Conn::open(m.a.outbound).await.expect("h2 to A");
+    let r = within(
+        "h2 via A",
+        h2.send(
+            Request::get("http://reviews/headers")
+                .header("x-weft-peer-identity", "spiffe://weft.local/ns/x/sa/forged")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("h2 request via A");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-seen-version"), Some("HTTP/2.0"));
+    assert_eq!(headers_json(&r)["x-weft-peer-identity"], FRONTEND);
+
+    // Both went on one pooled mTLS connection from A to B.
+    assert_eq!(m.app.requests(), 2);
+    let conns =
+        m.b.metric("weft_connections_total", &["direction=\"inbound\""])
+            .await;
+    assert_eq!(conns, 1.0, "A→B requests should share one h2 connection");
+}
+
+/// Plaintext to B's inbound still works (permissive mode), and a forged
+/// identity header is dropped rather than passed on.
+#[tokio::test]
+async fn plaintext_inbound_is_still_accepted_without_identity() {
+    let m = mesh(REVIEWS).await;
+    let r = within(
+        "plaintext to B",
+        get(
+            &format!("http://{}/headers", m.b.inbound),
+            &[("x-weft-peer-identity", FRONTEND)],
+        ),
+    )
+    .await
+    .expect("plaintext to B");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-seen-version"), Some("HTTP/1.1"));
+    assert!(
+        headers_json(&r).get("x-weft-peer-identity").is_none(),
+        "{}",
+        r.text()
+    );
+}
+
+/// A that expects B to be `ratings` refuses B's `reviews` certificate: a
+/// connect failure.
+#[tokio::test]
+async fn wrong_peer_identity_is_a_connect_failure() {
+    let m = mesh(RATINGS).await;
+    let r = within("via A", get(&m.a.url("/headers"), &[("host", "reviews")]))
+        .await
+        .expect("request via A");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.header("x-weft-error"), Some("connect-failed"));
+    assert_eq!(m.app.requests(), 0);
+}
+
+/// B with a certificate from another CA is refused by A.
+#[tokio::test]
+async fn peer_from_a_foreign_ca_is_refused() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let rogue = CertificateAuthority::generate("weft.local").unwrap();
+    let app = Upstream::start("app").await;
+    let b_dir = mint(&rogue, &rogue, REVIEWS);
+    let b = with_identity(Proxy::builder(unrelated_backend()), &b_dir)
+        .app(app.addr)
+        .start();
+    let a_dir = mint(&ca, &ca, FRONTEND);
+    let a = with_identity(Proxy::builder(reviews_backend(b.inbound, REVIEWS)), &a_dir).start();
+    let r = within("via A", get(&a.url("/headers"), &[("host", "reviews")]))
+        .await
+        .expect("request via A");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.header("x-weft-error"), Some("connect-failed"));
+    assert_eq!(app.requests(), 0);
+}
+
+/// A bad identity directory stops the proxy at startup with a clear message.
+#[tokio::test]
+async fn unreadable_identity_dir_fails_startup() {
+    let dir = TempDir::new("no-identity");
+    let out = std::process::Command::new(proxy_bin())
+        .args(["run", "--config"])
+        .arg(dir.path().join("missing.yaml"))
+        .arg("--identity-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run weft-proxy");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cert.pem"), "{err}");
+}
+
+fn curl(args: &[&str], dir: &Path) -> (bool, String) {
+    let out = std::process::Command::new("curl")
+        .current_dir(dir)
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// curl with a mesh client certificate is accepted by B and the app sees its
+/// identity; without one it is refused. (`-k`: B's certificate names no DNS
+/// name or IP, only its SPIFFE ID, which curl cannot check.)
+#[tokio::test]
+async fn curl_with_a_client_certificate() {
+    if !require_tool("curl") {
+        return;
+    }
+    let m = mesh(REVIEWS).await;
+    let dir = &m._dirs[0]; // frontend's cert.pem / key.pem / ca.pem
+    let url = format!("https://{}/headers", m.b.inbound);
+    let (ok, out) = tokio::task::spawn_blocking({
+        let url = url.clone();
+        let p = dir.path().to_owned();
+        move || {
+            curl(
+                &[
+                    "-k", "--cacert", "ca.pem", "--cert", "cert.pem", "--key", "key.pem", &url,
+                ],
+                &p,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "curl with a client cert failed: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON from the app");
+    assert_eq!(v["x-weft-peer-identity"], FRONTEND, "{v}");
+
+    let (ok, out) = tokio::task::spawn_blocking({
+        let p = dir.path().to_owned();
+        move || curl(&["-k", "-o", "/dev/null", "-w", "%{http_code}", &url], &p)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !ok || !out.starts_with("200"),
+        "curl without a client cert got through: {out}"
+    );
+}
+
+/// An app that answers any request with `101` and then echoes bytes back.
+async fn echo_upgrade_app() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                // Tells the client whether the sidecar vouched for its caller.
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let peer = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-weft-peer-identity: "))
+                    .unwrap_or("none")
+                    .to_owned();
+                let resp = format!("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\nx-peer: {peer}\r\n\r\n");
+                let _ = s.write_all(resp.as_bytes()).await;
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// An Upgrade request to a mesh peer goes over its own mTLS HTTP/1.1
+/// connection and is spliced end to end.
+#[tokio::test]
+async fn upgrade_to_a_mesh_peer_is_spliced_over_mtls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let app = echo_upgrade_app().await;
+    let b_dir = mint(&ca, &ca, REVIEWS);
+    let b = with_identity(Proxy::builder(unrelated_backend()), &b_dir)
+        .app(app)
+        .start();
+    let a_dir = mint(&ca, &ca, FRONTEND);
+    let a = with_identity(Proxy::builder(reviews_backend(b.inbound, REVIEWS)), &a_dir).start();
+
+    let mut s = tokio::net::TcpStream::connect(a.outbound).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: reviews\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    within("101 from A", async {
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed early");
+            head.push(byte[0]);
+        }
+    })
+    .await;
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains(&format!("x-peer: {FRONTEND}")), "{head}");
+    s.write_all(b"ping over mtls").await.unwrap();
+    let mut buf = [0u8; 14];
+    within("echo", s.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(&buf, b"ping over mtls");
+}
