@@ -5,6 +5,7 @@
 //! through `arc-swap`, so a config reload is one pointer swap.
 
 pub mod admin;
+pub mod authz;
 pub mod backend;
 pub mod balance;
 pub mod body;

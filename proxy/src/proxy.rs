@@ -30,6 +30,8 @@ pub struct ProxyOptions {
     pub connect_timeout: Duration,
     /// `--access-log`: the access log's state when no MeshConfig sets it.
     pub access_log: bool,
+    /// `--inbound-mode`: the inbound mode when no MeshConfig sets it.
+    pub inbound_mode: crate::config::policy::InboundMode,
 }
 
 /// Result of the last reload, for `/config` and `/ready`.

@@ -35,6 +35,20 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, u64, Option<SystemTime>)
 /// Loads and applies the config under `paths`; on error nothing changes.
 pub fn apply(proxy: &Proxy, paths: &[PathBuf]) -> Result<u64, ConfigErrors> {
     let set = config::load_paths(paths)?;
+    // Strict inbound mode without an identity would close every inbound
+    // connection: refuse it like any invalid config, at startup and on reload.
+    if proxy.mesh.is_none() {
+        if let Some(m) = set
+            .mesh_configs
+            .iter()
+            .find(|m| m.spec.default_inbound_mode == Some(config::policy::InboundMode::Strict))
+        {
+            return Err(ConfigErrors(vec![m.origin.error(
+                "spec.defaultInboundMode",
+                "Strict needs this proxy to have a mesh identity (--identity-dir); without one every inbound connection would be refused",
+            )]));
+        }
+    }
     let prev = proxy.snapshot.load_full();
     let version = prev.version + 1;
     let snap = Snapshot::compile(
@@ -46,6 +60,8 @@ pub fn apply(proxy: &Proxy, paths: &[PathBuf]) -> Result<u64, ConfigErrors> {
             previous: Some(&prev),
             pool_idle_timeout: proxy.opts.pool_idle_timeout,
             access_log: proxy.opts.access_log,
+            service: proxy.opts.service.as_deref(),
+            inbound_mode: proxy.opts.inbound_mode,
         },
     );
     let snap = Arc::new(snap);

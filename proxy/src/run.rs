@@ -1,6 +1,7 @@
 //! `weft-proxy run`: start listeners, load config, serve until SIGTERM.
 
 use crate::admin::{self, Admin, LogLevelSetter};
+use crate::config::policy::InboundMode;
 use crate::drain::Drain;
 use crate::listen::{self, Direction};
 use crate::proxy::{Proxy, ProxyOptions};
@@ -74,6 +75,10 @@ pub struct RunArgs {
     /// Access log, one line per request (a MeshConfig's `accessLog` overrides).
     #[arg(long, env = "WEFT_ACCESS_LOG", default_value = "off", value_parser = ["off", "on"])]
     pub access_log: String,
+    /// Inbound mode: `strict` refuses plaintext inbound connections (needs
+    /// `--identity-dir`); a MeshConfig's `defaultInboundMode` overrides.
+    #[arg(long, env = "WEFT_INBOUND_MODE", default_value = "permissive", value_parser = ["permissive", "strict"])]
+    pub inbound_mode: String,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -154,6 +159,12 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         tracing::error!("nothing to serve: pass --config PATH (or set WEFT_CONFIG)");
         return 2;
     }
+    if args.inbound_mode == "strict" && args.identity_dir.is_none() {
+        tracing::error!(
+            "--inbound-mode strict needs a mesh identity (--identity-dir); not starting"
+        );
+        return 1;
+    }
     let mesh = match &args.identity_dir {
         None => None,
         Some(dir) => match crate::tls::mesh::MeshTls::load(dir) {
@@ -186,6 +197,11 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
                 pool_idle_timeout: args.pool_idle_timeout,
                 connect_timeout: crate::config::defaults::CONNECT_TIMEOUT,
                 access_log: args.access_log == "on",
+                inbound_mode: if args.inbound_mode == "strict" {
+                    InboundMode::Strict
+                } else {
+                    InboundMode::Permissive
+                },
             },
             metrics,
             format!("file: {source}"),
@@ -220,7 +236,8 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     match crate::reload::apply(&proxy, &args.config) {
         Ok(v) => {
             tracing::info!(version = v, source = %source, "config applied");
-            start_dns(&proxy.snapshot.load_full(), None);
+            let snap = proxy.snapshot.load_full();
+            start_dns(&snap, None);
         }
         Err(errors) => {
             for e in &errors.0 {

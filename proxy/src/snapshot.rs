@@ -3,6 +3,7 @@
 //! on the snapshot it started with.
 
 use crate::backend::Backend;
+use crate::config::policy::InboundMode;
 use crate::config::{ConfigSet, Protocol};
 use crate::http::route::{Filters, Matcher, Precedence};
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
@@ -57,6 +58,10 @@ pub struct Snapshot {
     pub applied_at: SystemTime,
     /// The access log is on: the MeshConfig's `accessLog.enabled`, else `--access-log`.
     pub access_log: bool,
+    /// Inbound AuthorizationPolicy for this sidecar's service.
+    pub authz: crate::authz::InboundAuthz,
+    /// Strict inbound mode: plaintext inbound connections are refused.
+    pub inbound_strict: bool,
 }
 
 /// A match of some rule competing for an authority: its precedence, its
@@ -71,6 +76,10 @@ pub struct CompileContext<'a> {
     pub pool_idle_timeout: Duration,
     /// `--access-log`, for when no MeshConfig says.
     pub access_log: bool,
+    /// `--service`: the service whose AuthorizationPolicies apply inbound.
+    pub service: Option<&'a str>,
+    /// `--inbound-mode`, for when no MeshConfig says.
+    pub inbound_mode: InboundMode,
 }
 
 fn authorities(name: &str, ns: &str, port: Option<u16>, local_ns: &str) -> Vec<String> {
@@ -101,6 +110,8 @@ impl Snapshot {
             config: Arc::new(ConfigSet::default()),
             applied_at: SystemTime::now(),
             access_log: false,
+            authz: crate::authz::InboundAuthz::default(),
+            inbound_strict: false,
         }
     }
 
@@ -251,6 +262,12 @@ impl Snapshot {
             .and_then(|m| m.spec.access_log.as_ref())
             .and_then(|a| a.enabled)
             .unwrap_or(cx.access_log);
+        let inbound_mode = config
+            .mesh_configs
+            .first()
+            .and_then(|m| m.spec.default_inbound_mode)
+            .unwrap_or(cx.inbound_mode);
+        let authz = crate::authz::InboundAuthz::compile(&config, cx.service, cx.namespace);
         Snapshot {
             version,
             hosts,
@@ -260,6 +277,8 @@ impl Snapshot {
             config,
             applied_at: SystemTime::now(),
             access_log,
+            authz,
+            inbound_strict: inbound_mode == InboundMode::Strict,
         }
     }
 

@@ -29,6 +29,8 @@ pub enum ProxyError {
     Upstream(hyper::Error),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("forbidden by AuthorizationPolicy")]
+    Forbidden,
     #[error("backend {0} is at its limit of concurrent {1}")]
     Overloaded(String, &'static str),
 }
@@ -52,6 +54,7 @@ impl ProxyError {
             ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
             ProxyError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream-reset"),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ProxyError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
         }
     }
 

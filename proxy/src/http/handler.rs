@@ -385,6 +385,30 @@ pub async fn inbound(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut req = req;
+    {
+        let snap = proxy.snapshot.load();
+        if !snap.authz.is_empty()
+            && !snap.authz.allows(&crate::authz::Subject {
+                identity: conn.peer_identity.as_deref(),
+                request: Some((req.method().as_str(), req.uri().path())),
+            })
+        {
+            drop(snap);
+            proxy.metrics.inbound_rejected("forbidden");
+            let resp = ProxyError::Forbidden.into_response();
+            proxy
+                .inbound_metrics
+                .record(resp.status().as_u16(), started.elapsed());
+            if proxy.access_log.load(Ordering::Relaxed) {
+                let rec = Record {
+                    cause: Some("forbidden"),
+                    ..Record::default()
+                };
+                Seen::of(&req).emit("inbound", &resp, started, &conn, &rec);
+            }
+            return resp;
+        }
+    }
     if proxy.mesh.is_some() {
         set_peer_identity(&mut req, &conn);
     }

@@ -118,6 +118,32 @@ async fn connection(
             peer_identity,
         })
     };
+    let plaintext = !matches!(detected, Detected::Tls) || proxy.mesh.is_none();
+    if direction == Direction::Inbound && plaintext {
+        let snap = proxy.snapshot.load();
+        if snap.inbound_strict {
+            drop(snap);
+            proxy.metrics.inbound_rejected("plaintext");
+            tracing::debug!(%peer, "strict inbound: closing a plaintext connection");
+            return;
+        }
+        // Opaque TCP: only the `from` parts of a policy apply, and a
+        // plaintext peer has no identity.
+        if matches!(
+            detected,
+            Detected::Tls | Detected::Opaque | Detected::Nothing
+        ) && !snap.authz.is_empty()
+            && !snap.authz.allows(&crate::authz::Subject {
+                identity: None,
+                request: None,
+            })
+        {
+            drop(snap);
+            proxy.metrics.inbound_rejected("forbidden");
+            tracing::debug!(%peer, "inbound TCP connection forbidden by AuthorizationPolicy");
+            return;
+        }
+    }
     match detected {
         Detected::Http1 => serve_http(proxy, stream, info(None), direction, watch, false).await,
         Detected::Http2 => serve_http(proxy, stream, info(None), direction, watch, true).await,

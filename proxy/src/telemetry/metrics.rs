@@ -32,6 +32,11 @@ pub struct DirectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -74,6 +79,8 @@ pub struct Metrics {
     pub connections: Family<DirectionLabels, Counter>,
     pub proxy_errors: Family<ErrorLabels, Counter>,
     pub tcp_bytes: Family<DirectionLabels, Counter>,
+    /// Inbound connections or requests refused: `plaintext` (strict mode), `forbidden` (authz).
+    pub inbound_rejected: Family<ReasonLabels, Counter>,
     pub config_version: Gauge<i64, AtomicI64Compat>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub upstream_connects: Family<ResultLabels, Counter>,
@@ -126,6 +133,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one inbound refusal.
+    pub fn inbound_rejected(&self, reason: &'static str) {
+        self.inbound_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("weft");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -163,6 +177,12 @@ impl Metrics {
             "tcp_bytes",
             "Bytes forwarded on opaque TCP and upgraded connections",
             tcp_bytes.clone(),
+        );
+        let inbound_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "inbound_rejected",
+            "Inbound connections or requests refused, by reason",
+            inbound_rejected.clone(),
         );
         let config_version = Gauge::<i64, AtomicI64Compat>::default();
         registry.register(
@@ -288,6 +308,7 @@ impl Metrics {
             connections,
             proxy_errors,
             tcp_bytes,
+            inbound_rejected,
             config_version,
             config_reloads,
             upstream_connects,
