@@ -5,6 +5,7 @@
 pub mod client;
 pub mod dns;
 pub mod faulty;
+pub mod mesh;
 pub mod proxy;
 pub mod upstream;
 

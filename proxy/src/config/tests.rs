@@ -1,3 +1,6 @@
+//! Tests of the resource model; this file is the `#[cfg(test)] mod tests`
+//! declared in `config/mod.rs`, so its unwraps never run outside tests.
+
 use super::*;
 
 fn load(text: &str) -> Result<ConfigSet, ConfigErrors> {
