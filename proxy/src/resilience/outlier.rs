@@ -6,7 +6,6 @@
 //! All state is atomics; the request path reads one or two of them.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -24,17 +23,6 @@ pub struct OutlierConfig {
     pub max_ejection_percent: u32,
 }
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    Instant::now()
-        .saturating_duration_since(epoch())
-        .as_millis() as u64
-}
-
 /// What the balancer may do with an endpoint now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -48,8 +36,11 @@ pub enum Admission {
     Probing,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outlier {
+    /// Times below are milliseconds since this instant (per endpoint, so a
+    /// test's paused clock and the state it drives always agree).
+    epoch: Instant,
     consecutive: AtomicU32,
     state: AtomicU8,
     until_ms: AtomicU64,
@@ -57,6 +48,20 @@ pub struct Outlier {
     /// When the endpoint last became healthy again (decays the multiplier).
     healthy_since_ms: AtomicU64,
     pub ejections_total: AtomicU64,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Outlier {
+            epoch: Instant::now(),
+            consecutive: AtomicU32::new(0),
+            state: AtomicU8::new(HEALTHY),
+            until_ms: AtomicU64::new(0),
+            times_ejected: AtomicU32::new(0),
+            healthy_since_ms: AtomicU64::new(0),
+            ejections_total: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What a reported outcome changed, for logs and metrics.
@@ -68,13 +73,19 @@ pub enum Transition {
 }
 
 impl Outlier {
+    fn now_ms(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+    }
+
     pub fn admission(&self) -> Admission {
         match self.state.load(Ordering::Acquire) {
             HEALTHY => Admission::Open,
             PROBING => Admission::Probing,
             _ => {
                 let until = self.until_ms.load(Ordering::Acquire);
-                let now = now_ms();
+                let now = self.now_ms();
                 if now >= until {
                     Admission::ProbeDue
                 } else {
@@ -109,7 +120,7 @@ impl Outlier {
         if !probing && times == 0 {
             return Transition::None;
         }
-        let now = now_ms();
+        let now = self.now_ms();
         if probing
             && self
                 .state
@@ -162,7 +173,7 @@ impl Outlier {
             .unwrap_or(cfg.max_ejection)
             .min(cfg.max_ejection);
         self.until_ms
-            .store(now_ms() + d.as_millis() as u64, Ordering::Release);
+            .store(self.now_ms() + d.as_millis() as u64, Ordering::Release);
         self.state.store(EJECTED, Ordering::Release);
         self.consecutive.store(0, Ordering::Relaxed);
         self.ejections_total.fetch_add(1, Ordering::Relaxed);
