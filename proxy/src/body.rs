@@ -6,6 +6,7 @@
 //! unread bytes would corrupt the next exchange.
 
 use crate::balance::ActiveGuard;
+use crate::http::h1client;
 use crate::http::pool::Reusable;
 use crate::resilience::limits::Permit;
 use bytes::Bytes;
@@ -55,6 +56,9 @@ impl Body for RequestBody {
     }
 }
 
+/// An error while streaming a response body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What we send to the client.
 pub struct ResponseBody {
     kind: Kind,
@@ -66,8 +70,13 @@ pub struct ResponseBody {
     _permit: Option<Permit>,
 }
 
+// Not boxed: a box would cost an allocation per response, and the body is
+// stored once per connection by the server, not copied around.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Upstream(Incoming),
+    /// Read by the lean HTTP/1 client, which pools its own connection.
+    Lean(h1client::Body),
     /// Frames already read (to look at gRPC trailers), then the rest.
     Chained(VecDeque<Frame<Bytes>>, Box<ResponseBody>),
     Full(Option<Bytes>),
@@ -104,6 +113,16 @@ impl ResponseBody {
         }
     }
 
+    /// A body read by the lean HTTP/1 client.
+    pub fn lean(b: h1client::Body, active: ActiveGuard) -> Self {
+        ResponseBody {
+            kind: Kind::Lean(b),
+            done: None,
+            _active: Some(active),
+            _permit: None,
+        }
+    }
+
     /// Frames read ahead of `rest` (an upstream body already wrapped).
     pub fn peeked_from(frames: VecDeque<Frame<Bytes>>, rest: ResponseBody) -> Self {
         ResponseBody {
@@ -123,12 +142,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         match &mut this.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -147,8 +166,11 @@ impl Body for ResponseBody {
                     Some(Err(_)) => this.done = None,
                     Some(Ok(_)) => {}
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
+            Kind::Lean(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
         }
     }
 
@@ -157,6 +179,7 @@ impl Body for ResponseBody {
             Kind::Full(b) => b.is_none(),
             Kind::Chained(f, rest) => f.is_empty() && rest.is_end_stream(),
             Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Lean(b) => b.is_end_stream(),
         }
     }
 
@@ -165,6 +188,7 @@ impl Body for ResponseBody {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Chained(..) => SizeHint::default(),
             Kind::Upstream(b) => b.size_hint(),
+            Kind::Lean(b) => b.size_hint(),
         }
     }
 }

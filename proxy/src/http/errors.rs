@@ -27,6 +27,12 @@ pub enum ProxyError {
     Timeout(std::time::Duration),
     #[error("upstream connection failed: {0}")]
     Upstream(hyper::Error),
+    #[error("upstream connection failed: {0}")]
+    UpstreamIo(std::io::Error),
+    /// A pooled connection closed as the request went out; the request
+    /// comes back to be sent again.
+    #[error("upstream closed a pooled connection")]
+    StaleConnection,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error("forbidden by AuthorizationPolicy")]
@@ -52,7 +58,9 @@ impl ProxyError {
             }
             ProxyError::Connect(_) => (StatusCode::BAD_GATEWAY, "connect-failed"),
             ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
-            ProxyError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream-reset"),
+            ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) | ProxyError::StaleConnection => {
+                (StatusCode::BAD_GATEWAY, "upstream-reset")
+            }
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             ProxyError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
         }

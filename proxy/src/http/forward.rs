@@ -5,6 +5,7 @@
 use crate::backend::Endpoint;
 use crate::body::{RequestBody, ResponseBody};
 use crate::http::errors::ProxyError;
+use crate::http::h1client;
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::pool::{ConnectError, PoolSettings};
 use crate::resilience::limits::Limits;
@@ -47,6 +48,9 @@ pub struct Outgoing {
 
 /// A connection ready to carry one request.
 pub enum Upstream {
+    /// A plain HTTP/1.1 connection for the lean client (requests without a
+    /// body).
+    Lean(h1client::Conn),
     Http1(hyper::client::conn::http1::SendRequest<RequestBody>),
     /// HTTP/1.1 on a connection of its own that is never pooled (upgrades
     /// to a mesh peer over mTLS).
@@ -59,7 +63,8 @@ pub enum Upstream {
 ///
 /// With `mesh` (this proxy has an identity) and an endpoint that names its
 /// identity, the connection is mTLS and HTTP/2 whatever `wire` says (a fresh
-/// HTTP/1.1 one for an `upgrade`).
+/// HTTP/1.1 one for an `upgrade`). A `bodiless` request over plain HTTP/1.1
+/// gets a connection for the lean client.
 #[allow(clippy::too_many_arguments)]
 pub async fn connect(
     ep: &Arc<Endpoint>,
@@ -70,13 +75,18 @@ pub async fn connect(
     now: Instant,
     mesh: Option<&MeshTls>,
     upgrade: bool,
+    bodiless: bool,
 ) -> Result<Upstream, ProxyError> {
     if let Some(mesh) = mesh {
         if let Some(peer) = &ep.identity {
-            return connect_mesh(ep, peer, settings, metrics, limits, mesh, upgrade).await;
+            let mesh = connect_mesh(ep, peer, settings, metrics, limits, mesh, upgrade);
+            return Box::pin(mesh).await;
         }
     }
     Ok(match wire {
+        Wire::Http1 if bodiless && !upgrade => {
+            Upstream::Lean(ep.pool.raw(ep.addr, settings, metrics, limits, now).await?)
+        }
         Wire::Http1 => Upstream::Http1(ep.pool.h1(ep.addr, settings, metrics, limits, now).await?),
         Wire::Http2 => Upstream::Http2(ep.pool.h2(ep.addr, settings, metrics, limits, None).await?),
     })
@@ -117,7 +127,19 @@ pub async fn call(
     metrics: &Arc<Metrics>,
     out: Outgoing,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let upstream = connect(ep, wire, settings, metrics, None, out.started, None, false).await?;
+    let bodiless = out.upgrade.is_none() && http_body::Body::is_end_stream(out.req.body());
+    let upstream = connect(
+        ep,
+        wire,
+        settings,
+        metrics,
+        None,
+        out.started,
+        None,
+        out.upgrade.is_some(),
+        bodiless,
+    )
+    .await?;
     send(ep, upstream, settings, metrics, out).await
 }
 
@@ -181,21 +203,30 @@ pub async fn send_or_unsent(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let pooled = matches!(upstream, Upstream::Http1(_));
     match upstream {
+        Upstream::Lean(conn) => {
+            origin_form(&mut req, authority, path);
+            let home = h1client::Home {
+                pool: ep.pool.clone(),
+                max_idle: settings.max_idle,
+                since: started,
+            };
+            let resp = h1client::send(conn, req, home).await.map_err(|f| match f {
+                h1client::Failure::Stale(req) => Unsent {
+                    error: ProxyError::StaleConnection,
+                    request: Some(*req),
+                },
+                h1client::Failure::Io(e) => Unsent::from(ProxyError::UpstreamIo(e)),
+            })?;
+            ep.load.observe_since(started);
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::lean(body, active),
+            ))
+        }
         Upstream::Http1(mut tx) | Upstream::Http1Unpooled(mut tx) => {
-            *req.version_mut() = Version::HTTP_11;
-            // HTTP/2 and proxy-form requests carry the authority in the URI;
-            // HTTP/1.1 upstreams want it in Host and an origin-form target.
-            let authority =
-                authority.or_else(|| match req.headers().contains_key(http::header::HOST) {
-                    true => None,
-                    false => req.uri().authority().cloned(),
-                });
-            if let Some(a) = &authority {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    req.headers_mut().insert(http::header::HOST, v);
-                }
-            }
-            *req.uri_mut() = Uri::from(path);
+            origin_form(&mut req, authority, path);
             if let Some((proto, _)) = &upgrade {
                 req.headers_mut().insert(
                     http::header::CONNECTION,
@@ -248,6 +279,22 @@ pub async fn send_or_unsent(
             ))
         }
     }
+}
+
+/// HTTP/2 and proxy-form requests carry the authority in the URI; HTTP/1.1
+/// upstreams want it in Host and an origin-form target.
+fn origin_form(req: &mut Request<RequestBody>, authority: Option<Authority>, path: PathAndQuery) {
+    *req.version_mut() = Version::HTTP_11;
+    let authority = authority.or_else(|| match req.headers().contains_key(http::header::HOST) {
+        true => None,
+        false => req.uri().authority().cloned(),
+    });
+    if let Some(a) = &authority {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    *req.uri_mut() = Uri::from(path);
 }
 
 /// The upstream agreed to switch protocols: answer the client with the same

@@ -3,14 +3,15 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
-/// plus the proxy-only ones clients send to an HTTP proxy.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// plus the proxy-only ones clients send to an HTTP proxy. `Trailer` is not
+/// one: it names the message's trailer fields, which the next hop needs to
+/// send them on.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];

@@ -1,6 +1,7 @@
 //! HTTP proxying: matching, filters, forwarding, pooling, error answers.
 pub mod errors;
 pub mod forward;
+pub mod h1client;
 pub mod handler;
 pub mod headers;
 pub mod pool;

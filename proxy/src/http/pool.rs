@@ -1,7 +1,10 @@
-//! Upstream connections per endpoint: a lock-free queue of idle HTTP/1
-//! connections (oldest reused first; idle expiry closes the surplus), and one shared, multiplexed HTTP/2 connection.
+//! Upstream connections per endpoint: lock-free queues of idle HTTP/1
+//! connections (oldest reused first; idle expiry closes the surplus) — one
+//! for the lean client of bodiless requests, one for hyper's — and one
+//! shared, multiplexed HTTP/2 connection.
 
 use crate::body::RequestBody;
+use crate::http::h1client;
 use crate::resilience::limits::{Kind, Limits, Permit};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
@@ -89,11 +92,58 @@ struct Idle {
     since: Instant,
 }
 
+/// A lock-free queue that knows its length.
+struct Queue<T> {
+    items: SegQueue<T>,
+    len: AtomicUsize,
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue {
+            items: SegQueue::new(),
+            len: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Adds `item` unless `max` are already queued.
+    fn push(&self, item: T, max: usize) {
+        if self.len() >= max {
+            return;
+        }
+        self.len.fetch_add(1, Ordering::Relaxed);
+        self.items.push(item);
+    }
+
+    fn pop(&self) -> Option<T> {
+        let item = self.items.pop()?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// Keeps only the items `keep` accepts (one pass over what is queued now).
+    fn retain(&self, keep: impl Fn(&T) -> bool) {
+        for _ in 0..self.len() {
+            match self.pop() {
+                Some(i) if keep(&i) => self.push(i, usize::MAX),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+}
+
 /// The connections of one endpoint.
 #[derive(Default)]
 pub struct Pool {
-    idle: SegQueue<Idle>,
-    idle_count: AtomicUsize,
+    idle: Queue<Idle>,
+    raw: Queue<h1client::Conn>,
     h2: ArcSwapOption<http2::SendRequest<RequestBody>>,
     h2_connecting: tokio::sync::Mutex<()>,
 }
@@ -126,6 +176,28 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
     Ok(stream)
 }
 
+/// A new plain HTTP/1.1 connection for hyper's client, its connection task
+/// holding the connection slot.
+async fn h1_connect(
+    addr: SocketAddr,
+    settings: &PoolSettings,
+    metrics: &Metrics,
+    limits: Option<&Limits>,
+) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+    let (stream, permit) = connect_counted(addr, settings, metrics, limits).await?;
+    let (tx, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ConnectError::Handshake(addr, e))?;
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(tx)
+}
+
 /// [`connect_tcp`] under the backend's limits (a pending-request slot while
 /// connecting, a connection slot for the connection's life), counted in
 /// `weft_upstream_connects_total`.
@@ -155,22 +227,19 @@ async fn connect_counted(
 
 impl Pool {
     fn put(&self, tx: http1::SendRequest<RequestBody>, max_idle: usize, since: Instant) {
-        if tx.is_closed() || self.idle_count.load(Ordering::Relaxed) >= max_idle {
-            return;
+        if !tx.is_closed() {
+            self.idle.push(Idle { tx, since }, max_idle);
         }
-        self.idle_count.fetch_add(1, Ordering::Relaxed);
-        self.idle.push(Idle { tx, since });
     }
 
-    fn pop(&self) -> Option<Idle> {
-        let idle = self.idle.pop()?;
-        self.idle_count.fetch_sub(1, Ordering::Relaxed);
-        Some(idle)
+    /// Takes back a lean-client connection whose exchange ended cleanly.
+    pub fn put_raw(&self, conn: h1client::Conn, max_idle: usize) {
+        self.raw.push(conn, max_idle);
     }
 
     /// Idle HTTP/1 connections now.
     pub fn idle(&self) -> usize {
-        self.idle_count.load(Ordering::Relaxed)
+        self.idle.len() + self.raw.len()
     }
 
     /// Whether an HTTP/2 connection is open.
@@ -180,17 +249,31 @@ impl Pool {
 
     /// Closes idle connections older than the idle timeout.
     pub fn evict_idle(&self, idle_timeout: Duration) {
-        let n = self.idle_count.load(Ordering::Relaxed);
-        for _ in 0..n {
-            match self.pop() {
-                Some(i) if i.since.elapsed() < idle_timeout && !i.tx.is_closed() => {
-                    self.idle_count.fetch_add(1, Ordering::Relaxed);
-                    self.idle.push(i);
-                }
-                Some(_) => {}
-                None => break,
+        self.idle
+            .retain(|i| i.since.elapsed() < idle_timeout && !i.tx.is_closed());
+        self.raw
+            .retain(|c| c.since.elapsed() < idle_timeout && c.usable());
+    }
+
+    /// A connection for the lean HTTP/1 client: an idle one that is still
+    /// good, or a new one.
+    pub async fn raw(
+        &self,
+        addr: SocketAddr,
+        settings: &PoolSettings,
+        metrics: &Metrics,
+        limits: Option<&Limits>,
+        now: Instant,
+    ) -> Result<h1client::Conn, ConnectError> {
+        while let Some(conn) = self.raw.pop() {
+            if now.saturating_duration_since(conn.since) < settings.idle_timeout && conn.usable() {
+                return Ok(conn);
             }
         }
+        // Boxed: the connect future is large and rarely needed, and would
+        // otherwise grow every request's future.
+        let (stream, permit) = Box::pin(connect_counted(addr, settings, metrics, limits)).await?;
+        Ok(h1client::Conn::new(stream, permit, now))
     }
 
     /// An HTTP/1 connection: an idle one that is still good, or a new one.
@@ -203,7 +286,7 @@ impl Pool {
         limits: Option<&Limits>,
         now: Instant,
     ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
-        while let Some(mut idle) = self.pop() {
+        while let Some(mut idle) = self.idle.pop() {
             if now.saturating_duration_since(idle.since) >= settings.idle_timeout
                 || idle.tx.is_closed()
             {
@@ -214,18 +297,7 @@ impl Pool {
                 return Ok(idle.tx);
             }
         }
-        let (stream, permit) = connect_counted(addr, settings, metrics, limits).await?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Handshake(addr, e))?;
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %e, "upstream connection ended");
-            }
-        });
-        Ok(tx)
+        Box::pin(h1_connect(addr, settings, metrics, limits)).await
     }
 
     /// The endpoint's HTTP/2 connection, made on first use and remade when it
@@ -243,6 +315,17 @@ impl Pool {
                 return Ok((**tx).clone());
             }
         }
+        Box::pin(self.h2_connect(addr, settings, metrics, limits, tls)).await
+    }
+
+    async fn h2_connect(
+        &self,
+        addr: SocketAddr,
+        settings: &PoolSettings,
+        metrics: &Metrics,
+        limits: Option<&Limits>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<http2::SendRequest<RequestBody>, ConnectError> {
         // One connect at a time per endpoint; others wait and share it.
         let _guard = self.h2_connecting.lock().await;
         if let Some(tx) = self.h2.load().as_ref() {

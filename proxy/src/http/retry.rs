@@ -75,7 +75,8 @@ fn error_failure(e: &ProxyError) -> Option<Failure> {
         ProxyError::Upstream(h) if is_refused_stream(h) || h.is_canceled() => {
             Some(f(RetryOn::REFUSED_STREAM, true, false))
         }
-        ProxyError::Upstream(_) => Some(f(RetryOn::RESET, false, true)),
+        ProxyError::StaleConnection => Some(f(RetryOn::REFUSED_STREAM, true, false)),
+        ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) => Some(f(RetryOn::RESET, false, true)),
         ProxyError::Timeout(_) => Some(f(
             RetryOn::GATEWAY_ERROR | RetryOn::FIVE_XX | RetryOn::RESET,
             false,
@@ -203,16 +204,30 @@ impl Template {
     }
 }
 
+/// What every try of one request shares.
+struct Ctx<'a> {
+    proxy: &'a Arc<Proxy>,
+    backend: &'a Arc<Backend>,
+    rule: &'a Rule,
+    wire: Wire,
+    deadline: Option<Instant>,
+    per_try: Option<Duration>,
+    hash: Option<u64>,
+}
+
 /// Sends `out` to `backend`, retrying per policy. `out.upgrade` requests are
 /// tried once. With `info` (the access log is on), notes the last try's
 /// endpoint, the retries sent and whether retries ran out.
+///
+/// The two paths are separate futures so that neither makes the other (and
+/// every request's future, which is moved as it is built) larger.
 pub async fn call(
     proxy: &Arc<Proxy>,
     backend: &Arc<Backend>,
     rule: &Rule,
     out: Outgoing,
     hash: Option<u64>,
-    mut info: Option<&mut UpstreamInfo>,
+    info: Option<&mut UpstreamInfo>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let res = &backend.resilience;
     let Some(request_permit) = res.limits.try_acquire(Kind::Requests) else {
@@ -220,41 +235,81 @@ pub async fn call(
     };
     res.budget.record_request_at(Instant::from_std(out.started));
     let policy = effective_policy(backend, rule);
-    let wire = Wire::for_protocol(backend.protocol);
-    let deadline = rule.request_timeout.map(|t| Instant::now() + t);
-    let per_try = match (rule.backend_timeout, policy.per_try_timeout) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    let ctx = Ctx {
+        proxy,
+        backend,
+        rule,
+        wire: Wire::for_protocol(backend.protocol),
+        deadline: rule.request_timeout.map(|t| Instant::now() + t),
+        per_try: match (rule.backend_timeout, policy.per_try_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        hash,
     };
-
     // Upgrades and requests that cannot be retried go once, without copies.
-    if out.upgrade.is_some() || policy.attempts == 0 {
-        let pick = backend
-            .pick(hash, &[], &proxy.metrics)
-            .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
-        let ep = pick.endpoint;
-        if let Some(i) = info.as_deref_mut() {
-            i.endpoint = Some(ep.addr);
-        }
-        let fut = async {
-            let up = forward::connect(
-                &ep,
-                wire,
-                &backend.settings,
-                &proxy.metrics,
-                Some(&res.limits),
-                out.started,
-                proxy.mesh.as_deref(),
-                out.upgrade.is_some(),
-            )
-            .await?;
-            forward::send(&ep, up, &backend.settings, &proxy.metrics, out).await
-        };
-        let result = within(deadline, per_try, rule.request_timeout, fut).await;
-        report(proxy, backend, &ep, &result);
-        return result.map(|r| r.map(|b| b.with_permit(request_permit)));
-    }
+    let result = if out.upgrade.is_some() || policy.attempts == 0 {
+        call_once(&ctx, out, info).await
+    } else {
+        call_retrying(&ctx, &policy, out, info).await
+    };
+    result.map(|r| r.map(|b| b.with_permit(request_permit)))
+}
 
+async fn call_once(
+    ctx: &Ctx<'_>,
+    out: Outgoing,
+    info: Option<&mut UpstreamInfo>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Ctx {
+        proxy,
+        backend,
+        rule,
+        ..
+    } = *ctx;
+    let pick = backend
+        .pick(ctx.hash, &[], &proxy.metrics)
+        .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
+    let ep = pick.endpoint;
+    if let Some(i) = info {
+        i.endpoint = Some(ep.addr);
+    }
+    let result = within(ctx.deadline, ctx.per_try, rule.request_timeout, async {
+        let up = forward::connect(
+            &ep,
+            ctx.wire,
+            &backend.settings,
+            &proxy.metrics,
+            Some(&backend.resilience.limits),
+            out.started,
+            proxy.mesh.as_deref(),
+            out.upgrade.is_some(),
+            out.upgrade.is_none() && out.req.body().is_end_stream(),
+        )
+        .await?;
+        forward::send(&ep, up, &backend.settings, &proxy.metrics, out).await
+    })
+    .await;
+    report(proxy, backend, &ep, &result);
+    result
+}
+
+async fn call_retrying(
+    ctx: &Ctx<'_>,
+    policy: &RetryPolicy,
+    out: Outgoing,
+    mut info: Option<&mut UpstreamInfo>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Ctx {
+        proxy,
+        backend,
+        rule,
+        wire,
+        deadline,
+        per_try,
+        hash,
+    } = *ctx;
+    let res = &backend.resilience;
     let Outgoing {
         req,
         authority,
@@ -303,6 +358,7 @@ pub async fn call(
         || (backend.protocol == Protocol::Grpc && policy.retry_on.has(grpc_bits))
         || (wire == Wire::Http2 && policy.retry_on.has(RetryOn::REFUSED_STREAM));
     let method_safe = idempotent(&template.parts.method) || policy.non_idempotent;
+    let bodiless = template.body.is_none() && template.streaming.is_none();
     let mut pending: Option<Request<RequestBody>> = if keep_copy { None } else { template.take() };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retry_permit = None;
@@ -317,7 +373,7 @@ pub async fn call(
             i.retries = attempt;
         }
         let settings = &backend.settings;
-        let try_once = async {
+        let outcome = within(deadline, per_try, rule.request_timeout, async {
             let up = forward::connect(
                 &ep,
                 wire,
@@ -327,6 +383,7 @@ pub async fn call(
                 started,
                 proxy.mesh.as_deref(),
                 false,
+                bodiless,
             )
             .await?;
             let req = match pending.take() {
@@ -344,9 +401,13 @@ pub async fn call(
                 started,
             };
             let resp = forward::send_or_unsent(&ep, up, settings, &proxy.metrics, out).await?;
-            Ok(peek_grpc_trailers(resp, backend, &policy, attempt).await)
-        };
-        let result = match within(deadline, per_try, rule.request_timeout, try_once).await {
+            Ok(match wants_grpc_peek(&resp, backend, policy, attempt) {
+                true => Box::pin(peek_grpc_trailers(resp, policy)).await,
+                false => resp,
+            })
+        })
+        .await;
+        let result = match outcome {
             Ok(r) => Ok(r),
             Err(u) => {
                 if u.request.is_some() {
@@ -357,14 +418,14 @@ pub async fn call(
         };
         report(proxy, backend, &ep, &result);
         let failure = match &result {
-            Ok(r) => status_failure(r.status(), r.headers(), &policy),
+            Ok(r) => status_failure(r.status(), r.headers(), policy),
             Err(e) => error_failure(e),
         };
         let Some(failure) = failure else {
             if attempt > 0 {
                 retry_metric(proxy, backend, "succeeded");
             }
-            return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+            return result;
         };
         let wanted = policy.retry_on.has(failure.condition);
         let safe = failure.unprocessed || method_safe;
@@ -374,7 +435,7 @@ pub async fn call(
             if let Some(i) = info.as_deref_mut() {
                 i.retries_exhausted = wanted && attempt == policy.attempts;
             }
-            return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+            return result;
         }
         // A retry slot and budget, or the original failure stands.
         if retry_permit.is_none() {
@@ -393,7 +454,7 @@ pub async fn call(
                             limit: Kind::Retries.label(),
                         })
                         .inc();
-                    return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+                    return result;
                 }
             }
         }
@@ -402,13 +463,13 @@ pub async fn call(
                 i.retries_exhausted = true;
             }
             retry_metric(proxy, backend, "budget_exhausted");
-            return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+            return result;
         }
         let wait = failure
             .retry_after
             .unwrap_or_else(|| backoff::jittered(attempt, policy.base, policy.max));
         if deadline.is_some_and(|d| Instant::now() + wait >= d) {
-            return result.map(|r| r.map(|b| b.with_permit(request_permit)));
+            return result;
         }
         drop(result);
         retry_metric(proxy, backend, "sent");
@@ -419,50 +480,91 @@ pub async fn call(
 }
 
 /// Runs one try within the per-try timeout and what is left of the request's.
-async fn within<T, E: From<ProxyError>>(
+/// A plain future rather than an `async fn`, so the (large) try future is
+/// stored once and not copied into a second slot.
+fn within<T, E: From<ProxyError>, F: std::future::Future<Output = Result<T, E>>>(
     deadline: Option<Instant>,
     per_try: Option<Duration>,
     request_timeout: Option<Duration>,
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, E> {
+    fut: F,
+) -> Within<F> {
     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let limit = match (left, per_try) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    match limit {
-        None => fut.await,
-        Some(l) => match tokio::time::timeout(l, fut).await {
-            Ok(r) => r,
-            // Which budget ran out decides what the client is told.
-            Err(_) if left == Some(l) => {
-                Err(ProxyError::Timeout(request_timeout.unwrap_or(l)).into())
-            }
-            Err(_) => Err(ProxyError::Timeout(l).into()),
-        },
+    // Which budget runs out decides what the client is told.
+    let error = match limit {
+        Some(l) if left == Some(l) => request_timeout.unwrap_or(l),
+        Some(l) => l,
+        None => Duration::ZERO,
+    };
+    Within {
+        fut,
+        sleep: limit.map(tokio::time::sleep),
+        error,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`within`].
+    struct Within<F> {
+        #[pin]
+        fut: F,
+        #[pin]
+        sleep: Option<tokio::time::Sleep>,
+        error: Duration,
+    }
+}
+
+impl<T, E: From<ProxyError>, F: std::future::Future<Output = Result<T, E>>> std::future::Future
+    for Within<F>
+{
+    type Output = Result<T, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(r) = this.fut.poll(cx) {
+            return std::task::Poll::Ready(r);
+        }
+        let expired = this
+            .sleep
+            .as_pin_mut()
+            .is_some_and(|s| s.poll(cx).is_ready());
+        match expired {
+            true => std::task::Poll::Ready(Err(ProxyError::Timeout(*this.error).into())),
+            false => std::task::Poll::Pending,
+        }
     }
 }
 
 /// For gRPC, the status often arrives in trailers: read a small response
 /// ahead (up to the buffer cap) to see it, and hand on what was read.
-async fn peek_grpc_trailers(
-    resp: Response<ResponseBody>,
+fn wants_grpc_peek(
+    resp: &Response<ResponseBody>,
     backend: &Backend,
     policy: &RetryPolicy,
     attempt: u32,
-) -> Response<ResponseBody> {
+) -> bool {
     let grpc_bits = RetryOn::GRPC_UNAVAILABLE
         | RetryOn::GRPC_CANCELLED
         | RetryOn::GRPC_DEADLINE
         | RetryOn::GRPC_EXHAUSTED;
-    if backend.protocol != Protocol::Grpc
-        || attempt >= policy.attempts
-        || !policy.retry_on.has(grpc_bits)
-        || resp.headers().contains_key("grpc-status")
-        || resp.status() != StatusCode::OK
-    {
-        return resp;
-    }
+    backend.protocol == Protocol::Grpc
+        && attempt < policy.attempts
+        && policy.retry_on.has(grpc_bits)
+        && !resp.headers().contains_key("grpc-status")
+        && resp.status() == StatusCode::OK
+}
+
+/// Reads ahead of a gRPC response (see [`wants_grpc_peek`]).
+async fn peek_grpc_trailers(
+    resp: Response<ResponseBody>,
+    policy: &RetryPolicy,
+) -> Response<ResponseBody> {
     let (mut parts, mut body) = resp.into_parts();
     let mut frames = VecDeque::new();
     let mut seen = 0u64;
