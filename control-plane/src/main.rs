@@ -1,14 +1,19 @@
-//! `weft-control-plane`: compiles resources into per-proxy snapshots.
+//! `weft-control-plane`: the mesh's certificate authority and config server.
 //!
-//! This build is a skeleton: `serve` loads and validates `--config` with the
-//! same loader the proxy uses, then says plainly that serving the discovery
-//! stream is not implemented yet.
+//! `serve` reads resources from `--config` (the same YAML and validation as
+//! the proxy), signs workload certificates, and streams each connected proxy
+//! its config over HTTP/2 + TLS 1.3. `token` issues a bootstrap token that
+//! lets one workload obtain its first certificate.
 
 mod ca;
+mod serve;
+mod token;
 
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "weft-control-plane", version, about = "Weft control plane")]
@@ -17,11 +22,15 @@ struct Cli {
     command: Command,
 }
 
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    weft_proxy::config::duration::parse_duration(s)
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the discovery stream, certificate authority and injector.
+    /// Serve the config stream and the certificate authority.
     Serve {
-        /// Resource files or folders (the same YAML the proxy accepts).
+        /// Resource files or folders (the same YAML the proxy accepts); watched.
         #[arg(long, env = "WEFT_CONFIG")]
         config: Vec<PathBuf>,
         /// Read resources from Kubernetes.
@@ -30,45 +39,184 @@ enum Command {
         /// Directory holding the mesh CA (`ca.pem`, `ca-key.pem`); generated
         /// there on first start.
         #[arg(long, env = "WEFT_CA_DIR")]
-        ca_dir: Option<PathBuf>,
-        /// Trust domain of the mesh, used when generating a new CA.
+        ca_dir: PathBuf,
+        /// Trust domain of the mesh.
         #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "weft.local")]
         trust_domain: String,
+        /// Where proxies connect (TLS 1.3; HTTP/2).
+        #[arg(long, env = "WEFT_LISTEN", default_value = "0.0.0.0:15012")]
+        listen: SocketAddr,
+        /// Admin endpoint: /live /ready /proxies /config /metrics.
+        #[arg(long, env = "WEFT_ADMIN", default_value = "127.0.0.1:15014")]
+        admin: SocketAddr,
+        /// Lifetime of workload certificates.
+        #[arg(long, env = "WEFT_CERT_TTL", default_value = "24h", value_parser = parse_dur)]
+        cert_ttl: Duration,
+        /// Log format: text or json.
+        #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+        /// Log filter (tracing syntax).
+        #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
+        log_level: String,
+    },
+    /// Print a bootstrap token for one workload identity.
+    Token {
+        /// The CA directory `serve` uses (the token is signed with a key
+        /// derived from the CA key).
+        #[arg(long, env = "WEFT_CA_DIR")]
+        ca_dir: PathBuf,
+        #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "weft.local")]
+        trust_domain: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[arg(long)]
+        service_account: String,
+        /// How long the token may be used to obtain a first certificate.
+        #[arg(long, default_value = "24h", value_parser = parse_dur)]
+        ttl: Duration,
     },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Token {
+            ca_dir,
+            trust_domain,
+            namespace,
+            service_account,
+            ttl,
+        } => {
+            let ca = match ca::load_or_generate(&ca_dir, &trust_domain) {
+                Ok((ca, _)) => ca,
+                Err(e) => {
+                    eprintln!("ca: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match token::Tokens::from_ca_key(ca.key_pem()).issue(&namespace, &service_account, ttl)
+            {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve {
             config,
             kubernetes,
             ca_dir,
             trust_domain,
+            listen,
+            admin,
+            cert_ttl,
+            log_format,
+            log_level,
         } => {
-            if let Some(dir) = &ca_dir {
-                match ca::load_or_generate(dir, &trust_domain) {
-                    Ok((_, true)) => eprintln!("ca: generated a new root in {}", dir.display()),
-                    Ok((_, false)) => eprintln!("ca: loaded root from {}", dir.display()),
-                    Err(e) => {
-                        eprintln!("ca: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
-            if !config.is_empty() {
-                match weft_proxy::config::load_paths(&config) {
-                    Ok(set) => eprintln!("config ok: {} files", set.sources.len()),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
+            let _ = weft_proxy::run::init_logging(&log_format, &log_level);
             if kubernetes {
-                eprintln!("--kubernetes: not implemented in this build");
+                tracing::error!("--kubernetes is not implemented in this build; use --config");
+                return ExitCode::from(2);
             }
-            eprintln!("weft-control-plane: serving snapshots to proxies is not implemented in this build yet");
-            ExitCode::from(2)
+            if config.is_empty() {
+                tracing::error!("nothing to serve: pass --config PATH");
+                return ExitCode::from(2);
+            }
+            let ca = match ca::load_or_generate(&ca_dir, &trust_domain) {
+                Ok((ca, created)) => {
+                    tracing::info!(dir = %ca_dir.display(), created, "certificate authority ready");
+                    ca
+                }
+                Err(e) => {
+                    tracing::error!("ca: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let initial = match serve::load(&config) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{e}");
+                    tracing::error!("invalid config at startup; not starting");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async move {
+                let cp = match serve::ControlPlane::new(ca, trust_domain, cert_ttl, initial) {
+                    Ok(cp) => cp,
+                    Err(e) => {
+                        tracing::error!("serving certificate: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let api = match tokio::net::TcpListener::bind(listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("cannot listen on {listen}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let admin_l = match tokio::net::TcpListener::bind(admin).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("cannot listen on admin {admin}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let local = |l: &tokio::net::TcpListener| {
+                    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+                };
+                tracing::info!(
+                    listen = %local(&api),
+                    admin = %local(&admin_l),
+                    version = %cp.resources.borrow().version,
+                    "weft-control-plane serving"
+                );
+                tokio::spawn(serve::watch_files(cp.clone(), config));
+                {
+                    // The serving certificate is re-issued at half its life.
+                    let cp = cp.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(cert_ttl / 2).await;
+                            if let Err(e) = cp.refresh_serving_cert() {
+                                tracing::error!("serving certificate: {e}");
+                            }
+                        }
+                    });
+                }
+                tokio::spawn(serve::serve_admin(cp.clone(), admin_l));
+                tokio::select! {
+                    _ = serve::serve_api(cp, api) => {}
+                    _ = shutdown_signal() => tracing::info!("shutting down"),
+                }
+                ExitCode::SUCCESS
+            })
         }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -72,7 +72,12 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
     match (req.method().clone(), req.uri().path()) {
         (Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (Method::GET, "/ready") => {
-            if proxy.snapshot.load().version > 0 {
+            if proxy.mesh_mode && proxy.mesh.load().is_none() {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: no mesh certificate yet\n",
+                )
+            } else if proxy.snapshot.load().version > 0 {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(

@@ -15,6 +15,7 @@ pub mod drain;
 pub mod http;
 pub mod iptables;
 pub mod listen;
+pub mod mesh_api;
 pub mod proxy;
 pub mod reload;
 pub mod resilience;

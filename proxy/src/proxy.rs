@@ -6,7 +6,7 @@ use crate::http::pool::PoolSettings;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::tls::mesh::MeshTls;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -58,10 +58,13 @@ pub struct Proxy {
     pub passthrough_metrics: RouteMetrics,
     /// The snapshot's `access_log`, mirrored for a relaxed load per request.
     pub access_log: AtomicBool,
-    /// This workload's mesh identity (`--identity-dir`): with it, inbound
-    /// TLS is terminated (mTLS) and endpoints naming an identity are dialled
-    /// over mTLS. Without it everything is plaintext.
-    pub mesh: Option<Arc<MeshTls>>,
+    /// This workload's mesh identity (`--identity-dir`, or issued by the
+    /// control plane and swapped on rotation): with it, inbound TLS is
+    /// terminated (mTLS) and endpoints naming an identity are dialled over
+    /// mTLS. Without it everything is plaintext.
+    pub mesh: ArcSwapOption<MeshTls>,
+    /// Config and identity come from a control plane (`--control-plane`).
+    pub mesh_mode: bool,
 }
 
 impl Proxy {
@@ -85,7 +88,8 @@ impl Proxy {
             no_route_metrics: metrics.route("outbound", "", ""),
             passthrough_metrics: metrics.route("outbound", "passthrough", ""),
             access_log: AtomicBool::new(opts.access_log),
-            mesh: None,
+            mesh: ArcSwapOption::empty(),
+            mesh_mode: false,
             metrics,
             opts,
         }
@@ -111,8 +115,9 @@ impl Proxy {
     }
 
     /// Gives the proxy its mesh identity (before it serves).
-    pub fn with_mesh(mut self, mesh: Option<Arc<MeshTls>>) -> Proxy {
-        self.mesh = mesh;
+    pub fn with_mesh(mut self, mesh: Option<Arc<MeshTls>>, mesh_mode: bool) -> Proxy {
+        self.mesh = ArcSwapOption::new(mesh);
+        self.mesh_mode = mesh_mode;
         self
     }
 

@@ -34,10 +34,14 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, u64, Option<SystemTime>)
 
 /// Loads and applies the config under `paths`; on error nothing changes.
 pub fn apply(proxy: &Proxy, paths: &[PathBuf]) -> Result<u64, ConfigErrors> {
-    let set = config::load_paths(paths)?;
+    apply_set(proxy, config::load_paths(paths)?)
+}
+
+/// Compiles and swaps in a loaded config; on error nothing changes.
+pub fn apply_set(proxy: &Proxy, set: config::ConfigSet) -> Result<u64, ConfigErrors> {
     // Strict inbound mode without an identity would close every inbound
     // connection: refuse it like any invalid config, at startup and on reload.
-    if proxy.mesh.is_none() {
+    if proxy.mesh.load().is_none() && !proxy.mesh_mode {
         if let Some(m) = set
             .mesh_configs
             .iter()
@@ -87,6 +91,12 @@ impl Baseline {
             files: fingerprint(paths),
             text: read_all(paths),
         }
+    }
+
+    /// Whether the files now differ from this baseline (names, inodes,
+    /// sizes and times first; then the text, since times change alone).
+    pub fn changed(&self, paths: &[PathBuf]) -> bool {
+        fingerprint(paths) != self.files && read_all(paths) != self.text
     }
 }
 

@@ -19,9 +19,28 @@ pub struct RunArgs {
     /// Config file, or folder of *.yaml files (file mode; watched and hot-reloaded).
     #[arg(long, env = "WEFT_CONFIG", value_name = "PATH")]
     pub config: Vec<PathBuf>,
-    /// Control plane URL (mesh mode).
+    /// Control plane URL (mesh mode): `https://host:port`. Config and the
+    /// mesh certificate then come from it.
     #[arg(long, env = "WEFT_CONTROL_PLANE", value_name = "URL")]
     pub control_plane: Option<String>,
+    /// Mesh mode: PEM trust anchors (the mesh CA) to verify the control plane.
+    #[arg(long, env = "WEFT_CONTROL_PLANE_CA", value_name = "PATH")]
+    pub control_plane_ca: Option<PathBuf>,
+    /// Mesh mode: the token that proves this workload's identity for its
+    /// first certificate (`weft-control-plane token`).
+    #[arg(long, env = "WEFT_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+    /// Mesh mode: the trust domain of the mesh.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "weft.local")]
+    pub trust_domain: String,
+    /// Mesh mode: the service account this workload runs as (its identity);
+    /// defaults to `--service`.
+    #[arg(long, env = "WEFT_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    /// Mesh mode: how this instance is listed at the control plane
+    /// (default: host name and process id).
+    #[arg(long, env = "WEFT_PROXY_NAME")]
+    pub proxy_name: Option<String>,
     /// Where the local app's outgoing traffic arrives.
     #[arg(long, env = "WEFT_OUTBOUND", default_value = "127.0.0.1:15001")]
     pub outbound: SocketAddr,
@@ -149,17 +168,14 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
-    if args.control_plane.is_some() {
-        tracing::error!(
-            "mesh mode (--control-plane) is not available in this build yet; use --config"
-        );
-        return 2;
-    }
-    if args.config.is_empty() {
-        tracing::error!("nothing to serve: pass --config PATH (or set WEFT_CONFIG)");
-        return 2;
-    }
-    if args.inbound_mode == "strict" && args.identity_dir.is_none() {
+    let mesh_client = match mesh_client(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}; not starting");
+            return 2;
+        }
+    };
+    if args.inbound_mode == "strict" && args.identity_dir.is_none() && mesh_client.is_none() {
         tracing::error!(
             "--inbound-mode strict needs a mesh identity (--identity-dir); not starting"
         );
@@ -179,12 +195,15 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         },
     };
     let metrics = Arc::new(Metrics::new());
-    let source = args
-        .config
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let source = match &args.control_plane {
+        Some(url) => format!("control-plane {url}"),
+        None => args
+            .config
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
     let proxy = Arc::new(
         Proxy::new(
             ProxyOptions {
@@ -204,9 +223,12 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
                 },
             },
             metrics,
-            format!("file: {source}"),
+            match mesh_client {
+                Some(_) => source.clone(),
+                None => format!("file: {source}"),
+            },
         )
-        .with_mesh(mesh),
+        .with_mesh(mesh, mesh_client.is_some()),
     );
     let resolver = match crate::discovery::dns::resolver(args.dns_server) {
         Ok(r) => Some(Arc::new(r)),
@@ -234,6 +256,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     };
     let baseline = crate::reload::Baseline::take(&args.config);
     match crate::reload::apply(&proxy, &args.config) {
+        _ if mesh_client.is_some() => {}
         Ok(v) => {
             tracing::info!(version = v, source = %source, "config applied");
             let snap = proxy.snapshot.load_full();
@@ -278,17 +301,25 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         log_level: std::sync::Mutex::new(args.log_level.clone()),
     });
     let last = std::sync::Mutex::new(proxy.snapshot.load_full());
-    let watcher = tokio::spawn(crate::reload::watch(
-        proxy.clone(),
-        args.config.clone(),
-        baseline,
-        move |snap| {
-            if let Ok(mut prev) = last.lock() {
-                start_dns(snap, Some(prev.as_ref()));
-                *prev = snap.clone();
-            }
-        },
-    ));
+    let on_apply = move |snap: &Arc<Snapshot>| {
+        if let Ok(mut prev) = last.lock() {
+            start_dns(snap, Some(prev.as_ref()));
+            *prev = snap.clone();
+        }
+    };
+    let watcher = match mesh_client {
+        Some(client) => tokio::spawn(crate::discovery::control_plane::run(
+            Arc::new(client),
+            proxy.clone(),
+            Arc::new(on_apply),
+        )),
+        None => tokio::spawn(crate::reload::watch(
+            proxy.clone(),
+            args.config.clone(),
+            baseline,
+            on_apply,
+        )),
+    };
     let evictor = {
         let proxy = proxy.clone();
         tokio::spawn(async move {
@@ -319,6 +350,49 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         tracing::warn!("grace period over with connections still open; closing them");
     }
     0
+}
+
+/// The control plane client for mesh mode (`--control-plane`), if chosen.
+fn mesh_client(args: &RunArgs) -> Result<Option<crate::discovery::control_plane::Client>, String> {
+    let Some(url) = &args.control_plane else {
+        if args.config.is_empty() {
+            return Err("nothing to serve: pass --config PATH (file mode) or --control-plane URL (mesh mode)".into());
+        }
+        return Ok(None);
+    };
+    if !args.config.is_empty() {
+        return Err(
+            "--config and --control-plane are exclusive: config comes from one place".into(),
+        );
+    }
+    if args.identity_dir.is_some() {
+        return Err("--identity-dir is for file mode; in mesh mode the control plane issues the certificate".into());
+    }
+    let ca = args
+        .control_plane_ca
+        .as_deref()
+        .ok_or("mesh mode needs --control-plane-ca (the mesh CA, to verify the control plane)")?;
+    let trust = crate::discovery::control_plane::read_trust(ca)?;
+    let service_account = args
+        .service_account
+        .clone()
+        .or_else(|| args.service.clone())
+        .unwrap_or_else(|| "default".into());
+    let name = args.proxy_name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    crate::discovery::control_plane::Client::new(crate::discovery::control_plane::Settings {
+        url: url.clone(),
+        trust,
+        trust_domain: args.trust_domain.clone(),
+        namespace: args.namespace.clone(),
+        service_account,
+        service: args.service.clone(),
+        token: args.bootstrap_token.clone(),
+        name,
+    })
+    .map(Some)
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 //! (HTTP clients, admin queries, bounded polling) for the end-to-end tests.
 
 pub mod client;
+pub mod control_plane;
 pub mod dns;
 pub mod faulty;
 pub mod mesh;
@@ -10,6 +11,7 @@ pub mod proxy;
 pub mod upstream;
 
 pub use client::*;
+pub use control_plane::ControlPlane;
 pub use faulty::{Faulty, Mode};
 pub use proxy::*;
 pub use upstream::*;

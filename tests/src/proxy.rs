@@ -40,9 +40,54 @@ pub struct ProxyBuilder {
     yaml: String,
     args: Vec<String>,
     app: Option<SocketAddr>,
+    no_config: bool,
+}
+
+/// Spawns `cmd` with stderr captured, and waits (up to 20 s) for a log line
+/// containing `marker`; returns the child, its log so far (kept growing)
+/// and that line. Panics with the log if the line never comes.
+pub fn spawn_until(mut cmd: Command, marker: &str) -> (Child, Arc<Mutex<Vec<String>>>, String) {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        let marker = marker.to_string();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(&marker) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Some(line.clone()));
+                    }
+                }
+                log.lock().unwrap().push(line);
+            }
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(None);
+            }
+        });
+    }
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Some(l)) => (child, log, l),
+        _ => {
+            let _ = child.kill();
+            panic!(
+                "{marker:?} never logged; log:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        }
+    }
 }
 
 impl ProxyBuilder {
+    /// Mesh mode: no `--config` (pass `--control-plane` and friends as args).
+    pub fn no_config(mut self) -> Self {
+        self.no_config = true;
+        self
+    }
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
         self
@@ -57,55 +102,26 @@ impl ProxyBuilder {
         let config = dir.path().join("mesh.yaml");
         std::fs::write(&config, &self.yaml).expect("write config");
         let mut cmd = Command::new(proxy_bin());
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args([
-                "--outbound",
-                "127.0.0.1:0",
-                "--inbound",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json"])
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.arg("run");
+        if !self.no_config {
+            cmd.arg("--config").arg(&config);
+        }
+        cmd.args([
+            "--outbound",
+            "127.0.0.1:0",
+            "--inbound",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json"])
+        .args(&self.args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         if let Some(app) = self.app {
             cmd.arg("--app").arg(app.to_string());
         }
-        let mut child = cmd.spawn().expect("spawn weft-proxy");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("weft-proxy serving") {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(Some(line.clone()));
-                        }
-                    }
-                    log.lock().unwrap().push(line);
-                }
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(None);
-                }
-            });
-        }
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Some(l)) => l,
-            _ => {
-                let _ = child.kill();
-                panic!(
-                    "weft-proxy did not start; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            }
-        };
+        let (child, log, line) = spawn_until(cmd, "weft-proxy serving");
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         let addr = |k: &str| {
             v[k].as_str()
@@ -130,6 +146,7 @@ impl Proxy {
             yaml: yaml.into(),
             args: Vec::new(),
             app: None,
+            no_config: false,
         }
     }
 

@@ -1,3 +1,5 @@
 //! Where endpoints come from: static lists in the config (applied when the
-//! snapshot is compiled) and DNS names watched here.
+//! snapshot is compiled), DNS names watched here, and the control plane
+//! (mesh mode).
+pub mod control_plane;
 pub mod dns;

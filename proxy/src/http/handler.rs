@@ -409,7 +409,7 @@ pub async fn inbound(
             return resp;
         }
     }
-    if proxy.mesh.is_some() {
+    if proxy.mesh_mode || proxy.mesh.load().is_some() {
         set_peer_identity(&mut req, &conn);
     }
     if !proxy.access_log.load(Ordering::Relaxed) {

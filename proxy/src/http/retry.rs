@@ -267,6 +267,7 @@ async fn call_once(
         rule,
         ..
     } = *ctx;
+    let mesh = proxy.mesh.load_full();
     let pick = backend
         .pick(ctx.hash, &[], &proxy.metrics)
         .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
@@ -282,7 +283,7 @@ async fn call_once(
             &proxy.metrics,
             Some(&backend.resilience.limits),
             out.started,
-            proxy.mesh.as_deref(),
+            mesh.as_deref(),
             out.upgrade.is_some(),
             out.upgrade.is_none() && out.req.body().is_end_stream(),
         )
@@ -310,6 +311,7 @@ async fn call_retrying(
         hash,
     } = *ctx;
     let res = &backend.resilience;
+    let mesh = proxy.mesh.load_full();
     let Outgoing {
         req,
         authority,
@@ -381,7 +383,7 @@ async fn call_retrying(
                 &proxy.metrics,
                 Some(&res.limits),
                 started,
-                proxy.mesh.as_deref(),
+                mesh.as_deref(),
                 false,
                 bodiless,
             )

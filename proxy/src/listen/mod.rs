@@ -118,7 +118,11 @@ async fn connection(
             peer_identity,
         })
     };
-    let plaintext = !matches!(detected, Detected::Tls) || proxy.mesh.is_none();
+    let mesh = match direction {
+        Direction::Inbound => proxy.mesh.load_full(),
+        Direction::Outbound => None,
+    };
+    let plaintext = !matches!(detected, Detected::Tls) || mesh.is_none();
     if direction == Direction::Inbound && plaintext {
         let snap = proxy.snapshot.load();
         if snap.inbound_strict {
@@ -147,8 +151,8 @@ async fn connection(
     match detected {
         Detected::Http1 => serve_http(proxy, stream, info(None), direction, watch, false).await,
         Detected::Http2 => serve_http(proxy, stream, info(None), direction, watch, true).await,
-        Detected::Tls if direction == Direction::Inbound && proxy.mesh.is_some() => {
-            let Some(mesh) = proxy.mesh.clone() else {
+        Detected::Tls if direction == Direction::Inbound && mesh.is_some() => {
+            let Some(mesh) = mesh else {
                 return;
             };
             let handshake = mesh.acceptor.accept(stream);

@@ -82,6 +82,8 @@ pub struct Metrics {
     /// Inbound connections or requests refused: `plaintext` (strict mode), `forbidden` (authz).
     pub inbound_rejected: Family<ReasonLabels, Counter>,
     pub config_version: Gauge<i64, AtomicI64Compat>,
+    /// When this proxy's mesh certificate expires (Unix seconds; 0 without one).
+    pub cert_expiry: Gauge<i64, AtomicI64Compat>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub upstream_connects: Family<ResultLabels, Counter>,
     pub retries: Family<RetryLabels, Counter>,
@@ -189,6 +191,12 @@ impl Metrics {
             "config_version",
             "Version of the config in force",
             config_version.clone(),
+        );
+        let cert_expiry = Gauge::<i64, AtomicI64Compat>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the mesh certificate in use expires (Unix seconds; 0 without one)",
+            cert_expiry.clone(),
         );
         let config_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -310,6 +318,7 @@ impl Metrics {
             tcp_bytes,
             inbound_rejected,
             config_version,
+            cert_expiry,
             config_reloads,
             upstream_connects,
         }

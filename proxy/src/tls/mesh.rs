@@ -82,6 +82,11 @@ impl MeshTls {
             .map_err(|e| format!("identity in {}: {e}", dir.display()))
     }
 
+    /// The credentials presented (also to the control plane, for renewal).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// The outbound config for a peer that must be exactly `peer`; with
     /// `h1_only` it offers only ALPN `http/1.1` (upgrades).
     pub fn client(&self, peer: &Arc<str>, h1_only: bool) -> Result<Arc<ClientConfig>, Error> {

@@ -241,6 +241,43 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// A client config that presents no certificate (a proxy's first request to
+/// the control plane, before it has one) but verifies the server exactly.
+pub fn client_config_anonymous(
+    trust: &TrustBundle,
+    expected_peer: SpiffeId,
+) -> Result<Arc<ClientConfig>, Error> {
+    let provider = provider();
+    let verifier = verify::SpiffeServerVerifier::new(
+        trust.root_store()?,
+        expected_peer,
+        provider.signature_verification_algorithms,
+    );
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The control plane's server config: like [`server_config`], but a client
+/// certificate is optional (bootstrap requests come without one).
+pub fn server_config_optional_client(
+    identity: &Identity,
+    trust: &TrustBundle,
+) -> Result<Arc<ServerConfig>, Error> {
+    let provider = provider();
+    let verifier = verify::SpiffeClientVerifier::optional(trust.root_store()?, provider.clone())?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(identity.cert_chain.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
 /// Builds the inbound (server) config: TLS 1.3 only, ALPN `h2` then
 /// `http/1.1`, presents `identity` and requires a client certificate chaining
 /// to `trust` with a valid SPIFFE ID (read it back with [`peer_identity`]).

@@ -132,6 +132,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 #[derive(Debug)]
 pub struct SpiffeClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    mandatory: bool,
 }
 
 impl SpiffeClientVerifier {
@@ -141,7 +142,22 @@ impl SpiffeClientVerifier {
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> Result<Self, rustls::server::VerifierBuilderError> {
         let inner = WebPkiClientVerifier::builder_with_provider(roots, provider).build()?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            mandatory: true,
+        })
+    }
+
+    /// Like [`SpiffeClientVerifier::new`], but a client may also send no
+    /// certificate at all (the control plane's bootstrap requests); one that
+    /// is sent is verified all the same.
+    pub fn optional(
+        roots: Arc<RootCertStore>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, rustls::server::VerifierBuilderError> {
+        let mut v = Self::new(roots, provider)?;
+        v.mandatory = false;
+        Ok(v)
     }
 }
 
@@ -151,7 +167,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

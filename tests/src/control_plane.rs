@@ -1,0 +1,188 @@
+//! Runs the real `weft-control-plane` binary on loopback ports chosen by
+//! the kernel, with its config and CA in a scratch directory.
+
+use crate::proxy::spawn_until;
+use crate::TempDir;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Path of the built `weft-control-plane` (next to the proxy binary).
+pub fn control_plane_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WEFT_CONTROL_PLANE_BIN") {
+        return PathBuf::from(p);
+    }
+    let bin = crate::proxy::proxy_bin().with_file_name("weft-control-plane");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (which builds it)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct ControlPlane {
+    child: Option<Child>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub ca_dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    args: Vec<String>,
+}
+
+impl ControlPlane {
+    /// Starts a control plane serving `yaml`, with extra `args`.
+    pub fn start(yaml: &str, args: &[&str]) -> ControlPlane {
+        let dir = TempDir::new("cp");
+        let config = dir.path().join("mesh.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let ca_dir = dir.path().join("ca");
+        let mut cp = ControlPlane {
+            child: None,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
+            dir,
+            config,
+            ca_dir,
+            log: Arc::new(Mutex::new(Vec::new())),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        cp.spawn();
+        cp
+    }
+
+    /// (Re)starts the process, on the same ports once they are known.
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(control_plane_bin());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--ca-dir")
+            .arg(&self.ca_dir)
+            .args(["--listen", &self.listen.to_string()])
+            .args(["--admin", &self.admin.to_string()])
+            .args(["--log-format", "json"])
+            .args(&self.args);
+        let (child, log, line) = spawn_until(cmd, "weft-control-plane serving");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        let addr = |k: &str| -> SocketAddr {
+            v[k].as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+        };
+        self.listen = addr("listen");
+        self.admin = addr("admin");
+        self.child = Some(child);
+        self.log = log;
+    }
+
+    /// Kills the process (SIGKILL: nothing is saved on the way out).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports, with the same CA and files.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.listen)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca_dir.join("ca.pem")
+    }
+
+    /// A bootstrap token for `namespace`/`sa`, from the `token` subcommand.
+    pub fn token(&self, namespace: &str, sa: &str) -> String {
+        let out = Command::new(control_plane_bin())
+            .arg("token")
+            .arg("--ca-dir")
+            .arg(&self.ca_dir)
+            .args(["--namespace", namespace, "--service-account", sa])
+            .output()
+            .expect("run token");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Mesh-mode flags for a proxy of `namespace`/`sa` holding `token`.
+    pub fn proxy_args(&self, namespace: &str, sa: &str, token: &str) -> Vec<String> {
+        vec![
+            "--control-plane".into(),
+            self.url(),
+            "--control-plane-ca".into(),
+            self.ca_file().display().to_string(),
+            "--namespace".into(),
+            namespace.into(),
+            "--service-account".into(),
+            sa.into(),
+            "--bootstrap-token".into(),
+            token.into(),
+        ]
+    }
+
+    /// Replaces the config file atomically.
+    pub fn write_config(&self, yaml: &str) {
+        let tmp = self.dir.path().join(".mesh.yaml.tmp");
+        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::rename(&tmp, &self.config).expect("rename config");
+    }
+
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let r = crate::client::get(&format!("http://{}{}", self.admin, path), &[])
+            .await
+            .expect("admin request");
+        serde_json::from_slice(&r.body).expect("json")
+    }
+
+    /// The version of the resources in force.
+    pub async fn version(&self) -> String {
+        let config = self.admin_json("/config").await;
+        config["version"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits until the resources' version is not `old` (an edit was taken)
+    /// and `n` connected proxies all acknowledged it; returns it.
+    pub async fn wait_all_acked(&self, n: usize, old: Option<&str>, limit: Duration) -> String {
+        crate::eventually(
+            "proxies acknowledged the current version",
+            limit,
+            || async {
+                let config = self.admin_json("/config").await;
+                let version = config["version"].as_str()?.to_string();
+                if old == Some(version.as_str()) {
+                    return None;
+                }
+                let proxies = self.admin_json("/proxies").await;
+                let list = proxies.as_array()?;
+                (list.len() == n && list.iter().all(|p| p["acked"].as_str() == Some(&version)))
+                    .then_some(version)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
