@@ -62,7 +62,11 @@ async fn identities_come_from_the_control_plane_and_peers_are_verified_exactly()
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
+    // Carried as HTTP/2 between the sidecars, handed to the app as the
+    // HTTP/1.1 the client spoke.
+    assert_eq!(r.header("x-seen-version"), Some("HTTP/1.1"));
     let seen: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(seen.get("x-weft-orig-proto").is_none(), "{seen}");
     assert_eq!(
         seen["x-weft-peer-identity"].as_str(),
         Some("spiffe://weft.local/ns/default/sa/productpage"),

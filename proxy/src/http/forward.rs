@@ -56,7 +56,15 @@ pub enum Upstream {
     /// to a mesh peer over mTLS).
     Http1Unpooled(hyper::client::conn::http1::SendRequest<RequestBody>),
     Http2(hyper::client::conn::http2::SendRequest<RequestBody>),
+    /// HTTP/2 over mTLS to a peer sidecar, whatever the app spoke: an
+    /// HTTP/1 request carries [`ORIG_PROTO_HEADER`] so the peer hands it to
+    /// its app as HTTP/1.1 again.
+    Mesh(hyper::client::conn::http2::SendRequest<RequestBody>),
 }
+
+/// Set by the calling sidecar on a request it carried from HTTP/1 to HTTP/2;
+/// the receiving sidecar removes it and speaks HTTP/1.1 to its app.
+pub const ORIG_PROTO_HEADER: &str = "x-weft-orig-proto";
 
 /// Takes a pooled connection to `ep`, or makes one. Nothing of the request
 /// is consumed yet, so a failure here is always safe to retry.
@@ -111,7 +119,7 @@ async fn connect_mesh(
                 .await?,
         )
     } else {
-        Upstream::Http2(
+        Upstream::Mesh(
             ep.pool
                 .h2(ep.addr, settings, metrics, limits, Some(&config))
                 .await?,
@@ -202,6 +210,7 @@ pub async fn send_or_unsent(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let pooled = matches!(upstream, Upstream::Http1(_));
+    let mesh_hop = matches!(upstream, Upstream::Mesh(_));
     match upstream {
         Upstream::Lean(conn) => {
             origin_form(&mut req, authority, path);
@@ -248,7 +257,11 @@ pub async fn send_or_unsent(
                 ResponseBody::upstream(body, reuse, Some(active)),
             ))
         }
-        Upstream::Http2(mut tx) => {
+        Upstream::Http2(mut tx) | Upstream::Mesh(mut tx) => {
+            if mesh_hop && req.version() < Version::HTTP_2 {
+                req.headers_mut()
+                    .insert(ORIG_PROTO_HEADER, HeaderValue::from_static("HTTP/1.1"));
+            }
             *req.version_mut() = Version::HTTP_2;
             let authority = authority
                 .or_else(|| req.uri().authority().cloned())

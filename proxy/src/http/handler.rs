@@ -362,7 +362,14 @@ async fn passthrough(
         r.upstream.endpoint = Some(dst);
     }
     let ep = proxy.passthrough_endpoint(dst);
-    let wire = if req.version() == Version::HTTP_2 {
+    // A request the calling sidecar carried from HTTP/1 over HTTP/2 goes
+    // to the app as HTTP/1.1 again; other HTTP/2 (gRPC) stays HTTP/2.
+    let mut req = req;
+    let orig_h1 = req
+        .headers_mut()
+        .remove(crate::http::forward::ORIG_PROTO_HEADER)
+        .is_some_and(|v| v.as_bytes().starts_with(b"HTTP/1"));
+    let wire = if req.version() == Version::HTTP_2 && !orig_h1 {
         Wire::Http2
     } else {
         Wire::Http1
@@ -447,7 +454,14 @@ async fn serve_inbound(
     started: Instant,
     mut rec: Option<&mut Record>,
 ) -> Response<ResponseBody> {
-    let wire = if req.version() == Version::HTTP_2 {
+    // A request the calling sidecar carried from HTTP/1 over HTTP/2 goes
+    // to the app as HTTP/1.1 again; other HTTP/2 (gRPC) stays HTTP/2.
+    let mut req = req;
+    let orig_h1 = req
+        .headers_mut()
+        .remove(crate::http::forward::ORIG_PROTO_HEADER)
+        .is_some_and(|v| v.as_bytes().starts_with(b"HTTP/1"));
+    let wire = if req.version() == Version::HTTP_2 && !orig_h1 {
         Wire::Http2
     } else {
         Wire::Http1

@@ -59,18 +59,50 @@ impl TypedMetric for LatencyHistogram {
 
 impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let mut cumulative = 0;
+        // Per-bucket counts: the encoder makes them cumulative.
+        let mut total = 0;
         let mut buckets = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
         for (i, c) in self.inner.counts.iter().enumerate() {
-            cumulative += c.load(Ordering::Relaxed);
+            let n = c.load(Ordering::Relaxed);
+            total += n;
             let bound = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
-            buckets.push((bound, cumulative));
+            buckets.push((bound, n));
         }
         let sum = self.inner.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        encoder.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    #[test]
+    fn exposition_is_cumulative_once() {
+        let h = LatencyHistogram::default();
+        let mut r = Registry::default();
+        r.register("lat", "latency", h.clone());
+        h.observe(Duration::from_micros(50)); // le 0.0001
+        h.observe(Duration::from_millis(2)); // le 0.0025
+        h.observe(Duration::from_millis(2));
+        h.observe(Duration::from_secs(100)); // +Inf
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        let bucket = |le: &str| -> u64 {
+            let key = format!("lat_bucket{{le=\"{le}\"}} ");
+            let line = text.lines().find(|l| l.starts_with(&key)).unwrap();
+            line[key.len()..].parse().unwrap()
+        };
+        assert_eq!(bucket("0.0001"), 1);
+        assert_eq!(bucket("0.001"), 1);
+        assert_eq!(bucket("0.0025"), 3);
+        assert_eq!(bucket("60.0"), 3);
+        assert_eq!(bucket("+Inf"), 4);
+        assert!(text.contains("lat_count 4"), "{text}");
     }
 }
