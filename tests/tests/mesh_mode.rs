@@ -205,3 +205,69 @@ async fn edits_apply_under_load_and_a_dead_control_plane_loses_nothing() {
         ok.load(Ordering::Relaxed)
     );
 }
+
+#[tokio::test]
+async fn certificates_rotate_under_load_without_a_failed_request() {
+    let app = Upstream::start("reviews-app").await;
+    let placeholder = Upstream::start("placeholder").await;
+    // Two-second certificates: each sidecar renews every 1.0-1.4 s.
+    let mut cp = ControlPlane::start(
+        &backend("placeholder", placeholder.addr, None),
+        &["--cert-ttl", "2s"],
+    );
+    let b = mesh_proxy(&cp, "reviews", &cp.token("default", "reviews"))
+        .arg("--service")
+        .arg("reviews")
+        .app(app.addr)
+        .start();
+    let a = mesh_proxy(&cp, "productpage", &cp.token("default", "productpage")).start();
+    ready(&a).await;
+    ready(&b).await;
+    let v0 = cp.version().await;
+    cp.write_config(&backend("reviews", b.inbound, Some("reviews")));
+    cp.wait_all_acked(2, Some(&v0), Duration::from_secs(10))
+        .await;
+    let expiry = |p: &Proxy| {
+        let p = p.admin;
+        async move {
+            let r = get(&format!("http://{p}/metrics"), &[]).await.unwrap();
+            r.text()
+                .lines()
+                .find(|l| l.starts_with("weft_certificate_expiry_timestamp_seconds "))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap()
+        }
+    };
+    let (a0, b0) = (expiry(&a).await, expiry(&b).await);
+    let (ok, failed, stop) = load(a.url("/"), "reviews");
+    // Two renewals each (six certificates in all), with traffic flowing.
+    let issued0 = cp_metric(&cp, "weft_cp_certificates_issued_total").await;
+    assert_eq!(issued0, 2.0, "one first certificate each so far");
+    let started = Instant::now();
+    eventually(
+        "both sidecars renewed twice",
+        Duration::from_secs(15),
+        || async {
+            let issued = cp_metric(&cp, "weft_cp_certificates_issued_total").await;
+            let (a1, b1) = (expiry(&a).await, expiry(&b).await);
+            (issued >= 6.0 && a1 > a0 && b1 > b0).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "renewed too early: {:?}",
+        started.elapsed()
+    );
+    // New connections after the rotations use the new certificates.
+    let r = get(&a.url("/"), &[("host", "reviews")]).await.unwrap();
+    assert_eq!(r.status, 200);
+    let _ = stop.send(true);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during rotation"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 50);
+    cp.kill();
+}
