@@ -254,11 +254,11 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
         },
     )
     .await;
-    assert!(
-        started.elapsed() >= Duration::from_millis(1500),
-        "renewed too early: {:?}",
-        started.elapsed()
-    );
+    // Renewal waits for half the life or more (whole-second expiry makes
+    // that 0.5-1.4 s here), not a tight loop.
+    let issued = cp_metric(&cp, "weft_cp_certificates_issued_total").await;
+    let most = 2.0 + 2.0 * (started.elapsed().as_secs_f64() / 0.5 + 1.0);
+    assert!(issued <= most, "{issued} certificates");
     // New connections after the rotations use the new certificates.
     let r = get(&a.url("/"), &[("host", "reviews")]).await.unwrap();
     assert_eq!(r.status, 200);
