@@ -6,6 +6,7 @@
 //! lets one workload obtain its first certificate.
 
 mod ca;
+mod scope;
 mod serve;
 mod token;
 

@@ -9,6 +9,7 @@
 //! the version they hold.
 
 use crate::ca::CertificateAuthority;
+use crate::scope::Catalog;
 use crate::token::Tokens;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use weft_proxy::mesh_api::{self, CertificateRequest, CertificateResponse, WatchUp};
+use weft_proxy::mesh_api::{self, CertificateRequest, CertificateResponse, WatchDown, WatchUp};
 use weft_proxy::tls::identity::WorkloadKey;
 use weft_proxy::tls::SpiffeId;
 
@@ -38,13 +39,13 @@ const MAX_MESSAGE: usize = 256 * 1024;
 /// Changes settle this long before they are pushed (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// The resources in force: the files' text, validated with the proxy's own
-/// loader, and the version derived from it.
-#[derive(Clone, Debug, PartialEq)]
+/// The resources in force: the files, validated with the proxy's own
+/// loader, the version derived from their text, and the catalog each
+/// proxy's scoped snapshot is cut from.
 pub struct Resources {
     pub version: String,
-    pub yaml: String,
     pub files: Vec<String>,
+    pub catalog: Catalog,
 }
 
 /// What the admin endpoint shows of one connected proxy.
@@ -53,9 +54,15 @@ pub struct ProxyStatus {
     pub name: String,
     pub identity: String,
     pub service: Option<String>,
+    pub namespace: String,
     pub peer: String,
     pub connected_at: u64,
-    /// The last version sent, and the last one the proxy acknowledged.
+    /// Names it asked for; the ones that resolve are in its snapshot.
+    pub wants: Vec<String>,
+    /// The resources version its snapshot was last cut from.
+    pub resources: Option<String>,
+    /// Its snapshot's version now, the last sent, and the last acknowledged.
+    pub current: Option<String>,
     pub sent: Option<String>,
     pub acked: Option<String>,
     pub last_nack: Option<Nack>,
@@ -99,29 +106,21 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The content version: the first 16 hex digits of SHA-256 over the text.
-fn version_of(yaml: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, yaml.as_bytes());
-    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Loads and validates the files; the YAML handed to proxies is the files'
-/// documents joined in path order.
+/// Loads and validates the files. The version is a hash of their text (the
+/// first 16 hex digits of SHA-256), in path order.
 pub fn load(paths: &[PathBuf]) -> Result<Resources, String> {
     let set = weft_proxy::config::load_paths(paths).map_err(|e| e.to_string())?;
-    let mut yaml = String::new();
+    let mut all = String::new();
     let mut files = Vec::new();
     for (name, text) in &set.sources {
         files.push(name.clone());
-        if !yaml.is_empty() {
-            yaml.push_str("\n---\n");
-        }
-        yaml.push_str(text);
+        all.push_str(text);
+        all.push('\0');
     }
     Ok(Resources {
-        version: version_of(&yaml),
-        yaml,
+        version: crate::scope::version_of(&all),
         files,
+        catalog: Catalog::new(set),
     })
 }
 
@@ -416,15 +415,6 @@ fn requested_identity(csr_pem: &str) -> Option<String> {
     })
 }
 
-/// The snapshot a proxy gets. Every proxy sees the same resources for now;
-/// `Hello.service` is where scoping by what a proxy needs hooks in.
-fn snapshot_for(r: &Resources) -> mesh_api::Snapshot {
-    mesh_api::Snapshot {
-        version: r.version.clone(),
-        yaml: r.yaml.clone(),
-    }
-}
-
 fn start_watch(
     cp: &Arc<ControlPlane>,
     req: Request<Incoming>,
@@ -446,8 +436,12 @@ fn start_watch(
     r
 }
 
-/// One proxy's watch: read its hello, then push on every change and record
-/// its ACKs and NACKs, until either side goes away.
+/// Most names one proxy may ask for (bounds a misbehaving proxy).
+const MAX_WANTS: usize = 10_000;
+
+/// One proxy's watch: read its hello, then push its scoped snapshot on
+/// every change (of the files, or of the names it wants), record its ACKs
+/// and NACKs, until either side goes away.
 async fn run_watch(
     cp: &ControlPlane,
     id: u64,
@@ -456,31 +450,59 @@ async fn run_watch(
     identity: String,
     peer: SocketAddr,
 ) {
+    let namespace = SpiffeId::parse(&identity)
+        .map(|i| i.namespace().to_string())
+        .unwrap_or_else(|_| "default".into());
     let mut lines = mesh_api::LineReader::new(MAX_MESSAGE);
     let mut held: Option<String> = None;
-    let mut hello_seen = false;
+    let mut hello: Option<mesh_api::Hello> = None;
+    let mut wants: BTreeSet<String> = BTreeSet::new();
     let mut resources = cp.resources.subscribe();
+    // Something changed (files or wants) since the last push decision.
+    let mut dirty = false;
+    // A want arrived: answer even if nothing changes.
+    let mut settle = false;
     loop {
-        // Push when the proxy does not hold the current version.
-        if hello_seen {
+        if dirty {
+            dirty = false;
             let current = resources.borrow_and_update().clone();
-            if held.as_deref() != Some(current.version.as_str()) {
-                let snap = snapshot_for(&current);
-                if tx.send(mesh_api::line(&snap)).await.is_err() {
-                    return;
-                }
+            let service = hello.as_ref().and_then(|h| h.service.as_deref());
+            let scoped = current.catalog.scope(&namespace, service, &wants);
+            if let Some(p) = cp.proxies.lock().unwrap().get_mut(&id) {
+                p.resources = Some(current.version.clone());
+                p.current = Some(scoped.version.clone());
+                p.wants = wants.iter().cloned().collect();
+            }
+            let msg = if held.as_deref() != Some(scoped.version.as_str()) {
                 cp.counters.pushes.fetch_add(1, Ordering::Relaxed);
-                held = Some(snap.version.clone());
+                held = Some(scoped.version.clone());
                 if let Some(p) = cp.proxies.lock().unwrap().get_mut(&id) {
-                    p.sent = Some(snap.version);
+                    p.sent = Some(scoped.version.clone());
+                }
+                Some(WatchDown::Snapshot(mesh_api::Snapshot {
+                    version: scoped.version,
+                    yaml: scoped.yaml,
+                }))
+            } else if settle {
+                Some(WatchDown::Settled {
+                    version: scoped.version,
+                })
+            } else {
+                None
+            };
+            settle = false;
+            if let Some(msg) = msg {
+                if tx.send(mesh_api::line(&msg)).await.is_err() {
+                    return;
                 }
             }
         }
         tokio::select! {
-            changed = resources.changed(), if hello_seen => {
+            changed = resources.changed(), if hello.is_some() => {
                 if changed.is_err() {
                     return;
                 }
+                dirty = true;
             }
             frame = body.frame() => {
                 let data = match frame {
@@ -500,18 +522,30 @@ async fn run_watch(
                 for m in msgs {
                     match m {
                         WatchUp::Hello(h) => {
-                            tracing::info!(%identity, name = %h.name, held = ?h.version, "proxy connected");
+                            tracing::info!(%identity, name = %h.name, held = ?h.version, wants = h.wants.len(), "proxy connected");
                             held = h.version.clone();
-                            hello_seen = true;
+                            wants.extend(h.wants.iter().take(MAX_WANTS).cloned());
                             cp.proxies.lock().unwrap().insert(id, ProxyStatus {
-                                name: h.name,
+                                name: h.name.clone(),
                                 identity: identity.clone(),
-                                service: h.service,
+                                service: h.service.clone(),
+                                namespace: namespace.clone(),
                                 peer: peer.to_string(),
                                 connected_at: unix_now(),
-                                acked: h.version,
+                                acked: h.version.clone(),
                                 ..Default::default()
                             });
+                            hello = Some(h);
+                            dirty = true;
+                        }
+                        WatchUp::Want { names } => {
+                            for n in names {
+                                if wants.len() < MAX_WANTS && n.len() <= 300 {
+                                    wants.insert(n.to_ascii_lowercase());
+                                }
+                            }
+                            dirty = hello.is_some();
+                            settle = true;
                         }
                         WatchUp::Ack { version } => {
                             cp.counters.acks.fetch_add(1, Ordering::Relaxed);
@@ -590,7 +624,7 @@ fn metrics(cp: &ControlPlane) -> String {
     let current = cp.resources.borrow().version.clone();
     let up_to_date = proxies
         .values()
-        .filter(|p| p.acked.as_deref() == Some(current.as_str()))
+        .filter(|p| p.resources.as_deref() == Some(current.as_str()) && p.acked == p.current)
         .count();
     let c = &cp.counters;
     let mut out = String::new();

@@ -9,9 +9,11 @@
 //!   current mesh certificate as TLS client certificate (renewal). The CA
 //!   signs only the identity proven, whatever the CSR asks.
 //! - `POST /v1/watch`: needs the proxy's mesh certificate. Both bodies stream
-//!   newline-delimited JSON: the proxy sends [`WatchUp::Hello`] and then an
-//!   ACK or NACK for every snapshot; the control plane sends a full
-//!   [`Snapshot`] whenever what that proxy sees changes.
+//!   newline-delimited JSON: the proxy sends [`WatchUp::Hello`], then an ACK
+//!   or NACK for every snapshot, and [`WatchUp::Want`] when its app calls a
+//!   name it has no config for; the control plane sends a full [`Snapshot`]
+//!   whenever what that proxy sees changes, and [`WatchDown::Settled`] when
+//!   a want changed nothing (an unknown name).
 
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +48,17 @@ pub struct CertificateResponse {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum WatchUp {
     Hello(Hello),
-    Ack { version: String },
-    Nack { version: String, reason: String },
+    /// Names the app called that this proxy has no config for.
+    Want {
+        names: Vec<String>,
+    },
+    Ack {
+        version: String,
+    },
+    Nack {
+        version: String,
+        reason: String,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -59,6 +70,21 @@ pub struct Hello {
     pub service: Option<String>,
     /// The version it serves now (after a reconnect), if any.
     pub version: Option<String>,
+    /// Names it asked for before (after a reconnect).
+    #[serde(default)]
+    pub wants: Vec<String>,
+}
+
+/// Control plane → proxy on the watch stream.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum WatchDown {
+    Snapshot(Snapshot),
+    /// The wants so far are taken into account and the snapshot in force
+    /// (`version`) already reflects them.
+    Settled {
+        version: String,
+    },
 }
 
 /// Control plane → proxy on the watch stream: a complete config for this
@@ -125,7 +151,11 @@ mod tests {
                 name: "a".into(),
                 service: Some("reviews".into()),
                 version: None,
+                wants: vec!["ratings".into()],
             }),
+            WatchUp::Want {
+                names: vec!["details:9080".into()],
+            },
             WatchUp::Ack {
                 version: "v1".into(),
             },

@@ -65,6 +65,9 @@ pub struct Proxy {
     pub mesh: ArcSwapOption<MeshTls>,
     /// Config and identity come from a control plane (`--control-plane`).
     pub mesh_mode: bool,
+    /// The control plane client (mesh mode): asked about names the app
+    /// calls that the scoped config does not have.
+    pub control_plane: Option<Arc<crate::discovery::control_plane::Client>>,
 }
 
 impl Proxy {
@@ -90,6 +93,7 @@ impl Proxy {
             access_log: AtomicBool::new(opts.access_log),
             mesh: ArcSwapOption::empty(),
             mesh_mode: false,
+            control_plane: None,
             metrics,
             opts,
         }
@@ -118,6 +122,16 @@ impl Proxy {
     pub fn with_mesh(mut self, mesh: Option<Arc<MeshTls>>, mesh_mode: bool) -> Proxy {
         self.mesh = ArcSwapOption::new(mesh);
         self.mesh_mode = mesh_mode;
+        self
+    }
+
+    /// Mesh mode: config and identity from this control plane client.
+    pub fn with_control_plane(
+        mut self,
+        client: Option<Arc<crate::discovery::control_plane::Client>>,
+    ) -> Proxy {
+        self.mesh_mode = self.mesh_mode || client.is_some();
+        self.control_plane = client;
         self
     }
 

@@ -169,7 +169,7 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 
 async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     let mesh_client = match mesh_client(&args) {
-        Ok(c) => c,
+        Ok(c) => c.map(Arc::new),
         Err(e) => {
             tracing::error!("{e}; not starting");
             return 2;
@@ -228,7 +228,8 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
                 None => format!("file: {source}"),
             },
         )
-        .with_mesh(mesh, mesh_client.is_some()),
+        .with_mesh(mesh, mesh_client.is_some())
+        .with_control_plane(mesh_client.clone()),
     );
     let resolver = match crate::discovery::dns::resolver(args.dns_server) {
         Ok(r) => Some(Arc::new(r)),
@@ -309,7 +310,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     };
     let watcher = match mesh_client {
         Some(client) => tokio::spawn(crate::discovery::control_plane::run(
-            Arc::new(client),
+            client,
             proxy.clone(),
             Arc::new(on_apply),
         )),

@@ -173,8 +173,14 @@ impl ControlPlane {
                 }
                 let proxies = self.admin_json("/proxies").await;
                 let list = proxies.as_array()?;
-                (list.len() == n && list.iter().all(|p| p["acked"].as_str() == Some(&version)))
-                    .then_some(version)
+                // Each proxy's scoped snapshot was cut from this version
+                // and acknowledged.
+                let done = |p: &serde_json::Value| {
+                    p["resources"].as_str() == Some(&version)
+                        && p["current"].is_string()
+                        && p["acked"] == p["current"]
+                };
+                (list.len() == n && list.iter().all(done)).then_some(version)
             },
         )
         .await

@@ -271,3 +271,63 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     assert!(ok.load(Ordering::Relaxed) > 50);
     cp.kill();
 }
+
+/// `n` services the proxy under test never calls: a Backend and an
+/// HTTPRoute each.
+fn unrelated(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: svc-{i}}}\nspec:\n  endpoints: [{{address: \"127.9.{}.{}:9\"}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: svc-{i}}}\nspec:\n  parentRefs: [{{kind: Service, name: svc-{i}}}]\n  hostnames: [svc-{i}.example]\n  rules:\n    - backendRefs: [{{name: svc-{i}}}]\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_proxy_holds_only_what_it_calls() {
+    let one = Upstream::start("one").await;
+    let small = ControlPlane::start(&backend("svc", one.addr, None), &[]);
+    let big = ControlPlane::start(&(backend("svc", one.addr, None) + &unrelated(1000)), &[]);
+    let a = mesh_proxy(&small, "client", &small.token("default", "client")).start();
+    let b = mesh_proxy(&big, "client", &big.token("default", "client")).start();
+    ready(&a).await;
+    ready(&b).await;
+    for p in [&a, &b] {
+        // The first call to a name asks the control plane; later calls don't.
+        let r = get(&p.url("/"), &[("host", "svc")]).await.unwrap();
+        assert_eq!((r.status, r.header("x-upstream")), (200, Some("one")));
+        let r = get(&p.url("/"), &[("host", "svc")]).await.unwrap();
+        assert_eq!(r.status, 200);
+        // A name nobody serves: answered (404) once the control plane says so.
+        let r = get(&p.url("/"), &[("host", "nowhere")]).await.unwrap();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.header("x-weft-error"), Some("no-route"));
+    }
+    // With 1,000 other services in the mesh, the proxy still holds one Backend.
+    let (_, body) = b.admin_get("/endpoints").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["backend"].as_str())
+        .collect();
+    assert_eq!(names, ["default/svc"]);
+    let wants = &big.admin_json("/proxies").await[0]["wants"];
+    assert_eq!(wants, &serde_json::json!(["nowhere", "svc"]));
+    // And a service it calls later arrives when it is first called.
+    let r = get(&b.url("/"), &[("host", "svc-7.example")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 502, "svc-7 routes to an unreachable test address");
+    let (_, body) = b.admin_get("/endpoints").await;
+    assert!(body.contains("default/svc-7"), "{body}");
+    eprintln!(
+        "proxy RSS: {} KiB with 1 service in the mesh, {} KiB with 1,001",
+        rss_kib(a.pid()),
+        rss_kib(b.pid())
+    );
+}

@@ -133,11 +133,25 @@ fn error_from(e: &serde_saphyr::Error, line_offset: u32) -> YamlError {
     }
 }
 
+/// Parser limits: the library's defaults guard against hostile input but
+/// stop at 1,024 documents, and a mesh's resources in one file (two
+/// documents a service) pass that. These still bound memory and time.
+fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 200_000,
+            max_nodes: 10_000_000,
+            max_events: 40_000_000,
+        },
+    }
+}
+
 /// Splits a stream into documents, keeping each document's text and start line.
 /// Empty documents (only comments or `---`) are dropped.
 pub fn documents(input: &str) -> Result<Vec<Document>, YamlError> {
     let roots: Vec<Spanned<SpannedNode>> =
-        serde_saphyr::from_multiple(input).map_err(|e| error_from(&e, 0))?;
+        serde_saphyr::from_multiple_with_options(input, options())
+            .map_err(|e| error_from(&e, 0))?;
     // Byte offsets of each line start, to cut the text of each document.
     let line_starts: Vec<usize> = std::iter::once(0)
         .chain(input.match_indices('\n').map(|(i, _)| i + 1))

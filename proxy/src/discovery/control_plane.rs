@@ -10,7 +10,7 @@
 //! certificate, and reconnects with jittered backoff.
 
 use crate::config::{self, ConfigErrors};
-use crate::mesh_api::{self, CertificateRequest, CertificateResponse, Hello, WatchUp};
+use crate::mesh_api::{self, CertificateRequest, CertificateResponse, Hello, WatchDown, WatchUp};
 use crate::proxy::Proxy;
 use crate::resilience::backoff;
 use crate::snapshot::Snapshot;
@@ -25,6 +25,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -85,7 +86,20 @@ pub struct Client {
     id: SpiffeId,
     /// The snapshot version in force, named when reconnecting.
     held: Mutex<Option<String>>,
+    /// Names the app called that the config did not have, asked of the
+    /// control plane (and named again when reconnecting).
+    wants: Mutex<BTreeSet<String>>,
+    /// The open watch's upward channel, to send wants on.
+    up: Mutex<Option<mpsc::Sender<Bytes>>>,
+    /// Counts answers from the control plane (snapshots and settlements),
+    /// so a request waiting on a want knows when it has been answered.
+    answers: tokio::sync::watch::Sender<u64>,
 }
+
+/// How long a request for an unknown name waits for the control plane.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
+/// Most names one proxy asks for.
+const MAX_WANTS: usize = 10_000;
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -134,6 +148,9 @@ impl Client {
             control_plane,
             id,
             held: Mutex::new(None),
+            wants: Mutex::new(BTreeSet::new()),
+            up: Mutex::new(None),
+            answers: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -266,6 +283,7 @@ impl Client {
             name: self.settings.name.clone(),
             service: self.settings.service.clone(),
             version: self.held.lock().unwrap().clone(),
+            wants: self.wants.lock().unwrap().iter().cloned().collect(),
         });
         up.send(mesh_api::line(&hello))
             .await
@@ -285,6 +303,7 @@ impl Client {
             return Err(format!("watch refused: {}", resp.status()));
         }
         tracing::info!(control_plane = %self.authority, "watching the control plane");
+        *self.up.lock().unwrap() = Some(up.clone());
         let mut body = resp.into_body();
         let mut lines = mesh_api::LineReader::new(MAX_SNAPSHOT);
         while let Some(frame) = body.frame().await {
@@ -292,7 +311,14 @@ impl Client {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            for snap in lines.push::<mesh_api::Snapshot>(&data)? {
+            for msg in lines.push::<WatchDown>(&data)? {
+                let snap = match msg {
+                    WatchDown::Snapshot(s) => s,
+                    WatchDown::Settled { .. } => {
+                        self.answers.send_modify(|n| *n += 1);
+                        continue;
+                    }
+                };
                 let answer = match self.apply(proxy, &snap) {
                     Ok(()) => {
                         on_apply(&proxy.snapshot.load_full());
@@ -305,12 +331,43 @@ impl Client {
                         reason: e.to_string(),
                     },
                 };
+                self.answers.send_modify(|n| *n += 1);
                 up.send(mesh_api::line(&answer))
                     .await
                     .map_err(|_| "watch closed")?;
             }
         }
         Err("the control plane ended the watch".into())
+    }
+
+    /// Asks the control plane about a name the app called and the config
+    /// does not have; true once it has answered (the snapshot then has the
+    /// name if it exists). False at once for a name already asked about, or
+    /// when no watch is open.
+    pub async fn discover(&self, authority: &str) -> bool {
+        let name = authority.trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() || name.len() > 300 {
+            return false;
+        }
+        {
+            let mut wants = self.wants.lock().unwrap();
+            if wants.contains(&name) || wants.len() >= MAX_WANTS {
+                return false;
+            }
+            wants.insert(name.clone());
+        }
+        let Some(up) = self.up.lock().unwrap().clone() else {
+            return false;
+        };
+        let mut answers = self.answers.subscribe();
+        answers.borrow_and_update();
+        let want = WatchUp::Want { names: vec![name] };
+        if up.send(mesh_api::line(&want)).await.is_err() {
+            return false;
+        }
+        tokio::time::timeout(DISCOVERY_WAIT, answers.changed())
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     fn apply(&self, proxy: &Proxy, snap: &mesh_api::Snapshot) -> Result<(), ConfigErrors> {

@@ -136,7 +136,7 @@ async fn serve_outbound(
     started: Instant,
     mut rec: Option<&mut Record>,
 ) -> Response<ResponseBody> {
-    let snap = proxy.snapshot.load_full();
+    let mut snap = proxy.snapshot.load_full();
     if req.method() == Method::CONNECT {
         return crate::tcp::connect_tunnel(&proxy, &snap, req).await;
     }
@@ -147,6 +147,14 @@ async fn serve_outbound(
             &mut rec,
         );
     };
+    if snap.host(authority).is_none() {
+        // Mesh mode: the scoped config has only names asked for so far.
+        if let Some(cp) = &proxy.control_plane {
+            if Box::pin(cp.discover(authority)).await {
+                snap = proxy.snapshot.load_full();
+            }
+        }
+    }
     let Some(vh) = snap.host(authority) else {
         if let Some(dst) = conn.orig_dst {
             return passthrough(&proxy, dst, req, started, rec).await;

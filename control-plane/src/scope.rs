@@ -1,0 +1,197 @@
+//! What each proxy is sent: only what it needs, so a sidecar's memory does
+//! not grow with services it never calls.
+//!
+//! A proxy gets the mesh-wide settings (MeshConfig), the AuthorizationPolicies
+//! of the service it fronts, and — for every name it has asked for (its
+//! app called it and it had no route) — the routes that name reaches, the
+//! Backends those routes and the name itself lead to, and their
+//! TrafficPolicies. Names are resolved with the proxy's own matching code
+//! (a snapshot compiled for the proxy's namespace), so both sides agree on
+//! what `reviews`, `reviews.shop` or `reviews:8080` means.
+//!
+//! The scoped YAML is the selected documents' own text, in file order; its
+//! version is a hash of that text, so two control planes give a proxy the
+//! same version for the same files and wants.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use weft_proxy::config::{self, yaml, ConfigSet};
+use weft_proxy::snapshot::{CompileContext, Snapshot};
+
+/// One YAML document of the resources, with what scoping looks at.
+#[derive(Debug, Clone)]
+struct Doc {
+    kind: String,
+    /// `namespace/name`.
+    key: String,
+    namespace: String,
+    /// `spec.targetRef` as (kind, name).
+    target: Option<(String, String)>,
+    text: String,
+}
+
+/// The resources split into documents, and per-namespace compiled
+/// snapshots to resolve names with (built on first use).
+pub struct Catalog {
+    docs: Vec<Doc>,
+    set: ConfigSet,
+    compiled: Mutex<HashMap<String, Arc<Snapshot>>>,
+}
+
+/// The documents of all sources, in order.
+fn split(set: &ConfigSet) -> Vec<Doc> {
+    let mut out = Vec::new();
+    for (_, text) in &set.sources {
+        let Ok(docs) = yaml::documents(text) else {
+            continue;
+        };
+        for d in docs {
+            let t = &d.tree;
+            let Some(kind) = t.str_at(&["kind"]) else {
+                continue;
+            };
+            let name = t.str_at(&["metadata", "name"]).unwrap_or_default();
+            let namespace = t.str_at(&["metadata", "namespace"]).unwrap_or("default");
+            let target = match (
+                t.str_at(&["spec", "targetRef", "kind"]),
+                t.str_at(&["spec", "targetRef", "name"]),
+            ) {
+                (Some(k), Some(n)) => Some((k.to_string(), n.to_string())),
+                _ => None,
+            };
+            out.push(Doc {
+                kind: kind.to_string(),
+                key: format!("{namespace}/{name}"),
+                namespace: namespace.to_string(),
+                target,
+                text: d.text.trim_end().to_string(),
+            });
+        }
+    }
+    out
+}
+
+/// A proxy's scoped resources.
+pub struct Scoped {
+    pub version: String,
+    pub yaml: String,
+}
+
+pub fn version_of(text: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Catalog {
+    pub fn new(set: ConfigSet) -> Catalog {
+        Catalog {
+            docs: split(&set),
+            set,
+            compiled: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The snapshot a proxy in `namespace` would compile from everything.
+    fn compiled(&self, namespace: &str) -> Arc<Snapshot> {
+        if let Some(s) = self.compiled.lock().unwrap().get(namespace) {
+            return s.clone();
+        }
+        let metrics = weft_proxy::telemetry::metrics::Metrics::new();
+        let snap = Arc::new(Snapshot::compile(
+            self.set.clone(),
+            1,
+            &CompileContext {
+                namespace,
+                metrics: &metrics,
+                previous: None,
+                pool_idle_timeout: std::time::Duration::from_secs(55),
+                access_log: false,
+                service: None,
+                inbound_mode: config::policy::InboundMode::Permissive,
+            },
+        ));
+        let mut map = self.compiled.lock().unwrap();
+        // Bounded by the namespaces proxies run in.
+        if map.len() >= 256 {
+            map.clear();
+        }
+        map.insert(namespace.to_string(), snap.clone());
+        snap
+    }
+
+    /// Which of `wants` resolve to something (the rest are unknown names).
+    pub fn scope(
+        &self,
+        namespace: &str,
+        service: Option<&str>,
+        wants: &BTreeSet<String>,
+    ) -> Scoped {
+        let mut routes = BTreeSet::new();
+        let mut backends = BTreeSet::new();
+        if !wants.is_empty() {
+            let snap = self.compiled(namespace);
+            for w in wants {
+                let Some(vh) = snap.host(w) else {
+                    continue;
+                };
+                for (_, rule) in &vh.matches {
+                    if !rule.route.is_empty() {
+                        routes.insert(rule.route.to_string());
+                    }
+                    for b in &rule.backends {
+                        backends.insert(b.backend.key.to_string());
+                    }
+                }
+                if let Some(b) = &vh.backend {
+                    backends.insert(b.key.to_string());
+                }
+            }
+        }
+        // Every backend an included route names must come along, or the
+        // proxy's validation would (rightly) refuse the route.
+        for d in self
+            .docs
+            .iter()
+            .filter(|d| d.kind == "HTTPRoute" && routes.contains(&d.key))
+        {
+            if let Some(set_route) = self.set.http_routes.iter().find(|r| r.key() == d.key) {
+                for rule in &set_route.spec.rules {
+                    for b in &rule.backend_refs {
+                        let ns = b.namespace.as_deref().unwrap_or(&d.namespace);
+                        backends.insert(format!("{ns}/{}", b.name));
+                    }
+                }
+            }
+        }
+        let mut yaml = String::new();
+        for d in &self.docs {
+            let keep = match d.kind.as_str() {
+                "MeshConfig" => true,
+                "AuthorizationPolicy" => {
+                    d.namespace == namespace
+                        && matches!((&d.target, service), (Some((k, n)), Some(s)) if k == "Service" && n == s)
+                }
+                "HTTPRoute" => routes.contains(&d.key),
+                "Backend" => backends.contains(&d.key),
+                "TrafficPolicy" => match &d.target {
+                    Some((k, n)) if k == "Backend" => {
+                        backends.contains(&format!("{}/{n}", d.namespace))
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if keep {
+                if !yaml.is_empty() {
+                    yaml.push_str("\n---\n");
+                }
+                yaml.push_str(&d.text);
+                yaml.push('\n');
+            }
+        }
+        Scoped {
+            version: version_of(&yaml),
+            yaml,
+        }
+    }
+}
