@@ -53,6 +53,23 @@ pub fn apply_set(proxy: &Proxy, set: config::ConfigSet) -> Result<u64, ConfigErr
             )]));
         }
     }
+    // A trust domain other than the one this proxy's identity is in would
+    // make every peer unverifiable: refuse it rather than cut the mesh.
+    if let Some(mesh) = proxy.mesh.load().as_ref() {
+        let ours = mesh.id.trust_domain();
+        if let Some(m) = set
+            .mesh_configs
+            .iter()
+            .find(|m| m.spec.trust_domain.as_deref().is_some_and(|t| t != ours))
+        {
+            return Err(ConfigErrors(vec![m.origin.error(
+                "spec.trustDomain",
+                format!(
+                    "this proxy's identity is in trust domain {ours}; a different one would make every peer unverifiable (rotate the mesh CA first)"
+                ),
+            )]));
+        }
+    }
     let prev = proxy.snapshot.load_full();
     let version = prev.version + 1;
     let snap = Snapshot::compile(

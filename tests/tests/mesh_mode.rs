@@ -331,3 +331,49 @@ async fn a_proxy_holds_only_what_it_calls() {
         rss_kib(b.pid())
     );
 }
+
+#[tokio::test]
+async fn a_snapshot_the_proxy_cannot_apply_is_nacked_and_the_old_config_serves() {
+    let one = Upstream::start("one").await;
+    let mut cp = ControlPlane::start(&backend("svc", one.addr, None), &[]);
+    let a = mesh_proxy(&cp, "client", &cp.token("default", "client")).start();
+    ready(&a).await;
+    let r = get(&a.url("/"), &[("host", "svc")]).await.unwrap();
+    assert_eq!(r.status, 200);
+    let v1 = cp.wait_all_acked(1, None, Duration::from_secs(10)).await;
+    let held = cp.admin_json("/proxies").await[0]["acked"].clone();
+
+    // Valid YAML the control plane serves, but a trust domain this proxy's
+    // identity is not in: applying it would cut every mTLS connection.
+    cp.write_config(&format!(
+        "{}---\napiVersion: weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh, namespace: weft-system}}\nspec:\n  trustDomain: elsewhere.example\n",
+        backend("svc", one.addr, None)
+    ));
+    let nack = eventually(
+        "the proxy's NACK shows at the control plane",
+        Duration::from_secs(10),
+        || async {
+            let p = cp.admin_json("/proxies").await;
+            let n = p[0]["last_nack"].clone();
+            n.is_object().then_some(n)
+        },
+    )
+    .await;
+    let reason = nack["reason"].as_str().unwrap();
+    assert!(reason.contains("spec.trustDomain"), "{reason}");
+    assert!(reason.contains("weft.local"), "{reason}");
+    assert_ne!(cp.version().await, v1);
+    // The proxy still runs the version it acknowledged, and serves.
+    let p = cp.admin_json("/proxies").await;
+    assert_eq!(p[0]["acked"], held);
+    assert_ne!(p[0]["current"], held);
+    let r = get(&a.url("/"), &[("host", "svc")]).await.unwrap();
+    assert_eq!(r.status, 200);
+    let (_, config) = a.admin_get("/config").await;
+    assert!(
+        config.contains("spec.trustDomain"),
+        "the proxy's /config shows why: {config}"
+    );
+    assert!(cp_metric(&cp, "weft_cp_nacks_total").await >= 1.0);
+    cp.kill();
+}
