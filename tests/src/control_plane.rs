@@ -37,10 +37,20 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts a control plane serving `yaml`, with extra `args`.
     pub fn start(yaml: &str, args: &[&str]) -> ControlPlane {
+        Self::start_with_ca(yaml, args, None)
+    }
+
+    /// A second instance: same CA directory as `other` (as replicas share
+    /// one CA), its own copy of the files.
+    pub fn replica_of(other: &ControlPlane, yaml: &str) -> ControlPlane {
+        Self::start_with_ca(yaml, &[], Some(other.ca_dir.clone()))
+    }
+
+    fn start_with_ca(yaml: &str, args: &[&str], ca_dir: Option<PathBuf>) -> ControlPlane {
         let dir = TempDir::new("cp");
         let config = dir.path().join("mesh.yaml");
         std::fs::write(&config, yaml).expect("write config");
-        let ca_dir = dir.path().join("ca");
+        let ca_dir = ca_dir.unwrap_or_else(|| dir.path().join("ca"));
         let mut cp = ControlPlane {
             child: None,
             listen: "127.0.0.1:0".parse().unwrap(),

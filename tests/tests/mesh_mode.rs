@@ -377,3 +377,63 @@ async fn a_snapshot_the_proxy_cannot_apply_is_nacked_and_the_old_config_serves()
     assert!(cp_metric(&cp, "weft_cp_nacks_total").await >= 1.0);
     cp.kill();
 }
+
+#[tokio::test]
+async fn two_control_planes_on_the_same_files_agree_and_authorization_holds() {
+    let app = Upstream::start("reviews-app").await;
+    let placeholder = Upstream::start("placeholder").await;
+    let first = ControlPlane::start(&backend("placeholder", placeholder.addr, None), &[]);
+    let b = mesh_proxy(&first, "reviews", &first.token("default", "reviews"))
+        .arg("--service")
+        .arg("reviews")
+        .app(app.addr)
+        .start();
+    ready(&b).await;
+    // Only productpage may call reviews.
+    let files = backend("reviews", b.inbound, Some("reviews"))
+        + "---\napiVersion: weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: reviews}\nspec:\n  targetRef: {kind: Service, name: reviews}\n  action: Allow\n  rules:\n    - from:\n        identities: [\"spiffe://weft.local/ns/default/sa/productpage\"]\n";
+    let v0 = first.version().await;
+    first.write_config(&files);
+    first
+        .wait_all_acked(1, Some(&v0), Duration::from_secs(10))
+        .await;
+    // A replica: same CA, same files, started separately.
+    let second = ControlPlane::replica_of(&first, &files);
+    assert_eq!(second.version().await, first.version().await);
+    let a = mesh_proxy(
+        &second,
+        "productpage",
+        &second.token("default", "productpage"),
+    )
+    .start();
+    let c = mesh_proxy(&first, "ratings", &first.token("default", "ratings")).start();
+    ready(&a).await;
+    ready(&c).await;
+    // Certificates from either instance chain to the same CA: A (via the
+    // second) reaches B (via the first); C is authenticated but not allowed.
+    let r = get(&a.url("/"), &[("host", "reviews")]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get(&c.url("/"), &[("host", "reviews")]).await.unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.header("x-weft-error"), Some("forbidden"));
+    // Same files, same wants: the same snapshot version from both instances.
+    let current = |cp: &ControlPlane, name: &'static str| {
+        let cp_admin = cp.admin;
+        async move {
+            let r = get(&format!("http://{cp_admin}/proxies"), &[])
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["identity"].as_str().unwrap().ends_with(name))
+                .map(|p| p["current"].clone())
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        current(&second, "/productpage").await,
+        current(&first, "/ratings").await
+    );
+}

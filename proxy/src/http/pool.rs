@@ -185,6 +185,19 @@ async fn h1_connect(
     limits: Option<&Limits>,
 ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
     let (stream, permit) = connect_counted(addr, settings, metrics, limits).await?;
+    h1_handshake(addr, stream, permit).await
+}
+
+/// HTTP/1.1 client handshake on any connection; the connection task keeps
+/// `permit` for its life.
+async fn h1_handshake<S>(
+    addr: SocketAddr,
+    stream: S,
+    permit: Option<Permit>,
+) -> Result<http1::SendRequest<RequestBody>, ConnectError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -357,17 +370,7 @@ impl Pool {
     ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
         let (stream, permit) = connect_counted(addr, settings, metrics, limits).await?;
         let stream = tls_handshake(addr, stream, tls, settings.connect_timeout).await?;
-        let (tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Handshake(addr, e))?;
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %e, "upstream mTLS connection ended");
-            }
-        });
-        Ok(tx)
+        h1_handshake(addr, stream, permit).await
     }
 
     /// Wraps a sender so it comes back here after its response is read.

@@ -226,16 +226,7 @@ pub fn client_config(
     trust: &TrustBundle,
     expected_peer: SpiffeId,
 ) -> Result<Arc<ClientConfig>, Error> {
-    let provider = provider();
-    let verifier = verify::SpiffeServerVerifier::new(
-        trust.root_store()?,
-        expected_peer,
-        provider.signature_verification_algorithms,
-    );
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+    let mut config = spiffe_client(trust, expected_peer)?
         .with_client_auth_cert(identity.cert_chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
@@ -247,19 +238,26 @@ pub fn client_config_anonymous(
     trust: &TrustBundle,
     expected_peer: SpiffeId,
 ) -> Result<Arc<ClientConfig>, Error> {
+    let mut config = spiffe_client(trust, expected_peer)?.with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// TLS 1.3 only, verifying the server as exactly `expected_peer`.
+fn spiffe_client(
+    trust: &TrustBundle,
+    expected_peer: SpiffeId,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, Error> {
     let provider = provider();
     let verifier = verify::SpiffeServerVerifier::new(
         trust.root_store()?,
         expected_peer,
         provider.signature_verification_algorithms,
     );
-    let mut config = ClientConfig::builder_with_provider(provider)
+    Ok(ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+        .with_custom_certificate_verifier(Arc::new(verifier)))
 }
 
 /// The control plane's server config: like [`server_config`], but a client
