@@ -91,6 +91,14 @@ impl Catalog {
         }
     }
 
+    /// `MeshConfig.spec.certificateLifetime`, if one sets it.
+    pub fn certificate_lifetime(&self) -> Option<std::time::Duration> {
+        self.set
+            .mesh_configs
+            .iter()
+            .find_map(|m| m.spec.certificate_lifetime.map(|d| d.0))
+    }
+
     /// The snapshot a proxy in `namespace` would compile from everything.
     fn compiled(&self, namespace: &str) -> Arc<Snapshot> {
         if let Some(s) = self.compiled.lock().unwrap().get(namespace) {

@@ -378,16 +378,23 @@ async fn certificate(
             );
         }
     }
+    // A MeshConfig's certificateLifetime wins over the flag.
+    let ttl = cp
+        .resources
+        .borrow()
+        .catalog
+        .certificate_lifetime()
+        .unwrap_or(cp.cert_ttl);
     let now = SystemTime::now();
     let not_before = now - Duration::from_secs(60);
-    let not_after = now + cp.cert_ttl;
+    let not_after = now + ttl;
     match cp
         .ca
         .sign_csr_with_validity(&creq.csr, &id, not_before, not_after)
     {
         Ok(issued) => {
             cp.counters.certificates.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(identity = %id, ttl = ?cp.cert_ttl, "certificate issued");
+            tracing::info!(identity = %id, ?ttl, "certificate issued");
             let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             json(
                 StatusCode::OK,

@@ -437,3 +437,27 @@ async fn two_control_planes_on_the_same_files_agree_and_authorization_holds() {
         current(&first, "/ratings").await
     );
 }
+
+#[tokio::test]
+async fn mesh_config_sets_the_certificate_lifetime() {
+    let one = Upstream::start("one").await;
+    let cp = ControlPlane::start(
+        &(backend("svc", one.addr, None)
+            + "---\napiVersion: weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh, namespace: weft-system}\nspec:\n  certificateLifetime: 2h\n  rotationPercent: [60, 65]\n"),
+        &[],
+    );
+    let a = mesh_proxy(&cp, "client", &cp.token("default", "client")).start();
+    ready(&a).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let expiry = a
+        .metric("weft_certificate_expiry_timestamp_seconds", &[])
+        .await;
+    assert!(
+        (expiry - (now + 7200.0)).abs() < 120.0,
+        "expires in {} s, not 2 h",
+        expiry - now
+    );
+}

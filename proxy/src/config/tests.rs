@@ -135,3 +135,32 @@ fn duplicates_are_rejected() {
     let e = only_error(&twice);
     assert!(e.message.contains("defined twice"), "{e}");
 }
+
+#[test]
+fn mesh_config_rotation_window_and_lifetime_are_checked() {
+    let mc = |spec: &str| {
+        format!("apiVersion: weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh}}\nspec:\n{spec}")
+    };
+    assert!(load(&mc(
+        "  rotationPercent: [50, 70]\n  certificateLifetime: 1h\n"
+    ))
+    .is_ok());
+    let e = load(&mc("  rotationPercent: [70, 50]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mesh.yaml:5:") && e.contains("spec.rotationPercent"),
+        "{e}"
+    );
+    let e = load(&mc("  rotationPercent: [50]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("spec.rotationPercent"), "{e}");
+    let e = load(&mc("  certificateLifetime: 10s\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mesh.yaml:5:") && e.contains("spec.certificateLifetime"),
+        "{e}"
+    );
+}

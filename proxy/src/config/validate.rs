@@ -43,6 +43,25 @@ pub(super) fn validate(set: &ConfigSet) -> Vec<ConfigError> {
         v.errors
             .push(second.origin.error("kind", "only one MeshConfig may exist"));
     }
+    for m in &set.mesh_configs {
+        if let Some(p) = &m.spec.rotation_percent {
+            let ok = matches!(p.as_slice(), [lo, hi] if *lo >= 1 && lo <= hi && *hi <= 95);
+            if !ok {
+                v.errors.push(m.origin.error(
+                    "spec.rotationPercent",
+                    "must be [low, high] percent of the certificate lifetime, 1 <= low <= high <= 95 (e.g. [50, 70])",
+                ));
+            }
+        }
+        if let Some(l) = m.spec.certificate_lifetime {
+            if l.0 < std::time::Duration::from_secs(60) {
+                v.errors.push(m.origin.error(
+                    "spec.certificateLifetime",
+                    "must be at least 1m (certificates are renewed before they expire, so shorter ones churn)",
+                ));
+            }
+        }
+    }
     v.errors
 }
 

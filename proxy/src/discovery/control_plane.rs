@@ -412,12 +412,28 @@ impl Client {
 /// for new backends).
 pub type OnApply = Arc<dyn Fn(&Arc<Snapshot>) + Send + Sync>;
 
-/// When to renew: a random point between 50 % and 70 % of the lifetime.
-fn renewal_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
+/// The renewal window in percent of the lifetime: a MeshConfig's
+/// `rotationPercent: [low, high]` from the snapshot in force, else 50–70.
+fn rotation_window(proxy: &Proxy) -> (f64, f64) {
+    let snap = proxy.snapshot.load();
+    let set = snap
+        .config
+        .mesh_configs
+        .iter()
+        .find_map(|m| m.spec.rotation_percent.clone());
+    match set.as_deref() {
+        // Validation keeps it to 1 <= low <= high <= 95.
+        Some([lo, hi]) => (*lo as f64 / 100.0, *hi as f64 / 100.0),
+        _ => (0.5, 0.7),
+    }
+}
+
+/// When to renew: a uniformly random point in `window` of the lifetime.
+fn renewal_at(not_before: SystemTime, not_after: SystemTime, window: (f64, f64)) -> SystemTime {
     let life = not_after
         .duration_since(not_before)
         .unwrap_or(Duration::from_secs(60));
-    let frac = 0.5 + rand::random::<f64>() * 0.2;
+    let frac = window.0 + rand::random::<f64>() * (window.1 - window.0);
     not_before + life.mul_f64(frac)
 }
 
@@ -461,7 +477,7 @@ pub async fn run(client: Arc<Client>, proxy: Arc<Proxy>, on_apply: OnApply) {
         });
     }
     loop {
-        let at = renewal_at(expiry.0, expiry.1);
+        let at = renewal_at(expiry.0, expiry.1, rotation_window(&proxy));
         let wait = at
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
