@@ -197,7 +197,15 @@ pub async fn watch_files(cp: Arc<ControlPlane>, paths: Vec<PathBuf>) {
                 *cp.last_error.lock().unwrap() = None;
                 if r.version != cp.resources.borrow().version {
                     tracing::info!(version = %r.version, "resources changed; pushing to proxies");
-                    cp.resources.send_replace(Arc::new(r));
+                    drop(cp.resources.send_replace(Arc::new(r)));
+                    // The previous version's parse trees and compiled
+                    // snapshots are freed once every watch has moved on;
+                    // hand the freed pages back to the system then, or RSS
+                    // keeps the high-water mark of every edit.
+                    tokio::spawn(async {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        release_free_memory();
+                    });
                 }
             }
             Err(e) => {
@@ -206,6 +214,15 @@ pub async fn watch_files(cp: Arc<ControlPlane>, paths: Vec<PathBuf>) {
                 *cp.last_error.lock().unwrap() = Some(e);
             }
         }
+    }
+}
+
+/// Returns free heap pages to the system (glibc keeps them otherwise).
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -164,7 +164,8 @@ def main():
         if time.time() > deadline:
             sys.exit("sidecars never converged")
         time.sleep(0.05)
-    log(f"{PROXIES} sidecars connected and converged; control plane RSS {rss_kib(cp.pid) / 1024:.1f} MiB")
+    cp_start = rss_kib(cp.pid)
+    log(f"{PROXIES} sidecars connected and converged; control plane RSS {cp_start / 1024:.1f} MiB")
 
     times = []
     for e in range(1, EDITS + 1):
@@ -182,6 +183,8 @@ def main():
                 sys.exit("an edit never reached every sidecar")
             time.sleep(0.005)
         times.append(time.time() - t0)
+    cp_peak = rss_kib(cp.pid)
+    time.sleep(3)  # the control plane returns freed memory 2 s after an edit
     cp_rss = rss_kib(cp.pid)
     side_rss = sorted(rss_kib(p.pid) for p, _, _ in sidecars)
 
@@ -201,7 +204,8 @@ def main():
     print(f"  edit -> all {PROXIES} sidecars applied: p50 {pct(times, 0.5) * 1000:.0f} ms, "
           f"p99 {pct(times, 0.99) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms "
           f"(includes the control plane's 200 ms file poll)")
-    print(f"  control plane RSS: {cp_rss / 1024:.1f} MiB")
+    print(f"  control plane RSS: {cp_start / 1024:.1f} MiB converged, {cp_peak / 1024:.1f} MiB right after the last edit, "
+          f"{cp_rss / 1024:.1f} MiB 3 s later")
     print(f"  sidecar RSS: median {side_rss[len(side_rss) // 2] / 1024:.1f} MiB with {SERVICES} other services "
           f"in the mesh; {alone / 1024:.1f} MiB with none (each calls one service)")
 
