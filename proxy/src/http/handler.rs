@@ -370,14 +370,7 @@ async fn passthrough(
         r.upstream.endpoint = Some(dst);
     }
     let ep = proxy.passthrough_endpoint(dst);
-    // A request the calling sidecar carried from HTTP/1 over HTTP/2 goes
-    // to the app as HTTP/1.1 again; other HTTP/2 (gRPC) stays HTTP/2.
-    let mut req = req;
-    let orig_h1 = req
-        .headers_mut()
-        .remove(crate::http::forward::ORIG_PROTO_HEADER)
-        .is_some_and(|v| v.as_bytes().starts_with(b"HTTP/1"));
-    let wire = if req.version() == Version::HTTP_2 && !orig_h1 {
+    let wire = if req.version() == Version::HTTP_2 {
         Wire::Http2
     } else {
         Wire::Http1
@@ -456,24 +449,30 @@ fn set_peer_identity(req: &mut Request<Incoming>, conn: &ConnInfo) {
     }
 }
 
+/// The protocol to speak to the local app: the request's own, except that a
+/// request the calling sidecar carried from HTTP/1 over HTTP/2 (it says so
+/// in [`crate::http::forward::ORIG_PROTO_HEADER`], removed here) goes as
+/// HTTP/1.1 again; other HTTP/2 (gRPC) stays HTTP/2.
+fn app_wire(req: &mut Request<Incoming>) -> Wire {
+    let orig_h1 = req
+        .headers_mut()
+        .remove(crate::http::forward::ORIG_PROTO_HEADER)
+        .is_some_and(|v| v.as_bytes().starts_with(b"HTTP/1"));
+    if req.version() == Version::HTTP_2 && !orig_h1 {
+        Wire::Http2
+    } else {
+        Wire::Http1
+    }
+}
+
 async fn serve_inbound(
     proxy: &Proxy,
     req: Request<Incoming>,
     started: Instant,
     mut rec: Option<&mut Record>,
 ) -> Response<ResponseBody> {
-    // A request the calling sidecar carried from HTTP/1 over HTTP/2 goes
-    // to the app as HTTP/1.1 again; other HTTP/2 (gRPC) stays HTTP/2.
     let mut req = req;
-    let orig_h1 = req
-        .headers_mut()
-        .remove(crate::http::forward::ORIG_PROTO_HEADER)
-        .is_some_and(|v| v.as_bytes().starts_with(b"HTTP/1"));
-    let wire = if req.version() == Version::HTTP_2 && !orig_h1 {
-        Wire::Http2
-    } else {
-        Wire::Http1
-    };
+    let wire = app_wire(&mut req);
     let out = outgoing(req, None, started);
     let resp = forward::call(&proxy.app, wire, &proxy.app_settings, &proxy.metrics, out)
         .await
