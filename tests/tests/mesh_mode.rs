@@ -35,19 +35,26 @@ fn mesh_proxy(cp: &ControlPlane, sa: &str, token: &str) -> ProxyBuilder {
     b
 }
 
+/// Two ready sidecars: `b` fronts service `reviews` (app `app`), `a` is
+/// `productpage`, which calls it.
+async fn caller_and_reviews(cp: &ControlPlane, app: &Upstream) -> (Proxy, Proxy) {
+    let b = mesh_proxy(cp, "reviews", &cp.token("default", "reviews"))
+        .arg("--service")
+        .arg("reviews")
+        .app(app.addr)
+        .start();
+    let a = mesh_proxy(cp, "productpage", &cp.token("default", "productpage")).start();
+    ready(&a).await;
+    ready(&b).await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn identities_come_from_the_control_plane_and_peers_are_verified_exactly() {
     let app = Upstream::start("reviews-app").await;
     let placeholder = Upstream::start("placeholder").await;
     let mut cp = ControlPlane::start(&backend("placeholder", placeholder.addr, None), &[]);
-    let b = mesh_proxy(&cp, "reviews", &cp.token("default", "reviews"))
-        .arg("--service")
-        .arg("reviews")
-        .app(app.addr)
-        .start();
-    let a = mesh_proxy(&cp, "productpage", &cp.token("default", "productpage")).start();
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = caller_and_reviews(&cp, &app).await;
 
     // A calls B's inbound over mTLS, expecting exactly B's identity.
     let v0 = cp.version().await;
@@ -215,14 +222,7 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
         &backend("placeholder", placeholder.addr, None),
         &["--cert-ttl", "2s"],
     );
-    let b = mesh_proxy(&cp, "reviews", &cp.token("default", "reviews"))
-        .arg("--service")
-        .arg("reviews")
-        .app(app.addr)
-        .start();
-    let a = mesh_proxy(&cp, "productpage", &cp.token("default", "productpage")).start();
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = caller_and_reviews(&cp, &app).await;
     let v0 = cp.version().await;
     cp.write_config(&backend("reviews", b.inbound, Some("reviews")));
     cp.wait_all_acked(2, Some(&v0), Duration::from_secs(10))
