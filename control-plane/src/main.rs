@@ -5,6 +5,7 @@
 //! its config over HTTP/2 + TLS 1.3. `token` issues a bootstrap token that
 //! lets one workload obtain its first certificate.
 
+mod admin;
 mod ca;
 mod scope;
 mod serve;
@@ -199,7 +200,7 @@ fn main() -> ExitCode {
                         }
                     });
                 }
-                tokio::spawn(serve::serve_admin(cp.clone(), admin_l));
+                tokio::spawn(admin::serve(cp.clone(), admin_l));
                 tokio::select! {
                     _ = serve::serve_api(cp, api) => {}
                     _ = shutdown_signal() => tracing::info!("shutting down"),

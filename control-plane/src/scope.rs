@@ -18,6 +18,12 @@ use std::sync::{Arc, Mutex};
 use weft_proxy::config::{self, yaml, ConfigSet};
 use weft_proxy::snapshot::{CompileContext, Snapshot};
 
+/// Locks a mutex, carrying on if a panicking holder poisoned it: the state
+/// behind these locks is plain bookkeeping that stays valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// One YAML document of the resources, with what scoping looks at.
 #[derive(Debug, Clone)]
 struct Doc {
@@ -101,7 +107,7 @@ impl Catalog {
 
     /// The snapshot a proxy in `namespace` would compile from everything.
     fn compiled(&self, namespace: &str) -> Arc<Snapshot> {
-        if let Some(s) = self.compiled.lock().unwrap().get(namespace) {
+        if let Some(s) = lock(&self.compiled).get(namespace) {
             return s.clone();
         }
         let metrics = weft_proxy::telemetry::metrics::Metrics::new();
@@ -118,7 +124,7 @@ impl Catalog {
                 inbound_mode: config::policy::InboundMode::Permissive,
             },
         ));
-        let mut map = self.compiled.lock().unwrap();
+        let mut map = lock(&self.compiled);
         // Bounded by the namespaces proxies run in.
         if map.len() >= 256 {
             map.clear();

@@ -1,7 +1,7 @@
 //! `weft-control-plane serve`: the certificate authority and the watch
-//! stream over HTTP/2 + TLS 1.3 (see [`weft_proxy::mesh_api`]), and an admin
+//! stream over HTTP/2 + TLS 1.3 (see [`weft_proxy::mesh_api`]); the admin
 //! endpoint listing every connected proxy with the version it runs and its
-//! last NACK.
+//! last NACK, is in `admin.rs`.
 //!
 //! Stateless: the truth is the files (and the CA directory). Versions are
 //! content hashes, so two instances serving the same files hand proxies the
@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,6 +33,12 @@ use tokio::sync::{mpsc, watch};
 use weft_proxy::mesh_api::{self, CertificateRequest, CertificateResponse, WatchDown, WatchUp};
 use weft_proxy::tls::identity::WorkloadKey;
 use weft_proxy::tls::SpiffeId;
+
+/// Locks a mutex, carrying on if a panicking holder poisoned it: the state
+/// behind these locks is plain bookkeeping that stays valid.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Largest request body accepted on `/v1/certificate` and per watch line.
 const MAX_MESSAGE: usize = 256 * 1024;
@@ -194,7 +200,7 @@ pub async fn watch_files(cp: Arc<ControlPlane>, paths: Vec<PathBuf>) {
         seen = weft_proxy::reload::Baseline::take(&paths);
         match load(&paths) {
             Ok(r) => {
-                *cp.last_error.lock().unwrap() = None;
+                *lock(&cp.last_error) = None;
                 if r.version != cp.resources.borrow().version {
                     tracing::info!(version = %r.version, "resources changed; pushing to proxies");
                     drop(cp.resources.send_replace(Arc::new(r)));
@@ -211,7 +217,7 @@ pub async fn watch_files(cp: Arc<ControlPlane>, paths: Vec<PathBuf>) {
             Err(e) => {
                 tracing::error!(error = %e, "config rejected; proxies keep the previous version");
                 cp.counters.rejected_reloads.fetch_add(1, Ordering::Relaxed);
-                *cp.last_error.lock().unwrap() = Some(e);
+                *lock(&cp.last_error) = Some(e);
             }
         }
     }
@@ -450,7 +456,7 @@ fn start_watch(
     let cp = cp.clone();
     tokio::spawn(async move {
         run_watch(&cp, id, req.into_body(), tx, identity, peer).await;
-        cp.proxies.lock().unwrap().remove(&id);
+        lock(&cp.proxies).remove(&id);
     });
     let mut r = Response::new(CpBody::Stream(rx));
     r.headers_mut().insert(
@@ -492,7 +498,7 @@ async fn run_watch(
             let current = resources.borrow_and_update().clone();
             let service = hello.as_ref().and_then(|h| h.service.as_deref());
             let scoped = current.catalog.scope(&namespace, service, &wants);
-            if let Some(p) = cp.proxies.lock().unwrap().get_mut(&id) {
+            if let Some(p) = lock(&cp.proxies).get_mut(&id) {
                 p.resources = Some(current.version.clone());
                 p.current = Some(scoped.version.clone());
                 p.wants = wants.iter().cloned().collect();
@@ -500,7 +506,7 @@ async fn run_watch(
             let msg = if held.as_deref() != Some(scoped.version.as_str()) {
                 cp.counters.pushes.fetch_add(1, Ordering::Relaxed);
                 held = Some(scoped.version.clone());
-                if let Some(p) = cp.proxies.lock().unwrap().get_mut(&id) {
+                if let Some(p) = lock(&cp.proxies).get_mut(&id) {
                     p.sent = Some(scoped.version.clone());
                 }
                 Some(WatchDown::Snapshot(mesh_api::Snapshot {
@@ -549,7 +555,7 @@ async fn run_watch(
                             tracing::info!(%identity, name = %h.name, held = ?h.version, wants = h.wants.len(), "proxy connected");
                             held = h.version.clone();
                             wants.extend(h.wants.iter().take(MAX_WANTS).cloned());
-                            cp.proxies.lock().unwrap().insert(id, ProxyStatus {
+                            lock(&cp.proxies).insert(id, ProxyStatus {
                                 name: h.name.clone(),
                                 identity: identity.clone(),
                                 service: h.service.clone(),
@@ -573,14 +579,14 @@ async fn run_watch(
                         }
                         WatchUp::Ack { version } => {
                             cp.counters.acks.fetch_add(1, Ordering::Relaxed);
-                            if let Some(p) = cp.proxies.lock().unwrap().get_mut(&id) {
+                            if let Some(p) = lock(&cp.proxies).get_mut(&id) {
                                 p.acked = Some(version);
                             }
                         }
                         WatchUp::Nack { version, reason } => {
                             cp.counters.nacks.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(%identity, %version, %reason, "proxy rejected a snapshot");
-                            if let Some(p) = cp.proxies.lock().unwrap().get_mut(&id) {
+                            if let Some(p) = lock(&cp.proxies).get_mut(&id) {
                                 p.last_nack = Some(Nack { version, reason, at: unix_now() });
                             }
                         }
@@ -589,122 +595,4 @@ async fn run_watch(
             }
         }
     }
-}
-
-/// The admin endpoint (plain HTTP on loopback by default).
-pub async fn serve_admin(cp: Arc<ControlPlane>, listener: TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let cp = cp.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let cp = cp.clone();
-                async move { Ok::<_, Infallible>(handle_admin(&cp, &req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-fn handle_admin(cp: &ControlPlane, req: &Request<Incoming>) -> Response<CpBody> {
-    if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
-    }
-    match req.uri().path() {
-        "/live" | "/ready" => text(StatusCode::OK, "ok\n"),
-        "/proxies" => {
-            let proxies: Vec<ProxyStatus> = cp.proxies.lock().unwrap().values().cloned().collect();
-            json(StatusCode::OK, &proxies)
-        }
-        "/config" => {
-            let r = cp.resources.borrow().clone();
-            json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "version": r.version,
-                    "files": r.files,
-                    "last_error": *cp.last_error.lock().unwrap(),
-                    "trust_domain": cp.trust_domain,
-                }),
-            )
-        }
-        "/metrics" => text(StatusCode::OK, metrics(cp)),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "weft-control-plane admin: /live /ready /proxies /config /metrics\n",
-        ),
-    }
-}
-
-fn metrics(cp: &ControlPlane) -> String {
-    use std::fmt::Write;
-    let proxies = cp.proxies.lock().unwrap();
-    let current = cp.resources.borrow().version.clone();
-    let up_to_date = proxies
-        .values()
-        .filter(|p| p.resources.as_deref() == Some(current.as_str()) && p.acked == p.current)
-        .count();
-    let c = &cp.counters;
-    let mut out = String::new();
-    let mut put = |name: &str, kind: &str, help: &str, v: u64| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-        );
-    };
-    put(
-        "weft_cp_connected_proxies",
-        "gauge",
-        "Proxies with an open watch.",
-        proxies.len() as u64,
-    );
-    put(
-        "weft_cp_proxies_up_to_date",
-        "gauge",
-        "Connected proxies that acknowledged the current version.",
-        up_to_date as u64,
-    );
-    put(
-        "weft_cp_pushes_total",
-        "counter",
-        "Snapshots sent to proxies.",
-        c.pushes.load(Ordering::Relaxed),
-    );
-    put(
-        "weft_cp_acks_total",
-        "counter",
-        "Snapshots proxies applied.",
-        c.acks.load(Ordering::Relaxed),
-    );
-    put(
-        "weft_cp_nacks_total",
-        "counter",
-        "Snapshots proxies rejected.",
-        c.nacks.load(Ordering::Relaxed),
-    );
-    put(
-        "weft_cp_certificates_issued_total",
-        "counter",
-        "Workload certificates signed.",
-        c.certificates.load(Ordering::Relaxed),
-    );
-    put(
-        "weft_cp_certificate_denials_total",
-        "counter",
-        "Certificate requests refused.",
-        c.certificate_denials.load(Ordering::Relaxed),
-    );
-    put(
-        "weft_cp_config_rejected_total",
-        "counter",
-        "File changes rejected as invalid.",
-        c.rejected_reloads.load(Ordering::Relaxed),
-    );
-    out
 }

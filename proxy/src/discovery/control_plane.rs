@@ -33,6 +33,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+/// Locks a mutex, carrying on if a panicking holder poisoned it: the state
+/// behind these locks is plain bookkeeping that stays valid.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Largest snapshot line accepted from the control plane.
 const MAX_SNAPSHOT: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -282,8 +288,8 @@ impl Client {
         let hello = WatchUp::Hello(Hello {
             name: self.settings.name.clone(),
             service: self.settings.service.clone(),
-            version: self.held.lock().unwrap().clone(),
-            wants: self.wants.lock().unwrap().iter().cloned().collect(),
+            version: lock(&self.held).clone(),
+            wants: lock(&self.wants).iter().cloned().collect(),
         });
         up.send(mesh_api::line(&hello))
             .await
@@ -303,7 +309,7 @@ impl Client {
             return Err(format!("watch refused: {}", resp.status()));
         }
         tracing::info!(control_plane = %self.authority, "watching the control plane");
-        *self.up.lock().unwrap() = Some(up.clone());
+        *lock(&self.up) = Some(up.clone());
         let mut body = resp.into_body();
         let mut lines = mesh_api::LineReader::new(MAX_SNAPSHOT);
         while let Some(frame) = body.frame().await {
@@ -350,13 +356,13 @@ impl Client {
             return false;
         }
         {
-            let mut wants = self.wants.lock().unwrap();
+            let mut wants = lock(&self.wants);
             if wants.contains(&name) || wants.len() >= MAX_WANTS {
                 return false;
             }
             wants.insert(name.clone());
         }
-        let Some(up) = self.up.lock().unwrap().clone() else {
+        let Some(up) = lock(&self.up).clone() else {
             return false;
         };
         let mut answers = self.answers.subscribe();
@@ -387,7 +393,7 @@ impl Client {
         match result {
             Ok(local) => {
                 tracing::info!(version = %snap.version, local, "config from the control plane applied");
-                *self.held.lock().unwrap() = Some(snap.version.clone());
+                *lock(&self.held) = Some(snap.version.clone());
                 if let Ok(mut st) = proxy.status.lock() {
                     st.source = source;
                     st.last_error = None;

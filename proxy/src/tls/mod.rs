@@ -266,22 +266,27 @@ pub fn server_config_optional_client(
     identity: &Identity,
     trust: &TrustBundle,
 ) -> Result<Arc<ServerConfig>, Error> {
-    let provider = provider();
-    let verifier = verify::SpiffeClientVerifier::optional(trust.root_store()?, provider.clone())?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_single_cert(identity.cert_chain.clone(), identity.key.clone_key())?;
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    spiffe_server(identity, trust, false)
 }
 
 /// Builds the inbound (server) config: TLS 1.3 only, ALPN `h2` then
 /// `http/1.1`, presents `identity` and requires a client certificate chaining
 /// to `trust` with a valid SPIFFE ID (read it back with [`peer_identity`]).
 pub fn server_config(identity: &Identity, trust: &TrustBundle) -> Result<Arc<ServerConfig>, Error> {
+    spiffe_server(identity, trust, true)
+}
+
+fn spiffe_server(
+    identity: &Identity,
+    trust: &TrustBundle,
+    client_cert_required: bool,
+) -> Result<Arc<ServerConfig>, Error> {
     let provider = provider();
-    let verifier = verify::SpiffeClientVerifier::new(trust.root_store()?, provider.clone())?;
+    let roots = trust.root_store()?;
+    let verifier = match client_cert_required {
+        true => verify::SpiffeClientVerifier::new(roots, provider.clone())?,
+        false => verify::SpiffeClientVerifier::optional(roots, provider.clone())?,
+    };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))

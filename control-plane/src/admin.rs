@@ -1,0 +1,132 @@
+//! The control plane's admin endpoint (plain HTTP, loopback by default):
+//! `/live`, `/ready`, `/proxies` (every connected proxy, its version and
+//! last NACK), `/config` and `/metrics`.
+
+use crate::serve::{json, lock, text, ControlPlane, CpBody, ProxyStatus};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Serves the admin endpoint on `listener`.
+pub async fn serve(cp: Arc<ControlPlane>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let cp = cp.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let cp = cp.clone();
+                async move { Ok::<_, Infallible>(handle_admin(&cp, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn handle_admin(cp: &ControlPlane, req: &Request<Incoming>) -> Response<CpBody> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match req.uri().path() {
+        "/live" | "/ready" => text(StatusCode::OK, "ok\n"),
+        "/proxies" => {
+            let proxies: Vec<ProxyStatus> = lock(&cp.proxies).values().cloned().collect();
+            json(StatusCode::OK, &proxies)
+        }
+        "/config" => {
+            let r = cp.resources.borrow().clone();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "version": r.version,
+                    "files": r.files,
+                    "last_error": *lock(&cp.last_error),
+                    "trust_domain": cp.trust_domain,
+                }),
+            )
+        }
+        "/metrics" => text(StatusCode::OK, metrics(cp)),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "weft-control-plane admin: /live /ready /proxies /config /metrics\n",
+        ),
+    }
+}
+
+fn metrics(cp: &ControlPlane) -> String {
+    use std::fmt::Write;
+    let proxies = lock(&cp.proxies);
+    let current = cp.resources.borrow().version.clone();
+    let up_to_date = proxies
+        .values()
+        .filter(|p| p.resources.as_deref() == Some(current.as_str()) && p.acked == p.current)
+        .count();
+    let c = &cp.counters;
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        );
+    };
+    put(
+        "weft_cp_connected_proxies",
+        "gauge",
+        "Proxies with an open watch.",
+        proxies.len() as u64,
+    );
+    put(
+        "weft_cp_proxies_up_to_date",
+        "gauge",
+        "Connected proxies that acknowledged the current version.",
+        up_to_date as u64,
+    );
+    put(
+        "weft_cp_pushes_total",
+        "counter",
+        "Snapshots sent to proxies.",
+        c.pushes.load(Ordering::Relaxed),
+    );
+    put(
+        "weft_cp_acks_total",
+        "counter",
+        "Snapshots proxies applied.",
+        c.acks.load(Ordering::Relaxed),
+    );
+    put(
+        "weft_cp_nacks_total",
+        "counter",
+        "Snapshots proxies rejected.",
+        c.nacks.load(Ordering::Relaxed),
+    );
+    put(
+        "weft_cp_certificates_issued_total",
+        "counter",
+        "Workload certificates signed.",
+        c.certificates.load(Ordering::Relaxed),
+    );
+    put(
+        "weft_cp_certificate_denials_total",
+        "counter",
+        "Certificate requests refused.",
+        c.certificate_denials.load(Ordering::Relaxed),
+    );
+    put(
+        "weft_cp_config_rejected_total",
+        "counter",
+        "File changes rejected as invalid.",
+        c.rejected_reloads.load(Ordering::Relaxed),
+    );
+    out
+}
