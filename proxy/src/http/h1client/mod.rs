@@ -21,9 +21,10 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use std::io;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::future::Future;
+use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod body;
@@ -76,14 +77,10 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < READ_SPACE / 4 {
             self.buf.reserve(READ_SPACE);
         }
-        loop {
-            match self.io.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_read_ready(cx))?;
-                }
-                r => return Poll::Ready(r),
-            }
-        }
+        // Through `AsyncRead` rather than `try_read_buf`: a short read then
+        // clears the socket's readiness, so the next `usable` check answers
+        // from the reactor's state instead of a system call.
+        std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx)
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
