@@ -24,3 +24,9 @@ pub mod snapshot;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;
+
+/// Locks a mutex, carrying on if a panicking holder poisoned it: the state
+/// behind the proxy's locks is plain bookkeeping that stays valid.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

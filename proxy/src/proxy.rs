@@ -5,6 +5,7 @@ use crate::backend::Endpoint;
 use crate::http::pool::PoolSettings;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use crate::telemetry::trace::{Env as TraceEnv, Tracing};
 use crate::tls::mesh::MeshTls;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::HashMap;
@@ -68,6 +69,8 @@ pub struct Proxy {
     /// The control plane client (mesh mode): asked about names the app
     /// calls that the scoped config does not have.
     pub control_plane: Option<Arc<crate::discovery::control_plane::Client>>,
+    /// OpenTelemetry traces (off unless an OTLP endpoint is configured).
+    pub tracing: Tracing,
 }
 
 impl Proxy {
@@ -94,6 +97,12 @@ impl Proxy {
             mesh: ArcSwapOption::empty(),
             mesh_mode: false,
             control_plane: None,
+            tracing: Tracing::new(
+                TraceEnv::default(),
+                opts.service.clone().unwrap_or_else(|| "weft-proxy".into()),
+                opts.namespace.clone(),
+                metrics.trace_stats(),
+            ),
             metrics,
             opts,
         }
@@ -116,6 +125,21 @@ impl Proxy {
             m
         });
         ep
+    }
+
+    /// Traces as the environment (`OTEL_*`, read by the caller) configures
+    /// them; a MeshConfig can add to that.
+    pub fn with_trace_env(mut self, env: TraceEnv) -> Proxy {
+        self.tracing = Tracing::new(
+            env,
+            self.opts
+                .service
+                .clone()
+                .unwrap_or_else(|| "weft-proxy".into()),
+            self.opts.namespace.clone(),
+            self.metrics.trace_stats(),
+        );
+        self
     }
 
     /// Gives the proxy its mesh identity (before it serves).

@@ -90,6 +90,7 @@ pub fn apply_set(proxy: &Proxy, set: config::ConfigSet) -> Result<u64, ConfigErr
     proxy
         .access_log
         .store(snap.access_log, std::sync::atomic::Ordering::Relaxed);
+    proxy.tracing.configure(snap.tracing());
     proxy.metrics.config_version.set(version as i64);
     Ok(version)
 }

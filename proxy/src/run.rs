@@ -229,8 +229,11 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             },
         )
         .with_mesh(mesh, mesh_client.is_some())
-        .with_control_plane(mesh_client.clone()),
+        .with_control_plane(mesh_client.clone())
+        .with_trace_env(crate::telemetry::trace::Env::read()),
     );
+    // Tracing from the environment alone; a MeshConfig may add to it.
+    proxy.tracing.configure(None);
     let resolver = match crate::discovery::dns::resolver(args.dns_server) {
         Ok(r) => Some(Arc::new(r)),
         Err(e) => {
@@ -350,6 +353,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     } else {
         tracing::warn!("grace period over with connections still open; closing them");
     }
+    proxy.tracing.close(Duration::from_secs(5)).await;
     0
 }
 

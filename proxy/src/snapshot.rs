@@ -282,6 +282,14 @@ impl Snapshot {
         }
     }
 
+    /// The MeshConfig's tracing settings, if it has any.
+    pub fn tracing(&self) -> Option<&crate::config::policy::MeshTracing> {
+        self.config
+            .mesh_configs
+            .first()
+            .and_then(|m| m.spec.tracing.as_ref())
+    }
+
     /// The virtual host for an authority (`host` or `host:port`), case-insensitively.
     pub fn host(&self, authority: &str) -> Option<&Arc<VirtualHost>> {
         if authority.bytes().any(|b| b.is_ascii_uppercase()) {

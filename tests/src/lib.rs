@@ -65,6 +65,11 @@ where
     }
 }
 
+/// Where the Python test peers live (`tests/peers/`).
+pub fn peers_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
 /// True when a command-line tool is installed; when it is not, the test
 /// prints why it skips — or fails under CI, where everything must run.
 pub fn require_tool(tool: &str) -> bool {

@@ -41,6 +41,7 @@ pub struct ProxyBuilder {
     args: Vec<String>,
     app: Option<SocketAddr>,
     no_config: bool,
+    env: Vec<(String, String)>,
 }
 
 /// Spawns `cmd` with stderr captured, and waits (up to 20 s) for a log line
@@ -92,6 +93,11 @@ impl ProxyBuilder {
         self.args.push(a.into());
         self
     }
+    /// Sets an environment variable for the proxy process.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
     pub fn app(mut self, app: SocketAddr) -> Self {
         self.app = Some(app);
         self
@@ -116,6 +122,7 @@ impl ProxyBuilder {
         ])
         .args(["--log-format", "json"])
         .args(&self.args)
+        .envs(self.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         if let Some(app) = self.app {
@@ -147,6 +154,7 @@ impl Proxy {
             args: Vec::new(),
             app: None,
             no_config: false,
+            env: Vec::new(),
         }
     }
 

@@ -279,8 +279,15 @@ pub struct AccessLog {
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MeshTracing {
+    /// Base URL of the OTLP receiver (`http://collector:4318`), as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (the default).
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// Share of new traces recorded, 0 to 100 (default 100); a caller's
+    /// sampling decision is always followed.
     #[serde(default)]
     pub sampling_percent: Option<f64>,
 }

@@ -53,6 +53,34 @@ pub(super) fn validate(set: &ConfigSet) -> Vec<ConfigError> {
                 ));
             }
         }
+        if let Some(t) = &m.spec.tracing {
+            if t.sampling_percent
+                .is_some_and(|p| !(0.0..=100.0).contains(&p))
+            {
+                v.errors.push(
+                    m.origin
+                        .error("spec.tracing.samplingPercent", "must be between 0 and 100"),
+                );
+            }
+            let protocol = t.protocol.as_deref();
+            if protocol.is_some_and(|p| crate::telemetry::trace::Protocol::parse(p).is_none()) {
+                v.errors.push(
+                    m.origin
+                        .error("spec.tracing.protocol", "must be grpc or http/protobuf"),
+                );
+            }
+            if let Some(e) = &t.otlp_endpoint {
+                let ok = e.strip_prefix("http://").is_some_and(|rest| {
+                    !rest.is_empty() && e.parse::<http::Uri>().is_ok_and(|u| u.host().is_some())
+                });
+                if !ok {
+                    v.errors.push(m.origin.error(
+                        "spec.tracing.otlpEndpoint",
+                        "must be an http:// URL of an OTLP receiver, e.g. http://otel-collector.observability:4318 (https is not supported yet)",
+                    ));
+                }
+            }
+        }
         if let Some(l) = m.spec.certificate_lifetime {
             if l.0 < std::time::Duration::from_secs(60) {
                 v.errors.push(m.origin.error(

@@ -33,11 +33,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
-/// Locks a mutex, carrying on if a panicking holder poisoned it: the state
-/// behind these locks is plain bookkeeping that stays valid.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::lock;
 
 /// Largest snapshot line accepted from the control plane.
 const MAX_SNAPSHOT: usize = 64 * 1024 * 1024;

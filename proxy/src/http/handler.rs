@@ -11,9 +11,11 @@ use crate::http::route::{modify_path, Filters};
 use crate::proxy::Proxy;
 use crate::snapshot::{Rule, WeightedBackend};
 use crate::telemetry::access_log::{self, Line, Record};
+use crate::telemetry::trace::Span;
 use http::uri::Authority;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
+use opentelemetry::trace::SpanKind;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -71,44 +73,63 @@ fn outgoing(
 pub async fn outbound(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    if !proxy.access_log.load(Ordering::Relaxed) {
+    let span = proxy
+        .tracing
+        .start(SpanKind::Client, req.method(), req.headers());
+    let log = proxy.access_log.load(Ordering::Relaxed);
+    if !log && span.is_none() {
         return serve_outbound(proxy, &conn, req, started, None).await;
     }
-    let seen = Seen::of(&req);
+    if let Some(s) = &span {
+        s.inject(req.headers_mut());
+    }
+    let seen = Seen::of(&req, log, span);
     let mut rec = Record::default();
     let resp = serve_outbound(proxy, &conn, req, started, Some(&mut rec)).await;
-    seen.emit("outbound", &resp, started, &conn, &rec);
+    let identity = rec.upstream.identity.clone();
+    seen.finish("outbound", &resp, started, &conn, &rec, identity);
     resp
 }
 
-/// What the access log needs of a request, kept before the request moves on.
+/// What the access log and the trace span need of a request, kept before
+/// the request moves on.
 struct Seen {
     method: Method,
     authority: String,
     path: String,
+    http2: bool,
+    log: bool,
+    span: Option<Span>,
 }
 
 impl Seen {
-    fn of(req: &Request<Incoming>) -> Seen {
+    fn of(req: &Request<Incoming>, log: bool, span: Option<Span>) -> Seen {
         Seen {
             method: req.method().clone(),
             authority: authority_of(req).unwrap_or("").to_owned(),
             path: req.uri().path().to_owned(),
+            http2: req.version() == Version::HTTP_2,
+            log,
+            span,
         }
     }
 
-    fn emit(
-        &self,
+    /// Writes the access log line and ends the span, as they are on.
+    /// `identity`: the peer's SPIFFE ID (the caller's inbound, the
+    /// upstream's expected one outbound).
+    fn finish(
+        self,
         direction: &'static str,
         resp: &Response<ResponseBody>,
         started: Instant,
         conn: &ConnInfo,
         rec: &Record,
+        identity: Option<Arc<str>>,
     ) {
-        access_log::emit(&Line {
+        let line = Line {
             direction,
             method: self.method.as_str(),
             authority: &self.authority,
@@ -117,7 +138,13 @@ impl Seen {
             duration: started.elapsed(),
             peer: conn.peer,
             record: rec,
-        });
+        };
+        if self.log {
+            access_log::emit(&line);
+        }
+        if let Some(span) = self.span {
+            span.finish(&line, identity, self.http2);
+        }
     }
 }
 
@@ -393,6 +420,10 @@ pub async fn inbound(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut req = req;
+    let span = proxy
+        .tracing
+        .start(SpanKind::Server, req.method(), req.headers());
+    let log = proxy.access_log.load(Ordering::Relaxed);
     {
         let snap = proxy.snapshot.load();
         if !snap.authz.is_empty()
@@ -407,12 +438,13 @@ pub async fn inbound(
             proxy
                 .inbound_metrics
                 .record(resp.status().as_u16(), started.elapsed());
-            if proxy.access_log.load(Ordering::Relaxed) {
+            if log || span.is_some() {
                 let rec = Record {
                     cause: Some("forbidden"),
                     ..Record::default()
                 };
-                Seen::of(&req).emit("inbound", &resp, started, &conn, &rec);
+                let id = conn.peer_identity.clone();
+                Seen::of(&req, log, span).finish("inbound", &resp, started, &conn, &rec, id);
             }
             return resp;
         }
@@ -420,17 +452,21 @@ pub async fn inbound(
     if proxy.mesh_mode || proxy.mesh.load().is_some() {
         set_peer_identity(&mut req, &conn);
     }
-    if !proxy.access_log.load(Ordering::Relaxed) {
+    if !log && span.is_none() {
         return serve_inbound(&proxy, req, started, None).await;
     }
-    let seen = Seen::of(&req);
+    if let Some(s) = &span {
+        s.inject(req.headers_mut());
+    }
+    let seen = Seen::of(&req, log, span);
     let mut rec = Record {
         backend: Some(Arc::from("app")),
         ..Record::default()
     };
     rec.upstream.endpoint = Some(proxy.app.addr);
     let resp = serve_inbound(&proxy, req, started, Some(&mut rec)).await;
-    seen.emit("inbound", &resp, started, &conn, &rec);
+    let id = conn.peer_identity.clone();
+    seen.finish("inbound", &resp, started, &conn, &rec, id);
     resp
 }
 

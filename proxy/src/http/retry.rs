@@ -21,7 +21,7 @@ use crate::resilience::limits::Kind;
 use crate::resilience::outlier::Transition;
 use crate::resilience::policy::{RetryOn, RetryPolicy};
 use crate::snapshot::Rule;
-use crate::telemetry::access_log::UpstreamInfo;
+use crate::telemetry::access_log::{EventKind, UpstreamInfo};
 use crate::telemetry::metrics::{BackendLabels, OverflowLabels, RetryLabels};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -232,6 +232,11 @@ pub async fn call(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let res = &backend.resilience;
     let Some(request_permit) = res.limits.try_acquire(Kind::Requests) else {
+        if let Some(i) = info {
+            i.event(EventKind::Overflow {
+                limit: Kind::Requests.label(),
+            });
+        }
         return Err(overflow(proxy, backend, Kind::Requests));
     };
     res.budget.record_request_at(Instant::from_std(out.started));
@@ -273,8 +278,10 @@ async fn call_once(
         .pick(ctx.hash, &[], &proxy.metrics)
         .ok_or_else(|| ProxyError::NoEndpoints(backend.key.to_string()))?;
     let ep = pick.endpoint;
-    if let Some(i) = info {
+    let mut info = info;
+    if let Some(i) = info.as_deref_mut() {
         i.endpoint = Some(ep.addr);
+        i.identity.clone_from(&ep.identity);
     }
     let result = within(ctx.deadline, ctx.per_try, rule.request_timeout, async {
         let up = forward::connect(
@@ -292,7 +299,10 @@ async fn call_once(
         forward::send(&ep, up, &backend.settings, &proxy.metrics, out).await
     })
     .await;
-    report(proxy, backend, &ep, &result);
+    let ejected = report(proxy, backend, &ep, &result);
+    if let Some(i) = info {
+        note(i, &ep, &result, ejected);
+    }
     result
 }
 
@@ -373,6 +383,7 @@ async fn call_retrying(
         tried.push(ep.addr);
         if let Some(i) = info.as_deref_mut() {
             i.endpoint = Some(ep.addr);
+            i.identity.clone_from(&ep.identity);
             i.retries = attempt;
         }
         let settings = &backend.settings;
@@ -419,7 +430,10 @@ async fn call_retrying(
                 Err(u.error)
             }
         };
-        report(proxy, backend, &ep, &result);
+        let ejected = report(proxy, backend, &ep, &result);
+        if let Some(i) = info.as_deref_mut() {
+            note(i, &ep, &result, ejected);
+        }
         let failure = match &result {
             Ok(r) => status_failure(r.status(), r.headers(), policy),
             Err(e) => error_failure(e),
@@ -447,6 +461,9 @@ async fn call_retrying(
                 None => {
                     if let Some(i) = info.as_deref_mut() {
                         i.retries_exhausted = true;
+                        i.event(EventKind::Overflow {
+                            limit: Kind::Retries.label(),
+                        });
                     }
                     retry_metric(proxy, backend, "limit");
                     proxy
@@ -473,6 +490,13 @@ async fn call_retrying(
             .unwrap_or_else(|| backoff::jittered(attempt, policy.base, policy.max));
         if deadline.is_some_and(|d| Instant::now() + wait >= d) {
             return result;
+        }
+        if let Some(i) = info.as_deref_mut() {
+            i.event(EventKind::Retry {
+                attempt: attempt + 1,
+                endpoint: ep.addr,
+                reason: retry_reason(&result),
+            });
         }
         drop(result);
         retry_metric(proxy, backend, "sent");
@@ -527,12 +551,38 @@ async fn peek_grpc_trailers(
     Response::from_parts(parts, ResponseBody::peeked_from(frames, body))
 }
 
+/// What a try's result says of its endpoint, for a span's events: an
+/// ejection it caused, a limit it ran into.
+fn note(
+    i: &mut UpstreamInfo,
+    ep: &Endpoint,
+    result: &Result<Response<ResponseBody>, ProxyError>,
+    ejected: bool,
+) {
+    if let Err(ProxyError::Connect(ConnectError::Overloaded(limit))) = result {
+        i.event(EventKind::Overflow { limit });
+    }
+    if ejected {
+        i.event(EventKind::Ejected { endpoint: ep.addr });
+    }
+}
+
+/// Why a try is retried: its error's cause, or its status.
+fn retry_reason(result: &Result<Response<ResponseBody>, ProxyError>) -> &'static str {
+    match result {
+        Err(e) => e.kind().1,
+        Ok(r) if r.status().is_server_error() => "5xx",
+        Ok(_) => "retriable-status",
+    }
+}
+
+/// Feeds a try's result to outlier detection; true when it ejected `ep`.
 fn report(
     proxy: &Proxy,
     backend: &Backend,
     ep: &Arc<Endpoint>,
     result: &Result<Response<ResponseBody>, ProxyError>,
-) {
+) -> bool {
     let cfg = &backend.resilience.outlier;
     let fault = match result {
         Ok(r) => r.status().is_server_error(),
@@ -558,6 +608,7 @@ fn report(
                 .ejected_endpoints
                 .get_or_create(&labels())
                 .set(backend.unavailable() as i64);
+            true
         }
         Transition::Restored => {
             tracing::info!(backend = %backend.key, endpoint = %ep.addr, "ejected endpoint answered its probe; back in the balancer");
@@ -566,8 +617,9 @@ fn report(
                 .ejected_endpoints
                 .get_or_create(&labels())
                 .set(backend.unavailable() as i64);
+            false
         }
-        Transition::None => {}
+        Transition::None => false,
     }
 }
 

@@ -17,13 +17,49 @@ use std::time::Duration;
 pub const TARGET: &str = "weft::access";
 
 /// What the retry engine knows of a request's upstream side: the endpoint of
-/// the last try, how many retries were sent, and whether it gave up on a
-/// failure it wanted to retry (attempts exhausted, budget or limit refused).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// the last try (and the identity it must prove), how many retries were
+/// sent, whether it gave up on a failure it wanted to retry (attempts
+/// exhausted, budget or limit refused), and what happened on the way (for
+/// the request's trace span).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UpstreamInfo {
     pub endpoint: Option<SocketAddr>,
+    pub identity: Option<std::sync::Arc<str>>,
     pub retries: u32,
     pub retries_exhausted: bool,
+    pub events: Vec<Event>,
+}
+
+/// Something that happened while a request was served (a span event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub at: std::time::SystemTime,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Try number `attempt` (1 for the first retry) is sent after a failure
+    /// of `reason` (an `x-weft-error` cause, or `status-NNN`) at `endpoint`.
+    Retry {
+        attempt: u32,
+        endpoint: SocketAddr,
+        reason: &'static str,
+    },
+    /// Outlier detection took `endpoint` out after this request's failure.
+    Ejected { endpoint: SocketAddr },
+    /// A concurrency limit (circuit breaker) refused: `requests`,
+    /// `connections`, `pending` or `retries`.
+    Overflow { limit: &'static str },
+}
+
+impl UpstreamInfo {
+    pub fn event(&mut self, kind: EventKind) {
+        self.events.push(Event {
+            at: std::time::SystemTime::now(),
+            kind,
+        });
+    }
 }
 
 /// What the handler gathers for one line while it serves the request.
@@ -119,9 +155,9 @@ mod tests {
 
     fn up(retries: u32, exhausted: bool) -> UpstreamInfo {
         UpstreamInfo {
-            endpoint: None,
             retries,
             retries_exhausted: exhausted,
+            ..UpstreamInfo::default()
         }
     }
 

@@ -98,6 +98,8 @@ pub struct Metrics {
     pub process_resident_bytes: Gauge,
     pub process_open_fds: Gauge,
     pub process_start_time: Gauge,
+    trace_spans_exported: Counter,
+    trace_spans_dropped: Family<ReasonLabels, Counter>,
 }
 
 /// prometheus-client's gauge wants an atomic type; we use its default i64 one.
@@ -135,6 +137,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The trace exporter's counters.
+    pub fn trace_stats(&self) -> super::trace::Stats {
+        let dropped = |reason| {
+            self.trace_spans_dropped
+                .get_or_create(&ReasonLabels { reason })
+                .clone()
+        };
+        super::trace::Stats {
+            exported: self.trace_spans_exported.clone(),
+            dropped_queue_full: dropped("queue_full"),
+            dropped_export_failed: dropped("export_failed"),
+        }
+    }
+
     /// Counts one inbound refusal.
     pub fn inbound_rejected(&self, reason: &'static str) {
         self.inbound_rejected
@@ -296,8 +312,22 @@ impl Metrics {
         for result in ["ok", "error"] {
             drop(upstream_connects.get_or_create(&ResultLabels { result }));
         }
+        let trace_spans_exported = Counter::default();
+        let trace_spans_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "trace_spans_exported",
+            "Trace spans the OTLP receiver accepted",
+            trace_spans_exported.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans dropped: queue_full (export not keeping up, e.g. the collector is down) or export_failed",
+            trace_spans_dropped.clone(),
+        );
         Metrics {
             registry,
+            trace_spans_exported,
+            trace_spans_dropped,
             process_cpu_seconds,
             process_resident_bytes,
             process_open_fds,

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""An OTLP trace receiver for the weft end-to-end tests, built on the
+OpenTelemetry project's own protobuf definitions (opentelemetry-proto) and
+grpcio: the real wire protocols, decoded by an independent implementation.
+
+  otlp_receiver.py server
+      listens on 127.0.0.1 for OTLP/gRPC (TraceService/Export) and OTLP/HTTP
+      (POST /v1/traces, application/x-protobuf) on two free ports; prints
+      "READY <grpc_port> <http_port>", then one JSON object per span received:
+        {"via": "grpc"|"http", "service": ..., "scope": ..., "trace_id": hex,
+         "span_id": hex, "parent_span_id": hex or "", "name": ..., "kind": ...,
+         "start": ns, "end": ns, "status": ..., "attributes": {...},
+         "events": [{"name": ..., "attributes": {...}}], "resource": {...}}
+"""
+
+import json
+import sys
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+OUT = threading.Lock()
+
+
+def value(v):
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "double_value":
+        return v.double_value
+    if kind == "array_value":
+        return [value(x) for x in v.array_value.values]
+    return None
+
+
+def attrs(kvs):
+    return {kv.key: value(kv.value) for kv in kvs}
+
+
+def emit(request, via):
+    lines = []
+    for rs in request.resource_spans:
+        resource = attrs(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                lines.append(json.dumps({
+                    "via": via,
+                    "service": resource.get("service.name"),
+                    "resource": resource,
+                    "scope": ss.scope.name,
+                    "trace_id": s.trace_id.hex(),
+                    "span_id": s.span_id.hex(),
+                    "parent_span_id": s.parent_span_id.hex(),
+                    "name": s.name,
+                    "kind": trace_pb2.Span.SpanKind.Name(s.kind),
+                    "start": s.start_time_unix_nano,
+                    "end": s.end_time_unix_nano,
+                    "status": trace_pb2.Status.StatusCode.Name(s.status.code),
+                    "attributes": attrs(s.attributes),
+                    "events": [{"name": e.name, "attributes": attrs(e.attributes)} for e in s.events],
+                }))
+    with OUT:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request, context):
+        emit(request, "grpc")
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class HttpHandler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.path != "/v1/traces" or self.headers.get("content-type") != "application/x-protobuf":
+            self.send_response(404 if self.path != "/v1/traces" else 415)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        emit(request, "http")
+        out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    if sys.argv[1:] != ["server"]:
+        sys.exit(__doc__)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    http = ThreadingHTTPServer(("127.0.0.1", 0), HttpHandler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    print("READY %d %d" % (grpc_port, http.server_address[1]), flush=True)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    main()
