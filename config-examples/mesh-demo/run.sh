@@ -5,6 +5,11 @@
 #   sidecar with a certificate from the control plane (mTLS, Strict inbound),
 #   a 90/10 canary with retries, and traffic flowing from frontend.
 # Prints where to look, then one live summary line a second. Ctrl-C stops all.
+#
+# DEMO_SECONDS=N stops it after N seconds. The sidecars read the OpenTelemetry
+# environment: OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 (or :4317 with
+# OTEL_EXPORTER_OTLP_PROTOCOL=grpc) sends every hop's span there; trace.sh
+# does that with a local receiver and draws one trace.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -143,8 +148,10 @@ def p99(now, before):
         if n >= 0.99 * total:
             return le
     return None
+import os
+stop = time.time() + float(os.environ.get("DEMO_SECONDS") or "inf")
 prev, t0 = scrape(), time.time()
-while True:
+while time.time() < stop:
     time.sleep(1)
     cur, t1 = scrape(), time.time()
     dt = t1 - t0

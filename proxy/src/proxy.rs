@@ -99,6 +99,7 @@ impl Proxy {
             control_plane: None,
             tracing: Tracing::new(
                 TraceEnv::default(),
+                String::new(),
                 opts.service.clone().unwrap_or_else(|| "weft-proxy".into()),
                 opts.namespace.clone(),
                 metrics.trace_stats(),
@@ -129,9 +130,11 @@ impl Proxy {
 
     /// Traces as the environment (`OTEL_*`, read by the caller) configures
     /// them; a MeshConfig can add to that.
-    pub fn with_trace_env(mut self, env: TraceEnv) -> Proxy {
+    /// `instance`: this sidecar's name (`service.instance.id`).
+    pub fn with_trace_env(mut self, env: TraceEnv, instance: String) -> Proxy {
         self.tracing = Tracing::new(
             env,
+            instance,
             self.opts
                 .service
                 .clone()

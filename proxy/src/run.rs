@@ -230,7 +230,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         )
         .with_mesh(mesh, mesh_client.is_some())
         .with_control_plane(mesh_client.clone())
-        .with_trace_env(crate::telemetry::trace::Env::read()),
+        .with_trace_env(crate::telemetry::trace::Env::read(), proxy_name(&args)),
     );
     // Tracing from the environment alone; a MeshConfig may add to it.
     proxy.tracing.configure(None);
@@ -383,10 +383,7 @@ fn mesh_client(args: &RunArgs) -> Result<Option<crate::discovery::control_plane:
         .clone()
         .or_else(|| args.service.clone())
         .unwrap_or_else(|| "default".into());
-    let name = args.proxy_name.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{}-{}", host.trim(), std::process::id())
-    });
+    let name = proxy_name(args);
     crate::discovery::control_plane::Client::new(crate::discovery::control_plane::Settings {
         url: url.clone(),
         trust,
@@ -398,6 +395,14 @@ fn mesh_client(args: &RunArgs) -> Result<Option<crate::discovery::control_plane:
         name,
     })
     .map(Some)
+}
+
+/// This sidecar's name: `--proxy-name`, else `<hostname>-<pid>`.
+fn proxy_name(args: &RunArgs) -> String {
+    args.proxy_name.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
 }
 
 async fn shutdown_signal() {

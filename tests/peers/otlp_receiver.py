@@ -10,7 +10,7 @@ grpcio: the real wire protocols, decoded by an independent implementation.
         {"via": "grpc"|"http", "service": ..., "scope": ..., "trace_id": hex,
          "span_id": hex, "parent_span_id": hex or "", "name": ..., "kind": ...,
          "start": ns, "end": ns, "status": ..., "attributes": {...},
-         "events": [{"name": ..., "attributes": {...}}], "resource": {...}}
+         "events": [{"name": ..., "time": ns, "attributes": {...}}], "resource": {...}}
 """
 
 import json
@@ -65,7 +65,8 @@ def emit(request, via):
                     "end": s.end_time_unix_nano,
                     "status": trace_pb2.Status.StatusCode.Name(s.status.code),
                     "attributes": attrs(s.attributes),
-                    "events": [{"name": e.name, "attributes": attrs(e.attributes)} for e in s.events],
+                    "events": [{"name": e.name, "time": e.time_unix_nano, "attributes": attrs(e.attributes)}
+                               for e in s.events],
                 }))
     with OUT:
         for line in lines:

@@ -189,6 +189,8 @@ pub struct Tracing {
     /// gives none; `service.namespace`).
     service: String,
     namespace: String,
+    /// `service.instance.id`: the sidecar's name.
+    instance: String,
     applied: Mutex<Option<Settings>>,
     pub stats: Stats,
 }
@@ -206,11 +208,18 @@ struct Pipeline {
 }
 
 impl Tracing {
-    pub fn new(env: Env, service: String, namespace: String, stats: Stats) -> Tracing {
+    pub fn new(
+        env: Env,
+        instance: String,
+        service: String,
+        namespace: String,
+        stats: Stats,
+    ) -> Tracing {
         Tracing {
             on: AtomicBool::new(false),
             current: ArcSwapOption::empty(),
             env,
+            instance,
             service,
             namespace,
             applied: Mutex::new(None),
@@ -260,9 +269,13 @@ impl Tracing {
         if !self.env.service_name_set {
             resource = resource.with_service_name(self.service.clone());
         }
-        let resource = resource
-            .with_attribute(KeyValue::new("service.namespace", self.namespace.clone()))
-            .build();
+        let mut resource =
+            resource.with_attribute(KeyValue::new("service.namespace", self.namespace.clone()));
+        if !self.instance.is_empty() {
+            resource = resource
+                .with_attribute(KeyValue::new("service.instance.id", self.instance.clone()));
+        }
+        let resource = resource.build();
         let mut exporter = match s.protocol {
             Protocol::Grpc => {
                 let b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
@@ -516,12 +529,16 @@ impl Span {
                     vec![
                         KeyValue::new("http.request.resend_count", *attempt as i64),
                         KeyValue::new("weft.retry.reason", *reason),
-                        KeyValue::new("network.peer.address", endpoint.to_string()),
+                        KeyValue::new("network.peer.address", endpoint.ip().to_string()),
+                        KeyValue::new("network.peer.port", endpoint.port() as i64),
                     ],
                 ),
                 EventKind::Ejected { endpoint } => (
                     "endpoint ejected",
-                    vec![KeyValue::new("network.peer.address", endpoint.to_string())],
+                    vec![
+                        KeyValue::new("network.peer.address", endpoint.ip().to_string()),
+                        KeyValue::new("network.peer.port", endpoint.port() as i64),
+                    ],
                 ),
                 EventKind::Overflow { limit } => (
                     "circuit overflow",
