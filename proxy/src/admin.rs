@@ -140,7 +140,9 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
 /// Values read from live state when scraped, so the request path pays nothing.
 fn refresh_scrape_gauges(proxy: &Proxy) {
     use crate::resilience::limits::Kind;
-    use crate::telemetry::metrics::{BackendLabels, LimitLabels, OverflowLabels, RetryLabels};
+    use crate::telemetry::metrics::{
+        BackendLabels, BackendResultLabels, LimitLabels, OverflowLabels,
+    };
     let snap = proxy.snapshot.load();
     let m = &proxy.metrics;
     for b in snap.backends.values() {
@@ -171,10 +173,15 @@ fn refresh_scrape_gauges(proxy: &Proxy) {
         // Every backend's resilience series exist from the first scrape, at
         // zero, so dashboards and rate() see 0 rather than "no data".
         drop(m.ejections.get_or_create(&labels));
-        drop(m.health_check_failures.get_or_create(&labels));
+        for result in ["pass", "fail"] {
+            drop(m.health_checks.get_or_create(&BackendResultLabels {
+                backend: b.key.to_string(),
+                result,
+            }));
+        }
         drop(m.panic_mode.get_or_create(&labels));
         for result in ["sent", "succeeded", "budget_exhausted", "limit"] {
-            drop(m.retries.get_or_create(&RetryLabels {
+            drop(m.retries.get_or_create(&BackendResultLabels {
                 backend: b.key.to_string(),
                 result,
             }));

@@ -187,8 +187,10 @@ async fn failing_http_health_checks_take_an_endpoint_out_and_passing_ones_bring_
     assert!(why.contains("500"), "lastHealthCheckError: {e}");
     assert!(e["healthCheckFailures"].as_u64().unwrap_or(0) >= 2, "{e}");
     assert!(
-        p.metric("weft_health_check_failures_total", &["svc"]).await >= 2.0,
-        "weft_health_check_failures_total"
+        p.metric("weft_health_checks_total", &["svc", "result=\"fail\""])
+            .await
+            >= 2.0,
+        "weft_health_checks_total{{result=fail}}"
     );
     // The others are still healthy, and take all the traffic.
     assert_eq!(health_of(&p, a.addr).await, "healthy");
@@ -423,8 +425,8 @@ async fn check_failures_are_counted_per_endpoint_and_checks_stop_with_their_back
     );
     assert!(
         p.metric(
-            "weft_health_check_failures_total",
-            &["backend=\"default/svc\""]
+            "weft_health_checks_total",
+            &["backend=\"default/svc\"", "result=\"fail\""]
         )
         .await
             >= (first + 3) as f64

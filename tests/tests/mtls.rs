@@ -124,6 +124,18 @@ async fn mtls_between_sidecars_carries_the_verified_identity() {
         m.b.metric("weft_connections_total", &["direction=\"inbound\""])
             .await;
     assert_eq!(conns, 1.0, "A→B requests should share one h2 connection");
+    // One handshake each side, counted as ok.
+    let ok = |dir: &'static str| [format!("direction=\"{dir}\""), "result=\"ok\"".to_owned()];
+    let [d, r] = ok("outbound");
+    assert_eq!(
+        m.a.metric("weft_tls_handshakes_total", &[&d, &r]).await,
+        1.0
+    );
+    let [d, r] = ok("inbound");
+    assert_eq!(
+        m.b.metric("weft_tls_handshakes_total", &[&d, &r]).await,
+        1.0
+    );
 }
 
 /// Plaintext to B's inbound still works (permissive mode), and a forged
@@ -160,6 +172,11 @@ async fn wrong_peer_identity_is_a_connect_failure() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.header("x-weft-error"), Some("connect-failed"));
     assert_eq!(m.app.requests(), 0);
+    // Counted by reason on A: B's certificate names the wrong workload.
+    let wrong =
+        m.a.metric("weft_tls_handshakes_total", &["result=\"wrong_identity\""])
+            .await;
+    assert!(wrong >= 1.0, "{}", m.a.admin_get("/metrics").await.1);
 }
 
 /// B with a certificate from another CA is refused by A.
@@ -180,6 +197,22 @@ async fn peer_from_a_foreign_ca_is_refused() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.header("x-weft-error"), Some("connect-failed"));
     assert_eq!(app.requests(), 0);
+    // A counts an unknown CA; B hears A's refusal as an alert.
+    let a_fail = a
+        .metric("weft_tls_handshakes_total", &["result=\"unknown_ca\""])
+        .await;
+    assert!(a_fail >= 1.0, "{}", a.admin_get("/metrics").await.1);
+    let b_fail = b
+        .metric("weft_tls_handshakes_total", &["direction=\"inbound\""])
+        .await;
+    let b_ok = b
+        .metric("weft_tls_handshakes_total", &["result=\"ok\""])
+        .await;
+    assert!(
+        b_fail >= 1.0 && b_ok == 0.0,
+        "{}",
+        b.admin_get("/metrics").await.1
+    );
 }
 
 /// A bad identity directory stops the proxy at startup with a clear message.

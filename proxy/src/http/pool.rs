@@ -50,14 +50,26 @@ async fn tls_handshake(
     stream: TcpStream,
     config: &Arc<rustls::ClientConfig>,
     timeout: Duration,
+    metrics: &Metrics,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
     // The SPIFFE verifier ignores the server name: the IP is a placeholder.
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
     let connect = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream);
-    tokio::time::timeout(timeout, connect)
-        .await
-        .map_err(|_| ConnectError::Timeout(addr))?
-        .map_err(|e| ConnectError::Tls(addr, e))
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(s)) => {
+            metrics.tls_handshake("outbound", Ok(()));
+            Ok(s)
+        }
+        Ok(Err(e)) => {
+            metrics.tls_handshake("outbound", Err(&e));
+            Err(ConnectError::Tls(addr, e))
+        }
+        Err(_) => {
+            let e = std::io::Error::from(std::io::ErrorKind::TimedOut);
+            metrics.tls_handshake("outbound", Err(&e));
+            Err(ConnectError::Timeout(addr))
+        }
+    }
 }
 
 /// HTTP/2 client handshake on any connection; the connection task keeps
@@ -350,7 +362,8 @@ impl Pool {
         let tx = match tls {
             None => h2_handshake(addr, TokioIo::new(stream), permit).await?,
             Some(config) => {
-                let stream = tls_handshake(addr, stream, config, settings.connect_timeout).await?;
+                let stream =
+                    tls_handshake(addr, stream, config, settings.connect_timeout, metrics).await?;
                 h2_handshake(addr, TokioIo::new(stream), permit).await?
             }
         };
@@ -369,7 +382,7 @@ impl Pool {
         tls: &Arc<rustls::ClientConfig>,
     ) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
         let (stream, permit) = connect_counted(addr, settings, metrics, limits).await?;
-        let stream = tls_handshake(addr, stream, tls, settings.connect_timeout).await?;
+        let stream = tls_handshake(addr, stream, tls, settings.connect_timeout, metrics).await?;
         h1_handshake(addr, stream, permit).await
     }
 

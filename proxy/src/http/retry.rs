@@ -22,7 +22,7 @@ use crate::resilience::outlier::Transition;
 use crate::resilience::policy::{RetryOn, RetryPolicy};
 use crate::snapshot::Rule;
 use crate::telemetry::access_log::{EventKind, UpstreamInfo};
-use crate::telemetry::metrics::{BackendLabels, OverflowLabels, RetryLabels};
+use crate::telemetry::metrics::{BackendLabels, BackendResultLabels, OverflowLabels};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
@@ -627,7 +627,7 @@ fn retry_metric(proxy: &Proxy, backend: &Backend, result: &'static str) {
     proxy
         .metrics
         .retries
-        .get_or_create(&RetryLabels {
+        .get_or_create(&BackendResultLabels {
             backend: backend.key.to_string(),
             result,
         })

@@ -158,12 +158,18 @@ async fn connection(
             let handshake = mesh.acceptor.accept(stream);
             let limit = proxy.opts.detect_timeout.max(Duration::from_secs(10));
             let tls = match tokio::time::timeout(limit, handshake).await {
-                Ok(Ok(tls)) => tls,
+                Ok(Ok(tls)) => {
+                    proxy.metrics.tls_handshake("inbound", Ok(()));
+                    tls
+                }
                 Ok(Err(e)) => {
+                    proxy.metrics.tls_handshake("inbound", Err(&e));
                     tracing::debug!(%peer, error = %e, "inbound mTLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    let e = std::io::Error::from(std::io::ErrorKind::TimedOut);
+                    proxy.metrics.tls_handshake("inbound", Err(&e));
                     tracing::debug!(%peer, "inbound mTLS handshake timed out");
                     return;
                 }

@@ -106,9 +106,7 @@ pub fn spawn(backend: &Arc<Backend>, metrics: Arc<Metrics>) {
             let key = backend.key.clone();
             drop(backend);
             while let Some(Ok((ep, r))) = set.join_next().await {
-                if r.is_err() {
-                    metrics.health_check_failed(&key);
-                }
+                metrics.health_check(&key, r.is_ok());
                 let healthy = hc.healthy_threshold.unwrap_or(d::HEALTH_HEALTHY_THRESHOLD);
                 let unhealthy = hc
                     .unhealthy_threshold

@@ -47,7 +47,7 @@ pub struct BackendLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RetryLabels {
+pub struct BackendResultLabels {
     pub backend: String,
     pub result: &'static str,
 }
@@ -62,6 +62,12 @@ pub struct OverflowLabels {
 pub struct LimitLabels {
     pub backend: String,
     pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsLabels {
+    pub direction: &'static str,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,11 +92,11 @@ pub struct Metrics {
     pub cert_expiry: Gauge<i64, AtomicI64Compat>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub upstream_connects: Family<ResultLabels, Counter>,
-    pub retries: Family<RetryLabels, Counter>,
+    pub retries: Family<BackendResultLabels, Counter>,
     pub overflows: Family<OverflowLabels, Counter>,
     pub ejections: Family<BackendLabels, Counter>,
     pub ejected_endpoints: Family<BackendLabels, Gauge>,
-    pub health_check_failures: Family<BackendLabels, Counter>,
+    pub health_checks: Family<BackendResultLabels, Counter>,
     pub panic_mode: Family<BackendLabels, Gauge>,
     pub limit_active: Family<LimitLabels, Gauge>,
     pub limit_max: Family<LimitLabels, Gauge>,
@@ -100,6 +106,7 @@ pub struct Metrics {
     pub process_start_time: Gauge,
     trace_spans_exported: Counter,
     trace_spans_dropped: Family<ReasonLabels, Counter>,
+    tls_handshakes: Family<TlsLabels, Counter>,
 }
 
 /// prometheus-client's gauge wants an atomic type; we use its default i64 one.
@@ -137,6 +144,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one mTLS handshake (`direction`: inbound or outbound).
+    pub fn tls_handshake(&self, direction: &'static str, r: Result<(), &std::io::Error>) {
+        let result = crate::tls::handshake::result(&r);
+        self.tls_handshakes
+            .get_or_create(&TlsLabels { direction, result })
+            .inc();
+    }
+
     /// The trace exporter's counters.
     pub fn trace_stats(&self) -> super::trace::Stats {
         let dropped = |reason| {
@@ -226,7 +241,7 @@ impl Metrics {
             "Upstream connection attempts by result",
             upstream_connects.clone(),
         );
-        let retries = Family::<RetryLabels, Counter>::default();
+        let retries = Family::<BackendResultLabels, Counter>::default();
         registry.register(
             "retries",
             "Retries by result: sent, succeeded, budget_exhausted, limit",
@@ -250,11 +265,11 @@ impl Metrics {
             "Endpoints out of the balancer now (ejected or failing health checks)",
             ejected_endpoints.clone(),
         );
-        let health_check_failures = Family::<BackendLabels, Counter>::default();
+        let health_checks = Family::<BackendResultLabels, Counter>::default();
         registry.register(
-            "health_check_failures",
-            "Active health checks that failed",
-            health_check_failures.clone(),
+            "health_checks",
+            "Active health checks by backend and result (pass, fail)",
+            health_checks.clone(),
         );
         let panic_mode = Family::<BackendLabels, Gauge>::default();
         registry.register(
@@ -305,12 +320,24 @@ impl Metrics {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0),
         );
+        let tls_handshakes = Family::<TlsLabels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "mTLS handshakes by direction and result (ok, or why it failed: unknown_ca, wrong_identity, expired, bad_certificate, no_certificate, peer_rejected, incompatible, protocol, io, timeout)",
+            tls_handshakes.clone(),
+        );
         // Series that dashboards expect from the start, at zero.
         for result in ["applied", "rejected"] {
             drop(config_reloads.get_or_create(&ResultLabels { result }));
         }
         for result in ["ok", "error"] {
             drop(upstream_connects.get_or_create(&ResultLabels { result }));
+        }
+        for direction in ["inbound", "outbound"] {
+            drop(tls_handshakes.get_or_create(&TlsLabels {
+                direction,
+                result: "ok",
+            }));
         }
         let trace_spans_exported = Counter::default();
         let trace_spans_dropped = Family::<ReasonLabels, Counter>::default();
@@ -326,6 +353,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            tls_handshakes,
             trace_spans_exported,
             trace_spans_dropped,
             process_cpu_seconds,
@@ -338,7 +366,7 @@ impl Metrics {
             overflows,
             ejections,
             ejected_endpoints,
-            health_check_failures,
+            health_checks,
             panic_mode,
             requests,
             latency,
@@ -390,10 +418,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn health_check_failed(&self, backend: &str) {
-        self.health_check_failures
-            .get_or_create(&BackendLabels {
+    /// Counts one active health check.
+    pub fn health_check(&self, backend: &str, pass: bool) {
+        self.health_checks
+            .get_or_create(&BackendResultLabels {
                 backend: backend.to_owned(),
+                result: if pass { "pass" } else { "fail" },
             })
             .inc();
     }

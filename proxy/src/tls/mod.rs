@@ -7,6 +7,7 @@
 //! both directions; [`mesh::MeshTls`] holds what the data path uses.
 
 pub mod ca;
+pub mod handshake;
 pub mod identity;
 pub mod mesh;
 pub mod verify;
