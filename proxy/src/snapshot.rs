@@ -48,7 +48,9 @@ pub struct VirtualHost {
 
 pub struct Snapshot {
     pub version: u64,
-    pub hosts: HashMap<String, Arc<VirtualHost>>,
+    /// Looked up on every request: a fast (non-SipHash) hasher; the keys
+    /// come from config, so there is no flooding to defend against.
+    pub hosts: rustc_hash::FxHashMap<String, Arc<VirtualHost>>,
     /// `*.example.com` hostnames, as (".example.com", host).
     pub wildcard_hosts: Vec<(String, Arc<VirtualHost>)>,
     pub backends: HashMap<Arc<str>, Arc<Backend>>,
@@ -103,7 +105,7 @@ impl Snapshot {
     pub fn empty() -> Snapshot {
         Snapshot {
             version: 0,
-            hosts: HashMap::new(),
+            hosts: Default::default(),
             wildcard_hosts: Vec::new(),
             backends: HashMap::new(),
             by_address: HashMap::new(),
@@ -140,7 +142,7 @@ impl Snapshot {
         }
 
         // Each Backend is reachable by its own name with an implicit catch-all rule.
-        let mut hosts: HashMap<String, Arc<VirtualHost>> = HashMap::new();
+        let mut hosts: rustc_hash::FxHashMap<String, Arc<VirtualHost>> = Default::default();
         let mut by_address = HashMap::new();
         for b in backends.values() {
             if let crate::backend::Discovery::Static(eps) = &b.discovery {
@@ -320,8 +322,15 @@ pub fn strip_port(authority: &str) -> &str {
             .map(|(h, _)| &authority[..h.len() + 1])
             .unwrap_or(authority);
     }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+    // Digits back from the end, then a colon: a byte loop, as this runs on
+    // every request.
+    let b = authority.as_bytes();
+    let mut i = b.len();
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    match i.checked_sub(1) {
+        Some(colon) if b[colon] == b':' => &authority[..colon],
         _ => authority,
     }
 }
@@ -358,5 +367,29 @@ fn compile_rule(
         backend_timeout: nonzero(timeouts.and_then(|t| t.backend_request)),
         local_metrics: metrics.route("outbound", route, ""),
         retry: rule.retry.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn ports_are_stripped() {
+        for (a, want) in [
+            ("reviews:8080", "reviews"),
+            ("reviews", "reviews"),
+            ("reviews:", "reviews"),
+            ("127.0.0.1:18083", "127.0.0.1"),
+            ("a:b:80", "a:b"),
+            ("host:http", "host:http"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("8080", "8080"),
+            (":80", ""),
+            ("", ""),
+        ] {
+            assert_eq!(strip_port(a), want, "{a}");
+        }
     }
 }

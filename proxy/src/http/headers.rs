@@ -19,24 +19,48 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers, and those the `Connection` header names.
 /// `TE: trailers` survives: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names (cheap comparisons
-    // for standard headers) saves a hashed removal per hop-by-hop name.
-    if !h.keys().any(|k| HOP_BY_HOP.contains(k) || k == header::TE) {
+    // Most messages carry few or none: one pass over the names (cheap
+    // comparisons for standard headers) finds them, so only those present
+    // cost a hashed removal.
+    let mut present = 0u8;
+    let mut te = false;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        } else if k == header::TE {
+            te = true;
+        }
+    }
+    if present == 0 && !te {
         return;
     }
-    if let Some(conn) = h.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
+    if present & 1 != 0 {
+        // HOP_BY_HOP[0] is Connection: the headers it names go too. The usual
+        // tokens (`close`, `keep-alive`, `upgrade`) name no other header.
+        let named: Vec<HeaderName> = h
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|n| {
+                !n.eq_ignore_ascii_case("close")
+                    && !n.eq_ignore_ascii_case("keep-alive")
+                    && !n.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for n in named {
             h.remove(n);
         }
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
+    }
+    if !te {
+        return;
     }
     if let Some(te) = h.get(header::TE) {
         if te.as_bytes().eq_ignore_ascii_case(b"trailers") {
@@ -84,11 +108,31 @@ mod tests {
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         strip_hop_by_hop(&mut h);
         assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::UPGRADE).is_none());
         assert!(h.get(header::CONNECTION).is_none());
         assert!(h.get(header::TRANSFER_ENCODING).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert_eq!(h.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn connection_naming_a_header_removes_it_even_when_nothing_else_is_there() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("X-Trace, keep-alive"),
+        );
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert!(
+            h.is_empty() || (h.len() == 1 && h[header::TE] == "trailers"),
+            "{h:?}"
+        );
     }
 }
