@@ -26,6 +26,7 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/weft-config.sh"
 REPO=$(cd "$HERE/../.." && pwd)
 BUILD=${BUILD:-1}
 WORKERS=${WEFT_WORKERS_BENCH:-1}
@@ -61,24 +62,7 @@ else
 fi
 export OUT_DIR
 CFG=$WORK/weft-bench.yaml
-# The clients send Host: 127.0.0.1:18083; weft strips the port when looking up the route.
-cat >"$CFG" <<EOF
-apiVersion: weft.dev/v1alpha1
-kind: Backend
-metadata: {name: upstream}
-spec:
-  protocol: http
-  endpoints: [{address: "$UPSTREAM"}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: bench}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: ["127.0.0.1"]
-  rules:
-    - backendRefs: [{name: upstream}]
-EOF
+write_weft_config "$CFG" "$UPSTREAM"
 "$WEFT_BIN" check "$CFG" >&2 || die "weft config $CFG does not check"
 
 # ---------------------------------------------------------------- run peers.sh

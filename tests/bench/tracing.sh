@@ -13,6 +13,7 @@
 # Knobs: ROUNDS [3], DUR [10s], CONNS [32], BUILD [1], WEFT_BIN, OUT_DIR.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/weft-config.sh"
 REPO=$(cd "$HERE/../.." && pwd)
 ROUNDS=${ROUNDS:-3}
 DUR=${DUR:-10s}
@@ -53,23 +54,7 @@ http {
   server { listen 127.0.0.1:$SINK; location = /v1/traces { return 200; } }
 }
 EOF
-cat >"$WORK/weft.yaml" <<EOF
-apiVersion: weft.dev/v1alpha1
-kind: Backend
-metadata: {name: upstream}
-spec:
-  protocol: http
-  endpoints: [{address: "127.0.0.1:$UP"}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: bench}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: ["127.0.0.1"]
-  rules:
-    - backendRefs: [{name: upstream}]
-EOF
+write_weft_config "$WORK/weft.yaml" "127.0.0.1:$UP"
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; }

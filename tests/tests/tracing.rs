@@ -509,9 +509,9 @@ async fn a_dead_or_hung_collector_costs_requests_nothing() {
     eprintln!(
         "p99 µs: collector up {p_up}, dead {p_down}, hung {p_hung}; RSS KiB {rss_up} -> {rss_after}"
     );
-    // Within noise: a request that waited on export would take the export's
-    // timeout (2 s) or at least a connect attempt.
-    let bound = p_up * 3 + 5_000;
+    // Within noise (a shared 2-core machine running other tests): a request
+    // that waited on export would take up to the export timeout (2 s).
+    let bound = p_up * 3 + 25_000;
     assert!(
         p_down <= bound,
         "dead collector: p99 {p_down} µs vs {p_up} µs up"
