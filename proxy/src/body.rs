@@ -9,6 +9,7 @@ use crate::balance::ActiveGuard;
 use crate::http::h1client;
 use crate::http::pool::Reusable;
 use crate::resilience::limits::Permit;
+use crate::telemetry::trace::Pending;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -68,6 +69,8 @@ pub struct ResponseBody {
     _active: Option<ActiveGuard>,
     /// The backend's concurrent-request slot, held until the body ends.
     _permit: Option<Permit>,
+    /// The request's trace span, which ends with the body.
+    trace: Option<Box<Pending>>,
 }
 
 // Not boxed: a box would cost an allocation per response, and the body is
@@ -91,6 +94,7 @@ impl ResponseBody {
             done: None,
             _active: None,
             _permit: None,
+            trace: None,
         }
     }
 
@@ -100,6 +104,7 @@ impl ResponseBody {
             done: None,
             _active: None,
             _permit: None,
+            trace: None,
         }
     }
 
@@ -110,6 +115,7 @@ impl ResponseBody {
             done,
             _active: active,
             _permit: None,
+            trace: None,
         }
     }
 
@@ -120,6 +126,7 @@ impl ResponseBody {
             done: None,
             _active: Some(active),
             _permit: None,
+            trace: None,
         }
     }
 
@@ -130,7 +137,14 @@ impl ResponseBody {
             done: None,
             _active: None,
             _permit: None,
+            trace: None,
         }
+    }
+
+    /// Ends `span` when the body is done (sent, failed or dropped).
+    pub fn with_trace(mut self, span: Box<Pending>) -> Self {
+        self.trace = Some(span);
+        self
     }
 
     /// Holds a limit slot until the body is done.
@@ -145,6 +159,41 @@ impl Body for ResponseBody {
     type Error = BodyError;
 
     fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let frame = ready!(self.as_mut().poll_kind(cx));
+        if self.trace.is_some() {
+            match &frame {
+                None => self.trace = None,
+                Some(Err(_)) => {
+                    if let Some(t) = &mut self.trace {
+                        t.body_failed();
+                    }
+                    self.trace = None;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.kind_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Chained(..) => SizeHint::default(),
+            Kind::Upstream(b) => b.size_hint(),
+            Kind::Lean(b) => b.size_hint(),
+        }
+    }
+}
+
+impl ResponseBody {
+    fn poll_kind(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
@@ -174,21 +223,12 @@ impl Body for ResponseBody {
         }
     }
 
-    fn is_end_stream(&self) -> bool {
+    fn kind_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Chained(f, rest) => f.is_empty() && rest.is_end_stream(),
             Kind::Upstream(b) => b.is_end_stream(),
             Kind::Lean(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Chained(..) => SizeHint::default(),
-            Kind::Upstream(b) => b.size_hint(),
-            Kind::Lean(b) => b.size_hint(),
         }
     }
 }

@@ -603,3 +603,57 @@ async fn mesh_config_turns_tracing_on_and_off_live() {
         "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
     );
 }
+
+/// A span lasts as long as its response: a streamed body (server-sent
+/// events) keeps it open to the last event, and a request abandoned by its
+/// client before any answer still ends its span, as cancelled.
+#[tokio::test]
+async fn spans_end_with_the_body_and_abandoned_requests_are_cancelled() {
+    if !require_python_module("opentelemetry.proto") || !require_python_module("grpc") {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let app = Upstream::start("app").await;
+    let ep = format!("{{address: \"{}\"}}", app.addr);
+    let p = with_env(Proxy::builder(backend("app", &[ep], "")), &rx.env("grpc")).start();
+
+    // Five events 40 ms apart: the head comes at once, the body over 160 ms.
+    let mut c = Conn::open(p.outbound).await.unwrap();
+    let r = within("sse", c.send(get("app:8080", "/sse/5/40", &[])))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text().matches("data: event").count(), 5, "{}", r.text());
+    let s = rx
+        .span("the stream's span", |s| {
+            s["attributes"]["url.full"] == "http://app:8080/sse/5/40"
+        })
+        .await;
+    let took_ms = (s["end"].as_u64().unwrap() - s["start"].as_u64().unwrap()) / 1_000_000;
+    assert!(
+        took_ms >= 150,
+        "span of {took_ms} ms for a 160 ms stream: {s}"
+    );
+
+    // The client gives up on a slow answer and closes its connection.
+    let mut c = Conn::open(p.outbound).await.unwrap();
+    let slow = tokio::time::timeout(
+        Duration::from_millis(200),
+        c.send(get("app:8080", "/delay/3000", &[])),
+    )
+    .await;
+    assert!(slow.is_err(), "the delayed answer came early");
+    drop(c);
+    let s = rx
+        .span("the abandoned request's span", |s| {
+            s["attributes"]["error.type"] == "cancelled"
+        })
+        .await;
+    assert_eq!(s["kind"], "SPAN_KIND_CLIENT", "{s}");
+    assert_eq!(s["attributes"]["http.request.method"], "GET", "{s}");
+    let took_ms = (s["end"].as_u64().unwrap() - s["start"].as_u64().unwrap()) / 1_000_000;
+    assert!(
+        took_ms < 3000,
+        "ended when abandoned, not when answered: {s}"
+    );
+}

@@ -90,8 +90,7 @@ pub async fn outbound(
     let mut rec = Record::default();
     let resp = serve_outbound(proxy, &conn, req, started, Some(&mut rec)).await;
     let identity = rec.upstream.identity.clone();
-    seen.finish("outbound", &resp, started, &conn, &rec, identity);
-    resp
+    seen.finish("outbound", resp, started, &conn, &rec, identity)
 }
 
 /// What the access log and the trace span need of a request, kept before
@@ -117,18 +116,18 @@ impl Seen {
         }
     }
 
-    /// Writes the access log line and ends the span, as they are on.
-    /// `identity`: the peer's SPIFFE ID (the caller's inbound, the
-    /// upstream's expected one outbound).
+    /// Writes the access log line and records the span, as they are on;
+    /// the span ends with the response body. `identity`: the peer's SPIFFE
+    /// ID (the caller's inbound, the upstream's expected one outbound).
     fn finish(
         self,
         direction: &'static str,
-        resp: &Response<ResponseBody>,
+        resp: Response<ResponseBody>,
         started: Instant,
         conn: &ConnInfo,
         rec: &Record,
         identity: Option<Arc<str>>,
-    ) {
+    ) -> Response<ResponseBody> {
         let line = Line {
             direction,
             method: self.method.as_str(),
@@ -142,8 +141,12 @@ impl Seen {
         if self.log {
             access_log::emit(&line);
         }
-        if let Some(span) = self.span {
-            span.finish(&line, identity, self.http2);
+        match self
+            .span
+            .and_then(|s| s.finish(&line, identity, self.http2))
+        {
+            Some(pending) => resp.map(|b| b.with_trace(pending)),
+            None => resp,
         }
     }
 }
@@ -444,7 +447,7 @@ pub async fn inbound(
                     ..Record::default()
                 };
                 let id = conn.peer_identity.clone();
-                Seen::of(&req, log, span).finish("inbound", &resp, started, &conn, &rec, id);
+                return Seen::of(&req, log, span).finish("inbound", resp, started, &conn, &rec, id);
             }
             return resp;
         }
@@ -466,8 +469,7 @@ pub async fn inbound(
     rec.upstream.endpoint = Some(proxy.app.addr);
     let resp = serve_inbound(&proxy, req, started, Some(&mut rec)).await;
     let id = conn.peer_identity.clone();
-    seen.finish("inbound", &resp, started, &conn, &rec, id);
-    resp
+    seen.finish("inbound", resp, started, &conn, &rec, id)
 }
 
 /// Replaces whatever the client sent as its identity with the verified one

@@ -14,7 +14,8 @@
 //!
 //! Each request gets a span (client on the outbound side, server on the
 //! inbound side) whose parent is the caller's context (W3C or B3, see
-//! [`super::propagation`]); its context goes on to the next hop. Finished
+//! [`super::propagation`]); its context goes on to the next hop. The span
+//! ends with the response body (see [`Pending`]). Finished
 //! spans go into a bounded queue that a task on the proxy's runtime drains
 //! in batches to the exporter: a request never waits on export, and when the
 //! queue is full (the collector is down or slow) spans are dropped and
@@ -419,8 +420,10 @@ fn span_name(m: &Method) -> &'static str {
     }
 }
 
-/// A request's span, ended by [`Span::finish`] (or, if the request is
-/// abandoned, when dropped).
+/// A request's span. [`Span::finish`] records the exchange when the
+/// response head is ready and hands back a [`Pending`] span that ends when
+/// the response body does; a request abandoned before its response (the
+/// client went away) ends its span when dropped, as `error.type=cancelled`.
 pub struct Span {
     cx: SpanContext,
     parent: SpanId,
@@ -444,11 +447,15 @@ impl Span {
     }
 
     /// Records the exchange (HTTP semantic-convention attributes, retry,
-    /// ejection and overflow events) and ends the span.
-    pub fn finish(self, line: &Line<'_>, identity: Option<Arc<str>>, http2: bool) {
-        let Some(sink) = self.sink else {
-            return;
-        };
+    /// ejection and overflow events); the span ends when the returned
+    /// [`Pending`] is dropped (with the response body). `None` when sampled out.
+    pub fn finish(
+        mut self,
+        line: &Line<'_>,
+        identity: Option<Arc<str>>,
+        http2: bool,
+    ) -> Option<Box<Pending>> {
+        let sink = self.sink.take()?;
         let client = line.direction == "outbound";
         let rec = line.record;
         let mut a = Vec::with_capacity(12);
@@ -549,27 +556,89 @@ impl Span {
                 .events
                 .push(opentelemetry::trace::Event::new(name, e.at, attrs, 0));
         }
-        let span = SpanData {
-            span_context: self.cx,
+        let status = if failed {
+            Status::error("")
+        } else {
+            Status::Unset
+        };
+        let data = self.data(&sink, a, events, status);
+        Some(Box::new(Pending::new(data, sink)))
+    }
+
+    fn data(
+        &self,
+        sink: &Pipeline,
+        attributes: Vec<KeyValue>,
+        events: SpanEvents,
+        status: Status,
+    ) -> SpanData {
+        SpanData {
+            span_context: self.cx.clone(),
             parent_span_id: self.parent,
             parent_span_is_remote: self.parent_remote,
-            span_kind: self.kind,
+            span_kind: self.kind.clone(),
             name: self.name.into(),
             start_time: self.start,
-            end_time: SystemTime::now(),
-            attributes: a,
+            end_time: self.start,
+            attributes,
             dropped_attributes_count: 0,
             events,
             links: SpanLinks::default(),
-            status: if failed {
-                Status::error("")
-            } else {
-                Status::Unset
-            },
+            status,
             instrumentation_scope: sink.scope.clone(),
-        };
-        if sink.tx.try_send(span).is_err() {
-            sink.dropped.inc();
+        }
+    }
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        // Not finished: the request was abandoned before its response.
+        if let Some(sink) = self.sink.take() {
+            let attrs = vec![
+                KeyValue::new("http.request.method", self.name),
+                KeyValue::new("error.type", "cancelled"),
+            ];
+            let data = self.data(&sink, attrs, SpanEvents::default(), Status::Unset);
+            drop(Pending::new(data, sink));
+        }
+    }
+}
+
+/// A span whose response head has gone out; it ends (and is queued for
+/// export) when dropped, which the response body does when it has been sent
+/// or abandoned.
+pub struct Pending {
+    /// Taken when the span is queued.
+    data: Option<SpanData>,
+    sink: Arc<Pipeline>,
+}
+
+impl Pending {
+    fn new(data: SpanData, sink: Arc<Pipeline>) -> Pending {
+        Pending {
+            data: Some(data),
+            sink,
+        }
+    }
+
+    /// The response body failed part way (the upstream reset it).
+    pub fn body_failed(&mut self) {
+        if let Some(d) = &mut self.data {
+            d.attributes.retain(|kv| kv.key.as_str() != "error.type");
+            d.attributes
+                .push(KeyValue::new("error.type", "response-body-failed"));
+            d.status = Status::error("");
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut data) = self.data.take() {
+            data.end_time = SystemTime::now();
+            if self.sink.tx.try_send(data).is_err() {
+                self.sink.dropped.inc();
+            }
         }
     }
 }
