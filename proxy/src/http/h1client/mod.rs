@@ -239,15 +239,33 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, Hea
             Some(1) => Version::HTTP_11,
             _ => Version::HTTP_10,
         };
-        let mut map = HeaderMap::with_capacity(parsed.headers.len());
-        for h in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| invalid("invalid header name"))?;
-            let value =
-                HeaderValue::from_bytes(h.value).map_err(|_| invalid("invalid header value"))?;
+        // Values are sliced from the head's own bytes rather than copied: a
+        // reference count instead of an allocation per header.
+        let base = buf.as_ptr() as usize;
+        let count = parsed.headers.len();
+        let mut names = Vec::with_capacity(count);
+        let mut values = [(0usize, 0usize); MAX_HEADERS];
+        for (h, v) in parsed.headers.iter().zip(values.iter_mut()) {
+            names.push(
+                HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| invalid("invalid header name"))?,
+            );
+            // httparse's slices point into `buf`; an empty one may not.
+            let len = h.value.len();
+            let start = match (h.value.as_ptr() as usize).checked_sub(base) {
+                Some(s) if len > 0 && s + len <= n => s,
+                _ if len == 0 => 0,
+                _ => return Err(invalid("invalid header value")),
+            };
+            *v = (start, start + len);
+        }
+        let head = buf.split_to(n).freeze();
+        let mut map = HeaderMap::with_capacity(count);
+        for (name, (start, end)) in names.into_iter().zip(values) {
+            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+                .map_err(|_| invalid("invalid header value"))?;
             map.append(name, value);
         }
-        buf.advance(n);
         return Ok(Some((status, version, map)));
     }
 }
@@ -344,6 +362,24 @@ mod tests {
             framing(&Method::GET, StatusCode::OK, &mut HeaderMap::new()),
             Ok(State::Close)
         ));
+    }
+
+    #[test]
+    fn head_parsing_slices_values_and_leaves_the_body() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Empty:\r\nServer: t\r\nContent-Length: 2\r\n\r\nok"[..],
+        );
+        let (status, version, map) = parse_head(&mut buf).unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(version, Version::HTTP_11);
+        assert_eq!(map["x-empty"], "");
+        assert_eq!(map["server"], "t");
+        assert_eq!(map[CONTENT_LENGTH], "2");
+        assert_eq!(&buf[..], b"ok");
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nServer: t\r\n"[..]);
+        assert!(parse_head(&mut partial).unwrap().is_none());
+        let mut bad = BytesMut::from(&b"HTTP/1.1 200 OK\r\nBad Name: t\r\n\r\n"[..]);
+        assert!(parse_head(&mut bad).is_err());
     }
 
     #[test]
