@@ -9,6 +9,7 @@ pub mod faulty;
 pub mod mesh;
 pub mod proxy;
 pub mod upstream;
+pub mod wire;
 
 pub use client::*;
 pub use control_plane::ControlPlane;
