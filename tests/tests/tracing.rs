@@ -657,3 +657,74 @@ async fn spans_end_with_the_body_and_abandoned_requests_are_cancelled() {
         "ended when abandoned, not when answered: {s}"
     );
 }
+
+/// Mesh mode: the control plane's MeshConfig turns tracing on for every
+/// sidecar (no `OTEL_*` anywhere); the two hops of a call between mesh
+/// sidecars land in one trace, each naming the other's SPIFFE identity.
+#[tokio::test]
+async fn the_control_planes_mesh_config_traces_a_mesh_call() {
+    if !require_python_module("opentelemetry.proto") || !require_python_module("grpc") {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let app = Upstream::start("reviews-app").await;
+    let mesh = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh}}\nspec:\n  tracing: {{otlpEndpoint: \"http://127.0.0.1:{}\", protocol: grpc, samplingPercent: 100}}\n",
+        rx.grpc
+    );
+    let cp = ControlPlane::start(&mesh, &[]);
+    let sidecar = |sa: &str| {
+        let mut b = Proxy::builder("").no_config();
+        for a in cp.proxy_args("default", sa, &cp.token("default", sa)) {
+            b = b.arg(a);
+        }
+        b
+    };
+    let b = sidecar("reviews")
+        .arg("--service")
+        .arg("reviews")
+        .app(app.addr)
+        .start();
+    let a = sidecar("productpage").start();
+    for p in [&a, &b] {
+        eventually("the sidecar is ready", STEP, || async {
+            (p.admin_get("/ready").await.0 == 200).then_some(())
+        })
+        .await;
+    }
+    let v0 = cp.version().await;
+    cp.write_config(&format!(
+        "{mesh}---\napiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: reviews}}\nspec:\n  endpoints: [{{address: \"{}\", identity: \"{REVIEWS}\"}}]\n",
+        b.inbound
+    ));
+    cp.wait_all_acked(2, Some(&v0), STEP).await;
+
+    let mut c = Conn::open(a.outbound).await.unwrap();
+    let r = within("request", c.send(get("reviews", "/headers", &[])))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let client = rx
+        .span("productpage's client span", |s| {
+            s["kind"] == "SPAN_KIND_CLIENT"
+        })
+        .await;
+    let trace = client["trace_id"].as_str().unwrap().to_owned();
+    let server = rx
+        .span("reviews' server span in the same trace", |s| {
+            s["kind"] == "SPAN_KIND_SERVER" && s["trace_id"] == trace
+        })
+        .await;
+    assert_eq!(server["parent_span_id"], client["span_id"], "{server}");
+    assert_eq!(client["parent_span_id"], "", "a root: {client}");
+    assert_eq!(client["via"], "grpc");
+    assert_eq!(
+        client["attributes"]["weft.peer.identity"], REVIEWS,
+        "{client}"
+    );
+    assert_eq!(
+        server["attributes"]["weft.peer.identity"], "spiffe://weft.local/ns/default/sa/productpage",
+        "{server}"
+    );
+    assert_eq!(server["service"], "reviews", "{server}");
+}
