@@ -16,10 +16,11 @@
 //! inbound side) whose parent is the caller's context (W3C or B3, see
 //! [`super::propagation`]); its context goes on to the next hop. The span
 //! ends with the response body (see [`Pending`]). Finished
-//! spans go into a bounded queue that a task on the proxy's runtime drains
-//! in batches to the exporter: a request never waits on export, and when the
-//! queue is full (the collector is down or slow) spans are dropped and
-//! counted in `weft_trace_spans_dropped_total`.
+//! spans go into a bounded queue that a thread of its own (with its own
+//! runtime) drains in batches to the exporter: a request never waits on
+//! export or on encoding a batch, and when the queue is full (the collector
+//! is down or slow) spans are dropped and counted in
+//! `weft_trace_spans_dropped_total`.
 
 use super::access_log::{EventKind, Line};
 use super::propagation::{self, Style};
@@ -203,9 +204,14 @@ struct Pipeline {
     ids: RandomIdGenerator,
     scope: InstrumentationScope,
     tx: mpsc::Sender<SpanData>,
+    /// Rung when a batch's worth is queued.
+    ready: Arc<Notify>,
+    /// Queue free space at or under which a batch's worth is waiting.
+    ready_at: usize,
     dropped: Counter,
     closing: Arc<Notify>,
-    done: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Fires when the export thread has finished.
+    done: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl Tracing {
@@ -277,39 +283,54 @@ impl Tracing {
                 .with_attribute(KeyValue::new("service.instance.id", self.instance.clone()));
         }
         let resource = resource.build();
-        let mut exporter = match s.protocol {
-            Protocol::Grpc => {
-                let b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-                match &s.endpoint {
-                    Some(e) => b.with_endpoint(e.clone()).build(),
-                    None => b.build(),
-                }
-            }
-            Protocol::HttpProtobuf => {
-                let b = opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_http_client(http_client());
-                match &s.endpoint {
-                    // Like OTEL_EXPORTER_OTLP_ENDPOINT: a base to add the path to.
-                    Some(e) => b
-                        .with_endpoint(format!("{}/v1/traces", e.trim_end_matches('/')))
-                        .build(),
-                    None => b.build(),
-                }
-            }
-        }
-        .map_err(|e| e.to_string())?;
-        exporter.set_resource(&resource);
         let (tx, rx) = mpsc::channel(self.env.queue_size);
         let closing = Arc::new(Notify::new());
-        let task = tokio::spawn(export_loop(
-            exporter,
-            rx,
-            closing.clone(),
+        let ready = Arc::new(Notify::new());
+        let ready_rx = ready.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (built_tx, built_rx) = std::sync::mpsc::channel();
+        let (settings, stats, env, wake) = (
+            s.clone(),
             self.stats.clone(),
             self.env.clone(),
-        ));
+            closing.clone(),
+        );
+        // The exporter and its loop live on a thread of their own with its
+        // own runtime, as the SDK's batch processor does: converting and
+        // encoding a batch (milliseconds for 512 spans) then never holds up
+        // the request workers.
+        std::thread::Builder::new()
+            .name("weft-trace-export".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = built_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let exporter = match exporter(&settings, &resource) {
+                        Ok(x) => {
+                            let _ = built_tx.send(Ok(()));
+                            x
+                        }
+                        Err(e) => {
+                            let _ = built_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    export_loop(exporter, rx, wake, ready_rx, stats, env).await;
+                });
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| format!("cannot start the trace export thread: {e}"))?;
+        built_rx
+            .recv()
+            .map_err(|_| "the trace export thread stopped".to_owned())??;
         // The environment's sampler (OTEL_TRACES_SAMPLER), unless a
         // MeshConfig gives a ratio and the environment none.
         let sampler: Box<dyn ShouldSample> = match s.ratio {
@@ -325,9 +346,11 @@ impl Tracing {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
             tx,
+            ready,
+            ready_at: self.env.queue_size - self.env.max_batch,
             dropped: self.stats.dropped_queue_full.clone(),
             closing,
-            done: Mutex::new(Some(task)),
+            done: Mutex::new(Some(done_rx)),
         })
     }
 
@@ -398,7 +421,37 @@ impl Pipeline {
     }
 }
 
-/// The client for HTTP/protobuf export: hyper on this runtime, plaintext.
+/// The OTLP exporter for `s`, built on the export thread's runtime.
+fn exporter(s: &Settings, resource: &Resource) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let mut exporter = match s.protocol {
+        Protocol::Grpc => {
+            let b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            match &s.endpoint {
+                Some(e) => b.with_endpoint(e.clone()).build(),
+                None => b.build(),
+            }
+        }
+        Protocol::HttpProtobuf => {
+            let b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_http_client(http_client());
+            match &s.endpoint {
+                // Like OTEL_EXPORTER_OTLP_ENDPOINT: a base to add the path to.
+                Some(e) => b
+                    .with_endpoint(format!("{}/v1/traces", e.trim_end_matches('/')))
+                    .build(),
+                None => b.build(),
+            }
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    exporter.set_resource(resource);
+    Ok(exporter)
+}
+
+/// The client for HTTP/protobuf export: hyper on the export thread's
+/// runtime, plaintext.
 fn http_client() -> opentelemetry_http::hyper::HyperClient {
     opentelemetry_http::hyper::HyperClient::with_default_connector(Duration::from_secs(10), None)
 }
@@ -636,8 +689,13 @@ impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut data) = self.data.take() {
             data.end_time = SystemTime::now();
-            if self.sink.tx.try_send(data).is_err() {
-                self.sink.dropped.inc();
+            let sink = &self.sink;
+            match sink.tx.try_send(data) {
+                Ok(()) if sink.tx.capacity() <= sink.ready_at => sink.ready.notify_one(),
+                Ok(()) => {}
+                Err(_) => {
+                    sink.dropped.inc();
+                }
             }
         }
     }
@@ -676,13 +734,16 @@ fn split_authority(a: &str) -> (&str, u16) {
     }
 }
 
-/// Drains the queue in batches (up to `max_batch`, or whatever arrived
-/// within `schedule_delay` of a batch's first span) to the exporter, one
-/// export at a time; a failed or timed-out export drops its batch.
+/// Every `schedule_delay`, or as soon as a batch's worth is queued (the
+/// request side rings `ready`), drains the queue in batches of up to
+/// `max_batch` to the exporter, one export at a time; a failed or timed-out
+/// export drops its batch. The queue is read without waiting on it, so
+/// queuing a span never wakes this thread.
 async fn export_loop(
     exporter: opentelemetry_otlp::SpanExporter,
     mut rx: mpsc::Receiver<SpanData>,
     closing: Arc<Notify>,
+    ready: Arc<Notify>,
     stats: Stats,
     env: Env,
 ) {
@@ -691,30 +752,26 @@ async fn export_loop(
     let mut closed = false;
     while !closed {
         tokio::select! {
-            n = rx.recv_many(&mut batch, env.max_batch) => closed = n == 0,
+            _ = tokio::time::sleep(env.schedule_delay) => {}
+            _ = ready.notified() => {}
             _ = closing.notified() => closed = true,
         }
-        if !closed {
-            let until = tokio::time::Instant::now() + env.schedule_delay;
+        loop {
             while batch.len() < env.max_batch {
-                let room = env.max_batch - batch.len();
-                tokio::select! {
-                    n = rx.recv_many(&mut batch, room) => if n == 0 { closed = true; break },
-                    _ = tokio::time::sleep_until(until) => break,
-                    _ = closing.notified() => { closed = true; break }
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
-        }
-        if closed {
-            // Take what is left, then export it in batches below.
-            while let Ok(s) = rx.try_recv() {
-                batch.push(s);
+            if batch.is_empty() {
+                break;
             }
-        }
-        while !batch.is_empty() {
-            let take = batch.len().min(env.max_batch);
-            let rest = batch.split_off(take);
-            let chunk = std::mem::replace(&mut batch, rest);
+            let full = batch.len() == env.max_batch;
+            let chunk = std::mem::replace(&mut batch, Vec::with_capacity(env.max_batch));
             let n = chunk.len() as u64;
             match tokio::time::timeout(env.export_timeout, exporter.export(chunk)).await {
                 Ok(Ok(())) => {
@@ -739,11 +796,10 @@ async fn export_loop(
                     }
                 }
             }
-            if !closed {
+            if !full {
                 break;
             }
         }
-        batch.clear();
     }
     let _ = exporter.shutdown();
 }
