@@ -1,0 +1,198 @@
+//! What turns tracing on and how: the `OTEL_*` environment, a MeshConfig's
+//! `tracing`, and how the two combine.
+
+use crate::config::policy::MeshTracing;
+use std::time::Duration;
+
+/// How spans travel to the collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.trim() {
+            "grpc" => Some(Protocol::Grpc),
+            "http/protobuf" => Some(Protocol::HttpProtobuf),
+            _ => None,
+        }
+    }
+}
+
+/// What the environment says, read once at start.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub disabled: bool,
+    /// An endpoint is set: the exporter reads it (and its path rules) itself.
+    pub endpoint_set: bool,
+    pub protocol: Option<Protocol>,
+    /// `OTEL_TRACES_SAMPLER` is set: the SDK reads it itself.
+    pub sampler_set: bool,
+    pub service_name_set: bool,
+    pub queue_size: usize,
+    pub max_batch: usize,
+    pub schedule_delay: Duration,
+    pub export_timeout: Duration,
+}
+
+/// The specification's defaults, with nothing set.
+impl Default for Env {
+    fn default() -> Env {
+        Env {
+            disabled: false,
+            endpoint_set: false,
+            protocol: None,
+            sampler_set: false,
+            service_name_set: false,
+            queue_size: 2048,
+            max_batch: 512,
+            schedule_delay: Duration::from_millis(5000),
+            export_timeout: Duration::from_millis(30_000),
+        }
+    }
+}
+
+impl Env {
+    pub fn read() -> Env {
+        let d = Env::default();
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let ms = |k: &str, d: u64| {
+            Duration::from_millis(var(k).and_then(|v| v.trim().parse().ok()).unwrap_or(d))
+        };
+        let n = |k: &str, d: usize| {
+            var(k)
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(d)
+        };
+        let queue_size = n("OTEL_BSP_MAX_QUEUE_SIZE", d.queue_size);
+        Env {
+            disabled: var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none"),
+            endpoint_set: var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+                || var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some(),
+            protocol: var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+                .and_then(|p| Protocol::parse(&p)),
+            sampler_set: var("OTEL_TRACES_SAMPLER").is_some(),
+            service_name_set: var("OTEL_SERVICE_NAME").is_some()
+                || var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| {
+                    a.split(',')
+                        .any(|kv| kv.trim_start().starts_with("service.name="))
+                }),
+            queue_size,
+            max_batch: n("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", d.max_batch).min(queue_size),
+            schedule_delay: ms("OTEL_BSP_SCHEDULE_DELAY", 5000),
+            export_timeout: ms("OTEL_BSP_EXPORT_TIMEOUT", 30_000),
+        }
+    }
+}
+
+/// The settings a pipeline was built from; a change rebuilds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// From a MeshConfig; `None` when the environment gives the endpoint.
+    pub endpoint: Option<String>,
+    pub protocol: Protocol,
+    /// From a MeshConfig's `samplingPercent` (root spans; a caller's
+    /// decision is followed); `None` for the environment's or the default
+    /// (parent-based, always on).
+    pub ratio: Option<f64>,
+}
+
+/// The settings in force for this environment and MeshConfig; `None` when
+/// tracing is off.
+pub fn resolve(env: &Env, mesh: Option<&MeshTracing>) -> Option<Settings> {
+    if env.disabled {
+        return None;
+    }
+    let mesh_endpoint = mesh
+        .and_then(|m| m.otlp_endpoint.clone())
+        .filter(|e| !e.trim().is_empty());
+    if !env.endpoint_set && mesh_endpoint.is_none() {
+        return None;
+    }
+    let protocol = env
+        .protocol
+        .or_else(|| {
+            mesh.and_then(|m| m.protocol.as_deref())
+                .and_then(Protocol::parse)
+        })
+        .unwrap_or(Protocol::HttpProtobuf);
+    Some(Settings {
+        endpoint: if env.endpoint_set {
+            None
+        } else {
+            mesh_endpoint
+        },
+        protocol,
+        ratio: match env.sampler_set {
+            true => None,
+            false => mesh
+                .and_then(|m| m.sampling_percent)
+                .map(|p| (p / 100.0).clamp(0.0, 1.0)),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        Env {
+            queue_size: 8,
+            max_batch: 4,
+            schedule_delay: Duration::from_millis(10),
+            export_timeout: Duration::from_secs(1),
+            ..Env::default()
+        }
+    }
+
+    fn mesh(endpoint: Option<&str>, protocol: Option<&str>, pct: Option<f64>) -> MeshTracing {
+        MeshTracing {
+            otlp_endpoint: endpoint.map(str::to_owned),
+            protocol: protocol.map(str::to_owned),
+            sampling_percent: pct,
+        }
+    }
+
+    #[test]
+    fn off_without_an_endpoint_and_when_disabled() {
+        assert_eq!(resolve(&env(), None), None);
+        assert_eq!(resolve(&env(), Some(&mesh(None, None, Some(5.0)))), None);
+        let e = Env {
+            disabled: true,
+            endpoint_set: true,
+            ..env()
+        };
+        assert_eq!(
+            resolve(&e, Some(&mesh(Some("http://c:4318"), None, None))),
+            None
+        );
+    }
+
+    #[test]
+    fn environment_wins_over_mesh_config() {
+        let m = mesh(Some("http://mesh:4317"), Some("grpc"), Some(25.0));
+        let s = resolve(&env(), Some(&m)).unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://mesh:4317"));
+        assert_eq!(s.protocol, Protocol::Grpc);
+        assert_eq!(s.ratio, Some(0.25));
+        let e = Env {
+            endpoint_set: true,
+            protocol: Some(Protocol::HttpProtobuf),
+            sampler_set: true,
+            ..env()
+        };
+        let s = resolve(&e, Some(&m)).unwrap();
+        assert_eq!(s.endpoint, None);
+        assert_eq!(s.protocol, Protocol::HttpProtobuf);
+        assert_eq!(s.ratio, None);
+        // The default protocol is the specification's: HTTP/protobuf.
+        let s = resolve(&env(), Some(&mesh(Some("http://c:4318"), None, None))).unwrap();
+        assert_eq!(s.protocol, Protocol::HttpProtobuf);
+    }
+}
