@@ -12,6 +12,7 @@ use crate::backend::{Backend, Endpoint};
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::Protocol;
 use crate::http::errors::ProxyError;
+use crate::http::failure::{error_failure, status_failure};
 use crate::http::forward::{self, Outgoing, Unsent, Wire};
 use crate::http::pool::ConnectError;
 use crate::http::within::within;
@@ -34,108 +35,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Why a try failed, for deciding on a retry.
-struct Failure {
-    condition: u32,
-    /// The upstream certainly did not process the request.
-    unprocessed: bool,
-    /// Counts against the endpoint for outlier detection.
-    endpoint_fault: bool,
-    retry_after: Option<Duration>,
-}
-
 fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-fn is_refused_stream(e: &hyper::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
-            return h2e.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        src = s.source();
-    }
-    false
-}
-
-fn error_failure(e: &ProxyError) -> Option<Failure> {
-    let f = |condition, unprocessed, endpoint_fault| Failure {
-        condition,
-        unprocessed,
-        endpoint_fault,
-        retry_after: None,
-    };
-    match e {
-        ProxyError::Connect(ConnectError::Overloaded(_)) => None,
-        ProxyError::Connect(_) => Some(f(RetryOn::CONNECT_FAILURE, true, true)),
-        // Canceled: the pooled connection closed before the request was written.
-        ProxyError::Upstream(h) if is_refused_stream(h) || h.is_canceled() => {
-            Some(f(RetryOn::REFUSED_STREAM, true, false))
-        }
-        ProxyError::StaleConnection => Some(f(RetryOn::REFUSED_STREAM, true, false)),
-        ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) => Some(f(RetryOn::RESET, false, true)),
-        ProxyError::Timeout(_) => Some(f(
-            RetryOn::GATEWAY_ERROR | RetryOn::FIVE_XX | RetryOn::RESET,
-            false,
-            true,
-        )),
-        _ => None,
-    }
-}
-
-fn grpc_condition(code: &str) -> u32 {
-    match code {
-        "14" => RetryOn::GRPC_UNAVAILABLE,
-        "1" => RetryOn::GRPC_CANCELLED,
-        "4" => RetryOn::GRPC_DEADLINE,
-        "8" => RetryOn::GRPC_EXHAUSTED,
-        _ => 0,
-    }
-}
-
-fn status_failure(
-    status: StatusCode,
-    headers: &http::HeaderMap,
-    policy: &RetryPolicy,
-) -> Option<Failure> {
-    let code = status.as_u16();
-    let mut condition = 0;
-    if (500..600).contains(&code) {
-        condition |= RetryOn::FIVE_XX;
-    }
-    if (502..=504).contains(&code) {
-        condition |= RetryOn::GATEWAY_ERROR;
-    }
-    if policy.codes.contains(&code) {
-        condition |= RetryOn::RETRIABLE_CODES;
-    }
-    let grpc = headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .map(grpc_condition)
-        .unwrap_or(0);
-    condition |= grpc;
-    if condition == 0 {
-        return None;
-    }
-    let retry_after = match code {
-        429 | 503 => headers
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| backoff::retry_after(v, policy.max)),
-        _ => None,
-    };
-    Some(Failure {
-        condition,
-        // gRPC UNAVAILABLE says the server did not act on the call.
-        unprocessed: grpc == RetryOn::GRPC_UNAVAILABLE,
-        endpoint_fault: (500..600).contains(&code),
-        retry_after,
-    })
 }
 
 /// The route's retry settings over the backend's.
