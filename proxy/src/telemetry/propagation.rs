@@ -99,7 +99,7 @@ fn traceparent(sc: &SpanContext) -> HeaderValue {
     hex(&mut v[3..35], &sc.trace_id().to_bytes());
     hex(&mut v[36..52], &sc.span_id().to_bytes());
     hex(&mut v[53..55], &[sc.trace_flags().to_u8()]);
-    HeaderValue::from_bytes(&v).expect("hex digits and dashes are a valid header value")
+    HeaderValue::from_bytes(&v).expect("valid header value") // ok: only ASCII hex digits and dashes
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, v: &str) {
