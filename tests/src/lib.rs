@@ -7,6 +7,7 @@ pub mod control_plane;
 pub mod dns;
 pub mod faulty;
 pub mod mesh;
+pub mod otlp;
 pub mod proxy;
 pub mod upstream;
 pub mod wire;
