@@ -203,22 +203,10 @@ fn main() -> ExitCode {
                 tokio::spawn(admin::serve(cp.clone(), admin_l));
                 tokio::select! {
                     _ = serve::serve_api(cp, api) => {}
-                    _ = shutdown_signal() => tracing::info!("shutting down"),
+                    _ = weft_proxy::run::shutdown_signal() => tracing::info!("shutting down"),
                 }
                 ExitCode::SUCCESS
             })
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -16,13 +16,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use weft_proxy::config::{self, yaml, ConfigSet};
+use weft_proxy::lock;
 use weft_proxy::snapshot::{CompileContext, Snapshot};
-
-/// Locks a mutex, carrying on if a panicking holder poisoned it: the state
-/// behind these locks is plain bookkeeping that stays valid.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// One YAML document of the resources, with what scoping looks at.
 #[derive(Debug, Clone)]

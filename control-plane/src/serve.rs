@@ -34,11 +34,7 @@ use weft_proxy::mesh_api::{self, CertificateRequest, CertificateResponse, WatchD
 use weft_proxy::tls::identity::WorkloadKey;
 use weft_proxy::tls::SpiffeId;
 
-/// Locks a mutex, carrying on if a panicking holder poisoned it: the state
-/// behind these locks is plain bookkeeping that stays valid.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use weft_proxy::lock;
 
 /// Largest request body accepted on `/v1/certificate` and per watch line.
 const MAX_MESSAGE: usize = 256 * 1024;

@@ -26,7 +26,7 @@ pub mod telemetry;
 pub mod tls;
 
 /// Locks a mutex, carrying on if a panicking holder poisoned it: the state
-/// behind the proxy's locks is plain bookkeeping that stays valid.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// behind these locks (the proxy's and the control plane's) is plain bookkeeping that stays valid.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -405,7 +405,8 @@ fn proxy_name(args: &RunArgs) -> String {
     })
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C (both binaries stop on these).
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

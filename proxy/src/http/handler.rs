@@ -80,11 +80,13 @@ pub async fn outbound(
         .tracing
         .start(SpanKind::Client, req.method(), req.headers());
     let log = proxy.access_log.load(Ordering::Relaxed);
-    if !log && span.is_none() {
-        return serve_outbound(proxy, &conn, req, started, None).await;
-    }
+    // The next hop gets the context even of a sampled-out span; only a
+    // recorded span (or the access log) needs what the request looked like.
     if let Some(s) = &span {
         s.inject(req.headers_mut());
+    }
+    if !log && !span.as_ref().is_some_and(Span::recording) {
+        return serve_outbound(proxy, &conn, req, started, None).await;
     }
     let seen = Seen::of(&req, log, span);
     let mut rec = Record::default();
@@ -455,11 +457,13 @@ pub async fn inbound(
     if proxy.mesh_mode || proxy.mesh.load().is_some() {
         set_peer_identity(&mut req, &conn);
     }
-    if !log && span.is_none() {
-        return serve_inbound(&proxy, req, started, None).await;
-    }
+    // The next hop gets the context even of a sampled-out span; only a
+    // recorded span (or the access log) needs what the request looked like.
     if let Some(s) = &span {
         s.inject(req.headers_mut());
+    }
+    if !log && !span.as_ref().is_some_and(Span::recording) {
+        return serve_inbound(&proxy, req, started, None).await;
     }
     let seen = Seen::of(&req, log, span);
     let mut rec = Record {

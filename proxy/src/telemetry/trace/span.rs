@@ -51,6 +51,11 @@ impl Span {
         propagation::inject(headers, &self.cx, self.style);
     }
 
+    /// Sampled in: the span will be exported.
+    pub fn recording(&self) -> bool {
+        self.sink.is_some()
+    }
+
     pub fn context(&self) -> &SpanContext {
         &self.cx
     }
