@@ -7,7 +7,7 @@ grpcio: the real wire protocols, decoded by an independent implementation.
       listens on 127.0.0.1 for OTLP/gRPC (TraceService/Export) and OTLP/HTTP
       (POST /v1/traces, application/x-protobuf) on two free ports; prints
       "READY <grpc_port> <http_port>", then one JSON object per span received:
-        {"via": "grpc"|"http", "service": ..., "scope": ..., "trace_id": hex,
+        {"via": "grpc"|"http", "tenant": the x-tenant header, "service": ..., "scope": ..., "trace_id": hex,
          "span_id": hex, "parent_span_id": hex or "", "name": ..., "kind": ...,
          "start": ns, "end": ns, "status": ..., "attributes": {...},
          "events": [{"name": ..., "time": ns, "attributes": {...}}], "resource": {...}}
@@ -45,7 +45,7 @@ def attrs(kvs):
     return {kv.key: value(kv.value) for kv in kvs}
 
 
-def emit(request, via):
+def emit(request, via, tenant):
     lines = []
     for rs in request.resource_spans:
         resource = attrs(rs.resource.attributes)
@@ -53,6 +53,7 @@ def emit(request, via):
             for s in ss.spans:
                 lines.append(json.dumps({
                     "via": via,
+                    "tenant": tenant,
                     "service": resource.get("service.name"),
                     "resource": resource,
                     "scope": ss.scope.name,
@@ -61,6 +62,8 @@ def emit(request, via):
                     "parent_span_id": s.parent_span_id.hex(),
                     "name": s.name,
                     "kind": trace_pb2.Span.SpanKind.Name(s.kind),
+                    "flags": s.flags,
+                    "scope_version": ss.scope.version,
                     "start": s.start_time_unix_nano,
                     "end": s.end_time_unix_nano,
                     "status": trace_pb2.Status.StatusCode.Name(s.status.code),
@@ -76,7 +79,8 @@ def emit(request, via):
 
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(self, request, context):
-        emit(request, "grpc")
+        tenant = dict(context.invocation_metadata()).get("x-tenant")
+        emit(request, "grpc", tenant)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -90,7 +94,7 @@ class HttpHandler(BaseHTTPRequestHandler):
             return
         request = trace_service_pb2.ExportTraceServiceRequest()
         request.ParseFromString(body)
-        emit(request, "http")
+        emit(request, "http", self.headers.get("x-tenant"))
         out = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         self.send_response(200)
         self.send_header("content-type", "application/x-protobuf")

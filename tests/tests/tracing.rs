@@ -42,6 +42,11 @@ async fn two_sidecars_make_one_trace(protocol: &str, via: &str) {
     let a_dir = mint(&ca, &ca, FRONTEND);
     let mut env = rx.env(protocol);
     env.push(("OTEL_SERVICE_NAME".into(), "frontend-sidecar".into()));
+    // Sent with every export, percent-decoded.
+    env.push((
+        "OTEL_EXPORTER_OTLP_HEADERS".into(),
+        "x-tenant=team%20a".into(),
+    ));
     let ep = format!("{{address: \"{}\", identity: \"{REVIEWS}\"}}", b.inbound);
     let a = with_env(
         with_identity(Proxy::builder(backend("reviews", &[ep], "")), &a_dir),
@@ -87,6 +92,7 @@ async fn two_sidecars_make_one_trace(protocol: &str, via: &str) {
     assert_eq!(seen["tracestate"], "app=1", "{seen}");
     // Who sent them, and how.
     assert_eq!(client["via"], via);
+    assert_eq!(client["tenant"], "team a", "{client}");
     assert_eq!(server["via"], via);
     assert_eq!(client["service"], "frontend-sidecar", "{client}");
     assert_eq!(server["service"], "reviews", "{server}");
@@ -95,6 +101,15 @@ async fn two_sidecars_make_one_trace(protocol: &str, via: &str) {
         "{server}"
     );
     assert_eq!(client["scope"], "weft-proxy");
+    assert_eq!(client["scope_version"], env!("CARGO_PKG_VERSION"));
+    // Sampled, and whether the parent was remote: the caller's span came
+    // from another process; the server span's parent, the client span, too.
+    assert_eq!(client["flags"], 0x301, "{client}");
+    assert_eq!(server["flags"], 0x301, "{server}");
+    assert_eq!(
+        server["resource"]["telemetry.sdk.language"], "rust",
+        "{server}"
+    );
     assert_eq!(client["name"], "GET");
     // Semantic-convention attributes.
     let ca_ = &client["attributes"];

@@ -10,6 +10,7 @@
 //! `URX` retried until the attempts (or the retry budget or limit) ran out
 //! and still failed.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -74,8 +75,7 @@ pub struct Record {
 
 /// The response flags for a cause (as in `x-weft-error`) and the retry
 /// outcome; "-" when there are none, else comma-separated (`UF,URX`).
-pub fn flags(cause: Option<&str>, up: &UpstreamInfo) -> String {
-    let mut out = String::new();
+pub fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str> {
     let flag = match cause {
         Some("no-route") => Some("NR"),
         Some("no-endpoints") => Some("UH"),
@@ -85,19 +85,12 @@ pub fn flags(cause: Option<&str>, up: &UpstreamInfo) -> String {
         Some("upstream-reset") => Some("UR"),
         _ => None,
     };
-    if let Some(f) = flag {
-        out.push_str(f);
+    match (flag, up.retries_exhausted) {
+        (None, false) => Cow::Borrowed("-"),
+        (Some(f), false) => Cow::Borrowed(f),
+        (None, true) => Cow::Borrowed("URX"),
+        (Some(f), true) => Cow::Owned(format!("{f},URX")),
     }
-    if up.retries_exhausted {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        out.push_str("URX");
-    }
-    if out.is_empty() {
-        out.push('-');
-    }
-    out
 }
 
 /// One request, as the handler saw it.
@@ -135,7 +128,7 @@ pub fn emit(line: &Line<'_>) {
         backend = or_dash(r.backend.as_deref().unwrap_or("")),
         upstream = upstream.as_str(),
         retries = r.upstream.retries,
-        flags = flags.as_str(),
+        flags = &*flags,
         peer = %line.peer,
         "access"
     );

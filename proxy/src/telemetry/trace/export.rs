@@ -1,51 +1,162 @@
-//! The export side: the OTLP exporter (gRPC or HTTP/protobuf) and the loop
-//! that drains the span queue into it, on the export thread.
+//! The export side: OTLP over gRPC or HTTP/protobuf, and the loop that
+//! drains the span queue into it, on the export thread.
 
+use super::otlp::Frame;
 use super::settings::{Env, Protocol, Settings};
 use super::Stats;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
-use opentelemetry_sdk::Resource;
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Request, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
-/// The OTLP exporter for `s`, built on the export thread's runtime.
-pub(super) fn exporter(
-    s: &Settings,
-    resource: &Resource,
-) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    let mut exporter = match s.protocol {
-        Protocol::Grpc => {
-            let b = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-            match &s.endpoint {
-                Some(e) => b.with_endpoint(e.clone()).build(),
-                None => b.build(),
-            }
-        }
-        Protocol::HttpProtobuf => {
-            let b = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_http_client(http_client());
-            match &s.endpoint {
-                // Like OTEL_EXPORTER_OTLP_ENDPOINT: a base to add the path to.
-                Some(e) => b
-                    .with_endpoint(format!("{}/v1/traces", e.trim_end_matches('/')))
-                    .build(),
-                None => b.build(),
-            }
-        }
-    }
-    .map_err(|e| e.to_string())?;
-    exporter.set_resource(resource);
-    Ok(exporter)
+const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Sends encoded batches to the collector.
+pub(super) struct Exporter {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: Uri,
+    protocol: Protocol,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    timeout: Duration,
+    frame: Frame,
 }
 
-/// The client for HTTP/protobuf export: hyper on the export thread's
-/// runtime, plaintext.
-fn http_client() -> opentelemetry_http::hyper::HyperClient {
-    opentelemetry_http::hyper::HyperClient::with_default_connector(Duration::from_secs(10), None)
+/// Where the spans go: the MeshConfig's endpoint, or the environment's
+/// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is;
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` as a base, to which HTTP adds `/v1/traces`).
+pub(super) fn endpoint(s: &Settings, env: &Env) -> Result<Uri, String> {
+    let (url, base) = match (&s.endpoint, &env.traces_endpoint, &env.endpoint) {
+        (Some(mesh), _, _) => (mesh.as_str(), true),
+        (None, Some(e), _) => (e.as_str(), false),
+        (None, None, Some(e)) => (e.as_str(), true),
+        (None, None, None) => match s.protocol {
+            Protocol::Grpc => ("http://localhost:4317", true),
+            Protocol::HttpProtobuf => ("http://localhost:4318", true),
+        },
+    };
+    let uri: Uri = url
+        .trim()
+        .parse()
+        .map_err(|e| format!("OTLP endpoint {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "OTLP endpoint {url:?}: https is not supported yet (use http, or a local collector)"
+            ))
+        }
+        _ => return Err(format!("OTLP endpoint {url:?}: must start with http://")),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("OTLP endpoint {url:?}: no host"));
+    };
+    let path = match s.protocol {
+        Protocol::Grpc => GRPC_PATH.to_owned(),
+        Protocol::HttpProtobuf if base => {
+            format!("{}/v1/traces", uri.path().trim_end_matches('/'))
+        }
+        Protocol::HttpProtobuf => uri.path().to_owned(),
+    };
+    Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| format!("OTLP endpoint {url:?}: {e}"))
+}
+
+impl Exporter {
+    /// The exporter for `s`; must be built on the export thread's runtime.
+    pub(super) fn new(s: &Settings, env: &Env, frame: Frame) -> Result<Exporter, String> {
+        let uri = endpoint(s, env)?;
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(90));
+        if s.protocol == Protocol::Grpc {
+            builder.http2_only(true);
+        }
+        let mut headers = Vec::new();
+        for (k, v) in &env.headers {
+            let name = HeaderName::try_from(k.as_str())
+                .map_err(|_| format!("OTEL_EXPORTER_OTLP_HEADERS: bad header name {k:?}"))?;
+            let value = HeaderValue::try_from(v.as_str())
+                .map_err(|_| format!("OTEL_EXPORTER_OTLP_HEADERS: bad value for {k:?}"))?;
+            headers.push((name, value));
+        }
+        Ok(Exporter {
+            client: builder.build_http(),
+            uri,
+            protocol: s.protocol,
+            headers,
+            timeout: env.otlp_timeout,
+            frame,
+        })
+    }
+
+    /// Sends one batch of encoded spans; waits for the collector's answer.
+    async fn export(&self, spans: &[Vec<u8>]) -> Result<(), String> {
+        let msg = self.frame.request(spans);
+        let (body, content_type) = match self.protocol {
+            Protocol::HttpProtobuf => (Bytes::from(msg), "application/x-protobuf"),
+            Protocol::Grpc => {
+                // Length-prefixed message: uncompressed flag, then the length.
+                let mut framed = Vec::with_capacity(5 + msg.len());
+                framed.push(0);
+                framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&msg);
+                (Bytes::from(framed), "application/grpc")
+            }
+        };
+        let mut req = Request::post(self.uri.clone())
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let h = req.headers_mut();
+        if self.protocol == Protocol::Grpc {
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        for (k, v) in &self.headers {
+            h.insert(k.clone(), v.clone());
+        }
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let head_grpc = resp.headers().get("grpc-status").cloned();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !status.is_success() {
+                return Err(format!("collector answered {status}"));
+            }
+            if self.protocol == Protocol::Grpc {
+                // grpc-status is a trailer, or a header in a trailers-only answer.
+                let code = body
+                    .trailers()
+                    .and_then(|t| t.get("grpc-status").cloned())
+                    .or(head_grpc);
+                match code.as_ref().map(HeaderValue::as_bytes) {
+                    Some(b"0") => {}
+                    Some(c) => {
+                        return Err(format!(
+                            "collector answered grpc-status {}",
+                            String::from_utf8_lossy(c)
+                        ))
+                    }
+                    None => return Err("collector answered without a grpc-status".to_owned()),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
 }
 
 /// Every `schedule_delay`, or as soon as a batch's worth is queued (the
@@ -54,8 +165,8 @@ fn http_client() -> opentelemetry_http::hyper::HyperClient {
 /// export drops its batch. The queue is read without waiting on it, so
 /// queuing a span never wakes this thread.
 pub(super) async fn export_loop(
-    exporter: opentelemetry_otlp::SpanExporter,
-    mut rx: mpsc::Receiver<SpanData>,
+    exporter: Exporter,
+    mut rx: mpsc::Receiver<Vec<u8>>,
     closing: Arc<Notify>,
     ready: Arc<Notify>,
     stats: Stats,
@@ -85,9 +196,8 @@ pub(super) async fn export_loop(
                 break;
             }
             let full = batch.len() == env.max_batch;
-            let chunk = std::mem::replace(&mut batch, Vec::with_capacity(env.max_batch));
-            let n = chunk.len() as u64;
-            match tokio::time::timeout(env.export_timeout, exporter.export(chunk)).await {
+            let n = batch.len() as u64;
+            match tokio::time::timeout(env.export_timeout, exporter.export(&batch)).await {
                 Ok(Ok(())) => {
                     stats.exported.inc_by(n);
                     if failing {
@@ -110,10 +220,50 @@ pub(super) async fn export_loop(
                     }
                 }
             }
+            batch.clear();
             if !full {
                 break;
             }
         }
     }
-    let _ = exporter.shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(endpoint: Option<&str>, protocol: Protocol) -> Settings {
+        Settings {
+            endpoint: endpoint.map(str::to_owned),
+            protocol,
+            ratio: None,
+        }
+    }
+
+    #[test]
+    fn endpoints_follow_the_specification() {
+        let env = Env::default();
+        let http = |e| endpoint(&settings(Some(e), Protocol::HttpProtobuf), &env).unwrap();
+        assert_eq!(http("http://c:4318"), "http://c:4318/v1/traces");
+        assert_eq!(http("http://c:4318/base/"), "http://c:4318/base/v1/traces");
+        let grpc = endpoint(&settings(Some("http://c:4317"), Protocol::Grpc), &env).unwrap();
+        assert_eq!(grpc, format!("http://c:4317{GRPC_PATH}").as_str());
+        // The signal's own endpoint is used as it is.
+        let env = Env {
+            traces_endpoint: Some("http://t:9/custom".into()),
+            endpoint: Some("http://base:4318".into()),
+            ..Env::default()
+        };
+        let u = endpoint(&settings(None, Protocol::HttpProtobuf), &env).unwrap();
+        assert_eq!(u, "http://t:9/custom");
+        let env = Env {
+            endpoint: Some("http://base:4318".into()),
+            ..Env::default()
+        };
+        let u = endpoint(&settings(None, Protocol::HttpProtobuf), &env).unwrap();
+        assert_eq!(u, "http://base:4318/v1/traces");
+        let e = endpoint(&settings(Some("https://c:4318"), Protocol::Grpc), &env).unwrap_err();
+        assert!(e.contains("https is not supported"), "{e}");
+        assert!(endpoint(&settings(Some("c:4318"), Protocol::Grpc), &env).is_err());
+    }
 }

@@ -1,5 +1,10 @@
 //! OpenTelemetry traces, exported over OTLP (gRPC or HTTP/protobuf).
 //!
+//! The SDK (`opentelemetry_sdk`) supplies the sampler, the ids, the W3C
+//! propagator and the resource (with its environment detectors); spans are
+//! encoded to OTLP by [`otlp`] and sent by [`export`], which is much cheaper
+//! per span than going through `SpanData` (see [`otlp`]).
+//!
 //! Configured the OpenTelemetry way, from the environment:
 //! `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`, `..._PROTOCOL` (`grpc` or
 //! `http/protobuf`, the default), `..._HEADERS`, `..._TIMEOUT`,
@@ -23,6 +28,7 @@
 //! `weft_trace_spans_dropped_total`.
 
 mod export;
+mod otlp;
 mod settings;
 mod span;
 
@@ -34,9 +40,9 @@ use crate::config::policy::MeshTracing;
 use arc_swap::ArcSwapOption;
 use http::{HeaderMap, Method};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags};
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData,
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample,
 };
 use opentelemetry_sdk::Resource;
 use prometheus_client::metrics::counter::Counter;
@@ -73,8 +79,8 @@ pub struct Tracing {
 struct Pipeline {
     sampler: Box<dyn ShouldSample>,
     ids: RandomIdGenerator,
-    scope: InstrumentationScope,
-    tx: mpsc::Sender<SpanData>,
+    /// Encoded spans (OTLP `Span` messages).
+    tx: mpsc::Sender<Vec<u8>>,
     /// Rung when a batch's worth is queued.
     ready: Arc<Notify>,
     /// Queue free space at or under which a batch's worth is waiting.
@@ -154,6 +160,11 @@ impl Tracing {
                 .with_attribute(KeyValue::new("service.instance.id", self.instance.clone()));
         }
         let resource = resource.build();
+        let frame = otlp::Frame::new(
+            resource.iter().map(|(k, v)| (k.as_str(), v)),
+            "weft-proxy",
+            env!("CARGO_PKG_VERSION"),
+        );
         let (tx, rx) = mpsc::channel(self.env.queue_size);
         let closing = Arc::new(Notify::new());
         let ready = Arc::new(Notify::new());
@@ -167,9 +178,8 @@ impl Tracing {
             closing.clone(),
         );
         // The exporter and its loop live on a thread of their own with its
-        // own runtime, as the SDK's batch processor does: converting and
-        // encoding a batch (milliseconds for 512 spans) then never holds up
-        // the request workers.
+        // own runtime, as the SDK's batch processor does: framing and
+        // sending a batch then never holds up the request workers.
         std::thread::Builder::new()
             .name("weft-trace-export".into())
             .spawn(move || {
@@ -184,7 +194,7 @@ impl Tracing {
                     }
                 };
                 rt.block_on(async move {
-                    let exporter = match export::exporter(&settings, &resource) {
+                    let exporter = match export::Exporter::new(&settings, &env, frame) {
                         Ok(x) => {
                             let _ = built_tx.send(Ok(()));
                             x
@@ -213,9 +223,6 @@ impl Tracing {
         Ok(Pipeline {
             sampler,
             ids: RandomIdGenerator::default(),
-            scope: InstrumentationScope::builder("weft-proxy")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
             tx,
             ready,
             ready_at: self.env.queue_size - self.env.max_batch,

@@ -25,8 +25,14 @@ impl Protocol {
 #[derive(Clone, Debug)]
 pub struct Env {
     pub disabled: bool,
-    /// An endpoint is set: the exporter reads it (and its path rules) itself.
-    pub endpoint_set: bool,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: used as it is.
+    pub traces_endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: a base (HTTP adds `/v1/traces`).
+    pub endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`, sent with every export.
+    pub headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`: how long one export may take.
+    pub otlp_timeout: Duration,
     pub protocol: Option<Protocol>,
     /// `OTEL_TRACES_SAMPLER` is set: the SDK reads it itself.
     pub sampler_set: bool,
@@ -42,7 +48,10 @@ impl Default for Env {
     fn default() -> Env {
         Env {
             disabled: false,
-            endpoint_set: false,
+            traces_endpoint: None,
+            endpoint: None,
+            headers: Vec::new(),
+            otlp_timeout: Duration::from_millis(10_000),
             protocol: None,
             sampler_set: false,
             service_name_set: false,
@@ -71,8 +80,16 @@ impl Env {
         Env {
             disabled: var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
                 || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none"),
-            endpoint_set: var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
-                || var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some(),
+            traces_endpoint: var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            headers: var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_HEADERS"))
+                .map(|h| parse_headers(&h))
+                .unwrap_or_default(),
+            otlp_timeout: match var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") {
+                Some(_) => ms("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 10_000),
+                None => ms("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000),
+            },
             protocol: var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
                 .and_then(|p| Protocol::parse(&p)),
@@ -88,6 +105,45 @@ impl Env {
             export_timeout: ms("OTEL_BSP_EXPORT_TIMEOUT", 30_000),
         }
     }
+
+    /// The environment names the collector.
+    pub fn endpoint_set(&self) -> bool {
+        self.traces_endpoint.is_some() || self.endpoint.is_some()
+    }
+}
+
+/// `key1=value1,key2=value2`, values percent-decoded (W3C baggage format,
+/// as the OTLP exporter specification asks); malformed entries are skipped.
+fn parse_headers(s: &str) -> Vec<(String, String)> {
+    s.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), percent_decode(v.trim())))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The settings a pipeline was built from; a change rebuilds it.
@@ -111,7 +167,7 @@ pub fn resolve(env: &Env, mesh: Option<&MeshTracing>) -> Option<Settings> {
     let mesh_endpoint = mesh
         .and_then(|m| m.otlp_endpoint.clone())
         .filter(|e| !e.trim().is_empty());
-    if !env.endpoint_set && mesh_endpoint.is_none() {
+    if !env.endpoint_set() && mesh_endpoint.is_none() {
         return None;
     }
     let protocol = env
@@ -122,7 +178,7 @@ pub fn resolve(env: &Env, mesh: Option<&MeshTracing>) -> Option<Settings> {
         })
         .unwrap_or(Protocol::HttpProtobuf);
     Some(Settings {
-        endpoint: if env.endpoint_set {
+        endpoint: if env.endpoint_set() {
             None
         } else {
             mesh_endpoint
@@ -165,7 +221,7 @@ mod tests {
         assert_eq!(resolve(&env(), Some(&mesh(None, None, Some(5.0)))), None);
         let e = Env {
             disabled: true,
-            endpoint_set: true,
+            endpoint: Some("http://c:4318".into()),
             ..env()
         };
         assert_eq!(
@@ -182,7 +238,7 @@ mod tests {
         assert_eq!(s.protocol, Protocol::Grpc);
         assert_eq!(s.ratio, Some(0.25));
         let e = Env {
-            endpoint_set: true,
+            endpoint: Some("http://c:4318".into()),
             protocol: Some(Protocol::HttpProtobuf),
             sampler_set: true,
             ..env()
@@ -194,5 +250,16 @@ mod tests {
         // The default protocol is the specification's: HTTP/protobuf.
         let s = resolve(&env(), Some(&mesh(Some("http://c:4318"), None, None))).unwrap();
         assert_eq!(s.protocol, Protocol::HttpProtobuf);
+    }
+
+    #[test]
+    fn headers_are_percent_decoded() {
+        assert_eq!(
+            parse_headers("api-key=a%20b%3Dc, x-tenant = t1,bad,=v"),
+            vec![
+                ("api-key".to_owned(), "a b=c".to_owned()),
+                ("x-tenant".to_owned(), "t1".to_owned())
+            ]
+        );
     }
 }

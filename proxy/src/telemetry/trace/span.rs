@@ -1,14 +1,15 @@
-//! A request's span: started from the caller's context, recorded with the
-//! HTTP semantic-convention attributes when the response head is ready, and
-//! ended (queued for export) with the response body.
+//! A request's span: started from the caller's context, encoded (OTLP
+//! protobuf, see [`super::otlp`]) with the HTTP semantic-convention
+//! attributes when the response head is ready, and ended (queued for
+//! export) with the response body.
 
 use super::super::access_log::{EventKind, Line};
 use super::super::propagation::{self, Style};
+use super::otlp::{self, FLAG_HAS_IS_REMOTE, FLAG_IS_REMOTE, SPAN_ATTRIBUTES as ATTR};
 use super::Pipeline;
 use http::{HeaderMap, Method};
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
-use opentelemetry::KeyValue;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -72,135 +73,130 @@ impl Span {
         let sink = self.sink.take()?;
         let client = line.direction == "outbound";
         let rec = line.record;
-        let mut a = Vec::with_capacity(12);
-        a.push(KeyValue::new(
+        let mut b = self.head();
+        otlp::str_attr(
+            &mut b,
+            ATTR,
             "http.request.method",
-            method_attr(line.method),
-        ));
-        a.push(KeyValue::new(
+            &[method_attr(line.method)],
+        );
+        otlp::int_attr(
+            &mut b,
+            ATTR,
             "http.response.status_code",
             line.status as i64,
-        ));
+        );
         // Only when it is not HTTP/1.1, the default.
         if http2 {
-            a.push(KeyValue::new("network.protocol.version", "2"));
+            otlp::str_attr(&mut b, ATTR, "network.protocol.version", &["2"]);
         }
         let (host, port) = split_authority(line.authority);
         if !host.is_empty() {
-            a.push(KeyValue::new("server.address", host.to_owned()));
-            a.push(KeyValue::new("server.port", port as i64));
+            otlp::str_attr(&mut b, ATTR, "server.address", &[host]);
+            otlp::int_attr(&mut b, ATTR, "server.port", port as i64);
         }
         if client {
             // The query is left out: it may carry secrets.
-            a.push(KeyValue::new(
+            otlp::str_attr(
+                &mut b,
+                ATTR,
                 "url.full",
-                format!("http://{}{}", line.authority, line.path),
-            ));
+                &["http://", line.authority, line.path],
+            );
             if let Some(ep) = rec.upstream.endpoint {
-                a.push(KeyValue::new("network.peer.address", ep.ip().to_string()));
-                a.push(KeyValue::new("network.peer.port", ep.port() as i64));
+                otlp::ip_attr(&mut b, ATTR, "network.peer.address", ep.ip());
+                otlp::int_attr(&mut b, ATTR, "network.peer.port", ep.port() as i64);
             }
             if rec.upstream.retries > 0 {
-                a.push(KeyValue::new(
-                    "http.request.resend_count",
-                    rec.upstream.retries as i64,
-                ));
+                let n = rec.upstream.retries as i64;
+                otlp::int_attr(&mut b, ATTR, "http.request.resend_count", n);
             }
         } else {
-            a.push(KeyValue::new("url.path", line.path.to_owned()));
-            a.push(KeyValue::new("url.scheme", "http"));
-            a.push(KeyValue::new("client.address", line.peer.ip().to_string()));
-            a.push(KeyValue::new(
-                "network.peer.address",
-                line.peer.ip().to_string(),
-            ));
-            a.push(KeyValue::new("network.peer.port", line.peer.port() as i64));
+            otlp::str_attr(&mut b, ATTR, "url.path", &[line.path]);
+            otlp::str_attr(&mut b, ATTR, "url.scheme", &["http"]);
+            otlp::ip_attr(&mut b, ATTR, "client.address", line.peer.ip());
+            otlp::ip_attr(&mut b, ATTR, "network.peer.address", line.peer.ip());
+            otlp::int_attr(&mut b, ATTR, "network.peer.port", line.peer.port() as i64);
         }
         if let Some(id) = identity {
-            a.push(KeyValue::new("weft.peer.identity", id));
+            otlp::str_attr(&mut b, ATTR, "weft.peer.identity", &[&*id]);
         }
         if let Some(r) = &rec.route {
-            a.push(KeyValue::new("weft.route", r.clone()));
+            otlp::str_attr(&mut b, ATTR, "weft.route", &[&**r]);
         }
-        if let Some(b) = &rec.backend {
-            a.push(KeyValue::new("weft.backend", b.clone()));
+        if let Some(be) = &rec.backend {
+            otlp::str_attr(&mut b, ATTR, "weft.backend", &[&**be]);
         }
         let flags = super::super::access_log::flags(rec.cause, &rec.upstream);
         if flags != "-" {
-            a.push(KeyValue::new("weft.response_flags", flags));
+            otlp::str_attr(&mut b, ATTR, "weft.response_flags", &[&flags]);
         }
-        // Client spans fail on 4xx and 5xx; server spans on 5xx only.
-        let failed = line.status >= 500 || (client && line.status >= 400);
-        if failed {
-            let kind = match rec.cause {
-                Some(c) => c.to_owned(),
-                None => line.status.to_string(),
-            };
-            a.push(KeyValue::new("error.type", kind));
-        }
-        let mut events = SpanEvents::default();
+        let mut ev = Vec::new();
         for e in &rec.upstream.events {
-            let (name, attrs) = match &e.kind {
+            ev.clear();
+            let name = match &e.kind {
                 EventKind::Retry {
                     attempt,
                     endpoint,
                     reason,
-                } => (
-                    "retry",
-                    vec![
-                        KeyValue::new("http.request.resend_count", *attempt as i64),
-                        KeyValue::new("weft.retry.reason", *reason),
-                        KeyValue::new("network.peer.address", endpoint.ip().to_string()),
-                        KeyValue::new("network.peer.port", endpoint.port() as i64),
-                    ],
-                ),
-                EventKind::Ejected { endpoint } => (
-                    "endpoint ejected",
-                    vec![
-                        KeyValue::new("network.peer.address", endpoint.ip().to_string()),
-                        KeyValue::new("network.peer.port", endpoint.port() as i64),
-                    ],
-                ),
-                EventKind::Overflow { limit } => (
-                    "circuit overflow",
-                    vec![KeyValue::new("weft.limit", *limit)],
-                ),
+                } => {
+                    otlp::int_attr(&mut ev, 3, "http.request.resend_count", *attempt as i64);
+                    otlp::str_attr(&mut ev, 3, "weft.retry.reason", &[*reason]);
+                    otlp::ip_attr(&mut ev, 3, "network.peer.address", endpoint.ip());
+                    otlp::int_attr(&mut ev, 3, "network.peer.port", endpoint.port() as i64);
+                    "retry"
+                }
+                EventKind::Ejected { endpoint } => {
+                    otlp::ip_attr(&mut ev, 3, "network.peer.address", endpoint.ip());
+                    otlp::int_attr(&mut ev, 3, "network.peer.port", endpoint.port() as i64);
+                    "endpoint ejected"
+                }
+                EventKind::Overflow { limit } => {
+                    otlp::str_attr(&mut ev, 3, "weft.limit", &[*limit]);
+                    "circuit overflow"
+                }
             };
-            events
-                .events
-                .push(opentelemetry::trace::Event::new(name, e.at, attrs, 0));
+            otlp::event(&mut b, e.at, name, &ev);
         }
-        let status = if failed {
-            Status::error("")
-        } else {
-            Status::Unset
-        };
-        let data = self.data(&sink, a, events, status);
-        Some(Box::new(Pending::new(data, sink)))
+        // Client spans fail on 4xx and 5xx; server spans on 5xx only.
+        let failed = line.status >= 500 || (client && line.status >= 400);
+        let error = failed.then(|| match rec.cause {
+            Some(c) => Cow::Borrowed(c),
+            None => Cow::Owned(line.status.to_string()),
+        });
+        Some(Box::new(Pending {
+            buf: b,
+            error,
+            error_status: failed,
+            sink: Some(sink),
+        }))
     }
 
-    fn data(
-        &self,
-        sink: &Pipeline,
-        attributes: Vec<KeyValue>,
-        events: SpanEvents,
-        status: Status,
-    ) -> SpanData {
-        SpanData {
-            span_context: self.cx.clone(),
-            parent_span_id: self.parent,
-            parent_span_is_remote: self.parent_remote,
-            span_kind: self.kind.clone(),
-            name: self.name.into(),
-            start_time: self.start,
-            end_time: self.start,
-            attributes,
-            dropped_attributes_count: 0,
-            events,
-            links: SpanLinks::default(),
-            status,
-            instrumentation_scope: sink.scope.clone(),
+    /// The span's identity, name, kind and start, encoded.
+    fn head(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(512);
+        otlp::bytes(&mut b, otlp::SPAN_TRACE_ID, &self.cx.trace_id().to_bytes());
+        otlp::bytes(&mut b, otlp::SPAN_SPAN_ID, &self.cx.span_id().to_bytes());
+        let state = self.cx.trace_state().header();
+        if !state.is_empty() {
+            otlp::bytes(&mut b, otlp::SPAN_TRACE_STATE, state.as_bytes());
         }
+        if self.parent != SpanId::INVALID {
+            otlp::bytes(&mut b, otlp::SPAN_PARENT_SPAN_ID, &self.parent.to_bytes());
+        }
+        let mut flags = self.cx.trace_flags().to_u8() as u32 | FLAG_HAS_IS_REMOTE;
+        if self.parent_remote {
+            flags |= FLAG_IS_REMOTE;
+        }
+        otlp::fixed32(&mut b, otlp::SPAN_FLAGS, flags);
+        otlp::bytes(&mut b, otlp::SPAN_NAME, self.name.as_bytes());
+        let kind = match self.kind {
+            SpanKind::Server => otlp::KIND_SERVER,
+            _ => otlp::KIND_CLIENT,
+        };
+        otlp::uint(&mut b, otlp::SPAN_KIND, kind);
+        otlp::fixed64(&mut b, otlp::SPAN_START, otlp::nanos(self.start));
+        b
     }
 }
 
@@ -208,12 +204,14 @@ impl Drop for Span {
     fn drop(&mut self) {
         // Not finished: the request was abandoned before its response.
         if let Some(sink) = self.sink.take() {
-            let attrs = vec![
-                KeyValue::new("http.request.method", self.name),
-                KeyValue::new("error.type", "cancelled"),
-            ];
-            let data = self.data(&sink, attrs, SpanEvents::default(), Status::Unset);
-            drop(Pending::new(data, sink));
+            let mut b = self.head();
+            otlp::str_attr(&mut b, ATTR, "http.request.method", &[self.name]);
+            drop(Pending {
+                buf: b,
+                error: Some(Cow::Borrowed("cancelled")),
+                error_status: false,
+                sink: Some(sink),
+            });
         }
     }
 }
@@ -222,41 +220,42 @@ impl Drop for Span {
 /// export) when dropped, which the response body does when it has been sent
 /// or abandoned.
 pub struct Pending {
+    /// The encoded span so far: all but its end time, `error.type` and status.
+    buf: Vec<u8>,
+    /// `error.type`, written at the end.
+    error: Option<Cow<'static, str>>,
+    /// The status is ERROR.
+    error_status: bool,
     /// Taken when the span is queued.
-    data: Option<SpanData>,
-    sink: Arc<Pipeline>,
+    sink: Option<Arc<Pipeline>>,
 }
 
 impl Pending {
-    fn new(data: SpanData, sink: Arc<Pipeline>) -> Pending {
-        Pending {
-            data: Some(data),
-            sink,
-        }
-    }
-
     /// The response body failed part way (the upstream reset it).
     pub fn body_failed(&mut self) {
-        if let Some(d) = &mut self.data {
-            d.attributes.retain(|kv| kv.key.as_str() != "error.type");
-            d.attributes
-                .push(KeyValue::new("error.type", "response-body-failed"));
-            d.status = Status::error("");
-        }
+        self.error = Some(Cow::Borrowed("response-body-failed"));
+        self.error_status = true;
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(mut data) = self.data.take() {
-            data.end_time = SystemTime::now();
-            let sink = &self.sink;
-            match sink.tx.try_send(data) {
-                Ok(()) if sink.tx.capacity() <= sink.ready_at => sink.ready.notify_one(),
-                Ok(()) => {}
-                Err(_) => {
-                    sink.dropped.inc();
-                }
+        let Some(sink) = self.sink.take() else {
+            return;
+        };
+        let mut b = std::mem::take(&mut self.buf);
+        otlp::fixed64(&mut b, otlp::SPAN_END, otlp::nanos(SystemTime::now()));
+        if let Some(e) = &self.error {
+            otlp::str_attr(&mut b, ATTR, "error.type", &[e.as_ref()]);
+        }
+        if self.error_status {
+            otlp::error_status(&mut b);
+        }
+        match sink.tx.try_send(b) {
+            Ok(()) if sink.tx.capacity() <= sink.ready_at => sink.ready.notify_one(),
+            Ok(()) => {}
+            Err(_) => {
+                sink.dropped.inc();
             }
         }
     }
