@@ -5,6 +5,7 @@ use super::otlp::Frame;
 use super::settings::{Env, Protocol, Settings};
 use super::Stats;
 use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
 use http::{header, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -167,6 +168,7 @@ impl Exporter {
 pub(super) async fn export_loop(
     exporter: Exporter,
     mut rx: mpsc::Receiver<Vec<u8>>,
+    buffers: Arc<ArrayQueue<Vec<u8>>>,
     closing: Arc<Notify>,
     ready: Arc<Notify>,
     stats: Stats,
@@ -220,7 +222,13 @@ pub(super) async fn export_loop(
                     }
                 }
             }
-            batch.clear();
+            // Back to the workers for new spans (an unusually large one is freed).
+            for mut b in batch.drain(..) {
+                if b.capacity() <= 4096 {
+                    b.clear();
+                    let _ = buffers.push(b);
+                }
+            }
             if !full {
                 break;
             }

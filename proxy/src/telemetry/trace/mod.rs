@@ -38,6 +38,7 @@ pub use span::{Pending, Span};
 use super::propagation;
 use crate::config::policy::MeshTracing;
 use arc_swap::ArcSwapOption;
+use crossbeam_queue::ArrayQueue;
 use http::{HeaderMap, Method};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags};
 use opentelemetry::{Context, KeyValue};
@@ -81,6 +82,10 @@ struct Pipeline {
     ids: RandomIdGenerator,
     /// Encoded spans (OTLP `Span` messages).
     tx: mpsc::Sender<Vec<u8>>,
+    /// Span buffers the export thread is done with, for new spans to reuse:
+    /// a buffer allocated on a worker and freed on the export thread would
+    /// cost the allocator's slow path on both.
+    buffers: Arc<ArrayQueue<Vec<u8>>>,
     /// Rung when a batch's worth is queued.
     ready: Arc<Notify>,
     /// Queue free space at or under which a batch's worth is waiting.
@@ -166,6 +171,8 @@ impl Tracing {
             env!("CARGO_PKG_VERSION"),
         );
         let (tx, rx) = mpsc::channel(self.env.queue_size);
+        let buffers = Arc::new(ArrayQueue::new(self.env.max_batch));
+        let returned = buffers.clone();
         let closing = Arc::new(Notify::new());
         let ready = Arc::new(Notify::new());
         let ready_rx = ready.clone();
@@ -204,7 +211,7 @@ impl Tracing {
                             return;
                         }
                     };
-                    export::export_loop(exporter, rx, wake, ready_rx, stats, env).await;
+                    export::export_loop(exporter, rx, returned, wake, ready_rx, stats, env).await;
                 });
                 let _ = done_tx.send(());
             })
@@ -224,6 +231,7 @@ impl Tracing {
             sampler,
             ids: RandomIdGenerator::default(),
             tx,
+            buffers,
             ready,
             ready_at: self.env.queue_size - self.env.max_batch,
             dropped: self.stats.dropped_queue_full.clone(),

@@ -73,7 +73,7 @@ impl Span {
         let sink = self.sink.take()?;
         let client = line.direction == "outbound";
         let rec = line.record;
-        let mut b = self.head();
+        let mut b = self.head(&sink);
         otlp::str_attr(
             &mut b,
             ATTR,
@@ -172,9 +172,13 @@ impl Span {
         }))
     }
 
-    /// The span's identity, name, kind and start, encoded.
-    fn head(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(512);
+    /// The span's identity, name, kind and start, encoded into a buffer
+    /// the export thread has handed back, or a new one.
+    fn head(&self, sink: &Pipeline) -> Vec<u8> {
+        let mut b = sink
+            .buffers
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(512));
         otlp::bytes(&mut b, otlp::SPAN_TRACE_ID, &self.cx.trace_id().to_bytes());
         otlp::bytes(&mut b, otlp::SPAN_SPAN_ID, &self.cx.span_id().to_bytes());
         let state = self.cx.trace_state().header();
@@ -204,7 +208,7 @@ impl Drop for Span {
     fn drop(&mut self) {
         // Not finished: the request was abandoned before its response.
         if let Some(sink) = self.sink.take() {
-            let mut b = self.head();
+            let mut b = self.head(&sink);
             otlp::str_attr(&mut b, ATTR, "http.request.method", &[self.name]);
             drop(Pending {
                 buf: b,
