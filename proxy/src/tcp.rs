@@ -8,7 +8,7 @@ use crate::http::pool::connect_tcp;
 use crate::proxy::Proxy;
 use crate::snapshot::Snapshot;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use crate::body::RequestBody;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub async fn forward(
 pub async fn connect_tunnel(
     proxy: &Arc<Proxy>,
     snap: &Snapshot,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<ResponseBody> {
     let Some(authority) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
         return ProxyError::BadRequest("CONNECT needs host:port").into_response();

@@ -14,7 +14,7 @@ use crate::telemetry::access_log::{self, Line, Record};
 use crate::telemetry::trace::Span;
 use http::uri::Authority;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use opentelemetry::trace::SpanKind;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -33,7 +33,7 @@ pub struct ConnInfo {
 
 /// The authority a request is addressed to: the absolute URI's (proxy form,
 /// HTTP/2) or the Host header's.
-fn authority_of(req: &Request<Incoming>) -> Option<&str> {
+fn authority_of(req: &Request<RequestBody>) -> Option<&str> {
     let a = match req.uri().authority() {
         Some(a) => a.as_str(),
         None => req.headers().get(header::HOST)?.to_str().ok()?,
@@ -43,7 +43,7 @@ fn authority_of(req: &Request<Incoming>) -> Option<&str> {
 
 /// Splits off what the upstream request needs from the client's request.
 fn outgoing(
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     authority: Option<Authority>,
     started: Instant,
 ) -> Outgoing {
@@ -59,7 +59,7 @@ fn outgoing(
     let body = if upgrade.is_some() {
         RequestBody::Empty
     } else {
-        RequestBody::Incoming(body)
+        body
     };
     Outgoing {
         req: Request::from_parts(parts, body),
@@ -73,7 +73,7 @@ fn outgoing(
 pub async fn outbound(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let span = proxy
@@ -107,7 +107,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn of(req: &Request<Incoming>, log: bool, span: Option<Span>) -> Seen {
+    fn of(req: &Request<RequestBody>, log: bool, span: Option<Span>) -> Seen {
         Seen {
             method: req.method().clone(),
             authority: authority_of(req).unwrap_or("").to_owned(),
@@ -164,7 +164,7 @@ fn fail(e: ProxyError, rec: &mut Option<&mut Record>) -> Response<ResponseBody> 
 async fn serve_outbound(
     proxy: Arc<Proxy>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     started: Instant,
     mut rec: Option<&mut Record>,
 ) -> Response<ResponseBody> {
@@ -276,7 +276,7 @@ fn pick_backend(rule: &Rule) -> Option<&WeightedBackend> {
 /// Applies request filters; a hostname rewrite sets the authority to send.
 fn apply_filters(
     f: &Filters,
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     authority: &mut Option<Authority>,
     prefix: Option<&str>,
 ) {
@@ -312,7 +312,7 @@ fn prepare(
     conn: &ConnInfo,
     rule: &Rule,
     wb: &WeightedBackend,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     prefix: Option<&str>,
     started: Instant,
 ) -> (Outgoing, Option<u64>) {
@@ -325,7 +325,7 @@ fn prepare(
     (outgoing(req, authority, started), hash)
 }
 
-fn request_hash(backend: &Backend, req: &Request<Incoming>, conn: &ConnInfo) -> Option<u64> {
+fn request_hash(backend: &Backend, req: &Request<RequestBody>, conn: &ConnInfo) -> Option<u64> {
     match &backend.hash_key {
         HashKey::None => None,
         HashKey::Header(name) => req.headers().get(name).map(|v| hash_bytes(v.as_bytes())),
@@ -343,7 +343,7 @@ fn request_hash(backend: &Backend, req: &Request<Incoming>, conn: &ConnInfo) -> 
 }
 
 fn redirect_response(
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     authority: &str,
     r: &crate::config::route::Redirect,
     prefix: Option<&str>,
@@ -393,7 +393,7 @@ fn redirect_response(
 async fn passthrough(
     proxy: &Arc<Proxy>,
     dst: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     started: Instant,
     mut rec: Option<&mut Record>,
 ) -> Response<ResponseBody> {
@@ -421,7 +421,7 @@ async fn passthrough(
 pub async fn inbound(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut req = req;
@@ -478,7 +478,7 @@ pub async fn inbound(
 
 /// Replaces whatever the client sent as its identity with the verified one
 /// (none on a plaintext connection), so the app can trust the header.
-fn set_peer_identity(req: &mut Request<Incoming>, conn: &ConnInfo) {
+fn set_peer_identity(req: &mut Request<RequestBody>, conn: &ConnInfo) {
     use crate::tls::mesh::PEER_IDENTITY_HEADER;
     let headers = req.headers_mut();
     headers.remove(PEER_IDENTITY_HEADER);
@@ -495,7 +495,7 @@ fn set_peer_identity(req: &mut Request<Incoming>, conn: &ConnInfo) {
 /// request the calling sidecar carried from HTTP/1 over HTTP/2 (it says so
 /// in [`crate::http::forward::ORIG_PROTO_HEADER`], removed here) goes as
 /// HTTP/1.1 again; other HTTP/2 (gRPC) stays HTTP/2.
-fn app_wire(req: &mut Request<Incoming>) -> Wire {
+fn app_wire(req: &mut Request<RequestBody>) -> Wire {
     let orig_h1 = req
         .headers_mut()
         .remove(crate::http::forward::ORIG_PROTO_HEADER)
@@ -509,7 +509,7 @@ fn app_wire(req: &mut Request<Incoming>) -> Wire {
 
 async fn serve_inbound(
     proxy: &Proxy,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     started: Instant,
     mut rec: Option<&mut Record>,
 ) -> Response<ResponseBody> {

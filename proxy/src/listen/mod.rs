@@ -2,9 +2,11 @@
 //! served until it closes or shutdown asks it to finish.
 
 pub mod detect;
+mod h1fast;
 pub mod orig_dst;
 
 use crate::drain::{Drain, Watch};
+use crate::body::RequestBody;
 use crate::http::handler::{self, ConnInfo};
 use crate::proxy::Proxy;
 use detect::Detected;
@@ -202,17 +204,19 @@ async fn serve_http<S>(
     stream: S,
     info: Arc<ConnInfo>,
     direction: Direction,
-    watch: Watch,
+    mut watch: Watch,
     h2: bool,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
+    let fast_info = info.clone();
     let svc_proxy = proxy.clone();
     let svc = service_fn(move |req| {
         let proxy = svc_proxy.clone();
         let info = info.clone();
         async move {
+            let req = req.map(RequestBody::Incoming);
             Ok::<_, Infallible>(match direction {
                 Direction::Outbound => handler::outbound(proxy, info, req).await,
                 Direction::Inbound => handler::inbound(proxy, info, req).await,
@@ -229,6 +233,10 @@ async fn serve_http<S>(
             .serve_connection(io, svc);
         drive(conn, |c| c.graceful_shutdown(), watch, peer).await
     } else {
+        let io = match h1fast::serve(&proxy, io.into_inner(), &fast_info, direction, &mut watch).await {
+            h1fast::End::Done => return,
+            h1fast::End::Handoff(rest) => TokioIo::new(rest),
+        };
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Some(opts.header_read_timeout).filter(|d| !d.is_zero()))
