@@ -2,13 +2,13 @@
 //! `protocol: tcp` backends, intercepted non-HTTP traffic, and CONNECT tunnels.
 
 use crate::backend::Backend;
+use crate::body::RequestBody;
 use crate::body::ResponseBody;
 use crate::http::errors::ProxyError;
 use crate::http::pool::connect_tcp;
 use crate::proxy::Proxy;
 use crate::snapshot::Snapshot;
 use http::{Request, Response, StatusCode};
-use crate::body::RequestBody;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -227,8 +227,8 @@ pub async fn send_or_unsent(
                 h1client::Failure::Io(e) => Unsent::from(ProxyError::UpstreamIo(e)),
             })?;
             ep.load.observe_since(started);
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            // The lean client leaves out (or strips) hop-by-hop fields itself.
+            let (parts, body) = resp.into_parts();
             Ok(Response::from_parts(
                 parts,
                 ResponseBody::lean(body, active),

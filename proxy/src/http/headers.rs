@@ -16,6 +16,12 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// One of the fixed hop-by-hop headers (or `TE`, which is kept only as
+/// `trailers`).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::TE
+}
+
 /// Removes hop-by-hop headers, and those the `Connection` header names.
 /// `TE: trailers` survives: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {

@@ -27,7 +27,9 @@ use crate::http::handler::{self, ConnInfo};
 use crate::proxy::Proxy;
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
+};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use std::cell::RefCell;
@@ -208,10 +210,9 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         return Parsed::Other;
     };
     let count = parsed.headers.len();
-    let mut names = Vec::with_capacity(count);
-    let mut values = [(0usize, 0usize); MAX_HEADERS];
+    let mut fields = Vec::with_capacity(count);
     let mut asks = Asks::default();
-    for (h, v) in parsed.headers.iter().zip(values.iter_mut()) {
+    for h in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
             return Parsed::Other;
         };
@@ -238,7 +239,7 @@ fn parse(buf: &mut BytesMut) -> Parsed {
                 }
             }
         }
-        *v = if h.value.is_empty() {
+        let (start, end) = if h.value.is_empty() {
             (0, 0)
         } else {
             match span(h.value) {
@@ -246,7 +247,7 @@ fn parse(buf: &mut BytesMut) -> Parsed {
                 None => return Parsed::Other,
             }
         };
-        names.push(name);
+        fields.push((name, start, end));
     }
     let head = buf.split_to(n).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.1)) else {
@@ -257,7 +258,7 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         return Parsed::Other;
     };
     let mut map = HeaderMap::with_capacity(count);
-    for (name, (start, end)) in names.into_iter().zip(values) {
+    for (name, start, end) in fields {
         match HeaderValue::from_maybe_shared(head.slice(start..end)) {
             Ok(v) => {
                 map.append(name, v);
@@ -360,8 +361,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
     let mut trailers = None;
     loop {
         let frame = if pending_head {
-            match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await
-            {
+            match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
                 Poll::Ready(f) => f,
                 Poll::Pending => {
                     io.write_all(out).await?;
@@ -485,7 +485,10 @@ fn encode_head(
     let mut length = None;
     for (name, value) in headers {
         if name == CONTENT_LENGTH {
-            length = value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+            length = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -634,7 +637,10 @@ mod tests {
             // Nothing is consumed of what hyper is to read.
             assert_eq!(&rest[..], other.as_bytes(), "{other:?}");
         }
-        assert!(matches!(parse_str("GET / HTTP/1.1\r\nHo").0, Parsed::Partial));
+        assert!(matches!(
+            parse_str("GET / HTTP/1.1\r\nHo").0,
+            Parsed::Partial
+        ));
     }
 
     #[test]
@@ -643,7 +649,14 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_LENGTH, HeaderValue::from_static("2"));
         h.insert(DATE, HeaderValue::from_static("x"));
-        let f = encode_head(&mut out, StatusCode::OK, &h, &ResponseBody::empty(), false, true);
+        let f = encode_head(
+            &mut out,
+            StatusCode::OK,
+            &h,
+            &ResponseBody::empty(),
+            false,
+            true,
+        );
         assert!(matches!(f, Framing::Length(2)));
         assert_eq!(
             String::from_utf8(out).unwrap(),

@@ -5,8 +5,8 @@ pub mod detect;
 mod h1fast;
 pub mod orig_dst;
 
-use crate::drain::{Drain, Watch};
 use crate::body::RequestBody;
+use crate::drain::{Drain, Watch};
 use crate::http::handler::{self, ConnInfo};
 use crate::proxy::Proxy;
 use detect::Detected;
@@ -233,10 +233,11 @@ async fn serve_http<S>(
             .serve_connection(io, svc);
         drive(conn, |c| c.graceful_shutdown(), watch, peer).await
     } else {
-        let io = match h1fast::serve(&proxy, io.into_inner(), &fast_info, direction, &mut watch).await {
-            h1fast::End::Done => return,
-            h1fast::End::Handoff(rest) => TokioIo::new(rest),
-        };
+        let io =
+            match h1fast::serve(&proxy, io.into_inner(), &fast_info, direction, &mut watch).await {
+                h1fast::End::Done => return,
+                h1fast::End::Handoff(rest) => TokioIo::new(rest),
+            };
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Some(opts.header_read_timeout).filter(|d| !d.is_zero()))

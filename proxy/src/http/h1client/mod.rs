@@ -153,66 +153,100 @@ fn encode_head(req: &Request<RequestBody>, out: &mut BytesMut) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Whether a `Connection` header (all of its values) names `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .unwrap_or("")
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    })
+/// What a response head says about its connection and framing, noted while
+/// its fields are read so no header is looked up again.
+#[derive(Debug, Default)]
+struct Scan {
+    /// `Connection: close`.
+    close: bool,
+    /// `Connection: keep-alive` (for HTTP/1.0).
+    keep_alive: bool,
+    /// A `Transfer-Encoding` was sent; whether its last coding is chunked.
+    te_chunked: Option<bool>,
+    /// `Content-Length`.
+    length: Option<u64>,
+    /// Other hop-by-hop fields (or headers `Connection` names), left in
+    /// the map for [`crate::http::headers::strip_hop_by_hop`].
+    other_hop: bool,
+}
+
+impl Scan {
+    /// Notes one field; false when it should not go into the map (it is
+    /// about this connection only and fully handled here).
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> io::Result<bool> {
+        if *name == CONTENT_LENGTH {
+            for part in value.split(|b| *b == b',') {
+                let n: u64 = std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .ok_or_else(|| invalid("invalid content-length"))?;
+                if self.length.is_some_and(|l| l != n) {
+                    return Err(invalid("conflicting content-length values"));
+                }
+                self.length = Some(n);
+            }
+            return Ok(true);
+        }
+        if *name == CONNECTION {
+            let mut named = false;
+            for t in value.split(|b| *b == b',') {
+                let t = t.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
+                    named = true;
+                }
+            }
+            self.other_hop |= named;
+            return Ok(named);
+        }
+        if *name == TRANSFER_ENCODING {
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            self.te_chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            return Ok(false);
+        }
+        if name.as_str() == "keep-alive" {
+            return Ok(false);
+        }
+        if crate::http::headers::is_hop_by_hop(name) {
+            self.other_hop = true;
+        }
+        Ok(true)
+    }
 }
 
 /// How the response body is delimited.
-fn framing(method: &Method, status: StatusCode, headers: &mut HeaderMap) -> io::Result<State> {
+fn framing(method: &Method, status: StatusCode, scan: &Scan, headers: &mut HeaderMap) -> State {
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok(State::Length(0));
+        return State::Length(0);
     }
-    if let Some(te) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let chunked = te
-            .to_str()
-            .ok()
-            .and_then(|s| s.rsplit(',').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+    if let Some(chunked) = scan.te_chunked {
         // A length next to a transfer coding is ignored (and dropped).
-        headers.remove(CONTENT_LENGTH);
-        return Ok(if chunked {
+        if scan.length.is_some() {
+            headers.remove(CONTENT_LENGTH);
+        }
+        return if chunked {
             State::Chunked(Chunk::Size)
         } else {
             State::Close
-        });
+        };
     }
-    let mut length = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
-        for part in v
-            .to_str()
-            .map_err(|_| invalid("invalid content-length"))?
-            .split(',')
-        {
-            let n: u64 = part
-                .trim()
-                .parse()
-                .map_err(|_| invalid("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(invalid("conflicting content-length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    match scan.length {
         Some(n) => State::Length(n),
         None => State::Close,
-    })
+    }
 }
 
 /// Parses a final response head off the front of `buf` (skipping 1xx
 /// interim answers); `None` until the head is complete. Kept out of the
 /// async caller so the header array lives on the stack, not in its future.
 #[allow(clippy::type_complexity)]
-fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, HeaderMap)>> {
+fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, HeaderMap, Scan)>> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
@@ -242,14 +276,14 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, Hea
         // Values are sliced from the head's own bytes rather than copied: a
         // reference count instead of an allocation per header.
         let base = buf.as_ptr() as usize;
-        let count = parsed.headers.len();
-        let mut names = Vec::with_capacity(count);
-        let mut values = [(0usize, 0usize); MAX_HEADERS];
-        for (h, v) in parsed.headers.iter().zip(values.iter_mut()) {
-            names.push(
-                HeaderName::from_bytes(h.name.as_bytes())
-                    .map_err(|_| invalid("invalid header name"))?,
-            );
+        let mut scan = Scan::default();
+        let mut kept = Vec::with_capacity(parsed.headers.len());
+        for h in parsed.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| invalid("invalid header name"))?;
+            if !scan.note(&name, h.value)? {
+                continue;
+            }
             // httparse's slices point into `buf`; an empty one may not.
             let len = h.value.len();
             let start = match (h.value.as_ptr() as usize).checked_sub(base) {
@@ -257,16 +291,16 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, Hea
                 _ if len == 0 => 0,
                 _ => return Err(invalid("invalid header value")),
             };
-            *v = (start, start + len);
+            kept.push((name, start, start + len));
         }
         let head = buf.split_to(n).freeze();
-        let mut map = HeaderMap::with_capacity(count);
-        for (name, (start, end)) in names.into_iter().zip(values) {
+        let mut map = HeaderMap::with_capacity(kept.len());
+        for (name, start, end) in kept {
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| invalid("invalid header value"))?;
             map.append(name, value);
         }
-        return Ok(Some((status, version, map)));
+        return Ok(Some((status, version, map, scan)));
     }
 }
 
@@ -291,14 +325,17 @@ pub async fn send(
     let method = req.method();
     loop {
         if !conn.buf.is_empty() {
-            if let Some((status, version, mut map)) =
+            if let Some((status, version, mut map, scan)) =
                 parse_head(&mut conn.buf).map_err(Failure::Io)?
             {
                 let keep_alive = match version {
-                    Version::HTTP_11 => !connection_has(&map, "close"),
-                    _ => connection_has(&map, "keep-alive"),
+                    Version::HTTP_11 => !scan.close,
+                    _ => scan.keep_alive,
                 };
-                let state = framing(method, status, &mut map).map_err(Failure::Io)?;
+                let state = framing(method, status, &scan, &mut map);
+                if scan.other_hop {
+                    crate::http::headers::strip_hop_by_hop(&mut map);
+                }
                 let keep_alive = keep_alive && !matches!(state, State::Close);
                 let done = matches!(state, State::Length(0));
                 let mut body = Body::new(conn, state, keep_alive, home);
@@ -333,35 +370,68 @@ pub async fn send(
 mod tests {
     use super::*;
 
+    fn head(raw: &str) -> io::Result<(StatusCode, HeaderMap, Scan)> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse_head(&mut buf).map(|h| {
+            let (status, _, map, scan) = h.expect("complete head");
+            (status, map, scan)
+        })
+    }
+
     #[test]
     fn framing_rules() {
-        let mut h = HeaderMap::new();
-        h.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let (s, mut h, scan) = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").unwrap();
         assert!(matches!(
-            framing(&Method::HEAD, StatusCode::OK, &mut h.clone()),
-            Ok(State::Length(0))
+            framing(&Method::HEAD, s, &scan, &mut h),
+            State::Length(0)
         ));
         assert!(matches!(
-            framing(&Method::GET, StatusCode::OK, &mut h.clone()),
-            Ok(State::Length(5))
+            framing(&Method::GET, s, &scan, &mut h),
+            State::Length(5)
         ));
-        h.append(CONTENT_LENGTH, HeaderValue::from_static("6"));
-        assert!(framing(&Method::GET, StatusCode::OK, &mut h.clone()).is_err());
-        let mut te = HeaderMap::new();
-        te.insert(TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
-        te.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err());
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n").is_err());
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+        let (s, mut h, scan) = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n",
+        )
+        .unwrap();
         assert!(matches!(
-            framing(&Method::GET, StatusCode::OK, &mut te),
-            Ok(State::Chunked(Chunk::Size))
+            framing(&Method::GET, s, &scan, &mut h),
+            State::Chunked(Chunk::Size)
         ));
         assert!(
-            !te.contains_key(CONTENT_LENGTH),
+            !h.contains_key(CONTENT_LENGTH),
             "length dropped next to chunked"
         );
+        assert!(
+            !h.contains_key(TRANSFER_ENCODING),
+            "the coding is this hop's"
+        );
+        let (s, mut h, scan) = head("HTTP/1.1 200 OK\r\n\r\n").unwrap();
         assert!(matches!(
-            framing(&Method::GET, StatusCode::OK, &mut HeaderMap::new()),
-            Ok(State::Close)
+            framing(&Method::GET, s, &scan, &mut h),
+            State::Close
         ));
+    }
+
+    #[test]
+    fn connection_fields_are_noted_not_kept() {
+        let (_, h, scan) = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX: 1\r\n\r\n",
+        )
+        .unwrap();
+        assert!(scan.keep_alive && !scan.close && !scan.other_hop);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let (_, h, scan) =
+            head("HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nX-Hop: 1\r\n\r\n").unwrap();
+        assert!(scan.close && scan.other_hop);
+        assert!(
+            h.contains_key(CONNECTION) && h.contains_key("x-hop"),
+            "left for stripping"
+        );
+        let (_, _, scan) = head("HTTP/1.1 200 OK\r\nUpgrade: h2c\r\n\r\n").unwrap();
+        assert!(scan.other_hop);
     }
 
     #[test]
@@ -369,7 +439,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Empty:\r\nServer: t\r\nContent-Length: 2\r\n\r\nok"[..],
         );
-        let (status, version, map) = parse_head(&mut buf).unwrap().unwrap();
+        let (status, version, map, _) = parse_head(&mut buf).unwrap().unwrap();
         assert_eq!(status, StatusCode::OK);
         assert_eq!(version, Version::HTTP_11);
         assert_eq!(map["x-empty"], "");
