@@ -56,7 +56,9 @@ pub(super) enum End<S> {
     Handoff(Rewind<S>),
 }
 
-/// What the next request head turned out to be.
+/// What the next request head turned out to be. (Boxing the request would
+/// cost an allocation per request to save a move.)
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Request(Request<RequestBody>, Asks),
     Handoff,
@@ -171,6 +173,7 @@ struct Asks {
     trailers: bool,
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     Request(Request<RequestBody>, Asks),
     Partial,
