@@ -99,8 +99,10 @@ pub async fn outbound(
 /// the request moves on.
 struct Seen {
     method: Method,
-    authority: String,
-    path: String,
+    /// The request's URI and, when it has no authority, its Host: both
+    /// shared with the request's own bytes, so keeping them costs no copy.
+    uri: http::Uri,
+    host: Option<HeaderValue>,
     http2: bool,
     log: bool,
     span: Option<Span>,
@@ -108,10 +110,15 @@ struct Seen {
 
 impl Seen {
     fn of(req: &Request<RequestBody>, log: bool, span: Option<Span>) -> Seen {
+        let uri = req.uri().clone();
+        let host = match uri.authority() {
+            Some(_) => None,
+            None => req.headers().get(header::HOST).cloned(),
+        };
         Seen {
             method: req.method().clone(),
-            authority: authority_of(req).unwrap_or("").to_owned(),
-            path: req.uri().path().to_owned(),
+            uri,
+            host,
             http2: req.version() == Version::HTTP_2,
             log,
             span,
@@ -130,11 +137,19 @@ impl Seen {
         rec: &Record,
         identity: Option<Arc<str>>,
     ) -> Response<ResponseBody> {
+        let authority = match self.uri.authority() {
+            Some(a) => a.as_str(),
+            None => self
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(""),
+        };
         let line = Line {
             direction,
             method: self.method.as_str(),
-            authority: &self.authority,
-            path: &self.path,
+            authority: authority.rsplit_once('@').map_or(authority, |(_, h)| h),
+            path: self.uri.path(),
             status: resp.status().as_u16(),
             duration: started.elapsed(),
             peer: conn.peer,
