@@ -96,17 +96,22 @@ pub fn nanos(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// A `KeyValue` (in `field`) whose `AnyValue` is a string made of `parts`.
-pub fn str_attr(buf: &mut Vec<u8>, field: u32, key: &str, parts: &[&str]) {
-    let n: usize = parts.iter().map(|p| p.len()).sum();
-    // AnyValue { string_value = 1 }
-    let any = 1 + varint_len(n as u64) + n;
+/// The start of a `KeyValue` (in `field`) for `key`, up to the value's
+/// `AnyValue` fields, which take `any` bytes and must follow.
+fn kv_head(buf: &mut Vec<u8>, field: u32, key: &str, any: usize) {
     let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
     tag(buf, field, LEN);
     varint(buf, kv as u64);
     bytes(buf, 1, key.as_bytes());
     tag(buf, 2, LEN);
     varint(buf, any as u64);
+}
+
+/// A `KeyValue` (in `field`) whose `AnyValue` is a string made of `parts`.
+pub fn str_attr(buf: &mut Vec<u8>, field: u32, key: &str, parts: &[&str]) {
+    let n: usize = parts.iter().map(|p| p.len()).sum();
+    // AnyValue { string_value = 1 }
+    kv_head(buf, field, key, 1 + varint_len(n as u64) + n);
     tag(buf, 1, LEN);
     varint(buf, n as u64);
     for p in parts {
@@ -116,13 +121,7 @@ pub fn str_attr(buf: &mut Vec<u8>, field: u32, key: &str, parts: &[&str]) {
 
 /// A `KeyValue` (in `field`) whose `AnyValue` is an `int_value`.
 pub fn int_attr(buf: &mut Vec<u8>, field: u32, key: &str, v: i64) {
-    let any = 1 + varint_len(v as u64);
-    let kv = 1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any as u64) + any;
-    tag(buf, field, LEN);
-    varint(buf, kv as u64);
-    bytes(buf, 1, key.as_bytes());
-    tag(buf, 2, LEN);
-    varint(buf, any as u64);
+    kv_head(buf, field, key, 1 + varint_len(v as u64));
     uint(buf, 3, v as u64);
 }
 
@@ -156,12 +155,8 @@ pub fn ip_attr(buf: &mut Vec<u8>, field: u32, key: &str, ip: IpAddr) {
 pub fn value_attr(buf: &mut Vec<u8>, field: u32, key: &str, v: &Value) {
     let mut any = Vec::new();
     any_value(&mut any, v);
-    let kv =
-        1 + varint_len(key.len() as u64) + key.len() + 1 + varint_len(any.len() as u64) + any.len();
-    tag(buf, field, LEN);
-    varint(buf, kv as u64);
-    bytes(buf, 1, key.as_bytes());
-    bytes(buf, 2, &any);
+    kv_head(buf, field, key, any.len());
+    buf.extend_from_slice(&any);
 }
 
 /// The fields of an `AnyValue` holding `v`.
