@@ -114,6 +114,24 @@ async fn websocket_upgrade_round_trips_messages() {
     assert!(counted >= 2.0 * payload);
 }
 
+/// `CONNECT target` through the proxy at `addr`; the tunnel once it is up.
+async fn open_tunnel(addr: std::net::SocketAddr, target: &str) -> hyper::upgrade::Upgraded {
+    let mut conn = Conn::open(addr).await.unwrap();
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(target)
+        .header("host", target)
+        .body(empty())
+        .unwrap();
+    let resp = within(&format!("CONNECT {target}"), STEP, conn.send_streaming(req))
+        .await
+        .expect("CONNECT");
+    assert_eq!(resp.status(), 200);
+    within("tunnel upgrade", STEP, hyper::upgrade::on(resp))
+        .await
+        .expect("upgrade")
+}
+
 /// CONNECT opens a tunnel to a Backend's endpoint: HTTP/1.1 spoken through
 /// it reaches the upstream; a `tcp` Backend carries raw bytes (and a
 /// half-close) both ways, from HTTP/1.1 and HTTP/2 clients; an unknown name
@@ -128,20 +146,7 @@ async fn connect_tunnels_http_and_raw_tcp() {
     ]));
 
     // HTTP/1.1 through a tunnel, several requests on it.
-    let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    let req = Request::builder()
-        .method(Method::CONNECT)
-        .uri("echo:8080")
-        .header("host", "echo:8080")
-        .body(empty())
-        .unwrap();
-    let resp = within("CONNECT echo:8080", STEP, conn.send_streaming(req))
-        .await
-        .expect("CONNECT");
-    assert_eq!(resp.status(), 200);
-    let tunnel = within("tunnel upgrade", STEP, hyper::upgrade::on(resp))
-        .await
-        .expect("upgrade");
+    let tunnel = open_tunnel(proxy.outbound, "echo:8080").await;
     let (mut tx, c) = http1::handshake::<_, Full<Bytes>>(tunnel)
         .await
         .expect("handshake in tunnel");
@@ -170,20 +175,7 @@ async fn connect_tunnels_http_and_raw_tcp() {
     assert_eq!(up.connections(), 1);
 
     // Raw bytes to a tcp Backend.
-    let mut conn = Conn::open(proxy.outbound).await.unwrap();
-    let req = Request::builder()
-        .method(Method::CONNECT)
-        .uri("echo-tcp:9000")
-        .header("host", "echo-tcp:9000")
-        .body(empty())
-        .unwrap();
-    let resp = within("CONNECT echo-tcp:9000", STEP, conn.send_streaming(req))
-        .await
-        .expect("CONNECT");
-    assert_eq!(resp.status(), 200);
-    let tunnel = within("tunnel upgrade", STEP, hyper::upgrade::on(resp))
-        .await
-        .expect("upgrade");
+    let tunnel = open_tunnel(proxy.outbound, "echo-tcp:9000").await;
     let (mut r, mut w) = tokio::io::split(TokioIo::new(tunnel));
     let payload: Vec<u8> = (0..512 * 1024u32).map(|i| (i % 251) as u8).collect();
     let sent = payload.clone();
