@@ -101,3 +101,35 @@ async fn connection_close_and_date_are_honoured() {
     assert!(rest.contains("\r\nconnection: close\r\n"), "{rest}");
     assert!(rest.ends_with("live get /last\n"), "{rest}");
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let live = Upstream::start("live").await;
+    let p = Proxy::builder(config(&live))
+        .arg("--header-read-timeout")
+        .arg("300ms")
+        .start();
+    let mut s = TcpStream::connect(p.outbound).await.unwrap();
+    // Two requests 100 ms apart: each idle wait gets its own 300 ms.
+    for path in ["/a", "/b"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: live\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let r = responses(&mut s, 1).await;
+        assert!(r[0].ends_with(&format!("live GET {path}\n")), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then nothing: the proxy closes the connection on its own, as hyper's
+    // server does, rather than holding it forever.
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("an idle connection is closed")
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}

@@ -8,9 +8,9 @@
 //! between requests, and lasts for the rest of the connection.
 //!
 //! What this keeps from hyper's server, so the two behave alike:
-//! - `--header-read-timeout` runs from a head's first byte to its end; a
-//!   client that takes longer is cut off. An idle keep-alive connection has
-//!   no timer.
+//! - `--header-read-timeout` runs from the start of the wait for a head to
+//!   its end, idle keep-alive time included; a client that takes longer is
+//!   cut off. (One timer per connection, re-armed only when it fires.)
 //! - A client that goes away while its request is in flight cancels it (the
 //!   connection is read for end-of-file while the handler runs), so its
 //!   span ends as `cancelled` and the upstream exchange is dropped.
@@ -81,18 +81,29 @@ where
     let mut out = Vec::with_capacity(1024);
     let max_head = proxy.opts.max_header_bytes;
     let header_timeout = Some(proxy.opts.header_read_timeout).filter(|d| !d.is_zero());
+    // One timer for the connection's idle waits, re-armed only when it
+    // fires early (not per request).
+    let far = Duration::from_secs(86_400);
+    let mut idle = pin!(tokio::time::sleep(header_timeout.unwrap_or(far)));
     loop {
-        let (req, asks) =
-            match next_request(&mut io, &mut buf, max_head, header_timeout, watch).await {
-                Next::Request(r, asks) => (r, asks),
-                Next::Handoff => {
-                    return End::Handoff(Rewind {
-                        pre: buf.freeze(),
-                        io,
-                    })
-                }
-                Next::Closed => return End::Done,
-            };
+        let next = next_request(
+            &mut io,
+            &mut buf,
+            max_head,
+            header_timeout,
+            watch,
+            idle.as_mut(),
+        );
+        let (req, asks) = match next.await {
+            Next::Request(r, asks) => (r, asks),
+            Next::Handoff => {
+                return End::Handoff(Rewind {
+                    pre: buf.freeze(),
+                    io,
+                })
+            }
+            Next::Closed => return End::Done,
+        };
         let head_only = req.method() == Method::HEAD;
         // Pinned where it is made: the handler's future is large, and
         // moving it into a callee costs a copy of it per request.
@@ -124,10 +135,11 @@ async fn next_request<S: AsyncRead + Unpin>(
     max_head: usize,
     header_timeout: Option<Duration>,
     watch: &mut Watch,
+    mut idle: Pin<&mut tokio::time::Sleep>,
 ) -> Next {
-    // Set when the head's first bytes arrive.
-    let mut deadline: Option<Instant> = None;
-    let limit = header_timeout.unwrap_or(Duration::from_secs(86_400));
+    // The head must be whole by then, counted (as hyper's server counts it)
+    // from the start of the wait, idle keep-alive time included.
+    let until = Instant::now() + header_timeout.unwrap_or(Duration::from_secs(86_400));
     loop {
         if !buf.is_empty() {
             match parse(buf) {
@@ -140,19 +152,29 @@ async fn next_request<S: AsyncRead + Unpin>(
             buf.reserve(4096);
         }
         let n = if buf.is_empty() {
-            // Idle between requests: wait for the next, or for shutdown.
-            // Idle between requests: the next one, or shutdown. A plain
-            // poll of the two, cheaper than `select!` on this per-request path.
+            // Idle between requests: the next one, shutdown, or the timeout.
+            // A plain poll of the three, cheaper than `select!` on this
+            // per-request path; the connection's one idle timer is re-armed
+            // only when it fires before this wait's deadline.
             let mut read = pin!(io.read_buf(buf));
             let mut stop = pin!(watch.signalled());
             match std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = read.as_mut().poll(cx) {
                     return Poll::Ready(Some(r));
                 }
-                match stop.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
+                if stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
                 }
+                if header_timeout.is_some() && idle.as_mut().poll(cx).is_ready() {
+                    if Instant::now() >= until {
+                        return Poll::Ready(None);
+                    }
+                    idle.as_mut().reset(until);
+                    if idle.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                }
+                Poll::Pending
             })
             .await
             {
@@ -160,21 +182,14 @@ async fn next_request<S: AsyncRead + Unpin>(
                 None => return Next::Closed,
             }
         } else {
-            // Part of a head: it has until the header read timeout.
-            let until = *deadline.get_or_insert_with(|| Instant::now() + limit);
+            // Part of a head: the rest must come by the deadline.
             match tokio::time::timeout_at(until, io.read_buf(buf)).await {
                 Ok(r) => r,
                 Err(_) => return Next::Closed,
             }
         };
-        match n {
-            Ok(0) | Err(_) => return Next::Closed,
-            Ok(_) if deadline.is_none() => {
-                // Most heads arrive whole in one read: the clock starts
-                // (without a timer) only now, and is checked if they do not.
-                deadline = Some(Instant::now() + limit);
-            }
-            Ok(_) => {}
+        if let Ok(0) | Err(_) = n {
+            return Next::Closed;
         }
     }
 }
