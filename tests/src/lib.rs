@@ -9,6 +9,7 @@ pub mod faulty;
 pub mod mesh;
 pub mod otlp;
 pub mod proxy;
+pub mod svc;
 pub mod upstream;
 pub mod wire;
 
