@@ -201,9 +201,8 @@ fn encode_head(
     } else if let Some(n) = length {
         Framing::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa(n).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        use std::io::Write as _;
+        let _ = write!(out, "content-length: {n}\r\n");
         Framing::Length(n)
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -214,10 +213,6 @@ fn encode_head(
         Framing::Length(0) => Framing::None,
         f => f,
     }
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 thread_local! {
