@@ -244,38 +244,32 @@ impl Backend {
         let endpoints: Vec<Arc<Endpoint>> = eps
             .into_iter()
             .map(|(addr, weight, identity)| match known.get(&addr) {
-                // Without active checks nothing would ever clear an old
-                // "unhealthy" verdict: such endpoints start over.
-                Some(e) if self.health_check.is_none() && e.health.is_unhealthy() => {
+                Some(e) => {
+                    // Without active checks nothing would ever clear an old
+                    // "unhealthy" verdict: such endpoints start over.
+                    let restart = self.health_check.is_none() && e.health.is_unhealthy();
+                    let same_identity = e.identity == identity;
+                    if !restart && e.weight == weight && same_identity {
+                        return e.clone();
+                    }
                     Arc::new(Endpoint {
                         addr,
                         weight,
-                        pool: match e.identity == identity {
+                        // Connections verified against another identity must not be reused.
+                        pool: match same_identity {
                             true => e.pool.clone(),
                             false => Arc::new(Pool::default()),
                         },
                         identity,
                         load: e.load.clone(),
                         outlier: e.outlier.clone(),
-                        health: Arc::new(Health::default()),
+                        health: match restart {
+                            true => Arc::new(Health::default()),
+                            false => e.health.clone(),
+                        },
                         hash_id: e.hash_id,
                     })
                 }
-                Some(e) if e.weight == weight && e.identity == identity => e.clone(),
-                Some(e) => Arc::new(Endpoint {
-                    addr,
-                    weight,
-                    // Connections verified against another identity must not be reused.
-                    pool: match e.identity == identity {
-                        true => e.pool.clone(),
-                        false => Arc::new(Pool::default()),
-                    },
-                    identity,
-                    load: e.load.clone(),
-                    outlier: e.outlier.clone(),
-                    health: e.health.clone(),
-                    hash_id: e.hash_id,
-                }),
                 None => Arc::new(Endpoint {
                     weight,
                     identity,
