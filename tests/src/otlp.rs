@@ -27,13 +27,34 @@ pub struct Receiver {
     pub http: u16,
     pub spans: Arc<Mutex<Vec<serde_json::Value>>>,
     pub arrived: Arc<Notify>,
+    /// `http`, or `https` for a receiver started with TLS.
+    scheme: &'static str,
 }
 
 impl Receiver {
     pub async fn start() -> Receiver {
+        Receiver::start_with(&[]).await
+    }
+
+    /// A receiver speaking TLS only, with the PEM certificate and key given;
+    /// with `client_ca` it requires a client certificate signed by it.
+    pub async fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> Receiver {
+        let mut args = vec!["--tls".as_ref(), cert.as_os_str(), key.as_os_str()];
+        if let Some(ca) = client_ca {
+            args.extend(["--client-ca".as_ref(), ca.as_os_str()]);
+        }
+        Receiver::start_with(&args).await
+    }
+
+    async fn start_with(args: &[&std::ffi::OsStr]) -> Receiver {
         let mut child = tokio::process::Command::new("python3")
             .arg(peers_dir().join("otlp_receiver.py"))
             .arg("server")
+            .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -68,6 +89,7 @@ impl Receiver {
             http: ports[1],
             spans,
             arrived,
+            scheme: if args.is_empty() { "http" } else { "https" },
         }
     }
 
@@ -81,7 +103,7 @@ impl Receiver {
         vec![
             (
                 "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
-                format!("http://127.0.0.1:{port}"),
+                format!("{}://127.0.0.1:{port}", self.scheme),
             ),
             ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), protocol.into()),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "20".into()),
@@ -158,4 +180,70 @@ pub async fn send(c: &mut Conn, headers: &[(&str, &str)]) -> serde_json::Value {
         .unwrap();
     assert_eq!(r.status, 200);
     headers_json(&r)
+}
+
+/// PEM files for an https collector, in a temporary directory: `ca.pem`,
+/// `server.pem` + `server-key.pem` (for 127.0.0.1, signed by the CA),
+/// `client.pem` + `client-key.pem` (common name `weft-sidecar`, signed by
+/// the CA), and `other-ca.pem`, a CA that signed none of them.
+pub struct CollectorPki {
+    pub dir: crate::TempDir,
+}
+
+impl CollectorPki {
+    pub fn new() -> CollectorPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, SanType,
+        };
+        let dir = crate::TempDir::new("otlp-pki");
+        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
+        let ca = |cn: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, cn);
+            CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+        };
+        let issuer = ca("otlp test CA");
+        write("ca.pem", issuer.pem());
+        write("other-ca.pem", ca("another CA").pem());
+        let leaf = |cn: &str, usage: ExtendedKeyUsagePurpose, server: bool| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages.push(usage);
+            if server {
+                params
+                    .subject_alt_names
+                    .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+            }
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (cert, key) = leaf("collector", ExtendedKeyUsagePurpose::ServerAuth, true);
+        write("server.pem", cert);
+        write("server-key.pem", key);
+        let (cert, key) = leaf("weft-sidecar", ExtendedKeyUsagePurpose::ClientAuth, false);
+        write("client.pem", cert);
+        write("client-key.pem", key);
+        CollectorPki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `OTEL_EXPORTER_OTLP_<var>` naming one of the files.
+    pub fn env(&self, var: &str, name: &str) -> (String, String) {
+        (
+            format!("OTEL_EXPORTER_OTLP_{var}"),
+            self.path(name).display().to_string(),
+        )
+    }
+}
+
+impl Default for CollectorPki {
+    fn default() -> Self {
+        CollectorPki::new()
+    }
 }

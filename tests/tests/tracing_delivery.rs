@@ -246,3 +246,148 @@ async fn the_control_planes_mesh_config_traces_a_mesh_call() {
     );
     assert_eq!(server["service"], "reviews", "{server}");
 }
+
+/// An https collector (gRPC and HTTP/protobuf) that asks for a client
+/// certificate: the proxy verifies it with `OTEL_EXPORTER_OTLP_CERTIFICATE`
+/// and presents `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`/`_CLIENT_KEY`. With
+/// roots that did not sign the collector's certificate, or without a client
+/// certificate, nothing reaches it and the spans are counted as dropped.
+#[tokio::test]
+async fn an_https_collector_is_verified_and_given_a_client_certificate() {
+    if !require_python_module("opentelemetry.proto") || !require_python_module("grpc") {
+        return;
+    }
+    let pki = CollectorPki::new();
+    let rx = Receiver::start_tls(
+        &pki.path("server.pem"),
+        &pki.path("server-key.pem"),
+        Some(&pki.path("ca.pem")),
+    )
+    .await;
+    let app = Upstream::start("app").await;
+    let ep = format!("{{address: \"{}\"}}", app.addr);
+    let client_cert = [
+        pki.env("CLIENT_CERTIFICATE", "client.pem"),
+        pki.env("CLIENT_KEY", "client-key.pem"),
+    ];
+    let start = |protocol: &str, extra: &[(String, String)]| {
+        let mut env = rx.env(protocol);
+        env.extend_from_slice(extra);
+        with_env(
+            Proxy::builder(backend("app", std::slice::from_ref(&ep), "")),
+            &env,
+        )
+        .start()
+    };
+    for (protocol, via) in [("grpc", "grpc"), ("http/protobuf", "http")] {
+        let mut env = vec![pki.env("CERTIFICATE", "ca.pem")];
+        env.extend_from_slice(&client_cert);
+        let p = start(protocol, &env);
+        let path = format!("/over-tls-{via}");
+        let mut c = Conn::open(p.outbound).await.unwrap();
+        let r = within("request", c.send(request("app", &path, &[])))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let span = rx
+            .span(&format!("the span of {path}"), |s| {
+                s["attributes"].to_string().contains(&path)
+            })
+            .await;
+        assert_eq!(span["via"], via, "{span}");
+        assert_eq!(span["tls"], true, "{span}");
+        assert_eq!(span["client"], "weft-sidecar", "{span}");
+    }
+
+    // Roots that did not sign the collector's certificate; then the right
+    // roots but no client certificate. Either way the export fails.
+    let no_client_cert = vec![pki.env("CERTIFICATE", "ca.pem")];
+    let mut wrong_roots = vec![pki.env("CERTIFICATE", "other-ca.pem")];
+    wrong_roots.extend_from_slice(&client_cert);
+    for (what, env) in [
+        ("untrusted collector", wrong_roots),
+        ("no client certificate", no_client_cert),
+    ] {
+        let p = start("grpc", &env);
+        let path = format!("/{}", what.replace(' ', "-"));
+        let mut c = Conn::open(p.outbound).await.unwrap();
+        let r = within("request", c.send(request("app", &path, &[])))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{what}: requests are served all the same");
+        eventually(
+            &format!("{what}: the span counted as dropped"),
+            STEP,
+            || {
+                let p = &p;
+                async move {
+                    let n = p
+                        .metric("weft_trace_spans_dropped_total", &["export_failed"])
+                        .await;
+                    (n >= 1.0).then_some(())
+                }
+            },
+        )
+        .await;
+        assert!(
+            p.logs().contains("trace export failed"),
+            "{what}: the failure is logged: {}",
+            p.logs()
+        );
+        assert!(
+            !rx.all()
+                .iter()
+                .any(|s| s["attributes"].to_string().contains(&path)),
+            "{what}: a span arrived"
+        );
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`: batches go gzip-compressed over
+/// both protocols (HTTP with `content-encoding: gzip`, gRPC with the
+/// message's compressed flag and `grpc-encoding: gzip`) and the receiver
+/// decodes them; an unknown compression is refused with a message.
+#[tokio::test]
+async fn gzip_compressed_export() {
+    if !require_python_module("opentelemetry.proto") || !require_python_module("grpc") {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let app = Upstream::start("app").await;
+    let ep = format!("{{address: \"{}\"}}", app.addr);
+    let start = |protocol: &str, compression: &str| {
+        let mut env = rx.env(protocol);
+        env.push(("OTEL_EXPORTER_OTLP_COMPRESSION".into(), compression.into()));
+        with_env(
+            Proxy::builder(backend("app", std::slice::from_ref(&ep), "")),
+            &env,
+        )
+        .start()
+    };
+    for (protocol, via, encoding) in [
+        ("grpc", "grpc", None),
+        ("http/protobuf", "http", Some("gzip")),
+    ] {
+        let p = start(protocol, "gzip");
+        let path = format!("/gzip-{via}");
+        let mut c = Conn::open(p.outbound).await.unwrap();
+        let r = within("request", c.send(request("app", &path, &[])))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        let span = rx
+            .span(&format!("the span of {path}"), |s| {
+                s["attributes"].to_string().contains(&path)
+            })
+            .await;
+        assert_eq!(span["via"], via, "{span}");
+        assert_eq!(span["encoding"].as_str(), encoding, "{span}");
+    }
+    let p = start("grpc", "zstd");
+    eventually("the unknown compression refused", STEP, || {
+        let logs = p.logs();
+        let refused = logs.contains("zstd") && logs.contains("is not gzip or none");
+        async move { refused.then_some(()) }
+    })
+    .await;
+}

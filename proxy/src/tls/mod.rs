@@ -212,7 +212,7 @@ impl TrustBundle {
 
 /// The crypto provider for mesh TLS, chosen explicitly (ring) instead of
 /// relying on a process-wide default that another crate could install.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

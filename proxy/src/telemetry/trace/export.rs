@@ -1,6 +1,7 @@
 //! The export side: OTLP over gRPC or HTTP/protobuf, and the loop that
 //! drains the span queue into it, on the export thread.
 
+use super::connect::Connector;
 use super::otlp::Frame;
 use super::settings::{Env, Protocol, Settings};
 use super::Stats;
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http::{header, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +19,13 @@ const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Ex
 
 /// Sends encoded batches to the collector.
 pub(super) struct Exporter {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     uri: Uri,
     protocol: Protocol,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
+    /// Batches go gzip-compressed (`OTEL_EXPORTER_OTLP_COMPRESSION=gzip`).
+    gzip: bool,
     frame: Frame,
 }
 
@@ -43,15 +46,14 @@ pub(super) fn endpoint(s: &Settings, env: &Env) -> Result<Uri, String> {
         .trim()
         .parse()
         .map_err(|e| format!("OTLP endpoint {url:?}: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => {
             return Err(format!(
-                "OTLP endpoint {url:?}: https is not supported yet (use http, or a local collector)"
+                "OTLP endpoint {url:?}: must start with http:// or https://"
             ))
         }
-        _ => return Err(format!("OTLP endpoint {url:?}: must start with http://")),
-    }
+    };
     let Some(authority) = uri.authority() else {
         return Err(format!("OTLP endpoint {url:?}: no host"));
     };
@@ -63,7 +65,7 @@ pub(super) fn endpoint(s: &Settings, env: &Env) -> Result<Uri, String> {
         Protocol::HttpProtobuf => uri.path().to_owned(),
     };
     Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority.clone())
         .path_and_query(path)
         .build()
@@ -87,37 +89,55 @@ impl Exporter {
                 .map_err(|_| format!("OTEL_EXPORTER_OTLP_HEADERS: bad value for {k:?}"))?;
             headers.push((name, value));
         }
+        let gzip = match env.compression.as_deref().map(str::trim) {
+            None | Some("none") => false,
+            Some("gzip") => true,
+            Some(other) => {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_COMPRESSION: {other:?} is not gzip or none"
+                ))
+            }
+        };
+        let connector = Connector::new(&uri, s.protocol, env)?;
         Ok(Exporter {
-            client: builder.build_http(),
+            client: builder.build(connector),
             uri,
             protocol: s.protocol,
             headers,
             timeout: env.otlp_timeout,
+            gzip,
             frame,
         })
     }
 
     /// Sends one batch of encoded spans; waits for the collector's answer.
     async fn export(&self, spans: &[Vec<u8>]) -> Result<(), String> {
-        let msg = self.frame.request(spans);
-        let (body, content_type) = match self.protocol {
-            Protocol::HttpProtobuf => (Bytes::from(msg), "application/x-protobuf"),
-            Protocol::Grpc => {
-                // Length-prefixed message: uncompressed flag, then the length.
-                let mut framed = Vec::with_capacity(5 + msg.len());
-                framed.push(0);
-                framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-                framed.extend_from_slice(&msg);
-                (Bytes::from(framed), "application/grpc")
-            }
-        };
+        let body = message(self.protocol, self.gzip, &self.frame.request(spans))?;
         let mut req = Request::post(self.uri.clone())
-            .header(header::CONTENT_TYPE, content_type)
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
         let h = req.headers_mut();
-        if self.protocol == Protocol::Grpc {
-            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        let gzip = HeaderValue::from_static("gzip");
+        match self.protocol {
+            Protocol::HttpProtobuf => {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-protobuf"),
+                );
+                if self.gzip {
+                    h.insert(header::CONTENT_ENCODING, gzip);
+                }
+            }
+            Protocol::Grpc => {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                h.insert(header::TE, HeaderValue::from_static("trailers"));
+                if self.gzip {
+                    h.insert("grpc-encoding", gzip);
+                }
+            }
         }
         for (k, v) in &self.headers {
             h.insert(k.clone(), v.clone());
@@ -158,6 +178,32 @@ impl Exporter {
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         }
     }
+}
+
+/// The request body for one encoded `ExportTraceServiceRequest`: as it is
+/// for HTTP, behind gRPC's 5-byte prefix (compressed flag, length) for gRPC;
+/// gzip-compressed with `gzip`.
+fn message(protocol: Protocol, gzip: bool, msg: &[u8]) -> Result<Bytes, String> {
+    let prefix = match protocol {
+        Protocol::HttpProtobuf => 0,
+        Protocol::Grpc => 5,
+    };
+    let mut out = Vec::with_capacity(prefix + if gzip { msg.len() / 4 } else { msg.len() });
+    out.resize(prefix, 0);
+    if gzip {
+        use std::io::Write as _;
+        let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+        enc.write_all(msg).map_err(|e| e.to_string())?;
+        out = enc.finish().map_err(|e| e.to_string())?;
+    } else {
+        out.extend_from_slice(msg);
+    }
+    if prefix > 0 {
+        let len = u32::try_from(out.len() - prefix).map_err(|_| "batch over 4 GiB".to_owned())?;
+        out[0] = u8::from(gzip);
+        out[1..5].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Every `schedule_delay`, or as soon as a batch's worth is queued (the
@@ -240,6 +286,40 @@ pub(super) async fn export_loop(
 mod tests {
     use super::*;
 
+    #[test]
+    fn messages_are_framed_and_compressed() {
+        let msg = b"spans spans spans spans spans spans spans spans".repeat(20);
+        assert_eq!(
+            &message(Protocol::HttpProtobuf, false, &msg).unwrap()[..],
+            &msg[..]
+        );
+        let grpc = message(Protocol::Grpc, false, &msg).unwrap();
+        assert_eq!(grpc[0], 0);
+        assert_eq!(
+            u32::from_be_bytes(grpc[1..5].try_into().unwrap()) as usize,
+            msg.len()
+        );
+        assert_eq!(&grpc[5..], &msg[..]);
+        let gunzip = |b: &[u8]| {
+            use std::io::Read as _;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(b)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        let http = message(Protocol::HttpProtobuf, true, &msg).unwrap();
+        assert!(http.len() < msg.len() / 4, "{} bytes", http.len());
+        assert_eq!(gunzip(&http), msg);
+        let grpc = message(Protocol::Grpc, true, &msg).unwrap();
+        assert_eq!(grpc[0], 1, "the compressed flag");
+        assert_eq!(
+            u32::from_be_bytes(grpc[1..5].try_into().unwrap()) as usize,
+            grpc.len() - 5
+        );
+        assert_eq!(gunzip(&grpc[5..]), msg);
+    }
+
     fn settings(endpoint: Option<&str>, protocol: Protocol) -> Settings {
         Settings {
             endpoint: endpoint.map(str::to_owned),
@@ -270,8 +350,12 @@ mod tests {
         };
         let u = endpoint(&settings(None, Protocol::HttpProtobuf), &env).unwrap();
         assert_eq!(u, "http://base:4318/v1/traces");
-        let e = endpoint(&settings(Some("https://c:4318"), Protocol::Grpc), &env).unwrap_err();
-        assert!(e.contains("https is not supported"), "{e}");
+        let tls = endpoint(
+            &settings(Some("https://c:4318"), Protocol::HttpProtobuf),
+            &env,
+        );
+        assert_eq!(tls.unwrap(), "https://c:4318/v1/traces");
         assert!(endpoint(&settings(Some("c:4318"), Protocol::Grpc), &env).is_err());
+        assert!(endpoint(&settings(Some("ftp://c:4318"), Protocol::Grpc), &env).is_err());
     }
 }

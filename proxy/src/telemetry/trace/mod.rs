@@ -27,6 +27,7 @@
 //! is down or slow) spans are dropped and counted in
 //! `weft_trace_spans_dropped_total`.
 
+mod connect;
 mod export;
 mod otlp;
 mod settings;

@@ -31,6 +31,15 @@ pub struct Env {
     pub endpoint: Option<String>,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`, sent with every export.
     pub headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`: the PEM roots an https
+    /// collector is verified with (the system's when unset).
+    pub certificate: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE` and `_CLIENT_KEY`:
+    /// what the proxy presents to an https collector that asks for it.
+    pub client_certificate: Option<String>,
+    pub client_key: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`: `gzip` or `none`, as given.
+    pub compression: Option<String>,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`: how long one export may take.
     pub otlp_timeout: Duration,
     pub protocol: Option<Protocol>,
@@ -51,6 +60,10 @@ impl Default for Env {
             traces_endpoint: None,
             endpoint: None,
             headers: Vec::new(),
+            certificate: None,
+            client_certificate: None,
+            client_key: None,
+            compression: None,
             otlp_timeout: Duration::from_millis(10_000),
             protocol: None,
             sampler_set: false,
@@ -76,23 +89,29 @@ impl Env {
                 .filter(|n| *n > 0)
                 .unwrap_or(d)
         };
+        // The traces-only variable, else the one for every signal.
+        let signal = |name: &str| {
+            var(&format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+                .or_else(|| var(&format!("OTEL_EXPORTER_OTLP_{name}")))
+        };
         let queue_size = n("OTEL_BSP_MAX_QUEUE_SIZE", d.queue_size);
         Env {
             disabled: var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
                 || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none"),
             traces_endpoint: var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            headers: var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
-                .or_else(|| var("OTEL_EXPORTER_OTLP_HEADERS"))
+            headers: signal("HEADERS")
                 .map(|h| parse_headers(&h))
                 .unwrap_or_default(),
+            certificate: signal("CERTIFICATE"),
+            client_certificate: signal("CLIENT_CERTIFICATE"),
+            client_key: signal("CLIENT_KEY"),
+            compression: signal("COMPRESSION"),
             otlp_timeout: match var("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") {
                 Some(_) => ms("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", 10_000),
                 None => ms("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000),
             },
-            protocol: var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-                .and_then(|p| Protocol::parse(&p)),
+            protocol: signal("PROTOCOL").and_then(|p| Protocol::parse(&p)),
             sampler_set: var("OTEL_TRACES_SAMPLER").is_some(),
             service_name_set: var("OTEL_SERVICE_NAME").is_some()
                 || var("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| {
