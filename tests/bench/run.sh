@@ -89,13 +89,15 @@ python3 - "$OUT_DIR/results.tsv" <<'PY' | tee "$OUT_DIR/ratios.txt"
 import sys, statistics
 from collections import defaultdict
 vals = defaultdict(list)
+byround = defaultdict(dict)  # (phase, target, metric) -> {round: value}
 for line in open(sys.argv[1]):
     parts = line.rstrip("\n").split("\t")
     if len(parts) != 5:
         continue
-    _, ph, t, k, v = parts
+    rnd, ph, t, k, v = parts
     try:
         vals[(ph, t, k)].append(float(v))
+        byround[(ph, t, k)][rnd] = float(v)
     except ValueError:
         pass
 def g(ph, t, k):
@@ -129,6 +131,13 @@ for ph in lat_phases:
         if float(rate) == 1000:
             a, h = added(ph, W, p), added(ph, "haproxy", p)
             checks.append((f"added {p[:3]} @1k <= HAProxy's", None if a is None or h is None else a <= h))
+            # The rounds are interleaved, so each round pairs weft and HAProxy
+            # under the same machine noise; the medians above are unpaired.
+            wr, hr = byround.get((ph, W, p), {}), byround.get((ph, "haproxy", p), {})
+            diffs = [wr[r] - hr[r] for r in sorted(wr, key=int) if r in hr]
+            if len(diffs) > 1:
+                print(f"    paired by round, weft - haproxy: {', '.join(f'{d:+.0f}' for d in diffs)} us; "
+                      f"median {statistics.median(diffs):+.0f}, weft lower in {sum(d < 0 for d in diffs)} of {len(diffs)}")
 h2 = g("h2", W, "rps")
 if h2 is not None:
     print(f"  throughput h2c weft {num(h2)} req/s = {ratio(h2, g('h2', 'haproxy', 'rps'))} haproxy, "
