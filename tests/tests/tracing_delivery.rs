@@ -247,6 +247,32 @@ async fn the_control_planes_mesh_config_traces_a_mesh_call() {
     assert_eq!(server["service"], "reviews", "{server}");
 }
 
+/// A proxy in front of `app` exporting to `rx` over `protocol`, with more
+/// `OTEL_*` settings.
+fn app_proxy(rx: &Receiver, app: &Upstream, protocol: &str, extra: &[(String, String)]) -> Proxy {
+    let mut env = rx.env(protocol);
+    env.extend_from_slice(extra);
+    let ep = format!("{{address: \"{}\"}}", app.addr);
+    with_env(Proxy::builder(backend("app", &[ep], "")), &env).start()
+}
+
+/// Sends `GET path` to the app through `p`; it must be answered 200.
+async fn get_through(p: &Proxy, path: &str) {
+    let mut c = Conn::open(p.outbound).await.unwrap();
+    let r = within("request", c.send(request("app", path, &[])))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{path}: requests are served all the same");
+}
+
+/// The span of the request for `path`, once it has arrived.
+async fn span_of(rx: &Receiver, path: &str) -> serde_json::Value {
+    rx.span(&format!("the span of {path}"), |s| {
+        s["attributes"].to_string().contains(path)
+    })
+    .await
+}
+
 /// An https collector (gRPC and HTTP/protobuf) that asks for a client
 /// certificate: the proxy verifies it with `OTEL_EXPORTER_OTLP_CERTIFICATE`
 /// and presents `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`/`_CLIENT_KEY`. With
@@ -265,35 +291,17 @@ async fn an_https_collector_is_verified_and_given_a_client_certificate() {
     )
     .await;
     let app = Upstream::start("app").await;
-    let ep = format!("{{address: \"{}\"}}", app.addr);
     let client_cert = [
         pki.env("CLIENT_CERTIFICATE", "client.pem"),
         pki.env("CLIENT_KEY", "client-key.pem"),
     ];
-    let start = |protocol: &str, extra: &[(String, String)]| {
-        let mut env = rx.env(protocol);
-        env.extend_from_slice(extra);
-        with_env(
-            Proxy::builder(backend("app", std::slice::from_ref(&ep), "")),
-            &env,
-        )
-        .start()
-    };
     for (protocol, via) in [("grpc", "grpc"), ("http/protobuf", "http")] {
         let mut env = vec![pki.env("CERTIFICATE", "ca.pem")];
         env.extend_from_slice(&client_cert);
-        let p = start(protocol, &env);
+        let p = app_proxy(&rx, &app, protocol, &env);
         let path = format!("/over-tls-{via}");
-        let mut c = Conn::open(p.outbound).await.unwrap();
-        let r = within("request", c.send(request("app", &path, &[])))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200);
-        let span = rx
-            .span(&format!("the span of {path}"), |s| {
-                s["attributes"].to_string().contains(&path)
-            })
-            .await;
+        get_through(&p, &path).await;
+        let span = span_of(&rx, &path).await;
         assert_eq!(span["via"], via, "{span}");
         assert_eq!(span["tls"], true, "{span}");
         assert_eq!(span["client"], "weft-sidecar", "{span}");
@@ -308,13 +316,9 @@ async fn an_https_collector_is_verified_and_given_a_client_certificate() {
         ("untrusted collector", wrong_roots),
         ("no client certificate", no_client_cert),
     ] {
-        let p = start("grpc", &env);
+        let p = app_proxy(&rx, &app, "grpc", &env);
         let path = format!("/{}", what.replace(' ', "-"));
-        let mut c = Conn::open(p.outbound).await.unwrap();
-        let r = within("request", c.send(request("app", &path, &[])))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{what}: requests are served all the same");
+        get_through(&p, &path).await;
         eventually(
             &format!("{what}: the span counted as dropped"),
             STEP,
@@ -354,36 +358,19 @@ async fn gzip_compressed_export() {
     }
     let rx = Receiver::start().await;
     let app = Upstream::start("app").await;
-    let ep = format!("{{address: \"{}\"}}", app.addr);
-    let start = |protocol: &str, compression: &str| {
-        let mut env = rx.env(protocol);
-        env.push(("OTEL_EXPORTER_OTLP_COMPRESSION".into(), compression.into()));
-        with_env(
-            Proxy::builder(backend("app", std::slice::from_ref(&ep), "")),
-            &env,
-        )
-        .start()
-    };
+    let compression = |c: &str| [("OTEL_EXPORTER_OTLP_COMPRESSION".to_owned(), c.to_owned())];
     for (protocol, via, encoding) in [
         ("grpc", "grpc", None),
         ("http/protobuf", "http", Some("gzip")),
     ] {
-        let p = start(protocol, "gzip");
+        let p = app_proxy(&rx, &app, protocol, &compression("gzip"));
         let path = format!("/gzip-{via}");
-        let mut c = Conn::open(p.outbound).await.unwrap();
-        let r = within("request", c.send(request("app", &path, &[])))
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200);
-        let span = rx
-            .span(&format!("the span of {path}"), |s| {
-                s["attributes"].to_string().contains(&path)
-            })
-            .await;
+        get_through(&p, &path).await;
+        let span = span_of(&rx, &path).await;
         assert_eq!(span["via"], via, "{span}");
         assert_eq!(span["encoding"].as_str(), encoding, "{span}");
     }
-    let p = start("grpc", "zstd");
+    let p = app_proxy(&rx, &app, "grpc", &compression("zstd"));
     eventually("the unknown compression refused", STEP, || {
         let logs = p.logs();
         let refused = logs.contains("zstd") && logs.contains("is not gzip or none");
