@@ -94,9 +94,10 @@ pub fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
-/// The `/endpoints` entries of backend `svc`.
-pub async fn endpoints(proxy: &Proxy) -> Vec<serde_json::Value> {
-    let (_, body) = proxy.admin_get("/endpoints").await;
+/// The `/endpoints` entry of backend `svc`.
+pub async fn svc_backend(proxy: &Proxy) -> serde_json::Value {
+    let (status, body) = proxy.admin_get("/endpoints").await;
+    assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).expect("/endpoints is JSON");
     v["backends"]
         .as_array()
@@ -104,8 +105,17 @@ pub async fn endpoints(proxy: &Proxy) -> Vec<serde_json::Value> {
             bs.iter()
                 .find(|b| b["backend"].as_str().is_some_and(|k| k.ends_with("/svc")))
         })
-        .and_then(|b| b["endpoints"].as_array().cloned())
+        .cloned()
         .unwrap_or_else(|| panic!("no backend svc in {body}"))
+}
+
+/// The `/endpoints` entries of backend `svc`.
+pub async fn endpoints(proxy: &Proxy) -> Vec<serde_json::Value> {
+    let b = svc_backend(proxy).await;
+    b["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("backend svc without endpoints: {b}"))
 }
 
 pub async fn idle_connections(proxy: &Proxy, addr: SocketAddr) -> u64 {

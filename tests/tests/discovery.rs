@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use weft_tests::dns::{loopback, same_port_upstreams, DnsServer, Mode, TYPE_A};
+use weft_tests::svc::svc_backend as backend;
 use weft_tests::{eventually, get, Proxy, Upstream};
 
 const NAME: &str = "svc.weft.test";
@@ -46,21 +47,6 @@ async fn setup(names: &[&str], initial: usize) -> (DnsServer, Vec<Upstream>, Pro
         .arg(dns.addr.to_string())
         .start();
     (dns, ups, proxy)
-}
-
-/// The `/endpoints` entry of backend `svc`.
-async fn backend(proxy: &Proxy) -> serde_json::Value {
-    let (status, body) = proxy.admin_get("/endpoints").await;
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("/endpoints is JSON");
-    v["backends"]
-        .as_array()
-        .and_then(|bs| {
-            bs.iter()
-                .find(|b| b["backend"].as_str().is_some_and(|k| k.ends_with("/svc")))
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("no backend svc in {body}"))
 }
 
 async fn endpoint_addrs(proxy: &Proxy) -> Vec<String> {
