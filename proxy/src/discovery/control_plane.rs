@@ -109,14 +109,9 @@ fn unix(t: SystemTime) -> u64 {
 
 /// Reads the PEM trust anchors a proxy verifies the control plane with.
 pub fn read_trust(path: &std::path::Path) -> Result<TrustBundle, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let roots = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if roots.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
-    }
-    Ok(TrustBundle { roots })
+    Ok(TrustBundle {
+        roots: crate::tls::read_pem_certs(path)?,
+    })
 }
 
 impl Client {

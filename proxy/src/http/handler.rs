@@ -34,9 +34,14 @@ pub struct ConnInfo {
 /// The authority a request is addressed to: the absolute URI's (proxy form,
 /// HTTP/2) or the Host header's.
 fn authority_of(req: &Request<RequestBody>) -> Option<&str> {
-    let a = match req.uri().authority() {
+    authority_in(req.uri(), req.headers().get(header::HOST))
+}
+
+/// The URI's authority, else the Host value's, without any userinfo.
+fn authority_in<'a>(uri: &'a http::Uri, host: Option<&'a HeaderValue>) -> Option<&'a str> {
+    let a = match uri.authority() {
         Some(a) => a.as_str(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?,
+        None => host?.to_str().ok()?,
     };
     Some(a.rsplit_once('@').map_or(a, |(_, host)| host))
 }
@@ -137,18 +142,10 @@ impl Seen {
         rec: &Record,
         identity: Option<Arc<str>>,
     ) -> Response<ResponseBody> {
-        let authority = match self.uri.authority() {
-            Some(a) => a.as_str(),
-            None => self
-                .host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(""),
-        };
         let line = Line {
             direction,
             method: self.method.as_str(),
-            authority: authority.rsplit_once('@').map_or(authority, |(_, h)| h),
+            authority: authority_in(&self.uri, self.host.as_ref()).unwrap_or(""),
             path: self.uri.path(),
             status: resp.status().as_u16(),
             duration: started.elapsed(),

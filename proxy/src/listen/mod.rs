@@ -217,27 +217,22 @@ async fn serve_http<S>(
         let info = info.clone();
         async move {
             let req = req.map(RequestBody::Incoming);
-            Ok::<_, Infallible>(match direction {
-                Direction::Outbound => handler::outbound(proxy, info, req).await,
-                Direction::Inbound => handler::inbound(proxy, info, req).await,
-            })
+            Ok::<_, Infallible>(handle(direction, proxy, info, req).await)
         }
     });
-    let io = TokioIo::new(stream);
     let opts = &proxy.opts;
     if h2 {
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(opts.max_header_bytes as u32)
             .max_concurrent_streams(1024)
-            .serve_connection(io, svc);
+            .serve_connection(TokioIo::new(stream), svc);
         drive(conn, |c| c.graceful_shutdown(), watch, peer).await
     } else {
-        let io =
-            match h1fast::serve(&proxy, io.into_inner(), &fast_info, direction, &mut watch).await {
-                h1fast::End::Done => return,
-                h1fast::End::Handoff(rest) => TokioIo::new(rest),
-            };
+        let io = match h1fast::serve(&proxy, stream, &fast_info, direction, &mut watch).await {
+            h1fast::End::Done => return,
+            h1fast::End::Handoff(rest) => TokioIo::new(rest),
+        };
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Some(opts.header_read_timeout).filter(|d| !d.is_zero()))
@@ -245,6 +240,19 @@ async fn serve_http<S>(
             .serve_connection(io, svc)
             .with_upgrades();
         drive(conn, |c| c.graceful_shutdown(), watch, peer).await
+    }
+}
+
+/// One request, to the handler of its listener's direction.
+async fn handle(
+    direction: Direction,
+    proxy: Arc<Proxy>,
+    info: Arc<ConnInfo>,
+    req: http::Request<RequestBody>,
+) -> http::Response<crate::body::ResponseBody> {
+    match direction {
+        Direction::Outbound => handler::outbound(proxy, info, req).await,
+        Direction::Inbound => handler::inbound(proxy, info, req).await,
     }
 }
 

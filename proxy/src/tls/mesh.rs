@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ClientConfig;
 use tokio_rustls::TlsAcceptor;
 
@@ -60,24 +58,9 @@ impl MeshTls {
 
     /// Loads `dir/cert.pem` (leaf first), `dir/key.pem` and `dir/ca.pem`.
     pub fn load(dir: &Path) -> Result<MeshTls, String> {
-        let read = |name: &str| {
-            let p = dir.join(name);
-            std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-        };
-        let certs = |name: &str| -> Result<Vec<CertificateDer<'static>>, String> {
-            let pem = read(name)?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{name}: {e}"))?;
-            if certs.is_empty() {
-                return Err(format!("{name}: no certificate found"));
-            }
-            Ok(certs)
-        };
-        let cert_chain = certs("cert.pem")?;
-        let roots = certs("ca.pem")?;
-        let key = PrivateKeyDer::from_pem_slice(&read("key.pem")?)
-            .map_err(|e| format!("key.pem: {e}"))?;
+        let cert_chain = super::read_pem_certs(&dir.join("cert.pem"))?;
+        let roots = super::read_pem_certs(&dir.join("ca.pem"))?;
+        let key = super::read_pem_key(&dir.join("key.pem"))?;
         MeshTls::new(Identity { cert_chain, key }, TrustBundle { roots })
             .map_err(|e| format!("identity in {}: {e}", dir.display()))
     }

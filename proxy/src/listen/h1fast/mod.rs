@@ -26,7 +26,7 @@ mod response;
 use super::Direction;
 use crate::body::{RequestBody, ResponseBody};
 use crate::drain::Watch;
-use crate::http::handler::{self, ConnInfo};
+use crate::http::handler::ConnInfo;
 use crate::proxy::Proxy;
 use bytes::{Buf as _, Bytes, BytesMut};
 use http::{Method, Request, Response};
@@ -40,6 +40,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::time::Instant;
+
+/// The wait that stands for "no header timeout" (`--header-read-timeout 0`).
+const NO_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// How a connection's time with the fast path ended.
 pub(super) enum End<S> {
@@ -76,8 +79,7 @@ where
     let header_timeout = Some(proxy.opts.header_read_timeout).filter(|d| !d.is_zero());
     // One timer for the connection's idle waits, re-armed only when it
     // fires early (not per request).
-    let far = Duration::from_secs(86_400);
-    let mut idle = pin!(tokio::time::sleep(header_timeout.unwrap_or(far)));
+    let mut idle = pin!(tokio::time::sleep(header_timeout.unwrap_or(NO_TIMEOUT)));
     loop {
         let next = next_request(
             &mut io,
@@ -100,12 +102,7 @@ where
         let head_only = req.method() == Method::HEAD;
         // Pinned where it is made: the handler's future is large, and
         // moving it into a callee costs a copy of it per request.
-        let work = pin!(async {
-            match direction {
-                Direction::Outbound => handler::outbound(proxy.clone(), info.clone(), req).await,
-                Direction::Inbound => handler::inbound(proxy.clone(), info.clone(), req).await,
-            }
-        });
+        let work = pin!(super::handle(direction, proxy.clone(), info.clone(), req));
         let Some(resp) = answer_unless_gone(work, &mut io, &mut buf, max_head).await else {
             return End::Done;
         };
@@ -132,7 +129,7 @@ async fn next_request<S: AsyncRead + Unpin>(
 ) -> Next {
     // The head must be whole by then, counted (as hyper's server counts it)
     // from the start of the wait, idle keep-alive time included.
-    let until = Instant::now() + header_timeout.unwrap_or(Duration::from_secs(86_400));
+    let until = Instant::now() + header_timeout.unwrap_or(NO_TIMEOUT);
     loop {
         if !buf.is_empty() {
             match parse(buf) {

@@ -99,12 +99,16 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
         fields.push((name, start, end));
     }
     let head = buf.split_to(n).freeze();
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.1)) else {
-        // Put the head back for hyper, which answers 400.
+    // A URI or value `http` refuses: the head goes back for hyper, which
+    // answers 400.
+    let put_back = |buf: &mut BytesMut| {
         let mut back = BytesMut::from(&head[..]);
         back.extend_from_slice(buf);
         *buf = back;
-        return Parsed::Other;
+        Parsed::Other
+    };
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.1)) else {
+        return put_back(buf);
     };
     let mut map = HeaderMap::with_capacity(count);
     for (name, start, end) in fields {
@@ -112,12 +116,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
             Ok(v) => {
                 map.append(name, v);
             }
-            Err(_) => {
-                let mut back = BytesMut::from(&head[..]);
-                back.extend_from_slice(buf);
-                *buf = back;
-                return Parsed::Other;
-            }
+            Err(_) => return put_back(buf),
         }
     }
     let mut req = Request::new(RequestBody::Empty);

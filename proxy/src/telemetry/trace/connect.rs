@@ -8,11 +8,11 @@ use super::settings::{Env, Protocol};
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use std::future::Future;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -79,9 +79,8 @@ fn tls_config(protocol: Protocol, env: &Env) -> Result<Arc<ClientConfig>, String
     let mut config = match (&env.client_certificate, &env.client_key) {
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert)?;
-            let pem = std::fs::read(key).map_err(|e| format!("OTLP client key {key}: {e}"))?;
-            let key = PrivateKeyDer::from_pem_slice(&pem)
-                .map_err(|e| format!("OTLP client key {key}: {e}"))?;
+            let key = crate::tls::read_pem_key(Path::new(key))
+                .map_err(|e| format!("OTLP client key: {e}"))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("OTLP client certificate {cert}: {e}"))?
@@ -101,16 +100,9 @@ fn tls_config(protocol: Protocol, env: &Env) -> Result<Arc<ClientConfig>, String
     Ok(Arc::new(config))
 }
 
-/// The certificates of a PEM file; at least one.
+/// The certificates of the PEM file an `OTEL_*` variable names.
 fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("OTLP certificate {path}: {e}"))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("OTLP certificate {path}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("OTLP certificate {path}: no certificate found"));
-    }
-    Ok(certs)
+    crate::tls::read_pem_certs(Path::new(path)).map_err(|e| format!("OTLP certificate: {e}"))
 }
 
 impl tower::Service<Uri> for Connector {
