@@ -20,6 +20,12 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
     }
 }
 
+/// Whether the receiver's Python modules are installed (`opentelemetry-proto`
+/// and `grpcio`); prints why the test skips when not (and fails in CI).
+pub fn receiver_available() -> bool {
+    crate::require_python_module("opentelemetry.proto") && crate::require_python_module("grpc")
+}
+
 /// The OTLP receiver process and the spans it has printed.
 pub struct Receiver {
     child: Option<tokio::process::Child>,

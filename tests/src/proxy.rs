@@ -226,6 +226,18 @@ impl Proxy {
             .and_then(|v| v["version"].as_u64())
             .unwrap_or(0)
     }
+
+    /// Replaces the config and waits for the proxy to put it in force.
+    pub async fn reload(&self, yaml: &str) {
+        let before = self.version().await;
+        self.write_config(yaml);
+        crate::eventually(
+            "the new config to be in force",
+            Duration::from_secs(5),
+            || async { (self.version().await > before).then_some(()) },
+        )
+        .await;
+    }
 }
 
 impl Drop for Proxy {

@@ -2,7 +2,7 @@
 //! `svc` over chosen endpoints, requests to it through the proxy, its
 //! `/endpoints` view, and a small upstream that counts its connections.
 
-use crate::{eventually, Conn, Proxy, Upstream};
+use crate::{Conn, Proxy, Upstream};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -125,18 +125,6 @@ pub async fn idle_connections(proxy: &Proxy, addr: SocketAddr) -> u64 {
         .find(|e| e["address"] == addr.to_string())
         .and_then(|e| e["idleConnections"].as_u64())
         .unwrap_or_else(|| panic!("no endpoint {addr}"))
-}
-
-/// Replaces the config and waits for the proxy to put it in force.
-pub async fn reload(proxy: &Proxy, yaml: &str) {
-    let before = proxy.version().await;
-    proxy.write_config(yaml);
-    eventually(
-        "the new config to be in force",
-        Duration::from_secs(5),
-        || async { (proxy.version().await > before).then_some(()) },
-    )
-    .await;
 }
 
 /// A tiny HTTP server that waits `delay` before every answer and tracks its

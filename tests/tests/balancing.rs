@@ -196,11 +196,9 @@ async fn ring_hash_moves_keys_only_to_an_added_endpoint() {
     let ks = keys(60);
     let header = |k: &str| vec![("x-user".to_owned(), k.to_owned())];
     let before = affinity(&proxy, &ks, 1, header).await;
-    reload(
-        &proxy,
-        &config(&equal(&ups.iter().collect::<Vec<_>>()), lb, None),
-    )
-    .await;
+    proxy
+        .reload(&config(&equal(&ups.iter().collect::<Vec<_>>()), lb, None))
+        .await;
     let after = affinity(&proxy, &ks, 1, header).await;
     let moved: Vec<&String> = ks.iter().filter(|k| before[*k] != after[*k]).collect();
     for k in &moved {

@@ -152,18 +152,6 @@ fn log_messages(p: &Proxy, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Replaces the config and waits for the proxy to put it in force.
-async fn reload(p: &Proxy, yaml: &str) {
-    let before = p.version().await;
-    p.write_config(yaml);
-    eventually(
-        "the new config to be in force",
-        Duration::from_secs(5),
-        || async { (p.version().await > before).then_some(()) },
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn failing_http_health_checks_take_an_endpoint_out_and_passing_ones_bring_it_back() {
     let fs = faulties(&["a", "b", "c"]).await;
@@ -442,7 +430,7 @@ spec:
 "
     .to_owned()
         + &format!("  - {{address: \"{}\"}}\n", other.addr);
-    reload(&p, &without).await;
+    p.reload(&without).await;
     assert!(
         backend_json(&p).await.is_none(),
         "svc is gone from /endpoints"
@@ -484,7 +472,7 @@ async fn turning_health_checks_off_brings_unhealthy_endpoints_back() {
     assert_eq!(seen.get("a"), Some(&10), "{seen:?}");
 
     // Same backend, same endpoints; the policy no longer checks health.
-    reload(&p, &config("http", &eps, "")).await;
+    p.reload(&config("http", &eps, "")).await;
     let seen = traffic(&p, 10).await;
     assert_eq!(
         seen.get("b"),

@@ -84,7 +84,7 @@ async fn static_endpoints_follow_hot_reload() {
 
     // A fourth endpoint: it gets its share at once, and the others keep
     // their pooled upstream connections.
-    reload(&proxy, &config(&equal(&[a, b, c, d]), rr, None)).await;
+    proxy.reload(&config(&equal(&[a, b, c, d]), rr, None)).await;
     assert_eq!(
         tally(&mut conn, 400, &[]).await,
         counts(&[("a", 100), ("b", 100), ("c", 100), ("d", 100)])
@@ -116,7 +116,7 @@ async fn static_endpoints_follow_hot_reload() {
     assert!(events_before_reload >= 1, "{first:?}");
     let kept: Vec<&Upstream> = ups.iter().filter(|u| u.name != gone).collect();
     let kept_conns: Vec<usize> = kept.iter().map(|u| conns(u)).collect();
-    reload(&proxy, &config(&equal(&kept), rr, None)).await;
+    proxy.reload(&config(&equal(&kept), rr, None)).await;
     let rest = body
         .collect()
         .await
@@ -164,7 +164,7 @@ async fn removing_an_endpoint_closes_its_pooled_connections() {
         (1, 1)
     );
 
-    reload(&proxy, &config(&[(a.addr, 1)], rr, None)).await;
+    proxy.reload(&config(&[(a.addr, 1)], rr, None)).await;
     eventually(
         "the removed endpoint's idle connection to be closed",
         Duration::from_secs(3),

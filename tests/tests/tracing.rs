@@ -24,7 +24,7 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 /// under the client span, each with its attributes; the app gets the server
 /// span as its parent.
 async fn two_sidecars_make_one_trace(protocol: &str, via: &str) {
-    if !require_python_module("opentelemetry.proto") || !require_python_module("grpc") {
+    if !receiver_available() {
         return;
     }
     let rx = Receiver::start().await;
@@ -170,7 +170,7 @@ async fn two_sidecars_make_one_trace_over_otlp_http_protobuf() {
 /// says so (here: never, `parentbased_traceidratio` at 0).
 #[tokio::test]
 async fn propagation_and_sampling() {
-    if !require_python_module("opentelemetry.proto") || !require_python_module("grpc") {
+    if !receiver_available() {
         return;
     }
     let rx = Receiver::start().await;
@@ -258,7 +258,7 @@ async fn propagation_and_sampling() {
 /// endpoint's ejection and the retry, with the resend count on the span.
 #[tokio::test]
 async fn retries_and_ejections_are_span_events() {
-    if !require_python_module("opentelemetry.proto") || !require_python_module("grpc") {
+    if !receiver_available() {
         return;
     }
     let rx = Receiver::start().await;
@@ -310,7 +310,7 @@ async fn retries_and_ejections_are_span_events() {
 /// client before any answer still ends its span, as cancelled.
 #[tokio::test]
 async fn spans_end_with_the_body_and_abandoned_requests_are_cancelled() {
-    if !require_python_module("opentelemetry.proto") || !require_python_module("grpc") {
+    if !receiver_available() {
         return;
     }
     let rx = Receiver::start().await;
