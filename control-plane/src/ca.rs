@@ -1,5 +1,5 @@
 //! The control plane's certificate authority: persistence around the signing
-//! core in [`weft_proxy::tls::ca`].
+//! core in [`weft_mesh::identity::ca`].
 //!
 //! On first start the root is generated and written to `--ca-dir`; later
 //! starts load it back, so workload certificates keep chaining to the same
@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use weft_proxy::tls::ca::CertificateAuthority;
+pub use weft_mesh::identity::ca::CertificateAuthority;
 
 /// File name of the root certificate inside the CA directory.
 pub const CERT_FILE: &str = "ca.pem";
@@ -65,8 +65,8 @@ fn write_private(path: &PathBuf, contents: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_proxy::tls::identity::WorkloadKey;
-    use weft_proxy::tls::SpiffeId;
+    use weft_mesh::identity::csr::WorkloadKey;
+    use weft_mesh::identity::SpiffeId;
 
     #[test]
     fn generates_then_reloads_same_root() {

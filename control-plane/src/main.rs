@@ -9,7 +9,6 @@ mod admin;
 mod ca;
 mod scope;
 mod serve;
-mod token;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -25,7 +24,7 @@ struct Cli {
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
-    weft_proxy::config::duration::parse_duration(s)
+    weft_mesh::config::duration::parse_duration(s)
 }
 
 #[derive(Subcommand)]
@@ -95,8 +94,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match token::Tokens::from_ca_key(ca.key_pem()).issue(&namespace, &service_account, ttl)
-            {
+            match weft_mesh::identity::token::Tokens::from_ca_key(ca.key_pem()).issue(
+                &namespace,
+                &service_account,
+                ttl,
+            ) {
                 Ok(t) => {
                     println!("{t}");
                     ExitCode::SUCCESS
@@ -118,7 +120,7 @@ fn main() -> ExitCode {
             log_format,
             log_level,
         } => {
-            let _ = weft_proxy::run::init_logging(&log_format, &log_level);
+            let _ = weft_mesh::process::init_logging(&log_format, &log_level);
             if kubernetes {
                 tracing::error!("--kubernetes is not implemented in this build; use --config");
                 return ExitCode::from(2);
@@ -203,7 +205,7 @@ fn main() -> ExitCode {
                 tokio::spawn(admin::serve(cp.clone(), admin_l));
                 tokio::select! {
                     _ = serve::serve_api(cp, api) => {}
-                    _ = weft_proxy::run::shutdown_signal() => tracing::info!("shutting down"),
+                    _ = weft_mesh::process::shutdown_signal() => tracing::info!("shutting down"),
                 }
                 ExitCode::SUCCESS
             })

@@ -5,8 +5,8 @@
 //! of the service it fronts, and — for every name it has asked for (its
 //! app called it and it had no route) — the routes that name reaches, the
 //! Backends those routes and the name itself lead to, and their
-//! TrafficPolicies. Names are resolved with the proxy's own matching code
-//! (a snapshot compiled for the proxy's namespace), so both sides agree on
+//! TrafficPolicies. Names are resolved with the same name table the proxy
+//! routes with (built for the proxy's namespace), so both sides agree on
 //! what `reviews`, `reviews.shop` or `reviews:8080` means.
 //!
 //! The scoped YAML is the selected documents' own text, in file order; its
@@ -15,9 +15,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use weft_proxy::config::{self, yaml, ConfigSet};
-use weft_proxy::lock;
-use weft_proxy::snapshot::{CompileContext, Snapshot};
+use weft_mesh::config::{yaml, ConfigSet};
+use weft_mesh::names::{Destination, NameTable};
+use weft_mesh::process::lock;
 
 /// One YAML document of the resources, with what scoping looks at.
 #[derive(Debug, Clone)]
@@ -31,12 +31,12 @@ struct Doc {
     text: String,
 }
 
-/// The resources split into documents, and per-namespace compiled
-/// snapshots to resolve names with (built on first use).
+/// The resources split into documents, and per-namespace name tables to
+/// resolve names with (built on first use).
 pub struct Catalog {
     docs: Vec<Doc>,
     set: ConfigSet,
-    compiled: Mutex<HashMap<String, Arc<Snapshot>>>,
+    names: Mutex<HashMap<String, Arc<NameTable<Destination>>>>,
 }
 
 /// The documents of all sources, in order.
@@ -88,7 +88,7 @@ impl Catalog {
         Catalog {
             docs: split(&set),
             set,
-            compiled: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
         }
     }
 
@@ -100,32 +100,19 @@ impl Catalog {
             .find_map(|m| m.spec.certificate_lifetime.map(|d| d.0))
     }
 
-    /// The snapshot a proxy in `namespace` would compile from everything.
-    fn compiled(&self, namespace: &str) -> Arc<Snapshot> {
-        if let Some(s) = lock(&self.compiled).get(namespace) {
-            return s.clone();
+    /// The names a proxy in `namespace` knows from everything.
+    fn names(&self, namespace: &str) -> Arc<NameTable<Destination>> {
+        if let Some(t) = lock(&self.names).get(namespace) {
+            return t.clone();
         }
-        let metrics = weft_proxy::telemetry::metrics::Metrics::new();
-        let snap = Arc::new(Snapshot::compile(
-            self.set.clone(),
-            1,
-            &CompileContext {
-                namespace,
-                metrics: &metrics,
-                previous: None,
-                pool_idle_timeout: std::time::Duration::from_secs(55),
-                access_log: false,
-                service: None,
-                inbound_mode: config::policy::InboundMode::Permissive,
-            },
-        ));
-        let mut map = lock(&self.compiled);
+        let table = Arc::new(NameTable::build(&self.set, namespace));
+        let mut map = lock(&self.names);
         // Bounded by the namespaces proxies run in.
         if map.len() >= 256 {
             map.clear();
         }
-        map.insert(namespace.to_string(), snap.clone());
-        snap
+        map.insert(namespace.to_string(), table.clone());
+        table
     }
 
     /// Which of `wants` resolve to something (the rest are unknown names).
@@ -138,21 +125,16 @@ impl Catalog {
         let mut routes = BTreeSet::new();
         let mut backends = BTreeSet::new();
         if !wants.is_empty() {
-            let snap = self.compiled(namespace);
+            let names = self.names(namespace);
             for w in wants {
-                let Some(vh) = snap.host(w) else {
+                let Some(d) = names.get(w) else {
                     continue;
                 };
-                for (_, rule) in &vh.matches {
-                    if !rule.route.is_empty() {
-                        routes.insert(rule.route.to_string());
-                    }
-                    for b in &rule.backends {
-                        backends.insert(b.backend.key.to_string());
-                    }
+                for m in &d.matches {
+                    routes.insert(self.set.http_routes[m.route].key());
                 }
-                if let Some(b) = &vh.backend {
-                    backends.insert(b.key.to_string());
+                if let Some(b) = d.backend {
+                    backends.insert(self.set.backends[b].key());
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! `weft-control-plane serve`: the certificate authority and the watch
-//! stream over HTTP/2 + TLS 1.3 (see [`weft_proxy::mesh_api`]); the admin
+//! stream over HTTP/2 + TLS 1.3 (see [`weft_mesh::api`]); the admin
 //! endpoint listing every connected proxy with the version it runs and its
 //! last NACK, is in `admin.rs`.
 //!
@@ -10,7 +10,6 @@
 
 use crate::ca::CertificateAuthority;
 use crate::scope::Catalog;
-use crate::token::Tokens;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -30,11 +29,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use weft_proxy::mesh_api::{self, CertificateRequest, CertificateResponse, WatchDown, WatchUp};
-use weft_proxy::tls::identity::WorkloadKey;
-use weft_proxy::tls::SpiffeId;
+use weft_mesh::api::{self, CertificateRequest, CertificateResponse, WatchDown, WatchUp};
+use weft_mesh::config::files::FileWatch;
+use weft_mesh::identity::csr::WorkloadKey;
+use weft_mesh::identity::token::Tokens;
+use weft_mesh::identity::SpiffeId;
 
-pub(crate) use weft_proxy::lock;
+pub(crate) use weft_mesh::process::lock;
 
 /// Largest request body accepted on `/v1/certificate` and per watch line.
 const MAX_MESSAGE: usize = 256 * 1024;
@@ -111,7 +112,7 @@ fn unix_now() -> u64 {
 /// Loads and validates the files. The version is a hash of their text (the
 /// first 16 hex digits of SHA-256), in path order.
 pub fn load(paths: &[PathBuf]) -> Result<Resources, String> {
-    let set = weft_proxy::config::load_paths(paths).map_err(|e| e.to_string())?;
+    let set = weft_mesh::config::load_paths(paths).map_err(|e| e.to_string())?;
     let mut all = String::new();
     let mut files = Vec::new();
     for (name, text) in &set.sources {
@@ -169,14 +170,14 @@ fn server_acceptor(
 ) -> Result<tokio_rustls::TlsAcceptor, String> {
     let id = SpiffeId::new(
         trust_domain,
-        mesh_api::CONTROL_PLANE_NAMESPACE,
-        mesh_api::CONTROL_PLANE_SERVICE_ACCOUNT,
+        api::CONTROL_PLANE_NAMESPACE,
+        api::CONTROL_PLANE_SERVICE_ACCOUNT,
     )
     .map_err(|e| e.to_string())?;
     let key = WorkloadKey::generate(&id).map_err(|e| e.to_string())?;
     let issued = ca.sign_csr(key.csr_pem(), &id).map_err(|e| e.to_string())?;
     let identity = key.into_identity(vec![issued.der]);
-    let config = weft_proxy::tls::server_config_optional_client(&identity, &ca.trust_bundle())
+    let config = weft_mesh::identity::server_config_optional_client(&identity, &ca.trust_bundle())
         .map_err(|e| e.to_string())?;
     Ok(tokio_rustls::TlsAcceptor::from(config))
 }
@@ -184,16 +185,11 @@ fn server_acceptor(
 /// Watches the files; validated changes replace the resources (after a
 /// short debounce), rejected ones are logged and shown on `/config`.
 pub async fn watch_files(cp: Arc<ControlPlane>, paths: Vec<PathBuf>) {
-    let mut tick = tokio::time::interval(weft_proxy::reload::POLL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = weft_proxy::reload::Baseline::take(&paths);
+    let mut files = FileWatch::new(&paths);
     loop {
-        tick.tick().await;
-        if !seen.changed(&paths) {
-            continue;
-        }
+        files.changed().await;
         tokio::time::sleep(DEBOUNCE).await;
-        seen = weft_proxy::reload::Baseline::take(&paths);
+        files.rebase();
         match load(&paths) {
             Ok(r) => {
                 *lock(&cp.last_error) = None;
@@ -302,7 +298,7 @@ pub async fn serve_api(cp: Arc<ControlPlane>, listener: TcpListener) {
                 }
                 Err(_) => return,
             };
-            let identity = weft_proxy::tls::peer_identity(tls.get_ref().1);
+            let identity = weft_mesh::identity::peer_identity(tls.get_ref().1);
             let svc = service_fn(move |req| {
                 let cp = cp.clone();
                 let identity = identity.clone();
@@ -322,8 +318,8 @@ async fn handle_api(
     peer: SocketAddr,
 ) -> Response<CpBody> {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, mesh_api::CERTIFICATE_PATH) => certificate(cp, req, identity).await,
-        (&Method::POST, mesh_api::WATCH_PATH) => match identity {
+        (&Method::POST, api::CERTIFICATE_PATH) => certificate(cp, req, identity).await,
+        (&Method::POST, api::WATCH_PATH) => match identity {
             Some(id) => start_watch(cp, req, id, peer),
             None => text(
                 StatusCode::UNAUTHORIZED,
@@ -479,9 +475,9 @@ async fn run_watch(
     let namespace = SpiffeId::parse(&identity)
         .map(|i| i.namespace().to_string())
         .unwrap_or_else(|_| "default".into());
-    let mut lines = mesh_api::LineReader::new(MAX_MESSAGE);
+    let mut lines = api::LineReader::new(MAX_MESSAGE);
     let mut held: Option<String> = None;
-    let mut hello: Option<mesh_api::Hello> = None;
+    let mut hello: Option<api::Hello> = None;
     let mut wants: BTreeSet<String> = BTreeSet::new();
     let mut resources = cp.resources.subscribe();
     // Something changed (files or wants) since the last push decision.
@@ -505,7 +501,7 @@ async fn run_watch(
                 if let Some(p) = lock(&cp.proxies).get_mut(&id) {
                     p.sent = Some(scoped.version.clone());
                 }
-                Some(WatchDown::Snapshot(mesh_api::Snapshot {
+                Some(WatchDown::Snapshot(api::Snapshot {
                     version: scoped.version,
                     yaml: scoped.yaml,
                 }))
@@ -518,7 +514,7 @@ async fn run_watch(
             };
             settle = false;
             if let Some(msg) = msg {
-                if tx.send(mesh_api::line(&msg)).await.is_err() {
+                if tx.send(api::line(&msg)).await.is_err() {
                     return;
                 }
             }

@@ -16,9 +16,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// Changes the log filter at run time (`PUT /log-level`).
-pub type LogLevelSetter = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+use weft_mesh::process::LogLevelSetter;
 
 pub struct Admin {
     pub proxy: Arc<Proxy>,

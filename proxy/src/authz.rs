@@ -2,8 +2,8 @@
 //! fronts. Deny rules win; when any Allow policy selects the service, a
 //! request must match one of its rules; with no policies everything passes.
 
-use crate::config::policy::{AuthorizationPolicySpec, AuthzAction, AuthzRule};
-use crate::config::{ConfigSet, Resource};
+use weft_mesh::config::policy::{AuthorizationPolicySpec, AuthzAction, AuthzRule};
+use weft_mesh::config::{ConfigSet, Resource};
 
 /// A string test: exact, `prefix*`, or `*` (anything).
 #[derive(Clone, Debug, PartialEq, Eq)]

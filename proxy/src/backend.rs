@@ -6,9 +6,6 @@
 //! endpoints at the same address keep their load and connections.
 
 use crate::balance::{hash_bytes, Balancer, Candidate, Load, Policy};
-use crate::config::backend::{DnsSpec, EndpointSpec};
-use crate::config::policy::{HashOn, LbPolicy};
-use crate::config::{defaults, BackendSpec, Protocol, Resource, TrafficPolicySpec};
 use crate::http::pool::{Pool, PoolSettings};
 use crate::resilience::health::Health;
 use crate::resilience::outlier::Outlier;
@@ -17,6 +14,9 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use weft_mesh::config::backend::{DnsSpec, EndpointSpec};
+use weft_mesh::config::policy::{HashOn, LbPolicy};
+use weft_mesh::config::{defaults, BackendSpec, Protocol, Resource, TrafficPolicySpec};
 
 /// One address traffic can go to.
 pub struct Endpoint {
@@ -105,7 +105,7 @@ pub struct Backend {
     pub dns_status: Mutex<DnsStatus>,
     pub resilience: Arc<Resilience>,
     /// The health-check settings, if active checks are on.
-    pub health_check: Option<crate::config::policy::HealthCheck>,
+    pub health_check: Option<weft_mesh::config::policy::HealthCheck>,
     /// Whether the last pick found too few healthy endpoints (logged on change).
     pub panic: std::sync::atomic::AtomicBool,
     /// The definition this runtime was built from; equal definitions reuse it.

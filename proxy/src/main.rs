@@ -64,7 +64,7 @@ fn main() -> ExitCode {
 }
 
 fn check(paths: &[PathBuf]) -> ExitCode {
-    match weft_proxy::config::load_paths(paths) {
+    match weft_mesh::config::load_paths(paths) {
         Ok(set) => {
             let n = set.http_routes.len()
                 + set.backends.len()

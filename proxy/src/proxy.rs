@@ -32,7 +32,7 @@ pub struct ProxyOptions {
     /// `--access-log`: the access log's state when no MeshConfig sets it.
     pub access_log: bool,
     /// `--inbound-mode`: the inbound mode when no MeshConfig sets it.
-    pub inbound_mode: crate::config::policy::InboundMode,
+    pub inbound_mode: weft_mesh::config::policy::InboundMode,
 }
 
 /// Result of the last reload, for `/config` and `/ready`.
@@ -78,7 +78,7 @@ impl Proxy {
         let settings = PoolSettings {
             connect_timeout: opts.connect_timeout,
             idle_timeout: opts.pool_idle_timeout,
-            max_idle: crate::config::defaults::POOL_MAX_IDLE_PER_ENDPOINT as usize,
+            max_idle: weft_mesh::config::defaults::POOL_MAX_IDLE_PER_ENDPOINT as usize,
         };
         Proxy {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),

@@ -3,34 +3,12 @@
 //! is logged with its positions, shown on `/config`, counted, and the
 //! config in force keeps serving.
 
-use crate::config::{self, ConfigErrors};
 use crate::proxy::Proxy;
 use crate::snapshot::{CompileContext, Snapshot};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-/// How often the files are checked. Polling (rather than inotify) also sees
-/// Kubernetes ConfigMap updates, which swap a symlink, and edits through
-/// editors that replace the file.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
-
-/// What the watched files look like now: names, inodes, sizes and times
-/// (the inode changes when an editor or a ConfigMap swaps the file in).
-fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, u64, Option<SystemTime>)> {
-    use std::os::unix::fs::MetadataExt;
-    let files = config::expand_paths(paths).unwrap_or_default();
-    files
-        .into_iter()
-        .map(|f| {
-            let meta = std::fs::metadata(&f).ok();
-            let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-            let ino = meta.as_ref().map(|m| m.ino()).unwrap_or(0);
-            let modified = meta.and_then(|m| m.modified().ok());
-            (f, ino, len, modified)
-        })
-        .collect()
-}
+use weft_mesh::config::files::FileWatch;
+use weft_mesh::config::{self, ConfigErrors};
 
 /// Loads and applies the config under `paths`; on error nothing changes.
 pub fn apply(proxy: &Proxy, paths: &[PathBuf]) -> Result<u64, ConfigErrors> {
@@ -95,56 +73,15 @@ pub fn apply_set(proxy: &Proxy, set: config::ConfigSet) -> Result<u64, ConfigErr
     Ok(version)
 }
 
-/// What the files looked like when last read. Taken *before* the initial
-/// load, so an edit landing between that load and the watcher's start is
-/// still noticed (at worst the same content is applied twice).
-pub struct Baseline {
-    files: Vec<(PathBuf, u64, u64, Option<SystemTime>)>,
-    text: Vec<String>,
-}
-
-impl Baseline {
-    pub fn take(paths: &[PathBuf]) -> Baseline {
-        Baseline {
-            files: fingerprint(paths),
-            text: read_all(paths),
-        }
-    }
-
-    /// Whether the files now differ from this baseline (names, inodes,
-    /// sizes and times first; then the text, since times change alone).
-    pub fn changed(&self, paths: &[PathBuf]) -> bool {
-        fingerprint(paths) != self.files && read_all(paths) != self.text
-    }
-}
-
-/// Watches the files from `baseline` on, applying each change.
+/// Watches the files, applying each change.
 pub async fn watch(
     proxy: Arc<Proxy>,
-    paths: Vec<PathBuf>,
-    baseline: Baseline,
+    mut files: FileWatch,
     on_apply: impl Fn(&Arc<Snapshot>) + Send + 'static,
 ) {
-    let Baseline {
-        files: mut seen,
-        text: mut seen_text,
-    } = baseline;
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        let now = fingerprint(&paths);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        // Times can change without content (touch, ConfigMap resync).
-        let text = read_all(&paths);
-        if text == seen_text {
-            continue;
-        }
-        seen_text = text;
-        match apply(&proxy, &paths) {
+        files.changed().await;
+        match apply(&proxy, files.paths()) {
             Ok(version) => {
                 tracing::info!(version, "config reloaded");
                 proxy
@@ -173,12 +110,4 @@ pub async fn watch(
             }
         }
     }
-}
-
-fn read_all(paths: &[PathBuf]) -> Vec<String> {
-    config::expand_paths(paths)
-        .unwrap_or_default()
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-        .collect()
 }

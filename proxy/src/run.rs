@@ -1,7 +1,6 @@
 //! `weft-proxy run`: start listeners, load config, serve until SIGTERM.
 
-use crate::admin::{self, Admin, LogLevelSetter};
-use crate::config::policy::InboundMode;
+use crate::admin::{self, Admin};
 use crate::drain::Drain;
 use crate::listen::{self, Direction};
 use crate::proxy::{Proxy, ProxyOptions};
@@ -12,6 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use weft_mesh::config::policy::InboundMode;
+use weft_mesh::process::{init_logging, shutdown_signal, LogLevelSetter};
 
 /// Flags of `weft-proxy run`; each also reads `WEFT_<FLAG>` from the environment.
 #[derive(clap::Args, Debug, Clone)]
@@ -101,34 +102,7 @@ pub struct RunArgs {
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
-    crate::config::duration::parse_duration(s)
-}
-
-/// Sets up logging; returns a setter for `/log-level`.
-pub fn init_logging(format: &str, level: &str) -> LogLevelSetter {
-    use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{reload, EnvFilter};
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    if format == "json" {
-        registry.with(fmt.json().flatten_event(true)).init();
-    } else {
-        use std::io::IsTerminal;
-        registry
-            .with(
-                fmt.with_target(false)
-                    .with_ansi(std::io::stderr().is_terminal()),
-            )
-            .init();
-    }
-    Arc::new(move |wanted: &str| {
-        let f =
-            EnvFilter::try_new(wanted).map_err(|e| format!("invalid log level {wanted:?}: {e}"))?;
-        handle.reload(f).map_err(|e| e.to_string())?;
-        Ok(wanted.to_owned())
-    })
+    weft_mesh::config::duration::parse_duration(s)
 }
 
 /// Runs the proxy until SIGTERM/SIGINT; returns the process exit code.
@@ -214,7 +188,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
                 max_header_bytes: args.max_header_bytes,
                 detect_timeout: args.detect_timeout,
                 pool_idle_timeout: args.pool_idle_timeout,
-                connect_timeout: crate::config::defaults::CONNECT_TIMEOUT,
+                connect_timeout: weft_mesh::config::defaults::CONNECT_TIMEOUT,
                 access_log: args.access_log == "on",
                 inbound_mode: if args.inbound_mode == "strict" {
                     InboundMode::Strict
@@ -258,7 +232,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             crate::resilience::health::spawn(b, metrics.clone());
         }
     };
-    let baseline = crate::reload::Baseline::take(&args.config);
+    let files = weft_mesh::config::files::FileWatch::new(&args.config);
     match crate::reload::apply(&proxy, &args.config) {
         _ if mesh_client.is_some() => {}
         Ok(v) => {
@@ -317,12 +291,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             proxy.clone(),
             Arc::new(on_apply),
         )),
-        None => tokio::spawn(crate::reload::watch(
-            proxy.clone(),
-            args.config.clone(),
-            baseline,
-            on_apply,
-        )),
+        None => tokio::spawn(crate::reload::watch(proxy.clone(), files, on_apply)),
     };
     let evictor = {
         let proxy = proxy.clone();
@@ -403,17 +372,4 @@ fn proxy_name(args: &RunArgs) -> String {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     })
-}
-
-/// Resolves on SIGTERM or Ctrl-C (both binaries stop on these).
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -10,10 +10,10 @@ use rustls::{ClientConfig, ProtocolVersion, RootCertStore, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use weft_proxy::tls::ca::CertificateAuthority;
-use weft_proxy::tls::identity::WorkloadKey;
-use weft_proxy::tls::verify::SpiffeServerVerifier;
-use weft_proxy::tls::{client_config, peer_identity, server_config, Identity, SpiffeId};
+use weft_mesh::identity::ca::CertificateAuthority;
+use weft_mesh::identity::csr::WorkloadKey;
+use weft_mesh::identity::verify::SpiffeServerVerifier;
+use weft_mesh::identity::{client_config, peer_identity, server_config, Identity, SpiffeId};
 use x509_parser::extensions::GeneralName;
 
 const REVIEWS: &str = "spiffe://weft.local/ns/default/sa/reviews";

@@ -2,9 +2,9 @@
 //! code and written as the files `weft-proxy --identity-dir` reads.
 
 use crate::{ProxyBuilder, TempDir};
-use weft_proxy::tls::ca::CertificateAuthority;
-use weft_proxy::tls::identity::WorkloadKey;
-use weft_proxy::tls::SpiffeId;
+use weft_mesh::identity::ca::CertificateAuthority;
+use weft_mesh::identity::csr::WorkloadKey;
+use weft_mesh::identity::SpiffeId;
 
 fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft_proxy::tls::ca::CertificateAuthority;
+use weft_mesh::identity::ca::CertificateAuthority;
 use weft_tests::mesh::{mint, with_identity};
 use weft_tests::*;
 

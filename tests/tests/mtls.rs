@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use weft_proxy::tls::ca::CertificateAuthority;
+use weft_mesh::identity::ca::CertificateAuthority;
 use weft_tests::mesh::{mint, with_identity};
 use weft_tests::*;
 

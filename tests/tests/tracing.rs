@@ -8,7 +8,7 @@
 //! what a failing collector costs: `tracing_delivery.rs`.
 
 use std::time::Duration;
-use weft_proxy::tls::ca::CertificateAuthority;
+use weft_mesh::identity::ca::CertificateAuthority;
 use weft_tests::client::Conn;
 use weft_tests::mesh::{mint, with_identity};
 use weft_tests::otlp::*;

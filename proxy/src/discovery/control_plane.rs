@@ -9,14 +9,10 @@
 //! When the control plane is away the proxy keeps its config and
 //! certificate, and reconnects with jittered backoff.
 
-use crate::config::{self, ConfigErrors};
-use crate::mesh_api::{self, CertificateRequest, CertificateResponse, Hello, WatchDown, WatchUp};
 use crate::proxy::Proxy;
 use crate::resilience::backoff;
 use crate::snapshot::Snapshot;
-use crate::tls::identity::WorkloadKey;
 use crate::tls::mesh::MeshTls;
-use crate::tls::{self, Identity, SpiffeId, TrustBundle};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -32,8 +28,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
+use weft_mesh::api::{self, CertificateRequest, CertificateResponse, Hello, WatchDown, WatchUp};
+use weft_mesh::config::{self, ConfigErrors};
+use weft_mesh::identity::csr::WorkloadKey;
+use weft_mesh::identity::{self as tls, Identity, SpiffeId, TrustBundle};
 
-use crate::lock;
+use weft_mesh::process::lock;
 
 /// Largest snapshot line accepted from the control plane.
 const MAX_SNAPSHOT: usize = 64 * 1024 * 1024;
@@ -110,7 +110,7 @@ fn unix(t: SystemTime) -> u64 {
 /// Reads the PEM trust anchors a proxy verifies the control plane with.
 pub fn read_trust(path: &std::path::Path) -> Result<TrustBundle, String> {
     Ok(TrustBundle {
-        roots: crate::tls::read_pem_certs(path)?,
+        roots: weft_mesh::identity::read_pem_certs(path)?,
     })
 }
 
@@ -129,8 +129,8 @@ impl Client {
         }
         let control_plane = SpiffeId::new(
             &settings.trust_domain,
-            mesh_api::CONTROL_PLANE_NAMESPACE,
-            mesh_api::CONTROL_PLANE_SERVICE_ACCOUNT,
+            api::CONTROL_PLANE_NAMESPACE,
+            api::CONTROL_PLANE_SERVICE_ACCOUNT,
         )
         .map_err(|e| e.to_string())?;
         let id = SpiffeId::new(
@@ -210,7 +210,7 @@ impl Client {
             .uri(format!(
                 "https://{}{}",
                 self.authority,
-                mesh_api::CERTIFICATE_PATH
+                api::CERTIFICATE_PATH
             ))
             .header(header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Either::Left(http_body_util::Full::new(
@@ -282,16 +282,12 @@ impl Client {
             version: lock(&self.held).clone(),
             wants: lock(&self.wants).iter().cloned().collect(),
         });
-        up.send(mesh_api::line(&hello))
+        up.send(api::line(&hello))
             .await
             .map_err(|_| "watch closed")?;
         let req = Request::builder()
             .method(Method::POST)
-            .uri(format!(
-                "https://{}{}",
-                self.authority,
-                mesh_api::WATCH_PATH
-            ))
+            .uri(format!("https://{}{}", self.authority, api::WATCH_PATH))
             .header(header::CONTENT_TYPE, "application/x-ndjson")
             .body(http_body_util::Either::Right(LinesBody(up_rx)))
             .map_err(|e| e.to_string())?;
@@ -302,7 +298,7 @@ impl Client {
         tracing::info!(control_plane = %self.authority, "watching the control plane");
         *lock(&self.up) = Some(up.clone());
         let mut body = resp.into_body();
-        let mut lines = mesh_api::LineReader::new(MAX_SNAPSHOT);
+        let mut lines = api::LineReader::new(MAX_SNAPSHOT);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("watch: {e}"))?;
             let Ok(data) = frame.into_data() else {
@@ -329,7 +325,7 @@ impl Client {
                     },
                 };
                 self.answers.send_modify(|n| *n += 1);
-                up.send(mesh_api::line(&answer))
+                up.send(api::line(&answer))
                     .await
                     .map_err(|_| "watch closed")?;
             }
@@ -359,7 +355,7 @@ impl Client {
         let mut answers = self.answers.subscribe();
         answers.borrow_and_update();
         let want = WatchUp::Want { names: vec![name] };
-        if up.send(mesh_api::line(&want)).await.is_err() {
+        if up.send(api::line(&want)).await.is_err() {
             return false;
         }
         tokio::time::timeout(DISCOVERY_WAIT, answers.changed())
@@ -367,7 +363,7 @@ impl Client {
             .is_ok_and(|r| r.is_ok())
     }
 
-    fn apply(&self, proxy: &Proxy, snap: &mesh_api::Snapshot) -> Result<(), ConfigErrors> {
+    fn apply(&self, proxy: &Proxy, snap: &api::Snapshot) -> Result<(), ConfigErrors> {
         let source = format!("control-plane {} version {}", self.authority, snap.version);
         let result = config::load_sources(vec![(source.clone(), snap.yaml.clone())])
             .and_then(|set| crate::reload::apply_set(proxy, set));

@@ -3,13 +3,13 @@
 //! last good endpoints and retries with backoff.
 
 use crate::backend::{Backend, Discovery};
-use crate::config::defaults;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+use weft_mesh::config::defaults;
 
 /// Shortest wait between lookups, whatever the TTL says (a TTL of 0 must not spin).
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);

@@ -27,8 +27,8 @@ pub enum Wire {
 
 impl Wire {
     /// What a backend of this protocol speaks.
-    pub fn for_protocol(p: crate::config::Protocol) -> Wire {
-        use crate::config::Protocol;
+    pub fn for_protocol(p: weft_mesh::config::Protocol) -> Wire {
+        use weft_mesh::config::Protocol;
         match p {
             Protocol::Http2 | Protocol::Grpc => Wire::Http2,
             Protocol::Http | Protocol::Tcp => Wire::Http1,

@@ -357,7 +357,7 @@ fn request_hash(backend: &Backend, req: &Request<RequestBody>, conn: &ConnInfo) 
 fn redirect_response(
     req: &Request<RequestBody>,
     authority: &str,
-    r: &crate::config::route::Redirect,
+    r: &weft_mesh::config::route::Redirect,
     prefix: Option<&str>,
 ) -> Response<ResponseBody> {
     let scheme = r
@@ -367,7 +367,7 @@ fn redirect_response(
     let host = r
         .hostname
         .clone()
-        .unwrap_or_else(|| crate::snapshot::strip_port(authority).to_owned());
+        .unwrap_or_else(|| weft_mesh::names::strip_port(authority).to_owned());
     // Gateway API: an explicit port wins; a new scheme implies its well-known port.
     let port = match (r.port, &r.scheme) {
         (Some(p), _) => Some(p),

@@ -10,7 +10,6 @@
 
 use crate::backend::{Backend, Endpoint};
 use crate::body::{RequestBody, ResponseBody};
-use crate::config::Protocol;
 use crate::http::errors::ProxyError;
 use crate::http::failure::{error_failure, status_failure};
 use crate::http::forward::{self, Outgoing, Unsent, Wire};
@@ -34,6 +33,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use weft_mesh::config::Protocol;
 
 fn idempotent(m: &Method) -> bool {
     matches!(

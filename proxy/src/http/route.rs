@@ -1,8 +1,8 @@
 //! Request matching with Gateway API semantics, and the filters a rule applies.
 
-use crate::config::route::{self as cfg, PathMatchType, PathModifierType, ValueMatchType};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
+use weft_mesh::config::route::{self as cfg, PathMatchType, PathModifierType, ValueMatchType};
 
 /// A compiled `matches[]` entry.
 #[derive(Clone, Debug)]
@@ -45,10 +45,6 @@ impl ValueMatcher {
     }
 }
 
-/// Precedence of a match, compared descending (Gateway API order): exact path,
-/// then longest prefix, then method, most headers, most query params.
-pub type Precedence = (u8, usize, bool, usize, usize);
-
 impl Matcher {
     pub fn new(m: &cfg::RouteMatch) -> Matcher {
         let path = match &m.path {
@@ -90,21 +86,6 @@ impl Matcher {
     /// Matches everything (a rule without `matches`).
     pub fn any() -> Matcher {
         Matcher::new(&cfg::RouteMatch::default())
-    }
-
-    pub fn precedence(&self) -> Precedence {
-        let (kind, len) = match &self.path {
-            PathMatcher::Exact(p) => (3, p.len()),
-            PathMatcher::Prefix(p) => (2, p.len() + 1),
-            PathMatcher::Regex(_) => (1, 0),
-        };
-        (
-            kind,
-            len,
-            self.method.is_some(),
-            self.headers.len(),
-            self.query.len(),
-        )
     }
 
     /// The prefix this match matched, for `ReplacePrefixMatch`.
@@ -289,15 +270,6 @@ mod tests {
         assert!(p.matches(&Method::GET, "/api/v1", None, &h));
         assert!(!p.matches(&Method::GET, "/apiv1", None, &h));
         assert!(m(PathMatchType::PathPrefix, "/").matches(&Method::GET, "/x", None, &h));
-    }
-
-    #[test]
-    fn precedence_orders_exact_then_longest_prefix() {
-        let exact = m(PathMatchType::Exact, "/a");
-        let long = m(PathMatchType::PathPrefix, "/a/b");
-        let short = m(PathMatchType::PathPrefix, "/a");
-        assert!(exact.precedence() > long.precedence());
-        assert!(long.precedence() > short.precedence());
     }
 
     #[test]

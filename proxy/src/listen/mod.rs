@@ -95,7 +95,7 @@ async fn connection(
             if let Some(b) = snap
                 .by_address
                 .get(&dst)
-                .filter(|b| b.protocol == crate::config::Protocol::Tcp)
+                .filter(|b| b.protocol == weft_mesh::config::Protocol::Tcp)
                 .cloned()
             {
                 drop(snap);
@@ -178,7 +178,7 @@ async fn connection(
             };
             let (_, session) = tls.get_ref();
             let h2 = session.alpn_protocol() == Some(b"h2");
-            let id = crate::tls::peer_identity(session).map(Arc::<str>::from);
+            let id = weft_mesh::identity::peer_identity(session).map(Arc::<str>::from);
             serve_http(proxy, tls, info(id), direction, watch, h2).await
         }
         Detected::Tls | Detected::Opaque | Detected::Nothing => {

@@ -5,8 +5,6 @@
 //! Endpoints start healthy, so turning checks on never causes an outage.
 
 use crate::backend::{Backend, Endpoint};
-use crate::config::defaults as d;
-use crate::config::policy::HealthCheck;
 use crate::http::pool::connect_tcp;
 use crate::telemetry::metrics::Metrics;
 use bytes::Bytes;
@@ -15,6 +13,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use weft_mesh::config::defaults as d;
+use weft_mesh::config::policy::HealthCheck;
 
 /// One endpoint's check state.
 #[derive(Debug, Default)]

@@ -4,10 +4,10 @@
 use super::budget::RetryBudget;
 use super::limits::Limits;
 use super::outlier::OutlierConfig;
-use crate::config::defaults as d;
-use crate::config::policy::TrafficPolicySpec;
 use std::sync::Arc;
 use std::time::Duration;
+use weft_mesh::config::defaults as d;
+use weft_mesh::config::policy::TrafficPolicySpec;
 
 /// Retry conditions, as bits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl Resilience {
                     .unwrap_or(d::RETRY_MAX_INTERVAL),
                 max_buffered_body: r
                     .and_then(|r| r.max_buffered_body.as_deref())
-                    .and_then(crate::config::parse_size)
+                    .and_then(weft_mesh::config::parse_size)
                     .unwrap_or(d::RETRY_MAX_BUFFERED_BODY),
             },
             budget: RetryBudget::new(

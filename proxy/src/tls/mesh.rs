@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use rustls::ClientConfig;
 use tokio_rustls::TlsAcceptor;
 
-use super::{client_config, server_config, verify, Error, Identity, SpiffeId, TrustBundle};
+use weft_mesh::identity::{
+    client_config, read_pem_certs, read_pem_key, server_config, verify, Error, Identity, SpiffeId,
+    TrustBundle,
+};
 
 /// Request header carrying the verified SPIFFE ID of the calling workload to
 /// the app (inbound). Whatever a client sends under this name is dropped.
@@ -58,9 +61,9 @@ impl MeshTls {
 
     /// Loads `dir/cert.pem` (leaf first), `dir/key.pem` and `dir/ca.pem`.
     pub fn load(dir: &Path) -> Result<MeshTls, String> {
-        let cert_chain = super::read_pem_certs(&dir.join("cert.pem"))?;
-        let roots = super::read_pem_certs(&dir.join("ca.pem"))?;
-        let key = super::read_pem_key(&dir.join("key.pem"))?;
+        let cert_chain = read_pem_certs(&dir.join("cert.pem"))?;
+        let roots = read_pem_certs(&dir.join("ca.pem"))?;
+        let key = read_pem_key(&dir.join("key.pem"))?;
         MeshTls::new(Identity { cert_chain, key }, TrustBundle { roots })
             .map_err(|e| format!("identity in {}: {e}", dir.display()))
     }

@@ -72,14 +72,14 @@ fn tls_config(protocol: Protocol, env: &Env) -> Result<Arc<ClientConfig>, String
             }
         }
     }
-    let builder = ClientConfig::builder_with_provider(crate::tls::provider())
+    let builder = ClientConfig::builder_with_provider(weft_mesh::identity::crypto_provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
     let mut config = match (&env.client_certificate, &env.client_key) {
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert)?;
-            let key = crate::tls::read_pem_key(Path::new(key))
+            let key = weft_mesh::identity::read_pem_key(Path::new(key))
                 .map_err(|e| format!("OTLP client key: {e}"))?;
             builder
                 .with_client_auth_cert(chain, key)
@@ -102,7 +102,8 @@ fn tls_config(protocol: Protocol, env: &Env) -> Result<Arc<ClientConfig>, String
 
 /// The certificates of the PEM file an `OTEL_*` variable names.
 fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    crate::tls::read_pem_certs(Path::new(path)).map_err(|e| format!("OTLP certificate: {e}"))
+    weft_mesh::identity::read_pem_certs(Path::new(path))
+        .map_err(|e| format!("OTLP certificate: {e}"))
 }
 
 impl tower::Service<Uri> for Connector {

@@ -37,7 +37,6 @@ pub use settings::{resolve, Env, Protocol, Settings};
 pub use span::{Pending, Span};
 
 use super::propagation;
-use crate::config::policy::MeshTracing;
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use http::{HeaderMap, Method};
@@ -52,6 +51,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
+use weft_mesh::config::policy::MeshTracing;
 
 /// Export counters, shared by successive pipelines.
 #[derive(Clone, Debug, Default)]
@@ -123,7 +123,7 @@ impl Tracing {
     /// spawned on it).
     pub fn configure(&self, mesh: Option<&MeshTracing>) {
         let want = resolve(&self.env, mesh);
-        let mut applied = crate::lock(&self.applied);
+        let mut applied = weft_mesh::process::lock(&self.applied);
         if *applied == want && (want.is_none() || self.current.load().is_some()) {
             return;
         }
@@ -301,7 +301,7 @@ impl Pipeline {
         // Spans of requests still in flight go into the queue while it is
         // drained; later ones find it closed and are counted as dropped.
         self.closing.notify_one();
-        let task = crate::lock(&self.done).take();
+        let task = weft_mesh::process::lock(&self.done).take();
         if let Some(t) = task {
             let _ = t.await;
         }

@@ -1,25 +1,10 @@
 //! What turns tracing on and how: the `OTEL_*` environment, a MeshConfig's
 //! `tracing`, and how the two combine.
 
-use crate::config::policy::MeshTracing;
 use std::time::Duration;
+use weft_mesh::config::policy::MeshTracing;
 
-/// How spans travel to the collector.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    HttpProtobuf,
-}
-
-impl Protocol {
-    pub fn parse(s: &str) -> Option<Protocol> {
-        match s.trim() {
-            "grpc" => Some(Protocol::Grpc),
-            "http/protobuf" => Some(Protocol::HttpProtobuf),
-            _ => None,
-        }
-    }
-}
+pub use weft_mesh::config::policy::OtlpProtocol as Protocol;
 
 /// What the environment says, read once at start.
 #[derive(Clone, Debug)]

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod defaults;
 pub mod duration;
+pub mod files;
 pub mod policy;
 pub mod route;
 mod validate;
@@ -16,11 +17,11 @@ pub mod yaml;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use backend::{BackendSpec, Protocol};
 pub use duration::Dur;
+pub use files::{expand_paths, load_paths};
 pub use policy::{AuthorizationPolicySpec, MeshConfigSpec, TrafficPolicySpec};
 pub use route::HttpRouteSpec;
 
@@ -152,54 +153,6 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
-
-/// The YAML files a path stands for: the file itself, or the `*.yaml`/`*.yml`
-/// files of a folder (not recursive; hidden entries such as Kubernetes'
-/// `..data` links are skipped), sorted so loading is deterministic.
-pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| io_error(p, &e))?;
-        if meta.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| io_error(p, &e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| {
-                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                    !name.starts_with('.')
-                        && (name.ends_with(".yaml") || name.ends_with(".yml"))
-                        && f.is_file()
-                })
-                .collect();
-            files.sort();
-            out.extend(files);
-        } else {
-            out.push(p.clone());
-        }
-    }
-    Ok(out)
-}
-
-fn io_error(p: &Path, e: &std::io::Error) -> ConfigErrors {
-    ConfigErrors(vec![ConfigError {
-        file: p.display().to_string(),
-        line: 0,
-        column: 0,
-        path: String::new(),
-        message: format!("cannot read: {e}"),
-    }])
-}
-
-/// Reads, parses and validates every resource under `paths`.
-pub fn load_paths(paths: &[PathBuf]) -> Result<ConfigSet, ConfigErrors> {
-    let files = expand_paths(paths)?;
-    let mut sources = Vec::with_capacity(files.len());
-    for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|e| io_error(f, &e))?;
-        sources.push((f.display().to_string(), text));
-    }
-    load_sources(sources)
-}
 
 /// Parses and validates resources from `(file name, text)` pairs.
 pub fn load_sources(sources: Vec<(String, String)>) -> Result<ConfigSet, ConfigErrors> {

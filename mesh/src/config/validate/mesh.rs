@@ -25,7 +25,7 @@ impl Validator<'_> {
                 );
             }
             let protocol = t.protocol.as_deref();
-            if protocol.is_some_and(|p| crate::telemetry::trace::Protocol::parse(p).is_none()) {
+            if protocol.is_some_and(|p| crate::config::policy::OtlpProtocol::parse(p).is_none()) {
                 self.errors.push(
                     m.origin
                         .error("spec.tracing.protocol", "must be grpc or http/protobuf"),

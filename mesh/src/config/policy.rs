@@ -291,3 +291,22 @@ pub struct MeshTracing {
     #[serde(default)]
     pub sampling_percent: Option<f64>,
 }
+
+/// How spans travel to an OTLP receiver (`MeshTracing.protocol`, and
+/// `OTEL_EXPORTER_OTLP_PROTOCOL` in the proxy's environment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// `grpc` or `http/protobuf`, as OpenTelemetry spells them.
+    pub fn parse(s: &str) -> Option<OtlpProtocol> {
+        match s.trim() {
+            "grpc" => Some(OtlpProtocol::Grpc),
+            "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
+            _ => None,
+        }
+    }
+}

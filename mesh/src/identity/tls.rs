@@ -1,0 +1,106 @@
+//! The rustls configs of mesh connections, both directions: TLS 1.3 only,
+//! peers verified by SPIFFE ID (see [`super::verify`]).
+
+use super::{verify, Error, Identity, SpiffeId, TrustBundle};
+use rustls::{ClientConfig, CommonState, ServerConfig};
+use std::sync::Arc;
+
+/// ALPN protocols offered and accepted on mesh connections, preferred first,
+/// so both HTTP/2 and HTTP/1.1 traffic can ride the same mTLS listener.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The crypto provider for every TLS connection Weft makes, chosen
+/// explicitly (ring) instead of relying on a process-wide default that
+/// another crate could install.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the outbound (client) config for connecting to one peer whose
+/// SPIFFE ID must be exactly `expected_peer` (the Backend endpoint's
+/// `identity`). TLS 1.3 only, ALPN `h2` then `http/1.1`, presents `identity`.
+///
+/// The server name given to the connector is ignored by the verifier, so an
+/// IP-address `ServerName` is fine.
+pub fn client_config(
+    identity: &Identity,
+    trust: &TrustBundle,
+    expected_peer: SpiffeId,
+) -> Result<Arc<ClientConfig>, Error> {
+    let mut config = spiffe_client(trust, expected_peer)?
+        .with_client_auth_cert(identity.cert_chain.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// A client config that presents no certificate (a proxy's first request to
+/// the control plane, before it has one) but verifies the server exactly.
+pub fn client_config_anonymous(
+    trust: &TrustBundle,
+    expected_peer: SpiffeId,
+) -> Result<Arc<ClientConfig>, Error> {
+    let mut config = spiffe_client(trust, expected_peer)?.with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// TLS 1.3 only, verifying the server as exactly `expected_peer`.
+fn spiffe_client(
+    trust: &TrustBundle,
+    expected_peer: SpiffeId,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, Error> {
+    let provider = crypto_provider();
+    let verifier = verify::SpiffeServerVerifier::new(
+        trust.root_store()?,
+        expected_peer,
+        provider.signature_verification_algorithms,
+    );
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier)))
+}
+
+/// The control plane's server config: like [`server_config`], but a client
+/// certificate is optional (bootstrap requests come without one).
+pub fn server_config_optional_client(
+    identity: &Identity,
+    trust: &TrustBundle,
+) -> Result<Arc<ServerConfig>, Error> {
+    spiffe_server(identity, trust, false)
+}
+
+/// Builds the inbound (server) config: TLS 1.3 only, ALPN `h2` then
+/// `http/1.1`, presents `identity` and requires a client certificate chaining
+/// to `trust` with a valid SPIFFE ID (read it back with [`peer_identity`]).
+pub fn server_config(identity: &Identity, trust: &TrustBundle) -> Result<Arc<ServerConfig>, Error> {
+    spiffe_server(identity, trust, true)
+}
+
+fn spiffe_server(
+    identity: &Identity,
+    trust: &TrustBundle,
+    client_cert_required: bool,
+) -> Result<Arc<ServerConfig>, Error> {
+    let provider = crypto_provider();
+    let roots = trust.root_store()?;
+    let verifier = match client_cert_required {
+        true => verify::SpiffeClientVerifier::new(roots, provider.clone())?,
+        false => verify::SpiffeClientVerifier::optional(roots, provider.clone())?,
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(identity.cert_chain.clone(), identity.key.clone_key())?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The authenticated SPIFFE ID of the peer on an established connection
+/// (`&ServerConnection` derefs to `&CommonState`), for authorization and
+/// telemetry. `None` before the handshake completes or if the peer sent no
+/// certificate.
+pub fn peer_identity(conn: &CommonState) -> Option<String> {
+    let leaf = conn.peer_certificates()?.first()?;
+    verify::spiffe_id_of(leaf).map(|id| id.as_str().to_owned())
+}

@@ -1,0 +1,178 @@
+//! Tests of the name table; the `#[cfg(test)] mod tests` of `names.rs`.
+
+use super::*;
+use crate::config::load_sources;
+
+fn table(yaml: &str, local_ns: &str) -> (ConfigSet, NameTable<Destination>) {
+    let set = load_sources(vec![("t.yaml".into(), yaml.into())]).unwrap();
+    let t = NameTable::build(&set, local_ns);
+    (set, t)
+}
+
+const BACKENDS: &str = r#"
+apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: reviews, namespace: shop}
+spec:
+  port: 8080
+  endpoints: [{address: 127.0.0.1:1}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: db, namespace: shop}
+spec:
+  protocol: tcp
+  endpoints: [{address: 127.0.0.1:2}]
+"#;
+
+#[test]
+fn ports_are_stripped() {
+    for (a, want) in [
+        ("reviews:8080", "reviews"),
+        ("reviews", "reviews"),
+        ("reviews:", "reviews"),
+        ("127.0.0.1:18083", "127.0.0.1"),
+        ("a:b:80", "a:b"),
+        ("host:http", "host:http"),
+        ("[::1]:80", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("8080", "8080"),
+        (":80", ""),
+        ("", ""),
+    ] {
+        assert_eq!(strip_port(a), want, "{a}");
+    }
+}
+
+#[test]
+fn a_backend_is_reachable_by_its_service_names() {
+    let (_, t) = table(BACKENDS, "shop");
+    for name in [
+        "reviews",
+        "reviews:8080",
+        "reviews.shop",
+        "reviews.shop:8080",
+        "reviews.shop.svc",
+        "reviews.shop.svc.cluster.local",
+        "reviews.shop.svc.cluster.local:8080",
+        "REVIEWS.Shop",
+        "reviews.shop.",
+        // A port it was not given falls back to the bare name.
+        "reviews.shop:9999",
+    ] {
+        let d = t.get(name).unwrap_or_else(|| panic!("{name} not found"));
+        assert_eq!(d.name, "shop/reviews", "{name}");
+        assert_eq!(d.backend, Some(0));
+        assert!(d.matches.is_empty());
+    }
+    assert!(t.get("reviews.other").is_none());
+    assert!(t.get("view").is_none());
+}
+
+#[test]
+fn a_bare_name_is_only_known_in_its_own_namespace() {
+    let (_, t) = table(BACKENDS, "default");
+    assert!(t.get("reviews").is_none());
+    assert!(t.get("reviews.shop").is_some());
+}
+
+#[test]
+fn opaque_tcp_backends_get_no_implicit_route() {
+    let (set, t) = table(BACKENDS, "shop");
+    assert_eq!(t.get("reviews").unwrap().implicit_backend(&set), Some(0));
+    assert_eq!(t.get("db").unwrap().implicit_backend(&set), None);
+    assert_eq!(t.get("db").unwrap().backend, Some(1));
+}
+
+#[test]
+fn routes_take_over_their_parents_names_ordered_by_precedence() {
+    let yaml = format!(
+        "{BACKENDS}{}",
+        r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: first, namespace: shop}
+spec:
+  parentRefs: [{name: reviews}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /api}}]
+      backendRefs: [{name: reviews}]
+    - backendRefs: [{name: reviews}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: second, namespace: shop}
+spec:
+  parentRefs: [{name: reviews}]
+  hostnames: [reviews.example.com, "*.example.com", "*.api.example.com"]
+  rules:
+    - matches:
+        - {path: {type: Exact, value: /api/v1}}
+        - {path: {type: PathPrefix, value: /api}, method: GET}
+      backendRefs: [{name: reviews}]
+"#
+    );
+    let (set, t) = table(&yaml, "shop");
+    let d = t.get("reviews:8080").unwrap();
+    let got: Vec<(usize, usize, Option<usize>)> = d
+        .matches
+        .iter()
+        .map(|m| (m.route, m.rule, m.matched))
+        .collect();
+    // Exact first; then /api with a method before /api without; the
+    // catch-all last.
+    assert_eq!(
+        got,
+        vec![
+            (1, 0, Some(0)),
+            (1, 0, Some(1)),
+            (0, 0, Some(0)),
+            (0, 1, None)
+        ]
+    );
+    // The route's name keeps the Backend for CONNECT and opaque TCP, and
+    // no implicit route.
+    assert_eq!(d.backend, Some(0));
+    assert_eq!(d.implicit_backend(&set), None);
+    // Hostnames: exact, then the longest wildcard suffix.
+    assert_eq!(t.get("reviews.example.com").unwrap().matches.len(), 2);
+    assert_eq!(t.get("Reviews.Example.com:80").unwrap().matches.len(), 2);
+    assert_eq!(t.get("x.api.example.com").unwrap().name, ".api.example.com");
+    assert_eq!(t.get("x.example.com").unwrap().name, ".example.com");
+    assert_eq!(t.get("x.example.com").unwrap().backend, None);
+    assert!(t.get("example.com").is_none());
+}
+
+#[test]
+fn map_keeps_names_shared() {
+    let (_, t) = table(BACKENDS, "shop");
+    let mut calls = 0;
+    let mapped = t.map(|d| {
+        calls += 1;
+        d.name.len()
+    });
+    assert_eq!(calls, t.entries().len());
+    assert_eq!(mapped.get("reviews.shop.svc"), Some(&"shop/reviews".len()));
+    assert_eq!(mapped.get("db:1"), Some(&"shop/db".len()));
+}
+
+#[test]
+fn precedence_follows_gateway_api() {
+    let m = |yaml: &str| -> RouteMatch { serde_json::from_str(yaml).unwrap() };
+    let exact = precedence(Some(&m(r#"{"path": {"type": "Exact", "value": "/a"}}"#)));
+    let long = precedence(Some(&m(
+        r#"{"path": {"type": "PathPrefix", "value": "/abc/"}}"#,
+    )));
+    let short = precedence(Some(&m(
+        r#"{"path": {"type": "PathPrefix", "value": "/a"}}"#,
+    )));
+    let method = precedence(Some(&m(
+        r#"{"path": {"type": "PathPrefix", "value": "/a"}, "method": "GET"}"#,
+    )));
+    let regex = precedence(Some(&m(
+        r#"{"path": {"type": "RegularExpression", "value": "/.*"}}"#,
+    )));
+    let all = precedence(None);
+    assert!(exact > long && long > method && method > short && short > all && all > regex);
+}
