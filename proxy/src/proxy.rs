@@ -35,6 +35,17 @@ pub struct ProxyOptions {
     pub inbound_mode: weft_mesh::config::policy::InboundMode,
 }
 
+/// Asks about a name the config in force does not have (mesh mode: the
+/// control plane's scoped config holds only names asked for so far).
+pub trait NameLookup: Send + Sync {
+    /// True once answered (the snapshot in force then has the name, if it
+    /// exists); false at once when it cannot be asked.
+    fn discover<'a>(
+        &'a self,
+        authority: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+}
+
 /// Result of the last reload, for `/config` and `/ready`.
 #[derive(Default)]
 pub struct ConfigStatus {
@@ -66,9 +77,9 @@ pub struct Proxy {
     pub mesh: ArcSwapOption<MeshTls>,
     /// Config and identity come from a control plane (`--control-plane`).
     pub mesh_mode: bool,
-    /// The control plane client (mesh mode): asked about names the app
-    /// calls that the scoped config does not have.
-    pub control_plane: Option<Arc<crate::discovery::control_plane::Client>>,
+    /// Mesh mode: asked about names the app calls that the scoped config
+    /// does not have.
+    pub lookups: Option<Arc<dyn NameLookup>>,
     /// OpenTelemetry traces (off unless an OTLP endpoint is configured).
     pub tracing: Tracing,
 }
@@ -81,7 +92,9 @@ impl Proxy {
             max_idle: weft_mesh::config::defaults::POOL_MAX_IDLE_PER_ENDPOINT as usize,
         };
         Proxy {
-            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(
+                crate::pipeline::compile::mesh_settings(None, &opts),
+            )),
             app: Arc::new(Endpoint::new(opts.app)),
             app_settings: settings.clone(),
             passthrough_settings: settings,
@@ -96,7 +109,7 @@ impl Proxy {
             access_log: AtomicBool::new(opts.access_log),
             mesh: ArcSwapOption::empty(),
             mesh_mode: false,
-            control_plane: None,
+            lookups: None,
             tracing: Tracing::new(
                 TraceEnv::default(),
                 String::new(),
@@ -152,13 +165,9 @@ impl Proxy {
         self
     }
 
-    /// Mesh mode: config and identity from this control plane client.
-    pub fn with_control_plane(
-        mut self,
-        client: Option<Arc<crate::discovery::control_plane::Client>>,
-    ) -> Proxy {
-        self.mesh_mode = self.mesh_mode || client.is_some();
-        self.control_plane = client;
+    /// Mesh mode: unknown names are asked about here.
+    pub fn with_lookups(mut self, lookups: Option<Arc<dyn NameLookup>>) -> Proxy {
+        self.lookups = lookups;
         self
     }
 

@@ -1,16 +1,18 @@
 //! `weft-proxy run`: start listeners, load config, serve until SIGTERM.
 
 use crate::admin::{self, Admin};
+use crate::control_plane::{ControlPlane, Settings};
 use crate::drain::Drain;
 use crate::listen::{self, Direction};
+use crate::pipeline::Pipeline;
 use crate::proxy::{Proxy, ProxyOptions};
-use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use weft_mesh::config::files::FileWatch;
 use weft_mesh::config::policy::InboundMode;
 use weft_mesh::process::{init_logging, shutdown_signal, LogLevelSetter};
 
@@ -142,14 +144,14 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
-    let mesh_client = match mesh_client(&args) {
-        Ok(c) => c.map(Arc::new),
+    let control_plane = match control_plane(&args) {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!("{e}; not starting");
             return 2;
         }
     };
-    if args.inbound_mode == "strict" && args.identity_dir.is_none() && mesh_client.is_none() {
+    if args.inbound_mode == "strict" && args.identity_dir.is_none() && control_plane.is_none() {
         tracing::error!(
             "--inbound-mode strict needs a mesh identity (--identity-dir); not starting"
         );
@@ -168,43 +170,18 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             }
         },
     };
-    let metrics = Arc::new(Metrics::new());
-    let source = match &args.control_plane {
-        Some(url) => format!("control-plane {url}"),
-        None => args
-            .config
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+    let source = match &control_plane {
+        Some(cp) => format!("control-plane {}", cp.authority()),
+        None => crate::file_watch::source(&args.config),
     };
+    let lookups = control_plane
+        .as_ref()
+        .map(|cp| cp.lookups.clone() as Arc<dyn crate::proxy::NameLookup>);
     let proxy = Arc::new(
-        Proxy::new(
-            ProxyOptions {
-                namespace: args.namespace.clone(),
-                service: args.service.clone(),
-                app: args.app,
-                header_read_timeout: args.header_read_timeout,
-                max_header_bytes: args.max_header_bytes,
-                detect_timeout: args.detect_timeout,
-                pool_idle_timeout: args.pool_idle_timeout,
-                connect_timeout: weft_mesh::config::defaults::CONNECT_TIMEOUT,
-                access_log: args.access_log == "on",
-                inbound_mode: if args.inbound_mode == "strict" {
-                    InboundMode::Strict
-                } else {
-                    InboundMode::Permissive
-                },
-            },
-            metrics,
-            match mesh_client {
-                Some(_) => source.clone(),
-                None => format!("file: {source}"),
-            },
-        )
-        .with_mesh(mesh, mesh_client.is_some())
-        .with_control_plane(mesh_client.clone())
-        .with_trace_env(crate::telemetry::trace::Env::read(), proxy_name(&args)),
+        Proxy::new(options(&args), Arc::new(Metrics::new()), source.clone())
+            .with_mesh(mesh, control_plane.is_some())
+            .with_lookups(lookups)
+            .with_trace_env(crate::telemetry::trace::Env::read(), proxy_name(&args)),
     );
     // Tracing from the environment alone; a MeshConfig may add to it.
     proxy.tracing.configure(None);
@@ -215,39 +192,35 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             None
         }
     };
-    // Background work per backend (DNS watches, health checks) starts with a
-    // new backend and stops by itself when a reload drops that backend.
-    let metrics = proxy.metrics.clone();
-    let start_dns = move |snap: &Arc<Snapshot>, prev: Option<&Snapshot>| {
-        for b in snap.backends.values() {
-            let reused = prev
-                .and_then(|p| p.backends.get(&b.key))
-                .is_some_and(|old| Arc::ptr_eq(old, b));
-            if reused {
-                continue;
+    let pipeline = Arc::new(Pipeline::new(proxy.clone(), resolver));
+    // Config: from the files (watched from before the first load, so no
+    // edit is missed), or from the control plane once this proxy has a
+    // certificate to connect with.
+    let config_source = match control_plane {
+        None => {
+            let files = FileWatch::new(&args.config);
+            let first = weft_mesh::config::load_paths(&args.config);
+            if let Err(errors) = pipeline.start(&source, first) {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                tracing::error!("invalid config at startup; not starting");
+                return 1;
             }
-            if let Some(resolver) = &resolver {
-                crate::discovery::dns::spawn(b, resolver.clone());
-            }
-            crate::resilience::health::spawn(b, metrics.clone());
+            tokio::spawn(crate::file_watch::run(pipeline, files))
         }
+        Some(cp) => tokio::spawn(async move {
+            let identity = crate::identity::Manager::new(cp.certificates, pipeline.proxy().clone());
+            let validity = identity.first().await;
+            tokio::spawn(crate::control_plane::watch::run(
+                cp.connector,
+                cp.lookups,
+                pipeline,
+                cp.introduction,
+            ));
+            identity.renew_forever(validity).await
+        }),
     };
-    let files = weft_mesh::config::files::FileWatch::new(&args.config);
-    match crate::reload::apply(&proxy, &args.config) {
-        _ if mesh_client.is_some() => {}
-        Ok(v) => {
-            tracing::info!(version = v, source = %source, "config applied");
-            let snap = proxy.snapshot.load_full();
-            start_dns(&snap, None);
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            tracing::error!("invalid config at startup; not starting");
-            return 1;
-        }
-    }
     let listeners = async {
         Ok::<_, String>((
             bind("outbound", args.outbound).await?,
@@ -278,21 +251,6 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         set_log_level: set_level,
         log_level: std::sync::Mutex::new(args.log_level.clone()),
     });
-    let last = std::sync::Mutex::new(proxy.snapshot.load_full());
-    let on_apply = move |snap: &Arc<Snapshot>| {
-        if let Ok(mut prev) = last.lock() {
-            start_dns(snap, Some(prev.as_ref()));
-            *prev = snap.clone();
-        }
-    };
-    let watcher = match mesh_client {
-        Some(client) => tokio::spawn(crate::discovery::control_plane::run(
-            client,
-            proxy.clone(),
-            Arc::new(on_apply),
-        )),
-        None => tokio::spawn(crate::reload::watch(proxy.clone(), files, on_apply)),
-    };
     let evictor = {
         let proxy = proxy.clone();
         tokio::spawn(async move {
@@ -315,7 +273,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         _ = shutdown_signal() => {}
     }
     tracing::info!(grace = ?args.shutdown_grace, "shutting down: no new connections; finishing in-flight requests");
-    watcher.abort();
+    config_source.abort();
     evictor.abort();
     if drain.drain(args.shutdown_grace).await {
         tracing::info!("all connections finished");
@@ -326,8 +284,28 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     0
 }
 
+/// The settings fixed for the process, from the flags.
+fn options(args: &RunArgs) -> ProxyOptions {
+    ProxyOptions {
+        namespace: args.namespace.clone(),
+        service: args.service.clone(),
+        app: args.app,
+        header_read_timeout: args.header_read_timeout,
+        max_header_bytes: args.max_header_bytes,
+        detect_timeout: args.detect_timeout,
+        pool_idle_timeout: args.pool_idle_timeout,
+        connect_timeout: weft_mesh::config::defaults::CONNECT_TIMEOUT,
+        access_log: args.access_log == "on",
+        inbound_mode: if args.inbound_mode == "strict" {
+            InboundMode::Strict
+        } else {
+            InboundMode::Permissive
+        },
+    }
+}
+
 /// The control plane client for mesh mode (`--control-plane`), if chosen.
-fn mesh_client(args: &RunArgs) -> Result<Option<crate::discovery::control_plane::Client>, String> {
+fn control_plane(args: &RunArgs) -> Result<Option<ControlPlane>, String> {
     let Some(url) = &args.control_plane else {
         if args.config.is_empty() {
             return Err("nothing to serve: pass --config PATH (file mode) or --control-plane URL (mesh mode)".into());
@@ -346,14 +324,13 @@ fn mesh_client(args: &RunArgs) -> Result<Option<crate::discovery::control_plane:
         .control_plane_ca
         .as_deref()
         .ok_or("mesh mode needs --control-plane-ca (the mesh CA, to verify the control plane)")?;
-    let trust = crate::discovery::control_plane::read_trust(ca)?;
+    let trust = crate::control_plane::read_trust(ca)?;
     let service_account = args
         .service_account
         .clone()
         .or_else(|| args.service.clone())
         .unwrap_or_else(|| "default".into());
-    let name = proxy_name(args);
-    crate::discovery::control_plane::Client::new(crate::discovery::control_plane::Settings {
+    ControlPlane::new(Settings {
         url: url.clone(),
         trust,
         trust_domain: args.trust_domain.clone(),
@@ -361,7 +338,7 @@ fn mesh_client(args: &RunArgs) -> Result<Option<crate::discovery::control_plane:
         service_account,
         service: args.service.clone(),
         token: args.bootstrap_token.clone(),
-        name,
+        name: proxy_name(args),
     })
     .map(Some)
 }

@@ -16,7 +16,7 @@ pub enum Protocol {
     Tcp,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendSpec {
     #[serde(default)]

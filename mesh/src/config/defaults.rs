@@ -1,5 +1,6 @@
 //! Every default of the resource model in one place, with the reason for it.
 
+use super::policy::RetryCondition;
 use std::time::Duration;
 
 /// Time to establish a connection, TLS handshake included. Short: a peer that
@@ -34,7 +35,11 @@ pub const PANIC_THRESHOLD: u32 = 50;
 pub const TRUST_DOMAIN: &str = "weft.local";
 /// Retry conditions when none are written: only failures where the upstream
 /// certainly did not process the request, plus gRPC UNAVAILABLE.
-pub const RETRY_ON: [&str; 3] = ["connect-failure", "refused-stream", "unavailable"];
+pub const RETRY_ON: [RetryCondition; 3] = [
+    RetryCondition::ConnectFailure,
+    RetryCondition::RefusedStream,
+    RetryCondition::Unavailable,
+];
 /// Concurrency limits per backend (overflow answers 503 at once).
 pub const MAX_CONNECTIONS: u32 = 10_000;
 pub const MAX_PENDING_REQUESTS: u32 = 10_000;
@@ -52,3 +57,7 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 pub const HEALTH_UNHEALTHY_THRESHOLD: u32 = 3;
 pub const HEALTH_HEALTHY_THRESHOLD: u32 = 2;
 pub const HEALTH_JITTER_PERCENT: u32 = 10;
+/// When a workload certificate is renewed, as fractions of its life: a
+/// random point between half and 70 %, so a fleet started together does not
+/// renew together, and a failed renewal has 30 % of the life left to retry.
+pub const ROTATION_WINDOW: (f64, f64) = (0.5, 0.7);

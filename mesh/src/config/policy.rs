@@ -6,7 +6,7 @@
 use super::duration::Dur;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetRef {
     #[serde(default)]
@@ -17,7 +17,7 @@ pub struct TargetRef {
     pub namespace: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrafficPolicySpec {
     pub target_ref: TargetRef,
@@ -51,7 +51,7 @@ pub enum LbPolicy {
     RingHash,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LoadBalancer {
     #[serde(default)]
@@ -61,7 +61,7 @@ pub struct LoadBalancer {
 }
 
 /// What RingHash hashes: exactly one of the three.
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HashOn {
     #[serde(default)]
@@ -72,13 +72,95 @@ pub struct HashOn {
     pub source_ip: Option<bool>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+/// A failure a retry policy retries (`retryOn`), named as in the files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetryCondition {
+    /// The connection could not be made (the request never left).
+    ConnectFailure,
+    /// HTTP/2 REFUSED_STREAM, or a pooled connection closed before the
+    /// request was written: the upstream did not process it.
+    RefusedStream,
+    /// The connection or stream broke after the request went out.
+    Reset,
+    /// 502, 503 or 504 (and timeouts).
+    GatewayError,
+    /// Any 5xx (and timeouts).
+    FiveXx,
+    /// A status listed in `codes`.
+    RetriableStatusCodes,
+    /// gRPC status UNAVAILABLE (14).
+    Unavailable,
+    /// gRPC status CANCELLED (1).
+    Cancelled,
+    /// gRPC status DEADLINE_EXCEEDED (4).
+    DeadlineExceeded,
+    /// gRPC status RESOURCE_EXHAUSTED (8).
+    ResourceExhausted,
+}
+
+impl RetryCondition {
+    /// Every condition, in the order the docs list them.
+    pub const ALL: [RetryCondition; 10] = [
+        RetryCondition::ConnectFailure,
+        RetryCondition::RefusedStream,
+        RetryCondition::Unavailable,
+        RetryCondition::Cancelled,
+        RetryCondition::DeadlineExceeded,
+        RetryCondition::ResourceExhausted,
+        RetryCondition::Reset,
+        RetryCondition::GatewayError,
+        RetryCondition::FiveXx,
+        RetryCondition::RetriableStatusCodes,
+    ];
+
+    /// The name written in `retryOn`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RetryCondition::ConnectFailure => "connect-failure",
+            RetryCondition::RefusedStream => "refused-stream",
+            RetryCondition::Reset => "reset",
+            RetryCondition::GatewayError => "gateway-error",
+            RetryCondition::FiveXx => "5xx",
+            RetryCondition::RetriableStatusCodes => "retriable-status-codes",
+            RetryCondition::Unavailable => "unavailable",
+            RetryCondition::Cancelled => "cancelled",
+            RetryCondition::DeadlineExceeded => "deadline-exceeded",
+            RetryCondition::ResourceExhausted => "resource-exhausted",
+        }
+    }
+
+    /// The condition of that name.
+    pub fn parse(name: &str) -> Option<RetryCondition> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl Serialize for RetryCondition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for RetryCondition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        RetryCondition::parse(&name).ok_or_else(|| {
+            let all: Vec<&str> = Self::ALL.iter().map(|c| c.name()).collect();
+            serde::de::Error::custom(format!(
+                "unknown condition {name:?}; one of {}",
+                all.join(", ")
+            ))
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Retry {
     #[serde(default)]
     pub attempts: Option<u32>,
     #[serde(default)]
-    pub retry_on: Option<Vec<String>>,
+    pub retry_on: Option<Vec<RetryCondition>>,
     #[serde(default)]
     pub codes: Vec<u16>,
     #[serde(default)]
@@ -94,7 +176,7 @@ pub struct Retry {
     pub max_buffered_body: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Backoff {
     #[serde(default)]
@@ -103,7 +185,7 @@ pub struct Backoff {
     pub max_interval: Option<Dur>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Budget {
     #[serde(default)]
@@ -112,7 +194,7 @@ pub struct Budget {
     pub min_retries_per_second: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CircuitBreaker {
     #[serde(default)]
@@ -125,7 +207,7 @@ pub struct CircuitBreaker {
     pub max_retries: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OutlierDetection {
     #[serde(default)]
@@ -140,7 +222,7 @@ pub struct OutlierDetection {
     pub max_ejection_percent: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HealthCheck {
     #[serde(default)]
@@ -162,7 +244,7 @@ pub struct HealthCheck {
     pub jitter_percent: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpHealthCheck {
     pub path: String,
@@ -170,14 +252,14 @@ pub struct HttpHealthCheck {
     pub expected_statuses: Vec<u16>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GrpcHealthCheck {
     #[serde(default)]
     pub service: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
@@ -187,14 +269,14 @@ pub enum TlsMode {
     Disabled,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Tls {
     pub mode: TlsMode,
 }
 
 /// Upstream connection reuse (an addition to the contract: idle expiry per destination).
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConnectionPool {
     #[serde(default)]
@@ -209,7 +291,7 @@ pub enum AuthzAction {
     Deny,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
     pub target_ref: TargetRef,
@@ -218,7 +300,7 @@ pub struct AuthorizationPolicySpec {
     pub rules: Vec<AuthzRule>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthzRule {
     #[serde(default)]
@@ -227,7 +309,7 @@ pub struct AuthzRule {
     pub to: Option<AuthzTo>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthzFrom {
     #[serde(default)]
@@ -236,7 +318,7 @@ pub struct AuthzFrom {
     pub namespaces: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthzTo {
     #[serde(default)]
@@ -251,7 +333,7 @@ pub enum InboundMode {
     Permissive,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MeshConfigSpec {
     #[serde(default)]
@@ -269,14 +351,14 @@ pub struct MeshConfigSpec {
 }
 
 /// `MeshConfig.spec.accessLog`: when `enabled` is set it overrides `--access-log`.
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AccessLog {
     #[serde(default)]
     pub enabled: Option<bool>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MeshTracing {
     /// Base URL of the OTLP receiver (`http://collector:4318`), as

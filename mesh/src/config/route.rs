@@ -3,7 +3,7 @@
 use super::duration::Dur;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRouteSpec {
     #[serde(default)]
@@ -15,7 +15,7 @@ pub struct HttpRouteSpec {
 }
 
 /// The service (or Backend) whose traffic the route takes over.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ParentRef {
     #[serde(default)]
@@ -31,7 +31,7 @@ pub struct ParentRef {
     pub section_name: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteRule {
     #[serde(default)]
@@ -48,7 +48,7 @@ pub struct RouteRule {
     pub retry: Option<RouteRetry>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteMatch {
     #[serde(default)]
@@ -69,7 +69,7 @@ pub enum PathMatchType {
     RegularExpression,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PathMatch {
     #[serde(default, rename = "type")]
@@ -90,7 +90,7 @@ pub enum ValueMatchType {
 }
 
 /// Header and query-parameter matches share one shape.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HeaderMatch {
     #[serde(default, rename = "type")]
@@ -99,7 +99,7 @@ pub struct HeaderMatch {
     pub value: String,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendRef {
     #[serde(default)]
@@ -126,7 +126,7 @@ pub enum FilterType {
     RequestMirror,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Filter {
     #[serde(rename = "type")]
@@ -143,7 +143,7 @@ pub struct Filter {
     pub request_mirror: Option<Mirror>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HeaderModifier {
     #[serde(default)]
@@ -154,14 +154,14 @@ pub struct HeaderModifier {
     pub remove: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HeaderValue {
     pub name: String,
     pub value: String,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Redirect {
     #[serde(default)]
@@ -176,7 +176,7 @@ pub struct Redirect {
     pub status_code: Option<u16>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UrlRewrite {
     #[serde(default)]
@@ -191,7 +191,7 @@ pub enum PathModifierType {
     ReplacePrefixMatch,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PathModifier {
     #[serde(rename = "type")]
@@ -202,7 +202,7 @@ pub struct PathModifier {
     pub replace_prefix_match: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Mirror {
     pub backend_ref: BackendRef,
@@ -210,7 +210,7 @@ pub struct Mirror {
     pub percent: Option<u32>,
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Timeouts {
     #[serde(default)]
@@ -220,7 +220,7 @@ pub struct Timeouts {
 }
 
 /// GEP-1731 retry shape on a route rule; it overrides the TrafficPolicy's attempts/codes/backoff.
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteRetry {
     #[serde(default)]

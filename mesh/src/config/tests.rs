@@ -164,3 +164,44 @@ fn mesh_config_rotation_window_and_lifetime_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn unknown_retry_condition_points_at_it() {
+    let text = format!(
+        "{GOOD}---
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: p}}
+spec:
+  targetRef: {{kind: Backend, name: reviews-v1}}
+  retry:
+    retryOn: [connect-failure, 5xx, gateway-eror]
+"
+    );
+    let e = only_error(&text);
+    assert_eq!(e.path, "spec.retry.retryOn[2]", "{e}");
+    let line = text
+        .lines()
+        .position(|l| l.contains("gateway-eror"))
+        .unwrap() as u32
+        + 1;
+    assert_eq!(e.line, line, "{e}");
+    assert!(
+        e.message
+            .contains("unknown condition \"gateway-eror\"; one of connect-failure"),
+        "{e}"
+    );
+    let ok = load(&text.replace("gateway-eror", "gateway-error")).unwrap();
+    let conditions = ok.traffic_policies[0]
+        .spec
+        .retry
+        .as_ref()
+        .unwrap()
+        .retry_on
+        .clone();
+    use policy::RetryCondition as C;
+    assert_eq!(
+        conditions,
+        Some(vec![C::ConnectFailure, C::FiveXx, C::GatewayError])
+    );
+}

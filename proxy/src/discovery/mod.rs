@@ -1,5 +1,3 @@
-//! Where endpoints come from: static lists in the config (applied when the
-//! snapshot is compiled), DNS names watched here, and the control plane
-//! (mesh mode).
-pub mod control_plane;
+//! Where endpoints come from besides the static lists in the config
+//! (compiled with the snapshot): DNS names, watched here.
 pub mod dns;

@@ -9,10 +9,12 @@ use crate::resilience::backoff;
 use crate::resilience::policy::{RetryOn, RetryPolicy};
 use http::StatusCode;
 use std::time::Duration;
+use weft_mesh::config::policy::RetryCondition as C;
 
 /// Why a try failed, for deciding on a retry.
 pub(crate) struct Failure {
-    pub condition: u32,
+    /// The `retryOn` conditions this failure meets.
+    pub conditions: RetryOn,
     /// The upstream certainly did not process the request.
     pub unprocessed: bool,
     /// Counts against the endpoint for outlier detection.
@@ -33,23 +35,25 @@ fn is_refused_stream(e: &hyper::Error) -> bool {
 
 /// What an error says of a try: `None` when it is no failure to retry.
 pub(crate) fn error_failure(e: &ProxyError) -> Option<Failure> {
-    let f = |condition, unprocessed, endpoint_fault| Failure {
-        condition,
+    let f = |conditions, unprocessed, endpoint_fault| Failure {
+        conditions,
         unprocessed,
         endpoint_fault,
         retry_after: None,
     };
     match e {
         ProxyError::Connect(ConnectError::Overloaded(_)) => None,
-        ProxyError::Connect(_) => Some(f(RetryOn::CONNECT_FAILURE, true, true)),
+        ProxyError::Connect(_) => Some(f(C::ConnectFailure.into(), true, true)),
         // Canceled: the pooled connection closed before the request was written.
         ProxyError::Upstream(h) if is_refused_stream(h) || h.is_canceled() => {
-            Some(f(RetryOn::REFUSED_STREAM, true, false))
+            Some(f(C::RefusedStream.into(), true, false))
         }
-        ProxyError::StaleConnection => Some(f(RetryOn::REFUSED_STREAM, true, false)),
-        ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) => Some(f(RetryOn::RESET, false, true)),
+        ProxyError::StaleConnection => Some(f(C::RefusedStream.into(), true, false)),
+        ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) => {
+            Some(f(C::Reset.into(), false, true))
+        }
         ProxyError::Timeout(_) => Some(f(
-            RetryOn::GATEWAY_ERROR | RetryOn::FIVE_XX | RetryOn::RESET,
+            RetryOn::all_of(&[C::GatewayError, C::FiveXx, C::Reset]),
             false,
             true,
         )),
@@ -57,13 +61,13 @@ pub(crate) fn error_failure(e: &ProxyError) -> Option<Failure> {
     }
 }
 
-fn grpc_condition(code: &str) -> u32 {
+fn grpc_condition(code: &str) -> Option<C> {
     match code {
-        "14" => RetryOn::GRPC_UNAVAILABLE,
-        "1" => RetryOn::GRPC_CANCELLED,
-        "4" => RetryOn::GRPC_DEADLINE,
-        "8" => RetryOn::GRPC_EXHAUSTED,
-        _ => 0,
+        "14" => Some(C::Unavailable),
+        "1" => Some(C::Cancelled),
+        "4" => Some(C::DeadlineExceeded),
+        "8" => Some(C::ResourceExhausted),
+        _ => None,
     }
 }
 
@@ -74,23 +78,24 @@ pub(crate) fn status_failure(
     policy: &RetryPolicy,
 ) -> Option<Failure> {
     let code = status.as_u16();
-    let mut condition = 0;
+    let mut conditions = RetryOn::NONE;
     if (500..600).contains(&code) {
-        condition |= RetryOn::FIVE_XX;
+        conditions = conditions.with(C::FiveXx);
     }
     if (502..=504).contains(&code) {
-        condition |= RetryOn::GATEWAY_ERROR;
+        conditions = conditions.with(C::GatewayError);
     }
     if policy.codes.contains(&code) {
-        condition |= RetryOn::RETRIABLE_CODES;
+        conditions = conditions.with(C::RetriableStatusCodes);
     }
     let grpc = headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
-        .map(grpc_condition)
-        .unwrap_or(0);
-    condition |= grpc;
-    if condition == 0 {
+        .and_then(grpc_condition);
+    if let Some(g) = grpc {
+        conditions = conditions.with(g);
+    }
+    if conditions.is_empty() {
         return None;
     }
     let retry_after = match code {
@@ -101,9 +106,9 @@ pub(crate) fn status_failure(
         _ => None,
     };
     Some(Failure {
-        condition,
+        conditions,
         // gRPC UNAVAILABLE says the server did not act on the call.
-        unprocessed: grpc == RetryOn::GRPC_UNAVAILABLE,
+        unprocessed: grpc == Some(C::Unavailable),
         endpoint_fault: (500..600).contains(&code),
         retry_after,
     })

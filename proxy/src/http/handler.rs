@@ -7,8 +7,8 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::http::errors::ProxyError;
 use crate::http::forward::{self, Outgoing, Wire};
 use crate::http::headers::upgrade_requested;
-use crate::http::route::{modify_path, Filters};
 use crate::proxy::Proxy;
+use crate::route::{modify_path, Filters};
 use crate::snapshot::{Rule, WeightedBackend};
 use crate::telemetry::access_log::{self, Line, Record};
 use crate::telemetry::trace::Span;
@@ -193,8 +193,8 @@ async fn serve_outbound(
     };
     if snap.host(authority).is_none() {
         // Mesh mode: the scoped config has only names asked for so far.
-        if let Some(cp) = &proxy.control_plane {
-            if Box::pin(cp.discover(authority)).await {
+        if let Some(lookups) = &proxy.lookups {
+            if lookups.discover(authority).await {
                 snap = proxy.snapshot.load_full();
             }
         }
@@ -246,7 +246,7 @@ async fn serve_outbound(
         None => None,
     };
     let (out, hash) = prepare(conn, rule, wb, req, prefix.as_deref(), started);
-    let resp = match crate::http::retry::call(&proxy, &wb.backend, rule, out, hash, up).await {
+    let resp = match crate::http::retry::call(&proxy, wb, rule, out, hash, up).await {
         Ok(mut resp) => {
             if let Some(m) = &rule.filters.response_headers {
                 m.apply(resp.headers_mut());

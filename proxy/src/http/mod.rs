@@ -7,5 +7,4 @@ pub mod handler;
 pub mod headers;
 pub mod pool;
 pub mod retry;
-pub mod route;
 pub mod within;

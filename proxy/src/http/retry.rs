@@ -20,19 +20,19 @@ use crate::resilience::backoff;
 use crate::resilience::limits::Kind;
 use crate::resilience::outlier::Transition;
 use crate::resilience::policy::{RetryOn, RetryPolicy};
-use crate::snapshot::Rule;
+use crate::snapshot::{Rule, WeightedBackend};
 use crate::telemetry::access_log::{EventKind, UpstreamInfo};
 use crate::telemetry::metrics::{BackendLabels, BackendResultLabels, OverflowLabels};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use weft_mesh::config::policy::RetryCondition;
 use weft_mesh::config::Protocol;
 
 fn idempotent(m: &Method) -> bool {
@@ -40,28 +40,6 @@ fn idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
-}
-
-/// The route's retry settings over the backend's.
-fn effective_policy<'a>(backend: &'a Backend, rule: &Rule) -> Cow<'a, RetryPolicy> {
-    let base = &backend.resilience.retry;
-    match &rule.retry {
-        None => Cow::Borrowed(base),
-        Some(r) => {
-            let mut p = base.clone();
-            if let Some(a) = r.attempts {
-                p.attempts = a;
-            }
-            if !r.codes.is_empty() {
-                p.codes = r.codes.clone();
-                p.retry_on = p.retry_on.with(RetryOn::RETRIABLE_CODES);
-            }
-            if let Some(b) = r.backoff {
-                p.base = b.0;
-            }
-            Cow::Owned(p)
-        }
-    }
 }
 
 /// The request, kept so each try can be rebuilt.
@@ -128,12 +106,13 @@ struct Ctx<'a> {
 /// every request's future, which is moved as it is built) larger.
 pub async fn call(
     proxy: &Arc<Proxy>,
-    backend: &Arc<Backend>,
+    wb: &WeightedBackend,
     rule: &Rule,
     out: Outgoing,
     hash: Option<u64>,
     info: Option<&mut UpstreamInfo>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let backend = &wb.backend;
     let res = &backend.resilience;
     let Some(request_permit) = res.limits.try_acquire(Kind::Requests) else {
         if let Some(i) = info {
@@ -144,24 +123,21 @@ pub async fn call(
         return Err(overflow(proxy, backend, Kind::Requests));
     };
     res.budget.record_request_at(Instant::from_std(out.started));
-    let policy = effective_policy(backend, rule);
+    let policy = &*wb.retry;
     let ctx = Ctx {
         proxy,
         backend,
         rule,
         wire: Wire::for_protocol(backend.protocol),
         deadline: rule.request_timeout.map(|t| Instant::now() + t),
-        per_try: match (rule.backend_timeout, policy.per_try_timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        },
+        per_try: wb.per_try_timeout,
         hash,
     };
     // Upgrades and requests that cannot be retried go once, without copies.
     let result = if out.upgrade.is_some() || policy.attempts == 0 {
         call_once(&ctx, out, info).await
     } else {
-        call_retrying(&ctx, &policy, out, info).await
+        call_retrying(&ctx, policy, out, info).await
     };
     result.map(|r| r.map(|b| b.with_permit(request_permit)))
 }
@@ -265,15 +241,9 @@ async fn call_retrying(
     // Only a policy that may resend a request the upstream already received
     // (status, reset, gRPC status, HTTP/2 refused stream) needs a copy kept:
     // a request that never left comes back from the connection unsent.
-    let resend_bits =
-        RetryOn::RESET | RetryOn::GATEWAY_ERROR | RetryOn::FIVE_XX | RetryOn::RETRIABLE_CODES;
-    let grpc_bits = RetryOn::GRPC_UNAVAILABLE
-        | RetryOn::GRPC_CANCELLED
-        | RetryOn::GRPC_DEADLINE
-        | RetryOn::GRPC_EXHAUSTED;
-    let keep_copy = policy.retry_on.has(resend_bits)
-        || (backend.protocol == Protocol::Grpc && policy.retry_on.has(grpc_bits))
-        || (wire == Wire::Http2 && policy.retry_on.has(RetryOn::REFUSED_STREAM));
+    let keep_copy = policy.retry_on.meets(RetryOn::RESEND)
+        || (backend.protocol == Protocol::Grpc && policy.retry_on.meets(RetryOn::GRPC))
+        || (wire == Wire::Http2 && policy.retry_on.has(RetryCondition::RefusedStream));
     let method_safe = idempotent(&template.parts.method) || policy.non_idempotent;
     let bodiless = template.body.is_none() && template.streaming.is_none();
     let mut pending: Option<Request<RequestBody>> = if keep_copy { None } else { template.take() };
@@ -348,7 +318,7 @@ async fn call_retrying(
             }
             return result;
         };
-        let wanted = policy.retry_on.has(failure.condition);
+        let wanted = policy.retry_on.meets(failure.conditions);
         let safe = failure.unprocessed || method_safe;
         let have_request = pending.is_some() || keep_copy;
         let body_ok = template.replayable() || pending.is_some();
@@ -418,13 +388,9 @@ fn wants_grpc_peek(
     policy: &RetryPolicy,
     attempt: u32,
 ) -> bool {
-    let grpc_bits = RetryOn::GRPC_UNAVAILABLE
-        | RetryOn::GRPC_CANCELLED
-        | RetryOn::GRPC_DEADLINE
-        | RetryOn::GRPC_EXHAUSTED;
     backend.protocol == Protocol::Grpc
         && attempt < policy.attempts
-        && policy.retry_on.has(grpc_bits)
+        && policy.retry_on.meets(RetryOn::GRPC)
         && !resp.headers().contains_key("grpc-status")
         && resp.status() == StatusCode::OK
 }

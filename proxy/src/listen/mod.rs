@@ -127,7 +127,7 @@ async fn connection(
     let plaintext = !matches!(detected, Detected::Tls) || mesh.is_none();
     if direction == Direction::Inbound && plaintext {
         let snap = proxy.snapshot.load();
-        if snap.inbound_strict {
+        if snap.mesh.inbound_strict {
             drop(snap);
             proxy.metrics.inbound_rejected("plaintext");
             tracing::debug!(%peer, "strict inbound: closing a plaintext connection");

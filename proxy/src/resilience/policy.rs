@@ -7,50 +7,85 @@ use super::outlier::OutlierConfig;
 use std::sync::Arc;
 use std::time::Duration;
 use weft_mesh::config::defaults as d;
-use weft_mesh::config::policy::TrafficPolicySpec;
+use weft_mesh::config::policy::{RetryCondition, RetryCondition as C, TrafficPolicySpec};
+use weft_mesh::config::route::RouteRetry;
 
-/// Retry conditions, as bits.
+/// A set of retry conditions, as bits: what a policy retries on, or what
+/// a failed try amounts to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RetryOn(u32);
+pub struct RetryOn(u16);
 
 impl RetryOn {
-    pub const CONNECT_FAILURE: u32 = 1;
-    pub const REFUSED_STREAM: u32 = 1 << 1;
-    pub const RESET: u32 = 1 << 2;
-    pub const GATEWAY_ERROR: u32 = 1 << 3;
-    pub const FIVE_XX: u32 = 1 << 4;
-    pub const RETRIABLE_CODES: u32 = 1 << 5;
-    pub const GRPC_UNAVAILABLE: u32 = 1 << 6;
-    pub const GRPC_CANCELLED: u32 = 1 << 7;
-    pub const GRPC_DEADLINE: u32 = 1 << 8;
-    pub const GRPC_EXHAUSTED: u32 = 1 << 9;
+    pub const NONE: RetryOn = RetryOn(0);
+    /// The gRPC status conditions (read from `grpc-status`).
+    pub const GRPC: RetryOn = RetryOn(
+        Self::bit(C::Unavailable)
+            | Self::bit(C::Cancelled)
+            | Self::bit(C::DeadlineExceeded)
+            | Self::bit(C::ResourceExhausted),
+    );
+    /// Conditions that may resend a request the upstream already received
+    /// (a status or a reset), so a copy of the request must be kept.
+    pub const RESEND: RetryOn = RetryOn(
+        Self::bit(C::Reset)
+            | Self::bit(C::GatewayError)
+            | Self::bit(C::FiveXx)
+            | Self::bit(C::RetriableStatusCodes),
+    );
 
-    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> RetryOn {
-        let mut bits = 0;
-        for n in names {
-            bits |= match n {
-                "connect-failure" => Self::CONNECT_FAILURE,
-                "refused-stream" => Self::REFUSED_STREAM,
-                "reset" => Self::RESET,
-                "gateway-error" => Self::GATEWAY_ERROR,
-                "5xx" => Self::FIVE_XX,
-                "retriable-status-codes" => Self::RETRIABLE_CODES,
-                "unavailable" => Self::GRPC_UNAVAILABLE,
-                "cancelled" => Self::GRPC_CANCELLED,
-                "deadline-exceeded" => Self::GRPC_DEADLINE,
-                "resource-exhausted" => Self::GRPC_EXHAUSTED,
-                _ => 0,
-            };
+    const fn bit(c: RetryCondition) -> u16 {
+        1 << match c {
+            C::ConnectFailure => 0,
+            C::RefusedStream => 1,
+            C::Reset => 2,
+            C::GatewayError => 3,
+            C::FiveXx => 4,
+            C::RetriableStatusCodes => 5,
+            C::Unavailable => 6,
+            C::Cancelled => 7,
+            C::DeadlineExceeded => 8,
+            C::ResourceExhausted => 9,
         }
-        RetryOn(bits)
     }
 
-    pub fn has(self, bit: u32) -> bool {
-        self.0 & bit != 0
+    /// The set of one condition.
+    pub fn of(c: RetryCondition) -> RetryOn {
+        RetryOn(Self::bit(c))
     }
 
-    pub fn with(self, bit: u32) -> RetryOn {
-        RetryOn(self.0 | bit)
+    /// The set of these conditions.
+    pub fn all_of<'a>(cs: impl IntoIterator<Item = &'a RetryCondition>) -> RetryOn {
+        cs.into_iter().fold(RetryOn::NONE, |s, c| s.with(*c))
+    }
+
+    pub fn has(self, c: RetryCondition) -> bool {
+        self.0 & Self::bit(c) != 0
+    }
+
+    pub fn with(self, c: RetryCondition) -> RetryOn {
+        RetryOn(self.0 | Self::bit(c))
+    }
+
+    /// Whether the two sets share a condition.
+    pub fn meets(self, other: RetryOn) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for RetryOn {
+    type Output = RetryOn;
+    fn bitor(self, o: RetryOn) -> RetryOn {
+        RetryOn(self.0 | o.0)
+    }
+}
+
+impl From<RetryCondition> for RetryOn {
+    fn from(c: RetryCondition) -> RetryOn {
+        RetryOn::of(c)
     }
 }
 
@@ -66,9 +101,31 @@ pub struct RetryPolicy {
     pub max_buffered_body: u64,
 }
 
+impl RetryPolicy {
+    /// This policy with a route's retry settings (GEP-1731) over it:
+    /// `attempts`, `codes` (which also turn on retries of those codes) and
+    /// the backoff base.
+    pub fn with_route(&self, r: &RouteRetry) -> RetryPolicy {
+        let mut p = self.clone();
+        if let Some(a) = r.attempts {
+            p.attempts = a;
+        }
+        if !r.codes.is_empty() {
+            p.codes = r.codes.clone();
+            p.retry_on = p.retry_on.with(RetryCondition::RetriableStatusCodes);
+        }
+        if let Some(b) = r.backoff {
+            p.base = b.0;
+        }
+        p
+    }
+}
+
 /// Everything resilience-related about one backend.
 pub struct Resilience {
-    pub retry: RetryPolicy,
+    /// The backend's own policy; a route's retry settings make a copy
+    /// with theirs over it (once, when the config is compiled).
+    pub retry: Arc<RetryPolicy>,
     pub budget: RetryBudget,
     pub limits: Limits,
     pub outlier: OutlierConfig,
@@ -79,15 +136,15 @@ impl Resilience {
     pub fn new(p: Option<&TrafficPolicySpec>) -> Arc<Resilience> {
         let r = p.and_then(|p| p.retry.as_ref());
         let retry_on = match r.and_then(|r| r.retry_on.as_ref()) {
-            Some(list) => RetryOn::parse(list.iter().map(String::as_str)),
-            None => RetryOn::parse(d::RETRY_ON),
+            Some(list) => RetryOn::all_of(list),
+            None => RetryOn::all_of(&d::RETRY_ON),
         };
         let backoff = r.and_then(|r| r.backoff.as_ref());
         let budget = r.and_then(|r| r.budget.as_ref());
         let cb = p.and_then(|p| p.circuit_breaker.as_ref());
         let od = p.and_then(|p| p.outlier_detection.as_ref());
         Arc::new(Resilience {
-            retry: RetryPolicy {
+            retry: Arc::new(RetryPolicy {
                 attempts: r.and_then(|r| r.attempts).unwrap_or(d::RETRY_ATTEMPTS),
                 retry_on,
                 codes: r.map(|r| r.codes.clone()).unwrap_or_default(),
@@ -108,7 +165,7 @@ impl Resilience {
                     .and_then(|r| r.max_buffered_body.as_deref())
                     .and_then(weft_mesh::config::parse_size)
                     .unwrap_or(d::RETRY_MAX_BUFFERED_BODY),
-            },
+            }),
             budget: RetryBudget::new(
                 budget
                     .and_then(|b| b.percent)
@@ -149,5 +206,52 @@ impl Resilience {
                 .and_then(|p| p.panic_threshold)
                 .unwrap_or(d::PANIC_THRESHOLD),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_on_sets() {
+        let s = RetryOn::all_of(&[RetryCondition::Reset, RetryCondition::FiveXx]);
+        assert!(s.has(RetryCondition::Reset) && s.has(RetryCondition::FiveXx));
+        assert!(!s.has(RetryCondition::ConnectFailure));
+        assert!(s.meets(RetryCondition::FiveXx.into()));
+        assert!(!s.meets(RetryCondition::Unavailable.into()));
+        assert!(RetryOn::NONE.is_empty() && !s.is_empty());
+        for c in RetryCondition::ALL {
+            assert!(RetryOn::of(c).has(c));
+            assert_eq!(
+                RetryCondition::ALL
+                    .iter()
+                    .filter(|o| RetryOn::of(c).has(**o))
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn route_settings_go_over_the_backends() {
+        let base = Resilience::new(None).retry.clone();
+        assert_eq!(base.retry_on, RetryOn::all_of(&d::RETRY_ON));
+        let same = base.with_route(&RouteRetry::default());
+        assert_eq!(same.attempts, base.attempts);
+        assert_eq!(same.retry_on, base.retry_on);
+        let r = RouteRetry {
+            attempts: Some(5),
+            codes: vec![429],
+            backoff: Some(weft_mesh::config::Dur(Duration::from_millis(7))),
+        };
+        let p = base.with_route(&r);
+        assert_eq!(p.attempts, 5);
+        assert_eq!(p.codes, vec![429]);
+        assert!(p.retry_on.has(RetryCondition::RetriableStatusCodes));
+        assert!(p.retry_on.has(RetryCondition::ConnectFailure));
+        assert_eq!(p.base, Duration::from_millis(7));
+        assert_eq!(p.max, base.max);
     }
 }

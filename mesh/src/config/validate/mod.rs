@@ -9,19 +9,6 @@ use super::route::{
 use super::{defaults, ConfigError, ConfigSet, Origin, Resource};
 use std::collections::HashSet;
 
-const RETRY_ON: &[&str] = &[
-    "connect-failure",
-    "refused-stream",
-    "unavailable",
-    "cancelled",
-    "deadline-exceeded",
-    "resource-exhausted",
-    "reset",
-    "gateway-error",
-    "5xx",
-    "retriable-status-codes",
-];
-
 pub(super) fn validate(set: &ConfigSet) -> Vec<ConfigError> {
     let mut v = Validator {
         errors: Vec::new(),
@@ -519,15 +506,6 @@ impl Validator<'_> {
             }
         }
         if let Some(r) = &p.spec.retry {
-            for (i, c) in r.retry_on.iter().flatten().enumerate() {
-                if !RETRY_ON.contains(&c.as_str()) {
-                    self.err(
-                        o,
-                        &format!("spec.retry.retryOn[{i}]"),
-                        format!("unknown condition {c:?}; one of {}", RETRY_ON.join(", ")),
-                    );
-                }
-            }
             if let Some(b) = &r.max_buffered_body {
                 if parse_size(b).is_none() {
                     self.err(

@@ -1,0 +1,115 @@
+//! Certificates from the control plane's CA: a CSR for a key made here
+//! (it never leaves the process), proven by the bootstrap token the first
+//! time and by the current certificate afterwards.
+
+use super::connection::Connector;
+use crate::identity::{Issued, Issuer};
+use crate::tls::mesh::MeshTls;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Either, Full};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weft_mesh::api::{self, CertificateRequest, CertificateResponse};
+use weft_mesh::identity::csr::WorkloadKey;
+use weft_mesh::identity::{SpiffeId, TrustBundle};
+
+/// Largest certificate response read.
+const MAX_RESPONSE: usize = 1024 * 1024;
+
+/// Asks the control plane's CA for this workload's certificate.
+pub struct CertificateClient {
+    connector: Arc<Connector>,
+    /// The identity this proxy is, and must be issued.
+    id: SpiffeId,
+    /// Proves the identity for a first certificate.
+    token: Option<String>,
+}
+
+impl CertificateClient {
+    pub(crate) fn new(connector: Arc<Connector>, id: SpiffeId, token: Option<String>) -> Self {
+        CertificateClient {
+            connector,
+            id,
+            token,
+        }
+    }
+
+    async fn request(&self, current: Option<&MeshTls>) -> Result<Issued, String> {
+        let key = WorkloadKey::generate(&self.id).map_err(|e| e.to_string())?;
+        let mut tx = self
+            .connector
+            .connect(current.map(MeshTls::identity))
+            .await?;
+        let body = serde_json::to_vec(&CertificateRequest {
+            csr: key.csr_pem().to_string(),
+        })
+        .map_err(|e| e.to_string())?;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.connector.uri(api::CERTIFICATE_PATH))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Either::Left(Full::new(Bytes::from(body))))
+            .map_err(|e| e.to_string())?;
+        if current.is_none() {
+            let token = self
+                .token
+                .as_deref()
+                .ok_or("no bootstrap token (--bootstrap-token) for a first certificate")?;
+            let v = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "the bootstrap token has characters a header cannot carry")?;
+            req.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if status != StatusCode::OK {
+            return Err(format!(
+                "the control plane refused a certificate ({status}): {}",
+                String::from_utf8_lossy(&body).trim()
+            ));
+        }
+        let r: CertificateResponse =
+            serde_json::from_slice(&body).map_err(|e| format!("certificate response: {e}"))?;
+        let chain = CertificateDer::pem_slice_iter(r.chain.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificate chain: {e}"))?;
+        let roots = CertificateDer::pem_slice_iter(r.roots.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("trust bundle: {e}"))?;
+        let mesh = MeshTls::new(key.into_identity(chain), TrustBundle { roots })
+            .map_err(|e| e.to_string())?;
+        if mesh.id != self.id {
+            return Err(format!(
+                "the control plane issued {} instead of {}",
+                mesh.id, self.id
+            ));
+        }
+        // The life is counted from now, not from a back-dated notBefore
+        // (CAs back-date for clock skew), so renewal lands at the window's
+        // share of the time actually left.
+        let _ = r.not_before;
+        Ok(Issued {
+            mesh,
+            not_before: SystemTime::now(),
+            not_after: UNIX_EPOCH + Duration::from_secs(r.not_after),
+        })
+    }
+}
+
+impl Issuer for CertificateClient {
+    fn issue<'a>(
+        &'a self,
+        current: Option<&'a MeshTls>,
+    ) -> Pin<Box<dyn Future<Output = Result<Issued, String>> + Send + 'a>> {
+        Box::pin(self.request(current))
+    }
+}

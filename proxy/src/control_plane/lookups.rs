@@ -1,0 +1,97 @@
+//! On-demand names: the control plane sends a proxy only the names it has
+//! asked for, so a request for a name the scoped config lacks asks for it
+//! on the open watch and waits (briefly) for the answer.
+
+use crate::proxy::NameLookup;
+use bytes::Bytes;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use weft_mesh::api::{self, WatchUp};
+use weft_mesh::process::lock;
+
+/// How long a request for an unknown name waits for the control plane.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
+/// Most names one proxy asks for.
+const MAX_WANTS: usize = 10_000;
+/// Longest name asked about.
+const MAX_NAME: usize = 300;
+
+/// The names asked for, and the watch they are asked on.
+pub struct Lookups {
+    /// Names the app called that the config did not have (named again in
+    /// the hello of every new watch).
+    wants: Mutex<BTreeSet<String>>,
+    /// The open watch's upward channel.
+    up: Mutex<Option<mpsc::Sender<Bytes>>>,
+    /// Counts answers from the control plane (snapshots and settlements),
+    /// so a request waiting on a want knows when it has been answered.
+    answers: watch::Sender<u64>,
+}
+
+impl Default for Lookups {
+    fn default() -> Self {
+        Lookups {
+            wants: Mutex::new(BTreeSet::new()),
+            up: Mutex::new(None),
+            answers: watch::channel(0).0,
+        }
+    }
+}
+
+impl Lookups {
+    /// Every name asked for so far.
+    pub(super) fn wanted(&self) -> Vec<String> {
+        lock(&self.wants).iter().cloned().collect()
+    }
+
+    /// Wants go out on this watch from now on.
+    pub(super) fn attach(&self, up: mpsc::Sender<Bytes>) {
+        *lock(&self.up) = Some(up);
+    }
+
+    /// The control plane answered (a snapshot, or "nothing changed").
+    pub(super) fn answered(&self) {
+        self.answers.send_modify(|n| *n += 1);
+    }
+
+    /// Asks about `authority`; true once the control plane has answered.
+    /// False at once for a name already asked about, or with no watch open.
+    async fn ask(&self, authority: &str) -> bool {
+        let name = authority.trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() || name.len() > MAX_NAME {
+            return false;
+        }
+        {
+            let mut wants = lock(&self.wants);
+            if wants.contains(&name) || wants.len() >= MAX_WANTS {
+                return false;
+            }
+            wants.insert(name.clone());
+        }
+        let Some(up) = lock(&self.up).clone() else {
+            return false;
+        };
+        let mut answers = self.answers.subscribe();
+        answers.borrow_and_update();
+        let want = WatchUp::Want { names: vec![name] };
+        if up.send(api::line(&want)).await.is_err() {
+            return false;
+        }
+        tokio::time::timeout(DISCOVERY_WAIT, answers.changed())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl NameLookup for Lookups {
+    fn discover<'a>(
+        &'a self,
+        authority: &'a str,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.ask(authority))
+    }
+}

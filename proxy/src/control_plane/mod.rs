@@ -1,0 +1,85 @@
+//! Mesh mode: the proxy's side of `weft-control-plane`.
+//!
+//! Three calls share one way of connecting ([`connection`]): certificate
+//! requests ([`certificates`], which the identity manager asks when it is
+//! time), the config watch ([`watch`], which feeds the pipeline), and
+//! on-demand names ([`lookups`], which the request path asks through the
+//! narrow `NameLookup` interface). The API itself is `weft_mesh::api`.
+
+pub mod certificates;
+mod connection;
+pub mod lookups;
+pub mod watch;
+
+use certificates::CertificateClient;
+use connection::Connector;
+use lookups::Lookups;
+use std::sync::Arc;
+use watch::Introduction;
+use weft_mesh::identity::{SpiffeId, TrustBundle};
+
+/// Where the control plane is and who this proxy is.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `https://host:port` (the scheme may be left out).
+    pub url: String,
+    /// The mesh trust anchors, to verify the control plane.
+    pub trust: TrustBundle,
+    pub trust_domain: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub service: Option<String>,
+    /// Proves the workload's identity for its first certificate.
+    pub token: Option<String>,
+    /// Names this instance in the control plane's list.
+    pub name: String,
+}
+
+/// The pieces of a control-plane client, for `run` to wire up.
+pub struct ControlPlane {
+    pub connector: Arc<Connector>,
+    pub certificates: Arc<CertificateClient>,
+    pub lookups: Arc<Lookups>,
+    pub introduction: Introduction,
+}
+
+impl ControlPlane {
+    pub fn new(settings: Settings) -> Result<ControlPlane, String> {
+        let connector = Arc::new(Connector::new(
+            &settings.url,
+            settings.trust,
+            &settings.trust_domain,
+        )?);
+        let id = SpiffeId::new(
+            &settings.trust_domain,
+            &settings.namespace,
+            &settings.service_account,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(ControlPlane {
+            certificates: Arc::new(CertificateClient::new(
+                connector.clone(),
+                id,
+                settings.token,
+            )),
+            connector,
+            lookups: Arc::new(Lookups::default()),
+            introduction: Introduction {
+                name: settings.name,
+                service: settings.service,
+            },
+        })
+    }
+
+    /// `host:port` of the control plane.
+    pub fn authority(&self) -> &str {
+        self.connector.authority()
+    }
+}
+
+/// Reads the PEM trust anchors a proxy verifies the control plane with.
+pub fn read_trust(path: &std::path::Path) -> Result<TrustBundle, String> {
+    Ok(TrustBundle {
+        roots: weft_mesh::identity::read_pem_certs(path)?,
+    })
+}

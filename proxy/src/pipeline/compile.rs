@@ -1,0 +1,209 @@
+//! Resources → snapshot: everything a request will need, resolved once.
+//!
+//! Backends keep their runtime (pools, load, ejection state, DNS and
+//! health tasks) across a change when their definition is the same; the
+//! name table decides which rules serve which authority; each rule is
+//! compiled once however many names lead to it.
+
+use crate::backend::{Backend, Discovery};
+use crate::proxy::ProxyOptions;
+use crate::route::{Filters, Matcher};
+use crate::snapshot::{MeshSettings, Rule, Snapshot, VirtualHost, WeightedBackend};
+use crate::telemetry::metrics::Metrics;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use weft_mesh::config::policy::{InboundMode, MeshConfigSpec, TrafficPolicySpec};
+use weft_mesh::config::route::RouteRule;
+use weft_mesh::config::{defaults, BackendSpec, ConfigSet, Dur, Resource};
+use weft_mesh::names::NameTable;
+
+/// What the MeshConfig (if any) and the flags say together.
+pub fn mesh_settings(mesh: Option<&MeshConfigSpec>, opts: &ProxyOptions) -> MeshSettings {
+    let rotation_window = match mesh.and_then(|m| m.rotation_percent.as_deref()) {
+        // Validation keeps it to 1 <= low <= high <= 95.
+        Some([lo, hi]) => (*lo as f64 / 100.0, *hi as f64 / 100.0),
+        _ => defaults::ROTATION_WINDOW,
+    };
+    MeshSettings {
+        access_log: mesh
+            .and_then(|m| m.access_log.as_ref())
+            .and_then(|a| a.enabled)
+            .unwrap_or(opts.access_log),
+        inbound_strict: mesh
+            .and_then(|m| m.default_inbound_mode)
+            .unwrap_or(opts.inbound_mode)
+            == InboundMode::Strict,
+        tracing: mesh.and_then(|m| m.tracing.clone()),
+        rotation_window,
+    }
+}
+
+/// Compiles a validated config into snapshot `version`, reusing what
+/// `previous` built for unchanged Backends.
+pub fn compile(
+    config: ConfigSet,
+    version: u64,
+    opts: &ProxyOptions,
+    metrics: &Metrics,
+    previous: Option<&Snapshot>,
+) -> Snapshot {
+    let config = Arc::new(config);
+    // Backends in the config's order, so the name table's indices find them.
+    let built: Vec<Arc<Backend>> = config
+        .backends
+        .iter()
+        .map(|b| {
+            let previous = previous.and_then(|s| s.backends.get(b.key().as_str()));
+            Backend::build(b, policy_of(&config, b), previous, opts.pool_idle_timeout)
+        })
+        .collect();
+    let backends: HashMap<Arc<str>, Arc<Backend>> =
+        built.iter().map(|b| (b.key.clone(), b.clone())).collect();
+    let mut by_address = HashMap::new();
+    for b in &built {
+        if let Discovery::Static(eps) = &b.discovery {
+            for e in eps {
+                if let Ok(a) = e.address.parse() {
+                    by_address.insert(a, b.clone());
+                }
+            }
+        }
+    }
+
+    // Each rule is compiled once, however many names lead to it.
+    let mut rules: HashMap<(usize, usize), Arc<Rule>> = HashMap::new();
+    let mut rule = |route: usize, rule: usize| -> Arc<Rule> {
+        rules
+            .entry((route, rule))
+            .or_insert_with(|| {
+                let r = &config.http_routes[route];
+                Arc::new(compile_rule(
+                    &Arc::from(r.key()),
+                    &r.meta.namespace,
+                    &r.spec.rules[rule],
+                    &backends,
+                    metrics,
+                ))
+            })
+            .clone()
+    };
+    let table = NameTable::build(&config, &opts.namespace);
+    let names = table.map(|d| VirtualHost {
+        name: Arc::from(d.name.as_str()),
+        matches: match d.implicit_backend(&config) {
+            Some(b) => vec![(Matcher::any(), implicit_rule(&built[b], metrics))],
+            None => d
+                .matches
+                .iter()
+                .map(|m| {
+                    let spec = &config.http_routes[m.route].spec.rules[m.rule];
+                    let matcher = match m.matched {
+                        Some(i) => Matcher::new(&spec.matches[i]),
+                        None => Matcher::any(),
+                    };
+                    (matcher, rule(m.route, m.rule))
+                })
+                .collect(),
+        },
+        backend: d.backend.map(|b| built[b].clone()),
+    });
+    let mesh = mesh_settings(config.mesh_configs.first().map(|m| &m.spec), opts);
+    let authz =
+        crate::authz::InboundAuthz::compile(&config, opts.service.as_deref(), &opts.namespace);
+    Snapshot {
+        version,
+        names,
+        backends,
+        by_address,
+        config,
+        applied_at: SystemTime::now(),
+        mesh,
+        authz,
+    }
+}
+
+/// The TrafficPolicy that targets Backend `b`, if any.
+fn policy_of<'a>(
+    config: &'a ConfigSet,
+    b: &Resource<BackendSpec>,
+) -> Option<&'a TrafficPolicySpec> {
+    config
+        .traffic_policies
+        .iter()
+        .find(|p| {
+            p.spec.target_ref.name == b.meta.name
+                && p.spec
+                    .target_ref
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(&p.meta.namespace)
+                    == b.meta.namespace
+        })
+        .map(|p| &p.spec)
+}
+
+/// A Backend's implicit catch-all rule: every request to its name goes to it.
+fn implicit_rule(b: &Arc<Backend>, metrics: &Metrics) -> Arc<Rule> {
+    Arc::new(Rule {
+        route: Arc::from(""),
+        filters: Filters::default(),
+        backends: vec![WeightedBackend {
+            backend: b.clone(),
+            weight: 1,
+            filters: Filters::default(),
+            metrics: metrics.route("outbound", "", &b.key),
+            retry: b.resilience.retry.clone(),
+            per_try_timeout: b.resilience.retry.per_try_timeout,
+        }],
+        total_weight: 1,
+        request_timeout: None,
+        local_metrics: metrics.route("outbound", "", &b.key),
+    })
+}
+
+fn compile_rule(
+    route: &Arc<str>,
+    route_ns: &str,
+    rule: &RouteRule,
+    backends: &HashMap<Arc<str>, Arc<Backend>>,
+    metrics: &Metrics,
+) -> Rule {
+    let nonzero = |d: Option<Dur>| d.map(|d| d.0).filter(|d| !d.is_zero());
+    let timeouts = rule.timeouts.as_ref();
+    let backend_timeout = nonzero(timeouts.and_then(|t| t.backend_request));
+    let mut out = Vec::new();
+    for b in &rule.backend_refs {
+        let ns = b.namespace.as_deref().unwrap_or(route_ns);
+        if let Some(be) = backends.get(format!("{ns}/{}", b.name).as_str()) {
+            let retry = match &rule.retry {
+                Some(r) => Arc::new(be.resilience.retry.with_route(r)),
+                None => be.resilience.retry.clone(),
+            };
+            out.push(WeightedBackend {
+                backend: be.clone(),
+                weight: b.weight.unwrap_or(defaults::BACKEND_REF_WEIGHT),
+                filters: Filters::new(&b.filters),
+                metrics: metrics.route("outbound", route, &be.key),
+                per_try_timeout: shorter(backend_timeout, retry.per_try_timeout),
+                retry,
+            });
+        }
+    }
+    Rule {
+        route: route.clone(),
+        filters: Filters::new(&rule.filters),
+        total_weight: out.iter().map(|b| b.weight as u64).sum(),
+        backends: out,
+        request_timeout: nonzero(timeouts.and_then(|t| t.request)),
+        local_metrics: metrics.route("outbound", route, ""),
+    }
+}
+
+/// The shorter of two optional limits.
+fn shorter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
