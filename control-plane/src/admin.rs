@@ -2,7 +2,8 @@
 //! `/live`, `/ready`, `/proxies` (every connected proxy, its version and
 //! last NACK), `/config` and `/metrics`.
 
-use crate::serve::{json, lock, text, ControlPlane, CpBody, ProxyStatus};
+use crate::body::{json, text, CpBody};
+use crate::state::{ControlPlane, ProxyStatus};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -12,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use weft_mesh::process::lock;
 
 /// Serves the admin endpoint on `listener`.
 pub async fn serve(cp: Arc<ControlPlane>, listener: TcpListener) {

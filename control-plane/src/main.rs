@@ -6,9 +6,15 @@
 //! lets one workload obtain its first certificate.
 
 mod admin;
+mod body;
 mod ca;
+mod certificates;
+mod resources;
 mod scope;
-mod serve;
+mod server;
+mod sources;
+mod state;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -139,7 +145,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let initial = match serve::load(&config) {
+            let initial = match resources::load(&config) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("{e}");
@@ -159,7 +165,7 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                let cp = match serve::ControlPlane::new(ca, trust_domain, cert_ttl, initial) {
+                let cp = match state::ControlPlane::new(ca, trust_domain, cert_ttl, initial) {
                     Ok(cp) => cp,
                     Err(e) => {
                         tracing::error!("serving certificate: {e}");
@@ -189,7 +195,7 @@ fn main() -> ExitCode {
                     version = %cp.resources.borrow().version,
                     "weft-control-plane serving"
                 );
-                tokio::spawn(serve::watch_files(cp.clone(), config));
+                tokio::spawn(sources::watch_files(cp.clone(), config));
                 {
                     // The serving certificate is re-issued at half its life.
                     let cp = cp.clone();
@@ -204,7 +210,7 @@ fn main() -> ExitCode {
                 }
                 tokio::spawn(admin::serve(cp.clone(), admin_l));
                 tokio::select! {
-                    _ = serve::serve_api(cp, api) => {}
+                    _ = server::serve_api(cp, api) => {}
                     _ = weft_mesh::process::shutdown_signal() => tracing::info!("shutting down"),
                 }
                 ExitCode::SUCCESS

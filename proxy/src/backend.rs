@@ -109,7 +109,16 @@ pub struct Backend {
     /// Whether the last pick found too few healthy endpoints (logged on change).
     pub panic: std::sync::atomic::AtomicBool,
     /// The definition this runtime was built from; equal definitions reuse it.
-    fingerprint: String,
+    definition: Definition,
+}
+
+/// What a Backend's runtime is built from: a new config with the same
+/// definition keeps the runtime (pools, load, ejection state, tasks).
+#[derive(PartialEq)]
+struct Definition {
+    spec: BackendSpec,
+    policy: Option<TrafficPolicySpec>,
+    default_idle_timeout: std::time::Duration,
 }
 
 fn lb_policy(p: LbPolicy) -> Policy {
@@ -149,14 +158,13 @@ impl Backend {
         previous: Option<&Arc<Backend>>,
         default_idle_timeout: std::time::Duration,
     ) -> Arc<Backend> {
-        let fingerprint = format!(
-            "{}|{}|{}",
-            serde_json::to_string(&res.spec).unwrap_or_default(),
-            serde_json::to_string(&policy).unwrap_or_default(),
-            default_idle_timeout.as_millis()
-        );
+        let definition = Definition {
+            spec: res.spec.clone(),
+            policy: policy.cloned(),
+            default_idle_timeout,
+        };
         if let Some(prev) = previous {
-            if prev.fingerprint == fingerprint {
+            if prev.definition == definition {
                 return prev.clone();
             }
         }
@@ -198,7 +206,7 @@ impl Backend {
             resilience: Resilience::new(policy),
             health_check: policy.and_then(|p| p.health_check.clone()),
             panic: std::sync::atomic::AtomicBool::new(false),
-            fingerprint,
+            definition,
         };
         // Carry over what we know of endpoints at the same address.
         let seed: Vec<(SocketAddr, u32, Option<Arc<str>>)> = match (&discovery, previous) {
