@@ -3,7 +3,7 @@
 
 use crate::backend::Endpoint;
 use crate::http::pool::PoolSettings;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{MeshSettings, Snapshot};
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::telemetry::trace::{Env as TraceEnv, Tracing};
 use crate::tls::mesh::MeshTls;
@@ -92,9 +92,10 @@ impl Proxy {
             max_idle: weft_mesh::config::defaults::POOL_MAX_IDLE_PER_ENDPOINT as usize,
         };
         Proxy {
-            snapshot: ArcSwap::from_pointee(Snapshot::empty(
-                crate::pipeline::compile::mesh_settings(None, &opts),
-            )),
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(MeshSettings::from_flags(
+                opts.access_log,
+                opts.inbound_mode,
+            ))),
             app: Arc::new(Endpoint::new(opts.app)),
             app_settings: settings.clone(),
             passthrough_settings: settings,

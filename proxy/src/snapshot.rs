@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use weft_mesh::config::policy::MeshTracing;
+use weft_mesh::config::defaults;
+use weft_mesh::config::policy::{InboundMode, MeshConfigSpec, MeshTracing};
 use weft_mesh::config::ConfigSet;
 use weft_mesh::names::NameTable;
 
@@ -69,6 +70,35 @@ pub struct MeshSettings {
     pub tracing: Option<MeshTracing>,
     /// When in its life a certificate is renewed, as fractions (`rotationPercent`).
     pub rotation_window: (f64, f64),
+}
+
+impl MeshSettings {
+    /// What holds with no MeshConfig: the flags (`--access-log`,
+    /// `--inbound-mode`) and the defaults.
+    pub fn from_flags(access_log: bool, inbound: InboundMode) -> MeshSettings {
+        MeshSettings {
+            access_log,
+            inbound_strict: inbound == InboundMode::Strict,
+            tracing: None,
+            rotation_window: defaults::ROTATION_WINDOW,
+        }
+    }
+
+    /// These settings with what a MeshConfig sets over them.
+    pub fn with_mesh_config(mut self, m: &MeshConfigSpec) -> MeshSettings {
+        if let Some(enabled) = m.access_log.as_ref().and_then(|a| a.enabled) {
+            self.access_log = enabled;
+        }
+        if let Some(mode) = m.default_inbound_mode {
+            self.inbound_strict = mode == InboundMode::Strict;
+        }
+        self.tracing = m.tracing.clone();
+        // Validation keeps it to 1 <= low <= high <= 95.
+        if let Some([lo, hi]) = m.rotation_percent.as_deref() {
+            self.rotation_window = (*lo as f64 / 100.0, *hi as f64 / 100.0);
+        }
+        self
+    }
 }
 
 pub struct Snapshot {

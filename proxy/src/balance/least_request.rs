@@ -4,8 +4,8 @@
 //! Comparing two random candidates instead of scanning all avoids herding
 //! every proxy onto the single least-loaded endpoint, and costs O(log n).
 
+use super::candidate::Candidate;
 use super::random::WeightTable;
-use super::Candidate;
 
 /// Two distinct weighted-random slots that `skip` allows; the second is
 /// `None` when only one slot qualifies. Shared with peak-EWMA.

@@ -4,6 +4,7 @@
 //! expensive (cumulative weights, the hash ring) is computed once; a pick only
 //! reads immutable tables and per-endpoint atomics ([`Load`]), never a lock.
 
+mod candidate;
 mod least_request;
 mod load;
 mod peak_ewma;
@@ -11,24 +12,13 @@ mod random;
 mod ring_hash;
 mod round_robin;
 
+pub use candidate::Candidate;
 pub use load::{ActiveGuard, Load, DECAY, DEFAULT_RTT};
 pub use ring_hash::hash_bytes;
 
 use random::WeightTable;
 use ring_hash::Ring;
 use round_robin::RoundRobin;
-
-/// What the balancer needs from an endpoint, so it works over whatever
-/// endpoint type the cluster layer keeps.
-pub trait Candidate {
-    /// Relative share of traffic; 0 means "never pick" (e.g. draining).
-    fn weight(&self) -> u32;
-    /// Live stats read by the load-aware policies.
-    fn load(&self) -> &Load;
-    /// Stable identity (the caller hashes the address) that places the
-    /// endpoint on the hash ring independently of its position in the list.
-    fn hash_id(&self) -> u64;
-}
 
 /// Balancing algorithm, as named in configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

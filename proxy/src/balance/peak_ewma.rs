@@ -4,10 +4,10 @@
 //! a new request would wait, so a fast endpoint is preferred until it queues
 //! up, and a slow one still gets probes once its estimate decays.
 
+use super::candidate::Candidate;
 use super::least_request::two_choices;
 use super::load::now_ns;
 use super::random::WeightTable;
-use super::Candidate;
 
 /// Cheaper of two sampled slots by predicted cost (ties go to the first, which is random).
 pub(super) fn pick<C: Candidate, S: Fn(usize) -> bool>(

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::Candidate;
+use super::candidate::Candidate;
 
 /// Draws a filtered pick may reject before switching to an exact scan;
 /// small so a mostly-skipped set costs O(n) once instead of many retries.

@@ -2,8 +2,8 @@
 //! keeps reaching the same endpoint, and an endpoint joining or leaving only
 //! moves the keys it gains or loses (about 1/N of them).
 
+use super::candidate::Candidate;
 use super::random::WeightTable;
-use super::Candidate;
 
 /// Virtual nodes per unit of weight: enough points that each endpoint's share
 /// of the key space is within a few percent of its weight.

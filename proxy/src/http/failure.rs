@@ -12,6 +12,7 @@ use std::time::Duration;
 use weft_mesh::config::policy::RetryCondition as C;
 
 /// Why a try failed, for deciding on a retry.
+#[derive(Clone, Debug)]
 pub(crate) struct Failure {
     /// The `retryOn` conditions this failure meets.
     pub conditions: RetryOn,

@@ -16,7 +16,6 @@ use crate::http::forward::{self, Outgoing, Unsent, Wire};
 use crate::http::pool::ConnectError;
 use crate::http::within::within;
 use crate::proxy::Proxy;
-use crate::resilience::backoff;
 use crate::resilience::limits::Kind;
 use crate::resilience::outlier::Transition;
 use crate::resilience::policy::{RetryOn, RetryPolicy};
@@ -312,59 +311,59 @@ async fn call_retrying(
             Ok(r) => status_failure(r.status(), r.headers(), policy),
             Err(e) => error_failure(e),
         };
-        let Some(failure) = failure else {
+        if failure.is_none() {
             if attempt > 0 {
                 retry_metric(proxy, backend, "succeeded");
             }
             return result;
-        };
-        let wanted = policy.retry_on.meets(failure.conditions);
-        let safe = failure.unprocessed || method_safe;
-        let have_request = pending.is_some() || keep_copy;
-        let body_ok = template.replayable() || pending.is_some();
-        if attempt == policy.attempts || !wanted || !safe || !body_ok || !have_request {
-            if let Some(i) = info.as_deref_mut() {
-                i.retries_exhausted = wanted && attempt == policy.attempts;
-            }
-            return result;
         }
-        // A retry slot and budget, or the original failure stands.
-        if retry_permit.is_none() {
-            match res.limits.try_acquire(Kind::Retries) {
-                Some(p) => retry_permit = Some(p),
-                None => {
-                    if let Some(i) = info.as_deref_mut() {
-                        i.retries_exhausted = true;
+        let t = decision::Try {
+            attempt,
+            failure: failure.as_ref(),
+            method_safe,
+            resendable: pending.is_some() || (keep_copy && template.replayable()),
+        };
+        let mut allowance = Allowance {
+            limits: &res.limits,
+            budget: &res.budget,
+            permit: &mut retry_permit,
+        };
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let wait = match decision::decide(&t, policy, &mut allowance, left, rand::random()) {
+            Decision::Retry(wait) => wait,
+            Decision::Answer | Decision::OutOfTime => {
+                if let Some(i) = info.as_deref_mut() {
+                    i.retries_exhausted = false;
+                }
+                return result;
+            }
+            Decision::GiveUp(spent) => {
+                if let Some(i) = info.as_deref_mut() {
+                    i.retries_exhausted = true;
+                    if spent == Spent::RetrySlots {
                         i.event(EventKind::Overflow {
                             limit: Kind::Retries.label(),
                         });
                     }
-                    retry_metric(proxy, backend, "limit");
-                    proxy
-                        .metrics
-                        .overflows
-                        .get_or_create(&OverflowLabels {
-                            backend: backend.key.to_string(),
-                            limit: Kind::Retries.label(),
-                        })
-                        .inc();
-                    return result;
                 }
+                match spent {
+                    Spent::Attempts => {}
+                    Spent::RetrySlots => {
+                        retry_metric(proxy, backend, "limit");
+                        proxy
+                            .metrics
+                            .overflows
+                            .get_or_create(&OverflowLabels {
+                                backend: backend.key.to_string(),
+                                limit: Kind::Retries.label(),
+                            })
+                            .inc();
+                    }
+                    Spent::Budget => retry_metric(proxy, backend, "budget_exhausted"),
+                }
+                return result;
             }
-        }
-        if !res.budget.try_retry() {
-            if let Some(i) = info.as_deref_mut() {
-                i.retries_exhausted = true;
-            }
-            retry_metric(proxy, backend, "budget_exhausted");
-            return result;
-        }
-        let wait = failure
-            .retry_after
-            .unwrap_or_else(|| backoff::jittered(attempt, policy.base, policy.max));
-        if deadline.is_some_and(|d| Instant::now() + wait >= d) {
-            return result;
-        }
+        };
         if let Some(i) = info.as_deref_mut() {
             i.event(EventKind::Retry {
                 attempt: attempt + 1,
@@ -514,4 +513,30 @@ fn overflow(proxy: &Proxy, backend: &Backend, kind: Kind) -> ProxyError {
         })
         .inc();
     ProxyError::Overloaded(backend.key.to_string(), kind.label())
+}
+
+/// Whether a failed try is tried again (a pure function, tested over its table).
+mod decision;
+
+use decision::{Decision, Spent};
+
+/// The backend's limits as a retry sees them: a retry slot, taken once
+/// per request and held until it ends, and the retry budget.
+struct Allowance<'a> {
+    limits: &'a crate::resilience::limits::Limits,
+    budget: &'a crate::resilience::budget::RetryBudget,
+    permit: &'a mut Option<crate::resilience::limits::Permit>,
+}
+
+impl decision::Allowance for Allowance<'_> {
+    fn retry_slot(&mut self) -> bool {
+        if self.permit.is_none() {
+            *self.permit = self.limits.try_acquire(Kind::Retries);
+        }
+        self.permit.is_some()
+    }
+
+    fn budget(&mut self) -> bool {
+        self.budget.try_retry()
+    }
 }

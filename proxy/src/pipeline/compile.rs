@@ -13,31 +13,10 @@ use crate::telemetry::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use weft_mesh::config::policy::{InboundMode, MeshConfigSpec, TrafficPolicySpec};
+use weft_mesh::config::policy::TrafficPolicySpec;
 use weft_mesh::config::route::RouteRule;
 use weft_mesh::config::{defaults, BackendSpec, ConfigSet, Dur, Resource};
 use weft_mesh::names::NameTable;
-
-/// What the MeshConfig (if any) and the flags say together.
-pub fn mesh_settings(mesh: Option<&MeshConfigSpec>, opts: &ProxyOptions) -> MeshSettings {
-    let rotation_window = match mesh.and_then(|m| m.rotation_percent.as_deref()) {
-        // Validation keeps it to 1 <= low <= high <= 95.
-        Some([lo, hi]) => (*lo as f64 / 100.0, *hi as f64 / 100.0),
-        _ => defaults::ROTATION_WINDOW,
-    };
-    MeshSettings {
-        access_log: mesh
-            .and_then(|m| m.access_log.as_ref())
-            .and_then(|a| a.enabled)
-            .unwrap_or(opts.access_log),
-        inbound_strict: mesh
-            .and_then(|m| m.default_inbound_mode)
-            .unwrap_or(opts.inbound_mode)
-            == InboundMode::Strict,
-        tracing: mesh.and_then(|m| m.tracing.clone()),
-        rotation_window,
-    }
-}
 
 /// Compiles a validated config into snapshot `version`, reusing what
 /// `previous` built for unchanged Backends.
@@ -108,7 +87,10 @@ pub fn compile(
         },
         backend: d.backend.map(|b| built[b].clone()),
     });
-    let mesh = mesh_settings(config.mesh_configs.first().map(|m| &m.spec), opts);
+    let mut mesh = MeshSettings::from_flags(opts.access_log, opts.inbound_mode);
+    if let Some(m) = config.mesh_configs.first() {
+        mesh = mesh.with_mesh_config(&m.spec);
+    }
     let authz =
         crate::authz::InboundAuthz::compile(&config, opts.service.as_deref(), &opts.namespace);
     Snapshot {

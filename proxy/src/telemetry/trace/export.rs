@@ -4,16 +4,24 @@
 use super::connect::Connector;
 use super::otlp::Frame;
 use super::settings::{Env, Protocol, Settings};
-use super::Stats;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http::{header, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
+
+/// Export counters, shared by successive pipelines.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub exported: Counter,
+    pub dropped_queue_full: Counter,
+    pub dropped_export_failed: Counter,
+}
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 

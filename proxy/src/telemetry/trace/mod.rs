@@ -31,40 +31,29 @@ mod connect;
 mod export;
 mod otlp;
 mod settings;
+mod sink;
 mod span;
 
+pub use export::Stats;
 pub use settings::{resolve, Env, Protocol, Settings};
+use sink::{Names, Sink};
 pub use span::{Pending, Span};
 
 use super::propagation;
 use arc_swap::ArcSwapOption;
-use crossbeam_queue::ArrayQueue;
 use http::{HeaderMap, Method};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags};
-use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample,
-};
-use opentelemetry_sdk::Resource;
-use prometheus_client::metrics::counter::Counter;
+use opentelemetry::Context;
+use opentelemetry_sdk::trace::{IdGenerator, SamplingDecision};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, Notify};
 use weft_mesh::config::policy::MeshTracing;
-
-/// Export counters, shared by successive pipelines.
-#[derive(Clone, Debug, Default)]
-pub struct Stats {
-    pub exported: Counter,
-    pub dropped_queue_full: Counter,
-    pub dropped_export_failed: Counter,
-}
 
 /// Tracing for the whole proxy: off, or one export pipeline.
 pub struct Tracing {
     on: AtomicBool,
-    current: ArcSwapOption<Pipeline>,
+    current: ArcSwapOption<Sink>,
     env: Env,
     /// Names this proxy in the trace (`service.name` when the environment
     /// gives none; `service.namespace`).
@@ -74,27 +63,6 @@ pub struct Tracing {
     instance: String,
     applied: Mutex<Option<Settings>>,
     pub stats: Stats,
-}
-
-/// One export pipeline: the sampler and ids for new spans, and the queue
-/// that the export task drains.
-struct Pipeline {
-    sampler: Box<dyn ShouldSample>,
-    ids: RandomIdGenerator,
-    /// Encoded spans (OTLP `Span` messages).
-    tx: mpsc::Sender<Vec<u8>>,
-    /// Span buffers the export thread is done with, for new spans to reuse:
-    /// a buffer allocated on a worker and freed on the export thread would
-    /// cost the allocator's slow path on both.
-    buffers: Arc<ArrayQueue<Vec<u8>>>,
-    /// Rung when a batch's worth is queued.
-    ready: Arc<Notify>,
-    /// Queue free space at or under which a batch's worth is waiting.
-    ready_at: usize,
-    dropped: Counter,
-    closing: Arc<Notify>,
-    /// Fires when the export thread has finished.
-    done: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 impl Tracing {
@@ -154,91 +122,13 @@ impl Tracing {
         *applied = want;
     }
 
-    fn build(&self, s: &Settings) -> Result<Pipeline, String> {
-        let mut resource = Resource::builder();
-        if !self.env.service_name_set {
-            resource = resource.with_service_name(self.service.clone());
-        }
-        let mut resource =
-            resource.with_attribute(KeyValue::new("service.namespace", self.namespace.clone()));
-        if !self.instance.is_empty() {
-            resource = resource
-                .with_attribute(KeyValue::new("service.instance.id", self.instance.clone()));
-        }
-        let resource = resource.build();
-        let frame = otlp::Frame::new(
-            resource.iter().map(|(k, v)| (k.as_str(), v)),
-            "weft-proxy",
-            env!("CARGO_PKG_VERSION"),
-        );
-        let (tx, rx) = mpsc::channel(self.env.queue_size);
-        let buffers = Arc::new(ArrayQueue::new(self.env.max_batch));
-        let returned = buffers.clone();
-        let closing = Arc::new(Notify::new());
-        let ready = Arc::new(Notify::new());
-        let ready_rx = ready.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let (built_tx, built_rx) = std::sync::mpsc::channel();
-        let (settings, stats, env, wake) = (
-            s.clone(),
-            self.stats.clone(),
-            self.env.clone(),
-            closing.clone(),
-        );
-        // The exporter and its loop live on a thread of their own with its
-        // own runtime, as the SDK's batch processor does: framing and
-        // sending a batch then never holds up the request workers.
-        std::thread::Builder::new()
-            .name("weft-trace-export".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = built_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let exporter = match export::Exporter::new(&settings, &env, frame) {
-                        Ok(x) => {
-                            let _ = built_tx.send(Ok(()));
-                            x
-                        }
-                        Err(e) => {
-                            let _ = built_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    export::export_loop(exporter, rx, returned, wake, ready_rx, stats, env).await;
-                });
-                let _ = done_tx.send(());
-            })
-            .map_err(|e| format!("cannot start the trace export thread: {e}"))?;
-        built_rx
-            .recv()
-            .map_err(|_| "the trace export thread stopped".to_owned())??;
-        // The environment's sampler (OTEL_TRACES_SAMPLER), unless a
-        // MeshConfig gives a ratio and the environment none.
-        let sampler: Box<dyn ShouldSample> = match s.ratio {
-            Some(r) => Box::new(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                r,
-            )))),
-            None => opentelemetry_sdk::trace::Config::default().sampler,
+    fn build(&self, s: &Settings) -> Result<Sink, String> {
+        let names = Names {
+            service: (!self.env.service_name_set).then_some(self.service.as_str()),
+            namespace: &self.namespace,
+            instance: &self.instance,
         };
-        Ok(Pipeline {
-            sampler,
-            ids: RandomIdGenerator::default(),
-            tx,
-            buffers,
-            ready,
-            ready_at: self.env.queue_size - self.env.max_batch,
-            dropped: self.stats.dropped_queue_full.clone(),
-            closing,
-            done: Mutex::new(Some(done_rx)),
-        })
+        Sink::start(s, &self.env, &names, &self.stats)
     }
 
     /// Starts the span for a request whose headers are `headers`: a child
@@ -292,18 +182,6 @@ impl Tracing {
         self.on.store(false, Ordering::Relaxed);
         if let Some(p) = self.current.swap(None) {
             let _ = tokio::time::timeout(limit, p.close()).await;
-        }
-    }
-}
-
-impl Pipeline {
-    async fn close(&self) {
-        // Spans of requests still in flight go into the queue while it is
-        // drained; later ones find it closed and are counted as dropped.
-        self.closing.notify_one();
-        let task = weft_mesh::process::lock(&self.done).take();
-        if let Some(t) = task {
-            let _ = t.await;
         }
     }
 }

@@ -6,7 +6,7 @@
 use super::super::access_log::{EventKind, Line};
 use super::super::propagation::{self, Style};
 use super::otlp::{self, FLAG_HAS_IS_REMOTE, FLAG_IS_REMOTE, SPAN_ATTRIBUTES as ATTR};
-use super::Pipeline;
+use super::sink::Sink;
 use http::{HeaderMap, Method};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind};
 use std::borrow::Cow;
@@ -43,7 +43,7 @@ pub struct Span {
     pub(super) start: SystemTime,
     pub(super) style: Option<Style>,
     /// Where the finished span goes; `None` when sampled out.
-    pub(super) sink: Option<Arc<Pipeline>>,
+    pub(super) sink: Option<Arc<Sink>>,
 }
 
 impl Span {
@@ -174,7 +174,7 @@ impl Span {
 
     /// The span's identity, name, kind and start, encoded into a buffer
     /// the export thread has handed back, or a new one.
-    fn head(&self, sink: &Pipeline) -> Vec<u8> {
+    fn head(&self, sink: &Sink) -> Vec<u8> {
         let mut b = sink
             .buffers
             .pop()
@@ -231,7 +231,7 @@ pub struct Pending {
     /// The status is ERROR.
     error_status: bool,
     /// Taken when the span is queued.
-    sink: Option<Arc<Pipeline>>,
+    sink: Option<Arc<Sink>>,
 }
 
 impl Pending {
