@@ -7,9 +7,9 @@
 
 use crate::balance::ActiveGuard;
 use crate::http::h1client;
-use crate::http::pool::Reusable;
 use crate::resilience::limits::Permit;
 use crate::telemetry::trace::Pending;
+use crate::transport::Reusable;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -64,7 +64,7 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub struct ResponseBody {
     kind: Kind,
     /// Runs when the body has been fully read (pool return).
-    done: Option<Reusable>,
+    done: Option<Reusable<RequestBody>>,
     /// Counts the request as active on its endpoint until the body ends.
     _active: Option<ActiveGuard>,
     /// The backend's concurrent-request slot, held until the body ends.
@@ -109,7 +109,11 @@ impl ResponseBody {
     }
 
     /// An upstream body; `done` runs once it has been read to the end.
-    pub fn upstream(b: Incoming, done: Option<Reusable>, active: Option<ActiveGuard>) -> Self {
+    pub fn upstream(
+        b: Incoming,
+        done: Option<Reusable<RequestBody>>,
+        active: Option<ActiveGuard>,
+    ) -> Self {
         ResponseBody {
             kind: Kind::Upstream(b),
             done,

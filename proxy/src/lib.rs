@@ -22,3 +22,4 @@ pub mod snapshot;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;
+pub(crate) mod transport;

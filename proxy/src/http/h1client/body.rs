@@ -2,7 +2,8 @@
 //! by length, chunked (with trailers) or until close; the connection goes
 //! home when a body ends cleanly.
 
-use super::{invalid, Conn, Home, MAX_CHUNK_LINE, MAX_TRAILERS};
+use super::{invalid, Home, MAX_CHUNK_LINE, MAX_TRAILERS};
+use crate::transport::RawConn;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
@@ -29,14 +30,14 @@ pub(super) enum Chunk {
 
 /// A response body read from its connection as it is polled.
 pub struct Body {
-    conn: Option<Conn>,
+    conn: Option<RawConn>,
     state: State,
     keep_alive: bool,
     home: Option<Home>,
 }
 
 impl Body {
-    pub(super) fn new(conn: Conn, state: State, keep_alive: bool, home: Home) -> Body {
+    pub(super) fn new(conn: RawConn, state: State, keep_alive: bool, home: Home) -> Body {
         Body {
             conn: Some(conn),
             state,

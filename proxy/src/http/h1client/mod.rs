@@ -14,18 +14,14 @@
 //! otherwise Content-Length (every value must agree); otherwise until close.
 
 use crate::body::RequestBody;
-use crate::http::pool::Pool;
-use crate::resilience::limits::Permit;
+use crate::transport::{Pool, RawConn};
 use bytes::{Buf, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
-use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
 mod body;
 pub use body::Body;
@@ -38,59 +34,10 @@ const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line (with extensions) and largest trailer block.
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
-/// Room made in the read buffer before a read.
-const READ_SPACE: usize = 16 * 1024;
-
-/// An upstream connection and its read buffer.
-pub struct Conn {
-    io: TcpStream,
-    buf: BytesMut,
-    /// It has carried an exchange before (so a close may be a stale one).
-    reused: bool,
-    /// When it last went idle.
-    pub(crate) since: Instant,
-    /// The backend's connection slot, held for the connection's life.
-    _permit: Option<Permit>,
-}
-
-impl Conn {
-    pub fn new(io: TcpStream, permit: Option<Permit>, now: Instant) -> Conn {
-        Conn {
-            io,
-            buf: BytesMut::new(),
-            reused: false,
-            since: now,
-            _permit: permit,
-        }
-    }
-
-    /// An idle connection can carry a request: the server has neither closed
-    /// it nor sent anything unasked. No system call unless the socket has
-    /// signalled readiness since it went idle.
-    pub fn usable(&self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.io.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    /// Reads what the socket has into the buffer; `Ok(0)` is end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_SPACE / 4 {
-            self.buf.reserve(READ_SPACE);
-        }
-        // Through `AsyncRead` rather than `try_read_buf`: a short read then
-        // clears the socket's readiness, so the next `usable` check answers
-        // from the reactor's state instead of a system call.
-        std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx)
-    }
-
-    async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-}
 
 /// Where a connection goes when its exchange is over.
 pub struct Home {
-    pub pool: Arc<Pool>,
+    pub pool: Arc<Pool<RequestBody>>,
     pub max_idle: usize,
     /// The idle age is counted from the start of the request (a little
     /// early, so expiry errs on the safe side) without another clock read.
@@ -307,7 +254,7 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, Hea
 /// Sends a request that has no body on `conn` and reads the response head.
 /// The response body streams from the connection.
 pub async fn send(
-    mut conn: Conn,
+    mut conn: RawConn,
     req: Request<RequestBody>,
     home: Home,
 ) -> Result<Response<Body>, Failure> {
