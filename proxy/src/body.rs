@@ -6,7 +6,7 @@
 //! unread bytes would corrupt the next exchange.
 
 use crate::balance::ActiveGuard;
-use crate::http::h1client;
+use crate::h1::client;
 use crate::resilience::limits::Permit;
 use crate::telemetry::trace::Pending;
 use crate::transport::Reusable;
@@ -19,9 +19,11 @@ use std::task::{ready, Context, Poll};
 
 /// What we send upstream: the client's body as it arrives, a buffered copy
 /// (replayable for retries), or nothing.
+#[derive(Default)]
 pub enum RequestBody {
     Incoming(Incoming),
     Full(Option<Bytes>),
+    #[default]
     Empty,
 }
 
@@ -79,7 +81,7 @@ pub struct ResponseBody {
 enum Kind {
     Upstream(Incoming),
     /// Read by the lean HTTP/1 client, which pools its own connection.
-    Lean(h1client::Body),
+    Lean(client::Body<RequestBody>),
     /// Frames already read (to look at gRPC trailers), then the rest.
     Chained(VecDeque<Frame<Bytes>>, Box<ResponseBody>),
     Full(Option<Bytes>),
@@ -124,7 +126,7 @@ impl ResponseBody {
     }
 
     /// A body read by the lean HTTP/1 client.
-    pub fn lean(b: h1client::Body, active: ActiveGuard) -> Self {
+    pub fn lean(b: client::Body<RequestBody>, active: ActiveGuard) -> Self {
         ResponseBody {
             kind: Kind::Lean(b),
             done: None,

@@ -11,6 +11,7 @@ pub mod balance;
 pub mod body;
 pub mod discovery;
 pub mod drain;
+pub(crate) mod h1;
 pub mod http;
 pub mod iptables;
 pub mod listen;

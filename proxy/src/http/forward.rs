@@ -4,9 +4,8 @@
 
 use crate::backend::Endpoint;
 use crate::body::{RequestBody, ResponseBody};
+use crate::h1::{client as h1client, strip_hop_by_hop};
 use crate::http::errors::ProxyError;
-use crate::http::h1client;
-use crate::http::headers::strip_hop_by_hop;
 use crate::resilience::limits::Limits;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::mesh::MeshTls;

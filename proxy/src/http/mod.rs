@@ -2,7 +2,6 @@
 pub mod errors;
 pub mod failure;
 pub mod forward;
-pub mod h1client;
 pub mod handler;
 pub mod headers;
 pub mod retry;

@@ -10,6 +10,7 @@
 
 use crate::backend::{Backend, Endpoint};
 use crate::body::{RequestBody, ResponseBody};
+use crate::h1::idempotent;
 use crate::http::errors::ProxyError;
 use crate::http::failure::{error_failure, status_failure};
 use crate::http::forward::{self, Outgoing, Unsent, Wire};
@@ -24,7 +25,7 @@ use crate::telemetry::access_log::{EventKind, UpstreamInfo};
 use crate::telemetry::metrics::{BackendLabels, BackendResultLabels, OverflowLabels};
 use crate::transport::ConnectError;
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::borrow::Cow;
@@ -34,13 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use weft_mesh::config::Protocol;
-
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
 
 /// The route's retry settings over the backend's.
 fn effective_policy<'a>(backend: &'a Backend, rule: &Rule) -> Cow<'a, RetryPolicy> {
