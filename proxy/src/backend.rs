@@ -6,10 +6,11 @@
 //! endpoints at the same address keep their load and connections.
 
 use crate::balance::{hash_bytes, Balancer, Candidate, Load, Policy};
-use crate::http::pool::{Pool, PoolSettings};
+use crate::body::RequestBody;
 use crate::resilience::health::Health;
 use crate::resilience::outlier::Outlier;
 use crate::resilience::policy::Resilience;
+use crate::transport::{Pool, PoolSettings};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ pub struct Endpoint {
     pub weight: u32,
     pub identity: Option<Arc<str>>,
     pub load: Arc<Load>,
-    pub pool: Arc<Pool>,
+    pub pool: Arc<Pool<RequestBody>>,
     /// Passive ejection state (consecutive failures, half-open probe).
     pub outlier: Arc<Outlier>,
     /// Active health-check state.

@@ -6,10 +6,10 @@
 //! unread bytes would corrupt the next exchange.
 
 use crate::balance::ActiveGuard;
-use crate::http::h1client;
-use crate::http::pool::Reusable;
+use crate::h1::client;
 use crate::resilience::limits::Permit;
 use crate::telemetry::trace::Pending;
+use crate::transport::Reusable;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -19,9 +19,11 @@ use std::task::{ready, Context, Poll};
 
 /// What we send upstream: the client's body as it arrives, a buffered copy
 /// (replayable for retries), or nothing.
+#[derive(Default)]
 pub enum RequestBody {
     Incoming(Incoming),
     Full(Option<Bytes>),
+    #[default]
     Empty,
 }
 
@@ -64,7 +66,7 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub struct ResponseBody {
     kind: Kind,
     /// Runs when the body has been fully read (pool return).
-    done: Option<Reusable>,
+    done: Option<Reusable<RequestBody>>,
     /// Counts the request as active on its endpoint until the body ends.
     _active: Option<ActiveGuard>,
     /// The backend's concurrent-request slot, held until the body ends.
@@ -79,7 +81,7 @@ pub struct ResponseBody {
 enum Kind {
     Upstream(Incoming),
     /// Read by the lean HTTP/1 client, which pools its own connection.
-    Lean(h1client::Body),
+    Lean(client::Body<RequestBody>),
     /// Frames already read (to look at gRPC trailers), then the rest.
     Chained(VecDeque<Frame<Bytes>>, Box<ResponseBody>),
     Full(Option<Bytes>),
@@ -109,7 +111,11 @@ impl ResponseBody {
     }
 
     /// An upstream body; `done` runs once it has been read to the end.
-    pub fn upstream(b: Incoming, done: Option<Reusable>, active: Option<ActiveGuard>) -> Self {
+    pub fn upstream(
+        b: Incoming,
+        done: Option<Reusable<RequestBody>>,
+        active: Option<ActiveGuard>,
+    ) -> Self {
         ResponseBody {
             kind: Kind::Upstream(b),
             done,
@@ -120,7 +126,7 @@ impl ResponseBody {
     }
 
     /// A body read by the lean HTTP/1 client.
-    pub fn lean(b: h1client::Body, active: ActiveGuard) -> Self {
+    pub fn lean(b: client::Body<RequestBody>, active: ActiveGuard) -> Self {
         ResponseBody {
             kind: Kind::Lean(b),
             done: None,

@@ -3,7 +3,7 @@
 //! (or a log) knows which hop failed and why.
 
 use crate::body::ResponseBody;
-use crate::http::pool::ConnectError;
+use crate::transport::ConnectError;
 use http::{HeaderValue, Response, StatusCode};
 
 pub const ERROR_HEADER: &str = "x-weft-error";

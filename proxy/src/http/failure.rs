@@ -4,9 +4,9 @@
 //! `Retry-After` the upstream asked for.
 
 use crate::http::errors::ProxyError;
-use crate::http::pool::ConnectError;
 use crate::resilience::backoff;
 use crate::resilience::policy::{RetryOn, RetryPolicy};
+use crate::transport::ConnectError;
 use http::StatusCode;
 use std::time::Duration;
 use weft_mesh::config::policy::RetryCondition as C;

@@ -4,13 +4,12 @@
 
 use crate::backend::Endpoint;
 use crate::body::{RequestBody, ResponseBody};
+use crate::h1::{client as h1client, strip_hop_by_hop};
 use crate::http::errors::ProxyError;
-use crate::http::h1client;
-use crate::http::headers::strip_hop_by_hop;
-use crate::http::pool::{ConnectError, PoolSettings};
 use crate::resilience::limits::Limits;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::mesh::MeshTls;
+use crate::transport::{ConnectError, PoolSettings, RawConn};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
@@ -50,7 +49,7 @@ pub struct Outgoing {
 pub enum Upstream {
     /// A plain HTTP/1.1 connection for the lean client (requests without a
     /// body).
-    Lean(h1client::Conn),
+    Lean(RawConn),
     Http1(hyper::client::conn::http1::SendRequest<RequestBody>),
     /// HTTP/1.1 on a connection of its own that is never pooled (upgrades
     /// to a mesh peer over mTLS).

@@ -10,10 +10,10 @@
 
 use crate::backend::{Backend, Endpoint};
 use crate::body::{RequestBody, ResponseBody};
+use crate::h1::idempotent;
 use crate::http::errors::ProxyError;
 use crate::http::failure::{error_failure, status_failure};
 use crate::http::forward::{self, Outgoing, Unsent, Wire};
-use crate::http::pool::ConnectError;
 use crate::http::within::within;
 use crate::proxy::Proxy;
 use crate::resilience::limits::Kind;
@@ -22,8 +22,9 @@ use crate::resilience::policy::{RetryOn, RetryPolicy};
 use crate::snapshot::{Rule, WeightedBackend};
 use crate::telemetry::access_log::{EventKind, UpstreamInfo};
 use crate::telemetry::metrics::{BackendLabels, BackendResultLabels, OverflowLabels};
+use crate::transport::ConnectError;
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::collections::VecDeque;
@@ -33,13 +34,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 use weft_mesh::config::policy::RetryCondition;
 use weft_mesh::config::Protocol;
-
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
 
 /// The request, kept so each try can be rebuilt.
 struct Template {

@@ -2,11 +2,11 @@
 //! served until it closes or shutdown asks it to finish.
 
 pub mod detect;
-mod h1fast;
 pub mod orig_dst;
 
 use crate::body::RequestBody;
 use crate::drain::{Drain, Watch};
+use crate::h1;
 use crate::http::handler::{self, ConnInfo};
 use crate::proxy::Proxy;
 use detect::Detected;
@@ -229,9 +229,14 @@ async fn serve_http<S>(
             .serve_connection(TokioIo::new(stream), svc);
         drive(conn, |c| c.graceful_shutdown(), watch, peer).await
     } else {
-        let io = match h1fast::serve(&proxy, stream, &fast_info, direction, &mut watch).await {
-            h1fast::End::Done => return,
-            h1fast::End::Handoff(rest) => TokioIo::new(rest),
+        let limits = h1::server::Limits {
+            max_head: opts.max_header_bytes,
+            header_read_timeout: opts.header_read_timeout,
+        };
+        let fast = |req| handle(direction, proxy.clone(), fast_info.clone(), req);
+        let io = match h1::server::serve(stream, limits, &mut watch, fast).await {
+            h1::server::End::Done => return,
+            h1::server::End::Handoff(rest) => TokioIo::new(rest),
         };
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

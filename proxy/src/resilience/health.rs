@@ -5,8 +5,8 @@
 //! Endpoints start healthy, so turning checks on never causes an outage.
 
 use crate::backend::{Backend, Endpoint};
-use crate::http::pool::connect_tcp;
 use crate::telemetry::metrics::Metrics;
+use crate::transport::connect_tcp;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};

@@ -1,11 +1,10 @@
 //! Writing a response for the fast path: the head, framed as hyper's
 //! server would frame it, and the body in as few writes as it allows.
 
-use crate::body::ResponseBody;
-use bytes::Buf as _;
+use crate::h1::chunked::write_size;
+use bytes::{Buf as _, Bytes};
 use http::header::{CONTENT_LENGTH, DATE};
 use http::{HeaderMap, Response, StatusCode};
-use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use std::cell::RefCell;
 use std::io;
@@ -25,14 +24,18 @@ enum Framing {
 }
 
 /// Writes `resp`; `Ok(true)` when the connection can carry another request.
-pub(super) async fn write_response<S: AsyncWrite + Unpin>(
+pub(super) async fn write_response<S, R>(
     io: &mut S,
     out: &mut Vec<u8>,
-    resp: Response<ResponseBody>,
+    resp: Response<R>,
     head_only: bool,
     close: bool,
     trailers_wanted: bool,
-) -> io::Result<bool> {
+) -> io::Result<bool>
+where
+    S: AsyncWrite + Unpin,
+    R: http_body::Body<Data = Bytes> + Unpin,
+{
     let (parts, mut body) = resp.into_parts();
     out.clear();
     let framing = encode_head(out, parts.status, &parts.headers, &body, head_only, close);
@@ -98,7 +101,7 @@ pub(super) async fn write_response<S: AsyncWrite + Unpin>(
                         out.clear();
                     }
                     if chunked {
-                        chunk_size(out, data.len());
+                        write_size(out, data.len());
                     }
                     out.extend_from_slice(&data);
                     if chunked {
@@ -112,7 +115,7 @@ pub(super) async fn write_response<S: AsyncWrite + Unpin>(
                 } else {
                     out.clear();
                     if chunked {
-                        chunk_size(out, data.len());
+                        write_size(out, data.len());
                         io.write_all(out).await?;
                     }
                     while data.has_remaining() {
@@ -154,16 +157,11 @@ pub(super) async fn write_response<S: AsyncWrite + Unpin>(
     Ok(chunked || left == 0 || left == u64::MAX)
 }
 
-fn chunk_size(out: &mut Vec<u8>, n: usize) {
-    use std::io::Write as _;
-    let _ = write!(out, "{n:x}\r\n");
-}
-
-fn encode_head(
+fn encode_head<R: http_body::Body>(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
-    body: &ResponseBody,
+    body: &R,
     head_only: bool,
     close: bool,
 ) -> Framing {
@@ -236,6 +234,7 @@ fn date(out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use http_body_util::Empty;
 
     #[test]
     fn heads_are_framed() {
@@ -247,7 +246,7 @@ mod tests {
             &mut out,
             StatusCode::OK,
             &h,
-            &ResponseBody::empty(),
+            &Empty::<Bytes>::new(),
             false,
             true,
         );
@@ -261,7 +260,7 @@ mod tests {
             &mut out,
             StatusCode::NOT_FOUND,
             &HeaderMap::new(),
-            &ResponseBody::empty(),
+            &Empty::<Bytes>::new(),
             false,
             false,
         );

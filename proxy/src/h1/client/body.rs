@@ -2,13 +2,27 @@
 //! by length, chunked (with trailers) or until close; the connection goes
 //! home when a body ends cleanly.
 
-use super::{invalid, Conn, Home, MAX_CHUNK_LINE, MAX_TRAILERS};
+use super::error::invalid;
+use crate::h1::chunked::parse_size;
+use crate::h1::limits::{MAX_CHUNK_LINE, MAX_TRAILERS};
+use crate::transport::{Pool, RawConn};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+/// Where a connection goes when its exchange is over.
+pub(crate) struct Home<B> {
+    pub(crate) pool: Arc<Pool<B>>,
+    pub(crate) max_idle: usize,
+    /// The idle age is counted from the start of the request (a little
+    /// early, so expiry errs on the safe side) without another clock read.
+    pub(crate) since: Instant,
+}
 
 pub(super) enum State {
     /// Bytes of body still to come.
@@ -27,16 +41,17 @@ pub(super) enum Chunk {
     Trailers(Box<HeaderMap>, usize),
 }
 
-/// A response body read from its connection as it is polled.
-pub struct Body {
-    conn: Option<Conn>,
+/// A response body read from its connection as it is polled; `B` is the
+/// request body type of the pool the connection goes back to.
+pub struct Body<B> {
+    conn: Option<RawConn>,
     state: State,
     keep_alive: bool,
-    home: Option<Home>,
+    home: Option<Home<B>>,
 }
 
-impl Body {
-    pub(super) fn new(conn: Conn, state: State, keep_alive: bool, home: Home) -> Body {
+impl<B> Body<B> {
+    pub(super) fn new(conn: RawConn, state: State, keep_alive: bool, home: Home<B>) -> Body<B> {
         Body {
             conn: Some(conn),
             state,
@@ -109,20 +124,6 @@ fn eof() -> io::Error {
     )
 }
 
-fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
-    let digits = line
-        .iter()
-        .position(|b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
-    let rest = &line[digits..];
-    let rest_ok = rest.is_empty() || matches!(rest[0], b';' | b' ' | b'\t');
-    if digits == 0 || digits > 16 || !rest_ok {
-        return Err(invalid("invalid chunk size"));
-    }
-    let s = std::str::from_utf8(&line[..digits]).map_err(|_| invalid("invalid chunk size"))?;
-    u64::from_str_radix(s, 16).map_err(|_| invalid("invalid chunk size"))
-}
-
 /// One trailer line into `map`; lines that are not `name: value` are dropped.
 fn add_trailer(map: &mut HeaderMap, line: &[u8]) {
     let Some(colon) = line.iter().position(|&b| b == b':') else {
@@ -137,7 +138,7 @@ fn add_trailer(map: &mut HeaderMap, line: &[u8]) {
     }
 }
 
-impl http_body::Body for Body {
+impl<B> http_body::Body for Body<B> {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -188,10 +189,10 @@ impl http_body::Body for Body {
                         Ok(l) => l,
                         Err(e) => return this.fail(e),
                     };
-                    this.state = match parse_chunk_size(&line) {
-                        Ok(0) => State::Chunked(Chunk::Trailers(Box::default(), 0)),
-                        Ok(n) => State::Chunked(Chunk::Data(n)),
-                        Err(e) => return this.fail(e),
+                    this.state = match parse_size(&line) {
+                        Some(0) => State::Chunked(Chunk::Trailers(Box::default(), 0)),
+                        Some(n) => State::Chunked(Chunk::Data(n)),
+                        None => return this.fail(invalid("invalid chunk size")),
                     };
                 }
                 State::Chunked(Chunk::Data(left)) => {
@@ -252,21 +253,5 @@ impl http_body::Body for Body {
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_sizes() {
-        assert_eq!(parse_chunk_size(b"1a").unwrap(), 26);
-        assert_eq!(parse_chunk_size(b"0").unwrap(), 0);
-        assert_eq!(parse_chunk_size(b"10;ext=1").unwrap(), 16);
-        assert!(parse_chunk_size(b"").is_err());
-        assert!(parse_chunk_size(b"zz").is_err());
-        assert!(parse_chunk_size(b"1x").is_err());
-        assert!(parse_chunk_size(b"11111111111111111").is_err());
     }
 }

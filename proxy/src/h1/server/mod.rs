@@ -19,33 +19,44 @@
 //!   when the client asked for it or the proxy is shutting down.
 //! - Shutdown closes idle connections at once and the others after their
 //!   current response.
+//!
+//! The server knows nothing of what it serves: it is given its limits and a
+//! service, called with each request (whose body type `Q` is empty), whose
+//! response (of any body type) it writes.
 
 mod request;
 mod response;
+mod rewind;
 
-use super::Direction;
-use crate::body::{RequestBody, ResponseBody};
 use crate::drain::Watch;
-use crate::http::handler::ConnInfo;
-use crate::proxy::Proxy;
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
 use request::{parse, Asks, Parsed};
 use response::write_response;
+pub(crate) use rewind::Rewind;
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::Instant;
 
 /// The wait that stands for "no header timeout" (`--header-read-timeout 0`).
 const NO_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// What the server is given of the listener's settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Longest request head; past it the request goes to hyper (which
+    /// answers 431).
+    pub(crate) max_head: usize,
+    /// `--header-read-timeout` (zero: none).
+    pub(crate) header_read_timeout: Duration,
+}
+
 /// How a connection's time with the fast path ended.
-pub(super) enum End<S> {
+pub(crate) enum End<S> {
     /// Closed, or cut off: nothing more to do.
     Done,
     /// Hand the connection, with what was read of it, to hyper.
@@ -55,28 +66,32 @@ pub(super) enum End<S> {
 /// What the next request head turned out to be. (Boxing the request would
 /// cost an allocation per request to save a move.)
 #[allow(clippy::large_enum_variant)]
-enum Next {
-    Request(Request<RequestBody>, Asks),
+enum Next<Q> {
+    Request(Request<Q>, Asks),
     Handoff,
     Closed,
 }
 
 /// Serves requests on `io` until the connection ends or a request needs
-/// hyper's server.
-pub(super) async fn serve<S>(
-    proxy: &Arc<Proxy>,
+/// hyper's server. Each request (with an empty `Q` body) goes to `service`,
+/// whose response is written back.
+pub(crate) async fn serve<S, Q, R, F, Fut>(
     mut io: S,
-    info: &Arc<ConnInfo>,
-    direction: Direction,
+    limits: Limits,
     watch: &mut Watch,
+    mut service: F,
 ) -> End<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    Q: Default,
+    R: http_body::Body<Data = Bytes> + Unpin,
+    F: FnMut(Request<Q>) -> Fut,
+    Fut: Future<Output = Response<R>>,
 {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = Vec::with_capacity(1024);
-    let max_head = proxy.opts.max_header_bytes;
-    let header_timeout = Some(proxy.opts.header_read_timeout).filter(|d| !d.is_zero());
+    let max_head = limits.max_head;
+    let header_timeout = Some(limits.header_read_timeout).filter(|d| !d.is_zero());
     // One timer for the connection's idle waits, re-armed only when it
     // fires early (not per request).
     let mut idle = pin!(tokio::time::sleep(header_timeout.unwrap_or(NO_TIMEOUT)));
@@ -91,18 +106,13 @@ where
         );
         let (req, asks) = match next.await {
             Next::Request(r, asks) => (r, asks),
-            Next::Handoff => {
-                return End::Handoff(Rewind {
-                    pre: buf.freeze(),
-                    io,
-                })
-            }
+            Next::Handoff => return End::Handoff(Rewind::new(buf.freeze(), io)),
             Next::Closed => return End::Done,
         };
         let head_only = req.method() == Method::HEAD;
         // Pinned where it is made: the handler's future is large, and
         // moving it into a callee costs a copy of it per request.
-        let work = pin!(super::handle(direction, proxy.clone(), info.clone(), req));
+        let work = pin!(service(req));
         let Some(resp) = answer_unless_gone(work, &mut io, &mut buf, max_head).await else {
             return End::Done;
         };
@@ -119,14 +129,14 @@ where
 
 /// Reads until `buf` holds a whole request head; `Request` when it is one
 /// this path serves (its head taken off `buf`), `Handoff` for anything else.
-async fn next_request<S: AsyncRead + Unpin>(
+async fn next_request<S: AsyncRead + Unpin, Q: Default>(
     io: &mut S,
     buf: &mut BytesMut,
     max_head: usize,
     header_timeout: Option<Duration>,
     watch: &mut Watch,
     mut idle: Pin<&mut tokio::time::Sleep>,
-) -> Next {
+) -> Next<Q> {
     // The head must be whole by then, counted (as hyper's server counts it)
     // from the start of the wait, idle keep-alive time included.
     let until = Instant::now() + header_timeout.unwrap_or(NO_TIMEOUT);
@@ -187,15 +197,15 @@ async fn next_request<S: AsyncRead + Unpin>(
 /// Runs `work` to its answer, reading the connection meanwhile: bytes of a
 /// pipelined next request are kept in `buf`; end-of-file (the client went
 /// away) drops `work` and gives `None`.
-async fn answer_unless_gone<S, F>(
+async fn answer_unless_gone<S, F, R>(
     mut work: Pin<&mut F>,
     io: &mut S,
     buf: &mut BytesMut,
     max_head: usize,
-) -> Option<Response<ResponseBody>>
+) -> Option<Response<R>>
 where
     S: AsyncRead + Unpin,
-    F: Future<Output = Response<ResponseBody>>,
+    F: Future<Output = Response<R>>,
 {
     let mut reading = true;
     std::future::poll_fn(move |cx| {
@@ -231,55 +241,58 @@ fn poll_read_buf<S: AsyncRead + Unpin>(
     pin!(io.read_buf(buf)).poll(cx)
 }
 
-/// A connection with bytes already read off it, which reads come from
-/// first.
-pub(super) struct Rewind<S> {
-    pre: Bytes,
-    io: S,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drain::Drain;
+    use http_body_util::Full;
 
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.pre.is_empty() {
-            let n = self.pre.len().min(out.remaining());
-            out.put_slice(&self.pre[..n]);
-            self.pre.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, out)
-    }
-}
+    const LIMITS: Limits = Limits {
+        max_head: 8192,
+        header_read_timeout: Duration::from_secs(30),
+    };
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+    #[tokio::test]
+    async fn serves_bodiless_requests_then_hands_the_rest_to_hyper() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let drain = Drain::new();
+        let mut watch = drain.watch();
+        let mut seen = Vec::new();
+        let service = |req: Request<()>| {
+            seen.push(req.uri().to_string());
+            async { Response::new(Full::new(Bytes::from_static(b"hi"))) }
+        };
+        let post = b"POST /b HTTP/1.1\r\nContent-Length: 1\r\n\r\nz";
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        client.write_all(post).await.unwrap();
+        let end = serve(server, LIMITS, &mut watch, service).await;
+        assert_eq!(seen, ["/a"]);
+        let End::Handoff(mut rest) = end else {
+            panic!("not handed off")
+        };
+        let mut answer = vec![0; 1024];
+        let n = client.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("content-length: 2\r\n\r\nhi"), "{answer}");
+        let mut handed = vec![0; post.len()];
+        rest.read_exact(&mut handed).await.unwrap();
+        assert_eq!(&handed[..], post, "hyper reads the request from its start");
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    #[tokio::test]
+    async fn a_client_that_goes_away_ends_the_connection() {
+        let (client, server) = tokio::io::duplex(1024);
+        drop(client);
+        let drain = Drain::new();
+        let mut watch = drain.watch();
+        let service = |_: Request<()>| async { Response::new(Full::new(Bytes::new())) };
+        assert!(matches!(
+            serve(server, LIMITS, &mut watch, service).await,
+            End::Done
+        ));
     }
 }

@@ -12,116 +12,34 @@
 //! Framing follows RFC 9112 section 6.3: no body for HEAD, 1xx, 204 and 304;
 //! chunked when the last transfer coding is chunked (trailers kept);
 //! otherwise Content-Length (every value must agree); otherwise until close.
+//!
+//! Only the request's head is written, so the client takes a request of
+//! any body type `B` (and hands it back whole when the connection proves
+//! stale); `B` is also the body type of the pool the connection returns to.
 
-use crate::body::RequestBody;
-use crate::http::pool::Pool;
-use crate::resilience::limits::Permit;
+use super::head::{header_map, span};
+use super::hop::{is_hop_by_hop, strip_hop_by_hop};
+use super::limits::{MAX_HEADERS, MAX_RESPONSE_HEAD};
+use super::method::idempotent;
+use super::tokens::{last_token, tokens};
+use crate::transport::RawConn;
 use bytes::{Buf, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
-use std::future::Future;
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Version};
 use std::io;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
 mod body;
-pub use body::Body;
+mod error;
+pub(crate) use body::{Body, Home};
 use body::{Chunk, State};
-
-/// Largest response head accepted (status line and headers).
-const MAX_HEAD: usize = 64 * 1024;
-/// Most response headers accepted.
-const MAX_HEADERS: usize = 100;
-/// Longest chunk-size line (with extensions) and largest trailer block.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
-/// Room made in the read buffer before a read.
-const READ_SPACE: usize = 16 * 1024;
-
-/// An upstream connection and its read buffer.
-pub struct Conn {
-    io: TcpStream,
-    buf: BytesMut,
-    /// It has carried an exchange before (so a close may be a stale one).
-    reused: bool,
-    /// When it last went idle.
-    pub(crate) since: Instant,
-    /// The backend's connection slot, held for the connection's life.
-    _permit: Option<Permit>,
-}
-
-impl Conn {
-    pub fn new(io: TcpStream, permit: Option<Permit>, now: Instant) -> Conn {
-        Conn {
-            io,
-            buf: BytesMut::new(),
-            reused: false,
-            since: now,
-            _permit: permit,
-        }
-    }
-
-    /// An idle connection can carry a request: the server has neither closed
-    /// it nor sent anything unasked. No system call unless the socket has
-    /// signalled readiness since it went idle.
-    pub fn usable(&self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.io.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    /// Reads what the socket has into the buffer; `Ok(0)` is end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_SPACE / 4 {
-            self.buf.reserve(READ_SPACE);
-        }
-        // Through `AsyncRead` rather than `try_read_buf`: a short read then
-        // clears the socket's readiness, so the next `usable` check answers
-        // from the reactor's state instead of a system call.
-        std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx)
-    }
-
-    async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-}
-
-/// Where a connection goes when its exchange is over.
-pub struct Home {
-    pub pool: Arc<Pool>,
-    pub max_idle: usize,
-    /// The idle age is counted from the start of the request (a little
-    /// early, so expiry errs on the safe side) without another clock read.
-    pub since: Instant,
-}
-
-/// Why an exchange failed.
-pub enum Failure {
-    /// A reused connection turned out closed before any of the answer came:
-    /// the server dropped an idle connection as the request went out. The
-    /// request (which has no body) is handed back to be sent elsewhere;
-    /// only idempotent requests come back after they were written.
-    Stale(Box<Request<RequestBody>>),
-    Io(io::Error),
-}
-
-fn invalid(msg: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
+use error::invalid;
+pub(crate) use error::Failure;
 
 /// Writes the request head: origin-form target, headers as given (Host
 /// included by the caller), `content-length: 0` where a method usually has a
 /// body and no length was given.
-fn encode_head(req: &Request<RequestBody>, out: &mut BytesMut) {
+fn encode_head<B>(req: &Request<B>, out: &mut BytesMut) {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let path = if path.is_empty() { "/" } else { path };
     let size = req
@@ -166,7 +84,7 @@ struct Scan {
     /// `Content-Length`.
     length: Option<u64>,
     /// Other hop-by-hop fields (or headers `Connection` names), left in
-    /// the map for [`crate::http::headers::strip_hop_by_hop`].
+    /// the map for [`strip_hop_by_hop`].
     other_hop: bool,
 }
 
@@ -189,8 +107,7 @@ impl Scan {
         }
         if *name == CONNECTION {
             let mut named = false;
-            for t in value.split(|b| *b == b',') {
-                let t = t.trim_ascii();
+            for t in tokens(value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     self.close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
@@ -203,14 +120,13 @@ impl Scan {
             return Ok(named);
         }
         if *name == TRANSFER_ENCODING {
-            let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
-            self.te_chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            self.te_chunked = Some(last_token(value).eq_ignore_ascii_case(b"chunked"));
             return Ok(false);
         }
         if name.as_str() == "keep-alive" {
             return Ok(false);
         }
-        if crate::http::headers::is_hop_by_hop(name) {
+        if is_hop_by_hop(name) {
             self.other_hop = true;
         }
         Ok(true)
@@ -252,7 +168,7 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, Hea
         let mut parsed = httparse::Response::new(&mut headers);
         let n = match parsed.parse(buf) {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+            Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
             Ok(httparse::Status::Partial) => return Err(invalid("response head too large")),
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(invalid("too many response headers"))
@@ -285,32 +201,23 @@ fn parse_head(buf: &mut BytesMut) -> io::Result<Option<(StatusCode, Version, Hea
                 continue;
             }
             // httparse's slices point into `buf`; an empty one may not.
-            let len = h.value.len();
-            let start = match (h.value.as_ptr() as usize).checked_sub(base) {
-                Some(s) if len > 0 && s + len <= n => s,
-                _ if len == 0 => 0,
-                _ => return Err(invalid("invalid header value")),
-            };
-            kept.push((name, start, start + len));
+            let (start, end) =
+                span(base, n, h.value).ok_or_else(|| invalid("invalid header value"))?;
+            kept.push((name, start, end));
         }
         let head = buf.split_to(n).freeze();
-        let mut map = HeaderMap::with_capacity(kept.len());
-        for (name, start, end) in kept {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-                .map_err(|_| invalid("invalid header value"))?;
-            map.append(name, value);
-        }
+        let map = header_map(&head, kept).ok_or_else(|| invalid("invalid header value"))?;
         return Ok(Some((status, version, map, scan)));
     }
 }
 
 /// Sends a request that has no body on `conn` and reads the response head.
 /// The response body streams from the connection.
-pub async fn send(
-    mut conn: Conn,
-    req: Request<RequestBody>,
-    home: Home,
-) -> Result<Response<Body>, Failure> {
+pub(crate) async fn send<B: http_body::Body>(
+    mut conn: RawConn,
+    req: Request<B>,
+    home: Home<B>,
+) -> Result<Response<Body<B>>, Failure<B>> {
     debug_assert!(http_body::Body::is_end_stream(req.body()));
     conn.buf.clear();
     encode_head(&req, &mut conn.buf);
@@ -334,7 +241,7 @@ pub async fn send(
                 };
                 let state = framing(method, status, &scan, &mut map);
                 if scan.other_hop {
-                    crate::http::headers::strip_hop_by_hop(&mut map);
+                    strip_hop_by_hop(&mut map);
                 }
                 let keep_alive = keep_alive && !matches!(state, State::Close);
                 let done = matches!(state, State::Length(0));
@@ -458,7 +365,7 @@ mod tests {
             .method(Method::POST)
             .uri("/a?b=1")
             .header("host", "svc")
-            .body(RequestBody::Empty)
+            .body(())
             .unwrap();
         let mut out = BytesMut::new();
         encode_head(&req, &mut out);

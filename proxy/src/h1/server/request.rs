@@ -1,14 +1,13 @@
 //! Reading a request head for the fast path: whether it is one the path
 //! serves, and the `Request` built on the head's own bytes.
 
-use crate::body::RequestBody;
+use crate::h1::head::{header_map, span};
+use crate::h1::limits::MAX_HEADERS;
+use crate::h1::tokens::{has_token, tokens};
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderName, Method, Request, Uri, Version};
 use std::mem::MaybeUninit;
-
-/// As many header fields as hyper's server takes.
-const MAX_HEADERS: usize = 100;
 
 /// What a request asks of the connection and the response's framing.
 #[derive(Clone, Copy, Debug, Default)]
@@ -20,16 +19,17 @@ pub(super) struct Asks {
 }
 
 #[allow(clippy::large_enum_variant)]
-pub(super) enum Parsed {
-    Request(Request<RequestBody>, Asks),
+pub(super) enum Parsed<Q> {
+    Request(Request<Q>, Asks),
     Partial,
     /// Not for this path (or not valid): hyper takes it.
     Other,
 }
 
 /// Parses a request head off the front of `buf` if it is complete and one
-/// this path serves: HTTP/1.1, no body, no upgrade, no `Expect`.
-pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
+/// this path serves: HTTP/1.1, no body, no upgrade, no `Expect`. The
+/// request's body is an empty `Q`.
+pub(super) fn parse<Q: Default>(buf: &mut BytesMut) -> Parsed<Q> {
     let mut headers: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -51,15 +51,10 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
         return Parsed::Other;
     }
     let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let start = (s.as_ptr() as usize).wrapping_sub(base);
-        (start + s.len() <= n).then_some((start, start + s.len()))
-    };
-    let Some(path) = parsed.path.and_then(|p| span(p.as_bytes())) else {
+    let Some(path) = parsed.path.and_then(|p| span(base, n, p.as_bytes())) else {
         return Parsed::Other;
     };
-    let count = parsed.headers.len();
-    let mut fields = Vec::with_capacity(count);
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     let mut asks = Asks::default();
     for h in parsed.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
@@ -73,14 +68,10 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
             return Parsed::Other;
         }
         if name == TE {
-            asks.trailers = h
-                .value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+            asks.trailers = has_token(h.value, b"trailers");
         }
         if name == CONNECTION {
-            for t in h.value.split(|b| *b == b',') {
-                let t = t.trim_ascii();
+            for t in tokens(h.value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     asks.close = true;
                 } else if t.eq_ignore_ascii_case(b"upgrade") {
@@ -88,13 +79,8 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
                 }
             }
         }
-        let (start, end) = if h.value.is_empty() {
-            (0, 0)
-        } else {
-            match span(h.value) {
-                Some(s) => s,
-                None => return Parsed::Other,
-            }
+        let Some((start, end)) = span(base, n, h.value) else {
+            return Parsed::Other;
         };
         fields.push((name, start, end));
     }
@@ -110,16 +96,10 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.1)) else {
         return put_back(buf);
     };
-    let mut map = HeaderMap::with_capacity(count);
-    for (name, start, end) in fields {
-        match HeaderValue::from_maybe_shared(head.slice(start..end)) {
-            Ok(v) => {
-                map.append(name, v);
-            }
-            Err(_) => return put_back(buf),
-        }
-    }
-    let mut req = Request::new(RequestBody::Empty);
+    let Some(map) = header_map(&head, fields) else {
+        return put_back(buf);
+    };
+    let mut req = Request::new(Q::default());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
@@ -131,7 +111,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Parsed {
 mod tests {
     use super::*;
 
-    fn parse_str(s: &str) -> (Parsed, BytesMut) {
+    fn parse_str(s: &str) -> (Parsed<()>, BytesMut) {
         let mut b = BytesMut::from(s.as_bytes());
         (parse(&mut b), b)
     }

@@ -1,0 +1,25 @@
+//! Connections to upstream endpoints, below HTTP semantics: opening them
+//! (TCP with a deadline, under a backend's limits, mTLS to a mesh peer),
+//! starting hyper's HTTP/1 and HTTP/2 clients on them, and keeping them per
+//! endpoint for the next request.
+//!
+//! It exists so that the layers above (the HTTP/1 codec, forwarding, opaque
+//! TCP, health checks) share one way of connecting, and so that none of this
+//! knows what a request means: the pool is generic over the request body
+//! type hyper's clients carry, and the lean HTTP/1 client's connections are
+//! kept here as plain sockets with their read buffers.
+//!
+//! The module is private to the crate; the few types that appear in the
+//! signatures of the crate's public modules are declared `pub` so the
+//! compiler does not count them as leaking, yet nothing outside can name
+//! them.
+
+mod connect;
+mod handshake;
+mod pool;
+mod queue;
+mod raw;
+
+pub(crate) use connect::{connect_tcp, ConnectError, PoolSettings};
+pub(crate) use pool::{Pool, Reusable};
+pub(crate) use raw::RawConn;
