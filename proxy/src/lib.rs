@@ -10,7 +10,6 @@ pub mod backend;
 pub mod balance;
 pub mod body;
 pub mod control_plane;
-pub mod discovery;
 pub mod drain;
 pub mod file_watch;
 pub(crate) mod h1;

@@ -2,11 +2,11 @@
 //! local app, and settings fixed at start.
 
 use crate::backend::Endpoint;
-use crate::http::pool::PoolSettings;
 use crate::snapshot::{MeshSettings, Snapshot};
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::telemetry::trace::{Env as TraceEnv, Tracing};
 use crate::tls::mesh::MeshTls;
+use crate::transport::PoolSettings;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -185,7 +185,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     );
     // Tracing from the environment alone; a MeshConfig may add to it.
     proxy.tracing.configure(None);
-    let resolver = match crate::discovery::dns::resolver(args.dns_server) {
+    let resolver = match crate::backend::dns::resolver(args.dns_server) {
         Ok(r) => Some(Arc::new(r)),
         Err(e) => {
             tracing::warn!(error = %e, "DNS discovery unavailable");

@@ -1,6 +1,6 @@
 //! `weft.dev/v1alpha1` `TrafficPolicy`, `AuthorizationPolicy` and `MeshConfig`.
 //!
-//! Every default lives in [`super::defaults`]; absent fields here stay `None`
+//! Every default lives in `config/defaults.rs`; absent fields here stay `None`
 //! so `/config` shows what the user wrote, not what we filled in.
 
 use super::duration::Dur;

@@ -6,12 +6,14 @@ use crate::backend::Endpoint;
 use crate::body::{RequestBody, ResponseBody};
 use crate::h1::{client as h1client, strip_hop_by_hop};
 use crate::http::errors::ProxyError;
+use crate::http::headers::upgrade_requested;
 use crate::resilience::limits::Limits;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::mesh::MeshTls;
 use crate::transport::{ConnectError, PoolSettings, RawConn};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -45,6 +47,69 @@ pub struct Outgoing {
     pub upgrade: Option<(HeaderValue, OnUpgrade)>,
 }
 
+impl Outgoing {
+    /// Splits off what the upstream request needs from the client's
+    /// request. An upgrade offer on a request with a body (curl's h2c offer
+    /// on a POST) is sent as the plain request it also is: the body must go
+    /// through.
+    pub fn new(
+        mut req: Request<RequestBody>,
+        authority: Option<Authority>,
+        started: Instant,
+    ) -> Outgoing {
+        let upgrade = match req.version() {
+            Version::HTTP_11 if req.body().is_end_stream() => {
+                upgrade_requested(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req)))
+            }
+            _ => None,
+        };
+        if upgrade.is_some() {
+            *req.body_mut() = RequestBody::Empty;
+        }
+        Outgoing {
+            req,
+            authority,
+            started,
+            upgrade,
+        }
+    }
+
+    /// What connecting needs to know of it.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            started: self.started,
+            upgrade: self.upgrade.is_some(),
+            bodiless: self.upgrade.is_none() && self.req.body().is_end_stream(),
+        }
+    }
+}
+
+/// What kind of connection a request needs.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// When the request arrived (a pooled connection's idle age is judged
+    /// against it).
+    pub started: Instant,
+    /// It asks to switch protocols: a fresh HTTP/1.1 connection of its own.
+    pub upgrade: bool,
+    /// It has no body: plain HTTP/1.1 goes through the lean client.
+    pub bodiless: bool,
+}
+
+/// Where a try goes and under which settings.
+pub struct Target<'a> {
+    pub endpoint: &'a Arc<Endpoint>,
+    pub wire: Wire,
+    pub settings: &'a PoolSettings,
+    /// The backend's concurrency limits (none for the local app or a
+    /// passthrough destination).
+    pub limits: Option<&'a Limits>,
+    /// This proxy's mesh identity: endpoints that name theirs are dialled
+    /// over mTLS.
+    pub mesh: Option<&'a MeshTls>,
+    pub metrics: &'a Arc<Metrics>,
+}
+
 /// A connection ready to carry one request.
 pub enum Upstream {
     /// A plain HTTP/1.1 connection for the lean client (requests without a
@@ -65,89 +130,70 @@ pub enum Upstream {
 /// the receiving sidecar removes it and speaks HTTP/1.1 to its app.
 pub const ORIG_PROTO_HEADER: &str = "x-weft-orig-proto";
 
-/// Takes a pooled connection to `ep`, or makes one. Nothing of the request
-/// is consumed yet, so a failure here is always safe to retry.
-///
-/// With `mesh` (this proxy has an identity) and an endpoint that names its
-/// identity, the connection is mTLS and HTTP/2 whatever `wire` says (a fresh
-/// HTTP/1.1 one for an `upgrade`). A `bodiless` request over plain HTTP/1.1
-/// gets a connection for the lean client.
-#[allow(clippy::too_many_arguments)]
-pub async fn connect(
-    ep: &Arc<Endpoint>,
-    wire: Wire,
-    settings: &PoolSettings,
-    metrics: &Arc<Metrics>,
-    limits: Option<&Limits>,
-    now: Instant,
-    mesh: Option<&MeshTls>,
-    upgrade: bool,
-    bodiless: bool,
-) -> Result<Upstream, ProxyError> {
-    if let Some(mesh) = mesh {
-        if let Some(peer) = &ep.identity {
-            let mesh = connect_mesh(ep, peer, settings, metrics, limits, mesh, upgrade);
-            return Box::pin(mesh).await;
+impl Target<'_> {
+    /// Takes a pooled connection, or makes one. Nothing of the request is
+    /// consumed yet, so a failure here is always safe to retry.
+    ///
+    /// With a mesh identity and an endpoint that names its identity, the
+    /// connection is mTLS and HTTP/2 whatever `wire` says (a fresh HTTP/1.1
+    /// one for an upgrade). A bodiless request over plain HTTP/1.1 gets a
+    /// connection for the lean client.
+    pub async fn connect(&self, shape: Shape) -> Result<Upstream, ProxyError> {
+        let (ep, settings, limits, metrics) =
+            (self.endpoint, self.settings, self.limits, self.metrics);
+        if let Some(mesh) = self.mesh {
+            if let Some(peer) = &ep.identity {
+                return Box::pin(self.connect_mesh(peer, mesh, shape.upgrade)).await;
+            }
         }
+        Ok(match self.wire {
+            Wire::Http1 if shape.bodiless && !shape.upgrade => Upstream::Lean(
+                ep.pool
+                    .raw(ep.addr, settings, metrics, limits, shape.started)
+                    .await?,
+            ),
+            Wire::Http1 => Upstream::Http1(
+                ep.pool
+                    .h1(ep.addr, settings, metrics, limits, shape.started)
+                    .await?,
+            ),
+            Wire::Http2 => {
+                Upstream::Http2(ep.pool.h2(ep.addr, settings, metrics, limits, None).await?)
+            }
+        })
     }
-    Ok(match wire {
-        Wire::Http1 if bodiless && !upgrade => {
-            Upstream::Lean(ep.pool.raw(ep.addr, settings, metrics, limits, now).await?)
-        }
-        Wire::Http1 => Upstream::Http1(ep.pool.h1(ep.addr, settings, metrics, limits, now).await?),
-        Wire::Http2 => Upstream::Http2(ep.pool.h2(ep.addr, settings, metrics, limits, None).await?),
-    })
-}
 
-async fn connect_mesh(
-    ep: &Arc<Endpoint>,
-    peer: &Arc<str>,
-    settings: &PoolSettings,
-    metrics: &Arc<Metrics>,
-    limits: Option<&Limits>,
-    mesh: &MeshTls,
-    upgrade: bool,
-) -> Result<Upstream, ProxyError> {
-    let config = mesh
-        .client(peer, upgrade)
-        .map_err(|e| ConnectError::TlsConfig(ep.addr, e.to_string()))?;
-    Ok(if upgrade {
-        Upstream::Http1Unpooled(
-            ep.pool
-                .h1_tls(ep.addr, settings, metrics, limits, &config)
-                .await?,
-        )
-    } else {
-        Upstream::Mesh(
-            ep.pool
-                .h2(ep.addr, settings, metrics, limits, Some(&config))
-                .await?,
-        )
-    })
-}
+    async fn connect_mesh(
+        &self,
+        peer: &Arc<str>,
+        mesh: &MeshTls,
+        upgrade: bool,
+    ) -> Result<Upstream, ProxyError> {
+        let (ep, settings, limits, metrics) =
+            (self.endpoint, self.settings, self.limits, self.metrics);
+        let config = mesh
+            .client(peer, upgrade)
+            .map_err(|e| ConnectError::TlsConfig(ep.addr, e.to_string()))?;
+        Ok(if upgrade {
+            Upstream::Http1Unpooled(
+                ep.pool
+                    .h1_tls(ep.addr, settings, metrics, limits, &config)
+                    .await?,
+            )
+        } else {
+            Upstream::Mesh(
+                ep.pool
+                    .h2(ep.addr, settings, metrics, limits, Some(&config))
+                    .await?,
+            )
+        })
+    }
 
-/// [`connect`] then [`send`], for one-shot forwarding (inbound, passthrough).
-pub async fn call(
-    ep: &Arc<Endpoint>,
-    wire: Wire,
-    settings: &PoolSettings,
-    metrics: &Arc<Metrics>,
-    out: Outgoing,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    let bodiless = out.upgrade.is_none() && http_body::Body::is_end_stream(out.req.body());
-    let upstream = connect(
-        ep,
-        wire,
-        settings,
-        metrics,
-        None,
-        out.started,
-        None,
-        out.upgrade.is_some(),
-        bodiless,
-    )
-    .await?;
-    send(ep, upstream, settings, metrics, out).await
+    /// Connects and sends, for a single try (inbound, passthrough).
+    pub async fn call(&self, out: Outgoing) -> Result<Response<ResponseBody>, ProxyError> {
+        let upstream = self.connect(out.shape()).await?;
+        self.send(upstream, out).await.map_err(|u| u.error)
+    }
 }
 
 /// A failed send; `request` is the request itself when it was never
@@ -174,121 +220,110 @@ fn unsent(mut e: hyper::client::conn::TrySendError<Request<RequestBody>>) -> Uns
     }
 }
 
-/// Sends `out` on `upstream` and returns the response, streaming.
-pub async fn send(
-    ep: &Arc<Endpoint>,
-    upstream: Upstream,
-    settings: &PoolSettings,
-    metrics: &Arc<Metrics>,
-    out: Outgoing,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    send_or_unsent(ep, upstream, settings, metrics, out)
-        .await
-        .map_err(|u| u.error)
-}
-
-/// [`send`], handing back a request that was never written.
-pub async fn send_or_unsent(
-    ep: &Arc<Endpoint>,
-    upstream: Upstream,
-    settings: &PoolSettings,
-    metrics: &Arc<Metrics>,
-    out: Outgoing,
-) -> Result<Response<ResponseBody>, Unsent> {
-    let Outgoing {
-        mut req,
-        authority,
-        upgrade,
-        started,
-    } = out;
-    let active = ep.load.start();
-    strip_hop_by_hop(req.headers_mut());
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let pooled = matches!(upstream, Upstream::Http1(_));
-    let mesh_hop = matches!(upstream, Upstream::Mesh(_));
-    match upstream {
-        Upstream::Lean(conn) => {
-            origin_form(&mut req, authority, path);
-            let home = h1client::Home {
-                pool: ep.pool.clone(),
-                max_idle: settings.max_idle,
-                since: started,
-            };
-            let resp = h1client::send(conn, req, home).await.map_err(|f| match f {
-                h1client::Failure::Stale(req) => Unsent {
-                    error: ProxyError::StaleConnection,
-                    request: Some(*req),
-                },
-                h1client::Failure::Io(e) => Unsent::from(ProxyError::UpstreamIo(e)),
-            })?;
-            ep.load.observe_since(started);
-            // The lean client leaves out (or strips) hop-by-hop fields itself.
-            let (parts, body) = resp.into_parts();
-            Ok(Response::from_parts(
-                parts,
-                ResponseBody::lean(body, active),
-            ))
-        }
-        Upstream::Http1(mut tx) | Upstream::Http1Unpooled(mut tx) => {
-            origin_form(&mut req, authority, path);
-            if let Some((proto, _)) = &upgrade {
-                req.headers_mut().insert(
-                    http::header::CONNECTION,
-                    HeaderValue::from_static("upgrade"),
-                );
-                req.headers_mut()
-                    .insert(http::header::UPGRADE, proto.clone());
+impl Target<'_> {
+    /// Sends `out` on `upstream` and returns the response, streaming; on a
+    /// failure, hands back the request if it was never written.
+    pub async fn send(
+        &self,
+        upstream: Upstream,
+        out: Outgoing,
+    ) -> Result<Response<ResponseBody>, Unsent> {
+        let (ep, settings, metrics) = (self.endpoint, self.settings, self.metrics);
+        let Outgoing {
+            mut req,
+            authority,
+            upgrade,
+            started,
+        } = out;
+        let active = ep.load.start();
+        strip_hop_by_hop(req.headers_mut());
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let pooled = matches!(upstream, Upstream::Http1(_));
+        let mesh_hop = matches!(upstream, Upstream::Mesh(_));
+        match upstream {
+            Upstream::Lean(conn) => {
+                origin_form(&mut req, authority, path);
+                let home = h1client::Home {
+                    pool: ep.pool.clone(),
+                    max_idle: settings.max_idle,
+                    since: started,
+                };
+                let resp = h1client::send(conn, req, home).await.map_err(|f| match f {
+                    h1client::Failure::Stale(req) => Unsent {
+                        error: ProxyError::StaleConnection,
+                        request: Some(*req),
+                    },
+                    h1client::Failure::Io(e) => Unsent::from(ProxyError::UpstreamIo(e)),
+                })?;
+                ep.load.observe_since(started);
+                // The lean client leaves out (or strips) hop-by-hop fields itself.
+                let (parts, body) = resp.into_parts();
+                Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::lean(body, active),
+                ))
             }
-            let resp = tx.try_send_request(req).await.map_err(unsent)?;
-            ep.load.observe_since(started);
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                return Ok(splice_upgrade(resp, upgrade, metrics));
+            Upstream::Http1(mut tx) | Upstream::Http1Unpooled(mut tx) => {
+                origin_form(&mut req, authority, path);
+                if let Some((proto, _)) = &upgrade {
+                    req.headers_mut().insert(
+                        http::header::CONNECTION,
+                        HeaderValue::from_static("upgrade"),
+                    );
+                    req.headers_mut()
+                        .insert(http::header::UPGRADE, proto.clone());
+                }
+                let resp = tx.try_send_request(req).await.map_err(unsent)?;
+                ep.load.observe_since(started);
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    return Ok(splice_upgrade(resp, upgrade, metrics));
+                }
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                let reuse = pooled.then(|| ep.pool.reusable(tx, settings.max_idle, started));
+                Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::upstream(body, reuse, Some(active)),
+                ))
             }
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            let reuse = pooled.then(|| ep.pool.reusable(tx, settings.max_idle, started));
-            Ok(Response::from_parts(
-                parts,
-                ResponseBody::upstream(body, reuse, Some(active)),
-            ))
-        }
-        Upstream::Http2(mut tx) | Upstream::Mesh(mut tx) => {
-            if mesh_hop && req.version() < Version::HTTP_2 {
-                req.headers_mut()
-                    .insert(ORIG_PROTO_HEADER, HeaderValue::from_static("HTTP/1.1"));
+            Upstream::Http2(mut tx) | Upstream::Mesh(mut tx) => {
+                if mesh_hop && req.version() < Version::HTTP_2 {
+                    req.headers_mut()
+                        .insert(ORIG_PROTO_HEADER, HeaderValue::from_static("HTTP/1.1"));
+                }
+                *req.version_mut() = Version::HTTP_2;
+                let authority = authority
+                    .or_else(|| req.uri().authority().cloned())
+                    .or_else(|| {
+                        req.headers()
+                            .get(http::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .and_then(|h| h.parse().ok())
+                    })
+                    .unwrap_or_else(|| {
+                        Authority::from_maybe_shared(ep.addr.to_string())
+                            .unwrap_or(Authority::from_static("upstream"))
+                    });
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(Scheme::HTTP);
+                parts.authority = Some(authority);
+                parts.path_and_query = Some(path);
+                *req.uri_mut() =
+                    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid URI"))?;
+                req.headers_mut().remove(http::header::HOST);
+                let resp = tx.try_send_request(req).await.map_err(unsent)?;
+                ep.load.observe_since(started);
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Ok(Response::from_parts(
+                    parts,
+                    ResponseBody::upstream(body, None, Some(active)),
+                ))
             }
-            *req.version_mut() = Version::HTTP_2;
-            let authority = authority
-                .or_else(|| req.uri().authority().cloned())
-                .or_else(|| {
-                    req.headers()
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .and_then(|h| h.parse().ok())
-                })
-                .unwrap_or_else(|| {
-                    Authority::from_maybe_shared(ep.addr.to_string())
-                        .unwrap_or(Authority::from_static("upstream"))
-                });
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(authority);
-            parts.path_and_query = Some(path);
-            *req.uri_mut() =
-                Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid URI"))?;
-            req.headers_mut().remove(http::header::HOST);
-            let resp = tx.try_send_request(req).await.map_err(unsent)?;
-            ep.load.observe_since(started);
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(
-                parts,
-                ResponseBody::upstream(body, None, Some(active)),
-            ))
         }
     }
 }

@@ -7,7 +7,7 @@ pub mod orig_dst;
 use crate::body::RequestBody;
 use crate::drain::{Drain, Watch};
 use crate::h1;
-use crate::http::handler::{self, ConnInfo};
+use crate::http::ConnInfo;
 use crate::proxy::Proxy;
 use detect::Detected;
 use hyper::server::conn::{http1, http2};
@@ -101,7 +101,7 @@ async fn connection(
                 drop(snap);
                 let target = crate::tcp::pick_endpoint(&b).unwrap_or(dst);
                 crate::tcp::forward(
-                    &proxy,
+                    &proxy.metrics,
                     stream,
                     target,
                     b.settings.connect_timeout,
@@ -189,7 +189,7 @@ async fn connection(
             match target {
                 Some(t) => {
                     let timeout = proxy.opts.connect_timeout;
-                    crate::tcp::forward(&proxy, stream, t, timeout, direction.label()).await
+                    crate::tcp::forward(&proxy.metrics, stream, t, timeout, direction.label()).await
                 }
                 None => {
                     tracing::debug!(%peer, "closing a connection that is neither HTTP nor intercepted")
@@ -256,8 +256,8 @@ async fn handle(
     req: http::Request<RequestBody>,
 ) -> http::Response<crate::body::ResponseBody> {
     match direction {
-        Direction::Outbound => handler::outbound(proxy, info, req).await,
-        Direction::Inbound => handler::inbound(proxy, info, req).await,
+        Direction::Outbound => crate::http::outbound::outbound(proxy, info, req).await,
+        Direction::Inbound => crate::http::inbound::inbound(proxy, info, req).await,
     }
 }
 

@@ -34,7 +34,13 @@ pub fn compile(
         .iter()
         .map(|b| {
             let previous = previous.and_then(|s| s.backends.get(b.key().as_str()));
-            Backend::build(b, policy_of(&config, b), previous, opts.pool_idle_timeout)
+            Backend::build(
+                b,
+                policy_of(&config, b),
+                previous,
+                opts.pool_idle_timeout,
+                metrics,
+            )
         })
         .collect();
     let backends: HashMap<Arc<str>, Arc<Backend>> =

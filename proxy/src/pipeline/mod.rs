@@ -172,8 +172,8 @@ impl Pipeline {
 
     fn start_backend(&self, b: &Arc<Backend>) {
         if let Some(resolver) = &self.resolver {
-            crate::discovery::dns::spawn(b, resolver.clone());
+            crate::backend::dns::spawn(b, resolver.clone());
         }
-        crate::resilience::health::spawn(b, self.proxy.metrics.clone());
+        crate::backend::health_check::spawn(b);
     }
 }

@@ -2,7 +2,7 @@
 //! with target `weft::access` (so `--log-format json` gives one JSON object
 //! per line). Off by default: `--access-log on` or a MeshConfig's
 //! `accessLog: {enabled: true}` turns it on. When off, the request path pays
-//! one relaxed load of [`crate::proxy::Proxy::access_log`].
+//! one relaxed load of the proxy's `access_log` flag.
 //!
 //! Response flags follow Envoy's vocabulary:
 //! `NR` no route, `UH` no healthy upstream, `UF` upstream connection failure,

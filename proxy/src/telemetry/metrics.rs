@@ -137,6 +137,61 @@ impl RouteMetrics {
     }
 }
 
+/// Handles for one backend's own series, resolved when the backend is built.
+#[derive(Clone, Debug)]
+pub struct BackendMetrics {
+    retries_sent: Counter,
+    retries_succeeded: Counter,
+    retries_budget_exhausted: Counter,
+    retries_limit: Counter,
+    /// By the limit hit, in [`LIMITS`] order.
+    overflows: [Counter; 4],
+    pub ejections: Counter,
+    pub ejected_endpoints: Gauge,
+    pub panic_mode: Gauge,
+    health_pass: Counter,
+    health_fail: Counter,
+}
+
+/// The concurrency limits, as metric labels.
+pub const LIMITS: [&str; 4] = ["connections", "pending", "requests", "retries"];
+
+/// What came of a retry, for `weft_retries_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryResult {
+    Sent,
+    Succeeded,
+    BudgetExhausted,
+    Limit,
+}
+
+impl BackendMetrics {
+    pub fn retry(&self, r: RetryResult) {
+        match r {
+            RetryResult::Sent => &self.retries_sent,
+            RetryResult::Succeeded => &self.retries_succeeded,
+            RetryResult::BudgetExhausted => &self.retries_budget_exhausted,
+            RetryResult::Limit => &self.retries_limit,
+        }
+        .inc();
+    }
+
+    /// Counts a request refused by `limit` (one of [`LIMITS`]).
+    pub fn overflow(&self, limit: &str) {
+        if let Some(i) = LIMITS.iter().position(|l| *l == limit) {
+            self.overflows[i].inc();
+        }
+    }
+
+    /// Counts one active health check.
+    pub fn health_check(&self, passed: bool) {
+        match passed {
+            true => self.health_pass.inc(),
+            false => self.health_fail.inc(),
+        };
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -163,6 +218,49 @@ impl Metrics {
             exported: self.trace_spans_exported.clone(),
             dropped_queue_full: dropped("queue_full"),
             dropped_export_failed: dropped("export_failed"),
+        }
+    }
+
+    /// The series of backend `key` (`namespace/name`), all present from
+    /// now on (at zero), so dashboards and `rate()` see 0, not "no data".
+    pub fn backend(&self, key: &str) -> BackendMetrics {
+        let retries = |result| {
+            self.retries
+                .get_or_create(&BackendResultLabels {
+                    backend: key.to_owned(),
+                    result,
+                })
+                .clone()
+        };
+        let labels = BackendLabels {
+            backend: key.to_owned(),
+        };
+        let health = |result| {
+            self.health_checks
+                .get_or_create(&BackendResultLabels {
+                    backend: key.to_owned(),
+                    result,
+                })
+                .clone()
+        };
+        BackendMetrics {
+            retries_sent: retries("sent"),
+            retries_succeeded: retries("succeeded"),
+            retries_budget_exhausted: retries("budget_exhausted"),
+            retries_limit: retries("limit"),
+            overflows: LIMITS.map(|limit| {
+                self.overflows
+                    .get_or_create(&OverflowLabels {
+                        backend: key.to_owned(),
+                        limit,
+                    })
+                    .clone()
+            }),
+            ejections: self.ejections.get_or_create(&labels).clone(),
+            ejected_endpoints: self.ejected_endpoints.get_or_create(&labels).clone(),
+            panic_mode: self.panic_mode.get_or_create(&labels).clone(),
+            health_pass: health("pass"),
+            health_fail: health("fail"),
         }
     }
 
@@ -415,16 +513,6 @@ impl Metrics {
         let result = if ok { "ok" } else { "error" };
         self.upstream_connects
             .get_or_create(&ResultLabels { result })
-            .inc();
-    }
-
-    /// Counts one active health check.
-    pub fn health_check(&self, backend: &str, pass: bool) {
-        self.health_checks
-            .get_or_create(&BackendResultLabels {
-                backend: backend.to_owned(),
-                result: if pass { "pass" } else { "fail" },
-            })
             .inc();
     }
 

@@ -5,11 +5,18 @@
 //! pools, latency estimates and DNS watches carry on; when it does change,
 //! endpoints at the same address keep their load and connections.
 
-use crate::balance::{hash_bytes, Balancer, Candidate, Load, Policy};
-use crate::body::RequestBody;
+pub mod dns;
+mod endpoint;
+pub mod health_check;
+mod pick;
+
+pub use endpoint::{Endpoint, EndpointSet};
+pub use pick::Pick;
+
+use crate::balance::{Balancer, Policy};
 use crate::resilience::health::Health;
-use crate::resilience::outlier::Outlier;
 use crate::resilience::policy::Resilience;
+use crate::telemetry::metrics::{BackendMetrics, Metrics};
 use crate::transport::{Pool, PoolSettings};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -18,54 +25,6 @@ use std::sync::{Arc, Mutex};
 use weft_mesh::config::backend::{DnsSpec, EndpointSpec};
 use weft_mesh::config::policy::{HashOn, LbPolicy};
 use weft_mesh::config::{defaults, BackendSpec, Protocol, Resource, TrafficPolicySpec};
-
-/// One address traffic can go to.
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    pub weight: u32,
-    pub identity: Option<Arc<str>>,
-    pub load: Arc<Load>,
-    pub pool: Arc<Pool<RequestBody>>,
-    /// Passive ejection state (consecutive failures, half-open probe).
-    pub outlier: Arc<Outlier>,
-    /// Active health-check state.
-    pub health: Arc<Health>,
-    hash_id: u64,
-}
-
-impl Endpoint {
-    /// An endpoint outside any backend (the local app, a passthrough destination).
-    pub fn new(addr: SocketAddr) -> Endpoint {
-        Endpoint {
-            addr,
-            weight: 1,
-            identity: None,
-            load: Arc::new(Load::new()),
-            pool: Arc::new(Pool::default()),
-            outlier: Arc::new(Outlier::default()),
-            health: Arc::new(Health::default()),
-            hash_id: hash_bytes(addr.to_string().as_bytes()),
-        }
-    }
-}
-
-impl Candidate for Arc<Endpoint> {
-    fn weight(&self) -> u32 {
-        self.weight
-    }
-    fn load(&self) -> &Load {
-        &self.load
-    }
-    fn hash_id(&self) -> u64 {
-        self.hash_id
-    }
-}
-
-/// The endpoints of a backend at one moment, with their balancer.
-pub struct EndpointSet {
-    pub endpoints: Vec<Arc<Endpoint>>,
-    pub balancer: Balancer,
-}
 
 /// What RingHash hashes.
 #[derive(Clone, Debug)]
@@ -109,6 +68,8 @@ pub struct Backend {
     pub health_check: Option<weft_mesh::config::policy::HealthCheck>,
     /// Whether the last pick found too few healthy endpoints (logged on change).
     pub panic: std::sync::atomic::AtomicBool,
+    /// This backend's own metrics (retries, overflows, ejections, ...).
+    pub metrics: BackendMetrics,
     /// The definition this runtime was built from; equal definitions reuse it.
     definition: Definition,
 }
@@ -158,6 +119,7 @@ impl Backend {
         policy: Option<&TrafficPolicySpec>,
         previous: Option<&Arc<Backend>>,
         default_idle_timeout: std::time::Duration,
+        metrics: &Metrics,
     ) -> Arc<Backend> {
         let definition = Definition {
             spec: res.spec.clone(),
@@ -207,6 +169,7 @@ impl Backend {
             resilience: Resilience::new(policy),
             health_check: policy.and_then(|p| p.health_check.clone()),
             panic: std::sync::atomic::AtomicBool::new(false),
+            metrics: metrics.backend(&res.key()),
             definition,
         };
         // Carry over what we know of endpoints at the same address.
@@ -291,89 +254,5 @@ impl Backend {
             endpoints,
             balancer,
         }));
-    }
-}
-
-/// An endpoint chosen for one try.
-pub struct Pick {
-    pub endpoint: Arc<Endpoint>,
-    /// This try is the single probe of a half-open (previously ejected) endpoint.
-    pub probe: bool,
-}
-
-impl Backend {
-    /// Chooses an endpoint: never one already `tried` by this request when
-    /// another exists; never an ejected or unhealthy one — unless fewer than
-    /// `panicThreshold` % are available, when all of them share the load
-    /// rather than overloading the few left (panic mode).
-    pub fn pick(
-        &self,
-        hash: Option<u64>,
-        tried: &[SocketAddr],
-        metrics: &crate::telemetry::metrics::Metrics,
-    ) -> Option<Pick> {
-        use crate::resilience::outlier::Admission;
-        let set = self.endpoints.load();
-        let eps = &set.endpoints;
-        if eps.is_empty() {
-            return None;
-        }
-        let usable = |e: &Endpoint| {
-            !e.health.is_unhealthy()
-                && matches!(e.outlier.admission(), Admission::Open | Admission::ProbeDue)
-        };
-        let available = eps.iter().filter(|e| usable(e)).count();
-        let panic = (available as u64) * 100
-            < u64::from(self.resilience.panic_threshold) * eps.len() as u64;
-        self.note_panic(panic, available, eps.len(), metrics);
-        let avoid = |i: usize| !panic && !usable(&eps[i]);
-        let fresh = |i: usize| tried.contains(&eps[i].addr) || avoid(i);
-        let mut idx = set.balancer.pick_filtered(eps, hash, fresh)?;
-        if fresh(idx) {
-            // Every usable endpoint was tried already: try one of them again
-            // rather than one that is ejected or failing its checks.
-            idx = set.balancer.pick_filtered(eps, hash, avoid)?;
-        }
-        let endpoint = eps[idx].clone();
-        let probe = endpoint.outlier.try_probe();
-        Some(Pick { endpoint, probe })
-    }
-
-    /// Logs panic mode once on entry and once on exit, and keeps the gauge.
-    fn note_panic(
-        &self,
-        panic: bool,
-        available: usize,
-        total: usize,
-        metrics: &crate::telemetry::metrics::Metrics,
-    ) {
-        use std::sync::atomic::Ordering;
-        if self.panic.load(Ordering::Relaxed) == panic {
-            return;
-        }
-        if self.panic.swap(panic, Ordering::Relaxed) != panic {
-            let g = metrics
-                .panic_mode
-                .get_or_create(&crate::telemetry::metrics::BackendLabels {
-                    backend: self.key.to_string(),
-                })
-                .clone();
-            g.set(i64::from(panic));
-            if panic {
-                tracing::warn!(backend = %self.key, available, total, threshold = self.resilience.panic_threshold, "panic mode: too few healthy endpoints, balancing over all of them");
-            } else {
-                tracing::info!(backend = %self.key, available, total, "panic mode over");
-            }
-        }
-    }
-
-    /// How many endpoints are out of the balancer now (ejected or unhealthy).
-    pub fn unavailable(&self) -> usize {
-        self.endpoints
-            .load()
-            .endpoints
-            .iter()
-            .filter(|e| e.health.is_unhealthy() || e.outlier.is_ejected())
-            .count()
     }
 }

@@ -2,7 +2,7 @@
 //! re-resolve when the answer's TTL runs out. A failed lookup keeps the
 //! last good endpoints and retries with backoff.
 
-use crate::backend::{Backend, Discovery};
+use super::{Backend, Discovery};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;

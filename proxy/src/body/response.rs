@@ -1,10 +1,14 @@
-//! Body types that flow through the proxy without buffering.
+//! What the client is sent: an upstream body streamed as it arrives, or a
+//! body the proxy made itself.
 //!
-//! [`ResponseBody`] streams an upstream body to the client and, when the
-//! upstream body has been read to its end, hands the HTTP/1 connection back
-//! to its pool; a body dropped half-way closes the connection instead, since
-//! unread bytes would corrupt the next exchange.
+//! When an upstream HTTP/1 body has been read to its end, its connection
+//! goes back to its pool; a body dropped half-way closes the connection
+//! instead, since unread bytes would corrupt the next exchange. The body
+//! also holds what must last as long as the response: the endpoint's
+//! active-request count, the backend's request slot, and the trace span.
 
+use super::peek::Peeked;
+use super::request::RequestBody;
 use crate::balance::ActiveGuard;
 use crate::h1::client;
 use crate::resilience::limits::Permit;
@@ -13,54 +17,11 @@ use crate::transport::Reusable;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-/// What we send upstream: the client's body as it arrives, a buffered copy
-/// (replayable for retries), or nothing.
-#[derive(Default)]
-pub enum RequestBody {
-    Incoming(Incoming),
-    Full(Option<Bytes>),
-    #[default]
-    Empty,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx),
-            RequestBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Incoming(b) => b.is_end_stream(),
-            RequestBody::Full(b) => b.is_none(),
-            RequestBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Incoming(b) => b.size_hint(),
-            RequestBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            RequestBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
 /// An error while streaming a response body.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub type BodyError = super::BoxError;
 
 /// What we send to the client.
 pub struct ResponseBody {
@@ -82,8 +43,8 @@ enum Kind {
     Upstream(Incoming),
     /// Read by the lean HTTP/1 client, which pools its own connection.
     Lean(client::Body<RequestBody>),
-    /// Frames already read (to look at gRPC trailers), then the rest.
-    Chained(VecDeque<Frame<Bytes>>, Box<ResponseBody>),
+    /// Frames read ahead (to see gRPC trailers), then the rest.
+    Peeked(Box<Peeked<ResponseBody>>),
     Full(Option<Bytes>),
 }
 
@@ -136,10 +97,10 @@ impl ResponseBody {
         }
     }
 
-    /// Frames read ahead of `rest` (an upstream body already wrapped).
-    pub fn peeked_from(frames: VecDeque<Frame<Bytes>>, rest: ResponseBody) -> Self {
+    /// A body read ahead (an upstream body already wrapped).
+    pub fn peeked(body: Peeked<ResponseBody>) -> Self {
         ResponseBody {
-            kind: Kind::Chained(frames, Box::new(rest)),
+            kind: Kind::Peeked(Box::new(body)),
             done: None,
             _active: None,
             _permit: None,
@@ -191,7 +152,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Chained(..) => SizeHint::default(),
+            Kind::Peeked(b) => b.size_hint(),
             Kind::Upstream(b) => b.size_hint(),
             Kind::Lean(b) => b.size_hint(),
         }
@@ -206,10 +167,7 @@ impl ResponseBody {
         let this = &mut *self;
         match &mut this.kind {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Chained(frames, rest) => match frames.pop_front() {
-                Some(f) => Poll::Ready(Some(Ok(f))),
-                None => Pin::new(&mut **rest).poll_frame(cx),
-            },
+            Kind::Peeked(b) => Pin::new(&mut **b).poll_frame(cx),
             Kind::Upstream(b) => {
                 let frame = ready!(Pin::new(b).poll_frame(cx));
                 match &frame {
@@ -232,7 +190,7 @@ impl ResponseBody {
     fn kind_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
-            Kind::Chained(f, rest) => f.is_empty() && rest.is_end_stream(),
+            Kind::Peeked(b) => b.is_end_stream(),
             Kind::Upstream(b) => b.is_end_stream(),
             Kind::Lean(b) => b.is_end_stream(),
         }

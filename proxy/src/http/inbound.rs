@@ -1,0 +1,132 @@
+//! A request for the local app (the inbound listener): authorized against
+//! the service's AuthorizationPolicies, given the caller's verified
+//! identity, and forwarded to the app in the protocol it speaks.
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::http::errors::ProxyError;
+use crate::http::forward::{Outgoing, Target, Wire, ORIG_PROTO_HEADER};
+use crate::http::observe::{Observer, Report};
+use crate::http::ConnInfo;
+use crate::proxy::Proxy;
+use crate::telemetry::access_log::Record;
+use http::{HeaderValue, Request, Response, Version};
+use opentelemetry::trace::SpanKind;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Handles a request for the local app.
+pub async fn inbound(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<RequestBody>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let span = proxy
+        .tracing
+        .start(SpanKind::Server, req.method(), req.headers());
+    let log = proxy.access_log.load(Ordering::Relaxed);
+    let allowed = {
+        let snap = proxy.snapshot.load();
+        snap.authz.is_empty()
+            || snap.authz.allows(&crate::authz::Subject {
+                identity: conn.peer_identity.as_deref(),
+                request: Some((req.method().as_str(), req.uri().path())),
+            })
+    };
+    if !allowed {
+        proxy.metrics.inbound_rejected("forbidden");
+        let mut report = Report::of(&req, log, span);
+        let mut obs = Observer::new(
+            started,
+            &proxy.inbound_metrics,
+            report.as_mut().map(|r| &mut r.record),
+        );
+        let resp = obs.fail(ProxyError::Forbidden);
+        let resp = obs.answer(resp);
+        return match report {
+            Some(r) => r.finish(
+                "inbound",
+                resp,
+                started,
+                conn.peer,
+                conn.peer_identity.clone(),
+            ),
+            None => resp,
+        };
+    }
+    if proxy.mesh_mode || proxy.mesh.load().is_some() {
+        set_peer_identity(&mut req, &conn);
+    }
+    // The next hop gets the context even of a sampled-out span; only a
+    // recorded span (or the access log) needs what the request looked like.
+    if let Some(s) = &span {
+        s.inject(req.headers_mut());
+    }
+    let Some(mut report) = Report::of(&req, log, span) else {
+        return serve(&proxy, req, started, None).await;
+    };
+    report.record.backend = Some(Arc::from("app"));
+    report.record.upstream.endpoint = Some(proxy.app.addr);
+    let resp = serve(&proxy, req, started, Some(&mut report.record)).await;
+    report.finish(
+        "inbound",
+        resp,
+        started,
+        conn.peer,
+        conn.peer_identity.clone(),
+    )
+}
+
+/// Replaces whatever the client sent as its identity with the verified one
+/// (none on a plaintext connection), so the app can trust the header.
+fn set_peer_identity(req: &mut Request<RequestBody>, conn: &ConnInfo) {
+    use crate::tls::mesh::PEER_IDENTITY_HEADER;
+    let headers = req.headers_mut();
+    headers.remove(PEER_IDENTITY_HEADER);
+    if let Some(v) = conn
+        .peer_identity
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        headers.insert(PEER_IDENTITY_HEADER, v);
+    }
+}
+
+/// The protocol to speak to the local app: the request's own, except that a
+/// request the calling sidecar carried from HTTP/1 over HTTP/2 (it says so
+/// in [`ORIG_PROTO_HEADER`], removed here) goes as
+/// HTTP/1.1 again; other HTTP/2 (gRPC) stays HTTP/2.
+fn app_wire(req: &mut Request<RequestBody>) -> Wire {
+    let orig_h1 = req
+        .headers_mut()
+        .remove(ORIG_PROTO_HEADER)
+        .is_some_and(|v| v.as_bytes().starts_with(b"HTTP/1"));
+    if req.version() == Version::HTTP_2 && !orig_h1 {
+        Wire::Http2
+    } else {
+        Wire::Http1
+    }
+}
+
+async fn serve(
+    proxy: &Proxy,
+    mut req: Request<RequestBody>,
+    started: Instant,
+    record: Option<&mut Record>,
+) -> Response<ResponseBody> {
+    let mut obs = Observer::new(started, &proxy.inbound_metrics, record);
+    let target = Target {
+        endpoint: &proxy.app,
+        wire: app_wire(&mut req),
+        settings: &proxy.app_settings,
+        limits: None,
+        mesh: None,
+        metrics: &proxy.metrics,
+    };
+    let resp = match target.call(Outgoing::new(req, None, started)).await {
+        Ok(r) => r,
+        Err(e) => obs.fail(e),
+    };
+    obs.answer(resp)
+}

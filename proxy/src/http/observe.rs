@@ -1,0 +1,207 @@
+//! What one request leaves behind: its metrics, its access-log line and
+//! its trace span, gathered as it is served and reported once.
+//!
+//! The request path tells an [`Observer`] what happens — the route and
+//! backend chosen, each try's endpoint, retries, ejections, limits hit, the
+//! cause of an answer the proxy made itself — and never builds a record of
+//! its own. Status and latency are counted in the metrics of the last
+//! route/backend it was told of. The access log and the span need more of
+//! the request; only when one of them is on does the entry point keep a
+//! [`Report`], and then the observer fills its record. With both off, each
+//! call is a branch on `None`: the common path pays for nothing it does not
+//! report.
+
+use crate::backend::Endpoint;
+use crate::body::{RequestBody, ResponseBody};
+use crate::http::errors::ProxyError;
+use crate::http::headers::authority_in;
+use crate::snapshot::{Rule, WeightedBackend};
+use crate::telemetry::access_log::{self, EventKind, Line, Record};
+use crate::telemetry::metrics::RouteMetrics;
+use crate::telemetry::trace::Span;
+use http::{header, HeaderValue, Method, Request, Response, Version};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Gathers what happens to one request (see the module header).
+pub struct Observer<'a> {
+    started: Instant,
+    /// Where the status and latency are counted.
+    metrics: &'a RouteMetrics,
+    record: Option<&'a mut Record>,
+}
+
+impl<'a> Observer<'a> {
+    /// A request that arrived at `started`, counted in `metrics` until the
+    /// request finds somewhere more precise; `record` when a report is on.
+    pub fn new(
+        started: Instant,
+        metrics: &'a RouteMetrics,
+        record: Option<&'a mut Record>,
+    ) -> Observer<'a> {
+        Observer {
+            started,
+            metrics,
+            record,
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The request matched `rule`.
+    pub fn route(&mut self, rule: &'a Rule) {
+        self.metrics = &rule.local_metrics;
+        if let Some(r) = self.record.as_deref_mut() {
+            r.route = Some(rule.route.clone());
+        }
+    }
+
+    /// The rule sent it to `wb`.
+    pub fn backend(&mut self, wb: &'a WeightedBackend) {
+        self.metrics = &wb.metrics;
+        if let Some(r) = self.record.as_deref_mut() {
+            r.backend = Some(wb.backend.key.clone());
+        }
+    }
+
+    /// It goes straight to `dst` (intercepted, with no config for it).
+    pub fn passthrough(&mut self, metrics: &'a RouteMetrics, dst: SocketAddr) {
+        self.metrics = metrics;
+        if let Some(r) = self.record.as_deref_mut() {
+            r.route = Some(Arc::from("passthrough"));
+            r.upstream.endpoint = Some(dst);
+        }
+    }
+
+    /// Try number `attempt` (0 first) goes to `ep`.
+    pub fn trying(&mut self, attempt: u32, ep: &Endpoint) {
+        if let Some(r) = self.record.as_deref_mut() {
+            r.upstream.endpoint = Some(ep.addr);
+            r.upstream.identity.clone_from(&ep.identity);
+            r.upstream.retries = attempt;
+        }
+    }
+
+    /// Try `attempt` (1 for the first retry) follows a failure at `ep`.
+    pub fn retrying(&mut self, attempt: u32, endpoint: SocketAddr, reason: &'static str) {
+        self.event(EventKind::Retry {
+            attempt,
+            endpoint,
+            reason,
+        });
+    }
+
+    /// Outlier detection took `endpoint` out after this request's failure.
+    pub fn ejected(&mut self, endpoint: SocketAddr) {
+        self.event(EventKind::Ejected { endpoint });
+    }
+
+    /// A concurrency limit (`requests`, `connections`, `pending`,
+    /// `retries`) refused.
+    pub fn overflow(&mut self, limit: &'static str) {
+        self.event(EventKind::Overflow { limit });
+    }
+
+    /// Whether the retries gave up on a failure they wanted to retry.
+    pub fn retries_exhausted(&mut self, exhausted: bool) {
+        if let Some(r) = self.record.as_deref_mut() {
+            r.upstream.retries_exhausted = exhausted;
+        }
+    }
+
+    fn event(&mut self, kind: EventKind) {
+        if let Some(r) = self.record.as_deref_mut() {
+            r.upstream.event(kind);
+        }
+    }
+
+    /// The proxy answers with `e` itself.
+    pub fn fail(&mut self, e: ProxyError) -> Response<ResponseBody> {
+        if let Some(r) = self.record.as_deref_mut() {
+            r.cause = Some(e.kind().1);
+        }
+        e.into_response()
+    }
+
+    /// Counts the answer, and hands it on.
+    pub fn answer(self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
+        self.metrics
+            .record(resp.status().as_u16(), self.started.elapsed());
+        resp
+    }
+}
+
+/// What the access log and the trace span need of a request, kept before
+/// the request moves on, with the record the observer fills.
+pub struct Report {
+    method: Method,
+    /// The request's URI and, when it has no authority, its Host: both
+    /// shared with the request's own bytes, so keeping them costs no copy.
+    uri: http::Uri,
+    host: Option<HeaderValue>,
+    http2: bool,
+    log: bool,
+    span: Option<Span>,
+    pub record: Record,
+}
+
+impl Report {
+    /// A report of `req` when the access log (`log`) or a recorded span is
+    /// on; `None` when neither is (the span, if any, is dropped: a
+    /// sampled-out span records nothing).
+    pub fn of(req: &Request<RequestBody>, log: bool, span: Option<Span>) -> Option<Report> {
+        if !log && !span.as_ref().is_some_and(Span::recording) {
+            return None;
+        }
+        let uri = req.uri().clone();
+        let host = match uri.authority() {
+            Some(_) => None,
+            None => req.headers().get(header::HOST).cloned(),
+        };
+        Some(Report {
+            method: req.method().clone(),
+            uri,
+            host,
+            http2: req.version() == Version::HTTP_2,
+            log,
+            span,
+            record: Record::default(),
+        })
+    }
+
+    /// Writes the access-log line and records the span, as they are on;
+    /// the span ends with the response body. `identity`: the peer's SPIFFE
+    /// ID (the caller's inbound; the one the upstream must prove outbound).
+    pub fn finish(
+        self,
+        direction: &'static str,
+        resp: Response<ResponseBody>,
+        started: Instant,
+        peer: SocketAddr,
+        identity: Option<Arc<str>>,
+    ) -> Response<ResponseBody> {
+        let line = Line {
+            direction,
+            method: self.method.as_str(),
+            authority: authority_in(&self.uri, self.host.as_ref()).unwrap_or(""),
+            path: self.uri.path(),
+            status: resp.status().as_u16(),
+            duration: started.elapsed(),
+            peer,
+            record: &self.record,
+        };
+        if self.log {
+            access_log::emit(&line);
+        }
+        match self
+            .span
+            .and_then(|s| s.finish(&line, identity, self.http2))
+        {
+            Some(pending) => resp.map(|b| b.with_trace(pending)),
+            None => resp,
+        }
+    }
+}

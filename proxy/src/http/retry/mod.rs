@@ -1,0 +1,358 @@
+//! One request to a backend, tried as many times as is safe and useful.
+//!
+//! Safe: a connect failure or a refused stream means the upstream never saw
+//! the request, so it is always retried (even a streamed body: nothing was
+//! consumed). A status or reset is retried only for idempotent methods,
+//! unless the policy opts in. Useful: a retry goes to another endpoint when
+//! there is one, waits a full-jitter backoff (or `Retry-After`), stays inside
+//! the request timeout, holds a retry slot, and is paid from the retry budget
+//! — over budget, the original failure is returned.
+
+mod decision;
+mod resend;
+
+use crate::backend::{Backend, Endpoint};
+use crate::body::peek::Peeked;
+use crate::body::ResponseBody;
+use crate::h1::idempotent;
+use crate::http::errors::ProxyError;
+use crate::http::failure::{error_failure, status_failure};
+use crate::http::forward::{Outgoing, Shape, Target, Unsent, Wire};
+use crate::http::observe::Observer;
+use crate::http::within::within;
+use crate::proxy::Proxy;
+use crate::resilience::limits::Kind;
+use crate::resilience::outlier::Transition;
+use crate::resilience::policy::{RetryOn, RetryPolicy};
+use crate::snapshot::{Rule, WeightedBackend};
+use crate::telemetry::metrics::RetryResult;
+use crate::transport::ConnectError;
+use decision::{Decision, Spent};
+use http::{Response, StatusCode};
+use resend::Resend;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use weft_mesh::config::policy::RetryCondition;
+use weft_mesh::config::Protocol;
+
+/// What every try of one request shares.
+struct Ctx<'a> {
+    proxy: &'a Arc<Proxy>,
+    backend: &'a Arc<Backend>,
+    rule: &'a Rule,
+    policy: &'a RetryPolicy,
+    wire: Wire,
+    deadline: Option<Instant>,
+    per_try: Option<Duration>,
+    hash: Option<u64>,
+}
+
+impl<'a> Ctx<'a> {
+    fn target(
+        &self,
+        endpoint: &'a Arc<Endpoint>,
+        mesh: Option<&'a crate::tls::mesh::MeshTls>,
+    ) -> Target<'a> {
+        Target {
+            endpoint,
+            wire: self.wire,
+            settings: &self.backend.settings,
+            limits: Some(&self.backend.resilience.limits),
+            mesh,
+            metrics: &self.proxy.metrics,
+        }
+    }
+
+    fn pick(&self, tried: &[SocketAddr]) -> Result<Arc<Endpoint>, ProxyError> {
+        self.backend
+            .pick(self.hash, tried)
+            .map(|p| p.endpoint)
+            .ok_or_else(|| ProxyError::NoEndpoints(self.backend.key.to_string()))
+    }
+}
+
+/// Sends `out` to `wb`'s backend, retrying per its policy; `out.upgrade`
+/// requests are tried once. Tells `obs` each try's endpoint, the retries
+/// sent and why they stopped.
+///
+/// The two paths are separate futures so that neither makes the other (and
+/// every request's future, which is moved as it is built) larger.
+pub async fn call(
+    proxy: &Arc<Proxy>,
+    wb: &WeightedBackend,
+    rule: &Rule,
+    out: Outgoing,
+    hash: Option<u64>,
+    obs: &mut Observer<'_>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let backend = &wb.backend;
+    let res = &backend.resilience;
+    let Some(request_permit) = res.limits.try_acquire(Kind::Requests) else {
+        obs.overflow(Kind::Requests.label());
+        backend.metrics.overflow(Kind::Requests.label());
+        return Err(ProxyError::Overloaded(
+            backend.key.to_string(),
+            Kind::Requests.label(),
+        ));
+    };
+    res.budget.record_request_at(Instant::from_std(out.started));
+    let ctx = Ctx {
+        proxy,
+        backend,
+        rule,
+        policy: &wb.retry,
+        wire: Wire::for_protocol(backend.protocol),
+        deadline: rule.request_timeout.map(|t| Instant::now() + t),
+        per_try: wb.per_try_timeout,
+        hash,
+    };
+    // Upgrades and requests that cannot be retried go once, without copies.
+    let result = if out.upgrade.is_some() || ctx.policy.attempts == 0 {
+        call_once(&ctx, out, obs).await
+    } else {
+        call_retrying(&ctx, out, obs).await
+    };
+    result.map(|r| r.map(|b| b.with_permit(request_permit)))
+}
+
+async fn call_once(
+    ctx: &Ctx<'_>,
+    out: Outgoing,
+    obs: &mut Observer<'_>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let mesh = ctx.proxy.mesh.load_full();
+    let ep = ctx.pick(&[])?;
+    obs.trying(0, &ep);
+    let target = ctx.target(&ep, mesh.as_deref());
+    let result = within(ctx.deadline, ctx.per_try, ctx.rule.request_timeout, async {
+        let up = target.connect(out.shape()).await?;
+        target.send(up, out).await.map_err(|u| u.error)
+    })
+    .await;
+    outcome(ctx.backend, &ep, &result, obs);
+    result
+}
+
+async fn call_retrying(
+    ctx: &Ctx<'_>,
+    out: Outgoing,
+    obs: &mut Observer<'_>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (backend, policy) = (ctx.backend, ctx.policy);
+    let res = &backend.resilience;
+    let mesh = ctx.proxy.mesh.load_full();
+    let Outgoing {
+        req,
+        authority,
+        started,
+        ..
+    } = out;
+    let method_safe = idempotent(req.method()) || policy.non_idempotent;
+    let mut request = Resend::new(req, keep_copy(ctx), policy.max_buffered_body);
+    let shape = Shape {
+        started,
+        upgrade: false,
+        bodiless: request.bodiless(),
+    };
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut retry_permit = None;
+    for attempt in 0..=policy.attempts {
+        let ep = ctx.pick(&tried)?;
+        tried.push(ep.addr);
+        obs.trying(attempt, &ep);
+        let target = ctx.target(&ep, mesh.as_deref());
+        let tried_once = within(ctx.deadline, ctx.per_try, ctx.rule.request_timeout, async {
+            let up = target.connect(shape).await?;
+            // Only a request that came back unsent, or a copy, can go again.
+            let Some(req) = request.next() else {
+                return Err(Unsent::from(ProxyError::NoBackend));
+            };
+            let out = Outgoing {
+                req,
+                authority: authority.clone(),
+                upgrade: None,
+                started,
+            };
+            let resp = target.send(up, out).await?;
+            Ok(match wants_grpc_peek(&resp, backend, policy, attempt) {
+                true => Box::pin(peek_grpc_status(resp, policy)).await,
+                false => resp,
+            })
+        })
+        .await;
+        let result = tried_once.map_err(|u| {
+            if let Some(req) = u.request {
+                request.unsent(req);
+            }
+            u.error
+        });
+        outcome(backend, &ep, &result, obs);
+        let failure = match &result {
+            Ok(r) => status_failure(r.status(), r.headers(), policy),
+            Err(e) => error_failure(e),
+        };
+        if failure.is_none() {
+            if attempt > 0 {
+                backend.metrics.retry(RetryResult::Succeeded);
+            }
+            return result;
+        }
+        let t = decision::Try {
+            attempt,
+            failure: failure.as_ref(),
+            method_safe,
+            resendable: request.resendable(),
+        };
+        let mut allowance = Allowance {
+            limits: &res.limits,
+            budget: &res.budget,
+            permit: &mut retry_permit,
+        };
+        let left = ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        let wait = match decision::decide(&t, policy, &mut allowance, left, rand::random()) {
+            Decision::Retry(wait) => wait,
+            Decision::Answer | Decision::OutOfTime => {
+                obs.retries_exhausted(false);
+                return result;
+            }
+            Decision::GiveUp(spent) => {
+                obs.retries_exhausted(true);
+                match spent {
+                    Spent::Attempts => {}
+                    Spent::RetrySlots => {
+                        obs.overflow(Kind::Retries.label());
+                        backend.metrics.retry(RetryResult::Limit);
+                        backend.metrics.overflow(Kind::Retries.label());
+                    }
+                    Spent::Budget => backend.metrics.retry(RetryResult::BudgetExhausted),
+                }
+                return result;
+            }
+        };
+        obs.retrying(attempt + 1, ep.addr, retry_reason(&result));
+        drop(result);
+        backend.metrics.retry(RetryResult::Sent);
+        tracing::debug!(backend = %backend.key, endpoint = %ep.addr, attempt = attempt + 1, ?wait, "retrying");
+        tokio::time::sleep(wait).await;
+    }
+    Err(ProxyError::NoBackend)
+}
+
+/// Whether the policy may resend a request an upstream already received
+/// (a status, a reset, a gRPC status, an HTTP/2 refused stream), so a copy
+/// must be kept: a request that never left comes back from the connection
+/// unsent and needs none.
+fn keep_copy(ctx: &Ctx<'_>) -> bool {
+    let on = ctx.policy.retry_on;
+    on.meets(RetryOn::RESEND)
+        || (ctx.backend.protocol == Protocol::Grpc && on.meets(RetryOn::GRPC))
+        || (ctx.wire == Wire::Http2 && on.has(RetryCondition::RefusedStream))
+}
+
+/// For gRPC, the status often arrives in trailers: a small response is
+/// read ahead (up to the buffer cap) to see it.
+fn wants_grpc_peek(
+    resp: &Response<ResponseBody>,
+    backend: &Backend,
+    policy: &RetryPolicy,
+    attempt: u32,
+) -> bool {
+    backend.protocol == Protocol::Grpc
+        && attempt < policy.attempts
+        && policy.retry_on.meets(RetryOn::GRPC)
+        && !resp.headers().contains_key("grpc-status")
+        && resp.status() == StatusCode::OK
+}
+
+/// Reads ahead of a gRPC response and lifts the status from its trailers
+/// into the headers the retry decision reads; the client gets every frame.
+async fn peek_grpc_status(
+    resp: Response<ResponseBody>,
+    policy: &RetryPolicy,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    let (peeked, trailers) = Peeked::read(body, policy.max_buffered_body).await;
+    if let Some(s) = trailers.as_ref().and_then(|t| t.get("grpc-status")) {
+        parts.headers.insert("grpc-status", s.clone());
+    }
+    Response::from_parts(parts, ResponseBody::peeked(peeked))
+}
+
+/// Why a try is retried: its error's cause, or its status.
+fn retry_reason(result: &Result<Response<ResponseBody>, ProxyError>) -> &'static str {
+    match result {
+        Err(e) => e.kind().1,
+        Ok(r) if r.status().is_server_error() => "5xx",
+        Ok(_) => "retriable-status",
+    }
+}
+
+/// Feeds a try's result to outlier detection and tells `obs` what it says
+/// of the endpoint: a limit it ran into, an ejection it caused.
+fn outcome(
+    backend: &Backend,
+    ep: &Arc<Endpoint>,
+    result: &Result<Response<ResponseBody>, ProxyError>,
+    obs: &mut Observer<'_>,
+) {
+    if let Err(ProxyError::Connect(ConnectError::Overloaded(limit))) = result {
+        obs.overflow(limit);
+    }
+    let cfg = &backend.resilience.outlier;
+    let fault = match result {
+        Ok(r) => r.status().is_server_error(),
+        Err(e) => error_failure(e).is_some_and(|f| f.endpoint_fault),
+    };
+    let t = if fault {
+        let total = backend.endpoints.load().endpoints.len().max(1);
+        ep.outlier.on_failure(cfg, || {
+            (backend.unavailable() + 1) * 100 <= cfg.max_ejection_percent as usize * total
+        })
+    } else {
+        ep.outlier.on_success(cfg)
+    };
+    match t {
+        Transition::Ejected(d) => {
+            tracing::warn!(backend = %backend.key, endpoint = %ep.addr, ejected_for = ?d, "endpoint ejected after consecutive failures");
+            backend.metrics.ejections.inc();
+            backend
+                .metrics
+                .ejected_endpoints
+                .set(backend.unavailable() as i64);
+            obs.ejected(ep.addr);
+        }
+        Transition::Restored => {
+            tracing::info!(backend = %backend.key, endpoint = %ep.addr, "ejected endpoint answered its probe; back in the balancer");
+            backend
+                .metrics
+                .ejected_endpoints
+                .set(backend.unavailable() as i64);
+        }
+        Transition::None => {}
+    }
+}
+
+/// The backend's limits as a retry sees them: a retry slot, taken once
+/// per request and held until it ends, and the retry budget.
+struct Allowance<'a> {
+    limits: &'a crate::resilience::limits::Limits,
+    budget: &'a crate::resilience::budget::RetryBudget,
+    permit: &'a mut Option<crate::resilience::limits::Permit>,
+}
+
+impl decision::Allowance for Allowance<'_> {
+    fn retry_slot(&mut self) -> bool {
+        if self.permit.is_none() {
+            *self.permit = self.limits.try_acquire(Kind::Retries);
+        }
+        self.permit.is_some()
+    }
+
+    fn budget(&mut self) -> bool {
+        self.budget.try_retry()
+    }
+}
