@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use weft_mesh::process::lock;
 
 /// Serves the admin endpoint on `listener`.
-pub async fn serve(cp: Arc<ControlPlane>, listener: TcpListener) {
+pub(crate) async fn serve(cp: Arc<ControlPlane>, listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

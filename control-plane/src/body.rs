@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 pub(crate) const MAX_MESSAGE: usize = 256 * 1024;
 
 /// A response body: whole, or lines pushed through a channel (the watch).
-pub enum CpBody {
+pub(crate) enum CpBody {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<Bytes>),
 }
@@ -44,7 +44,7 @@ impl Body for CpBody {
     }
 }
 
-pub fn text(status: StatusCode, body: impl Into<String>) -> Response<CpBody> {
+pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<CpBody> {
     let mut r = Response::new(CpBody::Full(Some(Bytes::from(body.into()))));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -54,7 +54,7 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response<CpBody> {
     r
 }
 
-pub fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<CpBody> {
+pub(crate) fn json(status: StatusCode, v: &impl serde::Serialize) -> Response<CpBody> {
     let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
     body.push(b'\n');
     let mut r = Response::new(CpBody::Full(Some(Bytes::from(body))));

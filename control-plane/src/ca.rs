@@ -9,17 +9,17 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use weft_mesh::identity::ca::CertificateAuthority;
+pub(crate) use weft_mesh::identity::ca::CertificateAuthority;
 
 /// File name of the root certificate inside the CA directory.
-pub const CERT_FILE: &str = "ca.pem";
+pub(crate) const CERT_FILE: &str = "ca.pem";
 /// File name of the root private key inside the CA directory.
-pub const KEY_FILE: &str = "ca-key.pem";
+pub(crate) const KEY_FILE: &str = "ca-key.pem";
 
 /// Loads the CA from `dir`, or generates one for `trust_domain` and saves it
 /// there if neither file exists yet. One file without the other is an error
 /// rather than a silent regeneration, which would orphan every issued cert.
-pub fn load_or_generate(
+pub(crate) fn load_or_generate(
     dir: &Path,
     trust_domain: &str,
 ) -> io::Result<(CertificateAuthority, bool)> {

@@ -5,6 +5,8 @@
 //! its config over HTTP/2 + TLS 1.3. `token` issues a bootstrap token that
 //! lets one workload obtain its first certificate.
 
+#![warn(unreachable_pub)]
+
 mod admin;
 mod body;
 mod ca;

@@ -8,15 +8,15 @@ use std::path::PathBuf;
 /// The resources in force: the files, validated with the proxy's own
 /// loader, the version derived from their text, and the catalog each
 /// proxy's scoped snapshot is cut from.
-pub struct Resources {
-    pub version: String,
-    pub files: Vec<String>,
-    pub catalog: Catalog,
+pub(crate) struct Resources {
+    pub(crate) version: String,
+    pub(crate) files: Vec<String>,
+    pub(crate) catalog: Catalog,
 }
 
 /// Loads and validates the files. The version is a hash of their text (the
 /// first 16 hex digits of SHA-256), in path order.
-pub fn load(paths: &[PathBuf]) -> Result<Resources, String> {
+pub(crate) fn load(paths: &[PathBuf]) -> Result<Resources, String> {
     let set = weft_mesh::config::load_paths(paths).map_err(|e| e.to_string())?;
     let mut all = String::new();
     let mut files = Vec::new();

@@ -33,7 +33,7 @@ struct Doc {
 
 /// The resources split into documents, and per-namespace name tables to
 /// resolve names with (built on first use).
-pub struct Catalog {
+pub(crate) struct Catalog {
     docs: Vec<Doc>,
     set: ConfigSet,
     names: Mutex<HashMap<String, Arc<NameTable<Destination>>>>,
@@ -73,18 +73,18 @@ fn split(set: &ConfigSet) -> Vec<Doc> {
 }
 
 /// A proxy's scoped resources.
-pub struct Scoped {
-    pub version: String,
-    pub yaml: String,
+pub(crate) struct Scoped {
+    pub(crate) version: String,
+    pub(crate) yaml: String,
 }
 
-pub fn version_of(text: &str) -> String {
+pub(crate) fn version_of(text: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Catalog {
-    pub fn new(set: ConfigSet) -> Catalog {
+    pub(crate) fn new(set: ConfigSet) -> Catalog {
         Catalog {
             docs: split(&set),
             set,
@@ -93,7 +93,7 @@ impl Catalog {
     }
 
     /// `MeshConfig.spec.certificateLifetime`, if one sets it.
-    pub fn certificate_lifetime(&self) -> Option<std::time::Duration> {
+    pub(crate) fn certificate_lifetime(&self) -> Option<std::time::Duration> {
         self.set
             .mesh_configs
             .iter()
@@ -116,7 +116,7 @@ impl Catalog {
     }
 
     /// Which of `wants` resolve to something (the rest are unknown names).
-    pub fn scope(
+    pub(crate) fn scope(
         &self,
         namespace: &str,
         service: Option<&str>,

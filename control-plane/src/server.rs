@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use weft_mesh::api;
 
 /// Serves the API on `listener` (TLS; HTTP/2, or HTTP/1.1 for curl).
-pub async fn serve_api(cp: Arc<ControlPlane>, listener: TcpListener) {
+pub(crate) async fn serve_api(cp: Arc<ControlPlane>, listener: TcpListener) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;

@@ -16,7 +16,7 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Watches the files; validated changes replace the resources (after a
 /// short debounce), rejected ones are logged and shown on `/config`.
-pub async fn watch_files(cp: Arc<ControlPlane>, paths: Vec<PathBuf>) {
+pub(crate) async fn watch_files(cp: Arc<ControlPlane>, paths: Vec<PathBuf>) {
     let mut files = FileWatch::new(&paths);
     loop {
         files.changed().await;

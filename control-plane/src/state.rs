@@ -19,57 +19,57 @@ use weft_mesh::identity::SpiffeId;
 
 /// What the admin endpoint shows of one connected proxy.
 #[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ProxyStatus {
-    pub name: String,
-    pub identity: String,
-    pub service: Option<String>,
-    pub namespace: String,
-    pub peer: String,
-    pub connected_at: u64,
+pub(crate) struct ProxyStatus {
+    pub(crate) name: String,
+    pub(crate) identity: String,
+    pub(crate) service: Option<String>,
+    pub(crate) namespace: String,
+    pub(crate) peer: String,
+    pub(crate) connected_at: u64,
     /// Names it asked for; the ones that resolve are in its snapshot.
-    pub wants: Vec<String>,
+    pub(crate) wants: Vec<String>,
     /// The resources version its snapshot was last cut from.
-    pub resources: Option<String>,
+    pub(crate) resources: Option<String>,
     /// Its snapshot's version now, the last sent, and the last acknowledged.
-    pub current: Option<String>,
-    pub sent: Option<String>,
-    pub acked: Option<String>,
-    pub last_nack: Option<Nack>,
+    pub(crate) current: Option<String>,
+    pub(crate) sent: Option<String>,
+    pub(crate) acked: Option<String>,
+    pub(crate) last_nack: Option<Nack>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct Nack {
-    pub version: String,
-    pub reason: String,
-    pub at: u64,
+pub(crate) struct Nack {
+    pub(crate) version: String,
+    pub(crate) reason: String,
+    pub(crate) at: u64,
 }
 
 #[derive(Default)]
-pub struct Counters {
-    pub pushes: AtomicU64,
-    pub acks: AtomicU64,
-    pub nacks: AtomicU64,
-    pub certificates: AtomicU64,
-    pub certificate_denials: AtomicU64,
-    pub rejected_reloads: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) pushes: AtomicU64,
+    pub(crate) acks: AtomicU64,
+    pub(crate) nacks: AtomicU64,
+    pub(crate) certificates: AtomicU64,
+    pub(crate) certificate_denials: AtomicU64,
+    pub(crate) rejected_reloads: AtomicU64,
 }
 
-pub struct ControlPlane {
-    pub ca: CertificateAuthority,
-    pub tokens: Tokens,
-    pub trust_domain: String,
-    pub cert_ttl: Duration,
-    pub resources: watch::Sender<Arc<Resources>>,
+pub(crate) struct ControlPlane {
+    pub(crate) ca: CertificateAuthority,
+    pub(crate) tokens: Tokens,
+    pub(crate) trust_domain: String,
+    pub(crate) cert_ttl: Duration,
+    pub(crate) resources: watch::Sender<Arc<Resources>>,
     /// Why the files were last rejected (the previous resources still serve).
-    pub last_error: Mutex<Option<String>>,
-    pub proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
+    pub(crate) last_error: Mutex<Option<String>>,
+    pub(crate) proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
     pub(crate) next_id: AtomicU64,
-    pub counters: Counters,
+    pub(crate) counters: Counters,
     pub(crate) acceptor: ArcSwap<tokio_rustls::TlsAcceptor>,
 }
 
 impl ControlPlane {
-    pub fn new(
+    pub(crate) fn new(
         ca: CertificateAuthority,
         trust_domain: String,
         cert_ttl: Duration,
@@ -92,7 +92,7 @@ impl ControlPlane {
     }
 
     /// Re-issues the serving certificate (it is as short-lived as any).
-    pub fn refresh_serving_cert(&self) -> Result<(), String> {
+    pub(crate) fn refresh_serving_cert(&self) -> Result<(), String> {
         self.acceptor
             .store(Arc::new(server_acceptor(&self.ca, &self.trust_domain)?));
         Ok(())

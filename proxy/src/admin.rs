@@ -18,13 +18,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use weft_mesh::process::LogLevelSetter;
 
-pub struct Admin {
-    pub proxy: Arc<Proxy>,
-    pub set_log_level: LogLevelSetter,
-    pub log_level: std::sync::Mutex<String>,
+pub(crate) struct Admin {
+    pub(crate) proxy: Arc<Proxy>,
+    pub(crate) set_log_level: LogLevelSetter,
+    pub(crate) log_level: std::sync::Mutex<String>,
 }
 
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, drain: &Drain) {
+pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>, drain: &Drain) {
     let mut stop = drain.watch();
     loop {
         let (stream, _) = tokio::select! {
@@ -303,7 +303,7 @@ mod chrono_like {
     use std::fmt;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    pub struct Stamp(u64);
+    pub(super) struct Stamp(u64);
 
     impl From<SystemTime> for Stamp {
         fn from(t: SystemTime) -> Stamp {

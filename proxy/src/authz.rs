@@ -44,11 +44,11 @@ struct Rule {
 
 /// What is known of an inbound request (or connection) being authorized.
 #[derive(Clone, Copy, Debug)]
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     /// The peer's verified SPIFFE ID (none on plaintext).
-    pub identity: Option<&'a str>,
+    pub(crate) identity: Option<&'a str>,
     /// Method and path for HTTP; none for opaque TCP.
-    pub request: Option<(&'a str, &'a str)>,
+    pub(crate) request: Option<(&'a str, &'a str)>,
 }
 
 /// The `ns` segment of `spiffe://td/ns/<ns>/sa/<sa>`.
@@ -122,7 +122,7 @@ impl Rule {
 
 /// The policies selecting this sidecar's service.
 #[derive(Clone, Debug, Default)]
-pub struct InboundAuthz {
+pub(crate) struct InboundAuthz {
     deny: Vec<Rule>,
     allow: Vec<Rule>,
     /// Some Allow policy selects the service (even one with no rules).
@@ -132,7 +132,11 @@ pub struct InboundAuthz {
 impl InboundAuthz {
     /// Compiles the policies whose targetRef (kind Service or Backend) names
     /// `service` in `namespace`.
-    pub fn compile(config: &ConfigSet, service: Option<&str>, namespace: &str) -> InboundAuthz {
+    pub(crate) fn compile(
+        config: &ConfigSet,
+        service: Option<&str>,
+        namespace: &str,
+    ) -> InboundAuthz {
         let Some(service) = service else {
             return InboundAuthz::default();
         };
@@ -161,11 +165,11 @@ impl InboundAuthz {
     }
 
     /// No policy selects the service: everything is allowed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         !self.has_allow && self.deny.is_empty()
     }
 
-    pub fn allows(&self, s: &Subject) -> bool {
+    pub(crate) fn allows(&self, s: &Subject) -> bool {
         if self.deny.iter().any(|r| r.matches(s, true)) {
             return false;
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// The owner's half: triggers shutdown and waits for connections to finish.
-pub struct Drain {
+pub(crate) struct Drain {
     signal: watch::Sender<bool>,
     done_tx: Option<mpsc::Sender<()>>,
     done_rx: mpsc::Receiver<()>,
@@ -17,7 +17,7 @@ pub struct Drain {
 
 /// A connection's half: tells it when to stop, and keeps the drain open while held.
 #[derive(Clone)]
-pub struct Watch {
+pub(crate) struct Watch {
     signal: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
 }
@@ -29,7 +29,7 @@ impl Default for Drain {
 }
 
 impl Drain {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (signal, _) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
         Drain {
@@ -40,7 +40,7 @@ impl Drain {
     }
 
     /// A watch for one more connection or task.
-    pub fn watch(&self) -> Watch {
+    pub(crate) fn watch(&self) -> Watch {
         Watch {
             signal: self.signal.subscribe(),
             // Only None after `drain`, which consumes self.
@@ -50,7 +50,7 @@ impl Drain {
 
     /// Signals every watcher and waits up to `grace` for them to finish.
     /// Returns false if the grace period ran out first.
-    pub async fn drain(mut self, grace: Duration) -> bool {
+    pub(crate) async fn drain(mut self, grace: Duration) -> bool {
         let _ = self.signal.send(true);
         self.done_tx = None;
         tokio::time::timeout(grace, self.done_rx.recv())
@@ -61,11 +61,11 @@ impl Drain {
 
 impl Watch {
     /// Resolves once shutdown has been signalled.
-    pub async fn signalled(&mut self) {
+    pub(crate) async fn signalled(&mut self) {
         let _ = self.signal.wait_for(|v| *v).await;
     }
 
-    pub fn is_signalled(&self) -> bool {
+    pub(crate) fn is_signalled(&self) -> bool {
         *self.signal.borrow()
     }
 }

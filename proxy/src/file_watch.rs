@@ -7,14 +7,14 @@ use std::sync::Arc;
 use weft_mesh::config::files::FileWatch;
 
 /// How `/config` and the log name config from these files.
-pub fn source(paths: &[PathBuf]) -> String {
+pub(crate) fn source(paths: &[PathBuf]) -> String {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     format!("file: {}", names.join(", "))
 }
 
 /// Applies each edit, for the life of the process. `files` was taken
 /// before the first load, so an edit landing in between is not missed.
-pub async fn run(pipeline: Arc<Pipeline>, mut files: FileWatch) {
+pub(crate) async fn run(pipeline: Arc<Pipeline>, mut files: FileWatch) {
     let source = source(files.paths());
     loop {
         files.changed().await;

@@ -1,29 +1,35 @@
 //! Weft's data plane: the sidecar proxy.
 //!
+//! The library exists for the `weft-proxy` binary: its public surface is
+//! [`run`] (the `run` command) and [`iptables`] (the `iptables` command);
+//! everything else is the crate's own.
+//!
 //! A request flows listener → detect → route → backend → balancer → pool →
 //! upstream; every piece reads the immutable [`snapshot::Snapshot`] in force
 //! through `arc-swap`, so a config reload is one pointer swap.
 
-pub mod admin;
-pub mod authz;
-pub mod backend;
-pub mod balance;
-pub mod body;
-pub mod control_plane;
-pub mod drain;
-pub mod file_watch;
+#![warn(unreachable_pub)]
+
+pub(crate) mod admin;
+pub(crate) mod authz;
+pub(crate) mod backend;
+pub(crate) mod balance;
+pub(crate) mod body;
+pub(crate) mod control_plane;
+pub(crate) mod drain;
+pub(crate) mod file_watch;
 pub(crate) mod h1;
-pub mod http;
-pub mod identity;
+pub(crate) mod http;
+pub(crate) mod identity;
 pub mod iptables;
-pub mod listen;
-pub mod pipeline;
-pub mod proxy;
-pub mod resilience;
-pub mod route;
+pub(crate) mod listen;
+pub(crate) mod pipeline;
+pub(crate) mod proxy;
+pub(crate) mod resilience;
+pub(crate) mod route;
 pub mod run;
-pub mod snapshot;
-pub mod tcp;
-pub mod telemetry;
-pub mod tls;
+pub(crate) mod snapshot;
+pub(crate) mod tcp;
+pub(crate) mod telemetry;
+pub(crate) mod tls;
 pub(crate) mod transport;

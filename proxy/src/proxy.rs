@@ -16,28 +16,28 @@ use std::time::Duration;
 
 /// Settings fixed for the life of the process (from flags).
 #[derive(Clone, Debug)]
-pub struct ProxyOptions {
-    pub namespace: String,
-    pub service: Option<String>,
-    pub app: SocketAddr,
+pub(crate) struct ProxyOptions {
+    pub(crate) namespace: String,
+    pub(crate) service: Option<String>,
+    pub(crate) app: SocketAddr,
     /// A client must send a whole request head within this time (slowloris guard).
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// Largest request head accepted; larger gets 431.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// How long to wait for a client's first bytes before treating the
     /// connection as opaque TCP (server-speaks-first protocols).
-    pub detect_timeout: Duration,
-    pub pool_idle_timeout: Duration,
-    pub connect_timeout: Duration,
+    pub(crate) detect_timeout: Duration,
+    pub(crate) pool_idle_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// `--access-log`: the access log's state when no MeshConfig sets it.
-    pub access_log: bool,
+    pub(crate) access_log: bool,
     /// `--inbound-mode`: the inbound mode when no MeshConfig sets it.
-    pub inbound_mode: weft_mesh::config::policy::InboundMode,
+    pub(crate) inbound_mode: weft_mesh::config::policy::InboundMode,
 }
 
 /// Asks about a name the config in force does not have (mesh mode: the
 /// control plane's scoped config holds only names asked for so far).
-pub trait NameLookup: Send + Sync {
+pub(crate) trait NameLookup: Send + Sync {
     /// True once answered (the snapshot in force then has the name, if it
     /// exists); false at once when it cannot be asked.
     fn discover<'a>(
@@ -48,44 +48,44 @@ pub trait NameLookup: Send + Sync {
 
 /// Result of the last reload, for `/config` and `/ready`.
 #[derive(Default)]
-pub struct ConfigStatus {
-    pub source: String,
-    pub last_error: Option<String>,
-    pub rejected: u64,
+pub(crate) struct ConfigStatus {
+    pub(crate) source: String,
+    pub(crate) last_error: Option<String>,
+    pub(crate) rejected: u64,
 }
 
 /// Shared by every connection and task.
-pub struct Proxy {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub metrics: Arc<Metrics>,
-    pub opts: ProxyOptions,
-    pub app: Arc<Endpoint>,
-    pub app_settings: PoolSettings,
-    pub passthrough_settings: PoolSettings,
+pub(crate) struct Proxy {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) opts: ProxyOptions,
+    pub(crate) app: Arc<Endpoint>,
+    pub(crate) app_settings: PoolSettings,
+    pub(crate) passthrough_settings: PoolSettings,
     /// Endpoints for intercepted traffic to destinations we have no config for.
     passthrough: ArcSwap<HashMap<SocketAddr, Arc<Endpoint>>>,
-    pub status: Mutex<ConfigStatus>,
-    pub inbound_metrics: RouteMetrics,
-    pub no_route_metrics: RouteMetrics,
-    pub passthrough_metrics: RouteMetrics,
+    pub(crate) status: Mutex<ConfigStatus>,
+    pub(crate) inbound_metrics: RouteMetrics,
+    pub(crate) no_route_metrics: RouteMetrics,
+    pub(crate) passthrough_metrics: RouteMetrics,
     /// The snapshot's `access_log`, mirrored for a relaxed load per request.
-    pub access_log: AtomicBool,
+    pub(crate) access_log: AtomicBool,
     /// This workload's mesh identity (`--identity-dir`, or issued by the
     /// control plane and swapped on rotation): with it, inbound TLS is
     /// terminated (mTLS) and endpoints naming an identity are dialled over
     /// mTLS. Without it everything is plaintext.
-    pub mesh: ArcSwapOption<MeshTls>,
+    pub(crate) mesh: ArcSwapOption<MeshTls>,
     /// Config and identity come from a control plane (`--control-plane`).
-    pub mesh_mode: bool,
+    pub(crate) mesh_mode: bool,
     /// Mesh mode: asked about names the app calls that the scoped config
     /// does not have.
-    pub lookups: Option<Arc<dyn NameLookup>>,
+    pub(crate) lookups: Option<Arc<dyn NameLookup>>,
     /// OpenTelemetry traces (off unless an OTLP endpoint is configured).
-    pub tracing: Tracing,
+    pub(crate) tracing: Tracing,
 }
 
 impl Proxy {
-    pub fn new(opts: ProxyOptions, metrics: Arc<Metrics>, source: String) -> Proxy {
+    pub(crate) fn new(opts: ProxyOptions, metrics: Arc<Metrics>, source: String) -> Proxy {
         let settings = PoolSettings {
             connect_timeout: opts.connect_timeout,
             idle_timeout: opts.pool_idle_timeout,
@@ -125,7 +125,7 @@ impl Proxy {
 
     /// The endpoint for an intercepted destination we have no Backend for.
     /// Rare (unconfigured destinations), so a copy-on-write map is fine.
-    pub fn passthrough_endpoint(&self, addr: SocketAddr) -> Arc<Endpoint> {
+    pub(crate) fn passthrough_endpoint(&self, addr: SocketAddr) -> Arc<Endpoint> {
         if let Some(ep) = self.passthrough.load().get(&addr) {
             return ep.clone();
         }
@@ -145,7 +145,7 @@ impl Proxy {
     /// Traces as the environment (`OTEL_*`, read by the caller) configures
     /// them; a MeshConfig can add to that.
     /// `instance`: this sidecar's name (`service.instance.id`).
-    pub fn with_trace_env(mut self, env: TraceEnv, instance: String) -> Proxy {
+    pub(crate) fn with_trace_env(mut self, env: TraceEnv, instance: String) -> Proxy {
         self.tracing = Tracing::new(
             env,
             instance,
@@ -160,20 +160,20 @@ impl Proxy {
     }
 
     /// Gives the proxy its mesh identity (before it serves).
-    pub fn with_mesh(mut self, mesh: Option<Arc<MeshTls>>, mesh_mode: bool) -> Proxy {
+    pub(crate) fn with_mesh(mut self, mesh: Option<Arc<MeshTls>>, mesh_mode: bool) -> Proxy {
         self.mesh = ArcSwapOption::new(mesh);
         self.mesh_mode = mesh_mode;
         self
     }
 
     /// Mesh mode: unknown names are asked about here.
-    pub fn with_lookups(mut self, lookups: Option<Arc<dyn NameLookup>>) -> Proxy {
+    pub(crate) fn with_lookups(mut self, lookups: Option<Arc<dyn NameLookup>>) -> Proxy {
         self.lookups = lookups;
         self
     }
 
     /// Closes idle upstream connections past their idle timeout.
-    pub fn evict_idle(&self) {
+    pub(crate) fn evict_idle(&self) {
         let snap = self.snapshot.load();
         for b in snap.backends.values() {
             for e in b.endpoints.load().endpoints.iter() {

@@ -6,7 +6,7 @@ use weft_mesh::config::route::{self as cfg, PathMatchType, PathModifierType, Val
 
 /// A compiled `matches[]` entry.
 #[derive(Clone, Debug)]
-pub struct Matcher {
+pub(crate) struct Matcher {
     path: PathMatcher,
     method: Option<Method>,
     headers: Vec<(HeaderName, ValueMatcher)>,
@@ -46,7 +46,7 @@ impl ValueMatcher {
 }
 
 impl Matcher {
-    pub fn new(m: &cfg::RouteMatch) -> Matcher {
+    pub(crate) fn new(m: &cfg::RouteMatch) -> Matcher {
         let path = match &m.path {
             None => PathMatcher::Prefix(String::new()),
             Some(p) => match p.kind {
@@ -84,19 +84,19 @@ impl Matcher {
     }
 
     /// Matches everything (a rule without `matches`).
-    pub fn any() -> Matcher {
+    pub(crate) fn any() -> Matcher {
         Matcher::new(&cfg::RouteMatch::default())
     }
 
     /// The prefix this match matched, for `ReplacePrefixMatch`.
-    pub fn prefix(&self) -> Option<&str> {
+    pub(crate) fn prefix(&self) -> Option<&str> {
         match &self.path {
             PathMatcher::Prefix(p) => Some(p),
             _ => None,
         }
     }
 
-    pub fn matches(
+    pub(crate) fn matches(
         &self,
         method: &Method,
         path: &str,
@@ -146,14 +146,14 @@ impl Matcher {
 
 /// `RequestHeaderModifier` / `ResponseHeaderModifier`.
 #[derive(Debug, Default)]
-pub struct HeaderMod {
+pub(crate) struct HeaderMod {
     set: Vec<(HeaderName, HeaderValue)>,
     add: Vec<(HeaderName, HeaderValue)>,
     remove: Vec<HeaderName>,
 }
 
 impl HeaderMod {
-    pub fn new(m: &cfg::HeaderModifier) -> HeaderMod {
+    pub(crate) fn new(m: &cfg::HeaderModifier) -> HeaderMod {
         let pairs = |v: &[cfg::HeaderValue]| {
             v.iter()
                 .filter_map(|h| {
@@ -175,7 +175,7 @@ impl HeaderMod {
         }
     }
 
-    pub fn apply(&self, h: &mut HeaderMap) {
+    pub(crate) fn apply(&self, h: &mut HeaderMap) {
         for (n, v) in &self.set {
             h.insert(n.clone(), v.clone());
         }
@@ -190,15 +190,15 @@ impl HeaderMod {
 
 /// The filters of a rule or backendRef, compiled.
 #[derive(Debug, Default)]
-pub struct Filters {
-    pub request_headers: Option<HeaderMod>,
-    pub response_headers: Option<HeaderMod>,
-    pub redirect: Option<cfg::Redirect>,
-    pub rewrite: Option<cfg::UrlRewrite>,
+pub(crate) struct Filters {
+    pub(crate) request_headers: Option<HeaderMod>,
+    pub(crate) response_headers: Option<HeaderMod>,
+    pub(crate) redirect: Option<cfg::Redirect>,
+    pub(crate) rewrite: Option<cfg::UrlRewrite>,
 }
 
 impl Filters {
-    pub fn new(filters: &[cfg::Filter]) -> Filters {
+    pub(crate) fn new(filters: &[cfg::Filter]) -> Filters {
         let mut out = Filters::default();
         for f in filters {
             if let Some(m) = &f.request_header_modifier {
@@ -217,7 +217,7 @@ impl Filters {
         out
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.request_headers.is_none()
             && self.response_headers.is_none()
             && self.redirect.is_none()
@@ -226,7 +226,7 @@ impl Filters {
 }
 
 /// Applies a path modifier; `prefix` is what the rule's PathPrefix matched.
-pub fn modify_path(path: &str, m: &cfg::PathModifier, prefix: Option<&str>) -> String {
+pub(crate) fn modify_path(path: &str, m: &cfg::PathModifier, prefix: Option<&str>) -> String {
     match m.kind {
         PathModifierType::ReplaceFullPath => m
             .replace_full_path

@@ -22,60 +22,60 @@ use weft_mesh::config::ConfigSet;
 use weft_mesh::names::NameTable;
 
 /// One backend a rule may send to, with its share.
-pub struct WeightedBackend {
-    pub backend: Arc<Backend>,
-    pub weight: u32,
-    pub filters: Filters,
-    pub metrics: RouteMetrics,
+pub(crate) struct WeightedBackend {
+    pub(crate) backend: Arc<Backend>,
+    pub(crate) weight: u32,
+    pub(crate) filters: Filters,
+    pub(crate) metrics: RouteMetrics,
     /// The retry policy for this backend under this rule: the route's
     /// settings (GEP-1731) over the backend's TrafficPolicy.
-    pub retry: Arc<RetryPolicy>,
+    pub(crate) retry: Arc<RetryPolicy>,
     /// Each try's timeout: the shorter of the rule's `backendRequest` and
     /// the policy's `perTryTimeout`.
-    pub per_try_timeout: Option<Duration>,
+    pub(crate) per_try_timeout: Option<Duration>,
 }
 
 /// A rule of an HTTPRoute (or the implicit catch-all of a Backend).
-pub struct Rule {
+pub(crate) struct Rule {
     /// `namespace/name` of the route ("" for a Backend's implicit route).
-    pub route: Arc<str>,
-    pub filters: Filters,
-    pub backends: Vec<WeightedBackend>,
-    pub total_weight: u64,
+    pub(crate) route: Arc<str>,
+    pub(crate) filters: Filters,
+    pub(crate) backends: Vec<WeightedBackend>,
+    pub(crate) total_weight: u64,
     /// Whole request (until response headers), retries included.
-    pub request_timeout: Option<Duration>,
+    pub(crate) request_timeout: Option<Duration>,
     /// Metrics for answers the rule makes itself (redirects, no backend).
-    pub local_metrics: RouteMetrics,
+    pub(crate) local_metrics: RouteMetrics,
 }
 
 /// Everything reachable under one authority.
-pub struct VirtualHost {
-    pub name: Arc<str>,
+pub(crate) struct VirtualHost {
+    pub(crate) name: Arc<str>,
     /// (match, rule) in precedence order: the first that matches wins.
-    pub matches: Vec<(Matcher, Arc<Rule>)>,
+    pub(crate) matches: Vec<(Matcher, Arc<Rule>)>,
     /// The Backend of that name, for CONNECT and opaque TCP.
-    pub backend: Option<Arc<Backend>>,
+    pub(crate) backend: Option<Arc<Backend>>,
 }
 
 /// What the MeshConfig says, with the proxy's flags filling in what it
 /// leaves out.
 #[derive(Clone, Debug)]
-pub struct MeshSettings {
+pub(crate) struct MeshSettings {
     /// `accessLog.enabled`, else `--access-log`.
-    pub access_log: bool,
+    pub(crate) access_log: bool,
     /// `defaultInboundMode: Strict`, else `--inbound-mode strict`:
     /// plaintext inbound connections are refused.
-    pub inbound_strict: bool,
+    pub(crate) inbound_strict: bool,
     /// Where and how much to trace, beyond what `OTEL_*` says.
-    pub tracing: Option<MeshTracing>,
+    pub(crate) tracing: Option<MeshTracing>,
     /// When in its life a certificate is renewed, as fractions (`rotationPercent`).
-    pub rotation_window: (f64, f64),
+    pub(crate) rotation_window: (f64, f64),
 }
 
 impl MeshSettings {
     /// What holds with no MeshConfig: the flags (`--access-log`,
     /// `--inbound-mode`) and the defaults.
-    pub fn from_flags(access_log: bool, inbound: InboundMode) -> MeshSettings {
+    pub(crate) fn from_flags(access_log: bool, inbound: InboundMode) -> MeshSettings {
         MeshSettings {
             access_log,
             inbound_strict: inbound == InboundMode::Strict,
@@ -85,7 +85,7 @@ impl MeshSettings {
     }
 
     /// These settings with what a MeshConfig sets over them.
-    pub fn with_mesh_config(mut self, m: &MeshConfigSpec) -> MeshSettings {
+    pub(crate) fn with_mesh_config(mut self, m: &MeshConfigSpec) -> MeshSettings {
         if let Some(enabled) = m.access_log.as_ref().and_then(|a| a.enabled) {
             self.access_log = enabled;
         }
@@ -101,23 +101,23 @@ impl MeshSettings {
     }
 }
 
-pub struct Snapshot {
-    pub version: u64,
+pub(crate) struct Snapshot {
+    pub(crate) version: u64,
     /// Every name this proxy routes, looked up on every request.
-    pub names: NameTable<VirtualHost>,
-    pub backends: HashMap<Arc<str>, Arc<Backend>>,
+    pub(crate) names: NameTable<VirtualHost>,
+    pub(crate) backends: HashMap<Arc<str>, Arc<Backend>>,
     /// Backends by static endpoint address, to classify intercepted connections.
-    pub by_address: HashMap<SocketAddr, Arc<Backend>>,
-    pub config: Arc<ConfigSet>,
-    pub applied_at: SystemTime,
-    pub mesh: MeshSettings,
+    pub(crate) by_address: HashMap<SocketAddr, Arc<Backend>>,
+    pub(crate) config: Arc<ConfigSet>,
+    pub(crate) applied_at: SystemTime,
+    pub(crate) mesh: MeshSettings,
     /// Inbound AuthorizationPolicy for this sidecar's service.
-    pub authz: crate::authz::InboundAuthz,
+    pub(crate) authz: crate::authz::InboundAuthz,
 }
 
 impl Snapshot {
     /// What serves before any config is applied: no names, the flags' settings.
-    pub fn empty(mesh: MeshSettings) -> Snapshot {
+    pub(crate) fn empty(mesh: MeshSettings) -> Snapshot {
         Snapshot {
             version: 0,
             names: NameTable::empty(),
@@ -131,7 +131,7 @@ impl Snapshot {
     }
 
     /// The virtual host for an authority (`host` or `host:port`), case-insensitively.
-    pub fn host(&self, authority: &str) -> Option<&VirtualHost> {
+    pub(crate) fn host(&self, authority: &str) -> Option<&VirtualHost> {
         self.names.get(authority)
     }
 }

@@ -10,14 +10,14 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// Picks an endpoint of a backend for a connection (no request to hash on).
-pub fn pick_endpoint(backend: &Backend) -> Option<SocketAddr> {
+pub(crate) fn pick_endpoint(backend: &Backend) -> Option<SocketAddr> {
     let set = backend.endpoints.load();
     let idx = set.balancer.pick(&set.endpoints, None)?;
     set.endpoints.get(idx).map(|e| e.addr)
 }
 
 /// Copies bytes between a client connection and `target` until both close.
-pub async fn forward(
+pub(crate) async fn forward(
     metrics: &Metrics,
     mut client: TcpStream,
     target: SocketAddr,

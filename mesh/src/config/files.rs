@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime};
 /// How often watched files are checked. Polling (rather than inotify) also
 /// sees Kubernetes ConfigMap updates, which swap a symlink, and edits
 /// through editors that replace the file.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The YAML files a path stands for: the file itself, or the `*.yaml`/`*.yml`
 /// files of a folder (not recursive; hidden entries such as Kubernetes'
 /// `..data` links are skipped), sorted so loading is deterministic.
-pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
+pub(crate) fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigErrors> {
     let mut out = Vec::new();
     for p in paths {
         let meta = std::fs::metadata(p).map_err(|e| io_error(p, &e))?;

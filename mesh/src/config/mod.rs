@@ -22,13 +22,13 @@ use std::sync::Arc;
 
 pub use backend::{BackendSpec, Protocol};
 pub use duration::Dur;
-pub use files::{expand_paths, load_paths};
+pub use files::load_paths;
 pub use load::load_sources;
 pub use policy::{AuthorizationPolicySpec, MeshConfigSpec, TrafficPolicySpec};
 pub use route::HttpRouteSpec;
 
-pub const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
-pub const WEFT_API: &str = "weft.dev/v1alpha1";
+pub(crate) const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
+pub(crate) const WEFT_API: &str = "weft.dev/v1alpha1";
 
 /// Kubernetes object metadata, the part we read.
 #[derive(Clone, Debug, Deserialize, Serialize)]

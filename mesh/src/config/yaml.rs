@@ -241,7 +241,7 @@ impl Located {
 
     /// Position of the value at a field path (`spec.rules[1].weight`); the
     /// deepest existing prefix if the path runs past what is written.
-    pub fn pos_of_path(&self, root: Pos, path: &str) -> Pos {
+    pub(crate) fn pos_of_path(&self, root: Pos, path: &str) -> Pos {
         let mut node = self;
         let mut pos = root;
         for seg in path_segments(path) {
@@ -266,7 +266,7 @@ impl Located {
 
     /// The field path of the node written at `at` (or the nearest one before it
     /// on the same line, which is the key an "unknown field" error points at).
-    pub fn path_at(&self, at: Pos) -> String {
+    pub(crate) fn path_at(&self, at: Pos) -> String {
         let mut all = Vec::new();
         collect_paths(self, "", &mut all);
         // 1. a key written exactly there (unknown-field errors point at keys);

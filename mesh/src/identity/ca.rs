@@ -16,11 +16,11 @@ use super::{Error, SpiffeId, TrustBundle};
 
 /// Default lifetime of a workload certificate: short, so a leaked key is
 /// useful only briefly and revocation lists are unnecessary.
-pub const DEFAULT_LEAF_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const DEFAULT_LEAF_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Lifetime of a generated root; the root is rotated by adding a second one to
 /// the trust bundle well before this runs out.
-pub const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+pub(crate) const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 /// How far `not_before` is back-dated to tolerate clock skew between nodes.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);

@@ -130,7 +130,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
 /// later from [`super::peer_identity`]; this verifier only guarantees that the
 /// identity it exposes is authentic.
 #[derive(Debug)]
-pub struct SpiffeClientVerifier {
+pub(crate) struct SpiffeClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     mandatory: bool,
 }

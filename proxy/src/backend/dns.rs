@@ -12,15 +12,15 @@ use std::time::Duration;
 use weft_mesh::config::defaults;
 
 /// Shortest wait between lookups, whatever the TTL says (a TTL of 0 must not spin).
-pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+pub(crate) const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// Longest wait between lookups, so a long TTL still notices changes.
-pub const MAX_REFRESH: Duration = Duration::from_secs(300);
+pub(crate) const MAX_REFRESH: Duration = Duration::from_secs(300);
 /// Retry delay after a failed lookup, doubled up to `MAX_RETRY`.
-pub const FIRST_RETRY: Duration = Duration::from_secs(1);
-pub const MAX_RETRY: Duration = Duration::from_secs(30);
+pub(crate) const FIRST_RETRY: Duration = Duration::from_secs(1);
+pub(crate) const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// Builds the resolver: the system's (`/etc/resolv.conf`), or the given server.
-pub fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
+pub(crate) fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
     let mut builder = match server {
         Some(addr) => {
             let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
@@ -47,7 +47,7 @@ pub fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
 }
 
 /// Watches the backend's DNS name until the backend is dropped.
-pub fn spawn(backend: &Arc<Backend>, resolver: Arc<TokioResolver>) {
+pub(crate) fn spawn(backend: &Arc<Backend>, resolver: Arc<TokioResolver>) {
     let Discovery::Dns(spec) = &backend.discovery else {
         return;
     };

@@ -10,22 +10,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// One address traffic can go to.
-pub struct Endpoint {
-    pub addr: SocketAddr,
-    pub weight: u32,
-    pub identity: Option<Arc<str>>,
-    pub load: Arc<Load>,
-    pub pool: Arc<Pool<RequestBody>>,
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
+    pub(crate) weight: u32,
+    pub(crate) identity: Option<Arc<str>>,
+    pub(crate) load: Arc<Load>,
+    pub(crate) pool: Arc<Pool<RequestBody>>,
     /// Passive ejection state (consecutive failures, half-open probe).
-    pub outlier: Arc<Outlier>,
+    pub(crate) outlier: Arc<Outlier>,
     /// Active health-check state.
-    pub health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
     pub(super) hash_id: u64,
 }
 
 impl Endpoint {
     /// An endpoint outside any backend (the local app, a passthrough destination).
-    pub fn new(addr: SocketAddr) -> Endpoint {
+    pub(crate) fn new(addr: SocketAddr) -> Endpoint {
         Endpoint {
             addr,
             weight: 1,
@@ -52,7 +52,7 @@ impl Candidate for Arc<Endpoint> {
 }
 
 /// The endpoints of a backend at one moment, with their balancer.
-pub struct EndpointSet {
-    pub endpoints: Vec<Arc<Endpoint>>,
-    pub balancer: Balancer,
+pub(crate) struct EndpointSet {
+    pub(crate) endpoints: Vec<Arc<Endpoint>>,
+    pub(crate) balancer: Balancer,
 }

@@ -16,7 +16,7 @@ use weft_mesh::config::defaults as d;
 use weft_mesh::config::policy::HealthCheck;
 
 /// Runs the backend's checks until the backend is dropped (replaced by a reload).
-pub fn spawn(backend: &Arc<Backend>) {
+pub(crate) fn spawn(backend: &Arc<Backend>) {
     let Some(hc) = backend.health_check.clone() else {
         return;
     };

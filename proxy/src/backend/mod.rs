@@ -5,13 +5,12 @@
 //! pools, latency estimates and DNS watches carry on; when it does change,
 //! endpoints at the same address keep their load and connections.
 
-pub mod dns;
+pub(crate) mod dns;
 mod endpoint;
-pub mod health_check;
+pub(crate) mod health_check;
 mod pick;
 
-pub use endpoint::{Endpoint, EndpointSet};
-pub use pick::Pick;
+pub(crate) use endpoint::{Endpoint, EndpointSet};
 
 use crate::balance::{Balancer, Policy};
 use crate::resilience::health::Health;
@@ -28,7 +27,7 @@ use weft_mesh::config::{defaults, BackendSpec, Protocol, Resource, TrafficPolicy
 
 /// What RingHash hashes.
 #[derive(Clone, Debug)]
-pub enum HashKey {
+pub(crate) enum HashKey {
     None,
     Header(http::HeaderName),
     Cookie(String),
@@ -37,39 +36,37 @@ pub enum HashKey {
 
 /// Where endpoints come from.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Discovery {
+pub(crate) enum Discovery {
     Static(Vec<EndpointSpec>),
     Dns(DnsSpec),
 }
 
 /// Last DNS result, for `/endpoints`.
 #[derive(Clone, Debug, Default)]
-pub struct DnsStatus {
-    pub last_error: Option<String>,
-    pub resolved_addresses: usize,
-    pub ttl_secs: u64,
+pub(crate) struct DnsStatus {
+    pub(crate) last_error: Option<String>,
+    pub(crate) resolved_addresses: usize,
+    pub(crate) ttl_secs: u64,
 }
 
-pub struct Backend {
+pub(crate) struct Backend {
     /// `namespace/name`.
-    pub key: Arc<str>,
-    pub name: String,
-    pub namespace: String,
-    pub protocol: Protocol,
-    pub port: Option<u16>,
-    pub settings: PoolSettings,
-    pub policy: Policy,
-    pub hash_key: HashKey,
-    pub discovery: Discovery,
-    pub endpoints: ArcSwap<EndpointSet>,
-    pub dns_status: Mutex<DnsStatus>,
-    pub resilience: Arc<Resilience>,
+    pub(crate) key: Arc<str>,
+    pub(crate) name: String,
+    pub(crate) protocol: Protocol,
+    pub(crate) settings: PoolSettings,
+    pub(crate) policy: Policy,
+    pub(crate) hash_key: HashKey,
+    pub(crate) discovery: Discovery,
+    pub(crate) endpoints: ArcSwap<EndpointSet>,
+    pub(crate) dns_status: Mutex<DnsStatus>,
+    pub(crate) resilience: Arc<Resilience>,
     /// The health-check settings, if active checks are on.
-    pub health_check: Option<weft_mesh::config::policy::HealthCheck>,
+    pub(crate) health_check: Option<weft_mesh::config::policy::HealthCheck>,
     /// Whether the last pick found too few healthy endpoints (logged on change).
-    pub panic: std::sync::atomic::AtomicBool,
+    pub(crate) panic: std::sync::atomic::AtomicBool,
     /// This backend's own metrics (retries, overflows, ejections, ...).
-    pub metrics: BackendMetrics,
+    pub(crate) metrics: BackendMetrics,
     /// The definition this runtime was built from; equal definitions reuse it.
     definition: Definition,
 }
@@ -114,7 +111,7 @@ fn hash_key(h: Option<&HashOn>) -> HashKey {
 impl Backend {
     /// Builds the runtime of a Backend resource, reusing `previous` when the
     /// definition is the same.
-    pub fn build(
+    pub(crate) fn build(
         res: &Resource<BackendSpec>,
         policy: Option<&TrafficPolicySpec>,
         previous: Option<&Arc<Backend>>,
@@ -154,9 +151,7 @@ impl Backend {
         let backend = Backend {
             key: Arc::from(res.key()),
             name: res.meta.name.clone(),
-            namespace: res.meta.namespace.clone(),
             protocol: res.spec.protocol,
-            port: res.spec.port,
             settings,
             policy: policy_kind.clone(),
             hash_key: hash_key(lb.and_then(|l| l.hash_on.as_ref())),
@@ -198,7 +193,7 @@ impl Backend {
     }
 
     /// Replaces the endpoint set; endpoints already known keep their load and pool.
-    pub fn set_endpoints(&self, eps: Vec<(SocketAddr, u32, Option<Arc<str>>)>) {
+    pub(crate) fn set_endpoints(&self, eps: Vec<(SocketAddr, u32, Option<Arc<str>>)>) {
         self.set_endpoints_from(eps, None)
     }
 

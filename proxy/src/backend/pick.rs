@@ -8,19 +8,14 @@ use crate::resilience::outlier::Admission;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// An endpoint chosen for one try.
-pub struct Pick {
-    pub endpoint: Arc<Endpoint>,
-    /// This try is the single probe of a half-open (previously ejected) endpoint.
-    pub probe: bool,
-}
-
 impl Backend {
     /// Chooses an endpoint: never one already `tried` by this request when
     /// another exists; never an ejected or unhealthy one — unless fewer than
     /// `panicThreshold` % are available, when all of them share the load
-    /// rather than overloading the few left (panic mode).
-    pub fn pick(&self, hash: Option<u64>, tried: &[SocketAddr]) -> Option<Pick> {
+    /// rather than overloading the few left (panic mode). A half-open
+    /// (previously ejected) endpoint picked here has its single probe
+    /// claimed by this try.
+    pub(crate) fn pick(&self, hash: Option<u64>, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
         let eps = &set.endpoints;
         if eps.is_empty() {
@@ -43,8 +38,8 @@ impl Backend {
             idx = set.balancer.pick_filtered(eps, hash, avoid)?;
         }
         let endpoint = eps[idx].clone();
-        let probe = endpoint.outlier.try_probe();
-        Some(Pick { endpoint, probe })
+        endpoint.outlier.try_probe();
+        Some(endpoint)
     }
 
     /// Logs panic mode once on entry and once on exit, and keeps the gauge.
@@ -64,7 +59,7 @@ impl Backend {
     }
 
     /// How many endpoints are out of the balancer now (ejected or unhealthy).
-    pub fn unavailable(&self) -> usize {
+    pub(crate) fn unavailable(&self) -> usize {
         self.endpoints
             .load()
             .endpoints

@@ -4,7 +4,7 @@ use super::load::Load;
 
 /// What the balancer needs from an endpoint, so it works over whatever
 /// endpoint type the cluster layer keeps.
-pub trait Candidate {
+pub(crate) trait Candidate {
     /// Relative share of traffic; 0 means "never pick" (e.g. draining).
     fn weight(&self) -> u32;
     /// Live stats read by the load-aware policies.

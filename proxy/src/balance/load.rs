@@ -13,18 +13,18 @@ use std::time::{Duration, Instant};
 /// Latency assumed for an endpoint that has not answered yet. Moderate on
 /// purpose: new endpoints look neither free (which would stampede them) nor
 /// terrible (which would starve them of the traffic needed to measure them).
-pub const DEFAULT_RTT: Duration = Duration::from_millis(10);
+pub(crate) const DEFAULT_RTT: Duration = Duration::from_millis(10);
 
 /// Time constant of the peak-EWMA decay (as in Finagle/Linkerd): an old
 /// observation's influence falls to 1/e after this long, so a latency spike
 /// is forgotten within tens of seconds and an idle endpoint gets re-probed.
-pub const DECAY: Duration = Duration::from_secs(10);
+pub(crate) const DECAY: Duration = Duration::from_secs(10);
 
 /// Live load of one endpoint: in-flight requests and a peak-EWMA of latency.
 ///
 /// Held in an `Arc` so that request guards can outlive a balancer rebuild.
 #[derive(Debug)]
-pub struct Load {
+pub(crate) struct Load {
     active: AtomicU32,
     /// `f64` nanoseconds, stored as bits so it fits in an atomic.
     ewma_bits: AtomicU64,
@@ -40,7 +40,7 @@ impl Default for Load {
 
 impl Load {
     /// Creates idle stats that report [`DEFAULT_RTT`] until the first observation.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Load {
             active: AtomicU32::new(0),
             ewma_bits: AtomicU64::new(0f64.to_bits()),
@@ -50,7 +50,7 @@ impl Load {
 
     /// Counts a request as in flight until the returned guard is dropped, so
     /// the count stays right even when a request future is cancelled.
-    pub fn start(self: &Arc<Self>) -> ActiveGuard {
+    pub(crate) fn start(self: &Arc<Self>) -> ActiveGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard {
             load: Arc::clone(self),
@@ -58,17 +58,18 @@ impl Load {
     }
 
     /// Requests currently in flight; what least-request balancing compares.
-    pub fn active(&self) -> u32 {
+    pub(crate) fn active(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
     }
 
     /// Feeds one latency sample (time to response headers) into the peak-EWMA.
-    pub fn observe(&self, rtt: Duration) {
+    #[cfg(test)]
+    pub(crate) fn observe(&self, rtt: Duration) {
         self.observe_at(rtt, now_ns());
     }
 
     /// Observes the time since `started`, reading the clock once; returns it.
-    pub fn observe_since(&self, started: Instant) -> Duration {
+    pub(crate) fn observe_since(&self, started: Instant) -> Duration {
         let now = Instant::now();
         let rtt = now.saturating_duration_since(started);
         let now_ns =
@@ -80,7 +81,7 @@ impl Load {
     /// Current latency estimate, decayed towards zero for the time since the
     /// last observation so that an endpoint that stopped getting traffic after
     /// a slow spell is eventually tried again. [`DEFAULT_RTT`] before any sample.
-    pub fn ewma(&self) -> Duration {
+    pub(crate) fn ewma(&self) -> Duration {
         let ns = self.ewma_ns_at(now_ns());
         // `as` saturates and maps NaN to 0, so this cannot panic.
         Duration::from_nanos(ns as u64)
@@ -139,15 +140,8 @@ pub(super) fn now_ns() -> u64 {
 /// Owns an `Arc<Load>` so it can travel with a spawned request future.
 #[must_use = "the request is counted as finished as soon as the guard is dropped"]
 #[derive(Debug)]
-pub struct ActiveGuard {
+pub(crate) struct ActiveGuard {
     load: Arc<Load>,
-}
-
-impl ActiveGuard {
-    /// The stats this guard counts against, e.g. to `observe` the latency.
-    pub fn load(&self) -> &Load {
-        &self.load
-    }
 }
 
 impl Drop for ActiveGuard {

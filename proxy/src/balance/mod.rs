@@ -12,9 +12,9 @@ mod random;
 mod ring_hash;
 mod round_robin;
 
-pub use candidate::Candidate;
-pub use load::{ActiveGuard, Load, DECAY, DEFAULT_RTT};
-pub use ring_hash::hash_bytes;
+pub(crate) use candidate::Candidate;
+pub(crate) use load::{ActiveGuard, Load};
+pub(crate) use ring_hash::hash_bytes;
 
 use random::WeightTable;
 use ring_hash::Ring;
@@ -22,7 +22,7 @@ use round_robin::RoundRobin;
 
 /// Balancing algorithm, as named in configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub enum Policy {
+pub(crate) enum Policy {
     /// Weighted rotation: predictable, ignores load.
     RoundRobin,
     /// Power of two choices on in-flight requests per unit weight.
@@ -39,8 +39,7 @@ pub enum Policy {
 
 /// Precomputed picker for one endpoint set; shared across workers by reference.
 #[derive(Debug)]
-pub struct Balancer {
-    policy: Policy,
+pub(crate) struct Balancer {
     /// Length of the slice `new` saw; picks against another length are refused.
     len: usize,
     table: WeightTable,
@@ -60,7 +59,7 @@ enum Strategy {
 impl Balancer {
     /// Precomputes the policy's tables for `endpoints`; weights are read
     /// here, once, so a weight change needs a rebuild.
-    pub fn new<C: Candidate>(policy: Policy, endpoints: &[C]) -> Balancer {
+    pub(crate) fn new<C: Candidate>(policy: Policy, endpoints: &[C]) -> Balancer {
         let table = WeightTable::new(endpoints);
         let strategy = match policy {
             Policy::RoundRobin => Strategy::RoundRobin(RoundRobin::new(&table)),
@@ -70,7 +69,6 @@ impl Balancer {
             Policy::RingHash => Strategy::RingHash(Ring::new(endpoints)),
         };
         Balancer {
-            policy,
             len: endpoints.len(),
             table,
             strategy,
@@ -82,7 +80,7 @@ impl Balancer {
     /// is not the same length as at build time (a caller bug; refusing beats
     /// indexing out of bounds). `hash` is the affinity key for `RingHash`;
     /// without one it falls back to weighted random.
-    pub fn pick<C: Candidate>(&self, endpoints: &[C], hash: Option<u64>) -> Option<usize> {
+    pub(crate) fn pick<C: Candidate>(&self, endpoints: &[C], hash: Option<u64>) -> Option<usize> {
         self.pick_unskipped(endpoints, hash, &|_| false)
     }
 
@@ -92,7 +90,7 @@ impl Balancer {
     /// so the caller can still try rather than fail outright; check `skip` on
     /// the result if that is not wanted. `skip` should be cheap and pure: it
     /// may be called several times per index.
-    pub fn pick_filtered<C: Candidate>(
+    pub(crate) fn pick_filtered<C: Candidate>(
         &self,
         endpoints: &[C],
         hash: Option<u64>,
@@ -100,12 +98,6 @@ impl Balancer {
     ) -> Option<usize> {
         self.pick_unskipped(endpoints, hash, &skip)
             .or_else(|| self.pick(endpoints, hash))
-    }
-
-    /// The policy this balancer was built with, so callers can tell whether a
-    /// rebuild is needed after a config change.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
     }
 
     /// Shared body of the picks: an index not rejected by `skip`, or `None`.
@@ -145,10 +137,10 @@ mod test_support {
     use std::sync::Arc;
 
     /// Minimal endpoint for tests.
-    pub struct Ep {
-        pub weight: u32,
-        pub id: u64,
-        pub load: Arc<Load>,
+    pub(super) struct Ep {
+        pub(crate) weight: u32,
+        pub(crate) id: u64,
+        pub(crate) load: Arc<Load>,
     }
 
     impl Candidate for Ep {
@@ -163,7 +155,7 @@ mod test_support {
         }
     }
 
-    pub fn ep(weight: u32, id: u64) -> Ep {
+    pub(super) fn ep(weight: u32, id: u64) -> Ep {
         Ep {
             weight,
             id,
@@ -172,7 +164,7 @@ mod test_support {
     }
 
     /// Endpoints with the given weights and address-derived ids.
-    pub fn eps(weights: &[u32]) -> Vec<Ep> {
+    pub(super) fn eps(weights: &[u32]) -> Vec<Ep> {
         let addr = |i: usize| format!("10.0.{}.{}:8080", i / 256, i % 256);
         weights
             .iter()
@@ -268,9 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn policy_defaults_to_peak_ewma_and_is_reported() {
+    fn policy_defaults_to_peak_ewma() {
         assert_eq!(Policy::default(), Policy::PeakEwma);
-        let b = Balancer::new(Policy::Random, &eps(&[1]));
-        assert_eq!(b.policy(), &Policy::Random);
     }
 }

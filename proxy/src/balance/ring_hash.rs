@@ -94,7 +94,7 @@ impl Ring {
 /// across runs and hosts (unlike std's `RandomState`), so every proxy maps a
 /// key to the same endpoint. FNV-1a, then a murmur3 finalizer so short or
 /// similar inputs still spread over all 64 bits.
-pub fn hash_bytes(b: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(b: &[u8]) -> u64 {
     let h = b.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &byte| {
         (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     });

@@ -2,13 +2,13 @@
 //! buffered but what a retry needs (capped) and the few frames read ahead
 //! to see a gRPC status.
 
-pub mod peek;
-pub mod replay;
+pub(crate) mod peek;
+pub(crate) mod replay;
 mod request;
 mod response;
 
-pub use request::RequestBody;
-pub use response::{BodyError, ResponseBody};
+pub(crate) use request::RequestBody;
+pub(crate) use response::ResponseBody;
 
 /// An error while streaming a body.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

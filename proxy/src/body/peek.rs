@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// A body whose first frames were read ahead.
-pub struct Peeked<B: Body> {
+pub(crate) struct Peeked<B: Body> {
     frames: VecDeque<Frame<Bytes>>,
     /// An error met while reading ahead, given after the frames.
     error: Option<B::Error>,
@@ -32,7 +32,7 @@ where
 {
     /// Reads `body` ahead until its trailers, its end, an error, or more
     /// than `cap` bytes of data; returns the trailers if they were reached.
-    pub async fn read(mut body: B, cap: u64) -> (Peeked<B>, Option<HeaderMap>) {
+    pub(crate) async fn read(mut body: B, cap: u64) -> (Peeked<B>, Option<HeaderMap>) {
         let mut frames = VecDeque::new();
         let mut seen = 0u64;
         let mut trailers = None;

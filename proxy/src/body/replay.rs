@@ -22,7 +22,7 @@ use std::task::{Context, Poll, Waker};
 use super::BoxError;
 
 /// One copy of a replayable body.
-pub struct ReplayBody<B> {
+pub(crate) struct ReplayBody<B> {
     shared: Arc<Mutex<Shared<B>>>,
     /// How many kept chunks this copy has sent.
     sent: usize,
@@ -68,7 +68,7 @@ where
     B::Error: Into<BoxError>,
 {
     /// The first copy of `body`, keeping up to `cap` bytes for retries.
-    pub fn new(body: B, cap: u64) -> ReplayBody<B> {
+    pub(crate) fn new(body: B, cap: u64) -> ReplayBody<B> {
         let size = body.size_hint();
         ReplayBody {
             shared: Arc::new(Mutex::new(Shared {
@@ -92,7 +92,7 @@ where
 
     /// Another copy from the start, for a retry; `None` once the body went
     /// past the cap or failed.
-    pub fn replay(&self) -> Option<ReplayBody<B>> {
+    pub(crate) fn replay(&self) -> Option<ReplayBody<B>> {
         let s = lock(&self.shared);
         if s.overflowed || s.failed {
             return None;
@@ -108,7 +108,7 @@ where
     }
 
     /// Whether another copy can still be made.
-    pub fn replayable(&self) -> bool {
+    pub(crate) fn replayable(&self) -> bool {
         let s = lock(&self.shared);
         !s.overflowed && !s.failed
     }

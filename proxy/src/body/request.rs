@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 #[derive(Default)]
-pub enum RequestBody {
+pub(crate) enum RequestBody {
     Incoming(Incoming),
     /// A copy of the client's body, kept so the request can be sent again.
     /// Boxed: rare, and it would make every request larger.

@@ -21,10 +21,10 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 /// An error while streaming a response body.
-pub type BodyError = super::BoxError;
+pub(crate) type BodyError = super::BoxError;
 
 /// What we send to the client.
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     kind: Kind,
     /// Runs when the body has been fully read (pool return).
     done: Option<Reusable<RequestBody>>,
@@ -50,7 +50,7 @@ enum Kind {
 
 impl ResponseBody {
     /// A body produced by the proxy itself (errors, redirects, admin).
-    pub fn full(b: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();
         ResponseBody {
             kind: Kind::Full((!b.is_empty()).then_some(b)),
@@ -61,7 +61,7 @@ impl ResponseBody {
         }
     }
 
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         ResponseBody {
             kind: Kind::Full(None),
             done: None,
@@ -72,7 +72,7 @@ impl ResponseBody {
     }
 
     /// An upstream body; `done` runs once it has been read to the end.
-    pub fn upstream(
+    pub(crate) fn upstream(
         b: Incoming,
         done: Option<Reusable<RequestBody>>,
         active: Option<ActiveGuard>,
@@ -87,7 +87,7 @@ impl ResponseBody {
     }
 
     /// A body read by the lean HTTP/1 client.
-    pub fn lean(b: client::Body<RequestBody>, active: ActiveGuard) -> Self {
+    pub(crate) fn lean(b: client::Body<RequestBody>, active: ActiveGuard) -> Self {
         ResponseBody {
             kind: Kind::Lean(b),
             done: None,
@@ -98,7 +98,7 @@ impl ResponseBody {
     }
 
     /// A body read ahead (an upstream body already wrapped).
-    pub fn peeked(body: Peeked<ResponseBody>) -> Self {
+    pub(crate) fn peeked(body: Peeked<ResponseBody>) -> Self {
         ResponseBody {
             kind: Kind::Peeked(Box::new(body)),
             done: None,
@@ -109,13 +109,13 @@ impl ResponseBody {
     }
 
     /// Ends `span` when the body is done (sent, failed or dropped).
-    pub fn with_trace(mut self, span: Box<Pending>) -> Self {
+    pub(crate) fn with_trace(mut self, span: Box<Pending>) -> Self {
         self.trace = Some(span);
         self
     }
 
     /// Holds a limit slot until the body is done.
-    pub fn with_permit(mut self, permit: Permit) -> Self {
+    pub(crate) fn with_permit(mut self, permit: Permit) -> Self {
         self._permit = Some(permit);
         self
     }

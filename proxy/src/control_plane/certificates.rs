@@ -22,7 +22,7 @@ use weft_mesh::identity::{SpiffeId, TrustBundle};
 const MAX_RESPONSE: usize = 1024 * 1024;
 
 /// Asks the control plane's CA for this workload's certificate.
-pub struct CertificateClient {
+pub(crate) struct CertificateClient {
     connector: Arc<Connector>,
     /// The identity this proxy is, and must be issued.
     id: SpiffeId,

@@ -44,7 +44,7 @@ impl Body for LinesBody {
 }
 
 /// Where the control plane is and who it must be.
-pub struct Connector {
+pub(crate) struct Connector {
     /// `host:port`.
     authority: String,
     /// The control plane's own SPIFFE ID, verified exactly.

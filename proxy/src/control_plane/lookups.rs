@@ -21,7 +21,7 @@ const MAX_WANTS: usize = 10_000;
 const MAX_NAME: usize = 300;
 
 /// The names asked for, and the watch they are asked on.
-pub struct Lookups {
+pub(crate) struct Lookups {
     /// Names the app called that the config did not have (named again in
     /// the hello of every new watch).
     wants: Mutex<BTreeSet<String>>,

@@ -6,10 +6,10 @@
 //! on-demand names ([`lookups`], which the request path asks through the
 //! narrow `NameLookup` interface). The API itself is `weft_mesh::api`.
 
-pub mod certificates;
+pub(crate) mod certificates;
 mod connection;
-pub mod lookups;
-pub mod watch;
+pub(crate) mod lookups;
+pub(crate) mod watch;
 
 use certificates::CertificateClient;
 use connection::Connector;
@@ -20,31 +20,31 @@ use weft_mesh::identity::{SpiffeId, TrustBundle};
 
 /// Where the control plane is and who this proxy is.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// `https://host:port` (the scheme may be left out).
-    pub url: String,
+    pub(crate) url: String,
     /// The mesh trust anchors, to verify the control plane.
-    pub trust: TrustBundle,
-    pub trust_domain: String,
-    pub namespace: String,
-    pub service_account: String,
-    pub service: Option<String>,
+    pub(crate) trust: TrustBundle,
+    pub(crate) trust_domain: String,
+    pub(crate) namespace: String,
+    pub(crate) service_account: String,
+    pub(crate) service: Option<String>,
     /// Proves the workload's identity for its first certificate.
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
     /// Names this instance in the control plane's list.
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// The pieces of a control-plane client, for `run` to wire up.
-pub struct ControlPlane {
-    pub connector: Arc<Connector>,
-    pub certificates: Arc<CertificateClient>,
-    pub lookups: Arc<Lookups>,
-    pub introduction: Introduction,
+pub(crate) struct ControlPlane {
+    pub(crate) connector: Arc<Connector>,
+    pub(crate) certificates: Arc<CertificateClient>,
+    pub(crate) lookups: Arc<Lookups>,
+    pub(crate) introduction: Introduction,
 }
 
 impl ControlPlane {
-    pub fn new(settings: Settings) -> Result<ControlPlane, String> {
+    pub(crate) fn new(settings: Settings) -> Result<ControlPlane, String> {
         let connector = Arc::new(Connector::new(
             &settings.url,
             settings.trust,
@@ -72,13 +72,13 @@ impl ControlPlane {
     }
 
     /// `host:port` of the control plane.
-    pub fn authority(&self) -> &str {
+    pub(crate) fn authority(&self) -> &str {
         self.connector.authority()
     }
 }
 
 /// Reads the PEM trust anchors a proxy verifies the control plane with.
-pub fn read_trust(path: &std::path::Path) -> Result<TrustBundle, String> {
+pub(crate) fn read_trust(path: &std::path::Path) -> Result<TrustBundle, String> {
     Ok(TrustBundle {
         roots: weft_mesh::identity::read_pem_certs(path)?,
     })

@@ -26,15 +26,15 @@ const RETRY_MAX: Duration = Duration::from_secs(15);
 const HEALTHY_WATCH: Duration = Duration::from_secs(10);
 
 /// Who this proxy is, as it introduces itself.
-pub struct Introduction {
+pub(crate) struct Introduction {
     /// How this instance is listed at the control plane.
-    pub name: String,
+    pub(crate) name: String,
     /// The service it fronts (selects its inbound policy).
-    pub service: Option<String>,
+    pub(crate) service: Option<String>,
 }
 
 /// Watches for the life of the process (once a certificate is in hand).
-pub async fn run(
+pub(crate) async fn run(
     connector: Arc<Connector>,
     lookups: Arc<Lookups>,
     pipeline: Arc<Pipeline>,

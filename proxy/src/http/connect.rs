@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// `CONNECT host:port`: tunnel to an endpoint of the Backend of that name.
 /// We connect before answering, so a failure is a clear 502 rather than a
 /// 200 followed by a closed tunnel.
-pub async fn tunnel(
+pub(crate) async fn tunnel(
     proxy: &Arc<Proxy>,
     snap: &Snapshot,
     req: Request<RequestBody>,

@@ -6,13 +6,13 @@ use crate::body::ResponseBody;
 use crate::transport::ConnectError;
 use http::{HeaderValue, Response, StatusCode};
 
-pub const ERROR_HEADER: &str = "x-weft-error";
+pub(crate) const ERROR_HEADER: &str = "x-weft-error";
 /// Set on answers refused by a concurrency limit, so clients and their
 /// retry logic can tell "shed at once" from "the upstream failed".
-pub const OVERLOADED_HEADER: &str = "x-weft-overloaded";
+pub(crate) const OVERLOADED_HEADER: &str = "x-weft-overloaded";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no route for authority {0:?}")]
     NoRoute(String),
     #[error("no rule of {0} matches this request")]
@@ -43,7 +43,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// Status and the short cause name used in `x-weft-error` and metrics.
-    pub fn kind(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn kind(&self) -> (StatusCode, &'static str) {
         match self {
             ProxyError::NoRoute(_) | ProxyError::NoRuleMatch(_) => {
                 (StatusCode::NOT_FOUND, "no-route")
@@ -66,7 +66,7 @@ impl ProxyError {
         }
     }
 
-    pub fn into_response(self) -> Response<ResponseBody> {
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
         let (status, cause) = self.kind();
         let mut resp = Response::new(ResponseBody::full(format!("{self}\n")));
         *resp.status_mut() = status;

@@ -15,12 +15,12 @@ use weft_mesh::config::policy::RetryCondition as C;
 #[derive(Clone, Debug)]
 pub(crate) struct Failure {
     /// The `retryOn` conditions this failure meets.
-    pub conditions: RetryOn,
+    pub(crate) conditions: RetryOn,
     /// The upstream certainly did not process the request.
-    pub unprocessed: bool,
+    pub(crate) unprocessed: bool,
     /// Counts against the endpoint for outlier detection.
-    pub endpoint_fault: bool,
-    pub retry_after: Option<Duration>,
+    pub(crate) endpoint_fault: bool,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 fn is_refused_stream(e: &hyper::Error) -> bool {

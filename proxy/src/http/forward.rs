@@ -21,14 +21,14 @@ use std::time::Instant;
 
 /// The wire protocol towards an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wire {
+pub(crate) enum Wire {
     Http1,
     Http2,
 }
 
 impl Wire {
     /// What a backend of this protocol speaks.
-    pub fn for_protocol(p: weft_mesh::config::Protocol) -> Wire {
+    pub(crate) fn for_protocol(p: weft_mesh::config::Protocol) -> Wire {
         use weft_mesh::config::Protocol;
         match p {
             Protocol::Http2 | Protocol::Grpc => Wire::Http2,
@@ -38,13 +38,13 @@ impl Wire {
 }
 
 /// A request ready to go upstream, with what the client asked to upgrade to.
-pub struct Outgoing {
-    pub req: Request<RequestBody>,
+pub(crate) struct Outgoing {
+    pub(crate) req: Request<RequestBody>,
     /// An authority to send instead of the client's (a hostname rewrite).
-    pub authority: Option<Authority>,
+    pub(crate) authority: Option<Authority>,
     /// When the client's request arrived (latency is measured from here).
-    pub started: Instant,
-    pub upgrade: Option<(HeaderValue, OnUpgrade)>,
+    pub(crate) started: Instant,
+    pub(crate) upgrade: Option<(HeaderValue, OnUpgrade)>,
 }
 
 impl Outgoing {
@@ -52,7 +52,7 @@ impl Outgoing {
     /// request. An upgrade offer on a request with a body (curl's h2c offer
     /// on a POST) is sent as the plain request it also is: the body must go
     /// through.
-    pub fn new(
+    pub(crate) fn new(
         mut req: Request<RequestBody>,
         authority: Option<Authority>,
         started: Instant,
@@ -75,7 +75,7 @@ impl Outgoing {
     }
 
     /// What connecting needs to know of it.
-    pub fn shape(&self) -> Shape {
+    pub(crate) fn shape(&self) -> Shape {
         Shape {
             started: self.started,
             upgrade: self.upgrade.is_some(),
@@ -86,32 +86,32 @@ impl Outgoing {
 
 /// What kind of connection a request needs.
 #[derive(Clone, Copy, Debug)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// When the request arrived (a pooled connection's idle age is judged
     /// against it).
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// It asks to switch protocols: a fresh HTTP/1.1 connection of its own.
-    pub upgrade: bool,
+    pub(crate) upgrade: bool,
     /// It has no body: plain HTTP/1.1 goes through the lean client.
-    pub bodiless: bool,
+    pub(crate) bodiless: bool,
 }
 
 /// Where a try goes and under which settings.
-pub struct Target<'a> {
-    pub endpoint: &'a Arc<Endpoint>,
-    pub wire: Wire,
-    pub settings: &'a PoolSettings,
+pub(crate) struct Target<'a> {
+    pub(crate) endpoint: &'a Arc<Endpoint>,
+    pub(crate) wire: Wire,
+    pub(crate) settings: &'a PoolSettings,
     /// The backend's concurrency limits (none for the local app or a
     /// passthrough destination).
-    pub limits: Option<&'a Limits>,
+    pub(crate) limits: Option<&'a Limits>,
     /// This proxy's mesh identity: endpoints that name theirs are dialled
     /// over mTLS.
-    pub mesh: Option<&'a MeshTls>,
-    pub metrics: &'a Arc<Metrics>,
+    pub(crate) mesh: Option<&'a MeshTls>,
+    pub(crate) metrics: &'a Arc<Metrics>,
 }
 
 /// A connection ready to carry one request.
-pub enum Upstream {
+pub(crate) enum Upstream {
     /// A plain HTTP/1.1 connection for the lean client (requests without a
     /// body).
     Lean(RawConn),
@@ -128,7 +128,7 @@ pub enum Upstream {
 
 /// Set by the calling sidecar on a request it carried from HTTP/1 to HTTP/2;
 /// the receiving sidecar removes it and speaks HTTP/1.1 to its app.
-pub const ORIG_PROTO_HEADER: &str = "x-weft-orig-proto";
+pub(crate) const ORIG_PROTO_HEADER: &str = "x-weft-orig-proto";
 
 impl Target<'_> {
     /// Takes a pooled connection, or makes one. Nothing of the request is
@@ -138,7 +138,7 @@ impl Target<'_> {
     /// connection is mTLS and HTTP/2 whatever `wire` says (a fresh HTTP/1.1
     /// one for an upgrade). A bodiless request over plain HTTP/1.1 gets a
     /// connection for the lean client.
-    pub async fn connect(&self, shape: Shape) -> Result<Upstream, ProxyError> {
+    pub(crate) async fn connect(&self, shape: Shape) -> Result<Upstream, ProxyError> {
         let (ep, settings, limits, metrics) =
             (self.endpoint, self.settings, self.limits, self.metrics);
         if let Some(mesh) = self.mesh {
@@ -190,7 +190,7 @@ impl Target<'_> {
     }
 
     /// Connects and sends, for a single try (inbound, passthrough).
-    pub async fn call(&self, out: Outgoing) -> Result<Response<ResponseBody>, ProxyError> {
+    pub(crate) async fn call(&self, out: Outgoing) -> Result<Response<ResponseBody>, ProxyError> {
         let upstream = self.connect(out.shape()).await?;
         self.send(upstream, out).await.map_err(|u| u.error)
     }
@@ -198,9 +198,9 @@ impl Target<'_> {
 
 /// A failed send; `request` is the request itself when it was never
 /// written (the pooled connection closed first), so it can go elsewhere.
-pub struct Unsent {
-    pub error: ProxyError,
-    pub request: Option<Request<RequestBody>>,
+pub(crate) struct Unsent {
+    pub(crate) error: ProxyError,
+    pub(crate) request: Option<Request<RequestBody>>,
 }
 
 impl From<ProxyError> for Unsent {
@@ -223,7 +223,7 @@ fn unsent(mut e: hyper::client::conn::TrySendError<Request<RequestBody>>) -> Uns
 impl Target<'_> {
     /// Sends `out` on `upstream` and returns the response, streaming; on a
     /// failure, hands back the request if it was never written.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         upstream: Upstream,
         out: Outgoing,

@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::Request;
 
 /// The upgrade protocol a request asks for (`Connection: upgrade` + `Upgrade: x`).
-pub fn upgrade_requested(h: &HeaderMap) -> Option<HeaderValue> {
+pub(crate) fn upgrade_requested(h: &HeaderMap) -> Option<HeaderValue> {
     let conn = h.get(header::CONNECTION)?.to_str().ok()?;
     if !conn
         .split(',')
@@ -20,12 +20,15 @@ pub fn upgrade_requested(h: &HeaderMap) -> Option<HeaderValue> {
 
 /// The authority a request is addressed to: the absolute URI's (proxy form,
 /// HTTP/2) or the Host header's.
-pub fn authority_of(req: &Request<RequestBody>) -> Option<&str> {
+pub(crate) fn authority_of(req: &Request<RequestBody>) -> Option<&str> {
     authority_in(req.uri(), req.headers().get(header::HOST))
 }
 
 /// The URI's authority, else the Host value's, without any userinfo.
-pub fn authority_in<'a>(uri: &'a http::Uri, host: Option<&'a HeaderValue>) -> Option<&'a str> {
+pub(crate) fn authority_in<'a>(
+    uri: &'a http::Uri,
+    host: Option<&'a HeaderValue>,
+) -> Option<&'a str> {
     let a = match uri.authority() {
         Some(a) => a.as_str(),
         None => host?.to_str().ok()?,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Handles a request for the local app.
-pub async fn inbound(
+pub(crate) async fn inbound(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
     mut req: Request<RequestBody>,

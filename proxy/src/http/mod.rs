@@ -5,27 +5,27 @@
 //! answers ([`errors`]), and what the request leaves behind in metrics,
 //! logs and traces ([`observe`]).
 
-pub mod connect;
-pub mod errors;
-pub mod failure;
-pub mod forward;
-pub mod headers;
-pub mod inbound;
-pub mod observe;
-pub mod outbound;
-pub mod retry;
-pub mod rewrite;
-pub mod within;
+pub(crate) mod connect;
+pub(crate) mod errors;
+pub(crate) mod failure;
+pub(crate) mod forward;
+pub(crate) mod headers;
+pub(crate) mod inbound;
+pub(crate) mod observe;
+pub(crate) mod outbound;
+pub(crate) mod retry;
+pub(crate) mod rewrite;
+pub(crate) mod within;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What we know of the connection a request came on.
 #[derive(Debug)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
     /// Where the client was really going, for connections redirected to us.
-    pub orig_dst: Option<SocketAddr>,
+    pub(crate) orig_dst: Option<SocketAddr>,
     /// The client's verified SPIFFE ID, on an inbound mTLS connection.
-    pub peer_identity: Option<Arc<str>>,
+    pub(crate) peer_identity: Option<Arc<str>>,
 }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Gathers what happens to one request (see the module header).
-pub struct Observer<'a> {
+pub(crate) struct Observer<'a> {
     started: Instant,
     /// Where the status and latency are counted.
     metrics: &'a RouteMetrics,
@@ -35,7 +35,7 @@ pub struct Observer<'a> {
 impl<'a> Observer<'a> {
     /// A request that arrived at `started`, counted in `metrics` until the
     /// request finds somewhere more precise; `record` when a report is on.
-    pub fn new(
+    pub(crate) fn new(
         started: Instant,
         metrics: &'a RouteMetrics,
         record: Option<&'a mut Record>,
@@ -47,12 +47,12 @@ impl<'a> Observer<'a> {
         }
     }
 
-    pub fn started(&self) -> Instant {
+    pub(crate) fn started(&self) -> Instant {
         self.started
     }
 
     /// The request matched `rule`.
-    pub fn route(&mut self, rule: &'a Rule) {
+    pub(crate) fn route(&mut self, rule: &'a Rule) {
         self.metrics = &rule.local_metrics;
         if let Some(r) = self.record.as_deref_mut() {
             r.route = Some(rule.route.clone());
@@ -60,7 +60,7 @@ impl<'a> Observer<'a> {
     }
 
     /// The rule sent it to `wb`.
-    pub fn backend(&mut self, wb: &'a WeightedBackend) {
+    pub(crate) fn backend(&mut self, wb: &'a WeightedBackend) {
         self.metrics = &wb.metrics;
         if let Some(r) = self.record.as_deref_mut() {
             r.backend = Some(wb.backend.key.clone());
@@ -68,7 +68,7 @@ impl<'a> Observer<'a> {
     }
 
     /// It goes straight to `dst` (intercepted, with no config for it).
-    pub fn passthrough(&mut self, metrics: &'a RouteMetrics, dst: SocketAddr) {
+    pub(crate) fn passthrough(&mut self, metrics: &'a RouteMetrics, dst: SocketAddr) {
         self.metrics = metrics;
         if let Some(r) = self.record.as_deref_mut() {
             r.route = Some(Arc::from("passthrough"));
@@ -77,7 +77,7 @@ impl<'a> Observer<'a> {
     }
 
     /// Try number `attempt` (0 first) goes to `ep`.
-    pub fn trying(&mut self, attempt: u32, ep: &Endpoint) {
+    pub(crate) fn trying(&mut self, attempt: u32, ep: &Endpoint) {
         if let Some(r) = self.record.as_deref_mut() {
             r.upstream.endpoint = Some(ep.addr);
             r.upstream.identity.clone_from(&ep.identity);
@@ -86,7 +86,7 @@ impl<'a> Observer<'a> {
     }
 
     /// Try `attempt` (1 for the first retry) follows a failure at `ep`.
-    pub fn retrying(&mut self, attempt: u32, endpoint: SocketAddr, reason: &'static str) {
+    pub(crate) fn retrying(&mut self, attempt: u32, endpoint: SocketAddr, reason: &'static str) {
         self.event(EventKind::Retry {
             attempt,
             endpoint,
@@ -95,18 +95,18 @@ impl<'a> Observer<'a> {
     }
 
     /// Outlier detection took `endpoint` out after this request's failure.
-    pub fn ejected(&mut self, endpoint: SocketAddr) {
+    pub(crate) fn ejected(&mut self, endpoint: SocketAddr) {
         self.event(EventKind::Ejected { endpoint });
     }
 
     /// A concurrency limit (`requests`, `connections`, `pending`,
     /// `retries`) refused.
-    pub fn overflow(&mut self, limit: &'static str) {
+    pub(crate) fn overflow(&mut self, limit: &'static str) {
         self.event(EventKind::Overflow { limit });
     }
 
     /// Whether the retries gave up on a failure they wanted to retry.
-    pub fn retries_exhausted(&mut self, exhausted: bool) {
+    pub(crate) fn retries_exhausted(&mut self, exhausted: bool) {
         if let Some(r) = self.record.as_deref_mut() {
             r.upstream.retries_exhausted = exhausted;
         }
@@ -119,7 +119,7 @@ impl<'a> Observer<'a> {
     }
 
     /// The proxy answers with `e` itself.
-    pub fn fail(&mut self, e: ProxyError) -> Response<ResponseBody> {
+    pub(crate) fn fail(&mut self, e: ProxyError) -> Response<ResponseBody> {
         if let Some(r) = self.record.as_deref_mut() {
             r.cause = Some(e.kind().1);
         }
@@ -127,7 +127,7 @@ impl<'a> Observer<'a> {
     }
 
     /// Counts the answer, and hands it on.
-    pub fn answer(self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    pub(crate) fn answer(self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
         self.metrics
             .record(resp.status().as_u16(), self.started.elapsed());
         resp
@@ -136,7 +136,7 @@ impl<'a> Observer<'a> {
 
 /// What the access log and the trace span need of a request, kept before
 /// the request moves on, with the record the observer fills.
-pub struct Report {
+pub(crate) struct Report {
     method: Method,
     /// The request's URI and, when it has no authority, its Host: both
     /// shared with the request's own bytes, so keeping them costs no copy.
@@ -145,14 +145,14 @@ pub struct Report {
     http2: bool,
     log: bool,
     span: Option<Span>,
-    pub record: Record,
+    pub(crate) record: Record,
 }
 
 impl Report {
     /// A report of `req` when the access log (`log`) or a recorded span is
     /// on; `None` when neither is (the span, if any, is dropped: a
     /// sampled-out span records nothing).
-    pub fn of(req: &Request<RequestBody>, log: bool, span: Option<Span>) -> Option<Report> {
+    pub(crate) fn of(req: &Request<RequestBody>, log: bool, span: Option<Span>) -> Option<Report> {
         if !log && !span.as_ref().is_some_and(Span::recording) {
             return None;
         }
@@ -175,7 +175,7 @@ impl Report {
     /// Writes the access-log line and records the span, as they are on;
     /// the span ends with the response body. `identity`: the peer's SPIFFE
     /// ID (the caller's inbound; the one the upstream must prove outbound).
-    pub fn finish(
+    pub(crate) fn finish(
         self,
         direction: &'static str,
         resp: Response<ResponseBody>,

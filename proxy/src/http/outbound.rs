@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Handles a request from the local app.
-pub async fn outbound(
+pub(crate) async fn outbound(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
     mut req: Request<RequestBody>,

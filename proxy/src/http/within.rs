@@ -8,7 +8,7 @@ use tokio::time::Instant;
 /// Runs one try within the per-try timeout and what is left of the request's.
 /// A plain future rather than an `async fn`, so the (large) try future is
 /// stored once and not copied into a second slot.
-pub fn within<T, E: From<ProxyError>, F: std::future::Future<Output = Result<T, E>>>(
+pub(crate) fn within<T, E: From<ProxyError>, F: std::future::Future<Output = Result<T, E>>>(
     deadline: Option<Instant>,
     per_try: Option<Duration>,
     request_timeout: Option<Duration>,
@@ -34,7 +34,7 @@ pub fn within<T, E: From<ProxyError>, F: std::future::Future<Output = Result<T, 
 
 pin_project_lite::pin_project! {
     /// See [`within`].
-    pub struct Within<F> {
+    pub(crate) struct Within<F> {
         #[pin]
         fut: F,
         #[pin]

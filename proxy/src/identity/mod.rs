@@ -27,15 +27,15 @@ const RENEW_RETRY_BASE: Duration = Duration::from_secs(1);
 const RENEW_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// A certificate and its validity.
-pub struct Issued {
-    pub mesh: MeshTls,
+pub(crate) struct Issued {
+    pub(crate) mesh: MeshTls,
     /// When its life is counted from (for the renewal point).
-    pub not_before: SystemTime,
-    pub not_after: SystemTime,
+    pub(crate) not_before: SystemTime,
+    pub(crate) not_after: SystemTime,
 }
 
 /// Where certificates come from.
-pub trait Issuer: Send + Sync {
+pub(crate) trait Issuer: Send + Sync {
     /// A new certificate: proven by `current` when there is one.
     fn issue<'a>(
         &'a self,
@@ -44,25 +44,25 @@ pub trait Issuer: Send + Sync {
 }
 
 /// Keeps the proxy's certificate current.
-pub struct Manager {
+pub(crate) struct Manager {
     issuer: Arc<dyn Issuer>,
     proxy: Arc<Proxy>,
 }
 
 /// The validity of the certificate in force.
 #[derive(Clone, Copy, Debug)]
-pub struct Validity {
-    pub not_before: SystemTime,
-    pub not_after: SystemTime,
+pub(crate) struct Validity {
+    pub(crate) not_before: SystemTime,
+    pub(crate) not_after: SystemTime,
 }
 
 impl Manager {
-    pub fn new(issuer: Arc<dyn Issuer>, proxy: Arc<Proxy>) -> Manager {
+    pub(crate) fn new(issuer: Arc<dyn Issuer>, proxy: Arc<Proxy>) -> Manager {
         Manager { issuer, proxy }
     }
 
     /// Obtains and publishes the first certificate, retrying until it comes.
-    pub async fn first(&self) -> Validity {
+    pub(crate) async fn first(&self) -> Validity {
         let mut attempt = 0;
         loop {
             match self.issuer.issue(None).await {
@@ -78,7 +78,7 @@ impl Manager {
     }
 
     /// Renews the certificate for the life of the process.
-    pub async fn renew_forever(&self, mut validity: Validity) {
+    pub(crate) async fn renew_forever(&self, mut validity: Validity) {
         loop {
             let window = self.proxy.snapshot.load().mesh.rotation_window;
             let at = renewal_at(validity.not_before, validity.not_after, window);

@@ -4,7 +4,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Detected {
+pub(crate) enum Detected {
     Http1,
     /// HTTP/2 with prior knowledge (the connection preface).
     Http2,
@@ -20,7 +20,7 @@ pub enum Detected {
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Classifies a byte prefix; `None` means "need more bytes".
-pub fn classify(buf: &[u8]) -> Option<Detected> {
+pub(crate) fn classify(buf: &[u8]) -> Option<Detected> {
     if buf.is_empty() {
         return None;
     }
@@ -41,7 +41,7 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
 }
 
 /// Peeks at the first bytes, waiting up to `timeout` for enough of them.
-pub async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
+pub(crate) async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
     let work = async {
         let mut buf = [0u8; 24];
         let mut last = 0;

@@ -1,8 +1,8 @@
 //! Accept loops: each connection is classified (HTTP/1, HTTP/2, opaque) and
 //! served until it closes or shutdown asks it to finish.
 
-pub mod detect;
-pub mod orig_dst;
+pub(crate) mod detect;
+pub(crate) mod orig_dst;
 
 use crate::body::RequestBody;
 use crate::drain::{Drain, Watch};
@@ -22,13 +22,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     Outbound,
     Inbound,
 }
 
 impl Direction {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Direction::Outbound => "outbound",
             Direction::Inbound => "inbound",
@@ -37,7 +37,12 @@ impl Direction {
 }
 
 /// Accepts until shutdown is signalled.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, direction: Direction, drain: &Drain) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    direction: Direction,
+    drain: &Drain,
+) {
     let mut stop = drain.watch();
     let gauge = proxy
         .metrics

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 /// The destination the client originally dialled, if this connection was redirected by
 /// iptables (NAT REDIRECT); `None` when it was not redirected (the original destination
 /// equals the local address) or the option is unavailable (no conntrack entry, not Linux).
-pub fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
+pub(crate) fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
     let local = stream.local_addr().ok()?;
     let orig = lookup(stream)?;
     let orig = SocketAddr::new(orig.ip().to_canonical(), orig.port());

@@ -20,7 +20,7 @@ use weft_mesh::names::NameTable;
 
 /// Compiles a validated config into snapshot `version`, reusing what
 /// `previous` built for unchanged Backends.
-pub fn compile(
+pub(crate) fn compile(
     config: ConfigSet,
     version: u64,
     opts: &ProxyOptions,

@@ -11,7 +11,7 @@
 //! operator sees (`/config`, `weft_config_*` metrics, the log). A change
 //! that fails anywhere changes nothing: the config in force keeps serving.
 
-pub mod compile;
+pub(crate) mod compile;
 
 use crate::backend::Backend;
 use crate::proxy::Proxy;
@@ -24,7 +24,7 @@ use weft_mesh::config::{ConfigErrors, ConfigSet};
 use weft_mesh::process::lock;
 
 /// Applies config to a proxy; shared by every source.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     proxy: Arc<Proxy>,
     /// For `Backend.spec.dns` (none when the system resolver is unusable).
     resolver: Option<Arc<TokioResolver>>,
@@ -33,7 +33,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(proxy: Arc<Proxy>, resolver: Option<Arc<TokioResolver>>) -> Pipeline {
+    pub(crate) fn new(proxy: Arc<Proxy>, resolver: Option<Arc<TokioResolver>>) -> Pipeline {
         Pipeline {
             proxy,
             resolver,
@@ -42,13 +42,13 @@ impl Pipeline {
     }
 
     /// The proxy this pipeline feeds.
-    pub fn proxy(&self) -> &Arc<Proxy> {
+    pub(crate) fn proxy(&self) -> &Arc<Proxy> {
         &self.proxy
     }
 
     /// The config a proxy starts with (file mode): applied like any change,
     /// but not counted as a reload; on error the caller refuses to start.
-    pub fn start(
+    pub(crate) fn start(
         &self,
         source: &str,
         loaded: Result<ConfigSet, ConfigErrors>,
@@ -62,7 +62,7 @@ impl Pipeline {
     /// A change from `source` (a file edit, a control-plane snapshot):
     /// applied, or rejected with its errors logged, counted and shown on
     /// `/config` while the previous config keeps serving.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         source: &str,
         loaded: Result<ConfigSet, ConfigErrors>,

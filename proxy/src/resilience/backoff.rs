@@ -5,24 +5,24 @@
 use std::time::Duration;
 
 /// The upper bound of the wait before retry `n` (0-based).
-pub fn ceiling(n: u32, base: Duration, max: Duration) -> Duration {
+pub(crate) fn ceiling(n: u32, base: Duration, max: Duration) -> Duration {
     let factor = 1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX);
     base.checked_mul(factor).unwrap_or(max).min(max)
 }
 
 /// A random wait before retry `n`; `unit` in `[0, 1)` is the random draw
 /// (injected so tests are deterministic).
-pub fn wait(n: u32, base: Duration, max: Duration, unit: f64) -> Duration {
+pub(crate) fn wait(n: u32, base: Duration, max: Duration, unit: f64) -> Duration {
     ceiling(n, base, max).mul_f64(unit.clamp(0.0, 0.999_999))
 }
 
 /// A wait drawn from the thread's RNG.
-pub fn jittered(n: u32, base: Duration, max: Duration) -> Duration {
+pub(crate) fn jittered(n: u32, base: Duration, max: Duration) -> Duration {
     wait(n, base, max, rand::random::<f64>())
 }
 
 /// `Retry-After` (seconds, or an HTTP date) as a wait, capped at `max`.
-pub fn retry_after(value: &str, max: Duration) -> Option<Duration> {
+pub(crate) fn retry_after(value: &str, max: Duration) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs).min(max));

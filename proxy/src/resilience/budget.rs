@@ -3,11 +3,10 @@
 //! an outage into a storm. Lock-free: per-second buckets of atomics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// Seconds of history the budget looks at.
-pub const WINDOW_SECS: u64 = 10;
+pub(crate) const WINDOW_SECS: u64 = 10;
 
 struct Bucket {
     second: AtomicU64,
@@ -15,7 +14,7 @@ struct Bucket {
     retries: AtomicU64,
 }
 
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     percent: u64,
     min_per_second: u64,
     epoch: Instant,
@@ -23,7 +22,7 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    pub fn new(percent: u32, min_per_second: u32) -> RetryBudget {
+    pub(crate) fn new(percent: u32, min_per_second: u32) -> RetryBudget {
         RetryBudget {
             percent: percent as u64,
             min_per_second: min_per_second as u64,
@@ -68,18 +67,19 @@ impl RetryBudget {
     }
 
     /// Counts an original request (not a retry).
-    pub fn record_request(&self) {
+    #[cfg(test)]
+    pub(crate) fn record_request(&self) {
         self.record_request_at(Instant::now());
     }
 
     /// Same, with the caller's clock reading (the request's start time).
-    pub fn record_request_at(&self, now: Instant) {
+    pub(crate) fn record_request_at(&self, now: Instant) {
         let sec = now.saturating_duration_since(self.epoch).as_secs();
         self.bucket(sec).requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes one retry from the budget, or says no.
-    pub fn try_retry(&self) -> bool {
+    pub(crate) fn try_retry(&self) -> bool {
         let now = self.now_second();
         let (req, ret) = self.totals(now);
         // Allowance over the window actually elapsed (a fresh budget is not
@@ -94,17 +94,15 @@ impl RetryBudget {
     }
 
     /// How many retries the window holds now (for tests and `/endpoints`).
-    pub fn window(&self) -> (u64, u64) {
+    pub(crate) fn window(&self) -> (u64, u64) {
         self.totals(self.now_second())
     }
 }
 
-/// Window length, for docs and tests.
-pub const WINDOW: Duration = Duration::from_secs(WINDOW_SECS);
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn percent_plus_minimum() {

@@ -9,23 +9,23 @@ use std::sync::Mutex;
 
 /// One endpoint's check state.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     unhealthy: AtomicBool,
     successes: AtomicU32,
     failures: AtomicU32,
     checked: AtomicBool,
-    pub failed_total: AtomicU64,
+    pub(crate) failed_total: AtomicU64,
     /// Why the last check failed (admin only; never read on the request path).
-    pub last_error: Mutex<Option<String>>,
+    pub(crate) last_error: Mutex<Option<String>>,
 }
 
 impl Health {
-    pub fn is_unhealthy(&self) -> bool {
+    pub(crate) fn is_unhealthy(&self) -> bool {
         self.unhealthy.load(Ordering::Relaxed)
     }
 
     /// "unchecked", "healthy" or "unhealthy", for `/endpoints`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match (self.checked.load(Ordering::Relaxed), self.is_unhealthy()) {
             (false, _) => "unchecked",
             (true, false) => "healthy",
@@ -34,7 +34,7 @@ impl Health {
     }
 
     /// Records one check; returns Some(new unhealthy state) on a change.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         result: Result<(), String>,
         healthy_threshold: u32,

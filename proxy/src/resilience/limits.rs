@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 /// One limit: a counter and its maximum.
 #[derive(Debug)]
-pub struct Limit {
-    pub max: u64,
+pub(crate) struct Limit {
+    pub(crate) max: u64,
     active: AtomicU64,
 }
 
 /// Held while the limited thing is in use; releases on drop.
 #[derive(Debug)]
-pub struct Permit(Arc<LimitsInner>, usize);
+pub(crate) struct Permit(Arc<LimitsInner>, usize);
 
 impl Drop for Permit {
     fn drop(&mut self) {
@@ -24,7 +24,7 @@ impl Drop for Permit {
 
 /// Which limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Connections = 0,
     Pending = 1,
     Requests = 2,
@@ -32,7 +32,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Kind::Connections => "connections",
             Kind::Pending => "pending",
@@ -49,10 +49,10 @@ struct LimitsInner {
 
 /// The limits of one backend.
 #[derive(Clone, Debug)]
-pub struct Limits(Arc<LimitsInner>);
+pub(crate) struct Limits(Arc<LimitsInner>);
 
 impl Limits {
-    pub fn new(connections: u32, pending: u32, requests: u32, retries: u32) -> Limits {
+    pub(crate) fn new(connections: u32, pending: u32, requests: u32, retries: u32) -> Limits {
         let l = |max: u32| Limit {
             max: max as u64,
             active: AtomicU64::new(0),
@@ -63,7 +63,7 @@ impl Limits {
     }
 
     /// Takes a slot, or None when the limit is reached.
-    pub fn try_acquire(&self, kind: Kind) -> Option<Permit> {
+    pub(crate) fn try_acquire(&self, kind: Kind) -> Option<Permit> {
         let l = &self.0.limits[kind as usize];
         let prev = l.active.fetch_add(1, Ordering::AcqRel);
         if prev >= l.max {
@@ -73,11 +73,11 @@ impl Limits {
         Some(Permit(self.0.clone(), kind as usize))
     }
 
-    pub fn active(&self, kind: Kind) -> u64 {
+    pub(crate) fn active(&self, kind: Kind) -> u64 {
         self.0.limits[kind as usize].active.load(Ordering::Relaxed)
     }
 
-    pub fn max(&self, kind: Kind) -> u64 {
+    pub(crate) fn max(&self, kind: Kind) -> u64 {
         self.0.limits[kind as usize].max
     }
 }

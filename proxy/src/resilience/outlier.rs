@@ -15,17 +15,17 @@ const PROBING: u8 = 2;
 
 /// Settings from `TrafficPolicy.outlierDetection` (defaults in config::defaults).
 #[derive(Clone, Debug, PartialEq)]
-pub struct OutlierConfig {
-    pub consecutive_failures: u32,
-    pub interval: Duration,
-    pub base_ejection: Duration,
-    pub max_ejection: Duration,
-    pub max_ejection_percent: u32,
+pub(crate) struct OutlierConfig {
+    pub(crate) consecutive_failures: u32,
+    pub(crate) interval: Duration,
+    pub(crate) base_ejection: Duration,
+    pub(crate) max_ejection: Duration,
+    pub(crate) max_ejection_percent: u32,
 }
 
 /// What the balancer may do with an endpoint now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Healthy: send anything.
     Open,
     /// Ejected: send nothing (for this long).
@@ -37,7 +37,7 @@ pub enum Admission {
 }
 
 #[derive(Debug)]
-pub struct Outlier {
+pub(crate) struct Outlier {
     /// Times below are milliseconds since this instant (per endpoint, so a
     /// test's paused clock and the state it drives always agree).
     epoch: Instant,
@@ -47,7 +47,7 @@ pub struct Outlier {
     times_ejected: AtomicU32,
     /// When the endpoint last became healthy again (decays the multiplier).
     healthy_since_ms: AtomicU64,
-    pub ejections_total: AtomicU64,
+    pub(crate) ejections_total: AtomicU64,
 }
 
 impl Default for Outlier {
@@ -66,7 +66,7 @@ impl Default for Outlier {
 
 /// What a reported outcome changed, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     None,
     Ejected(Duration),
     Restored,
@@ -79,7 +79,7 @@ impl Outlier {
             .as_millis() as u64
     }
 
-    pub fn admission(&self) -> Admission {
+    pub(crate) fn admission(&self) -> Admission {
         match self.state.load(Ordering::Acquire) {
             HEALTHY => Admission::Open,
             PROBING => Admission::Probing,
@@ -96,12 +96,12 @@ impl Outlier {
     }
 
     /// True when this endpoint is ejected now (not counting a due probe).
-    pub fn is_ejected(&self) -> bool {
+    pub(crate) fn is_ejected(&self) -> bool {
         !matches!(self.admission(), Admission::Open)
     }
 
     /// Claims the single probe of a half-open endpoint.
-    pub fn try_probe(&self) -> bool {
+    pub(crate) fn try_probe(&self) -> bool {
         matches!(self.admission(), Admission::ProbeDue)
             && self
                 .state
@@ -109,7 +109,7 @@ impl Outlier {
                 .is_ok()
     }
 
-    pub fn on_success(&self, cfg: &OutlierConfig) -> Transition {
+    pub(crate) fn on_success(&self, cfg: &OutlierConfig) -> Transition {
         // The common case (healthy, never ejected) touches no clock and
         // writes nothing that is not already zero.
         if self.consecutive.load(Ordering::Relaxed) != 0 {
@@ -142,7 +142,11 @@ impl Outlier {
 
     /// Reports a failure; `may_eject` says whether the backend's ejection
     /// cap leaves room for one more.
-    pub fn on_failure(&self, cfg: &OutlierConfig, may_eject: impl FnOnce() -> bool) -> Transition {
+    pub(crate) fn on_failure(
+        &self,
+        cfg: &OutlierConfig,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Transition {
         let state = self.state.load(Ordering::Acquire);
         if state == PROBING {
             // The probe failed: back out, for longer.
@@ -180,11 +184,11 @@ impl Outlier {
         Transition::Ejected(d)
     }
 
-    pub fn times_ejected(&self) -> u32 {
+    pub(crate) fn times_ejected(&self) -> u32 {
         self.times_ejected.load(Ordering::Relaxed)
     }
 
-    pub fn consecutive_failures(&self) -> u32 {
+    pub(crate) fn consecutive_failures(&self) -> u32 {
         self.consecutive.load(Ordering::Relaxed)
     }
 }

@@ -13,12 +13,12 @@ use weft_mesh::config::route::RouteRetry;
 /// A set of retry conditions, as bits: what a policy retries on, or what
 /// a failed try amounts to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RetryOn(u16);
+pub(crate) struct RetryOn(u16);
 
 impl RetryOn {
-    pub const NONE: RetryOn = RetryOn(0);
+    pub(crate) const NONE: RetryOn = RetryOn(0);
     /// The gRPC status conditions (read from `grpc-status`).
-    pub const GRPC: RetryOn = RetryOn(
+    pub(crate) const GRPC: RetryOn = RetryOn(
         Self::bit(C::Unavailable)
             | Self::bit(C::Cancelled)
             | Self::bit(C::DeadlineExceeded)
@@ -26,7 +26,7 @@ impl RetryOn {
     );
     /// Conditions that may resend a request the upstream already received
     /// (a status or a reset), so a copy of the request must be kept.
-    pub const RESEND: RetryOn = RetryOn(
+    pub(crate) const RESEND: RetryOn = RetryOn(
         Self::bit(C::Reset)
             | Self::bit(C::GatewayError)
             | Self::bit(C::FiveXx)
@@ -49,29 +49,29 @@ impl RetryOn {
     }
 
     /// The set of one condition.
-    pub fn of(c: RetryCondition) -> RetryOn {
+    pub(crate) fn of(c: RetryCondition) -> RetryOn {
         RetryOn(Self::bit(c))
     }
 
     /// The set of these conditions.
-    pub fn all_of<'a>(cs: impl IntoIterator<Item = &'a RetryCondition>) -> RetryOn {
+    pub(crate) fn all_of<'a>(cs: impl IntoIterator<Item = &'a RetryCondition>) -> RetryOn {
         cs.into_iter().fold(RetryOn::NONE, |s, c| s.with(*c))
     }
 
-    pub fn has(self, c: RetryCondition) -> bool {
+    pub(crate) fn has(self, c: RetryCondition) -> bool {
         self.0 & Self::bit(c) != 0
     }
 
-    pub fn with(self, c: RetryCondition) -> RetryOn {
+    pub(crate) fn with(self, c: RetryCondition) -> RetryOn {
         RetryOn(self.0 | Self::bit(c))
     }
 
     /// Whether the two sets share a condition.
-    pub fn meets(self, other: RetryOn) -> bool {
+    pub(crate) fn meets(self, other: RetryOn) -> bool {
         self.0 & other.0 != 0
     }
 
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         self.0 == 0
     }
 }
@@ -90,22 +90,22 @@ impl From<RetryCondition> for RetryOn {
 }
 
 #[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub retry_on: RetryOn,
-    pub codes: Vec<u16>,
-    pub non_idempotent: bool,
-    pub per_try_timeout: Option<Duration>,
-    pub base: Duration,
-    pub max: Duration,
-    pub max_buffered_body: u64,
+pub(crate) struct RetryPolicy {
+    pub(crate) attempts: u32,
+    pub(crate) retry_on: RetryOn,
+    pub(crate) codes: Vec<u16>,
+    pub(crate) non_idempotent: bool,
+    pub(crate) per_try_timeout: Option<Duration>,
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+    pub(crate) max_buffered_body: u64,
 }
 
 impl RetryPolicy {
     /// This policy with a route's retry settings (GEP-1731) over it:
     /// `attempts`, `codes` (which also turn on retries of those codes) and
     /// the backoff base.
-    pub fn with_route(&self, r: &RouteRetry) -> RetryPolicy {
+    pub(crate) fn with_route(&self, r: &RouteRetry) -> RetryPolicy {
         let mut p = self.clone();
         if let Some(a) = r.attempts {
             p.attempts = a;
@@ -122,18 +122,18 @@ impl RetryPolicy {
 }
 
 /// Everything resilience-related about one backend.
-pub struct Resilience {
+pub(crate) struct Resilience {
     /// The backend's own policy; a route's retry settings make a copy
     /// with theirs over it (once, when the config is compiled).
-    pub retry: Arc<RetryPolicy>,
-    pub budget: RetryBudget,
-    pub limits: Limits,
-    pub outlier: OutlierConfig,
-    pub panic_threshold: u32,
+    pub(crate) retry: Arc<RetryPolicy>,
+    pub(crate) budget: RetryBudget,
+    pub(crate) limits: Limits,
+    pub(crate) outlier: OutlierConfig,
+    pub(crate) panic_threshold: u32,
 }
 
 impl Resilience {
-    pub fn new(p: Option<&TrafficPolicySpec>) -> Arc<Resilience> {
+    pub(crate) fn new(p: Option<&TrafficPolicySpec>) -> Arc<Resilience> {
         let r = p.and_then(|p| p.retry.as_ref());
         let retry_on = match r.and_then(|r| r.retry_on.as_ref()) {
             Some(list) => RetryOn::all_of(list),

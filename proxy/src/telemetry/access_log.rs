@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub const TARGET: &str = "weft::access";
+pub(crate) const TARGET: &str = "weft::access";
 
 /// What the retry engine knows of a request's upstream side: the endpoint of
 /// the last try (and the identity it must prove), how many retries were
@@ -23,23 +23,23 @@ pub const TARGET: &str = "weft::access";
 /// exhausted, budget or limit refused), and what happened on the way (for
 /// the request's trace span).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UpstreamInfo {
-    pub endpoint: Option<SocketAddr>,
-    pub identity: Option<std::sync::Arc<str>>,
-    pub retries: u32,
-    pub retries_exhausted: bool,
-    pub events: Vec<Event>,
+pub(crate) struct UpstreamInfo {
+    pub(crate) endpoint: Option<SocketAddr>,
+    pub(crate) identity: Option<std::sync::Arc<str>>,
+    pub(crate) retries: u32,
+    pub(crate) retries_exhausted: bool,
+    pub(crate) events: Vec<Event>,
 }
 
 /// Something that happened while a request was served (a span event).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub at: std::time::SystemTime,
-    pub kind: EventKind,
+pub(crate) struct Event {
+    pub(crate) at: std::time::SystemTime,
+    pub(crate) kind: EventKind,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// Try number `attempt` (1 for the first retry) is sent after a failure
     /// of `reason` (an `x-weft-error` cause, or `status-NNN`) at `endpoint`.
     Retry {
@@ -55,7 +55,7 @@ pub enum EventKind {
 }
 
 impl UpstreamInfo {
-    pub fn event(&mut self, kind: EventKind) {
+    pub(crate) fn event(&mut self, kind: EventKind) {
         self.events.push(Event {
             at: std::time::SystemTime::now(),
             kind,
@@ -65,17 +65,17 @@ impl UpstreamInfo {
 
 /// What the handler gathers for one line while it serves the request.
 #[derive(Debug, Default)]
-pub struct Record {
-    pub route: Option<std::sync::Arc<str>>,
-    pub backend: Option<std::sync::Arc<str>>,
+pub(crate) struct Record {
+    pub(crate) route: Option<std::sync::Arc<str>>,
+    pub(crate) backend: Option<std::sync::Arc<str>>,
     /// The `x-weft-error` cause of an answer the proxy made itself.
-    pub cause: Option<&'static str>,
-    pub upstream: UpstreamInfo,
+    pub(crate) cause: Option<&'static str>,
+    pub(crate) upstream: UpstreamInfo,
 }
 
 /// The response flags for a cause (as in `x-weft-error`) and the retry
 /// outcome; "-" when there are none, else comma-separated (`UF,URX`).
-pub fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str> {
+pub(crate) fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str> {
     let flag = match cause {
         Some("no-route") => Some("NR"),
         Some("no-endpoints") => Some("UH"),
@@ -94,19 +94,19 @@ pub fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str> {
 }
 
 /// One request, as the handler saw it.
-pub struct Line<'a> {
-    pub direction: &'static str,
-    pub method: &'a str,
-    pub authority: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub duration: Duration,
-    pub peer: SocketAddr,
-    pub record: &'a Record,
+pub(crate) struct Line<'a> {
+    pub(crate) direction: &'static str,
+    pub(crate) method: &'a str,
+    pub(crate) authority: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) status: u16,
+    pub(crate) duration: Duration,
+    pub(crate) peer: SocketAddr,
+    pub(crate) record: &'a Record,
 }
 
 /// Writes the line.
-pub fn emit(line: &Line<'_>) {
+pub(crate) fn emit(line: &Line<'_>) {
     let r = line.record;
     let mut upstream = String::new();
     match r.upstream.endpoint {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Bucket upper bounds in seconds: 100µs to 10s, dense where sidecar
 /// latencies live (sub-millisecond to tens of milliseconds).
-pub const LATENCY_BUCKETS: [f64; 18] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 18] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0,
 ];
@@ -26,12 +26,12 @@ struct Inner {
 
 /// Cheap to clone (an `Arc`); clones share counts.
 #[derive(Clone, Debug, Default)]
-pub struct LatencyHistogram {
+pub(crate) struct LatencyHistogram {
     inner: Arc<Inner>,
 }
 
 impl LatencyHistogram {
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let idx = LATENCY_BUCKETS
             .iter()
@@ -41,15 +41,6 @@ impl LatencyHistogram {
         self.inner
             .sum_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// Total observations.
-    pub fn count(&self) -> u64 {
-        self.inner
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
     }
 }
 

@@ -12,118 +12,110 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub direction: &'static str,
-    pub route: String,
-    pub backend: String,
-    pub code_class: &'static str,
+pub(crate) struct RequestLabels {
+    pub(crate) direction: &'static str,
+    pub(crate) route: String,
+    pub(crate) backend: String,
+    pub(crate) code_class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LatencyLabels {
-    pub direction: &'static str,
-    pub route: String,
-    pub backend: String,
+pub(crate) struct LatencyLabels {
+    pub(crate) direction: &'static str,
+    pub(crate) route: String,
+    pub(crate) backend: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirectionLabels {
-    pub direction: &'static str,
+pub(crate) struct DirectionLabels {
+    pub(crate) direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
+pub(crate) struct ReasonLabels {
+    pub(crate) reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
+pub(crate) struct ResultLabels {
+    pub(crate) result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendLabels {
-    pub backend: String,
+pub(crate) struct BackendLabels {
+    pub(crate) backend: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackendResultLabels {
-    pub backend: String,
-    pub result: &'static str,
+pub(crate) struct BackendResultLabels {
+    pub(crate) backend: String,
+    pub(crate) result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OverflowLabels {
-    pub backend: String,
-    pub limit: &'static str,
+pub(crate) struct OverflowLabels {
+    pub(crate) backend: String,
+    pub(crate) limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabels {
-    pub backend: String,
-    pub limit: &'static str,
+pub(crate) struct LimitLabels {
+    pub(crate) backend: String,
+    pub(crate) limit: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TlsLabels {
-    pub direction: &'static str,
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
-    pub direction: &'static str,
-    pub error: &'static str,
+pub(crate) struct TlsLabels {
+    pub(crate) direction: &'static str,
+    pub(crate) result: &'static str,
 }
 
 /// All metric families, registered once at start.
-pub struct Metrics {
-    pub registry: Registry,
+pub(crate) struct Metrics {
+    pub(crate) registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<LatencyLabels, LatencyHistogram>,
-    pub active_connections: Family<DirectionLabels, Gauge>,
-    pub connections: Family<DirectionLabels, Counter>,
-    pub proxy_errors: Family<ErrorLabels, Counter>,
-    pub tcp_bytes: Family<DirectionLabels, Counter>,
+    pub(crate) active_connections: Family<DirectionLabels, Gauge>,
+    pub(crate) connections: Family<DirectionLabels, Counter>,
+    pub(crate) tcp_bytes: Family<DirectionLabels, Counter>,
     /// Inbound connections or requests refused: `plaintext` (strict mode), `forbidden` (authz).
-    pub inbound_rejected: Family<ReasonLabels, Counter>,
-    pub config_version: Gauge<i64, AtomicI64Compat>,
+    pub(crate) inbound_rejected: Family<ReasonLabels, Counter>,
+    pub(crate) config_version: Gauge<i64, AtomicI64Compat>,
     /// When this proxy's mesh certificate expires (Unix seconds; 0 without one).
-    pub cert_expiry: Gauge<i64, AtomicI64Compat>,
-    pub config_reloads: Family<ResultLabels, Counter>,
-    pub upstream_connects: Family<ResultLabels, Counter>,
-    pub retries: Family<BackendResultLabels, Counter>,
-    pub overflows: Family<OverflowLabels, Counter>,
-    pub ejections: Family<BackendLabels, Counter>,
-    pub ejected_endpoints: Family<BackendLabels, Gauge>,
-    pub health_checks: Family<BackendResultLabels, Counter>,
-    pub panic_mode: Family<BackendLabels, Gauge>,
-    pub limit_active: Family<LimitLabels, Gauge>,
-    pub limit_max: Family<LimitLabels, Gauge>,
-    pub process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    pub process_resident_bytes: Gauge,
-    pub process_open_fds: Gauge,
-    pub process_start_time: Gauge,
+    pub(crate) cert_expiry: Gauge<i64, AtomicI64Compat>,
+    pub(crate) config_reloads: Family<ResultLabels, Counter>,
+    pub(crate) upstream_connects: Family<ResultLabels, Counter>,
+    pub(crate) retries: Family<BackendResultLabels, Counter>,
+    pub(crate) overflows: Family<OverflowLabels, Counter>,
+    pub(crate) ejections: Family<BackendLabels, Counter>,
+    pub(crate) ejected_endpoints: Family<BackendLabels, Gauge>,
+    pub(crate) health_checks: Family<BackendResultLabels, Counter>,
+    pub(crate) panic_mode: Family<BackendLabels, Gauge>,
+    pub(crate) limit_active: Family<LimitLabels, Gauge>,
+    pub(crate) limit_max: Family<LimitLabels, Gauge>,
+    pub(crate) process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub(crate) process_resident_bytes: Gauge,
+    pub(crate) process_open_fds: Gauge,
     trace_spans_exported: Counter,
     trace_spans_dropped: Family<ReasonLabels, Counter>,
     tls_handshakes: Family<TlsLabels, Counter>,
 }
 
 /// prometheus-client's gauge wants an atomic type; we use its default i64 one.
-pub type AtomicI64Compat = std::sync::atomic::AtomicI64;
+pub(crate) type AtomicI64Compat = std::sync::atomic::AtomicI64;
 
 /// Handles for one (direction, route, backend) triple, resolved once.
 #[derive(Clone, Debug)]
-pub struct RouteMetrics {
+pub(crate) struct RouteMetrics {
     by_class: [Counter; 6],
-    pub latency: LatencyHistogram,
+    pub(crate) latency: LatencyHistogram,
 }
 
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 impl RouteMetrics {
     /// Counts one response with this status.
-    pub fn record(&self, status: u16, elapsed: std::time::Duration) {
+    pub(crate) fn record(&self, status: u16, elapsed: std::time::Duration) {
         let idx = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -139,26 +131,26 @@ impl RouteMetrics {
 
 /// Handles for one backend's own series, resolved when the backend is built.
 #[derive(Clone, Debug)]
-pub struct BackendMetrics {
+pub(crate) struct BackendMetrics {
     retries_sent: Counter,
     retries_succeeded: Counter,
     retries_budget_exhausted: Counter,
     retries_limit: Counter,
     /// By the limit hit, in [`LIMITS`] order.
     overflows: [Counter; 4],
-    pub ejections: Counter,
-    pub ejected_endpoints: Gauge,
-    pub panic_mode: Gauge,
+    pub(crate) ejections: Counter,
+    pub(crate) ejected_endpoints: Gauge,
+    pub(crate) panic_mode: Gauge,
     health_pass: Counter,
     health_fail: Counter,
 }
 
 /// The concurrency limits, as metric labels.
-pub const LIMITS: [&str; 4] = ["connections", "pending", "requests", "retries"];
+pub(crate) const LIMITS: [&str; 4] = ["connections", "pending", "requests", "retries"];
 
 /// What came of a retry, for `weft_retries_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RetryResult {
+pub(crate) enum RetryResult {
     Sent,
     Succeeded,
     BudgetExhausted,
@@ -166,7 +158,7 @@ pub enum RetryResult {
 }
 
 impl BackendMetrics {
-    pub fn retry(&self, r: RetryResult) {
+    pub(crate) fn retry(&self, r: RetryResult) {
         match r {
             RetryResult::Sent => &self.retries_sent,
             RetryResult::Succeeded => &self.retries_succeeded,
@@ -177,14 +169,14 @@ impl BackendMetrics {
     }
 
     /// Counts a request refused by `limit` (one of [`LIMITS`]).
-    pub fn overflow(&self, limit: &str) {
+    pub(crate) fn overflow(&self, limit: &str) {
         if let Some(i) = LIMITS.iter().position(|l| *l == limit) {
             self.overflows[i].inc();
         }
     }
 
     /// Counts one active health check.
-    pub fn health_check(&self, passed: bool) {
+    pub(crate) fn health_check(&self, passed: bool) {
         match passed {
             true => self.health_pass.inc(),
             false => self.health_fail.inc(),
@@ -200,7 +192,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one mTLS handshake (`direction`: inbound or outbound).
-    pub fn tls_handshake(&self, direction: &'static str, r: Result<(), &std::io::Error>) {
+    pub(crate) fn tls_handshake(&self, direction: &'static str, r: Result<(), &std::io::Error>) {
         let result = crate::tls::handshake::result(&r);
         self.tls_handshakes
             .get_or_create(&TlsLabels { direction, result })
@@ -208,7 +200,7 @@ impl Metrics {
     }
 
     /// The trace exporter's counters.
-    pub fn trace_stats(&self) -> super::trace::Stats {
+    pub(crate) fn trace_stats(&self) -> super::trace::Stats {
         let dropped = |reason| {
             self.trace_spans_dropped
                 .get_or_create(&ReasonLabels { reason })
@@ -223,7 +215,7 @@ impl Metrics {
 
     /// The series of backend `key` (`namespace/name`), all present from
     /// now on (at zero), so dashboards and `rate()` see 0, not "no data".
-    pub fn backend(&self, key: &str) -> BackendMetrics {
+    pub(crate) fn backend(&self, key: &str) -> BackendMetrics {
         let retries = |result| {
             self.retries
                 .get_or_create(&BackendResultLabels {
@@ -265,13 +257,13 @@ impl Metrics {
     }
 
     /// Counts one inbound refusal.
-    pub fn inbound_rejected(&self, reason: &'static str) {
+    pub(crate) fn inbound_rejected(&self, reason: &'static str) {
         self.inbound_rejected
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("weft");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -296,12 +288,6 @@ impl Metrics {
             "connections",
             "Downstream connections accepted",
             connections.clone(),
-        );
-        let proxy_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
-            "proxy_errors",
-            "Requests the proxy answered itself with an error, by cause",
-            proxy_errors.clone(),
         );
         let tcp_bytes = Family::<DirectionLabels, Counter>::default();
         registry.register(
@@ -391,7 +377,7 @@ impl Metrics {
         let process_cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let process_resident_bytes = Gauge::default();
         let process_open_fds = Gauge::default();
-        let process_start_time = Gauge::default();
+        let process_start_time = Gauge::<i64, AtomicI64Compat>::default();
         registry.register(
             "process_cpu_seconds",
             "User and system CPU time of this process (read at scrape)",
@@ -457,7 +443,6 @@ impl Metrics {
             process_cpu_seconds,
             process_resident_bytes,
             process_open_fds,
-            process_start_time,
             limit_active,
             limit_max,
             retries,
@@ -470,7 +455,6 @@ impl Metrics {
             latency,
             active_connections,
             connections,
-            proxy_errors,
             tcp_bytes,
             inbound_rejected,
             config_version,
@@ -481,7 +465,12 @@ impl Metrics {
     }
 
     /// Resolves the handles of one route/backend pair (not on the request path).
-    pub fn route(&self, direction: &'static str, route: &str, backend: &str) -> RouteMetrics {
+    pub(crate) fn route(
+        &self,
+        direction: &'static str,
+        route: &str,
+        backend: &str,
+    ) -> RouteMetrics {
         let by_class = CLASSES.map(|code_class| {
             self.requests
                 .get_or_create(&RequestLabels {
@@ -503,27 +492,21 @@ impl Metrics {
         RouteMetrics { by_class, latency }
     }
 
-    pub fn error(&self, direction: &'static str, error: &'static str) -> Counter {
-        self.proxy_errors
-            .get_or_create(&ErrorLabels { direction, error })
-            .clone()
-    }
-
-    pub fn upstream_connect(&self, ok: bool) {
+    pub(crate) fn upstream_connect(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.upstream_connects
             .get_or_create(&ResultLabels { result })
             .inc();
     }
 
-    pub fn tcp_bytes_add(&self, direction: &'static str, n: u64) {
+    pub(crate) fn tcp_bytes_add(&self, direction: &'static str, n: u64) {
         self.tcp_bytes
             .get_or_create(&DirectionLabels { direction })
             .inc_by(n);
     }
 
     /// Reads this process's CPU time, RSS and open fds from /proc (Linux).
-    pub fn refresh_process(&self) {
+    pub(crate) fn refresh_process(&self) {
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
             // Fields after the command name, which may contain spaces.
             if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
@@ -548,7 +531,7 @@ impl Metrics {
         }
     }
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -1,6 +1,6 @@
 //! Metrics, logs and traces.
-pub mod access_log;
-pub mod histogram;
-pub mod metrics;
-pub mod propagation;
-pub mod trace;
+pub(crate) mod access_log;
+pub(crate) mod histogram;
+pub(crate) mod metrics;
+pub(crate) mod propagation;
+pub(crate) mod trace;

@@ -27,14 +27,14 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// How the caller's context arrived, so it goes on the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     W3c,
     B3Single,
     B3Multi,
 }
 
 /// The caller's span context and how it came, if the request carried one.
-pub fn extract(headers: &HeaderMap) -> Option<(SpanContext, Style)> {
+pub(crate) fn extract(headers: &HeaderMap) -> Option<(SpanContext, Style)> {
     if headers.contains_key(TRACEPARENT) {
         let cx = TraceContextPropagator::new().extract(&Headers(headers));
         let sc = cx.span().span_context().clone();
@@ -50,7 +50,7 @@ pub fn extract(headers: &HeaderMap) -> Option<(SpanContext, Style)> {
 
 /// Writes `sc` as the parent for the next hop: `traceparent` (and
 /// `tracestate`) always, and B3 too when the caller spoke B3.
-pub fn inject(headers: &mut HeaderMap, sc: &SpanContext, style: Option<Style>) {
+pub(crate) fn inject(headers: &mut HeaderMap, sc: &SpanContext, style: Option<Style>) {
     let sampled = sc.is_sampled();
     headers.insert(TRACEPARENT, traceparent(sc));
     // A tracestate the caller sent is in the headers already, and ours is

@@ -11,7 +11,7 @@ use std::io;
 /// it refused our certificate), `incompatible` (versions, ALPN, ciphers),
 /// `protocol` (not TLS, or broken TLS), `io` (the connection dropped),
 /// `timeout`.
-pub fn result(r: &Result<(), &io::Error>) -> &'static str {
+pub(crate) fn result(r: &Result<(), &io::Error>) -> &'static str {
     let e = match r {
         Ok(()) => return "ok",
         Err(e) => e,

@@ -16,19 +16,19 @@ use weft_mesh::identity::{
 
 /// Request header carrying the verified SPIFFE ID of the calling workload to
 /// the app (inbound). Whatever a client sends under this name is dropped.
-pub const PEER_IDENTITY_HEADER: &str = "x-weft-peer-identity";
+pub(crate) const PEER_IDENTITY_HEADER: &str = "x-weft-peer-identity";
 
 /// Outbound configs by (expected peer, HTTP/1.1-only ALPN).
 type ClientConfigs = HashMap<(Arc<str>, bool), Arc<ClientConfig>>;
 
 /// This workload's identity, the trust bundle, and the configs built from them.
-pub struct MeshTls {
+pub(crate) struct MeshTls {
     /// Our own SPIFFE ID (from the leaf's URI SAN).
-    pub id: SpiffeId,
+    pub(crate) id: SpiffeId,
     identity: Identity,
     trust: TrustBundle,
     /// Terminates inbound mTLS (client certificate required).
-    pub acceptor: TlsAcceptor,
+    pub(crate) acceptor: TlsAcceptor,
     /// Outbound configs by (expected peer, HTTP/1.1-only ALPN).
     clients: Mutex<ClientConfigs>,
 }
@@ -41,7 +41,7 @@ impl std::fmt::Debug for MeshTls {
 
 impl MeshTls {
     /// Builds the configs, checking that the leaf carries a SPIFFE ID.
-    pub fn new(identity: Identity, trust: TrustBundle) -> Result<MeshTls, Error> {
+    pub(crate) fn new(identity: Identity, trust: TrustBundle) -> Result<MeshTls, Error> {
         let id = identity
             .cert_chain
             .first()
@@ -60,7 +60,7 @@ impl MeshTls {
     }
 
     /// Loads `dir/cert.pem` (leaf first), `dir/key.pem` and `dir/ca.pem`.
-    pub fn load(dir: &Path) -> Result<MeshTls, String> {
+    pub(crate) fn load(dir: &Path) -> Result<MeshTls, String> {
         let cert_chain = read_pem_certs(&dir.join("cert.pem"))?;
         let roots = read_pem_certs(&dir.join("ca.pem"))?;
         let key = read_pem_key(&dir.join("key.pem"))?;
@@ -69,13 +69,17 @@ impl MeshTls {
     }
 
     /// The credentials presented (also to the control plane, for renewal).
-    pub fn identity(&self) -> &Identity {
+    pub(crate) fn identity(&self) -> &Identity {
         &self.identity
     }
 
     /// The outbound config for a peer that must be exactly `peer`; with
     /// `h1_only` it offers only ALPN `http/1.1` (upgrades).
-    pub fn client(&self, peer: &Arc<str>, h1_only: bool) -> Result<Arc<ClientConfig>, Error> {
+    pub(crate) fn client(
+        &self,
+        peer: &Arc<str>,
+        h1_only: bool,
+    ) -> Result<Arc<ClientConfig>, Error> {
         let key = (peer.clone(), h1_only);
         if let Some(c) = self.clients.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(c);

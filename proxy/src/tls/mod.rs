@@ -3,5 +3,5 @@
 //! fail. Identities themselves (SPIFFE IDs, certificates, verifiers) are
 //! `weft_mesh::identity`.
 
-pub mod handshake;
-pub mod mesh;
+pub(crate) mod handshake;
+pub(crate) mod mesh;

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 /// How a backend wants its connections kept.
 #[derive(Clone, Debug)]
-pub struct PoolSettings {
+pub(crate) struct PoolSettings {
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_idle: usize,
@@ -19,7 +19,7 @@ pub struct PoolSettings {
 
 /// Why a connection could not be had.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("connect to {0} timed out")]
     Timeout(SocketAddr),
     #[error("connect to {0}: {1}")]

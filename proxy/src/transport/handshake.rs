@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// What hyper's clients need of a request body: frames that can move to the
 /// connection task, and errors they can report.
-pub trait SendBody:
+pub(crate) trait SendBody:
     http_body::Body<Data: Send, Error: Into<Box<dyn Error + Send + Sync>>> + Send + Unpin + 'static
 {
 }

@@ -23,7 +23,7 @@ struct Idle<B> {
 }
 
 /// The connections of one endpoint.
-pub struct Pool<B> {
+pub(crate) struct Pool<B> {
     idle: Queue<Idle<B>>,
     raw: Queue<RawConn>,
     h2: ArcSwapOption<http2::SendRequest<B>>,
@@ -43,7 +43,7 @@ impl<B> Default for Pool<B> {
 
 /// An HTTP/1 sender checked out of a pool, returned by [`Reusable::reuse`]
 /// once its response has been read to the end.
-pub struct Reusable<B> {
+pub(crate) struct Reusable<B> {
     pool: Arc<Pool<B>>,
     max_idle: usize,
     tx: http1::SendRequest<B>,

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 const READ_SPACE: usize = 16 * 1024;
 
 /// An upstream connection and its read buffer.
-pub struct RawConn {
+pub(crate) struct RawConn {
     pub(crate) io: TcpStream,
     pub(crate) buf: BytesMut,
     /// It has carried an exchange before (so a close may be a stale one).

@@ -43,7 +43,7 @@ pub(super) enum Chunk {
 
 /// A response body read from its connection as it is polled; `B` is the
 /// request body type of the pool the connection goes back to.
-pub struct Body<B> {
+pub(crate) struct Body<B> {
     conn: Option<RawConn>,
     state: State,
     keep_alive: bool,

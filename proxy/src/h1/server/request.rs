@@ -13,9 +13,9 @@ use std::mem::MaybeUninit;
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Asks {
     /// `Connection: close`.
-    pub close: bool,
+    pub(crate) close: bool,
     /// `TE: trailers`: the client takes trailers after a chunked body.
-    pub trailers: bool,
+    pub(crate) trailers: bool,
 }
 
 #[allow(clippy::large_enum_variant)]

@@ -28,14 +28,14 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Try<'a> {
     /// 0 for the first try.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
     /// Why it failed; `None` when it did not.
-    pub failure: Option<&'a Failure>,
+    pub(crate) failure: Option<&'a Failure>,
     /// The method is idempotent (or the policy allows retrying others).
-    pub method_safe: bool,
+    pub(crate) method_safe: bool,
     /// The request can be sent again: a copy is kept, or it came back
     /// unsent.
-    pub resendable: bool,
+    pub(crate) resendable: bool,
 }
 
 /// The limits a retry must fit in, taken in order and only when needed.

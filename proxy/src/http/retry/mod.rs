@@ -68,7 +68,6 @@ impl<'a> Ctx<'a> {
     fn pick(&self, tried: &[SocketAddr]) -> Result<Arc<Endpoint>, ProxyError> {
         self.backend
             .pick(self.hash, tried)
-            .map(|p| p.endpoint)
             .ok_or_else(|| ProxyError::NoEndpoints(self.backend.key.to_string()))
     }
 }
@@ -79,7 +78,7 @@ impl<'a> Ctx<'a> {
 ///
 /// The two paths are separate futures so that neither makes the other (and
 /// every request's future, which is moved as it is built) larger.
-pub async fn call(
+pub(crate) async fn call(
     proxy: &Arc<Proxy>,
     wb: &WeightedBackend,
     rule: &Rule,

@@ -17,10 +17,10 @@ use tokio::sync::{mpsc, Notify};
 
 /// Export counters, shared by successive pipelines.
 #[derive(Clone, Debug, Default)]
-pub struct Stats {
-    pub exported: Counter,
-    pub dropped_queue_full: Counter,
-    pub dropped_export_failed: Counter,
+pub(crate) struct Stats {
+    pub(crate) exported: Counter,
+    pub(crate) dropped_queue_full: Counter,
+    pub(crate) dropped_export_failed: Counter,
 }
 
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";

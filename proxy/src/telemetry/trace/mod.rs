@@ -34,10 +34,10 @@ mod settings;
 mod sink;
 mod span;
 
-pub use export::Stats;
-pub use settings::{resolve, Env, Protocol, Settings};
+pub(crate) use export::Stats;
+pub(crate) use settings::{resolve, Env, Settings};
 use sink::{Names, Sink};
-pub use span::{Pending, Span};
+pub(crate) use span::{Pending, Span};
 
 use super::propagation;
 use arc_swap::ArcSwapOption;
@@ -51,7 +51,7 @@ use std::time::{Duration, SystemTime};
 use weft_mesh::config::policy::MeshTracing;
 
 /// Tracing for the whole proxy: off, or one export pipeline.
-pub struct Tracing {
+pub(crate) struct Tracing {
     on: AtomicBool,
     current: ArcSwapOption<Sink>,
     env: Env,
@@ -62,11 +62,11 @@ pub struct Tracing {
     /// `service.instance.id`: the sidecar's name.
     instance: String,
     applied: Mutex<Option<Settings>>,
-    pub stats: Stats,
+    pub(crate) stats: Stats,
 }
 
 impl Tracing {
-    pub fn new(
+    pub(crate) fn new(
         env: Env,
         instance: String,
         service: String,
@@ -89,7 +89,7 @@ impl Tracing {
     /// MeshConfig's `tracing`) call for, rebuilding the pipeline only when
     /// that changed. Must run on the proxy's runtime (the export task is
     /// spawned on it).
-    pub fn configure(&self, mesh: Option<&MeshTracing>) {
+    pub(crate) fn configure(&self, mesh: Option<&MeshTracing>) {
         let want = resolve(&self.env, mesh);
         let mut applied = weft_mesh::process::lock(&self.applied);
         if *applied == want && (want.is_none() || self.current.load().is_some()) {
@@ -135,7 +135,12 @@ impl Tracing {
     /// of the caller's context when it sent one, else a new trace if the
     /// sampler takes it. `None` when tracing is off.
     #[inline]
-    pub fn start(&self, kind: SpanKind, method: &Method, headers: &HeaderMap) -> Option<Span> {
+    pub(crate) fn start(
+        &self,
+        kind: SpanKind,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<Span> {
         if !self.on.load(Ordering::Relaxed) {
             return None;
         }
@@ -178,7 +183,7 @@ impl Tracing {
     }
 
     /// Exports what is queued and stops (at shutdown), within `limit`.
-    pub async fn close(&self, limit: Duration) {
+    pub(crate) async fn close(&self, limit: Duration) {
         self.on.store(false, Ordering::Relaxed);
         if let Some(p) = self.current.swap(None) {
             let _ = tokio::time::timeout(limit, p.close()).await;

@@ -22,37 +22,37 @@ const LEN: u8 = 2;
 const FIXED32: u8 = 5;
 
 // Span fields.
-pub const SPAN_TRACE_ID: u32 = 1;
-pub const SPAN_SPAN_ID: u32 = 2;
-pub const SPAN_TRACE_STATE: u32 = 3;
-pub const SPAN_PARENT_SPAN_ID: u32 = 4;
-pub const SPAN_NAME: u32 = 5;
-pub const SPAN_KIND: u32 = 6;
-pub const SPAN_START: u32 = 7;
-pub const SPAN_END: u32 = 8;
-pub const SPAN_ATTRIBUTES: u32 = 9;
-pub const SPAN_EVENTS: u32 = 11;
-pub const SPAN_STATUS: u32 = 15;
-pub const SPAN_FLAGS: u32 = 16;
+pub(super) const SPAN_TRACE_ID: u32 = 1;
+pub(super) const SPAN_SPAN_ID: u32 = 2;
+pub(super) const SPAN_TRACE_STATE: u32 = 3;
+pub(super) const SPAN_PARENT_SPAN_ID: u32 = 4;
+pub(super) const SPAN_NAME: u32 = 5;
+pub(super) const SPAN_KIND: u32 = 6;
+pub(super) const SPAN_START: u32 = 7;
+pub(super) const SPAN_END: u32 = 8;
+pub(super) const SPAN_ATTRIBUTES: u32 = 9;
+pub(super) const SPAN_EVENTS: u32 = 11;
+pub(super) const SPAN_STATUS: u32 = 15;
+pub(super) const SPAN_FLAGS: u32 = 16;
 
 /// `SpanKind` values.
-pub const KIND_SERVER: u64 = 2;
-pub const KIND_CLIENT: u64 = 3;
+pub(super) const KIND_SERVER: u64 = 2;
+pub(super) const KIND_CLIENT: u64 = 3;
 
 /// `SpanFlags`: the low byte is the W3C trace flags; these say whether the
 /// parent was remote.
-pub const FLAG_HAS_IS_REMOTE: u32 = 0x100;
-pub const FLAG_IS_REMOTE: u32 = 0x200;
+pub(super) const FLAG_HAS_IS_REMOTE: u32 = 0x100;
+pub(super) const FLAG_IS_REMOTE: u32 = 0x200;
 
 /// `Status.code` ERROR.
 const STATUS_ERROR: u64 = 2;
 
 /// Bytes a varint of `v` takes.
-pub fn varint_len(v: u64) -> usize {
+pub(super) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-pub fn varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(super) fn varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -69,29 +69,29 @@ fn tag_len(field: u32) -> usize {
 }
 
 /// A length-delimited field (string, bytes or an encoded message).
-pub fn bytes(buf: &mut Vec<u8>, field: u32, b: &[u8]) {
+pub(super) fn bytes(buf: &mut Vec<u8>, field: u32, b: &[u8]) {
     tag(buf, field, LEN);
     varint(buf, b.len() as u64);
     buf.extend_from_slice(b);
 }
 
-pub fn uint(buf: &mut Vec<u8>, field: u32, v: u64) {
+pub(super) fn uint(buf: &mut Vec<u8>, field: u32, v: u64) {
     tag(buf, field, VARINT);
     varint(buf, v);
 }
 
-pub fn fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
+pub(super) fn fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
     tag(buf, field, FIXED64);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
-pub fn fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
+pub(super) fn fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
     tag(buf, field, FIXED32);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
 /// Nanoseconds since the Unix epoch (0 before it).
-pub fn nanos(t: SystemTime) -> u64 {
+pub(super) fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
@@ -108,7 +108,7 @@ fn kv_head(buf: &mut Vec<u8>, field: u32, key: &str, any: usize) {
 }
 
 /// A `KeyValue` (in `field`) whose `AnyValue` is a string made of `parts`.
-pub fn str_attr(buf: &mut Vec<u8>, field: u32, key: &str, parts: &[&str]) {
+pub(super) fn str_attr(buf: &mut Vec<u8>, field: u32, key: &str, parts: &[&str]) {
     let n: usize = parts.iter().map(|p| p.len()).sum();
     // AnyValue { string_value = 1 }
     kv_head(buf, field, key, 1 + varint_len(n as u64) + n);
@@ -120,13 +120,13 @@ pub fn str_attr(buf: &mut Vec<u8>, field: u32, key: &str, parts: &[&str]) {
 }
 
 /// A `KeyValue` (in `field`) whose `AnyValue` is an `int_value`.
-pub fn int_attr(buf: &mut Vec<u8>, field: u32, key: &str, v: i64) {
+pub(super) fn int_attr(buf: &mut Vec<u8>, field: u32, key: &str, v: i64) {
     kv_head(buf, field, key, 1 + varint_len(v as u64));
     uint(buf, 3, v as u64);
 }
 
 /// A `KeyValue` (in `field`) with an IP address as its string value.
-pub fn ip_attr(buf: &mut Vec<u8>, field: u32, key: &str, ip: IpAddr) {
+pub(super) fn ip_attr(buf: &mut Vec<u8>, field: u32, key: &str, ip: IpAddr) {
     let mut s = Small::default();
     match ip {
         // Dotted quad without the formatter, which costs ten times as much.
@@ -152,7 +152,7 @@ pub fn ip_attr(buf: &mut Vec<u8>, field: u32, key: &str, ip: IpAddr) {
 }
 
 /// A `KeyValue` for any OpenTelemetry value (the resource's attributes).
-pub fn value_attr(buf: &mut Vec<u8>, field: u32, key: &str, v: &Value) {
+pub(super) fn value_attr(buf: &mut Vec<u8>, field: u32, key: &str, v: &Value) {
     let mut any = Vec::new();
     any_value(&mut any, v);
     kv_head(buf, field, key, any.len());
@@ -188,7 +188,7 @@ fn any_value(buf: &mut Vec<u8>, v: &Value) {
 }
 
 /// A `Status` with code ERROR (and no message).
-pub fn error_status(buf: &mut Vec<u8>) {
+pub(super) fn error_status(buf: &mut Vec<u8>) {
     tag(buf, SPAN_STATUS, LEN);
     varint(buf, 2);
     uint(buf, 3, STATUS_ERROR);
@@ -196,7 +196,7 @@ pub fn error_status(buf: &mut Vec<u8>) {
 
 /// A span `Event`: time, name and attributes (already encoded as
 /// `KeyValue`s in field 3).
-pub fn event(buf: &mut Vec<u8>, at: SystemTime, name: &str, attributes: &[u8]) {
+pub(super) fn event(buf: &mut Vec<u8>, at: SystemTime, name: &str, attributes: &[u8]) {
     let len = 1 + 8 + 1 + varint_len(name.len() as u64) + name.len() + attributes.len();
     tag(buf, SPAN_EVENTS, LEN);
     varint(buf, len as u64);
@@ -207,7 +207,7 @@ pub fn event(buf: &mut Vec<u8>, at: SystemTime, name: &str, attributes: &[u8]) {
 
 /// `Resource` and `InstrumentationScope`, encoded once per pipeline; a
 /// batch is these plus its spans.
-pub struct Frame {
+pub(super) struct Frame {
     /// ResourceSpans.resource, tag and length included.
     resource: Vec<u8>,
     /// ScopeSpans.scope, tag and length included.
@@ -215,7 +215,7 @@ pub struct Frame {
 }
 
 impl Frame {
-    pub fn new<'a>(
+    pub(super) fn new<'a>(
         resource: impl Iterator<Item = (&'a str, &'a Value)>,
         scope_name: &str,
         scope_version: &str,
@@ -236,7 +236,7 @@ impl Frame {
 
     /// An `ExportTraceServiceRequest` carrying `spans` (each an encoded
     /// `Span` without its tag and length).
-    pub fn request(&self, spans: &[Vec<u8>]) -> Vec<u8> {
+    pub(super) fn request(&self, spans: &[Vec<u8>]) -> Vec<u8> {
         let spans_len: usize = spans
             .iter()
             .map(|s| tag_len(2) + varint_len(s.len() as u64) + s.len())

@@ -4,37 +4,37 @@
 use std::time::Duration;
 use weft_mesh::config::policy::MeshTracing;
 
-pub use weft_mesh::config::policy::OtlpProtocol as Protocol;
+pub(crate) use weft_mesh::config::policy::OtlpProtocol as Protocol;
 
 /// What the environment says, read once at start.
 #[derive(Clone, Debug)]
-pub struct Env {
-    pub disabled: bool,
+pub(crate) struct Env {
+    pub(crate) disabled: bool,
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: used as it is.
-    pub traces_endpoint: Option<String>,
+    pub(crate) traces_endpoint: Option<String>,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: a base (HTTP adds `/v1/traces`).
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`, sent with every export.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE`: the PEM roots an https
     /// collector is verified with (the system's when unset).
-    pub certificate: Option<String>,
+    pub(crate) certificate: Option<String>,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE` and `_CLIENT_KEY`:
     /// what the proxy presents to an https collector that asks for it.
-    pub client_certificate: Option<String>,
-    pub client_key: Option<String>,
+    pub(crate) client_certificate: Option<String>,
+    pub(crate) client_key: Option<String>,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]COMPRESSION`: `gzip` or `none`, as given.
-    pub compression: Option<String>,
+    pub(crate) compression: Option<String>,
     /// `OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT`: how long one export may take.
-    pub otlp_timeout: Duration,
-    pub protocol: Option<Protocol>,
+    pub(crate) otlp_timeout: Duration,
+    pub(crate) protocol: Option<Protocol>,
     /// `OTEL_TRACES_SAMPLER` is set: the SDK reads it itself.
-    pub sampler_set: bool,
-    pub service_name_set: bool,
-    pub queue_size: usize,
-    pub max_batch: usize,
-    pub schedule_delay: Duration,
-    pub export_timeout: Duration,
+    pub(crate) sampler_set: bool,
+    pub(crate) service_name_set: bool,
+    pub(crate) queue_size: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) schedule_delay: Duration,
+    pub(crate) export_timeout: Duration,
 }
 
 /// The specification's defaults, with nothing set.
@@ -62,7 +62,7 @@ impl Default for Env {
 }
 
 impl Env {
-    pub fn read() -> Env {
+    pub(crate) fn read() -> Env {
         let d = Env::default();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let ms = |k: &str, d: u64| {
@@ -111,7 +111,7 @@ impl Env {
     }
 
     /// The environment names the collector.
-    pub fn endpoint_set(&self) -> bool {
+    pub(crate) fn endpoint_set(&self) -> bool {
         self.traces_endpoint.is_some() || self.endpoint.is_some()
     }
 }
@@ -152,19 +152,19 @@ fn percent_decode(s: &str) -> String {
 
 /// The settings a pipeline was built from; a change rebuilds it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// From a MeshConfig; `None` when the environment gives the endpoint.
-    pub endpoint: Option<String>,
-    pub protocol: Protocol,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) protocol: Protocol,
     /// From a MeshConfig's `samplingPercent` (root spans; a caller's
     /// decision is followed); `None` for the environment's or the default
     /// (parent-based, always on).
-    pub ratio: Option<f64>,
+    pub(crate) ratio: Option<f64>,
 }
 
 /// The settings in force for this environment and MeshConfig; `None` when
 /// tracing is off.
-pub fn resolve(env: &Env, mesh: Option<&MeshTracing>) -> Option<Settings> {
+pub(crate) fn resolve(env: &Env, mesh: Option<&MeshTracing>) -> Option<Settings> {
     if env.disabled {
         return None;
     }

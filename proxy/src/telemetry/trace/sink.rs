@@ -17,10 +17,10 @@ use tokio::sync::{mpsc, Notify};
 /// How the proxy is named in its spans' resource.
 pub(super) struct Names<'a> {
     /// `service.name`, unless the environment sets it.
-    pub service: Option<&'a str>,
-    pub namespace: &'a str,
+    pub(crate) service: Option<&'a str>,
+    pub(crate) namespace: &'a str,
     /// `service.instance.id`: the sidecar's name ("" for none).
-    pub instance: &'a str,
+    pub(crate) instance: &'a str,
 }
 
 /// One export pipeline: the sampler and ids for new spans, and the queue

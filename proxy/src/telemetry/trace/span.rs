@@ -34,7 +34,7 @@ pub(super) fn span_name(m: &Method) -> &'static str {
 /// response head is ready and hands back a [`Pending`] span that ends when
 /// the response body does; a request abandoned before its response (the
 /// client went away) ends its span when dropped, as `error.type=cancelled`.
-pub struct Span {
+pub(crate) struct Span {
     pub(super) cx: SpanContext,
     pub(super) parent: SpanId,
     pub(super) parent_remote: bool,
@@ -48,23 +48,19 @@ pub struct Span {
 
 impl Span {
     /// Hands this span's context to the next hop in `headers`.
-    pub fn inject(&self, headers: &mut HeaderMap) {
+    pub(crate) fn inject(&self, headers: &mut HeaderMap) {
         propagation::inject(headers, &self.cx, self.style);
     }
 
     /// Sampled in: the span will be exported.
-    pub fn recording(&self) -> bool {
+    pub(crate) fn recording(&self) -> bool {
         self.sink.is_some()
-    }
-
-    pub fn context(&self) -> &SpanContext {
-        &self.cx
     }
 
     /// Records the exchange (HTTP semantic-convention attributes, retry,
     /// ejection and overflow events); the span ends when the returned
     /// [`Pending`] is dropped (with the response body). `None` when sampled out.
-    pub fn finish(
+    pub(crate) fn finish(
         mut self,
         line: &Line<'_>,
         identity: Option<Arc<str>>,
@@ -223,7 +219,7 @@ impl Drop for Span {
 /// A span whose response head has gone out; it ends (and is queued for
 /// export) when dropped, which the response body does when it has been sent
 /// or abandoned.
-pub struct Pending {
+pub(crate) struct Pending {
     /// The encoded span so far: all but its end time, `error.type` and status.
     buf: Vec<u8>,
     /// `error.type`, written at the end.
@@ -236,7 +232,7 @@ pub struct Pending {
 
 impl Pending {
     /// The response body failed part way (the upstream reset it).
-    pub fn body_failed(&mut self) {
+    pub(crate) fn body_failed(&mut self) {
         self.error = Some(Cow::Borrowed("response-body-failed"));
         self.error_status = true;
     }
