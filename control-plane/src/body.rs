@@ -7,7 +7,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::sync::mpsc;
+use weft_mesh::api::LineStream;
 
 /// Largest message read from a caller: a certificate request, a watch line.
 pub(crate) const MAX_MESSAGE: usize = 256 * 1024;
@@ -15,7 +15,7 @@ pub(crate) const MAX_MESSAGE: usize = 256 * 1024;
 /// A response body: whole, or lines pushed through a channel (the watch).
 pub(crate) enum CpBody {
     Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(LineStream),
 }
 
 impl Body for CpBody {
@@ -28,7 +28,7 @@ impl Body for CpBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             CpBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            CpBody::Stream(rx) => rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b)))),
+            CpBody::Stream(lines) => Pin::new(lines).poll_frame(cx),
         }
     }
 

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use weft_mesh::api::{self, WatchDown, WatchUp};
+use weft_mesh::api::{self, LineStream, WatchDown, WatchUp};
 use weft_mesh::identity::SpiffeId;
 use weft_mesh::process::lock;
 
@@ -31,7 +31,7 @@ pub(crate) fn start(
         run(&cp, id, req.into_body(), tx, identity, peer).await;
         lock(&cp.proxies).remove(&id);
     });
-    let mut r = Response::new(CpBody::Stream(rx));
+    let mut r = Response::new(CpBody::Stream(LineStream(rx)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),

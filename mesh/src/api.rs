@@ -15,7 +15,13 @@
 //!   whenever what that proxy sees changes, and [`WatchDown::Settled`] when
 //!   a want changed nothing (an unknown name).
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::sync::mpsc;
 
 pub const CERTIFICATE_PATH: &str = "/v1/certificate";
 pub const WATCH_PATH: &str = "/v1/watch";
@@ -103,6 +109,30 @@ pub fn line<T: Serialize>(msg: &T) -> bytes::Bytes {
     let mut v = serde_json::to_vec(msg).unwrap_or_default();
     v.push(b'\n');
     v.into()
+}
+
+/// One direction of the watch as an HTTP body: each line is pushed through
+/// a channel as it is ready (see [`line`]); the body ends when the sender
+/// is dropped.
+pub struct LineStream(pub mpsc::Receiver<Bytes>);
+
+impl Body for LineStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut()
+            .0
+            .poll_recv(cx)
+            .map(|m| m.map(|b| Ok(Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
 }
 
 /// Splits complete lines off the front of `buf` (bounded by `max` bytes per

@@ -3,45 +3,18 @@
 //! the config watch) opens its own.
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
-use weft_mesh::api;
+use weft_mesh::api::{self, LineStream};
 use weft_mesh::identity::{self, Identity, SpiffeId, TrustBundle};
 
 /// Longest wait for a connection (TCP, TLS and HTTP/2 handshakes).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request body: a whole message, or lines fed through a channel.
-pub(crate) type CallBody = Either<Full<Bytes>, LinesBody>;
-
-/// A body fed line by line through a channel (the watch's upward stream).
-pub(crate) struct LinesBody(pub mpsc::Receiver<Bytes>);
-
-impl Body for LinesBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.get_mut()
-            .0
-            .poll_recv(cx)
-            .map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
-    }
-}
+pub(crate) type CallBody = Either<Full<Bytes>, LineStream>;
 
 /// Where the control plane is and who it must be.
 pub(crate) struct Connector {

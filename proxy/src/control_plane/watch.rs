@@ -5,7 +5,7 @@
 //! keeps serving. When the control plane is away the proxy keeps its
 //! config, and reconnects with jittered backoff.
 
-use super::connection::{Connector, LinesBody};
+use super::connection::Connector;
 use super::lookups::Lookups;
 use crate::pipeline::Pipeline;
 use crate::resilience::backoff;
@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Either};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use weft_mesh::api::{self, Hello, WatchDown, WatchUp};
+use weft_mesh::api::{self, Hello, LineStream, WatchDown, WatchUp};
 
 /// Largest snapshot line accepted from the control plane.
 const MAX_SNAPSHOT: usize = 64 * 1024 * 1024;
@@ -89,7 +89,7 @@ impl Watch<'_> {
             .method(Method::POST)
             .uri(self.connector.uri(api::WATCH_PATH))
             .header(header::CONTENT_TYPE, "application/x-ndjson")
-            .body(Either::Right(LinesBody(up_rx)))
+            .body(Either::Right(LineStream(up_rx)))
             .map_err(|e| e.to_string())?;
         let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
         if resp.status() != StatusCode::OK {

@@ -16,7 +16,7 @@ mod head;
 mod hop;
 mod limits;
 mod method;
-mod tokens;
+pub(crate) mod tokens;
 
 pub(crate) use hop::strip_hop_by_hop;
 pub(crate) use method::idempotent;

@@ -3,16 +3,14 @@
 //! HTTP/1 codec's: `crate::h1`.)
 
 use crate::body::RequestBody;
+use crate::h1::tokens::has_token;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Request;
 
 /// The upgrade protocol a request asks for (`Connection: upgrade` + `Upgrade: x`).
 pub(crate) fn upgrade_requested(h: &HeaderMap) -> Option<HeaderValue> {
-    let conn = h.get(header::CONNECTION)?.to_str().ok()?;
-    if !conn
-        .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-    {
+    let conn = h.get(header::CONNECTION)?;
+    if !has_token(conn.as_bytes(), b"upgrade") {
         return None;
     }
     h.get(header::UPGRADE).cloned()
