@@ -137,3 +137,21 @@ async fn garbage_never_crashes_the_proxy() {
     let (status, _) = p.admin_get("/live").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_malformed_request_body_is_the_clients_error_not_the_upstreams() {
+    let live = Upstream::start("live").await;
+    let p = Proxy::start(config(&live, closed_port()));
+    // The upstream reads the body (`/upload`); part way, the client's chunked
+    // framing turns out invalid. That is the client's own message at fault:
+    // a 400, not a 502 blaming the upstream (nor a failure counted against it).
+    let out = raw(
+        p.outbound,
+        b"POST /upload HTTP/1.1\r\nHost: live\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("x-weft-error: bad-request"), "{out}");
+    let r = get(&p.url("/"), &[("host", "live")]).await.unwrap();
+    assert_eq!(r.status, 200, "the upstream still serves");
+}

@@ -379,6 +379,41 @@ async fn a_snapshot_the_proxy_cannot_apply_is_nacked_and_the_old_config_serves()
 }
 
 #[tokio::test]
+async fn a_proxy_whose_first_snapshot_is_refused_does_not_claim_readiness() {
+    let one = Upstream::start("one").await;
+    // From the start, a trust domain this proxy's identity is not in.
+    let mut cp = ControlPlane::start(
+        &format!(
+            "{}---\napiVersion: weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh, namespace: weft-system}}\nspec:\n  trustDomain: elsewhere.example\n",
+            backend("svc", one.addr, None)
+        ),
+        &[],
+    );
+    let a = mesh_proxy(&cp, "client", &cp.token("default", "client")).start();
+    eventually(
+        "the proxy's NACK shows at the control plane",
+        Duration::from_secs(20),
+        || async {
+            let p = cp.admin_json("/proxies").await;
+            p[0]["last_nack"].is_object().then_some(())
+        },
+    )
+    .await;
+    // It holds its certificate, but no config it could accept: before its
+    // first snapshot it does not know its inbound policies, so it does not
+    // say it is ready.
+    assert!(
+        a.metric("weft_certificate_expiry_timestamp_seconds", &[])
+            .await
+            > 0.0
+    );
+    let (status, body) = a.admin_get("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no config applied yet"), "{body}");
+    cp.kill();
+}
+
+#[tokio::test]
 async fn two_control_planes_on_the_same_files_agree_and_authorization_holds() {
     let app = Upstream::start("reviews-app").await;
     let placeholder = Upstream::start("placeholder").await;

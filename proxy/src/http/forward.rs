@@ -214,10 +214,14 @@ impl From<ProxyError> for Unsent {
 
 fn unsent(mut e: hyper::client::conn::TrySendError<Request<RequestBody>>) -> Unsent {
     let request = e.take_message();
-    Unsent {
-        error: ProxyError::Upstream(e.into_error()),
-        request,
-    }
+    let error = e.into_error();
+    // Reading the client's own body failed (it went away mid-upload): the
+    // client's fault, not the upstream's.
+    let error = match error.is_user() {
+        true => ProxyError::BadRequest("the request body could not be read"),
+        false => ProxyError::Upstream(error),
+    };
+    Unsent { error, request }
 }
 
 impl Target<'_> {

@@ -63,7 +63,7 @@ impl UpstreamInfo {
     }
 }
 
-/// What the handler gathers for one line while it serves the request.
+/// What the observer gathers for one line while the request is served.
 #[derive(Debug, Default)]
 pub(crate) struct Record {
     pub(crate) route: Option<std::sync::Arc<str>>,
@@ -93,7 +93,7 @@ pub(crate) fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str>
     }
 }
 
-/// One request, as the handler saw it.
+/// One request, as it was served.
 pub(crate) struct Line<'a> {
     pub(crate) direction: &'static str,
     pub(crate) method: &'a str,

@@ -8,11 +8,6 @@
 //! knows what a request means: the pool is generic over the request body
 //! type hyper's clients carry, and the lean HTTP/1 client's connections are
 //! kept here as plain sockets with their read buffers.
-//!
-//! The module is private to the crate; the few types that appear in the
-//! signatures of the crate's public modules are declared `pub` so the
-//! compiler does not count them as leaking, yet nothing outside can name
-//! them.
 
 mod connect;
 mod handshake;

@@ -108,15 +108,19 @@ fn data(parts: &[&str]) -> Vec<Got> {
     parts.iter().map(|p| Got::Data(p.to_string())).collect()
 }
 
+fn new(steps: Vec<Step>, cap: u64) -> (ReplayBody<Script>, Replay<Script>) {
+    ReplayBody::new(script(steps), cap)
+}
+
 #[test]
 fn a_copy_sends_what_the_first_try_sent() {
-    let mut first = ReplayBody::new(
-        script(vec![
+    let (mut first, replay) = new(
+        vec![
             Step::Data("ab"),
             Step::Pending,
             Step::Data("cd"),
             Step::Trailers,
-        ]),
+        ],
         64,
     );
     assert_eq!(first.size_hint().exact(), Some(4));
@@ -124,83 +128,106 @@ fn a_copy_sends_what_the_first_try_sent() {
     want.extend([Got::Trailers, Got::End]);
     assert_eq!(drain(&mut first), want);
     assert!(first.is_end_stream());
-    let mut second = first.replay().unwrap();
+    let mut second = replay.copy().unwrap();
     assert!(!second.is_end_stream());
     assert_eq!(drain(&mut second), want);
     assert!(second.is_end_stream());
-    // And again, from a copy of a copy.
-    assert_eq!(drain(&mut second.replay().unwrap()), want);
+    assert_eq!(drain(&mut replay.copy().unwrap()), want);
 }
 
 #[test]
-fn a_copy_reads_on_where_an_abandoned_try_stopped() {
-    let mut first = ReplayBody::new(
-        script(vec![Step::Data("a"), Step::Data("b"), Step::Data("c")]),
-        64,
-    );
+fn a_copy_reads_on_where_an_earlier_try_stopped() {
+    let (mut first, replay) = new(vec![Step::Data("a"), Step::Data("b"), Step::Data("c")], 64);
     assert_eq!(poll(&mut first, Waker::noop()), Got::Data("a".into()));
     assert_eq!(poll(&mut first, Waker::noop()), Got::Data("b".into()));
-    let mut second = first.replay().unwrap();
-    drop(first);
+    let mut second = replay.copy().unwrap();
     let mut want = data(&["a", "b", "c"]);
     want.push(Got::End);
     assert_eq!(drain(&mut second), want);
-    assert_eq!(drain(&mut second.replay().unwrap()), want);
+    assert_eq!(drain(&mut replay.copy().unwrap()), want);
 }
 
 #[test]
-fn a_copy_waits_for_the_try_that_holds_the_body() {
-    let mut first = ReplayBody::new(script(vec![Step::Data("a"), Step::Data("b")]), 64);
+fn an_earlier_copy_stands_down_once_a_newer_one_exists() {
+    let (mut first, replay) = new(vec![Step::Data("a"), Step::Data("b")], 64);
     assert_eq!(poll(&mut first, Waker::noop()), Got::Data("a".into()));
-    let mut second = first.replay().unwrap();
+    let mut second = replay.copy().unwrap();
+    // The abandoned try's connection polls on: it ends, reading nothing.
+    assert_eq!(poll(&mut first, Waker::noop()), Got::Error);
+    assert_eq!(poll(&mut first, Waker::noop()), Got::End);
+    assert!(first.is_end_stream());
+    let mut want = data(&["a", "b"]);
+    want.push(Got::End);
+    assert_eq!(drain(&mut second), want);
+}
+
+#[test]
+fn a_copy_that_finds_the_body_out_waits_and_is_woken() {
+    let (mut first, replay) = new(vec![Step::Data("a")], 64);
+    let mut second = replay.copy().unwrap();
+    // As if another copy's poll had the client's body out at this moment.
+    let out = lock(&first.shared).source.take();
     let woken = Arc::new(Count(AtomicUsize::new(0)));
     let waker = Waker::from(woken.clone());
+    assert_eq!(poll(&mut second, &waker), Got::Pending);
+    assert_eq!(woken.0.load(Ordering::Relaxed), 0);
+    lock(&first.shared).put_back(out.unwrap());
+    assert_eq!(
+        woken.0.load(Ordering::Relaxed),
+        1,
+        "woken when the body came back"
+    );
+    // The superseded first copy reads nothing; the waiting one reads on.
+    assert_eq!(poll(&mut first, Waker::noop()), Got::Error);
     assert_eq!(poll(&mut second, &waker), Got::Data("a".into()));
-    // The first try still holds the client's body.
-    assert_eq!(poll(&mut second, &waker), Got::Pending);
-    // What it reads reaches the waiting copy...
-    assert_eq!(poll(&mut first, Waker::noop()), Got::Data("b".into()));
-    assert_eq!(woken.0.load(Ordering::Relaxed), 1);
-    assert_eq!(poll(&mut second, &waker), Got::Data("b".into()));
-    assert_eq!(poll(&mut second, &waker), Got::Pending);
-    // ... and so does the body itself once the first try lets go.
-    drop(first);
-    assert_eq!(woken.0.load(Ordering::Relaxed), 2);
     assert_eq!(poll(&mut second, &waker), Got::End);
 }
 
 #[test]
-fn nothing_past_the_cap_is_kept_and_no_copy_is_made() {
-    let mut first = ReplayBody::new(
-        script(vec![Step::Data("abc"), Step::Data("def"), Step::Data("g")]),
+fn trailers_an_earlier_try_read_are_sent_by_a_retry() {
+    let (mut first, replay) = new(vec![Step::Data("a"), Step::Trailers], 64);
+    assert_eq!(poll(&mut first, Waker::noop()), Got::Data("a".into()));
+    assert_eq!(poll(&mut first, Waker::noop()), Got::Trailers);
+    // The first try's connection stops there (HTTP/2 does after trailers).
+    drop(first);
+    let mut second = replay.copy().unwrap();
+    assert_eq!(
+        drain(&mut second),
+        vec![Got::Data("a".into()), Got::Trailers, Got::End]
+    );
+}
+
+#[test]
+fn past_the_cap_the_reading_copy_sends_everything_and_no_copy_is_made() {
+    let (mut first, replay) = new(
+        vec![Step::Data("abc"), Step::Data("def"), Step::Data("g")],
         5,
     );
-    assert!(first.replay().is_some());
-    // The try itself still gets every byte.
+    assert!(replay.available());
     let mut want = data(&["abc", "def", "g"]);
     want.push(Got::End);
     assert_eq!(drain(&mut first), want);
-    assert!(first.replay().is_none());
+    assert!(!replay.available());
+    assert!(replay.copy().is_none());
     assert!(lock(&first.shared).chunks.is_empty());
 }
 
 #[test]
-fn a_copy_made_before_the_cap_was_passed_fails_rather_than_send_part() {
-    let mut first = ReplayBody::new(script(vec![Step::Data("abc"), Step::Data("def")]), 4);
+fn a_retry_that_passes_the_cap_still_sends_everything() {
+    let (mut first, replay) = new(vec![Step::Data("abc"), Step::Data("def")], 4);
     assert_eq!(poll(&mut first, Waker::noop()), Got::Data("abc".into()));
-    let mut second = first.replay().unwrap();
-    assert_eq!(poll(&mut first, Waker::noop()), Got::Data("def".into()));
-    drop(first);
-    assert_eq!(poll(&mut second, Waker::noop()), Got::Error);
+    let mut second = replay.copy().unwrap();
+    let mut want = data(&["abc", "def"]);
+    want.push(Got::End);
+    assert_eq!(drain(&mut second), want);
+    assert!(replay.copy().is_none());
 }
 
 #[test]
 fn a_failed_body_cannot_be_sent_again() {
-    let mut first = ReplayBody::new(script(vec![Step::Data("a"), Step::Fail]), 64);
+    let (mut first, replay) = new(vec![Step::Data("a"), Step::Fail], 64);
     assert_eq!(poll(&mut first, Waker::noop()), Got::Data("a".into()));
-    let mut second = first.replay().unwrap();
     assert_eq!(poll(&mut first, Waker::noop()), Got::Error);
-    assert!(first.replay().is_none());
-    drop(first);
-    assert_eq!(poll(&mut second, Waker::noop()), Got::Error);
+    assert!(!replay.available());
+    assert!(replay.copy().is_none());
 }

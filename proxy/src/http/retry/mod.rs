@@ -157,16 +157,28 @@ async fn call_retrying(
     };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retry_permit = None;
+    // The request each try sends: taken before the try (and before the wait
+    // that precedes a retry), so a retry is only decided on with a request
+    // in hand.
+    let mut next = request.next();
     for attempt in 0..=policy.attempts {
+        let Some(req) = next.take() else {
+            return Err(ProxyError::NoBackend);
+        };
         let ep = ctx.pick(&tried)?;
         tried.push(ep.addr);
         obs.trying(attempt, &ep);
         let target = ctx.target(&ep, mesh.as_deref());
         let tried_once = within(ctx.deadline, ctx.per_try, ctx.rule.request_timeout, async {
-            let up = target.connect(shape).await?;
-            // Only a request that came back unsent, or a copy, can go again.
-            let Some(req) = request.next() else {
-                return Err(Unsent::from(ProxyError::NoBackend));
+            // A failure to connect leaves the request unsent, for the next try.
+            let up = match target.connect(shape).await {
+                Ok(up) => up,
+                Err(error) => {
+                    return Err(Unsent {
+                        error,
+                        request: Some(req),
+                    })
+                }
             };
             let out = Outgoing {
                 req,
@@ -232,6 +244,14 @@ async fn call_retrying(
                 return result;
             }
         };
+        // The copy for the retry (or the request handed back unsent); if it
+        // can no longer be made (the client's body failed meanwhile), the
+        // failure is the answer.
+        next = request.next();
+        if next.is_none() {
+            obs.retries_exhausted(false);
+            return result;
+        }
         obs.retrying(attempt + 1, ep.addr, retry_reason(&result));
         drop(result);
         backend.metrics.retry(RetryResult::Sent);

@@ -3,7 +3,7 @@
 //! [`ReplayBody`] that keeps a copy (up to the policy's cap) so the
 //! request can be sent again after an upstream has read it.
 
-use crate::body::replay::ReplayBody;
+use crate::body::replay::{Replay, ReplayBody};
 use crate::body::RequestBody;
 use http::Request;
 use http_body::Body as _;
@@ -21,8 +21,8 @@ pub(super) struct Resend {
 enum Kept {
     /// No body: a copy is the head alone.
     Nothing,
-    /// A handle on the body's kept copy; each copy replays it.
-    Replay(ReplayBody<Incoming>),
+    /// The body's kept copy: each retry gets a copy that replays it.
+    Replay(Replay<Incoming>),
     /// The body goes once, as it arrives (too large, or of unknown size,
     /// to keep): no copy can be made.
     Once,
@@ -46,11 +46,8 @@ impl Resend {
         let (kept, first) = match body {
             _ if bodiless => (Kept::Nothing, RequestBody::Empty),
             RequestBody::Incoming(b) if b.size_hint().exact().is_some_and(|n| n <= cap) => {
-                let first = ReplayBody::new(b, cap);
-                match first.replay() {
-                    Some(handle) => (Kept::Replay(handle), RequestBody::Replay(Box::new(first))),
-                    None => (Kept::Once, RequestBody::Replay(Box::new(first))),
-                }
+                let (first, replay) = ReplayBody::new(b, cap);
+                (Kept::Replay(replay), RequestBody::Replay(Box::new(first)))
             }
             other => (Kept::Once, other),
         };
@@ -76,7 +73,7 @@ impl Resend {
         let (head, kept) = self.copy.as_ref()?;
         let body = match kept {
             Kept::Nothing => RequestBody::Empty,
-            Kept::Replay(b) => RequestBody::Replay(Box::new(b.replay()?)),
+            Kept::Replay(b) => RequestBody::Replay(Box::new(b.copy()?)),
             Kept::Once => return None,
         };
         Some(Request::from_parts(clone_head(head), body))
@@ -93,7 +90,7 @@ impl Resend {
             || match &self.copy {
                 None => false,
                 Some((_, Kept::Nothing)) => true,
-                Some((_, Kept::Replay(b))) => b.replayable(),
+                Some((_, Kept::Replay(b))) => b.available(),
                 Some((_, Kept::Once)) => false,
             }
     }
