@@ -149,7 +149,7 @@ async fn call_retrying(
         ..
     } = out;
     let method_safe = idempotent(req.method()) || policy.non_idempotent;
-    let mut request = Resend::new(req, keep_copy(ctx), policy.max_buffered_body);
+    let (first, mut request) = Resend::new(req, keep_copy(ctx), policy.max_buffered_body);
     let shape = Shape {
         started,
         upgrade: false,
@@ -160,7 +160,7 @@ async fn call_retrying(
     // The request each try sends: taken before the try (and before the wait
     // that precedes a retry), so a retry is only decided on with a request
     // in hand.
-    let mut next = request.next();
+    let mut next = Some(first);
     for attempt in 0..=policy.attempts {
         let Some(req) = next.take() else {
             return Err(ProxyError::NoBackend);

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 /// A request that may be sent more than once.
 pub(super) struct Resend {
-    /// The request itself, not yet sent (or handed back unsent).
+    /// A request a try handed back unsent.
     pending: Option<Request<RequestBody>>,
     /// What a copy is made from, when the policy needs copies.
     copy: Option<(http::request::Parts, Kept)>,
@@ -29,18 +29,24 @@ enum Kept {
 }
 
 impl Resend {
-    /// Keeps `req` for retries. With `keep_copy` (the policy may resend a
-    /// request an upstream already read), copies can be made: of the head,
-    /// and of a body of known size up to `cap`, kept as it streams. Without
-    /// it, only a request that comes back unsent can go again.
-    pub(super) fn new(req: Request<RequestBody>, keep_copy: bool, cap: u64) -> Resend {
+    /// Keeps what retries of `req` need, and gives back the request for
+    /// the first try. With `keep_copy` (the policy may resend a request an
+    /// upstream already read), copies can be made: of the head, and of a
+    /// body of known size up to `cap`, kept as it streams. Without it, only
+    /// a request that comes back unsent can go again.
+    pub(super) fn new(
+        req: Request<RequestBody>,
+        keep_copy: bool,
+        cap: u64,
+    ) -> (Request<RequestBody>, Resend) {
         let bodiless = req.body().is_end_stream();
         if !keep_copy {
-            return Resend {
-                pending: Some(req),
+            let resend = Resend {
+                pending: None,
                 copy: None,
                 bodiless,
             };
+            return (req, resend);
         }
         let (parts, body) = req.into_parts();
         let (kept, first) = match body {
@@ -51,12 +57,12 @@ impl Resend {
             }
             other => (Kept::Once, other),
         };
-        let head = clone_head(&parts);
-        Resend {
-            pending: Some(Request::from_parts(parts, first)),
-            copy: Some((head, kept)),
+        let resend = Resend {
+            pending: None,
+            copy: Some((clone_head(&parts), kept)),
             bodiless,
-        }
+        };
+        (Request::from_parts(parts, first), resend)
     }
 
     /// The request has no body.
@@ -64,8 +70,8 @@ impl Resend {
         self.bodiless
     }
 
-    /// The next try's request: the one not yet sent (or handed back
-    /// unsent), else a copy, if one can be made.
+    /// The next try's request: one handed back unsent, else a copy, if one
+    /// can be made.
     pub(super) fn next(&mut self) -> Option<Request<RequestBody>> {
         if let Some(r) = self.pending.take() {
             return Some(r);
