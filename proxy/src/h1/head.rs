@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 /// Where `part`, a slice `httparse` took from a head of `len` bytes that
 /// starts at address `base`, lies in that head. An empty slice (which may
 /// point anywhere) is `0..0`; one outside the head is `None`.
+#[inline]
 pub(super) fn span(base: usize, len: usize, part: &[u8]) -> Option<(usize, usize)> {
     if part.is_empty() {
         return Some((0, 0));
@@ -20,6 +21,7 @@ pub(super) fn span(base: usize, len: usize, part: &[u8]) -> Option<(usize, usize
 
 /// The header map of `head` from the fields' names and spans; `None` when a
 /// value is one `http` refuses.
+#[inline]
 pub(super) fn header_map(
     head: &Bytes,
     fields: Vec<(HeaderName, usize, usize)>,

@@ -35,6 +35,7 @@ pub(crate) struct Observer<'a> {
 impl<'a> Observer<'a> {
     /// A request that arrived at `started`, counted in `metrics` until the
     /// request finds somewhere more precise; `record` when a report is on.
+    #[inline]
     pub(crate) fn new(
         started: Instant,
         metrics: &'a RouteMetrics,
@@ -47,11 +48,13 @@ impl<'a> Observer<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn started(&self) -> Instant {
         self.started
     }
 
     /// The request matched `rule`.
+    #[inline]
     pub(crate) fn route(&mut self, rule: &'a Rule) {
         self.metrics = &rule.local_metrics;
         if let Some(r) = self.record.as_deref_mut() {
@@ -60,6 +63,7 @@ impl<'a> Observer<'a> {
     }
 
     /// The rule sent it to `wb`.
+    #[inline]
     pub(crate) fn backend(&mut self, wb: &'a WeightedBackend) {
         self.metrics = &wb.metrics;
         if let Some(r) = self.record.as_deref_mut() {
@@ -68,6 +72,7 @@ impl<'a> Observer<'a> {
     }
 
     /// It goes straight to `dst` (intercepted, with no config for it).
+    #[inline]
     pub(crate) fn passthrough(&mut self, metrics: &'a RouteMetrics, dst: SocketAddr) {
         self.metrics = metrics;
         if let Some(r) = self.record.as_deref_mut() {
@@ -77,6 +82,7 @@ impl<'a> Observer<'a> {
     }
 
     /// Try number `attempt` (0 first) goes to `ep`.
+    #[inline]
     pub(crate) fn trying(&mut self, attempt: u32, ep: &Endpoint) {
         if let Some(r) = self.record.as_deref_mut() {
             r.upstream.endpoint = Some(ep.addr);
@@ -86,6 +92,7 @@ impl<'a> Observer<'a> {
     }
 
     /// Try `attempt` (1 for the first retry) follows a failure at `ep`.
+    #[inline]
     pub(crate) fn retrying(&mut self, attempt: u32, endpoint: SocketAddr, reason: &'static str) {
         self.event(EventKind::Retry {
             attempt,
@@ -95,23 +102,27 @@ impl<'a> Observer<'a> {
     }
 
     /// Outlier detection took `endpoint` out after this request's failure.
+    #[inline]
     pub(crate) fn ejected(&mut self, endpoint: SocketAddr) {
         self.event(EventKind::Ejected { endpoint });
     }
 
     /// A concurrency limit (`requests`, `connections`, `pending`,
     /// `retries`) refused.
+    #[inline]
     pub(crate) fn overflow(&mut self, limit: &'static str) {
         self.event(EventKind::Overflow { limit });
     }
 
     /// Whether the retries gave up on a failure they wanted to retry.
+    #[inline]
     pub(crate) fn retries_exhausted(&mut self, exhausted: bool) {
         if let Some(r) = self.record.as_deref_mut() {
             r.upstream.retries_exhausted = exhausted;
         }
     }
 
+    #[inline]
     fn event(&mut self, kind: EventKind) {
         if let Some(r) = self.record.as_deref_mut() {
             r.upstream.event(kind);
@@ -119,6 +130,7 @@ impl<'a> Observer<'a> {
     }
 
     /// The proxy answers with `e` itself.
+    #[inline]
     pub(crate) fn fail(&mut self, e: ProxyError) -> Response<ResponseBody> {
         if let Some(r) = self.record.as_deref_mut() {
             r.cause = Some(e.kind().1);
@@ -127,6 +139,7 @@ impl<'a> Observer<'a> {
     }
 
     /// Counts the answer, and hands it on.
+    #[inline]
     pub(crate) fn answer(self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
         self.metrics
             .record(resp.status().as_u16(), self.started.elapsed());

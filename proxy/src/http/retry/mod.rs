@@ -157,28 +157,21 @@ async fn call_retrying(
     };
     let mut tried: Vec<SocketAddr> = Vec::new();
     let mut retry_permit = None;
-    // The request each try sends: taken before the try (and before the wait
-    // that precedes a retry), so a retry is only decided on with a request
-    // in hand.
+    // The request the next try sends: taken (a copy made) before the wait
+    // that precedes a retry, so a retry is only decided on with a request
+    // in hand. A try takes it only once it has a connection, so a failure
+    // to connect leaves it here.
     let mut next = Some(first);
     for attempt in 0..=policy.attempts {
-        let Some(req) = next.take() else {
-            return Err(ProxyError::NoBackend);
-        };
         let ep = ctx.pick(&tried)?;
         tried.push(ep.addr);
         obs.trying(attempt, &ep);
         let target = ctx.target(&ep, mesh.as_deref());
+        let next = &mut next;
         let tried_once = within(ctx.deadline, ctx.per_try, ctx.rule.request_timeout, async {
-            // A failure to connect leaves the request unsent, for the next try.
-            let up = match target.connect(shape).await {
-                Ok(up) => up,
-                Err(error) => {
-                    return Err(Unsent {
-                        error,
-                        request: Some(req),
-                    })
-                }
+            let up = target.connect(shape).await?;
+            let Some(req) = next.take() else {
+                return Err(Unsent::from(ProxyError::NoBackend));
             };
             let out = Outgoing {
                 req,
@@ -214,7 +207,7 @@ async fn call_retrying(
             attempt,
             failure: failure.as_ref(),
             method_safe,
-            resendable: request.resendable(),
+            resendable: next.is_some() || request.resendable(),
         };
         let mut allowance = Allowance {
             limits: &res.limits,
@@ -244,10 +237,12 @@ async fn call_retrying(
                 return result;
             }
         };
-        // The copy for the retry (or the request handed back unsent); if it
-        // can no longer be made (the client's body failed meanwhile), the
-        // failure is the answer.
-        next = request.next();
+        // The request for the retry: still here (the try never connected),
+        // handed back unsent, or a copy; if none can be had (the client's
+        // body failed meanwhile), the failure is the answer.
+        if next.is_none() {
+            *next = request.next();
+        }
         if next.is_none() {
             obs.retries_exhausted(false);
             return result;
