@@ -23,7 +23,7 @@
 #     request count is checked against weft_requests_total from /metrics. Runs alternate between
 #     the binaries.
 #
-# Knobs: ROUNDS [5], DUR [10s], CONNS [32], WARMUP [2s], CG [1] (0 = skip callgrind),
+# Knobs: ROUNDS [5] (0 = callgrind only), DUR [10s], CONNS [32], WARMUP [2s], CG [1] (0 = skip callgrind),
 #        CG_N1 [5000], CG_N2 [25000], QUIET_PCT [10], QUIET_WAIT_S [30] (before each measured run
 #        wait up to this long for other CPU load to fall to QUIET_PCT % of the machine; 0 = never
 #        wait), OUT_DIR [mktemp].
@@ -312,36 +312,37 @@ for line in open(res):
         order[int(r)] = side
 rounds = sorted(v[("old", "rps")])
 med = lambda xs: statistics.median(xs) if xs else float("nan")
-print(f"\nthroughput: wrk -t1 -c{conns} -d{dur} --latency, HTTP/1.1 keep-alive; wrk on cpu{lg}, nginx + weft "
-      f"(--workers 1) on cpu{srv}; {len(rounds)} rounds, order alternating")
-hdr = ("round", "first", "old req/s", "new req/s", "new/old", "old p50", "new p50", "old p99", "new p99",
-       "old cpu", "new cpu", "old bg%", "new bg%")
-w = (5, 5, 10, 10, 7, 7, 7, 7, 7, 7, 7, 7, 7)
-row = lambda cells: "  ".join(str(c).rjust(n) for c, n in zip(cells, w))
-print("latency in us (wrk, closed loop); cpu = weft CPU ms per 10k requests; bg% = other load on the machine")
-print(row(hdr))
-ratios = []
-for r in rounds:
-    g = lambda s, k, f="{:.0f}": f.format(v[(s, k)][r]) if r in v[(s, k)] else "-"
-    ratio = v[("new", "rps")][r] / v[("old", "rps")][r]
-    ratios.append(ratio)
-    print(row((r, order.get(r, "?"), g("old", "rps"), g("new", "rps"), f"{ratio:.3f}", g("old", "p50_us"),
-               g("new", "p50_us"), g("old", "p99_us"), g("new", "p99_us"), g("old", "cpu_ms_10k", "{:.1f}"),
-               g("new", "cpu_ms_10k", "{:.1f}"), g("old", "bg_pct", "{:.1f}"), g("new", "bg_pct", "{:.1f}"))))
-m = lambda s, k: med(list(v[(s, k)].values()))
-mr = med(ratios)
-print(row(("median", "", f"{m('old', 'rps'):.0f}", f"{m('new', 'rps'):.0f}", f"{mr:.3f}", f"{m('old', 'p50_us'):.0f}",
-           f"{m('new', 'p50_us'):.0f}", f"{m('old', 'p99_us'):.0f}", f"{m('new', 'p99_us'):.0f}",
-           f"{m('old', 'cpu_ms_10k'):.1f}", f"{m('new', 'cpu_ms_10k'):.1f}", f"{m('old', 'bg_pct'):.1f}",
-           f"{m('new', 'bg_pct'):.1f}")))
-errs = sum(sum(v[(s, "errors")].values()) for s in ("old", "new"))
-if errs:
-    print(f"WARNING: {errs:.0f} wrk errors (non-2xx or socket errors), see the raw wrk outputs")
-spread = lambda s: (max(v[(s, "rps")].values()) / min(v[(s, "rps")].values()) - 1) * 100
-print(f"paired ratio new/old: median {mr:.3f} ({(mr - 1) * 100:+.1f}%), range {min(ratios):.3f}..{max(ratios):.3f}; "
-      f"new faster in {sum(x > 1 for x in ratios)} of {len(ratios)} rounds")
-print(f"noise: round-to-round spread of req/s (max/min - 1) old {spread('old'):.1f}%, new {spread('new'):.1f}%; "
-      f"median ratio of medians {m('new', 'rps') / m('old', 'rps'):.3f}; waited {quiet} s for a quiet machine")
+if rounds:  # ROUNDS=0: callgrind only
+    print(f"\nthroughput: wrk -t1 -c{conns} -d{dur} --latency, HTTP/1.1 keep-alive; wrk on cpu{lg}, nginx + weft "
+          f"(--workers 1) on cpu{srv}; {len(rounds)} rounds, order alternating")
+    hdr = ("round", "first", "old req/s", "new req/s", "new/old", "old p50", "new p50", "old p99", "new p99",
+           "old cpu", "new cpu", "old bg%", "new bg%")
+    w = (5, 5, 10, 10, 7, 7, 7, 7, 7, 7, 7, 7, 7)
+    row = lambda cells: "  ".join(str(c).rjust(n) for c, n in zip(cells, w))
+    print("latency in us (wrk, closed loop); cpu = weft CPU ms per 10k requests; bg% = other load on the machine")
+    print(row(hdr))
+    ratios = []
+    for r in rounds:
+        g = lambda s, k, f="{:.0f}": f.format(v[(s, k)][r]) if r in v[(s, k)] else "-"
+        ratio = v[("new", "rps")][r] / v[("old", "rps")][r]
+        ratios.append(ratio)
+        print(row((r, order.get(r, "?"), g("old", "rps"), g("new", "rps"), f"{ratio:.3f}", g("old", "p50_us"),
+                   g("new", "p50_us"), g("old", "p99_us"), g("new", "p99_us"), g("old", "cpu_ms_10k", "{:.1f}"),
+                   g("new", "cpu_ms_10k", "{:.1f}"), g("old", "bg_pct", "{:.1f}"), g("new", "bg_pct", "{:.1f}"))))
+    m = lambda s, k: med(list(v[(s, k)].values()))
+    mr = med(ratios)
+    print(row(("median", "", f"{m('old', 'rps'):.0f}", f"{m('new', 'rps'):.0f}", f"{mr:.3f}", f"{m('old', 'p50_us'):.0f}",
+               f"{m('new', 'p50_us'):.0f}", f"{m('old', 'p99_us'):.0f}", f"{m('new', 'p99_us'):.0f}",
+               f"{m('old', 'cpu_ms_10k'):.1f}", f"{m('new', 'cpu_ms_10k'):.1f}", f"{m('old', 'bg_pct'):.1f}",
+               f"{m('new', 'bg_pct'):.1f}")))
+    errs = sum(sum(v[(s, "errors")].values()) for s in ("old", "new"))
+    if errs:
+        print(f"WARNING: {errs:.0f} wrk errors (non-2xx or socket errors), see the raw wrk outputs")
+    spread = lambda s: (max(v[(s, "rps")].values()) / min(v[(s, "rps")].values()) - 1) * 100
+    print(f"paired ratio new/old: median {mr:.3f} ({(mr - 1) * 100:+.1f}%), range {min(ratios):.3f}..{max(ratios):.3f}; "
+          f"new faster in {sum(x > 1 for x in ratios)} of {len(ratios)} rounds")
+    print(f"noise: round-to-round spread of req/s (max/min - 1) old {spread('old'):.1f}%, new {spread('new'):.1f}%; "
+          f"median ratio of medians {m('new', 'rps') / m('old', 'rps'):.3f}; waited {quiet} s for a quiet machine")
 cg = defaultdict(dict)
 for line in open(cgres):
     side, n, ir, got = line.split()
