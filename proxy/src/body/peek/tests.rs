@@ -1,4 +1,5 @@
 //! Reading ahead hands on every frame, in order, errors included.
+//! (This file is the #[cfg(test)] mod tests of `peek.rs`.)
 
 use super::*;
 use http_body_util::BodyExt;

@@ -1,6 +1,7 @@
 //! The replay body: copies send the same bytes whatever point the earlier
 //! try reached, never more than the cap is kept, and a copy that needs the
 //! client's body waits for the try that holds it.
+//! (This file is the #[cfg(test)] mod tests of `replay.rs`.)
 
 use super::*;
 use std::collections::VecDeque;

@@ -1,6 +1,7 @@
 //! The retry decision over its whole table: every failure kind × policy ×
 //! attempt × method × whether the request can be resent × retry slot ×
 //! budget × deadline, checked against the rules stated as one formula.
+//! (This file is the #[cfg(test)] mod tests of `decision.rs`.)
 
 use super::*;
 use crate::resilience::policy::{Resilience, RetryOn};
