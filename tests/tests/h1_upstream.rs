@@ -242,7 +242,11 @@ async fn malformed_answers_are_502_and_cut_bodies_fail_the_client() {
             .await
             .unwrap();
         assert_eq!(r.status, 502, "case {i}: {}", r.text());
-        assert_eq!(r.header("x-weft-error"), Some("upstream-reset"), "case {i}");
+        assert_eq!(
+            r.header("x-weft-error"),
+            Some("upstream-protocol"),
+            "case {i}"
+        );
     }
     // Headers already went out when the body is cut: the client sees the
     // response fail rather than a short body passed off as whole.

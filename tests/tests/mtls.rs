@@ -322,19 +322,26 @@ async fn echo_upgrade_app() -> SocketAddr {
     addr
 }
 
-/// An Upgrade request to a mesh peer goes over its own mTLS HTTP/1.1
-/// connection and is spliced end to end.
+/// The `reviews` Backend listing the `echo` upgrade (both sidecars read it:
+/// the caller's to offer it, the service's own to accept it).
+fn reviews_with_echo(endpoint: SocketAddr) -> String {
+    reviews_backend(endpoint, REVIEWS).replace("  endpoints:", "  upgrades: [echo]\n  endpoints:")
+}
+
+/// An Upgrade request to a mesh peer, for a protocol the Backend lists,
+/// goes over its own mTLS HTTP/1.1 connection and is spliced end to end.
 #[tokio::test]
 async fn upgrade_to_a_mesh_peer_is_spliced_over_mtls() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ca = CertificateAuthority::generate("weft.local").unwrap();
     let app = echo_upgrade_app().await;
     let b_dir = mint(&ca, &ca, REVIEWS);
-    let b = with_identity(Proxy::builder(unrelated_backend()), &b_dir)
+    let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let b = with_identity(Proxy::builder(reviews_with_echo(unused)), &b_dir)
         .app(app)
         .start();
     let a_dir = mint(&ca, &ca, FRONTEND);
-    let a = with_identity(Proxy::builder(reviews_backend(b.inbound, REVIEWS)), &a_dir).start();
+    let a = with_identity(Proxy::builder(reviews_with_echo(b.inbound)), &a_dir).start();
 
     let mut s = tokio::net::TcpStream::connect(a.outbound).await.unwrap();
     s.write_all(
@@ -358,4 +365,39 @@ async fn upgrade_to_a_mesh_peer_is_spliced_over_mtls() {
     let mut buf = [0u8; 14];
     within("echo", s.read_exact(&mut buf)).await.unwrap();
     assert_eq!(&buf, b"ping over mtls");
+}
+
+/// The service's own sidecar does not take an upgrade its Backend does not
+/// list: the offer never reaches the app, and an app that switches anyway
+/// gets the client a 502, not a tunnel past policy.
+#[tokio::test]
+async fn an_unlisted_upgrade_is_no_tunnel_at_the_service() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let app = echo_upgrade_app().await;
+    let b_dir = mint(&ca, &ca, REVIEWS);
+    let b = with_identity(Proxy::builder(unrelated_backend()), &b_dir)
+        .app(app)
+        .start();
+    let a_dir = mint(&ca, &ca, FRONTEND);
+    let a = with_identity(Proxy::builder(reviews_with_echo(b.inbound)), &a_dir).start();
+    let mut s = tokio::net::TcpStream::connect(a.outbound).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: reviews\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    within("an answer", async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let head = String::from_utf8_lossy(&got).into_owned();
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(head.contains("x-weft-error: upstream-protocol"), "{head}");
 }

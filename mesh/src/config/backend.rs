@@ -28,6 +28,13 @@ pub struct BackendSpec {
     pub endpoints: Vec<EndpointSpec>,
     #[serde(default)]
     pub dns: Option<DnsSpec>,
+    /// Protocols besides WebSocket a client may switch to (`Upgrade:`) on
+    /// this Backend; a switched connection is a tunnel no later request of
+    /// it is routed or authorized through, so each is opted in here. Other
+    /// upgrade offers (h2c among them) are removed and the request goes on
+    /// as the plain request it also is.
+    #[serde(default)]
+    pub upgrades: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]

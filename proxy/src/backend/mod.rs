@@ -57,6 +57,8 @@ pub(crate) struct Backend {
     pub(crate) settings: PoolSettings,
     pub(crate) policy: Policy,
     pub(crate) hash_key: HashKey,
+    /// Protocols besides WebSocket clients may switch to (lower-cased).
+    pub(crate) upgrades: Vec<Box<str>>,
     pub(crate) discovery: Discovery,
     pub(crate) endpoints: ArcSwap<EndpointSet>,
     pub(crate) dns_status: Mutex<DnsStatus>,
@@ -155,6 +157,12 @@ impl Backend {
             settings,
             policy: policy_kind.clone(),
             hash_key: hash_key(lb.and_then(|l| l.hash_on.as_ref())),
+            upgrades: res
+                .spec
+                .upgrades
+                .iter()
+                .map(|u| u.to_ascii_lowercase().into())
+                .collect(),
             discovery: discovery.clone(),
             endpoints: ArcSwap::from_pointee(EndpointSet {
                 endpoints: Vec::new(),

@@ -3,11 +3,12 @@
 
 use super::replay::ReplayBody;
 use super::BoxError;
+use crate::h1::strip_trailer_fields;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 #[derive(Default)]
 pub(crate) enum RequestBody {
@@ -27,11 +28,19 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            RequestBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            RequestBody::Replay(b) => Pin::new(&mut **b).poll_frame(cx),
-            RequestBody::Empty => Poll::Ready(None),
+        let mut frame = match self.get_mut() {
+            RequestBody::Incoming(b) => {
+                ready!(Pin::new(b).poll_frame(cx)).map(|f| f.map_err(Into::into))
+            }
+            RequestBody::Replay(b) => ready!(Pin::new(&mut **b).poll_frame(cx)),
+            RequestBody::Empty => None,
+        };
+        if let Some(Ok(f)) = &mut frame {
+            if let Some(t) = f.trailers_mut() {
+                strip_trailer_fields(t);
+            }
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

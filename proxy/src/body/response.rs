@@ -10,7 +10,7 @@
 use super::peek::Peeked;
 use super::request::RequestBody;
 use crate::balance::ActiveGuard;
-use crate::h1::client;
+use crate::h1::{client, strip_trailer_fields};
 use crate::resilience::limits::Permit;
 use crate::telemetry::trace::Pending;
 use crate::transport::Reusable;
@@ -129,7 +129,12 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let frame = ready!(self.as_mut().poll_kind(cx));
+        let mut frame = ready!(self.as_mut().poll_kind(cx));
+        if let Some(Ok(f)) = &mut frame {
+            if let Some(t) = f.trailers_mut() {
+                strip_trailer_fields(t);
+            }
+        }
         if self.trace.is_some() {
             match &frame {
                 None => self.trace = None,

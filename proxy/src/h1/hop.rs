@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// plus the proxy-only ones clients send to an HTTP proxy. `Trailer` is not
 /// one: it names the message's trailer fields, which the next hop needs to
 /// send them on.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -17,7 +17,50 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::PROXY_AUTHENTICATE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // The settings of an h2c upgrade, which is never passed on.
+    HeaderName::from_static("http2-settings"),
 ];
+
+/// Fields a `Connection` header may not remove: the message's authority and
+/// framing are not the connection's to take away.
+const PROTECTED: [HeaderName; 3] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+];
+
+/// Whether `Connection` names a field it may not remove (a request that does
+/// is refused).
+pub(crate) fn names_protected(connection: &HeaderValue) -> bool {
+    super::tokens::tokens(connection.as_bytes()).any(|t| {
+        PROTECTED
+            .iter()
+            .any(|p| t.eq_ignore_ascii_case(p.as_str().as_bytes()))
+    })
+}
+
+/// Fields that have no place in trailers (RFC 9110 section 6.5.1): framing,
+/// routing and connection fields, and those that describe how to read the
+/// content. They are dropped from trailers in both directions.
+const NOT_IN_TRAILERS: [HeaderName; 8] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::HOST,
+    header::TRAILER,
+    header::CONTENT_ENCODING,
+    header::CONTENT_TYPE,
+    header::CONTENT_RANGE,
+    header::AUTHORIZATION,
+];
+
+/// Removes from `trailers` what may not be sent as a trailer.
+pub(crate) fn strip_trailer_fields(trailers: &mut HeaderMap) {
+    strip_hop_by_hop(trailers);
+    for n in &NOT_IN_TRAILERS {
+        trailers.remove(n);
+    }
+    trailers.remove(header::TE);
+}
 
 /// One of the fixed hop-by-hop headers (or `TE`, which is kept only as
 /// `trailers`).
@@ -56,6 +99,7 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
                 !n.eq_ignore_ascii_case("close")
                     && !n.eq_ignore_ascii_case("keep-alive")
                     && !n.eq_ignore_ascii_case("upgrade")
+                    && !PROTECTED.iter().any(|p| n.eq_ignore_ascii_case(p.as_str()))
             })
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();

@@ -12,11 +12,12 @@ pub(crate) mod client;
 pub(crate) mod server;
 
 mod chunked;
+pub(crate) mod framing;
 mod head;
 mod hop;
 mod limits;
 mod method;
 pub(crate) mod tokens;
 
-pub(crate) use hop::strip_hop_by_hop;
+pub(crate) use hop::{names_protected, strip_hop_by_hop, strip_trailer_fields};
 pub(crate) use method::idempotent;

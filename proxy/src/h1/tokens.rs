@@ -12,15 +12,6 @@ pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
     tokens(value).any(|t| t.eq_ignore_ascii_case(token))
 }
 
-/// The list's last element, trimmed (for the last transfer coding).
-pub(super) fn last_token(value: &[u8]) -> &[u8] {
-    value
-        .rsplit(|b| *b == b',')
-        .next()
-        .unwrap_or(b"")
-        .trim_ascii()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,9 +25,5 @@ mod tests {
         assert!(has_token(b"close", b"close"));
         assert!(!has_token(b"closed, x-close", b"close"));
         assert!(!has_token(b"", b"close"));
-        assert_eq!(last_token(b"gzip, chunked "), b"chunked");
-        assert_eq!(last_token(b"chunked, gzip"), b"gzip");
-        assert_eq!(last_token(b"chunked"), b"chunked");
-        assert_eq!(last_token(b""), b"");
     }
 }

@@ -29,6 +29,10 @@ pub(crate) enum ProxyError {
     Upstream(hyper::Error),
     #[error("upstream connection failed: {0}")]
     UpstreamIo(std::io::Error),
+    /// The upstream's answer cannot be relayed unambiguously (its framing,
+    /// a 101 nobody asked for); its connection is not used again.
+    #[error("the upstream's answer is malformed: {0}")]
+    UpstreamProtocol(String),
     /// A pooled connection closed as the request went out; the request
     /// comes back to be sent again.
     #[error("upstream closed a pooled connection")]
@@ -61,6 +65,7 @@ impl ProxyError {
             ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) | ProxyError::StaleConnection => {
                 (StatusCode::BAD_GATEWAY, "upstream-reset")
             }
+            ProxyError::UpstreamProtocol(_) => (StatusCode::BAD_GATEWAY, "upstream-protocol"),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             ProxyError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
         }

@@ -4,6 +4,7 @@
 
 use crate::backend::Endpoint;
 use crate::body::{RequestBody, ResponseBody};
+use crate::h1::framing::settle_response;
 use crate::h1::{client as h1client, strip_hop_by_hop};
 use crate::http::errors::ProxyError;
 use crate::http::headers::upgrade_requested;
@@ -12,7 +13,7 @@ use crate::telemetry::metrics::Metrics;
 use crate::tls::mesh::MeshTls;
 use crate::transport::{ConnectError, PoolSettings, RawConn};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -49,18 +50,21 @@ pub(crate) struct Outgoing {
 
 impl Outgoing {
     /// Splits off what the upstream request needs from the client's
-    /// request. An upgrade offer on a request with a body (curl's h2c offer
-    /// on a POST) is sent as the plain request it also is: the body must go
-    /// through.
+    /// request. An upgrade offer becomes a tunnel only to WebSocket or to a
+    /// protocol in `upgrades` (the Backend's list), and only on a request
+    /// without a body; any other offer (h2c among them) is dropped with the
+    /// hop-by-hop fields and the request goes as the plain request it also
+    /// is.
     pub(crate) fn new(
         mut req: Request<RequestBody>,
         authority: Option<Authority>,
         started: Instant,
+        upgrades: &[Box<str>],
     ) -> Outgoing {
         let upgrade = match req.version() {
-            Version::HTTP_11 if req.body().is_end_stream() => {
-                upgrade_requested(req.headers()).map(|p| (p, hyper::upgrade::on(&mut req)))
-            }
+            Version::HTTP_11 if req.body().is_end_stream() => upgrade_requested(req.headers())
+                .filter(|p| tunnel_allowed(p, upgrades))
+                .map(|p| (p, hyper::upgrade::on(&mut req))),
             _ => None,
         };
         if upgrade.is_some() {
@@ -82,6 +86,15 @@ impl Outgoing {
             bodiless: self.upgrade.is_none() && self.req.body().is_end_stream(),
         }
     }
+}
+
+/// Whether an offer to switch to `proto` may become a tunnel.
+fn tunnel_allowed(proto: &HeaderValue, upgrades: &[Box<str>]) -> bool {
+    let p = proto.as_bytes().trim_ascii();
+    p.eq_ignore_ascii_case(b"websocket")
+        || upgrades
+            .iter()
+            .any(|u| p.eq_ignore_ascii_case(u.as_bytes()))
 }
 
 /// What kind of connection a request needs.
@@ -217,9 +230,13 @@ fn unsent(mut e: hyper::client::conn::TrySendError<Request<RequestBody>>) -> Uns
     let error = e.into_error();
     // Reading the client's own body failed (it went away mid-upload): the
     // client's fault, not the upstream's.
-    let error = match error.is_user() {
-        true => ProxyError::BadRequest("the request body could not be read"),
-        false => ProxyError::Upstream(error),
+    let error = if error.is_user() {
+        ProxyError::BadRequest("the request body could not be read")
+    } else if error.is_parse() || error.is_parse_status() {
+        // An answer the client could not be given as it came.
+        ProxyError::UpstreamProtocol(error.to_string())
+    } else {
+        ProxyError::Upstream(error)
     };
     Unsent { error, request }
 }
@@ -261,6 +278,11 @@ impl Target<'_> {
                         error: ProxyError::StaleConnection,
                         request: Some(*req),
                     },
+                    // A head the client could not read, or whose framing
+                    // is ambiguous.
+                    h1client::Failure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        Unsent::from(ProxyError::UpstreamProtocol(e.to_string()))
+                    }
                     h1client::Failure::Io(e) => Unsent::from(ProxyError::UpstreamIo(e)),
                 })?;
                 ep.load.observe_since(started);
@@ -281,12 +303,18 @@ impl Target<'_> {
                     req.headers_mut()
                         .insert(http::header::UPGRADE, proto.clone());
                 }
+                let head_req = req.method() == Method::HEAD;
                 let resp = tx.try_send_request(req).await.map_err(unsent)?;
                 ep.load.observe_since(started);
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    switched_as_offered(&resp, upgrade.as_ref())?;
                     return Ok(splice_upgrade(resp, upgrade, metrics));
                 }
                 let (mut parts, body) = resp.into_parts();
+                // Refused: `tx` is dropped with the response, so its
+                // connection is not used again.
+                settle_response(parts.status.as_u16(), head_req, &mut parts.headers)
+                    .map_err(|m| ProxyError::UpstreamProtocol(m.to_string()))?;
                 strip_hop_by_hop(&mut parts.headers);
                 let reuse = pooled.then(|| ep.pool.reusable(tx, settings.max_idle, started));
                 Ok(Response::from_parts(
@@ -319,9 +347,12 @@ impl Target<'_> {
                 *req.uri_mut() =
                     Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("invalid URI"))?;
                 req.headers_mut().remove(http::header::HOST);
+                let head_req = req.method() == Method::HEAD;
                 let resp = tx.try_send_request(req).await.map_err(unsent)?;
                 ep.load.observe_since(started);
                 let (mut parts, body) = resp.into_parts();
+                settle_response(parts.status.as_u16(), head_req, &mut parts.headers)
+                    .map_err(|m| ProxyError::UpstreamProtocol(m.to_string()))?;
                 strip_hop_by_hop(&mut parts.headers);
                 Ok(Response::from_parts(
                     parts,
@@ -346,6 +377,31 @@ fn origin_form(req: &mut Request<RequestBody>, authority: Option<Authority>, pat
         }
     }
     *req.uri_mut() = Uri::from(path);
+}
+
+/// A 101 is only taken when the client asked to switch, and to the
+/// protocol it offered; anything else would turn the connection into a
+/// tunnel no request of it asked for.
+fn switched_as_offered(
+    resp: &Response<hyper::body::Incoming>,
+    offered: Option<&(HeaderValue, OnUpgrade)>,
+) -> Result<(), ProxyError> {
+    let Some((proto, _)) = offered else {
+        return Err(ProxyError::UpstreamProtocol(
+            "101 Switching Protocols without an upgrade offer".into(),
+        ));
+    };
+    let to = resp
+        .headers()
+        .get(http::header::UPGRADE)
+        .map(|v| v.as_bytes().trim_ascii());
+    let offered = proto.as_bytes().trim_ascii();
+    match to.is_some_and(|t| t.eq_ignore_ascii_case(offered)) {
+        true => Ok(()),
+        false => Err(ProxyError::UpstreamProtocol(
+            "101 Switching Protocols to another protocol than offered".into(),
+        )),
+    }
 }
 
 /// The upstream agreed to switch protocols: answer the client with the same

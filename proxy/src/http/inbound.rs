@@ -1,10 +1,13 @@
 //! A request for the local app (the inbound listener): authorized against
 //! the service's AuthorizationPolicies, given the caller's verified
-//! identity, and forwarded to the app in the protocol it speaks.
+//! identity, and forwarded to the app in the protocol it speaks. An upgrade
+//! is authorized like any request before it can become a tunnel.
 
 use crate::body::{RequestBody, ResponseBody};
+use crate::http::checks;
 use crate::http::errors::ProxyError;
 use crate::http::forward::{Outgoing, Target, Wire, ORIG_PROTO_HEADER};
+use crate::http::headers::authority_of;
 use crate::http::observe::{Observer, Report};
 use crate::http::ConnInfo;
 use crate::proxy::Proxy;
@@ -26,7 +29,8 @@ pub(crate) async fn inbound(
         .tracing
         .start(SpanKind::Server, req.method(), req.headers());
     let log = proxy.access_log.load(Ordering::Relaxed);
-    let allowed = {
+    let checked = checks::request(&mut req, false);
+    let allowed = checked.is_ok() && {
         let snap = proxy.snapshot.load();
         snap.authz.is_empty()
             || snap.authz.allows(&crate::authz::Subject {
@@ -35,14 +39,20 @@ pub(crate) async fn inbound(
             })
     };
     if !allowed {
-        proxy.metrics.inbound_rejected("forbidden");
+        let error = match checked {
+            Err(e) => e,
+            Ok(()) => {
+                proxy.metrics.inbound_rejected("forbidden");
+                ProxyError::Forbidden
+            }
+        };
         let mut report = Report::of(&req, log, span);
         let mut obs = Observer::new(
             started,
             &proxy.inbound_metrics,
             report.as_mut().map(|r| &mut r.record),
         );
-        let resp = obs.fail(ProxyError::Forbidden);
+        let resp = obs.fail(error);
         let resp = obs.answer(resp);
         return match report {
             Some(r) => r.finish(
@@ -124,7 +134,23 @@ async fn serve(
         mesh: None,
         metrics: &proxy.metrics,
     };
-    let resp = match target.call(Outgoing::new(req, None, started)).await {
+    // WebSocket aside, an upgrade becomes a tunnel only when the service's
+    // own Backend (the one its callers reach it by) lists it.
+    let own = req
+        .headers()
+        .contains_key(http::header::UPGRADE)
+        .then(|| {
+            let snap = proxy.snapshot.load();
+            authority_of(&req)
+                .and_then(|a| snap.host(a))
+                .and_then(|vh| vh.backend.clone())
+        })
+        .flatten();
+    let upgrades = own.as_deref().map_or(&[][..], |b| &b.upgrades[..]);
+    let resp = match target
+        .call(Outgoing::new(req, None, started, upgrades))
+        .await
+    {
         Ok(r) => r,
         Err(e) => obs.fail(e),
     };

@@ -5,6 +5,7 @@
 //! answers ([`errors`]), and what the request leaves behind in metrics,
 //! logs and traces ([`observe`]).
 
+pub(crate) mod checks;
 pub(crate) mod connect;
 pub(crate) mod errors;
 pub(crate) mod failure;

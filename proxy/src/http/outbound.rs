@@ -4,6 +4,7 @@
 //! config knows the destination.
 
 use crate::body::{RequestBody, ResponseBody};
+use crate::http::checks;
 use crate::http::errors::ProxyError;
 use crate::http::forward::{Outgoing, Target, Wire};
 use crate::http::headers::authority_of;
@@ -47,15 +48,19 @@ pub(crate) async fn outbound(
 async fn serve(
     proxy: Arc<Proxy>,
     conn: &ConnInfo,
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
     started: Instant,
     record: Option<&mut Record>,
 ) -> Response<ResponseBody> {
     let mut snap = proxy.snapshot.load_full();
+    let mut obs = Observer::new(started, &proxy.no_route_metrics, record);
+    if let Err(e) = checks::request(&mut req, true) {
+        let resp = obs.fail(e);
+        return obs.answer(resp);
+    }
     if req.method() == Method::CONNECT {
         return crate::http::connect::tunnel(&proxy, &snap, req).await;
     }
-    let mut obs = Observer::new(started, &proxy.no_route_metrics, record);
     let Some(authority) = authority_of(&req) else {
         let resp = obs.fail(ProxyError::BadRequest("no Host header or authority"));
         return obs.answer(resp);
@@ -157,7 +162,7 @@ async fn passthrough(
         mesh: None,
         metrics: &proxy.metrics,
     };
-    let out = Outgoing::new(req, None, obs.started());
+    let out = Outgoing::new(req, None, obs.started(), &[]);
     let resp = match target.call(out).await {
         Ok(r) => r,
         Err(e) => obs.fail(e),

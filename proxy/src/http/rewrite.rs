@@ -62,7 +62,10 @@ pub(super) fn prepare(
     apply_filters(&wb.filters, &mut req, &mut authority, prefix);
     let backend = &wb.backend;
     let hash = request_hash(backend, &req, conn);
-    (Outgoing::new(req, authority, started), hash)
+    (
+        Outgoing::new(req, authority, started, &backend.upgrades),
+        hash,
+    )
 }
 
 fn request_hash(backend: &Backend, req: &Request<RequestBody>, conn: &ConnInfo) -> Option<u64> {

@@ -117,7 +117,13 @@ async fn connection(
             }
         }
     }
-    let detected = detect::detect(&stream, proxy.opts.detect_timeout).await;
+    let mut detected = detect::detect(&stream, proxy.opts.detect_timeout).await;
+    // A client that dialled the outbound listener explicitly (not redirected
+    // to it) can only be speaking HTTP: bytes that do not look like a request
+    // line get hyper's 400 rather than a silent close.
+    if direction == Direction::Outbound && orig_dst.is_none() && detected == Detected::Opaque {
+        detected = Detected::Http1;
+    }
     let info = |peer_identity| {
         Arc::new(ConnInfo {
             peer,

@@ -7,6 +7,7 @@
 //! Response flags follow Envoy's vocabulary:
 //! `NR` no route, `UH` no healthy upstream, `UF` upstream connection failure,
 //! `UO` upstream overflow, `UT` upstream request timeout, `UR` upstream reset,
+//! `UPE` an upstream answer that could not be relayed unambiguously,
 //! `URX` retried until the attempts (or the retry budget or limit) ran out
 //! and still failed.
 
@@ -83,6 +84,7 @@ pub(crate) fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str>
         Some("overloaded") => Some("UO"),
         Some("upstream-timeout") => Some("UT"),
         Some("upstream-reset") => Some("UR"),
+        Some("upstream-protocol") => Some("UPE"),
         _ => None,
     };
     match (flag, up.retries_exhausted) {
@@ -174,6 +176,7 @@ mod tests {
             ("overloaded", "UO"),
             ("upstream-timeout", "UT"),
             ("upstream-reset", "UR"),
+            ("upstream-protocol", "UPE"),
         ];
         for (cause, flag) in cases {
             assert_eq!(flags(Some(cause), &up(0, false)), flag, "{cause}");

@@ -110,6 +110,24 @@ impl Validator<'_> {
 
     fn backend(&mut self, b: &Resource<super::BackendSpec>) {
         let o = &b.origin;
+        for (i, u) in b.spec.upgrades.iter().enumerate() {
+            let token = !u.is_empty()
+                && u.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&c));
+            if !token {
+                self.err(
+                    o,
+                    &format!("spec.upgrades[{i}]"),
+                    format!("{u:?} is not a protocol name (a token such as \"my-proto\")"),
+                );
+            } else if u.eq_ignore_ascii_case("h2c") {
+                self.err(
+                    o,
+                    &format!("spec.upgrades[{i}]"),
+                    "h2c upgrades are not passed on (HTTP/2 retired them); clients speak HTTP/2 with prior knowledge",
+                );
+            }
+        }
         if b.spec.dns.is_some() && !b.spec.endpoints.is_empty() {
             self.err(o, "spec.dns", "use either endpoints or dns, not both");
         }

@@ -9,19 +9,21 @@
 //! Requests with bodies and upgrades use hyper's client, which writes a body
 //! while it reads the answer.
 //!
-//! Framing follows RFC 9112 section 6.3: no body for HEAD, 1xx, 204 and 304;
-//! chunked when the last transfer coding is chunked (trailers kept);
-//! otherwise Content-Length (every value must agree); otherwise until close.
+//! Framing follows RFC 9112 section 6.3, settled by [`super::framing`]: no
+//! body for HEAD, 1xx, 204 and 304; chunked (trailers kept); otherwise
+//! Content-Length (every value must agree); otherwise until close. A head
+//! whose framing is ambiguous is an error, and its connection is dropped.
 //!
 //! Only the request's head is written, so the client takes a request of
 //! any body type `B` (and hands it back whole when the connection proves
 //! stale); `B` is also the body type of the pool the connection returns to.
 
+use super::framing::{settle_response, Framing};
 use super::head::{header_map, span};
 use super::hop::{is_hop_by_hop, strip_hop_by_hop};
 use super::limits::{MAX_HEADERS, MAX_RESPONSE_HEAD};
 use super::method::idempotent;
-use super::tokens::{last_token, tokens};
+use super::tokens::tokens;
 use crate::transport::RawConn;
 use bytes::{Buf, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -79,10 +81,6 @@ struct Scan {
     close: bool,
     /// `Connection: keep-alive` (for HTTP/1.0).
     keep_alive: bool,
-    /// A `Transfer-Encoding` was sent; whether its last coding is chunked.
-    te_chunked: Option<bool>,
-    /// `Content-Length`.
-    length: Option<u64>,
     /// Other hop-by-hop fields (or headers `Connection` names), left in
     /// the map for [`strip_hop_by_hop`].
     other_hop: bool,
@@ -90,19 +88,10 @@ struct Scan {
 
 impl Scan {
     /// Notes one field; false when it should not go into the map (it is
-    /// about this connection only and fully handled here).
+    /// about this connection only and fully handled here). The framing
+    /// fields go into the map, to be settled there.
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> io::Result<bool> {
-        if *name == CONTENT_LENGTH {
-            for part in value.split(|b| *b == b',') {
-                let n: u64 = std::str::from_utf8(part)
-                    .ok()
-                    .and_then(|p| p.trim().parse().ok())
-                    .ok_or_else(|| invalid("invalid content-length"))?;
-                if self.length.is_some_and(|l| l != n) {
-                    return Err(invalid("conflicting content-length values"));
-                }
-                self.length = Some(n);
-            }
+        if *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING {
             return Ok(true);
         }
         if *name == CONNECTION {
@@ -119,10 +108,6 @@ impl Scan {
             self.other_hop |= named;
             return Ok(named);
         }
-        if *name == TRANSFER_ENCODING {
-            self.te_chunked = Some(last_token(value).eq_ignore_ascii_case(b"chunked"));
-            return Ok(false);
-        }
         if name.as_str() == "keep-alive" {
             return Ok(false);
         }
@@ -133,28 +118,13 @@ impl Scan {
     }
 }
 
-/// How the response body is delimited.
-fn framing(method: &Method, status: StatusCode, scan: &Scan, headers: &mut HeaderMap) -> State {
-    if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return State::Length(0);
-    }
-    if let Some(chunked) = scan.te_chunked {
-        // A length next to a transfer coding is ignored (and dropped).
-        if scan.length.is_some() {
-            headers.remove(CONTENT_LENGTH);
-        }
-        return if chunked {
-            State::Chunked(Chunk::Size)
-        } else {
-            State::Close
-        };
-    }
-    match scan.length {
-        Some(n) => State::Length(n),
-        None => State::Close,
+/// How the body of a response with settled framing is read.
+fn state(framing: Framing) -> State {
+    match framing {
+        Framing::None => State::Length(0),
+        Framing::Length(n) => State::Length(n),
+        Framing::Chunked => State::Chunked(Chunk::Size),
+        Framing::UntilClose => State::Close,
     }
 }
 
@@ -239,11 +209,16 @@ pub(crate) async fn send<B: http_body::Body>(
                     Version::HTTP_11 => !scan.close,
                     _ => scan.keep_alive,
                 };
-                let state = framing(method, status, &scan, &mut map);
+                let framing = settle_response(status.as_u16(), method == Method::HEAD, &mut map)
+                    .map_err(|m| Failure::Io(invalid(m.0)))?;
                 if scan.other_hop {
                     strip_hop_by_hop(&mut map);
                 }
-                let keep_alive = keep_alive && !matches!(state, State::Close);
+                // Bytes after a bodiless answer are no part of any answer:
+                // the connection cannot carry another exchange.
+                let stray = framing == Framing::None && !conn.buf.is_empty();
+                let state = state(framing);
+                let keep_alive = keep_alive && !stray && !matches!(state, State::Close);
                 let done = matches!(state, State::Length(0));
                 let mut body = Body::new(conn, state, keep_alive, home);
                 if done {
@@ -287,26 +262,28 @@ mod tests {
 
     #[test]
     fn framing_rules() {
-        let (s, mut h, scan) = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").unwrap();
-        assert!(matches!(
-            framing(&Method::HEAD, s, &scan, &mut h),
-            State::Length(0)
-        ));
-        assert!(matches!(
-            framing(&Method::GET, s, &scan, &mut h),
-            State::Length(5)
-        ));
-        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err());
-        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n").is_err());
-        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
-        let (s, mut h, scan) = head(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 5\r\n\r\n",
-        )
-        .unwrap();
-        assert!(matches!(
-            framing(&Method::GET, s, &scan, &mut h),
-            State::Chunked(Chunk::Size)
-        ));
+        let settle = |raw: &str, method: Method| {
+            let (s, mut h, _) = head(raw).unwrap();
+            let f = settle_response(s.as_u16(), method == Method::HEAD, &mut h);
+            (f.map(state), h)
+        };
+        let r = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+        assert!(matches!(settle(r, Method::HEAD).0, Ok(State::Length(0))));
+        assert!(matches!(settle(r, Method::GET).0, Ok(State::Length(5))));
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        ] {
+            assert!(settle(bad, Method::GET).0.is_err(), "{bad}");
+        }
+        let (f, h) = settle(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            Method::GET,
+        );
+        assert!(matches!(f, Ok(State::Chunked(Chunk::Size))));
         assert!(
             !h.contains_key(CONTENT_LENGTH),
             "length dropped next to chunked"
@@ -315,11 +292,8 @@ mod tests {
             !h.contains_key(TRANSFER_ENCODING),
             "the coding is this hop's"
         );
-        let (s, mut h, scan) = head("HTTP/1.1 200 OK\r\n\r\n").unwrap();
-        assert!(matches!(
-            framing(&Method::GET, s, &scan, &mut h),
-            State::Close
-        ));
+        let (f, _) = settle("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+        assert!(matches!(f, Ok(State::Close)));
     }
 
     #[test]

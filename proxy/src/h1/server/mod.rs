@@ -24,6 +24,7 @@
 //! service, called with each request (whose body type `Q` is empty), whose
 //! response (of any body type) it writes.
 
+mod guard;
 mod request;
 mod response;
 mod rewind;
@@ -106,7 +107,7 @@ where
         );
         let (req, asks) = match next.await {
             Next::Request(r, asks) => (r, asks),
-            Next::Handoff => return End::Handoff(Rewind::new(buf.freeze(), io)),
+            Next::Handoff => return End::Handoff(Rewind::new(buf.freeze(), io, max_head)),
             Next::Closed => return End::Done,
         };
         let head_only = req.method() == Method::HEAD;

@@ -51,7 +51,12 @@ pub(super) fn parse<Q: Default>(buf: &mut BytesMut) -> Parsed<Q> {
         return Parsed::Other;
     }
     let base = buf.as_ptr() as usize;
-    let Some(path) = parsed.path.and_then(|p| span(base, n, p.as_bytes())) else {
+    // A fragment is hyper's (and the guard's) to refuse.
+    let Some(path) = parsed
+        .path
+        .filter(|p| !p.contains('#'))
+        .and_then(|p| span(base, n, p.as_bytes()))
+    else {
         return Parsed::Other;
     };
     let mut fields = Vec::with_capacity(parsed.headers.len());
@@ -138,6 +143,7 @@ mod tests {
             "CONNECT a:1 HTTP/1.1\r\n\r\n",
             "GET http://[::1 HTTP/1.1\r\n\r\n",
             "G\x01T / HTTP/1.1\r\n\r\n",
+            "GET /a#f HTTP/1.1\r\n\r\n",
         ] {
             let (p, rest) = parse_str(other);
             assert!(matches!(p, Parsed::Other), "{other:?}");

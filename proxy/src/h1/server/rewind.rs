@@ -1,10 +1,12 @@
 //! The handoff from the fast path to hyper's server: the connection, with
-//! what was already read off it put back in front.
+//! what was already read off it put back in front, and every byte hyper
+//! reads shown to the guard (`guard.rs`) first.
 
+use super::guard::{Guard, Verdict};
 use bytes::{Buf as _, Bytes};
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A connection with bytes already read off it, which reads come from
@@ -12,11 +14,17 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub(crate) struct Rewind<S> {
     pre: Bytes,
     io: S,
+    guard: Guard,
 }
 
 impl<S> Rewind<S> {
-    pub(super) fn new(pre: Bytes, io: S) -> Rewind<S> {
-        Rewind { pre, io }
+    /// `max_head`: the longest request head hyper is to accept.
+    pub(super) fn new(pre: Bytes, io: S, max_head: usize) -> Rewind<S> {
+        Rewind {
+            pre,
+            io,
+            guard: Guard::new(max_head),
+        }
     }
 }
 
@@ -26,13 +34,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
         cx: &mut Context<'_>,
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let before = out.filled().len();
         if !self.pre.is_empty() {
             let n = self.pre.len().min(out.remaining());
             out.put_slice(&self.pre[..n]);
             self.pre.advance(n);
-            return Poll::Ready(Ok(()));
+        } else {
+            ready!(Pin::new(&mut self.io).poll_read(cx, out))?;
         }
-        Pin::new(&mut self.io).poll_read(cx, out)
+        match self.guard.scan(&out.filled()[before..]) {
+            Verdict::Pass => {}
+            Verdict::Cut(n) if n > 0 => {
+                // The head's last byte becomes one no parser takes.
+                out.set_filled(before + n);
+                out.filled_mut()[before + n - 1] = 0;
+            }
+            Verdict::Cut(_) | Verdict::Stop => out.set_filled(before),
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -74,7 +93,7 @@ mod tests {
     #[tokio::test]
     async fn reads_what_was_read_first_and_writes_through() {
         let (mut far, near) = tokio::io::duplex(1024);
-        let mut io = Rewind::new(Bytes::from_static(b"GET / "), near);
+        let mut io = Rewind::new(Bytes::from_static(b"GET / "), near, 8192);
         far.write_all(b"HTTP/1.1").await.unwrap();
         let mut small = [0u8; 4];
         io.read_exact(&mut small).await.unwrap();
