@@ -3,6 +3,7 @@
 //! (HTTP clients, admin queries, bounded polling) for the end-to-end tests.
 
 pub mod client;
+pub mod conformance;
 pub mod control_plane;
 pub mod dns;
 pub mod faulty;
