@@ -393,3 +393,124 @@ async fn a_large_body_is_retried_only_when_it_never_left() {
         bad.bodies()
     );
 }
+
+/// One endpoint's entry on `/endpoints` (the first backend's).
+async fn endpoint_state(p: &Proxy, addr: std::net::SocketAddr) -> serde_json::Value {
+    let (_, eps) = p.admin_get("/endpoints").await;
+    let v: serde_json::Value = serde_json::from_str(&eps).unwrap();
+    v["backends"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["address"] == addr.to_string())
+        .unwrap()
+        .clone()
+}
+
+/// The scenario of a dead endpoint holding traffic: A answers five 503s in
+/// a row and is ejected (for the default 30 s); then B dies (its port
+/// refuses connections) and `maxEjectionPercent: 50` keeps it in. A
+/// answers again — before B dies, or only after the first probe B's
+/// failures bring it — and within a second of that, traffic is on A.
+async fn dead_endpoint_case(method: &'static str, retries: bool, late: bool) {
+    let case = format!(
+        "{method}, retries {}, A recovers {}",
+        if retries { "on" } else { "off" },
+        if late {
+            "after a failed probe"
+        } else {
+            "before B dies"
+        }
+    );
+    let a = Faulty::start("a").await;
+    let b = Faulty::start("b").await;
+    a.set(Mode::Status(503, None));
+    let retry = if retries {
+        ""
+    } else {
+        "  retry: {attempts: 0}\n"
+    };
+    let policy = format!(
+        "  loadBalancer: {{policy: RoundRobin}}\n{retry}  outlierDetection: {{consecutiveFailures: 5, maxEjectionPercent: 50}}\n"
+    );
+    let p = Proxy::start(backend("svc", &[a.addr, b.addr], &policy));
+    let mut conn = Conn::open(p.outbound).await.unwrap();
+    let body: &'static [u8] = if method == "POST" { b"charge $10" } else { b"" };
+    // B answers every other request; A's five 503s eject it.
+    for _ in 0..20 {
+        if a.requests() >= 5 {
+            break;
+        }
+        conn.send(req(method, "svc", body)).await.unwrap();
+    }
+    assert_eq!(a.requests(), 5, "{case}");
+    let a_state = endpoint_state(&p, a.addr).await;
+    assert_eq!(a_state["ejection"], "ejected", "{case}: {a_state}");
+
+    if !late {
+        a.set(Mode::Ok);
+    }
+    b.kill();
+    let mut recovered = Instant::now();
+    let limit = Duration::from_secs(1);
+    if late {
+        // B's failures bring A a probe; it still answers 503, then recovers.
+        while a.requests() == 5 {
+            if recovered.elapsed() > limit {
+                let eps = p.admin_get("/endpoints").await.1;
+                panic!("{case}: A got no probe while B failed: {eps}");
+            }
+            conn.send(req(method, "svc", body)).await.unwrap();
+        }
+        a.set(Mode::Ok);
+        recovered = Instant::now();
+    }
+    let (mut streak, mut failed, mut last) = (0, 0, 0);
+    while streak < 5 {
+        if recovered.elapsed() > limit {
+            let eps = p.admin_get("/endpoints").await.1;
+            panic!("{case}: traffic not back on A a second after it recovered ({failed} failed requests, the last {last}): {eps}");
+        }
+        let r = conn.send(req(method, "svc", body)).await.unwrap();
+        if r.status == 200 && r.header("x-upstream") == Some("a") {
+            streak += 1;
+        } else {
+            (streak, failed, last) = (0, failed + 1, r.status);
+        }
+    }
+    let b_state = endpoint_state(&p, b.addr).await;
+    assert_eq!(
+        b_state["ejection"], "ejected",
+        "{case}: the dead endpoint is the one out now: {b_state}"
+    );
+    // Logs are read from the proxy's stderr as they come.
+    eventually(
+        "the restoration to be logged",
+        Duration::from_secs(5),
+        || async { p.logs().contains("back in the balancer").then_some(()) },
+    )
+    .await;
+    assert!(
+        a.bodies().iter().all(|n| *n == body.len()),
+        "{case}: {:?}",
+        a.bodies()
+    );
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_kept_in_by_the_ejection_cap_does_not_hold_traffic() {
+    for method in ["GET", "POST"] {
+        for retries in [true, false] {
+            dead_endpoint_case(method, retries, false).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_ejected_endpoint_recovering_while_the_rest_fail_gets_traffic_within_a_second() {
+    for method in ["GET", "POST"] {
+        for retries in [true, false] {
+            dead_endpoint_case(method, retries, true).await;
+        }
+    }
+}

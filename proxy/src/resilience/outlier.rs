@@ -3,6 +3,28 @@
 //! (capped); when that runs out it is half-open: exactly one probe request
 //! is let through, and its outcome restores or re-ejects the endpoint.
 //!
+//! Early probes. `maxEjectionPercent` can keep a failing endpoint in while
+//! an ejected one has recovered: with two endpoints, one ejected after five
+//! 503s and one refusing connections, the cap keeps the refusing one and
+//! every request would go to it for the whole ejection. So when every
+//! endpoint left to choose from is [`failing`](Outlier::failing) (its
+//! failure streak reached the ejection threshold; only the cap keeps it
+//! in), an ejected endpoint is probed before its time
+//! ([`Outlier::try_probe_early`]): one request at a time, at most one per
+//! [`EARLY_PROBE_SPACING`], and none past the ejection's end, where the
+//! usual probe takes over. If it answers, the endpoint is back (and the
+//! failing one, no longer held in by the cap, is ejected on its next
+//! failure); if not, it stays ejected as it was — same end, same
+//! multiplier — since the probe was extra, not a sign of a new failure.
+//!
+//! This is chosen over letting the cap pick which endpoint stays in by its
+//! health (ejecting the failing one and putting back an ejected one): the
+//! proxy knows nothing of an ejected endpoint's health until a request
+//! tells it, so swapping would return an endpoint on no evidence, and if it
+//! still fails the two would trade places, five failed requests each time.
+//! An early probe costs one request, brings traffic back only on a success,
+//! and never ejects more than the cap allows.
+//!
 //! All state is atomics; the request path reads one or two of them.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -12,6 +34,18 @@ use tokio::time::Instant;
 const HEALTHY: u8 = 0;
 const EJECTED: u8 = 1;
 const PROBING: u8 = 2;
+/// An early probe is in flight (the ejection has not run out).
+const EARLY: u8 = 3;
+
+/// Least time between two early probes of one endpoint: traffic is back
+/// on a recovered endpoint within this (well inside a second), and one
+/// that still fails takes at most a few extra requests a second.
+pub(crate) const EARLY_PROBE_SPACING: Duration = Duration::from_millis(250);
+/// An early probe out this long without an outcome (its client gone, or
+/// the endpoint slow) no longer holds back the next one.
+pub(crate) const EARLY_PROBE_LOST_AFTER: Duration = Duration::from_secs(1);
+/// No time yet.
+const NEVER: u64 = u64::MAX;
 
 /// Settings from `TrafficPolicy.outlierDetection` (defaults in config::defaults).
 #[derive(Clone, Debug, PartialEq)]
@@ -32,7 +66,7 @@ pub(crate) enum Admission {
     Ejected(Duration),
     /// Ejection over: one probe may go (see [`Outlier::try_probe`]).
     ProbeDue,
-    /// A probe is in flight: wait for its outcome.
+    /// A probe (due or early) is in flight: wait for its outcome.
     Probing,
 }
 
@@ -47,6 +81,8 @@ pub(crate) struct Outlier {
     times_ejected: AtomicU32,
     /// When the endpoint last became healthy again (decays the multiplier).
     healthy_since_ms: AtomicU64,
+    /// When the last early probe went ([`NEVER`] if none has).
+    early_at_ms: AtomicU64,
     pub(crate) ejections_total: AtomicU64,
 }
 
@@ -59,6 +95,7 @@ impl Default for Outlier {
             until_ms: AtomicU64::new(0),
             times_ejected: AtomicU32::new(0),
             healthy_since_ms: AtomicU64::new(0),
+            early_at_ms: AtomicU64::new(NEVER),
             ejections_total: AtomicU64::new(0),
         }
     }
@@ -70,6 +107,8 @@ pub(crate) enum Transition {
     None,
     Ejected(Duration),
     Restored,
+    /// An early probe failed: still ejected, as before it.
+    EarlyProbeFailed,
 }
 
 impl Outlier {
@@ -83,11 +122,14 @@ impl Outlier {
         match self.state.load(Ordering::Acquire) {
             HEALTHY => Admission::Open,
             PROBING => Admission::Probing,
-            _ => {
+            state => {
                 let until = self.until_ms.load(Ordering::Acquire);
                 let now = self.now_ms();
                 if now >= until {
+                    // An early probe never holds back the usual one.
                     Admission::ProbeDue
+                } else if state == EARLY {
+                    Admission::Probing
                 } else {
                     Admission::Ejected(Duration::from_millis(until - now))
                 }
@@ -102,11 +144,57 @@ impl Outlier {
 
     /// Claims the single probe of a half-open endpoint.
     pub(crate) fn try_probe(&self) -> bool {
-        matches!(self.admission(), Admission::ProbeDue)
+        if !matches!(self.admission(), Admission::ProbeDue) {
+            return false;
+        }
+        // Ejected, or an early probe still out when the ejection ran out.
+        let state = self.state.load(Ordering::Acquire);
+        (state == EJECTED || state == EARLY)
             && self
                 .state
-                .compare_exchange(EJECTED, PROBING, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(state, PROBING, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+    }
+
+    /// Claims an early probe of an ejected endpoint whose ejection has not
+    /// run out (one that has is probed the usual way): at most one per
+    /// [`EARLY_PROBE_SPACING`], and none while another is out unless that
+    /// one has been out for [`EARLY_PROBE_LOST_AFTER`]. The caller decides
+    /// that an early probe is called for.
+    pub(crate) fn try_probe_early(&self) -> bool {
+        let state = self.state.load(Ordering::Acquire);
+        if state != EJECTED && state != EARLY {
+            return false;
+        }
+        let now = self.now_ms();
+        if now >= self.until_ms.load(Ordering::Acquire) {
+            return false;
+        }
+        let last = self.early_at_ms.load(Ordering::Acquire);
+        let wait = match state {
+            EARLY => EARLY_PROBE_LOST_AFTER,
+            _ => EARLY_PROBE_SPACING,
+        };
+        if last != NEVER && now < last.saturating_add(wait.as_millis() as u64) {
+            return false;
+        }
+        // The claim: one caller moves the time of the last early probe.
+        self.early_at_ms
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            && (state == EARLY
+                || self
+                    .state
+                    .compare_exchange(EJECTED, EARLY, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok())
+    }
+
+    /// In the balancer but failing: its failure streak reached the ejection
+    /// threshold, so only the backend's ejection cap keeps it in.
+    pub(crate) fn failing(&self, cfg: &OutlierConfig) -> bool {
+        cfg.consecutive_failures > 0
+            && self.consecutive.load(Ordering::Relaxed) >= cfg.consecutive_failures
+            && self.state.load(Ordering::Acquire) == HEALTHY
     }
 
     pub(crate) fn on_success(&self, cfg: &OutlierConfig) -> Transition {
@@ -115,7 +203,8 @@ impl Outlier {
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        let probing = self.state.load(Ordering::Acquire) == PROBING;
+        let state = self.state.load(Ordering::Acquire);
+        let probing = state == PROBING || state == EARLY;
         let times = self.times_ejected.load(Ordering::Relaxed);
         if !probing && times == 0 {
             return Transition::None;
@@ -124,7 +213,7 @@ impl Outlier {
         if probing
             && self
                 .state
-                .compare_exchange(PROBING, HEALTHY, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(state, HEALTHY, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
             self.healthy_since_ms.store(now, Ordering::Relaxed);
@@ -151,6 +240,18 @@ impl Outlier {
         if state == PROBING {
             // The probe failed: back out, for longer.
             return self.eject(cfg);
+        }
+        if state == EARLY {
+            // The early probe failed: the ejection stays as it was.
+            return match self.state.compare_exchange(
+                EARLY,
+                EJECTED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => Transition::EarlyProbeFailed,
+                Err(_) => Transition::None,
+            };
         }
         if state == EJECTED {
             return Transition::None;
@@ -262,5 +363,127 @@ mod tests {
             Transition::Ejected(Duration::from_secs(45)),
             "capped"
         );
+    }
+
+    /// Ejects `o` with `c` (after `c.consecutive_failures` failures).
+    fn eject(o: &Outlier, c: &OutlierConfig) -> Transition {
+        (1..c.consecutive_failures).for_each(|_| {
+            o.on_failure(c, || true);
+        });
+        o.on_failure(c, || true)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_means_the_streak_reached_the_threshold_while_in() {
+        let o = Outlier::default();
+        let c = cfg();
+        o.on_failure(&c, || false);
+        o.on_failure(&c, || false);
+        assert!(!o.failing(&c), "two failures are a streak, not failing");
+        assert_eq!(o.on_failure(&c, || false), Transition::None, "the cap");
+        assert!(o.failing(&c), "due for ejection, kept in by the cap");
+        o.on_failure(&c, || false);
+        assert!(o.failing(&c));
+        o.on_success(&c);
+        assert!(!o.failing(&c), "a success ends it");
+        eject(&o, &c);
+        assert!(!o.failing(&c), "ejected is not 'in but failing'");
+        let off = OutlierConfig {
+            consecutive_failures: 0,
+            ..cfg()
+        };
+        let p = Outlier::default();
+        (0..10).for_each(|_| {
+            p.on_failure(&off, || false);
+        });
+        assert!(!p.failing(&off), "detection off: never failing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_early_probe_that_answers_restores_before_the_ejection_ends() {
+        let o = Outlier::default();
+        let c = cfg();
+        assert!(!o.try_probe_early(), "nothing to probe when healthy");
+        assert_eq!(eject(&o, &c), Transition::Ejected(Duration::from_secs(30)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!o.try_probe(), "the usual probe is not due");
+        assert!(o.try_probe_early());
+        assert_eq!(o.admission(), Admission::Probing);
+        assert!(o.is_ejected(), "out of the balancer while it probes");
+        assert!(!o.try_probe_early(), "one probe at a time");
+        assert!(!o.try_probe());
+        assert_eq!(o.on_success(&c), Transition::Restored);
+        assert_eq!(o.admission(), Admission::Open);
+        assert_eq!(o.times_ejected(), 1, "the multiplier decays as usual");
+        // The next ejection lasts longer, as after any ejection.
+        assert_eq!(eject(&o, &c), Transition::Ejected(Duration::from_secs(60)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_early_probe_leaves_the_ejection_as_it_was() {
+        let o = Outlier::default();
+        let c = cfg();
+        eject(&o, &c);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(o.try_probe_early());
+        assert_eq!(o.on_failure(&c, || true), Transition::EarlyProbeFailed);
+        assert_eq!(
+            o.admission(),
+            Admission::Ejected(Duration::from_secs(20)),
+            "same end as before the probe"
+        );
+        assert_eq!(o.times_ejected(), 1, "not lengthened");
+        assert!(!o.try_probe_early(), "spaced");
+        tokio::time::advance(EARLY_PROBE_SPACING - Duration::from_millis(1)).await;
+        assert!(!o.try_probe_early(), "spaced");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(o.try_probe_early(), "another after the spacing");
+        assert_eq!(o.on_failure(&c, || true), Transition::EarlyProbeFailed);
+        // Its ejection runs out: the usual probe, and a failure there re-ejects for base × 2.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(o.admission(), Admission::ProbeDue);
+        assert!(!o.try_probe_early(), "due: probed the usual way");
+        assert!(o.try_probe());
+        assert_eq!(
+            o.on_failure(&c, || true),
+            Transition::Ejected(Duration::from_secs(60))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_early_probe_never_holds_back_the_usual_one() {
+        let o = Outlier::default();
+        let c = cfg();
+        eject(&o, &c);
+        assert!(o.try_probe_early());
+        // Its outcome is not in when the ejection runs out: the usual probe goes.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(o.admission(), Admission::ProbeDue);
+        assert!(!o.try_probe_early(), "due: probed the usual way");
+        assert!(o.try_probe());
+        assert_eq!(o.admission(), Admission::Probing);
+        assert!(!o.try_probe(), "exactly one usual probe");
+        // A failure now, from either probe, re-ejects for base × 2.
+        assert_eq!(
+            o.on_failure(&c, || true),
+            Transition::Ejected(Duration::from_secs(60))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_early_probe_without_an_outcome_is_taken_as_lost() {
+        let o = Outlier::default();
+        let c = cfg();
+        eject(&o, &c);
+        assert!(o.try_probe_early());
+        tokio::time::advance(EARLY_PROBE_LOST_AFTER - Duration::from_millis(1)).await;
+        assert!(!o.try_probe_early(), "still out");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(o.try_probe_early(), "lost: another goes");
+        assert!(!o.try_probe_early(), "one claim per lapse");
+        assert_eq!(o.admission(), Admission::Probing);
+        assert_eq!(o.on_success(&c), Transition::Restored);
+        assert_eq!(o.on_success(&c), Transition::None, "the other's outcome");
+        assert_eq!(o.admission(), Admission::Open);
     }
 }

@@ -346,6 +346,9 @@ fn outcome(
                 .ejected_endpoints
                 .set(backend.unavailable() as i64);
         }
+        Transition::EarlyProbeFailed => {
+            tracing::debug!(backend = %backend.key, endpoint = %ep.addr, "ejected endpoint failed an early probe; stays ejected");
+        }
         Transition::None => {}
     }
 }
