@@ -41,9 +41,10 @@ const EARLY: u8 = 3;
 /// on a recovered endpoint within this (well inside a second), and one
 /// that still fails takes at most a few extra requests a second.
 pub(crate) const EARLY_PROBE_SPACING: Duration = Duration::from_millis(250);
-/// An early probe out this long without an outcome (its client gone, or
-/// the endpoint slow) no longer holds back the next one.
-pub(crate) const EARLY_PROBE_LOST_AFTER: Duration = Duration::from_secs(1);
+/// A probe (early or due) out this long without an outcome (its client
+/// gone, or the endpoint slow) no longer holds back the next one: a probe
+/// whose request was dropped must not leave its endpoint out for good.
+pub(crate) const PROBE_LOST_AFTER: Duration = Duration::from_secs(1);
 /// No time yet.
 const NEVER: u64 = u64::MAX;
 
@@ -121,7 +122,15 @@ impl Outlier {
     pub(crate) fn admission(&self) -> Admission {
         match self.state.load(Ordering::Acquire) {
             HEALTHY => Admission::Open,
-            PROBING => Admission::Probing,
+            PROBING => {
+                // `until_ms` holds when the probe went.
+                let sent = self.until_ms.load(Ordering::Acquire);
+                if self.now_ms() >= sent.saturating_add(PROBE_LOST_AFTER.as_millis() as u64) {
+                    Admission::ProbeDue
+                } else {
+                    Admission::Probing
+                }
+            }
             state => {
                 let until = self.until_ms.load(Ordering::Acquire);
                 let now = self.now_ms();
@@ -147,19 +156,32 @@ impl Outlier {
         if !matches!(self.admission(), Admission::ProbeDue) {
             return false;
         }
-        // Ejected, or an early probe still out when the ejection ran out.
         let state = self.state.load(Ordering::Acquire);
-        (state == EJECTED || state == EARLY)
-            && self
+        let until = self.until_ms.load(Ordering::Acquire);
+        let now = self.now_ms();
+        let claimed = match state {
+            // Ejected, or an early probe still out when the ejection ran out.
+            EJECTED | EARLY => self
                 .state
                 .compare_exchange(state, PROBING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+                .is_ok(),
+            // A probe lost without an outcome: one caller sends the next.
+            PROBING => self
+                .until_ms
+                .compare_exchange(until, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok(),
+            _ => false,
+        };
+        if claimed {
+            self.until_ms.store(now, Ordering::Release);
+        }
+        claimed
     }
 
     /// Claims an early probe of an ejected endpoint whose ejection has not
     /// run out (one that has is probed the usual way): at most one per
     /// [`EARLY_PROBE_SPACING`], and none while another is out unless that
-    /// one has been out for [`EARLY_PROBE_LOST_AFTER`]. The caller decides
+    /// one has been out for [`PROBE_LOST_AFTER`]. The caller decides
     /// that an early probe is called for.
     pub(crate) fn try_probe_early(&self) -> bool {
         let state = self.state.load(Ordering::Acquire);
@@ -172,7 +194,7 @@ impl Outlier {
         }
         let last = self.early_at_ms.load(Ordering::Acquire);
         let wait = match state {
-            EARLY => EARLY_PROBE_LOST_AFTER,
+            EARLY => PROBE_LOST_AFTER,
             _ => EARLY_PROBE_SPACING,
         };
         if last != NEVER && now < last.saturating_add(wait.as_millis() as u64) {
@@ -297,6 +319,33 @@ impl Outlier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_lost_without_an_outcome_lets_another_go() {
+        let o = Outlier::default();
+        let c = cfg();
+        for _ in 0..3 {
+            o.on_failure(&c, || true);
+        }
+        tokio::time::advance(Duration::from_secs(45)).await;
+        assert!(o.try_probe(), "the due probe");
+        assert_eq!(
+            o.admission(),
+            Admission::Probing,
+            "claimed late, still counted from now"
+        );
+        tokio::time::advance(PROBE_LOST_AFTER - Duration::from_millis(1)).await;
+        assert!(!o.try_probe());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            o.admission(),
+            Admission::ProbeDue,
+            "the first is taken as lost"
+        );
+        assert!(o.try_probe());
+        assert!(!o.try_probe(), "one at a time");
+        assert_eq!(o.on_success(&c), Transition::Restored);
+    }
 
     fn cfg() -> OutlierConfig {
         OutlierConfig {
@@ -476,7 +525,7 @@ mod tests {
         let c = cfg();
         eject(&o, &c);
         assert!(o.try_probe_early());
-        tokio::time::advance(EARLY_PROBE_LOST_AFTER - Duration::from_millis(1)).await;
+        tokio::time::advance(PROBE_LOST_AFTER - Duration::from_millis(1)).await;
         assert!(!o.try_probe_early(), "still out");
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(o.try_probe_early(), "lost: another goes");
