@@ -2,6 +2,7 @@
 //! buffered but what a retry needs (capped) and the few frames read ahead
 //! to see a gRPC status.
 
+pub(crate) mod pace;
 pub(crate) mod peek;
 pub(crate) mod replay;
 mod request;
