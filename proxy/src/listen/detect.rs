@@ -31,13 +31,40 @@ pub(crate) fn classify(buf: &[u8]) -> Option<Detected> {
     if buf[..n] == PREFACE[..n] {
         return (n >= 4).then_some(Detected::Http2);
     }
-    // An HTTP/1 request line starts with an upper-case method token and a space.
-    let token = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    match buf.get(token) {
-        Some(b' ') if token >= 3 => Some(Detected::Http1),
-        None if token == buf.len() && token < 8 => None,
-        _ => Some(Detected::Opaque),
+    // An HTTP/1 request line starts with an upper-case method token and a
+    // space. A token of other letters is HTTP/1 too when a request target
+    // follows (so `get /` gets a 400 rather than reaching the app as bytes);
+    // `get key` (memcached) and the like stay opaque.
+    let upper = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    if upper >= 3 && buf.get(upper) == Some(&b' ') {
+        return Some(Detected::Http1);
     }
+    let token = buf.iter().take_while(|b| tchar(**b)).count();
+    if token == buf.len() {
+        return (token >= 16).then_some(Detected::Opaque);
+    }
+    if buf[token] != b' ' || token == 0 {
+        return Some(Detected::Opaque);
+    }
+    let target = &buf[token + 1..];
+    let looks = |t: &[u8]| {
+        t.first().is_some_and(|c| matches!(c, b'/' | b'*'))
+            || t.len() >= 4 && t[..4].eq_ignore_ascii_case(b"http")
+    };
+    match target.len() {
+        0 => None,
+        1..=3 if target[0].eq_ignore_ascii_case(&b'h') => None,
+        _ => Some(if looks(target) {
+            Detected::Http1
+        } else {
+            Detected::Opaque
+        }),
+    }
+}
+
+/// A byte of an HTTP token (RFC 9110 section 5.6.2).
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Peeks at the first bytes, waiting up to `timeout` for enough of them.
@@ -79,6 +106,17 @@ mod tests {
         assert_eq!(classify(b"GE"), None);
         assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Tls));
         assert_eq!(classify(b"\x16"), Some(Detected::Tls));
-        assert_eq!(classify(b"SSH-2.0"), Some(Detected::Opaque));
+        assert_eq!(classify(b"SSH-2.0"), None);
+        assert_eq!(
+            classify(b"SSH-2.0-OpenSSH_9.6 Ubuntu"),
+            Some(Detected::Opaque)
+        );
+        assert_eq!(classify(b"get / HTTP/1.1"), Some(Detected::Http1));
+        assert_eq!(classify(b"Get http://a/ HTTP/1.1"), Some(Detected::Http1));
+        assert_eq!(classify(b"get key\r\n"), Some(Detected::Opaque));
+        assert_eq!(classify(b"get h"), None);
+        assert_eq!(classify(b"PING\r\n"), Some(Detected::Opaque));
+        assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(Detected::Opaque));
+        assert_eq!(classify(b"G@T / HTTP/1.1"), Some(Detected::Opaque));
     }
 }
