@@ -314,11 +314,11 @@ fn options(args: &RunArgs) -> ProxyOptions {
         detect_timeout: args.detect_timeout,
         max_connections: args.max_connections,
         max_requests: args.max_requests,
-        body_pace: Pace {
-            idle: Some(args.request_body_idle_timeout).filter(|d| !d.is_zero()),
-            min_rate: args.request_body_min_rate,
-            window: args.request_body_rate_window.max(Duration::from_secs(1)),
-        },
+        body_pace: Pace::new(
+            Some(args.request_body_idle_timeout).filter(|d| !d.is_zero()),
+            args.request_body_min_rate,
+            args.request_body_rate_window.max(Duration::from_secs(1)),
+        ),
         pool_idle_timeout: args.pool_idle_timeout,
         connect_timeout: weft_mesh::config::defaults::CONNECT_TIMEOUT,
         access_log: args.access_log == "on",

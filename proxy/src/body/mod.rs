@@ -13,3 +13,17 @@ pub(crate) use response::ResponseBody;
 
 /// An error while streaming a body.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+#[cfg(test)]
+mod size_tmp {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "SIZES RequestBody={} ResponseBody={} Paced={} Incoming={} Req={}",
+            std::mem::size_of::<super::RequestBody>(),
+            std::mem::size_of::<super::ResponseBody>(),
+            std::mem::size_of::<super::pace::Paced>(),
+            std::mem::size_of::<hyper::body::Incoming>(),
+            std::mem::size_of::<http::Request<super::RequestBody>>()
+        );
+    }
+}

@@ -23,24 +23,44 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
-/// The rules, from the listener's settings.
+/// The rules, from the listener's settings. Kept small (every request
+/// carries a copy): whole milliseconds and bytes per second.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Pace {
-    /// Longest wait for the next body bytes (`None`: no limit).
-    pub(crate) idle: Option<Duration>,
+    /// Longest wait for the next body bytes, in ms (0: no limit).
+    idle_ms: u32,
     /// Least bytes per second while bytes are coming (0: no minimum).
-    pub(crate) min_rate: u64,
-    /// How often the rate is judged.
-    pub(crate) window: Duration,
+    min_rate: u32,
+    /// How often the rate is judged, in ms.
+    window_ms: u32,
+}
+
+impl Pace {
+    pub(crate) fn new(idle: Option<Duration>, min_rate: u64, window: Duration) -> Pace {
+        let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
+        Pace {
+            idle_ms: idle.map_or(0, ms),
+            min_rate: min_rate.min(u64::from(u32::MAX)) as u32,
+            window_ms: ms(window).max(1),
+        }
+    }
+
+    fn idle(self) -> Option<Duration> {
+        (self.idle_ms > 0).then(|| Duration::from_millis(u64::from(self.idle_ms)))
+    }
+
+    fn window(self) -> Duration {
+        Duration::from_millis(u64::from(self.window_ms))
+    }
 }
 
 #[cfg(test)]
 impl Pace {
     /// No rule at all.
     pub(crate) const OFF: Pace = Pace {
-        idle: None,
+        idle_ms: 0,
         min_rate: 0,
-        window: Duration::from_secs(10),
+        window_ms: 10_000,
     };
 }
 
@@ -69,6 +89,7 @@ impl std::error::Error for PaceError {}
 
 /// What is kept once the body has had to wait.
 struct Watch {
+    pace: Pace,
     /// Only with an idle limit.
     timer: Option<Pin<Box<Sleep>>>,
     /// When the idle timeout runs out (the timer may be set earlier; it is
@@ -83,32 +104,38 @@ struct Watch {
 /// The client's body, watched.
 pub(crate) struct Paced<B = Incoming> {
     inner: B,
-    pace: Pace,
-    watch: Option<Box<Watch>>,
+    state: State,
+}
+
+/// The rules alone until the body first waits; then the watch, which holds
+/// them. (One field, so a request carries no more than it must.)
+enum State {
+    Rules(Pace),
+    Watching(Box<Watch>),
 }
 
 impl<B> Paced<B> {
     pub(crate) fn new(inner: B, pace: Pace) -> Paced<B> {
         Paced {
             inner,
-            pace,
-            watch: None,
+            state: State::Rules(pace),
         }
     }
 
     fn on_data(&mut self, n: usize) -> Result<(), PaceError> {
-        let (Some(w), pace) = (self.watch.as_deref_mut(), self.pace) else {
+        let State::Watching(w) = &mut self.state else {
             return Ok(());
         };
+        let pace = w.pace;
         let now = Instant::now();
-        if let Some(idle) = pace.idle {
+        if let Some(idle) = pace.idle() {
             w.idle_deadline = now + idle;
         }
-        if pace.min_rate > 0 && now.duration_since(w.window_start) >= pace.window {
+        if pace.min_rate > 0 && now.duration_since(w.window_start) >= pace.window() {
             // Judge the window that just closed, then start the next.
             if let Some(first) = w.first {
                 let over = w.last.duration_since(first);
-                let need = pace.min_rate.saturating_mul(over.as_millis() as u64) / 1000;
+                let need = u64::from(pace.min_rate).saturating_mul(over.as_millis() as u64) / 1000;
                 if w.bytes < need {
                     return Err(PaceError::TooSlow {
                         bytes: w.bytes,
@@ -128,12 +155,17 @@ impl<B> Paced<B> {
 
     /// The body has to wait: is the wait over its limit?
     fn on_pending(&mut self, cx: &mut Context<'_>) -> Result<(), PaceError> {
-        if self.pace.idle.is_none() && self.pace.min_rate == 0 {
-            return Ok(());
+        if let State::Rules(pace) = self.state {
+            if pace.idle_ms == 0 && pace.min_rate == 0 {
+                return Ok(());
+            }
+            self.state = State::Watching(Box::new(Watch::new(pace)));
         }
-        let pace = self.pace;
-        let w = self.watch.get_or_insert_with(|| Box::new(Watch::new(pace)));
-        let (Some(idle), Some(timer)) = (pace.idle, w.timer.as_mut()) else {
+        let State::Watching(w) = &mut self.state else {
+            return Ok(());
+        };
+        let pace = w.pace;
+        let (Some(idle), Some(timer)) = (pace.idle(), w.timer.as_mut()) else {
             return Ok(());
         };
         loop {
@@ -152,10 +184,11 @@ impl<B> Paced<B> {
 impl Watch {
     fn new(pace: Pace) -> Watch {
         let now = Instant::now();
-        let deadline = now + pace.idle.unwrap_or_default();
+        let deadline = now + pace.idle().unwrap_or_default();
         Watch {
+            pace,
             timer: pace
-                .idle
+                .idle()
                 .map(|_| Box::pin(tokio::time::sleep_until(deadline))),
             idle_deadline: deadline,
             window_start: now,

@@ -128,9 +128,8 @@ impl ResponseBody {
     }
 
     /// Holds the listener's in-flight slot until the body is done.
-    pub(crate) fn with_listener_permit(mut self, permit: Permit) -> Self {
+    pub(crate) fn hold_listener_permit(&mut self, permit: Permit) {
         self._listener = Some(permit);
-        self
     }
 }
 

@@ -319,11 +319,13 @@ async fn handle(
         let max = listener.caps.max(Kind::Requests);
         return ProxyError::ListenerOverloaded(direction.label(), max).into_response();
     };
-    let resp = match direction {
+    let mut resp = match direction {
         Direction::Outbound => crate::http::outbound::outbound(proxy, info, req).await,
         Direction::Inbound => crate::http::inbound::inbound(proxy, info, req).await,
     };
-    resp.map(|b| b.with_listener_permit(permit))
+    // Set in place: the response is not moved for it.
+    resp.body_mut().hold_listener_permit(permit);
+    resp
 }
 
 /// Serves a connection to its end; on shutdown, asks it to finish what is in

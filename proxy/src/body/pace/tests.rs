@@ -20,9 +20,9 @@ impl Body for Fed {
 }
 
 const PACE: Pace = Pace {
-    idle: Some(Duration::from_secs(60)),
+    idle_ms: 60_000,
     min_rate: 16,
-    window: Duration::from_secs(10),
+    window_ms: 10_000,
 };
 
 /// Sends `piece` every `every`, `times` times, then ends; how the body
@@ -94,5 +94,5 @@ async fn a_body_that_never_waits_keeps_no_state() {
     drop(tx);
     let mut body = Paced::new(Fed(rx), PACE);
     while body.frame().await.is_some() {}
-    assert!(body.watch.is_none());
+    assert!(matches!(body.state, State::Rules(_)));
 }
