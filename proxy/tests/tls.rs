@@ -13,7 +13,9 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use weft_mesh::identity::ca::CertificateAuthority;
 use weft_mesh::identity::csr::WorkloadKey;
 use weft_mesh::identity::verify::SpiffeServerVerifier;
-use weft_mesh::identity::{client_config, peer_identity, server_config, Identity, SpiffeId};
+use weft_mesh::identity::{
+    client_config, crypto_provider, peer_identity, server_config, Identity, SpiffeId,
+};
 use x509_parser::extensions::GeneralName;
 
 const REVIEWS: &str = "spiffe://weft.local/ns/default/sa/reviews";
@@ -225,7 +227,7 @@ async fn client_without_certificate_is_refused() {
     let ca = CertificateAuthority::generate("weft.local").unwrap();
     let trust = ca.trust_bundle();
     let server = server_config(&issue(&ca, REVIEWS), &trust).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crypto_provider();
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
     let verifier = SpiffeServerVerifier::new(
@@ -310,9 +312,7 @@ fn ca_round_trips_through_pem() {
         &roots,
         &[],
         rustls::pki_types::UnixTime::now(),
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .all,
+        crypto_provider().signature_verification_algorithms.all,
     )
     .unwrap();
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 /// so both HTTP/2 and HTTP/1.1 traffic can ride the same mTLS listener.
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// The crypto provider for every TLS connection Weft makes, chosen
-/// explicitly (ring) instead of relying on a process-wide default that
-/// another crate could install.
+/// The crypto provider for every TLS connection Weft makes: rustls's
+/// aws-lc-rs provider (the only one in the workspace), chosen explicitly
+/// instead of relying on a process-wide default that another crate could
+/// install.
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Builds the outbound (client) config for connecting to one peer whose
