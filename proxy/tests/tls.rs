@@ -1,19 +1,28 @@
 //! Mesh mTLS over real loopback sockets: the SPIFFE verifiers, the CA and the
-//! configs, exercised with tokio-rustls exactly as the proxy will use them.
+//! configs, exercised with tokio-rustls exactly as the proxy will use them,
+//! and the key exchange they negotiate with each other and with
+//! classical-only peers.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustls::crypto::{aws_lc_rs, CryptoProvider, SupportedKxGroup};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ProtocolVersion, RootCertStore, ServerConfig};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    ClientConfig, CommonState, HandshakeKind, NamedGroup, ProtocolVersion, RootCertStore,
+    ServerConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use weft_mesh::identity::ca::CertificateAuthority;
 use weft_mesh::identity::csr::WorkloadKey;
 use weft_mesh::identity::verify::SpiffeServerVerifier;
-use weft_mesh::identity::{client_config, peer_identity, server_config, Identity, SpiffeId};
+use weft_mesh::identity::{
+    client_config, crypto_provider, peer_identity, server_config, Identity, SpiffeId,
+};
 use x509_parser::extensions::GeneralName;
 
 const REVIEWS: &str = "spiffe://weft.local/ns/default/sa/reviews";
@@ -53,11 +62,36 @@ struct ClientSaw {
     alpn: Option<Vec<u8>>,
     version: Option<ProtocolVersion>,
     peer: Option<String>,
+    kx: Kx,
 }
 
 #[derive(Debug)]
 struct ServerSaw {
     peer: Option<String>,
+    kx: Kx,
+}
+
+/// The key exchange group one side negotiated, and whether it took a
+/// `HelloRetryRequest` to get there.
+#[derive(Debug, PartialEq)]
+struct Kx {
+    group: Option<NamedGroup>,
+    kind: Option<HandshakeKind>,
+}
+
+fn kx_of(conn: &CommonState) -> Kx {
+    Kx {
+        group: conn.negotiated_key_exchange_group().map(|g| g.name()),
+        kind: conn.handshake_kind(),
+    }
+}
+
+/// A full handshake on `group`, in one round trip.
+fn full(group: NamedGroup) -> Kx {
+    Kx {
+        group: Some(group),
+        kind: Some(HandshakeKind::Full),
+    }
 }
 
 /// Runs one handshake over 127.0.0.1 and exchanges a few bytes, so that a
@@ -71,11 +105,12 @@ async fn handshake(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Outc
         let (tcp, _) = listener.accept().await.unwrap();
         let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
         let peer = peer_identity(tls.get_ref().1);
+        let kx = kx_of(tls.get_ref().1);
         let mut buf = [0u8; 4];
         tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
         tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
         tls.shutdown().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(ServerSaw { peer })
+        Ok::<_, String>(ServerSaw { peer, kx })
     });
     let client_fut = async move {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
@@ -90,6 +125,7 @@ async fn handshake(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Outc
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             version: conn.protocol_version(),
             peer: peer_identity(conn),
+            kx: kx_of(conn),
         };
         tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
         let mut buf = [0u8; 4];
@@ -225,7 +261,7 @@ async fn client_without_certificate_is_refused() {
     let ca = CertificateAuthority::generate("weft.local").unwrap();
     let trust = ca.trust_bundle();
     let server = server_config(&issue(&ca, REVIEWS), &trust).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crypto_provider();
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
     let verifier = SpiffeServerVerifier::new(
@@ -243,6 +279,163 @@ async fn client_without_certificate_is_refused() {
     let err = out.server.expect_err("server must require a client cert");
     assert!(err.contains("peer sent no certificates"), "{err}");
     assert!(out.client.is_err());
+}
+
+/// The mesh's provider offering only `groups`: a peer built without ML-KEM
+/// (`X25519`), or one that speaks only NIST curves.
+fn provider_with(groups: &[&'static dyn SupportedKxGroup]) -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        kx_groups: groups.to_vec(),
+        ..aws_lc_rs::default_provider()
+    })
+}
+
+fn roots_of(ca: &CertificateAuthority) -> Arc<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    Arc::new(roots)
+}
+
+/// A client like a sidecar's (TLS 1.3, the server checked by SPIFFE ID, a
+/// client certificate from `ca`) that offers only `groups`.
+fn client_offering(
+    groups: &[&'static dyn SupportedKxGroup],
+    ca: &CertificateAuthority,
+    who: &str,
+    expected: &str,
+) -> Arc<ClientConfig> {
+    let provider = provider_with(groups);
+    let verifier = SpiffeServerVerifier::new(
+        roots_of(ca),
+        id(expected),
+        provider.signature_verification_algorithms,
+    );
+    let me = issue(ca, who);
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(me.cert_chain, me.key)
+        .unwrap();
+    Arc::new(config)
+}
+
+/// A TLS 1.3 server presenting `who`'s certificate and requiring one from
+/// `ca`, that accepts only `groups`.
+fn server_offering(
+    groups: &[&'static dyn SupportedKxGroup],
+    ca: &CertificateAuthority,
+    who: &str,
+) -> Arc<ServerConfig> {
+    let provider = provider_with(groups);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots_of(ca), provider.clone())
+        .build()
+        .unwrap();
+    let me = issue(ca, who);
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(me.cert_chain, me.key)
+        .unwrap();
+    Arc::new(config)
+}
+
+/// Two sidecars' configs agree on the hybrid post-quantum group, in one
+/// round trip (the client's first key share is the one the server takes).
+#[tokio::test]
+async fn sidecars_negotiate_hybrid_post_quantum_key_exchange() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let trust = ca.trust_bundle();
+    let server = server_config(&issue(&ca, REVIEWS), &trust).unwrap();
+    let client = client_config(&issue(&ca, PRODUCTPAGE), &trust, id(REVIEWS)).unwrap();
+    let out = handshake(client, server).await;
+    let c = out.client.expect("client handshake");
+    let s = out.server.expect("server handshake");
+    assert_eq!(c.kx, full(NamedGroup::X25519MLKEM768));
+    assert_eq!(s.kx, full(NamedGroup::X25519MLKEM768));
+    assert_eq!(s.peer.as_deref(), Some(PRODUCTPAGE));
+}
+
+/// A caller without ML-KEM (offering X25519 only) still gets through a
+/// sidecar's inbound, authenticated, on X25519.
+#[tokio::test]
+async fn classical_only_client_negotiates_x25519() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let server = server_config(&issue(&ca, REVIEWS), &ca.trust_bundle()).unwrap();
+    let client = client_offering(&[aws_lc_rs::kx_group::X25519], &ca, PRODUCTPAGE, REVIEWS);
+    let out = handshake(client, server).await;
+    let c = out.client.expect("client handshake");
+    let s = out.server.expect("server handshake");
+    assert_eq!(c.kx, full(NamedGroup::X25519));
+    assert_eq!(s.kx, full(NamedGroup::X25519));
+    assert_eq!(s.peer.as_deref(), Some(PRODUCTPAGE));
+}
+
+/// A sidecar dialling a server without ML-KEM (accepting X25519 only) lands
+/// on X25519 without a `HelloRetryRequest`: the client sends the X25519 half
+/// of its hybrid share as a share of its own.
+#[tokio::test]
+async fn classical_only_server_negotiates_x25519_without_a_retry() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let server = server_offering(&[aws_lc_rs::kx_group::X25519], &ca, REVIEWS);
+    let client = client_config(&issue(&ca, PRODUCTPAGE), &ca.trust_bundle(), id(REVIEWS)).unwrap();
+    let out = handshake(client, server).await;
+    let c = out.client.expect("client handshake");
+    let s = out.server.expect("server handshake");
+    assert_eq!(c.kx, full(NamedGroup::X25519));
+    assert_eq!(s.kx, full(NamedGroup::X25519));
+    assert_eq!(c.peer.as_deref(), Some(REVIEWS));
+}
+
+/// Mesh connections offer and accept only X25519MLKEM768 and X25519: a peer
+/// with P-256 alone is refused in either role.
+#[tokio::test]
+async fn peer_without_a_mesh_key_exchange_group_is_refused() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let trust = ca.trust_bundle();
+    let p256: &[&'static dyn SupportedKxGroup] = &[aws_lc_rs::kx_group::SECP256R1];
+
+    let server = server_config(&issue(&ca, REVIEWS), &trust).unwrap();
+    let out = handshake(client_offering(p256, &ca, PRODUCTPAGE, REVIEWS), server).await;
+    let err = out
+        .server
+        .expect_err("mesh server must refuse a P-256-only client");
+    assert!(err.contains("NoKxGroupsInCommon"), "{err}");
+    assert!(out.client.is_err());
+
+    let client = client_config(&issue(&ca, PRODUCTPAGE), &trust, id(REVIEWS)).unwrap();
+    let out = handshake(client, server_offering(p256, &ca, REVIEWS)).await;
+    let err = out
+        .server
+        .expect_err("a P-256-only server finds no common group");
+    assert!(err.contains("NoKxGroupsInCommon"), "{err}");
+    assert!(out.client.is_err());
+}
+
+/// One TLS crypto provider in the workspace: rustls is built with aws-lc-rs
+/// and without ring, so code that takes rustls's process-wide default (as
+/// HTTPS and Kubernetes client crates do) gets the same provider as the
+/// mesh. Were a dependency to enable rustls's `ring` feature as well, rustls
+/// could no longer pick a default by itself and `builder()` would panic.
+#[test]
+fn rustls_default_provider_is_the_mesh_provider() {
+    let config = ClientConfig::builder()
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth();
+    let groups = |p: &CryptoProvider| p.kx_groups.iter().map(|g| g.name()).collect::<Vec<_>>();
+    let default = groups(config.crypto_provider());
+    assert_eq!(default, groups(&crypto_provider()));
+    assert_eq!(
+        default,
+        [
+            NamedGroup::X25519MLKEM768,
+            NamedGroup::X25519,
+            NamedGroup::secp256r1,
+            NamedGroup::secp384r1
+        ]
+    );
 }
 
 #[test]
@@ -310,9 +503,7 @@ fn ca_round_trips_through_pem() {
         &roots,
         &[],
         rustls::pki_types::UnixTime::now(),
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .all,
+        crypto_provider().signature_verification_algorithms.all,
     )
     .unwrap();
 }

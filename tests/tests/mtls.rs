@@ -4,6 +4,10 @@
 //! B's SPIFFE ID; B terminates it, checks A's certificate and hands the app
 //! A's verified identity in `x-weft-peer-identity`.
 //!
+//! The key exchange between sidecars is checked on the wire (a relay reads
+//! B's ServerHello, which TLS 1.3 sends in the clear) and against peers
+//! without ML-KEM, in both roles.
+//!
 //! The proxy binary must be built first (`cargo build -p weft-proxy`). The
 //! curl test skips locally without curl and fails under CI (env `CI`).
 
@@ -14,8 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use rustls::{HandshakeKind, NamedGroup};
 use weft_mesh::identity::ca::CertificateAuthority;
-use weft_tests::mesh::{mint, with_identity};
+use weft_tests::mesh::{classical_client, mint, with_identity, ClassicalPeer, Hello, Tap};
 use weft_tests::*;
 
 const FRONTEND: &str = "spiffe://weft.local/ns/default/sa/frontend";
@@ -135,6 +140,100 @@ async fn mtls_between_sidecars_carries_the_verified_identity() {
     assert_eq!(
         m.b.metric("weft_tls_handshakes_total", &[&d, &r]).await,
         1.0
+    );
+}
+
+/// A and B settle on the hybrid post-quantum group X25519MLKEM768, in one
+/// round trip: read off the wire between them, from B's ServerHello.
+#[tokio::test]
+async fn sidecars_negotiate_x25519mlkem768() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let app = Upstream::start("reviews-app").await;
+    let b_dir = mint(&ca, &ca, REVIEWS);
+    let b = with_identity(Proxy::builder(unrelated_backend()), &b_dir)
+        .app(app.addr)
+        .start();
+    let tap = Tap::start(b.inbound).await;
+    let a_dir = mint(&ca, &ca, FRONTEND);
+    let a = with_identity(Proxy::builder(reviews_backend(tap.addr, REVIEWS)), &a_dir).start();
+    let r = within("via A", get(&a.url("/headers"), &[("host", "reviews")]))
+        .await
+        .expect("request via A");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(headers_json(&r)["x-weft-peer-identity"], FRONTEND);
+    let hellos = tap.hellos();
+    let pq = Some(Hello {
+        group: NamedGroup::X25519MLKEM768,
+        retry: false,
+    });
+    assert!(
+        !hellos.is_empty() && hellos.iter().all(|h| *h == pq),
+        "{hellos:?}"
+    );
+}
+
+/// A caller without ML-KEM (offering X25519 only, like a peer on a build
+/// that lacks it) still reaches B over mTLS, authenticated, on X25519.
+#[tokio::test]
+async fn classical_only_caller_reaches_a_sidecar_on_x25519() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let app = Upstream::start("reviews-app").await;
+    let b_dir = mint(&ca, &ca, REVIEWS);
+    let b = with_identity(Proxy::builder(unrelated_backend()), &b_dir)
+        .app(app.addr)
+        .start();
+    let tcp = tokio::net::TcpStream::connect(b.inbound).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(b.inbound.ip().into());
+    let tls = within(
+        "handshake with B",
+        tokio_rustls::TlsConnector::from(classical_client(&ca, FRONTEND, REVIEWS))
+            .connect(name, tcp),
+    )
+    .await
+    .expect("B accepts an X25519-only caller");
+    let conn = tls.get_ref().1;
+    assert_eq!(
+        conn.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(NamedGroup::X25519)
+    );
+    assert_eq!(conn.handshake_kind(), Some(HandshakeKind::Full));
+
+    let (mut tx, http) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(http);
+    let req = Request::get("/headers")
+        .header("host", "reviews")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("request to B", tx.send_request(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = within("body", resp.into_body().collect()).await.unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap();
+    assert_eq!(h["x-weft-peer-identity"], FRONTEND, "{h}");
+}
+
+/// B is a peer without ML-KEM (X25519 only): A's offer falls back to
+/// X25519 without a HelloRetryRequest, and the request goes through.
+#[tokio::test]
+async fn sidecar_reaches_a_classical_only_peer_on_x25519() {
+    let ca = CertificateAuthority::generate("weft.local").unwrap();
+    let app = Upstream::start("reviews-app").await;
+    let peer = ClassicalPeer::start(&ca, REVIEWS, app.addr).await;
+    let a_dir = mint(&ca, &ca, FRONTEND);
+    let a = with_identity(Proxy::builder(reviews_backend(peer.addr, REVIEWS)), &a_dir).start();
+    let r = within("via A", get(&a.url("/"), &[("host", "reviews")]))
+        .await
+        .expect("request via A");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("reviews-app"));
+    let seen = peer.handshakes();
+    let classical = (Some(NamedGroup::X25519), Some(HandshakeKind::Full));
+    assert!(
+        !seen.is_empty() && seen.iter().all(|h| *h == classical),
+        "{seen:?}"
     );
 }
 

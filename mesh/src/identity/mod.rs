@@ -18,7 +18,7 @@ pub use credentials::{read_pem_certs, read_pem_key, Identity, TrustBundle};
 pub use spiffe::SpiffeId;
 pub use tls::{
     client_config, client_config_anonymous, crypto_provider, peer_identity, server_config,
-    server_config_optional_client, ALPN,
+    server_config_optional_client, ALPN, MESH_KX_GROUPS,
 };
 
 /// Errors building identities and TLS configs, kept in one type so callers

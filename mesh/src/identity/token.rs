@@ -9,7 +9,7 @@
 //! any control plane holding the same CA verifies it, and a restart loses
 //! nothing. Issue one per workload with `weft-control-plane token`.
 
-use ring::hmac;
+use aws_lc_rs::hmac;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const PREFIX: &str = "weft1";

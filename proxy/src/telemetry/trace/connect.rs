@@ -1,5 +1,5 @@
 //! Connections to the collector: plain TCP for `http://` endpoints, TLS
-//! (rustls, ring) for `https://` ones, verified against
+//! (rustls, aws-lc-rs) for `https://` ones, verified against
 //! `OTEL_EXPORTER_OTLP_[TRACES_]CERTIFICATE` or else the system's roots, and
 //! presenting `OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE`/`_CLIENT_KEY`
 //! when both are set.
