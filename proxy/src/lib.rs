@@ -23,6 +23,7 @@ pub(crate) mod http;
 pub(crate) mod identity;
 pub mod iptables;
 pub(crate) mod listen;
+pub(crate) mod memory;
 pub(crate) mod pipeline;
 pub(crate) mod proxy;
 pub(crate) mod resilience;

@@ -274,9 +274,13 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
+            let mut trimmer = crate::memory::Trimmer::default();
             loop {
                 tick.tick().await;
                 proxy.evict_idle();
+                if let Some(free) = trimmer.tick() {
+                    tracing::debug!(free, "returned the allocator's free memory to the OS");
+                }
             }
         })
     };
