@@ -26,6 +26,7 @@ async fn admin_pages() {
         "weft_upstream_connects_total{",
         "weft_process_resident_memory_bytes ",
         "weft_process_cpu_seconds ",
+        "weft_runtime_alive_tasks ",
     ] {
         assert!(
             metrics.contains(family),
@@ -47,6 +48,26 @@ async fn admin_pages() {
     assert_eq!(p.metric("weft_config_version", &[]).await, 1.0);
     let rss = p.metric("weft_process_resident_memory_bytes", &[]).await;
     assert!(rss > 1e6 && rss < 200e6, "plausible RSS: {rss}");
+    // Each downstream connection is a task: eight held open, each having
+    // been answered, count. (Earlier one-shot connections may have ended
+    // in between, hence 6 rather than 8.)
+    let before = p.metric("weft_runtime_alive_tasks", &[]).await;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = Conn::open(p.outbound).await.unwrap();
+        let req = http::Request::get("/")
+            .header("host", "a")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        assert_eq!(c.send(req).await.unwrap().status, 200);
+        held.push(c);
+    }
+    let after = p.metric("weft_runtime_alive_tasks", &[]).await;
+    assert!(
+        before >= 1.0 && after >= before + 6.0,
+        "live tasks {before} -> {after} with 8 more connections open"
+    );
+    drop(held);
 
     let (_, config) = p.admin_get("/config").await;
     assert!(config.contains("# version: 1"), "{config}");

@@ -104,6 +104,8 @@ pub(crate) struct Metrics {
     pub(crate) process_cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub(crate) process_resident_bytes: Gauge,
     pub(crate) process_open_fds: Gauge,
+    /// Tokio tasks alive (spawned, not yet finished), read at scrape.
+    pub(crate) runtime_alive_tasks: Gauge,
     trace_spans_exported: Counter,
     trace_spans_dropped: Family<ReasonLabels, Counter>,
     tls_handshakes: Family<TlsLabels, Counter>,
@@ -391,6 +393,7 @@ impl Metrics {
         let process_cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let process_resident_bytes = Gauge::default();
         let process_open_fds = Gauge::default();
+        let runtime_alive_tasks = Gauge::default();
         let process_start_time = Gauge::<i64, AtomicI64Compat>::default();
         registry.register(
             "process_cpu_seconds",
@@ -406,6 +409,11 @@ impl Metrics {
             "process_open_fds",
             "Open file descriptors of this process (read at scrape)",
             process_open_fds.clone(),
+        );
+        registry.register(
+            "runtime_alive_tasks",
+            "Tasks alive in the proxy's runtime: spawned and not yet finished (read at scrape)",
+            runtime_alive_tasks.clone(),
         );
         registry.register(
             "process_start_time_seconds",
@@ -457,6 +465,7 @@ impl Metrics {
             process_cpu_seconds,
             process_resident_bytes,
             process_open_fds,
+            runtime_alive_tasks,
             limit_active,
             limit_max,
             retries,
@@ -520,8 +529,13 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// Reads this process's CPU time, RSS and open fds from /proc (Linux).
+    /// Reads this process's CPU time, RSS and open fds from /proc (Linux),
+    /// and the runtime's live task count.
     pub(crate) fn refresh_process(&self) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.runtime_alive_tasks
+                .set(rt.metrics().num_alive_tasks() as i64);
+        }
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
             // Fields after the command name, which may contain spaces.
             if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
