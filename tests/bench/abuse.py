@@ -12,11 +12,13 @@ has had a tick to give freed memory back. Prints a Markdown table: peak and sett
 how many abusive connections the proxy refused (weft_listener_refused_total) and whether the
 ordinary requests were all served. All of it runs ABUSE_ROUNDS [2] times on the same
 process: the second round's peaks show whether memory freed after the first is reused.
+ABUSE_ONLY=TEXT runs only the abuses whose name contains TEXT.
 
 Abuses: slow request heads (slowloris), request heads just under --max-header-bytes left
 unfinished, request bodies dripped a byte a second, pipelined requests never read, requests
 held by a slow upstream past --max-requests, and on HTTP/2: rapid reset (HEADERS then
-RST_STREAM, over and over) and a PING flood. Needs only Python 3; raise the fd limit first
+RST_STREAM, over and over), a PING flood and header blocks continued without end
+(CONTINUATION flood). Needs only Python 3; raise the fd limit first
 (`ulimit -n 20000` or more) since it opens thousands of sockets.
 """
 import asyncio
@@ -32,6 +34,7 @@ import time
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/weft-proxy"
 HOST = "127.0.0.1"
 ROUNDS = int(os.environ.get("ABUSE_ROUNDS", "2"))
+ONLY = os.environ.get("ABUSE_ONLY", "")  # run only the abuses whose name contains this
 
 
 def free_port():
@@ -163,6 +166,23 @@ async def ping_flood(pings):
     return [(r, w)]
 
 
+async def continuation_flood(conns, mib):
+    """A HEADERS frame without END_HEADERS, then CONTINUATION frames that never end it."""
+    out = []
+    chunk = h2_frame(9, 0, 1, b"\x00" * 16384)
+    for _ in range(conns):
+        r, w = await asyncio.open_connection(HOST, OUT)
+        w.write(PREFACE + h2_frame(1, 0x1, 1, HEADERS_BLOCK))
+        try:
+            for _ in range(mib * 64):
+                w.write(chunk)
+                await w.drain()
+        except (OSError, ConnectionError):
+            pass
+        out.append((r, w))
+    return out
+
+
 async def pipelined(conns, mib):
     out = []
     one = b"GET / HTTP/1.1\r\nHost: up\r\n\r\n"
@@ -250,6 +270,7 @@ async def main():
         ("5,000 requests held by a slow upstream", lambda: held_requests(5000), None, 10),
         ("HTTP/2 rapid reset, 200,000 streams", lambda: rapid_reset(200_000), None, 10),
         ("HTTP/2 PING flood, 2,000,000 pings", lambda: ping_flood(2_000_000), None, 10),
+        ("HTTP/2 CONTINUATION flood, 100 connections of 16 MiB", lambda: continuation_flood(100, 16), None, 10),
     ]
     # The same abuses again on the same process: memory the first round took
     # and freed must serve the second (peaks no higher), or something leaks.
@@ -258,6 +279,8 @@ async def main():
         print("| abuse | connections held | RSS before (MiB) | RSS peak | RSS after | fds peak | refused | ordinary GETs served |")
         print("|---|---|---|---|---|---|---|---|")
         for name, start, feed, seconds in abuses:
+            if ONLY and ONLY not in name:
+                continue
             await measure(name, start, feed=feed, seconds=seconds)
     PROXY.terminate()
     PROXY.wait()
