@@ -276,7 +276,7 @@ async def main():
     # and freed must serve the second (peaks no higher), or something leaks.
     for r in range(1, ROUNDS + 1):
         print(f"\nround {r} of {ROUNDS}\n")
-        print("| abuse | connections held | RSS before (MiB) | RSS peak | RSS after | fds peak | refused | ordinary GETs served |")
+        print("| abuse | connections opened | RSS before (MiB) | RSS peak | RSS after | fds peak | refused | ordinary GETs served |")
         print("|---|---|---|---|---|---|---|---|")
         for name, start, feed, seconds in abuses:
             if ONLY and ONLY not in name:
