@@ -71,6 +71,7 @@ async fn request_side_cases() {
         done.len(),
         failures.join("\n")
     );
+    eprintln!("{} request cases held", done.len());
 }
 
 /// Every answer of `response_cases::ANSWERS` to every kind of client.
@@ -117,6 +118,7 @@ async fn response_side_cases() {
         failures.len(),
         failures.join("\n")
     );
+    eprintln!("{total} answer cases held");
 }
 
 /// HTTP/2 requests (prior knowledge) whose authority or framing is in
@@ -285,6 +287,7 @@ async fn http2_request_cases() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("{} HTTP/2 request cases held", cases.len());
 }
 
 /// The same request cases through the inbound listener (to the local app),
@@ -324,4 +327,5 @@ async fn request_side_cases_inbound() {
         cases.len(),
         failures.join("\n")
     );
+    eprintln!("{} request cases held inbound", cases.len());
 }
