@@ -57,15 +57,20 @@ mod tests {
         let mut trimmer = Trimmer::default();
         trimmer.tick();
         // 64 MiB in blocks glibc serves from its heap (under the mmap
-        // threshold), then a small block after them so that freeing them
-        // leaves a hole inside the heap rather than at its top (glibc gives
-        // the top back by itself).
-        let burst: Vec<Vec<u8>> = (0..2048).map(|i| vec![i as u8; 32 << 10]).collect();
-        let pin = vec![1u8; 64];
+        // threshold), each followed by a small block that stays, so freeing
+        // them leaves holes inside the heap rather than free space at its
+        // top (which glibc gives back by itself), as a burst of connections
+        // among longer-lived allocations does.
+        let mut burst = Vec::new();
+        let mut pins = Vec::new();
+        for i in 0..2048 {
+            burst.push(vec![i as u8; 32 << 10]);
+            pins.push(vec![1u8; 64]);
+        }
         drop(burst);
         let freed = trimmer.tick().expect("64 MiB freed is returned");
         assert!(freed >= 48 << 20, "allocator held {freed} bytes free");
         assert_eq!(trimmer.tick(), None, "nothing new to return");
-        drop(pin);
+        drop(pins);
     }
 }
