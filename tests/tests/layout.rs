@@ -1,6 +1,8 @@
 //! The shape of the code, checked: layers point one way. No import cycle
 //! between the top-level modules of a crate, nor between its files; no
-//! source file over 600 lines outside tests.
+//! source file over 600 lines outside tests; and one TLS crypto provider
+//! in the whole build (aws-lc-rs: `ring` has no ML-KEM, see the README's
+//! post-quantum paragraph).
 //!
 //! Imports are read from `crate::`, `super::`, `self::` and child-module
 //! paths in each file (its `#[cfg(test)] mod tests` left out), and each
@@ -331,6 +333,26 @@ fn no_long_files() {
         "files over {MAX_LINES} lines:\n{}",
         long.join("\n")
     );
+}
+
+/// No crate in the build pulls in `ring`: every TLS user (rustls, rcgen,
+/// and any client added later) must select the aws-lc-rs provider, or a
+/// second provider would be compiled in and could be picked by default.
+#[test]
+fn one_crypto_provider() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--workspace", "--offline", "--target", "all"])
+        .args(["--edges", "normal,build", "--invert", "ring"])
+        .current_dir(repo())
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.trim().is_empty(), "ring is in the build:\n{tree}");
 }
 
 #[test]
