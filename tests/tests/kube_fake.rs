@@ -1,0 +1,208 @@
+//! The fake API server's behaviour where no recording covers it, following
+//! the recorded conventions: the Weft CRDs, a ServiceAccount kubeconfig
+//! held to RBAC, Pod watches with field selectors, streaming lists
+//! (`sendInitialEvents`), and a forced 410.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::time::Duration;
+use weft_tests::kube_fake::{Credentials, KubeFake};
+
+async fn events(fake: &KubeFake, creds: Credentials, path: &str, wait: Duration) -> Vec<Value> {
+    let mut s = fake.client(creds).stream("GET", path, &[]).await.unwrap();
+    assert_eq!(s.status, 200);
+    let mut out = Vec::new();
+    while let Some(line) = s.next_line(wait).await {
+        out.push(serde_json::from_str(&line).unwrap());
+    }
+    out
+}
+
+fn types(evs: &[Value]) -> Vec<&str> {
+    evs.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn weft_crds_are_served_with_status() {
+    let fake = KubeFake::builder().weft_crds().start().await;
+    let c = fake.client(Credentials::Admin);
+    let doc = c
+        .send("GET", "/apis/weft.dev/v1alpha1", &[], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    let names: Vec<&str> = doc["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"backends") && names.contains(&"meshconfigs/status"),
+        "{names:?}"
+    );
+    fake.create_namespace("shop", json!({})).await;
+    let b = fake
+        .create(json!({"apiVersion": "weft.dev/v1alpha1", "kind": "Backend", "metadata": {"name": "db", "namespace": "shop"}, "spec": {"endpoints": ["10.1.0.1:5432"]}, "status": {"ignored": true}}))
+        .await;
+    assert_eq!(b["metadata"]["generation"], 1);
+    assert!(b.get("status").is_none(), "status is a subresource: {b}");
+    let after = fake
+        .merge_patch(
+            "weft.dev/v1alpha1",
+            "Backend",
+            Some("shop"),
+            "db",
+            Some("status"),
+            json!({"status": {"ready": true}}),
+        )
+        .await;
+    assert_eq!(after["status"]["ready"], true);
+    assert_eq!(after["metadata"]["generation"], 1);
+    let list = c
+        .send(
+            "GET",
+            "/apis/weft.dev/v1alpha1/namespaces/shop/backends",
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .unwrap()
+        .json();
+    assert_eq!(
+        list["items"][0]["kind"], "Backend",
+        "custom resource list items keep kind"
+    );
+    assert_eq!(list["metadata"]["continue"], "");
+}
+
+#[tokio::test]
+async fn a_service_account_kubeconfig_is_held_to_rbac() {
+    let fake = KubeFake::start().await;
+    fake.create_namespace("weft-system", json!({})).await;
+    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}})).await;
+    let kubeconfig = std::fs::read_to_string(
+        fake.service_account_kubeconfig("weft-system", "weft-control-plane"),
+    )
+    .unwrap();
+    assert!(kubeconfig.contains(&format!("server: {}", fake.url())));
+    let token = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .unwrap()
+        .to_string();
+    let sa = fake.client(Credentials::Bearer(token.clone()));
+    let denied = sa
+        .send("GET", "/api/v1/pods", &[], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.json()["reason"], "Forbidden");
+    fake.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "weft"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]}))
+        .await;
+    fake.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "weft"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft"},
+        "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}))
+        .await;
+    assert_eq!(
+        sa.send("GET", "/api/v1/pods", &[], Bytes::new())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        sa.send(
+            "GET",
+            "/api/v1/namespaces/weft-system/secrets",
+            &[],
+            Bytes::new()
+        )
+        .await
+        .unwrap()
+        .status,
+        403
+    );
+    // Deleting the ServiceAccount invalidates its tokens.
+    assert!(
+        fake.delete(
+            "v1",
+            "ServiceAccount",
+            Some("weft-system"),
+            "weft-control-plane"
+        )
+        .await
+    );
+    assert_eq!(
+        sa.send("GET", "/api/v1/pods", &[], Bytes::new())
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+}
+
+#[tokio::test]
+async fn pod_watches_take_field_selectors_and_stream_initial_events() {
+    let fake = KubeFake::builder()
+        .config(|c| c.bookmark_interval = Duration::from_millis(500))
+        .start()
+        .await;
+    fake.create_namespace("shop", json!({})).await;
+    let pod = |name: &str, node: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"},
+               "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}]}})
+    };
+    fake.create(pod("a", "node-1")).await;
+    fake.create(pod("b", "node-2")).await;
+    let path = "/api/v1/namespaces/shop/pods?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&fieldSelector=spec.nodeName%3Dnode-1&timeoutSeconds=2";
+    let evs = events(&fake, Credentials::Admin, path, Duration::from_secs(5)).await;
+    assert_eq!(types(&evs)[..2], ["ADDED", "BOOKMARK"], "{evs:?}");
+    assert_eq!(evs[0]["object"]["metadata"]["name"], "a");
+    assert_eq!(
+        evs[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    let bad = fake
+        .client(Credentials::Admin)
+        .send(
+            "GET",
+            "/api/v1/pods?fieldSelector=spec.bogus%3Dx",
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn an_expired_resource_version_is_a_410() {
+    let fake = KubeFake::start().await;
+    fake.create_namespace("shop", json!({})).await;
+    let rv = fake.resource_version();
+    fake.create_namespace("other", json!({})).await;
+    fake.expire_history();
+    let evs = events(
+        &fake,
+        Credentials::Admin,
+        &format!("/api/v1/namespaces?watch=1&resourceVersion={rv}"),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(types(&evs), ["ERROR"]);
+    assert_eq!(evs[0]["object"]["code"], 410);
+    let list = fake
+        .client(Credentials::Admin)
+        .send(
+            "GET",
+            &format!("/api/v1/namespaces?resourceVersion={rv}&resourceVersionMatch=Exact"),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(list.status, 410);
+}
