@@ -206,3 +206,81 @@ async fn an_expired_resource_version_is_a_410() {
         .unwrap();
     assert_eq!(list.status, 410);
 }
+
+#[tokio::test]
+async fn self_subject_access_review_answers_from_rbac() {
+    let fake = KubeFake::start().await;
+    fake.create_namespace("weft-system", json!({})).await;
+    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cp", "namespace": "weft-system"}})).await;
+    fake.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "lease", "namespace": "weft-system"},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "update"], "resourceNames": ["weft-control-plane-status"]}]}))
+        .await;
+    fake.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "lease", "namespace": "weft-system"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lease"},
+        "subjects": [{"kind": "ServiceAccount", "name": "cp", "namespace": "weft-system"}]}))
+        .await;
+    let token = fake
+        .service_account_token("weft-system", "cp", &[], Duration::from_secs(600), None)
+        .unwrap();
+    let sa = fake.client(Credentials::Bearer(token));
+    let ask = |name: &str| {
+        Bytes::from(
+            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                   "spec": {"resourceAttributes": {"namespace": "weft-system", "verb": "update", "group": "coordination.k8s.io", "resource": "leases", "name": name}}})
+            .to_string(),
+        )
+    };
+    let path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews";
+    let yes = sa
+        .send(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            ask("weft-control-plane-status"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(yes.status, 201);
+    assert_eq!(yes.json()["status"]["allowed"], true);
+    let no = sa
+        .send(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            ask("other"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(no.json()["status"]["allowed"], false);
+}
+
+#[tokio::test]
+async fn server_side_apply_takes_a_json_body_and_creates() {
+    let fake = KubeFake::start().await;
+    fake.create_namespace("weft-system", json!({})).await;
+    let c = fake.client(Credentials::Admin);
+    let path = "/apis/coordination.k8s.io/v1/namespaces/weft-system/leases/weft-control-plane-status?fieldManager=weft&force=true";
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "weft-control-plane-status", "namespace": "weft-system"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "renewTime": "2026-11-29T18:03:21.200013Z"}});
+    let ct = [("content-type", "application/apply-patch+yaml")];
+    let created = c
+        .send("PATCH", path, &ct, Bytes::from(lease.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    let body = created.json();
+    assert_eq!(body["metadata"]["managedFields"][0]["manager"], "weft");
+    assert_eq!(body["metadata"]["managedFields"][0]["operation"], "Apply");
+    let mut again = lease.clone();
+    again["spec"]["holderIdentity"] = "b".into();
+    let updated = c
+        .send("PATCH", path, &ct, Bytes::from(again.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(updated.status, 200);
+    assert_eq!(updated.json()["spec"]["holderIdentity"], "b");
+    assert_ne!(
+        updated.json()["metadata"]["resourceVersion"],
+        body["metadata"]["resourceVersion"]
+    );
+}

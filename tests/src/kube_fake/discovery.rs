@@ -258,6 +258,19 @@ impl Discovery {
         out
     }
 
+    /// Puts the fake's own address in `/api`'s `serverAddressByClientCIDRs`.
+    pub fn set_server_address(&mut self, addr: &str) {
+        if let Some((_, api)) = self.plain.get_mut("/api") {
+            for a in api["serverAddressByClientCIDRs"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                a["serverAddress"] = addr.into();
+            }
+        }
+    }
+
     /// The resource served at `group/version/plural`.
     pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<Arc<Resource>> {
         self.resources

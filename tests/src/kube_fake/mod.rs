@@ -174,8 +174,9 @@ impl KubeFakeBuilder {
             .expect("bind the fake API server");
         let addr = listener.local_addr().expect("local addr");
         let url = format!("https://{addr}");
-        let discovery =
+        let mut discovery =
             discovery::Discovery::load(&self.config.crds).expect("load discovery documents");
+        discovery.set_server_address(&addr.to_string());
         let pki = server::Pki::generate();
         let state = Arc::new(State {
             discovery,

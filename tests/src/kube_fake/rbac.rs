@@ -68,41 +68,17 @@ pub fn authorize(state: &State, user: &User, verb: &str, t: &Target) -> Result<(
         Some(s) => format!("{}/{s}", r.plural),
         None => r.plural.clone(),
     };
-    let store = state.store();
-    let mut bindings: Vec<(Value, String)> = store
-        .list("clusterrolebindings.rbac.authorization.k8s.io", None)
-        .into_iter()
-        .map(|b| (b, String::new()))
-        .collect();
-    if let Some(ns) = &t.namespace {
-        for b in store.list("rolebindings.rbac.authorization.k8s.io", Some(ns)) {
-            bindings.push((b, ns.clone()));
-        }
-    }
-    for (b, ns) in bindings {
-        if !b["subjects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| subject_matches(s, user))
-        {
-            continue;
-        }
-        let role_name = b["roleRef"]["name"].as_str().unwrap_or("");
-        let role = match b["roleRef"]["kind"].as_str() {
-            Some("Role") => store.get("roles.rbac.authorization.k8s.io", &ns, role_name),
-            _ => store.get("clusterroles.rbac.authorization.k8s.io", "", role_name),
-        };
-        let Some(role) = role else { continue };
-        let name = t.name.as_deref();
-        if role["rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|rule| rule_allows(rule, verb, &r.group, &resource, name))
-        {
-            return Ok(());
-        }
+    let ns = t.namespace.as_deref();
+    if allowed(
+        state,
+        user,
+        verb,
+        &r.group,
+        &resource,
+        ns,
+        t.name.as_deref(),
+    ) {
+        return Ok(());
     }
     Err(ApiError::forbidden(
         r,
@@ -112,4 +88,52 @@ pub fn authorize(state: &State, user: &User, verb: &str, t: &Target) -> Result<(
         &resource,
         t.namespace.as_deref(),
     ))
+}
+
+/// Whether RBAC lets `user` do `verb` on `resource` (`plural` or
+/// `plural/subresource`) of `group`, in `namespace` (None: cluster-wide),
+/// on the object `name` when the verb names one.
+pub fn allowed(
+    state: &State,
+    user: &User,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    if user.is_master() {
+        return true;
+    }
+    let store = state.store();
+    let mut bindings: Vec<(Value, String)> = store
+        .list("clusterrolebindings.rbac.authorization.k8s.io", None)
+        .into_iter()
+        .map(|b| (b, String::new()))
+        .collect();
+    if let Some(ns) = namespace {
+        for b in store.list("rolebindings.rbac.authorization.k8s.io", Some(ns)) {
+            bindings.push((b, ns.to_string()));
+        }
+    }
+    bindings.iter().any(|(b, ns)| {
+        let bound = b["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| subject_matches(s, user));
+        let role_name = b["roleRef"]["name"].as_str().unwrap_or("");
+        let role = match b["roleRef"]["kind"].as_str() {
+            Some("Role") => store.get("roles.rbac.authorization.k8s.io", ns, role_name),
+            _ => store.get("clusterroles.rbac.authorization.k8s.io", "", role_name),
+        };
+        bound
+            && role.is_some_and(|role| {
+                role["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|rule| rule_allows(rule, verb, group, resource, name))
+            })
+    })
 }

@@ -143,3 +143,37 @@ pub fn self_subject_review(req: &Request) -> Result<Reply, ApiError> {
         }),
     ))
 }
+
+/// SelfSubjectAccessReview (`kubectl auth can-i`): RBAC's answer for the
+/// caller, for `spec.resourceAttributes`.
+pub fn self_subject_access_review(state: &State, req: &Request) -> Result<Reply, ApiError> {
+    let body: Value = serde_json::from_slice(&req.body)
+        .map_err(|e| ApiError::bad_request(format!("json parse error: {e}")))?;
+    let a = &body["spec"]["resourceAttributes"];
+    let s = |k: &str| a[k].as_str().filter(|v| !v.is_empty());
+    let resource = match s("subresource") {
+        Some(sub) => format!("{}/{sub}", s("resource").unwrap_or("")),
+        None => s("resource").unwrap_or("").to_string(),
+    };
+    let allowed = super::rbac::allowed(
+        state,
+        &req.user,
+        s("verb").unwrap_or(""),
+        s("group").unwrap_or(""),
+        &resource,
+        s("namespace"),
+        s("name"),
+    );
+    let mut status = json!({ "allowed": allowed });
+    if !allowed {
+        status["reason"] = "no RBAC rule allows it".into();
+    }
+    Ok(Reply::json(
+        201,
+        json!({
+            "kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "spec": body["spec"], "status": status,
+        }),
+    ))
+}

@@ -231,6 +231,9 @@ async fn route(state: Arc<State>, req: Request) -> Result<Reply, ApiError> {
         ("create", "", "serviceaccounts", Some("token")) => {
             reviews::token_request(&state, &req, &target)
         }
+        ("create", "authorization.k8s.io", "selfsubjectaccessreviews", None) => {
+            reviews::self_subject_access_review(&state, &req)
+        }
         (_, "authentication.k8s.io" | "authorization.k8s.io", _, _) => {
             Err(ApiError::method_not_allowed())
         }
