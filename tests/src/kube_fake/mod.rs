@@ -21,6 +21,7 @@ mod listwatch;
 mod patch;
 mod rbac;
 pub mod replay;
+pub mod replayer;
 mod reviews;
 mod router;
 mod selectors;
