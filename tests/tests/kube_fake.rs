@@ -284,3 +284,71 @@ async fn server_side_apply_takes_a_json_body_and_creates() {
         body["metadata"]["resourceVersion"]
     );
 }
+
+#[tokio::test]
+async fn secrets_take_string_data() {
+    let fake = KubeFake::start().await;
+    fake.create_namespace("weft-system", json!({})).await;
+    let s = fake
+        .create(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "weft-ca", "namespace": "weft-system"},
+                       "stringData": {"ca.pem": "PEM"}}))
+        .await;
+    assert_eq!(s["data"]["ca.pem"], "UEVN");
+    assert_eq!(s["type"], "Opaque");
+    assert!(s.get("stringData").is_none());
+}
+
+#[tokio::test]
+async fn http2_clients_are_served_and_watches_stream() {
+    use http_body_util::{BodyExt, Empty};
+    let fake = KubeFake::start().await;
+    let (cert, key) = fake.client_cert("admin", &["system:masters"]);
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(fake.ca_pem().as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(fake.addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let uri = format!("{}/api/v1/namespaces?watch=1&timeoutSeconds=2", fake.url());
+    let resp = h2
+        .send_request(http::Request::get(uri).body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    fake.create_namespace("shop", json!({})).await;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let names: Vec<Value> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap()["object"]["metadata"]["name"].clone())
+        .collect();
+    // The system namespaces first (synthetic ADDED), then the new one.
+    assert_eq!(names.first().unwrap(), "default", "{names:?}");
+    assert_eq!(names.last().unwrap(), "shop", "{names:?}");
+}

@@ -73,6 +73,18 @@ pub fn default(kind: &str, obj: &mut Value, cluster_ip: &mut dyn FnMut() -> Opti
             }
         }
         "Service" => default_service(obj, cluster_ip),
+        "Secret" => {
+            // stringData is write-only: it lands in data, base64-encoded.
+            if let Some(Value::Object(plain)) =
+                obj.as_object_mut().and_then(|m| m.remove("stringData"))
+            {
+                for (k, v) in plain {
+                    let text = v.as_str().unwrap_or("").as_bytes().to_vec();
+                    obj["data"][k.as_str()] = super::util::b64_std(&text).into();
+                }
+            }
+            or_insert(obj, "type", "Opaque".into());
+        }
         "Pod" => default_pod(obj),
         "HTTPRoute" | "GRPCRoute" => default_route(kind, obj),
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {

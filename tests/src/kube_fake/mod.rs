@@ -185,18 +185,20 @@ impl KubeFakeBuilder {
             config: self.config,
             issuer: url.clone(),
             signer: tokens::Signer::generate(),
-            cluster_ips: Mutex::new(BTreeSet::new()),
+            cluster_ips: Mutex::new(BTreeSet::from([1])),
         });
         let task = tokio::spawn(server::run(state.clone(), listener, pki.server_config()));
         let dir = crate::TempDir::new("kube-fake");
-        KubeFake {
+        let fake = KubeFake {
             state,
             addr,
             url,
             pki,
             task,
             dir,
-        }
+        };
+        fake.bootstrap().await;
+        fake
     }
 }
 
@@ -224,6 +226,22 @@ impl KubeFake {
 
     pub fn builder() -> KubeFakeBuilder {
         KubeFakeBuilder::default()
+    }
+
+    /// What the apiserver creates for itself at start: the four system
+    /// namespaces and the `default/kubernetes` Service (no endpoints, as
+    /// with `--endpoint-reconciler-type=none` on the recording server).
+    async fn bootstrap(&self) {
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            self.create_namespace(ns, json!({})).await;
+        }
+        self.create(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": "10.0.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.addr.port()}]},
+        }))
+        .await;
     }
 
     /// `https://127.0.0.1:<port>`, also the token issuer and audience.
