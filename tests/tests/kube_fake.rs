@@ -352,3 +352,49 @@ async fn http2_clients_are_served_and_watches_stream() {
     assert_eq!(names.first().unwrap(), "default", "{names:?}");
     assert_eq!(names.last().unwrap(), "shop", "{names:?}");
 }
+
+#[tokio::test]
+async fn dropping_the_fake_ends_open_watches() {
+    let fake = KubeFake::start().await;
+    let mut s = fake
+        .client(Credentials::Admin)
+        .stream("GET", "/api/v1/namespaces?watch=1&resourceVersion=0", &[])
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        assert!(
+            s.next_line(Duration::from_secs(2)).await.is_some(),
+            "the four system namespaces"
+        );
+    }
+    let addr = fake.addr();
+    drop(fake);
+    let started = std::time::Instant::now();
+    assert!(s.next_line(Duration::from_secs(5)).await.is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the watch ended when the fake stopped"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "nothing listens any more"
+    );
+}
+
+#[tokio::test]
+async fn a_body_the_fake_cannot_handle_is_a_500_not_a_dropped_connection() {
+    let fake = KubeFake::start().await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"}, "spec": "not an object"});
+    let r = fake
+        .client(Credentials::Admin)
+        .send(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            &[("content-type", "application/json")],
+            Bytes::from(pod.to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["reason"], "InternalError");
+}

@@ -81,6 +81,8 @@ pub struct State {
     issuer: String,
     signer: tokens::Signer,
     cluster_ips: Mutex<BTreeSet<u8>>,
+    /// Set when the `KubeFake` is dropped: every connection closes.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
@@ -186,6 +188,7 @@ impl KubeFakeBuilder {
             issuer: url.clone(),
             signer: tokens::Signer::generate(),
             cluster_ips: Mutex::new(BTreeSet::from([1])),
+            shutdown: tokio::sync::watch::channel(false).0,
         });
         let task = tokio::spawn(server::run(state.clone(), listener, pki.server_config()));
         let dir = crate::TempDir::new("kube-fake");
@@ -202,7 +205,8 @@ impl KubeFakeBuilder {
     }
 }
 
-/// A running fake API server; it stops when dropped.
+/// A running fake API server. Dropping it stops it: the listener closes and
+/// so does every open connection, watches included.
 pub struct KubeFake {
     state: Arc<State>,
     addr: SocketAddr,
@@ -215,6 +219,7 @@ pub struct KubeFake {
 impl Drop for KubeFake {
     fn drop(&mut self) {
         self.task.abort();
+        self.state.shutdown.send_replace(true);
     }
 }
 

@@ -205,7 +205,16 @@ async fn serve(
         body,
         user,
     };
-    Ok(into_response(router::handle(state, request).await))
+    // A handler that panics (a body shaped so unexpectedly that a kind's
+    // defaulting trips over it) answers 500 instead of dropping the
+    // connection.
+    let reply = match tokio::spawn(router::handle(state, request)).await {
+        Ok(r) => r,
+        Err(e) => {
+            super::errors::ApiError::internal(format!("the fake API server failed: {e}")).into()
+        }
+    };
+    Ok(into_response(reply))
 }
 
 /// Accepts connections until the task is aborted.
@@ -217,6 +226,7 @@ pub async fn run(state: Arc<State>, listener: TcpListener, tls: Arc<rustls::Serv
         };
         let acceptor = acceptor.clone();
         let state = state.clone();
+        let mut shutdown = state.shutdown.subscribe();
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
@@ -229,10 +239,15 @@ pub async fn run(state: Arc<State>, listener: TcpListener, tls: Arc<rustls::Serv
                 .and_then(|c| auth::from_certificate(c));
             let svc =
                 hyper::service::service_fn(move |req| serve(state.clone(), cert_user.clone(), req));
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            // Dropping the connection when the fake stops closes the socket,
+            // as a dying apiserver would.
+            tokio::select! {
+                _ = conn => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
         });
     }
 }
