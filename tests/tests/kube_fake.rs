@@ -398,3 +398,86 @@ async fn a_body_the_fake_cannot_handle_is_a_500_not_a_dropped_connection() {
     assert_eq!(r.status, 500);
     assert_eq!(r.json()["reason"], "InternalError");
 }
+
+/// A webhook that labels every object it is sent, serving a certificate
+/// for `names`; returns its address and CA (PEM).
+async fn labelling_webhook(names: Vec<String>) -> (std::net::SocketAddr, String) {
+    use http_body_util::{BodyExt, Full};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let svc = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let review: Value = serde_json::from_slice(&body).unwrap();
+                    let patch = json!([{"op": "add", "path": "/metadata/labels", "value": {"seen-by": "webhook"}}]);
+                    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                    "response": {"uid": review["request"]["uid"], "allowed": true, "patchType": "JSONPatch",
+                                 "patch": weft_tests::kube_fake::b64_std(patch.to_string().as_bytes())}});
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        answer.to_string(),
+                    ))))
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc),
+            );
+        }
+    });
+    (addr, ca.pem())
+}
+
+#[tokio::test]
+async fn webhooks_naming_a_service_reach_the_routed_address() {
+    let fake = KubeFake::start().await;
+    let (addr, ca) = labelling_webhook(vec!["weft-control-plane.weft-system.svc".into()]).await;
+    fake.create_namespace("apps", json!({"weft.dev/inject": "enabled"}))
+        .await;
+    fake.create(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "weft"},
+        "webhooks": [{"name": "inject.weft.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "namespaceSelector": {"matchLabels": {"weft.dev/inject": "enabled"}},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "clientConfig": {"service": {"namespace": "weft-system", "name": "weft-control-plane", "port": 15017, "path": "/inject"},
+                             "caBundle": weft_tests::kube_fake::b64_std(ca.as_bytes())}}]}))
+        .await;
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "apps"},
+                                  "spec": {"containers": [{"name": "app", "image": "app:1"}]}})
+    };
+    let (code, body) = fake
+        .request("POST", "/api/v1/namespaces/apps/pods", Some(&pod("before")))
+        .await;
+    assert_eq!(code, 500, "an unrouted Service fails the call: {body}");
+    fake.route_service("weft-system", "weft-control-plane", addr);
+    let created = fake.create(pod("after")).await;
+    assert_eq!(created["metadata"]["labels"]["seen-by"], "webhook");
+}

@@ -7,8 +7,8 @@
 //! `?timeout=<n>s`, trusting `caBundle`. The answer's uid must match; a
 //! denial becomes the client's error; a `JSONPatch` is applied. A failed
 //! call follows `failurePolicy` (Fail: 500; Ignore: carry on unmutated).
-//! `clientConfig.service` cannot be reached from a fake with no cluster
-//! network and counts as a failed call. Validating webhooks and
+//! `clientConfig.service` goes to the address a test routed that Service to
+//! (`KubeFake::route_service`); an unrouted one is a failed call. Validating webhooks and
 //! reinvocation are not implemented.
 
 use super::discovery::Resource;
@@ -113,13 +113,14 @@ pub async fn mutate(
             {
                 continue;
             }
-            call(req, r, obj, op, hook).await?;
+            call(state, req, r, obj, op, hook).await?;
         }
     }
     Ok(())
 }
 
 async fn call(
+    state: &State,
     req: &Request,
     r: &Resource,
     obj: &mut Value,
@@ -142,7 +143,26 @@ async fn call(
     }
     let review =
         json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": request});
-    let url = hook["clientConfig"]["url"].as_str().unwrap_or("");
+    let cc = &hook["clientConfig"];
+    // A Service reference goes to the address the test routed it to, and
+    // the webhook's certificate is checked for `<name>.<namespace>.svc`.
+    let (url, connect_to) = match cc["url"].as_str() {
+        Some(u) => (u.to_string(), None),
+        None => {
+            let svc = &cc["service"];
+            let (ns, svc_name) = (
+                svc["namespace"].as_str().unwrap_or(""),
+                svc["name"].as_str().unwrap_or(""),
+            );
+            let port = svc["port"].as_u64().unwrap_or(443);
+            let path = svc["path"].as_str().unwrap_or("/");
+            let routed = state
+                .service_routes()
+                .get(&(ns.to_string(), svc_name.to_string()))
+                .copied();
+            (format!("https://{svc_name}.{ns}.svc:{port}{path}"), routed)
+        }
+    };
     let full_url = format!("{url}?timeout={timeout}s");
     let fail = |why: String| -> Result<(), ApiError> {
         if hook["failurePolicy"] == "Ignore" {
@@ -153,14 +173,17 @@ async fn call(
             )))
         }
     };
-    if url.is_empty() {
-        return fail("failed to call webhook: clientConfig.service is not reachable from the fake API server".into());
+    if cc["url"].is_null() && connect_to.is_none() {
+        return fail(format!(
+            "failed to call webhook: Post {full_url:?}: the service is not routed (KubeFake::route_service)"
+        ));
     }
     let ca = hook["clientConfig"]["caBundle"].as_str().unwrap_or("");
     let sent = tokio::time::timeout(
         Duration::from_secs(timeout),
         post(
             &full_url,
+            connect_to,
             b64_decode(ca).unwrap_or_default(),
             review.to_string(),
         ),
@@ -210,8 +233,14 @@ async fn call(
     Ok(())
 }
 
-/// One HTTPS POST over HTTP/1.1, trusting the PEM `ca` bundle.
-async fn post(url: &str, ca: Vec<u8>, body: String) -> Result<Bytes, String> {
+/// One HTTPS POST over HTTP/1.1, trusting the PEM `ca` bundle, to the
+/// URL's host or to `connect_to` when given.
+async fn post(
+    url: &str,
+    connect_to: Option<std::net::SocketAddr>,
+    ca: Vec<u8>,
+    body: String,
+) -> Result<Bytes, String> {
     let rest = url
         .strip_prefix("https://")
         .ok_or("only https:// webhook URLs are supported")?;
@@ -221,10 +250,10 @@ async fn post(url: &str, ca: Vec<u8>, body: String) -> Result<Bytes, String> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let addr = if authority.contains(':') && !authority.ends_with(']') {
-        authority.to_string()
-    } else {
-        format!("{authority}:443")
+    let addr = match connect_to {
+        Some(a) => a.to_string(),
+        None if authority.contains(':') && !authority.ends_with(']') => authority.to_string(),
+        None => format!("{authority}:443"),
     };
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::pem::PemObject;

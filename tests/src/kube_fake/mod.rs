@@ -81,6 +81,8 @@ pub struct State {
     issuer: String,
     signer: tokens::Signer,
     cluster_ips: Mutex<BTreeSet<u8>>,
+    /// Where webhooks naming a Service (namespace, name) are sent.
+    service_routes: Mutex<std::collections::HashMap<(String, String), SocketAddr>>,
     /// Set when the `KubeFake` is dropped: every connection closes.
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -88,6 +90,14 @@ pub struct State {
 impl State {
     fn store(&self) -> MutexGuard<'_, store::Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn service_routes(
+        &self,
+    ) -> MutexGuard<'_, std::collections::HashMap<(String, String), SocketAddr>> {
+        self.service_routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn allocate_cluster_ip(&self) -> Option<String> {
@@ -188,6 +198,7 @@ impl KubeFakeBuilder {
             issuer: url.clone(),
             signer: tokens::Signer::generate(),
             cluster_ips: Mutex::new(BTreeSet::from([1])),
+            service_routes: Mutex::new(Default::default()),
             shutdown: tokio::sync::watch::channel(false).0,
         });
         let task = tokio::spawn(server::run(state.clone(), listener, pki.server_config()));
@@ -531,6 +542,15 @@ impl KubeFake {
     pub async fn create_namespace(&self, name: &str, labels: Value) -> Value {
         self.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}))
             .await
+    }
+
+    /// Sends admission webhooks whose `clientConfig.service` names
+    /// `ns/name` to `addr` (there is no cluster network); the webhook's
+    /// certificate must name `<name>.<ns>.svc`, as the apiserver checks.
+    pub fn route_service(&self, ns: &str, name: &str, addr: SocketAddr) {
+        self.state
+            .service_routes()
+            .insert((ns.to_string(), name.to_string()), addr);
     }
 
     /// The newest resourceVersion handed out.
