@@ -500,10 +500,14 @@ fn validate_pod(obj: &Value, causes: &mut Vec<Cause>) {
 /// The Gateway API CRD schema's rules for `status.parents` (the part a
 /// route status writer can get wrong).
 fn validate_route_status(obj: &Value, causes: &mut Vec<Cause>) {
-    let pattern = regex::Regex::new(
-        r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$",
-    )
-    .expect("controllerName pattern");
+    // The Gateway API CRD's pattern for `controllerName`.
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$",
+        )
+        .expect("controllerName pattern")
+    });
+    let pattern = &*PATTERN;
     for (i, p) in obj["status"]["parents"]
         .as_array()
         .into_iter()
