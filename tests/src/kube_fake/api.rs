@@ -205,14 +205,7 @@ async fn create_object(
     } else {
         store.write(&gr, &ns, &name, obj)
     };
-    let mut reply = Reply::json(201, served(stored, t));
-    if r.kind == "Endpoints" {
-        reply = reply.header(
-            "Warning",
-            "299 - \"v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice\"",
-        );
-    }
-    Ok(reply)
+    Ok(Reply::json(201, served(stored, t)))
 }
 
 fn existing(state: &State, t: &Target) -> Option<Value> {

@@ -4,8 +4,8 @@
 //! to run replaced by the fake's own (UIDs, resourceVersions, continue
 //! tokens, ServiceAccount tokens, the discovery Etag), which the replayer
 //! learns by walking each recorded answer beside the fake's. An answer
-//! matches when the status code and content type are equal and the bodies
-//! have the same shape: the same field names, recursively, with values of
+//! matches when the status code, content type and a few headers are equal
+//! (`replayer.rs`) and the bodies have the same shape: the same field names, recursively, with values of
 //! the same JSON type and lists of the same length. Values are not
 //! compared, except plain-text bodies, which must be equal. The one
 //! tolerance: `managedFields[].fieldsV1` must be an object but its contents

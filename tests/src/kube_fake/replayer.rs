@@ -28,6 +28,15 @@ pub fn folder_files(folder: &str) -> Vec<String> {
     names
 }
 
+/// Response headers compared by value.
+const HEADERS: &[&str] = &[
+    "Cache-Control",
+    "Vary",
+    "Retry-After",
+    "Warning",
+    "X-Content-Type-Options",
+];
+
 pub struct Replay {
     pub fake: KubeFake,
     pub subs: Substitutions,
@@ -120,6 +129,18 @@ impl Replay {
                 format!("status {} (recorded {code}): {body}", resp.status),
             );
             return;
+        }
+        // Headers a client may act on must be there with the recorded value
+        // (and absent when the recording has none).
+        for h in HEADERS {
+            let recorded = rec["headers"][*h].as_str();
+            let actual = resp.headers.get(*h).and_then(|v| v.to_str().ok());
+            if recorded != actual {
+                self.fail(
+                    rel,
+                    format!("header {h}: {actual:?} (recorded {recorded:?})"),
+                );
+            }
         }
         let rec_ct = rec["headers"]["Content-Type"].as_str();
         if resp.content_type() != rec_ct {

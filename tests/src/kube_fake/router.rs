@@ -221,7 +221,7 @@ async fn route(state: Arc<State>, req: Request) -> Result<Reply, ApiError> {
     rbac::authorize(&state, &req.user, verb, &target)?;
     let r = &target.resource;
     let (group, plural) = (r.group.as_str(), r.plural.as_str());
-    match (verb, group, plural, target.subresource.as_deref()) {
+    let reply = match (verb, group, plural, target.subresource.as_deref()) {
         ("create", "authentication.k8s.io", "tokenreviews", None) => {
             reviews::token_review(&state, &req)
         }
@@ -245,7 +245,19 @@ async fn route(state: Arc<State>, req: Request) -> Result<Reply, ApiError> {
         ("patch", ..) => api::patch(&state, &req, &target).await,
         ("delete", ..) => api::delete(&state, &req, &target),
         _ => Err(ApiError::method_not_allowed()),
+    };
+    // Every write of a core v1 Endpoints object carries the deprecation
+    // warning, whether it succeeds or not.
+    if r.kind == "Endpoints" && matches!(verb, "create" | "update" | "patch") {
+        let warning =
+            "299 - \"v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice\"";
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => e.into(),
+        };
+        return Ok(reply.header("Warning", warning));
     }
+    reply
 }
 
 /// `%XX` and `+` decoding of one query component.
