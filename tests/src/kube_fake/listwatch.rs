@@ -227,6 +227,7 @@ pub fn watch(state: &Arc<State>, req: &Request, t: &Target) -> Result<Reply, Api
             let asked = parse_rv(&rv_param)?;
             match store.events_since(&gr, asked) {
                 Ok(events) => {
+                    let seen = events.last().map_or(asked, |e| e.rv);
                     for e in events {
                         if let Some((ty, obj)) =
                             visible(&e.kind, &e.object, e.prev.as_ref(), &matches)
@@ -236,7 +237,7 @@ pub fn watch(state: &Arc<State>, req: &Request, t: &Target) -> Result<Reply, Api
                             }
                         }
                     }
-                    (store.subscribe(), asked)
+                    (store.subscribe(), seen)
                 }
                 Err(x) => {
                     initial.push(line("ERROR", &ApiError::watch_expired(asked, x.oldest)));
@@ -280,10 +281,15 @@ pub fn watch(state: &Arc<State>, req: &Request, t: &Target) -> Result<Reply, Api
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Ok(e) => {
-                        if e.group_resource != gr || !in_ns(&e.namespace) {
+                        if e.group_resource != gr {
                             continue;
                         }
+                        // Bookmarks only ever name a version this watch has
+                        // passed, so resuming from one cannot skip an event.
                         last_rv = last_rv.max(e.rv);
+                        if !in_ns(&e.namespace) {
+                            continue;
+                        }
                         if let Some((ty, obj)) = visible(&e.kind, &e.object, e.prev.as_ref(), &matches) {
                             if tx.send(line(ty, &served(obj.clone(), &t))).await.is_err() {
                                 return;
@@ -308,13 +314,11 @@ pub fn watch(state: &Arc<State>, req: &Request, t: &Target) -> Result<Reply, Api
                     if now >= next_bookmark {
                         next_bookmark = now + interval;
                     }
-                    // A bookmark carries the resource's last revision; a watch
-                    // from a version not reached yet stays silent.
-                    let (rv, current) = {
-                        let store = state.store();
-                        (last_rv.max(store.last_rv(&gr)), store.current_rv())
-                    };
-                    if bookmarks && current >= last_rv && tx.send(bookmark(&t, rv, false)).await.is_err() {
+                    // A bookmark carries the last revision of the resource this
+                    // watch has seen; a watch from a version not reached yet
+                    // stays silent.
+                    let current = state.store().current_rv();
+                    if bookmarks && current >= last_rv && tx.send(bookmark(&t, last_rv, false)).await.is_err() {
                         return;
                     }
                 }
