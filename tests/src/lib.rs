@@ -7,6 +7,7 @@ pub mod conformance;
 pub mod control_plane;
 pub mod dns;
 pub mod faulty;
+pub mod kube_fake;
 pub mod mesh;
 pub mod otlp;
 pub mod proxy;

@@ -1,0 +1,567 @@
+//! A wire-level fake Kubernetes API server for the control plane's tests.
+//!
+//! No API server can run here, so the tests talk to this one: it speaks
+//! HTTPS (client certificates or bearer tokens, with a kubeconfig written
+//! for either), serves discovery from the documents recorded from
+//! kube-apiserver v1.36.2, and keeps every object as raw JSON with one
+//! resourceVersion counter, answering LIST, WATCH and writes the way the
+//! recorded server did. `README.md` beside this file lists what it
+//! implements, which answers are checked against recordings
+//! (`tests/tests/kube_fake_wire.rs`), and what it leaves out.
+
+mod admission;
+mod api;
+mod auth;
+pub mod client;
+mod discovery;
+mod errors;
+mod fields;
+mod kinds;
+mod listwatch;
+mod patch;
+mod rbac;
+pub mod replay;
+pub mod replayer;
+mod reviews;
+mod router;
+mod selectors;
+mod server;
+mod store;
+mod tokens;
+mod util;
+
+pub use client::{Credentials, FakeClient, FakeResponse};
+pub use discovery::{fixtures_dir, Crd};
+pub use util::b64_std;
+
+use router::{Body, Reply};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Timings and limits; the defaults are the recorded server's.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK
+    /// (60 s, as recorded; tests shorten it).
+    pub bookmark_interval: Duration,
+    /// A WATCH without `timeoutSeconds` ends after this.
+    pub default_watch_timeout: Duration,
+    /// How long a LIST at a future resourceVersion waits before its 504
+    /// (about 3 s, as recorded).
+    pub future_rv_wait: Duration,
+    /// Events of each resource kept for WATCH and exact LIST; older
+    /// versions have expired (410).
+    pub history_limit: usize,
+    /// Custom resource definitions served besides the recorded Gateway API.
+    pub crds: Vec<Crd>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            bookmark_interval: Duration::from_secs(60),
+            default_watch_timeout: Duration::from_secs(1800),
+            future_rv_wait: Duration::from_secs(3),
+            history_limit: 100,
+            crds: Vec::new(),
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct State {
+    discovery: discovery::Discovery,
+    store: Mutex<store::Store>,
+    config: Config,
+    /// The ServiceAccount token issuer and default audience: the fake's URL.
+    issuer: String,
+    signer: tokens::Signer,
+    cluster_ips: Mutex<BTreeSet<u8>>,
+    /// Where webhooks naming a Service (namespace, name) are sent.
+    service_routes: Mutex<std::collections::HashMap<(String, String), SocketAddr>>,
+    /// Set when the `KubeFake` is dropped: every connection closes.
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl State {
+    fn store(&self) -> MutexGuard<'_, store::Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn service_routes(
+        &self,
+    ) -> MutexGuard<'_, std::collections::HashMap<(String, String), SocketAddr>> {
+        self.service_routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn allocate_cluster_ip(&self) -> Option<String> {
+        let mut used = self.cluster_ips.lock().unwrap_or_else(|p| p.into_inner());
+        let free: Vec<u8> = (1..=254).filter(|i| !used.contains(i)).collect();
+        let pick = *free.get(rand::random_range(0..free.len().max(1)))?;
+        used.insert(pick);
+        Some(format!("10.0.0.{pick}"))
+    }
+
+    fn release_cluster_ip(&self, ip: &str) {
+        if let Some(last) = ip
+            .strip_prefix("10.0.0.")
+            .and_then(|l| l.parse::<u8>().ok())
+        {
+            self.cluster_ips
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&last);
+        }
+    }
+
+    /// Discovery answers, with aggregated discovery's Etag and 304.
+    fn discovery_reply(&self, path: &str, accept: &str, if_none_match: &str) -> Option<Reply> {
+        let (ctype, body) = self.discovery.answer(path, accept)?;
+        if ctype == discovery::AGGREGATED {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, body.as_bytes());
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+            let etag = format!("\"{hex}\"");
+            let mut r = if if_none_match == etag {
+                Reply {
+                    code: 304,
+                    content_type: None,
+                    headers: Vec::new(),
+                    body: Body::Empty,
+                }
+            } else {
+                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let mut r = Reply::json(200, v);
+                r.content_type = Some(ctype);
+                r
+            };
+            r.headers.push(("Cache-Control".into(), "public".into()));
+            r.headers.push(("Etag".into(), etag));
+            r.headers.push(("Vary".into(), "Accept".into()));
+            return Some(r);
+        }
+        let body = match serde_json::from_str::<Value>(&body) {
+            Ok(v) if ctype == "application/json" => Body::Json(v),
+            _ => Body::Text(body),
+        };
+        Some(Reply {
+            code: 200,
+            content_type: Some(ctype),
+            headers: Vec::new(),
+            body,
+        })
+    }
+}
+
+/// Starts a fake with chosen settings.
+#[derive(Default)]
+pub struct KubeFakeBuilder {
+    config: Config,
+}
+
+impl KubeFakeBuilder {
+    pub fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Serves the four Weft CRDs (`weft.dev/v1alpha1`).
+    pub fn weft_crds(mut self) -> Self {
+        self.config.crds.extend(Crd::weft());
+        self
+    }
+
+    pub fn crd(mut self, crd: Crd) -> Self {
+        self.config.crds.push(crd);
+        self
+    }
+
+    pub async fn start(self) -> KubeFake {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake API server");
+        let addr = listener.local_addr().expect("local addr");
+        let url = format!("https://{addr}");
+        let mut discovery =
+            discovery::Discovery::load(&self.config.crds).expect("load discovery documents");
+        discovery.set_server_address(&addr.to_string());
+        let pki = server::Pki::generate();
+        let state = Arc::new(State {
+            discovery,
+            store: Mutex::new(store::Store::new(1, self.config.history_limit)),
+            config: self.config,
+            issuer: url.clone(),
+            signer: tokens::Signer::generate(),
+            cluster_ips: Mutex::new(BTreeSet::from([1])),
+            service_routes: Mutex::new(Default::default()),
+            shutdown: tokio::sync::watch::channel(false).0,
+        });
+        let task = tokio::spawn(server::run(state.clone(), listener, pki.server_config()));
+        let dir = crate::TempDir::new("kube-fake");
+        let fake = KubeFake {
+            state,
+            addr,
+            url,
+            pki,
+            task,
+            dir,
+        };
+        fake.bootstrap().await;
+        fake
+    }
+}
+
+/// A running fake API server. Dropping it stops it: the listener closes and
+/// so does every open connection, watches included.
+pub struct KubeFake {
+    state: Arc<State>,
+    addr: SocketAddr,
+    url: String,
+    pki: server::Pki,
+    task: tokio::task::JoinHandle<()>,
+    dir: crate::TempDir,
+}
+
+impl Drop for KubeFake {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.state.shutdown.send_replace(true);
+    }
+}
+
+impl KubeFake {
+    /// A fake with the recorded server's settings and no Weft CRDs.
+    pub async fn start() -> KubeFake {
+        KubeFake::builder().start().await
+    }
+
+    pub fn builder() -> KubeFakeBuilder {
+        KubeFakeBuilder::default()
+    }
+
+    /// What the apiserver creates for itself at start: the four system
+    /// namespaces and the `default/kubernetes` Service (no endpoints, as
+    /// with `--endpoint-reconciler-type=none` on the recording server).
+    async fn bootstrap(&self) {
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            self.create_namespace(ns, json!({})).await;
+        }
+        self.create(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": "10.0.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.addr.port()}]},
+        }))
+        .await;
+    }
+
+    /// `https://127.0.0.1:<port>`, also the token issuer and audience.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA that signed the serving certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca_pem
+    }
+
+    /// A client certificate and key (PEM) naming `user` in `groups`.
+    pub fn client_cert(&self, user: &str, groups: &[&str]) -> (String, String) {
+        self.pki.client_cert(user, groups)
+    }
+
+    fn write_kubeconfig(&self, file: &str, user: &str) -> PathBuf {
+        let ca = util::b64_std(self.pki.ca_pem.as_bytes());
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: fake-user\n  user:\n{user}contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake-user\ncurrent-context: fake\n",
+            self.url
+        );
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    /// A kubeconfig authenticating with a client certificate for `user` in
+    /// `groups` (`admin` in `system:masters` is the unrestricted admin).
+    pub fn cert_kubeconfig(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let (cert, key) = self.client_cert(user, groups);
+        let user_part = format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            util::b64_std(cert.as_bytes()),
+            util::b64_std(key.as_bytes())
+        );
+        self.write_kubeconfig(&format!("kubeconfig-{}", util::uuid()), &user_part)
+    }
+
+    /// The admin's kubeconfig (`CN=admin, O=system:masters`).
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.cert_kubeconfig("admin", &["system:masters"])
+    }
+
+    /// A kubeconfig with a bearer token for ServiceAccount `ns/sa` (which
+    /// must exist), audience the fake itself, valid for an hour.
+    pub fn service_account_kubeconfig(&self, ns: &str, sa: &str) -> PathBuf {
+        let token = self
+            .service_account_token(ns, sa, &[], Duration::from_secs(3600), None)
+            .expect("ServiceAccount token");
+        self.write_kubeconfig(
+            &format!("kubeconfig-{ns}-{sa}-{}", util::uuid()),
+            &format!("    token: {token}\n"),
+        )
+    }
+
+    /// A token for ServiceAccount `ns/sa` as TokenRequest issues it:
+    /// `audiences` empty means the fake itself; `pod` binds it to a Pod
+    /// in `ns` (the token dies with the Pod).
+    pub fn service_account_token(
+        &self,
+        ns: &str,
+        sa: &str,
+        audiences: &[&str],
+        expiration: Duration,
+        pod: Option<&str>,
+    ) -> Result<String, String> {
+        let store = self.state.store();
+        let sa_obj = store
+            .get("serviceaccounts", ns, sa)
+            .ok_or_else(|| format!("no ServiceAccount {ns}/{sa}"))?;
+        let sa_uid = sa_obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let pod = match pod {
+            Some(p) => {
+                let o = store
+                    .get("pods", ns, p)
+                    .ok_or_else(|| format!("no Pod {ns}/{p}"))?;
+                Some((
+                    p.to_string(),
+                    o["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+                ))
+            }
+            None => None,
+        };
+        drop(store);
+        let mut auds: Vec<String> = audiences.iter().map(|s| s.to_string()).collect();
+        if auds.is_empty() {
+            auds.push(self.url.clone());
+        }
+        Ok(tokens::issue(
+            &self.state,
+            ns,
+            sa,
+            &sa_uid,
+            &auds,
+            expiration.as_secs(),
+            pod.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
+        )
+        .0)
+    }
+
+    /// An HTTPS client for raw requests, as the admin or with other
+    /// credentials.
+    pub fn client(&self, creds: Credentials) -> FakeClient {
+        let config = match &creds {
+            Credentials::Admin => {
+                let (c, k) = self.client_cert("admin", &["system:masters"]);
+                self.pki.client_config(Some((&c, &k)))
+            }
+            Credentials::Cert(c, k) => self.pki.client_config(Some((c.as_str(), k.as_str()))),
+            Credentials::Bearer(_) | Credentials::None => self.pki.client_config(None),
+        };
+        FakeClient::new(self.addr, config, creds)
+    }
+
+    /// One request as the admin, in-process (no TLS), for setting up and
+    /// inspecting state: `(status, body)`. Not for WATCH.
+    pub async fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("user-agent", http::HeaderValue::from_static("weft-tests/1"));
+        let ctype = if method == "PATCH" {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
+        headers.insert("content-type", http::HeaderValue::from_static(ctype));
+        let req = router::Request {
+            method: method.parse().unwrap_or(http::Method::GET),
+            path: path.to_string(),
+            query: router::parse_query(query),
+            headers,
+            body: body
+                .map(|b| bytes::Bytes::from(b.to_string()))
+                .unwrap_or_default(),
+            user: auth::User {
+                name: "admin".into(),
+                uid: None,
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+                extra: Value::Null,
+            },
+        };
+        let reply = router::handle(self.state.clone(), req).await;
+        let body = match reply.body {
+            Body::Json(v) => v,
+            Body::Text(t) => Value::String(t),
+            Body::Empty | Body::Stream(_) => Value::Null,
+        };
+        (reply.code, body)
+    }
+
+    /// The URL path of an object (or, with `name` None, its collection).
+    pub fn path_of(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: Option<&str>,
+    ) -> String {
+        let r = self
+            .state
+            .discovery
+            .resource_for_kind(api_version, kind)
+            .unwrap_or_else(|| panic!("the fake does not serve {api_version} {kind}"));
+        let mut p = if r.group.is_empty() {
+            format!("/api/{}", r.version)
+        } else {
+            format!("/apis/{}/{}", r.group, r.version)
+        };
+        if let (true, Some(ns)) = (r.namespaced, ns) {
+            p.push_str(&format!("/namespaces/{ns}"));
+        }
+        p.push_str(&format!("/{}", r.plural));
+        if let Some(n) = name {
+            p.push_str(&format!("/{n}"));
+        }
+        p
+    }
+
+    fn path_for(&self, obj: &Value, with_name: bool) -> String {
+        let s = |v: &Value| v.as_str().map(str::to_string);
+        let api_version = s(&obj["apiVersion"]).expect("apiVersion");
+        let kind = s(&obj["kind"]).expect("kind");
+        let ns = s(&obj["metadata"]["namespace"]);
+        let name = s(&obj["metadata"]["name"]);
+        self.path_of(
+            &api_version,
+            &kind,
+            ns.as_deref(),
+            name.as_deref().filter(|_| with_name),
+        )
+    }
+
+    /// Creates `obj` (apiVersion, kind and metadata decide where) as the
+    /// admin and returns the stored object; panics on any error status.
+    pub async fn create(&self, obj: Value) -> Value {
+        let (code, body) = self
+            .request("POST", &self.path_for(&obj, false), Some(&obj))
+            .await;
+        assert!(code == 201, "create failed with {code}: {body}");
+        body
+    }
+
+    /// Replaces `obj` (PUT; `metadata.resourceVersion` is a precondition
+    /// when present) and returns the stored object.
+    pub async fn replace(&self, obj: Value) -> Value {
+        let (code, body) = self
+            .request("PUT", &self.path_for(&obj, true), Some(&obj))
+            .await;
+        assert!(code == 200, "replace failed with {code}: {body}");
+        body
+    }
+
+    /// Merge-patches an object (`subresource` e.g. `Some("status")`).
+    pub async fn merge_patch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        patch: Value,
+    ) -> Value {
+        let mut path = self.path_of(api_version, kind, ns, Some(name));
+        if let Some(s) = subresource {
+            path.push_str(&format!("/{s}"));
+        }
+        let (code, body) = self.request("PATCH", &path, Some(&patch)).await;
+        assert!(code == 200, "patch failed with {code}: {body}");
+        body
+    }
+
+    /// The object, or None when it does not exist.
+    pub async fn get(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let (code, body) = self
+            .request(
+                "GET",
+                &self.path_of(api_version, kind, ns, Some(name)),
+                None,
+            )
+            .await;
+        (code == 200).then_some(body)
+    }
+
+    /// Deletes an object; true when it existed.
+    pub async fn delete(
+        &self,
+        api_version: &str,
+        kind: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> bool {
+        let (code, _) = self
+            .request(
+                "DELETE",
+                &self.path_of(api_version, kind, ns, Some(name)),
+                None,
+            )
+            .await;
+        code == 200
+    }
+
+    /// Creates a Namespace with labels.
+    pub async fn create_namespace(&self, name: &str, labels: Value) -> Value {
+        self.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}))
+            .await
+    }
+
+    /// Sends admission webhooks whose `clientConfig.service` names
+    /// `ns/name` to `addr` (there is no cluster network); the webhook's
+    /// certificate must name `<name>.<ns>.svc`, as the apiserver checks.
+    pub fn route_service(&self, ns: &str, name: &str, addr: SocketAddr) {
+        self.state
+            .service_routes()
+            .insert((ns.to_string(), name.to_string()), addr);
+    }
+
+    /// The newest resourceVersion handed out.
+    pub fn resource_version(&self) -> u64 {
+        self.state.store().current_rv()
+    }
+
+    /// Drops every resource's event history, so any older resourceVersion
+    /// is expired: the next WATCH from one gets the 410 ERROR event and an
+    /// exact LIST a 410.
+    pub fn expire_history(&self) {
+        self.state.store().expire_history();
+    }
+}
