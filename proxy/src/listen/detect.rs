@@ -19,7 +19,13 @@ pub(crate) enum Detected {
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Classifies a byte prefix; `None` means "need more bytes".
+/// Longest method taken for HTTP/1 (`UPDATEREDIRECTREF` has 17 letters);
+/// with its space it fits the bytes `detect` peeks at.
+const MAX_METHOD: usize = 20;
+
+/// Classifies a byte prefix; `None` means "need more bytes". A verdict once
+/// given holds whatever bytes follow, so it does not depend on how the
+/// client's first bytes were split into segments.
 pub(crate) fn classify(buf: &[u8]) -> Option<Detected> {
     if buf.is_empty() {
         return None;
@@ -29,13 +35,14 @@ pub(crate) fn classify(buf: &[u8]) -> Option<Detected> {
     }
     let n = buf.len().min(PREFACE.len());
     if buf[..n] == PREFACE[..n] {
-        return (n >= 4).then_some(Detected::Http2);
+        // `PRI * HTTP/2.0...` to its end: `PRI x` is an HTTP/1 request.
+        return (n == PREFACE.len()).then_some(Detected::Http2);
     }
     // An HTTP/1 request line starts with an upper-case method token and a space.
     let token = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
     match buf.get(token) {
-        Some(b' ') if token >= 3 => Some(Detected::Http1),
-        None if token == buf.len() && token < 8 => None,
+        Some(b' ') if (3..=MAX_METHOD).contains(&token) => Some(Detected::Http1),
+        None if token <= MAX_METHOD => None,
         _ => Some(Detected::Opaque),
     }
 }
@@ -75,10 +82,38 @@ mod tests {
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Detected::Http1));
         assert_eq!(classify(b"CONNECT a:1 HTTP/1.1"), Some(Detected::Http1));
         assert_eq!(classify(PREFACE), Some(Detected::Http2));
-        assert_eq!(classify(b"PRI "), Some(Detected::Http2));
+        assert_eq!(classify(b"PRI "), None);
         assert_eq!(classify(b"GE"), None);
         assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Tls));
         assert_eq!(classify(b"\x16"), Some(Detected::Tls));
         assert_eq!(classify(b"SSH-2.0"), Some(Detected::Opaque));
+        assert_eq!(classify(b"HELO x\r\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRSTU"), Some(Detected::Opaque));
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/detect.rs`): a verdict on the
+    /// first bytes must hold once more arrive. `PROPFIND` alone was opaque
+    /// (eight letters and no space yet) but HTTP/1 with its space, and
+    /// `PRI ` was HTTP/2 although `PRI x` is HTTP/1; so what a connection
+    /// was served as depended on how its first segment was split.
+    #[test]
+    fn a_verdict_holds_whatever_follows() {
+        for stream in [
+            &b"PROPFIND / HTTP/1.1\r\n"[..],
+            b"UPDATEREDIRECTREF / HTTP/1.1\r\n",
+            b"PRI x HTTP/1.1\r\n",
+            PREFACE,
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZ ",
+        ] {
+            let last = classify(stream);
+            assert!(last.is_some(), "{stream:?}");
+            for n in 0..stream.len() {
+                if let Some(early) = classify(&stream[..n]) {
+                    assert_eq!(Some(early), last, "{:?}", &stream[..n]);
+                }
+            }
+        }
+        assert_eq!(classify(b"PROPFIND / HTTP/1.1\r\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"PRI x HTTP/1.1\r\n"), Some(Detected::Http1));
     }
 }
