@@ -23,6 +23,10 @@ pub enum Protocol {
     Opaque,
 }
 
+/// How many of a connection's first bytes `detect` looks at; they always
+/// get a verdict.
+pub const DETECT_PEEK: usize = detect::PEEK;
+
 /// `detect::classify`: `None` when more bytes are needed.
 pub fn classify(buf: &[u8]) -> Option<Protocol> {
     detect::classify(buf).map(|d| match d {

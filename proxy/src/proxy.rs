@@ -27,6 +27,12 @@ pub(crate) struct ProxyOptions {
     /// How long to wait for a client's first bytes before treating the
     /// connection as opaque TCP (server-speaks-first protocols).
     pub(crate) detect_timeout: Duration,
+    /// Most connections each listener holds at once.
+    pub(crate) max_connections: u32,
+    /// Most requests in flight on each listener.
+    pub(crate) max_requests: u32,
+    /// How slowly a request body may come.
+    pub(crate) body_pace: crate::body::pace::Pace,
     pub(crate) pool_idle_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     /// `--access-log`: the access log's state when no MeshConfig sets it.

@@ -1,6 +1,7 @@
 //! `weft-proxy run`: start listeners, load config, serve until SIGTERM.
 
 use crate::admin::{self, Admin};
+use crate::body::pace::Pace;
 use crate::control_plane::{ControlPlane, Settings};
 use crate::drain::Drain;
 use crate::listen::{self, Direction};
@@ -85,6 +86,24 @@ pub struct RunArgs {
     /// Largest accepted request head, in bytes (larger gets 431).
     #[arg(long, env = "WEFT_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
+    /// Most connections each listener holds at once; past it new ones are
+    /// closed at once.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: u32,
+    /// Most requests in flight on each listener (to the end of the response
+    /// body); past it, 503 `overloaded`.
+    #[arg(long, env = "WEFT_MAX_REQUESTS", default_value_t = 4096)]
+    pub max_requests: u32,
+    /// A request body that sends nothing for this long is cut off: 408 (0 disables).
+    #[arg(long, env = "WEFT_REQUEST_BODY_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_dur)]
+    pub request_body_idle_timeout: Duration,
+    /// Least bytes per second a request body must come at while it is
+    /// coming (pauses aside), judged every `--request-body-rate-window`; 0 disables.
+    #[arg(long, env = "WEFT_REQUEST_BODY_MIN_RATE", default_value_t = 16)]
+    pub request_body_min_rate: u64,
+    /// How often a request body's rate is judged.
+    #[arg(long, env = "WEFT_REQUEST_BODY_RATE_WINDOW", default_value = "10s", value_parser = parse_dur)]
+    pub request_body_rate_window: Duration,
     /// Wait this long for a client's first bytes before treating it as opaque TCP.
     #[arg(long, env = "WEFT_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_dur)]
     pub detect_timeout: Duration,
@@ -293,6 +312,13 @@ fn options(args: &RunArgs) -> ProxyOptions {
         header_read_timeout: args.header_read_timeout,
         max_header_bytes: args.max_header_bytes,
         detect_timeout: args.detect_timeout,
+        max_connections: args.max_connections,
+        max_requests: args.max_requests,
+        body_pace: Pace::new(
+            Some(args.request_body_idle_timeout).filter(|d| !d.is_zero()),
+            args.request_body_min_rate,
+            args.request_body_rate_window.max(Duration::from_secs(1)),
+        ),
         pool_idle_timeout: args.pool_idle_timeout,
         connect_timeout: weft_mesh::config::defaults::CONNECT_TIMEOUT,
         access_log: args.access_log == "on",

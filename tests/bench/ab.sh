@@ -24,7 +24,8 @@
 #     the binaries.
 #
 # Knobs: ROUNDS [5] (0 = callgrind only), DUR [10s], CONNS [32], WARMUP [2s], CG [1] (0 = skip callgrind),
-#        CG_N1 [5000], CG_N2 [25000], QUIET_PCT [10], QUIET_WAIT_S [30] (before each measured run
+#        CG_N1 [5000], CG_N2 [25000], CG_BODY [0] (callgrind requests are POSTs with a body of this
+#        many bytes instead of GETs: hyper's server and client, not the fast path), QUIET_PCT [10], QUIET_WAIT_S [30] (before each measured run
 #        wait up to this long for other CPU load to fall to QUIET_PCT % of the machine; 0 = never
 #        wait), OUT_DIR [mktemp].
 # Results in OUT_DIR: results.tsv (round, order, side, metric, value), callgrind.tsv, summary.txt,
@@ -40,6 +41,7 @@ WARMUP=${WARMUP:-2s}
 CG=${CG:-1}
 CG_N1=${CG_N1:-5000}
 CG_N2=${CG_N2:-25000}
+CG_BODY=${CG_BODY:-0}
 QUIET_PCT=${QUIET_PCT:-10}
 QUIET_WAIT_S=${QUIET_WAIT_S:-30}
 PORT=18083
@@ -241,13 +243,16 @@ done
 # ---------------------------------------------------------------- (2) callgrind
 CGRES=$WORK/callgrind.tsv
 : >"$CGRES"
-cg_client() {  # n: n sequential GETs over one keep-alive connection; exits 1 unless all are 200 "ok"
-  python3 - "$HOST" "$PORT" "$1" <<'PY'
+cg_client() {  # n: n sequential requests over one keep-alive connection; exits 1 unless all are 200 "ok"
+  python3 - "$HOST" "$PORT" "$1" "$CG_BODY" <<'PY'
 import socket, sys
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+host, port, n, body = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 s = socket.create_connection((host, port), timeout=60)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-req = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+if body:
+    req = f"POST / HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {body}\r\n\r\n".encode() + b"x" * body
+else:
+    req = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
 buf, bad = b"", 0
 for _ in range(n):
     s.sendall(req)

@@ -322,6 +322,29 @@ async fn echo_upgrade_app() -> SocketAddr {
     addr
 }
 
+/// Offers the `echo` upgrade to `reviews` through the sidecar at
+/// `outbound`; the connection and the answer's head (read to its end and
+/// no further, so tunnel bytes stay unread).
+async fn offer_echo_upgrade(outbound: SocketAddr) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(outbound).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nhost: reviews\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    within("an answer", async {
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed early");
+            head.push(byte[0]);
+        }
+    })
+    .await;
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
 /// The `reviews` Backend listing the `echo` upgrade (both sidecars read it:
 /// the caller's to offer it, the service's own to accept it).
 fn reviews_with_echo(endpoint: SocketAddr) -> String {
@@ -343,22 +366,7 @@ async fn upgrade_to_a_mesh_peer_is_spliced_over_mtls() {
     let a_dir = mint(&ca, &ca, FRONTEND);
     let a = with_identity(Proxy::builder(reviews_with_echo(b.inbound)), &a_dir).start();
 
-    let mut s = tokio::net::TcpStream::connect(a.outbound).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nhost: reviews\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    within("101 from A", async {
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed early");
-            head.push(byte[0]);
-        }
-    })
-    .await;
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let (mut s, head) = offer_echo_upgrade(a.outbound).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.contains(&format!("x-peer: {FRONTEND}")), "{head}");
     s.write_all(b"ping over mtls").await.unwrap();
@@ -372,7 +380,6 @@ async fn upgrade_to_a_mesh_peer_is_spliced_over_mtls() {
 /// gets the client a 502, not a tunnel past policy.
 #[tokio::test]
 async fn an_unlisted_upgrade_is_no_tunnel_at_the_service() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ca = CertificateAuthority::generate("weft.local").unwrap();
     let app = echo_upgrade_app().await;
     let b_dir = mint(&ca, &ca, REVIEWS);
@@ -381,23 +388,7 @@ async fn an_unlisted_upgrade_is_no_tunnel_at_the_service() {
         .start();
     let a_dir = mint(&ca, &ca, FRONTEND);
     let a = with_identity(Proxy::builder(reviews_with_echo(b.inbound)), &a_dir).start();
-    let mut s = tokio::net::TcpStream::connect(a.outbound).await.unwrap();
-    s.write_all(
-        b"GET /ws HTTP/1.1\r\nhost: reviews\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    within("an answer", async {
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    let head = String::from_utf8_lossy(&got).into_owned();
+    let (_s, head) = offer_echo_upgrade(a.outbound).await;
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
     assert!(head.contains("x-weft-error: upstream-protocol"), "{head}");
 }

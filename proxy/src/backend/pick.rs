@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// In the balancer: passing its checks, and not ejected (or due a probe).
+#[inline]
 fn usable(e: &Endpoint) -> bool {
     !e.health.is_unhealthy()
         && matches!(e.outlier.admission(), Admission::Open | Admission::ProbeDue)

@@ -1,21 +1,22 @@
 //! What is sent upstream: the client's body as it arrives, a copy that can
 //! be sent again (retries), or nothing.
 
+use super::pace::Paced;
 use super::replay::ReplayBody;
 use super::BoxError;
 use crate::h1::strip_trailer_fields;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 #[derive(Default)]
 pub(crate) enum RequestBody {
-    Incoming(Incoming),
+    /// The client's body as it arrives, its pace watched.
+    Incoming(Paced),
     /// A copy of the client's body, kept so the request can be sent again.
     /// Boxed: rare, and it would make every request larger.
-    Replay(Box<ReplayBody<Incoming>>),
+    Replay(Box<ReplayBody<Paced>>),
     #[default]
     Empty,
 }
@@ -29,9 +30,7 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut frame = match self.get_mut() {
-            RequestBody::Incoming(b) => {
-                ready!(Pin::new(b).poll_frame(cx)).map(|f| f.map_err(Into::into))
-            }
+            RequestBody::Incoming(b) => ready!(Pin::new(b).poll_frame(cx)),
             RequestBody::Replay(b) => ready!(Pin::new(&mut **b).poll_frame(cx)),
             RequestBody::Empty => None,
         };

@@ -32,6 +32,8 @@ pub(crate) struct ResponseBody {
     _active: Option<ActiveGuard>,
     /// The backend's concurrent-request slot, held until the body ends.
     _permit: Option<Permit>,
+    /// The listener's in-flight request slot, held until the body ends.
+    _listener: Option<Permit>,
     /// The request's trace span, which ends with the body.
     trace: Option<Box<Pending>>,
 }
@@ -57,6 +59,7 @@ impl ResponseBody {
             done: None,
             _active: None,
             _permit: None,
+            _listener: None,
             trace: None,
         }
     }
@@ -67,6 +70,7 @@ impl ResponseBody {
             done: None,
             _active: None,
             _permit: None,
+            _listener: None,
             trace: None,
         }
     }
@@ -82,6 +86,7 @@ impl ResponseBody {
             done,
             _active: active,
             _permit: None,
+            _listener: None,
             trace: None,
         }
     }
@@ -93,6 +98,7 @@ impl ResponseBody {
             done: None,
             _active: Some(active),
             _permit: None,
+            _listener: None,
             trace: None,
         }
     }
@@ -104,6 +110,7 @@ impl ResponseBody {
             done: None,
             _active: None,
             _permit: None,
+            _listener: None,
             trace: None,
         }
     }
@@ -118,6 +125,11 @@ impl ResponseBody {
     pub(crate) fn with_permit(mut self, permit: Permit) -> Self {
         self._permit = Some(permit);
         self
+    }
+
+    /// Holds the listener's in-flight slot until the body is done.
+    pub(crate) fn hold_listener_permit(&mut self, permit: Permit) {
+        self._listener = Some(permit);
     }
 }
 

@@ -45,29 +45,63 @@ impl std::fmt::Display for Malformed {
 
 /// Checks the framing fields of a response with `status` (to a HEAD
 /// request when `head_req`) and leaves in `headers` only the one the client
-/// may see; says how the upstream's body is delimited.
+/// may see; says how the upstream's body is delimited. One pass over the
+/// fields; the head is changed only when it must be.
 pub(crate) fn settle_response(
     status: u16,
     head_req: bool,
     headers: &mut HeaderMap,
 ) -> Result<Framing, Malformed> {
-    let chunked = match transfer_coding(headers)? {
-        Some(()) => {
-            headers.remove(TRANSFER_ENCODING);
-            true
+    let (mut codings, mut chunked) = (0, false);
+    let (mut lengths, mut length, mut plain) = (0, None, true);
+    for (name, value) in headers.iter() {
+        if name == TRANSFER_ENCODING {
+            codings += 1;
+            chunked = value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked");
+        } else if name == CONTENT_LENGTH {
+            lengths += 1;
+            // The common case, plain digits, without the list walk.
+            if let Some(n) = digits(value.as_bytes()) {
+                if length.is_some_and(|l| l != n) {
+                    return Err(Malformed("conflicting content-length values"));
+                }
+                length = Some(n);
+                continue;
+            }
+            plain = false;
+            for part in value.as_bytes().split(|b| *b == b',') {
+                let n = digits(part.trim_ascii()).ok_or(Malformed("invalid content-length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Malformed("conflicting content-length values"));
+                }
+                length = Some(n);
+            }
         }
-        None => false,
-    };
-    let length = content_length(headers)?;
-    if status < 200 || status == 204 {
-        headers.remove(CONTENT_LENGTH);
-        return Ok(Framing::None);
     }
-    if chunked {
-        // Transfer-Encoding wins; a length beside it says nothing true.
-        headers.remove(CONTENT_LENGTH);
-    } else if let Some(n) = length {
-        set_length(headers, n);
+    match codings {
+        0 => {}
+        1 if chunked => {
+            headers.remove(TRANSFER_ENCODING);
+        }
+        1 => return Err(Malformed("transfer-encoding other than chunked")),
+        _ => return Err(Malformed("more than one transfer-encoding field")),
+    }
+    let bodiless = status < 200 || status == 204;
+    if bodiless || chunked {
+        // No body; or Transfer-Encoding wins, and a length beside it says
+        // nothing true.
+        if lengths > 0 {
+            headers.remove(CONTENT_LENGTH);
+        }
+        if bodiless {
+            return Ok(Framing::None);
+        }
+    } else if let Some(n) = length.filter(|_| lengths > 1 || !plain) {
+        // One `Content-Length: n` in place of copies or a list.
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     if status == 304 || head_req {
         return Ok(Framing::None);
@@ -79,42 +113,6 @@ pub(crate) fn settle_response(
     })
 }
 
-/// `Some(())` when the message is chunked; refuses any other transfer
-/// coding, a list of them, or more than one field.
-fn transfer_coding(headers: &HeaderMap) -> Result<Option<()>, Malformed> {
-    let mut values = headers.get_all(TRANSFER_ENCODING).iter();
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(Malformed("more than one transfer-encoding field"));
-    }
-    match first
-        .as_bytes()
-        .trim_ascii()
-        .eq_ignore_ascii_case(b"chunked")
-    {
-        true => Ok(Some(())),
-        false => Err(Malformed("transfer-encoding other than chunked")),
-    }
-}
-
-/// The message's length, if it gives one: every `Content-Length` value
-/// (fields and list elements) must be digits and all must agree.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Malformed> {
-    let mut length = None;
-    for field in headers.get_all(CONTENT_LENGTH) {
-        for part in field.as_bytes().split(|b| *b == b',') {
-            let n = digits(part.trim_ascii()).ok_or(Malformed("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Malformed("conflicting content-length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
-}
-
 /// `1*DIGIT` as a number (no sign, no space, no overflow).
 pub(crate) fn digits(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
@@ -123,19 +121,6 @@ pub(crate) fn digits(b: &[u8]) -> Option<u64> {
     b.iter().try_fold(0u64, |n, d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
-}
-
-/// One `Content-Length: n` in place of whatever was there, unless it
-/// already reads exactly so (the common case costs no allocation).
-fn set_length(headers: &mut HeaderMap, n: u64) {
-    let mut fields = headers.get_all(CONTENT_LENGTH).iter();
-    let single = fields
-        .next()
-        .is_some_and(|v| digits(v.as_bytes()) == Some(n))
-        && fields.next().is_none();
-    if !single {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-    }
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ fn bad(why: &'static str) -> ProxyError {
 /// address or a bracketed IP literal, and an optional numeric port. No
 /// userinfo, path, space or control character.
 pub(crate) fn valid_authority(b: &[u8]) -> bool {
-    let (host, port) = if let Some(rest) = b.strip_prefix(b"[") {
+    let host_end = if let Some(rest) = b.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|c| *c == b']') else {
             return false;
         };
@@ -147,47 +147,58 @@ pub(crate) fn valid_authority(b: &[u8]) -> bool {
         {
             return false;
         }
-        (&b[..end + 2], &rest[end + 1..])
+        end + 2
     } else {
-        match b.iter().position(|c| *c == b':') {
-            Some(i) => (&b[..i], &b[i..]),
-            None => (b, &b[b.len()..]),
+        // One pass: a registered name or IPv4 address stops at the port's
+        // colon (not a name byte) or at anything else not allowed.
+        let n = b.iter().take_while(|c| reg_name_byte(**c)).count();
+        if n == 0 {
+            return false;
         }
+        n
     };
-    if host.is_empty() {
-        return false;
-    }
-    if !host.starts_with(b"[") && !host.iter().all(|c| reg_name_byte(*c)) {
-        return false;
-    }
-    match port.strip_prefix(b":") {
-        None => port.is_empty(),
-        Some(p) => p.len() <= 5 && p.iter().all(u8::is_ascii_digit),
+    match &b[host_end..] {
+        [] => true,
+        [b':', port @ ..] => port.len() <= 5 && port.iter().all(u8::is_ascii_digit),
+        _ => false,
     }
 }
 
 /// A byte of a registered name: unreserved, sub-delims or `%` (RFC 3986).
 fn reg_name_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'%'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-        )
+    REG_NAME[c as usize]
 }
+
+/// Which bytes may appear in a registered name, looked up (this runs for
+/// every byte of every request's authority).
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        c += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests;

@@ -39,10 +39,15 @@ pub(crate) enum ProxyError {
     StaleConnection,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The client sent its body too slowly, or stopped.
+    #[error("{0}")]
+    BodyTimeout(crate::body::pace::PaceError),
     #[error("forbidden by AuthorizationPolicy")]
     Forbidden,
     #[error("backend {0} is at its limit of concurrent {1}")]
     Overloaded(String, &'static str),
+    #[error("the {0} listener is at its limit of {1} requests in flight")]
+    ListenerOverloaded(&'static str, u64),
 }
 
 impl ProxyError {
@@ -57,9 +62,9 @@ impl ProxyError {
             ProxyError::Connect(ConnectError::Timeout(_)) => {
                 (StatusCode::BAD_GATEWAY, "connect-timeout")
             }
-            ProxyError::Connect(ConnectError::Overloaded(_)) | ProxyError::Overloaded(..) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
-            }
+            ProxyError::Connect(ConnectError::Overloaded(_))
+            | ProxyError::Overloaded(..)
+            | ProxyError::ListenerOverloaded(..) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ProxyError::Connect(_) => (StatusCode::BAD_GATEWAY, "connect-failed"),
             ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream-timeout"),
             ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) | ProxyError::StaleConnection => {
@@ -67,6 +72,7 @@ impl ProxyError {
             }
             ProxyError::UpstreamProtocol(_) => (StatusCode::BAD_GATEWAY, "upstream-protocol"),
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
+            ProxyError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request-body-timeout"),
             ProxyError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
         }
     }

@@ -50,7 +50,8 @@ pub(crate) fn error_failure(e: &ProxyError) -> Option<Failure> {
             Some(f(C::RefusedStream.into(), true, false))
         }
         ProxyError::StaleConnection => Some(f(C::RefusedStream.into(), true, false)),
-        ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) => {
+        // A malformed answer is the endpoint's fault, like a reset.
+        ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) | ProxyError::UpstreamProtocol(_) => {
             Some(f(C::Reset.into(), false, true))
         }
         ProxyError::Timeout(_) => Some(f(

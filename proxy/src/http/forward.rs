@@ -3,6 +3,7 @@
 //! are spliced here once both sides have switched protocols.
 
 use crate::backend::Endpoint;
+use crate::body::pace::PaceError;
 use crate::body::{RequestBody, ResponseBody};
 use crate::h1::framing::settle_response;
 use crate::h1::{client as h1client, strip_hop_by_hop};
@@ -225,12 +226,26 @@ impl From<ProxyError> for Unsent {
     }
 }
 
+/// The pace rule the client's body broke, if that is why `e` happened.
+fn pace_error(e: &hyper::Error) -> Option<PaceError> {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(p) = s.downcast_ref::<PaceError>() {
+            return Some(*p);
+        }
+        src = s.source();
+    }
+    None
+}
+
 fn unsent(mut e: hyper::client::conn::TrySendError<Request<RequestBody>>) -> Unsent {
     let request = e.take_message();
     let error = e.into_error();
     // Reading the client's own body failed (it went away mid-upload): the
     // client's fault, not the upstream's.
-    let error = if error.is_user() {
+    let error = if let Some(pace) = pace_error(&error) {
+        ProxyError::BodyTimeout(pace)
+    } else if error.is_user() {
         ProxyError::BadRequest("the request body could not be read")
     } else if error.is_parse() || error.is_parse_status() {
         // An answer the client could not be given as it came.

@@ -19,13 +19,19 @@ pub(crate) enum Detected {
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Longest method taken for HTTP/1 (`UPDATEREDIRECTREF` has 17 letters);
-/// with its space it fits the bytes `detect` peeks at.
+/// Longest method token taken for HTTP/1 (`UPDATEREDIRECTREF` has 17
+/// letters); a longer one is opaque whatever follows.
 const MAX_METHOD: usize = 20;
+
+/// Bytes `detect` peeks at: enough for the preface, and for the longest
+/// method, its space and the four bytes that tell a target (`http`).
+pub(crate) const PEEK: usize = 32;
+const _: () = assert!(PREFACE.len() <= PEEK && MAX_METHOD + 1 + 4 <= PEEK);
 
 /// Classifies a byte prefix; `None` means "need more bytes". A verdict once
 /// given holds whatever bytes follow, so it does not depend on how the
-/// client's first bytes were split into segments.
+/// client's first bytes were split into segments; `PEEK` bytes always get
+/// one.
 pub(crate) fn classify(buf: &[u8]) -> Option<Detected> {
     if buf.is_empty() {
         return None;
@@ -38,19 +44,49 @@ pub(crate) fn classify(buf: &[u8]) -> Option<Detected> {
         // `PRI * HTTP/2.0...` to its end: `PRI x` is an HTTP/1 request.
         return (n == PREFACE.len()).then_some(Detected::Http2);
     }
-    // An HTTP/1 request line starts with an upper-case method token and a space.
-    let token = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    match buf.get(token) {
-        Some(b' ') if (3..=MAX_METHOD).contains(&token) => Some(Detected::Http1),
-        None if token <= MAX_METHOD => None,
-        _ => Some(Detected::Opaque),
+    // An HTTP/1 request line starts with an upper-case method token and a
+    // space. A token of other letters is HTTP/1 too when a request target
+    // follows (so `get /` gets a 400 rather than reaching the app as bytes);
+    // `get key` (memcached) and the like stay opaque.
+    let upper = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    if (3..=MAX_METHOD).contains(&upper) && buf.get(upper) == Some(&b' ') {
+        return Some(Detected::Http1);
     }
+    let token = buf.iter().take_while(|b| tchar(**b)).count();
+    if token > MAX_METHOD {
+        return Some(Detected::Opaque);
+    }
+    if token == buf.len() {
+        return None;
+    }
+    if buf[token] != b' ' || token == 0 {
+        return Some(Detected::Opaque);
+    }
+    let target = &buf[token + 1..];
+    if target.first().is_some_and(|c| matches!(c, b'/' | b'*')) {
+        return Some(Detected::Http1);
+    }
+    // An absolute-form target: `http://` or `https://`, in any case.
+    let http = b"http";
+    let seen = target.len().min(http.len());
+    if !target[..seen].eq_ignore_ascii_case(&http[..seen]) {
+        Some(Detected::Opaque)
+    } else if seen == http.len() {
+        Some(Detected::Http1)
+    } else {
+        None
+    }
+}
+
+/// A byte of an HTTP token (RFC 9110 section 5.6.2).
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Peeks at the first bytes, waiting up to `timeout` for enough of them.
 pub(crate) async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
     let work = async {
-        let mut buf = [0u8; 24];
+        let mut buf = [0u8; PEEK];
         let mut last = 0;
         loop {
             let n = match stream.peek(&mut buf).await {
@@ -86,9 +122,33 @@ mod tests {
         assert_eq!(classify(b"GE"), None);
         assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Tls));
         assert_eq!(classify(b"\x16"), Some(Detected::Tls));
-        assert_eq!(classify(b"SSH-2.0"), Some(Detected::Opaque));
+        assert_eq!(classify(b"SSH-2.0"), None);
+        assert_eq!(
+            classify(b"SSH-2.0-OpenSSH_9.6 Ubuntu"),
+            Some(Detected::Opaque)
+        );
+        assert_eq!(classify(b"get / HTTP/1.1"), Some(Detected::Http1));
+        assert_eq!(classify(b"Get http://a/ HTTP/1.1"), Some(Detected::Http1));
+        assert_eq!(classify(b"get key\r\n"), Some(Detected::Opaque));
+        assert_eq!(classify(b"get h"), None);
+        assert_eq!(classify(b"get hx"), Some(Detected::Opaque));
+        assert_eq!(classify(b"PING\r\n"), Some(Detected::Opaque));
+        assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(Detected::Opaque));
+        assert_eq!(classify(b"G@T / HTTP/1.1"), Some(Detected::Opaque));
         assert_eq!(classify(b"HELO x\r\n"), Some(Detected::Http1));
         assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRSTU"), Some(Detected::Opaque));
+    }
+
+    /// Every prefix of `stream` that gets a verdict gets the verdict of the
+    /// whole; the whole gets one.
+    fn same_verdict_in_any_split(stream: &[u8]) -> Detected {
+        let last = classify(stream).unwrap_or_else(|| panic!("no verdict on {stream:?}"));
+        for n in 0..stream.len() {
+            if let Some(early) = classify(&stream[..n]) {
+                assert_eq!(early, last, "{:?} then {stream:?}", &stream[..n]);
+            }
+        }
+        last
     }
 
     /// Found by fuzzing (`fuzz/fuzz_targets/detect.rs`): a verdict on the
@@ -97,23 +157,40 @@ mod tests {
     /// `PRI ` was HTTP/2 although `PRI x` is HTTP/1; so what a connection
     /// was served as depended on how its first segment was split.
     #[test]
-    fn a_verdict_holds_whatever_follows() {
-        for stream in [
-            &b"PROPFIND / HTTP/1.1\r\n"[..],
-            b"UPDATEREDIRECTREF / HTTP/1.1\r\n",
-            b"PRI x HTTP/1.1\r\n",
-            PREFACE,
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZ ",
+    fn the_verdict_does_not_depend_on_how_the_first_bytes_are_split() {
+        use Detected::*;
+        for (stream, want) in [
+            (&b"PROPFIND / HTTP/1.1\r\n"[..], Http1),
+            (b"UPDATEREDIRECTREF / HTTP/1.1\r\n", Http1),
+            (b"PRI x", Http1),
+            (b"PRI x HTTP/1.1\r\n", Http1),
+            (b"PRI * HTTP/1.1\r\n", Http1),
+            (PREFACE, Http2),
+            (b"ABCDEFGHIJKLMNOPQRSTUVWXYZ ", Opaque),
+            (b"ABCDEFGHIJKLMNOPQRSTU / HTTP/1.1\r\n", Opaque),
+            (b"propfind / HTTP/1.1\r\n", Http1),
+            (b"abcdefghijklmnopqrst http://a/ HTTP/1.1\r\n", Http1),
+            (b"abcdefghijklmnopqrstu / HTTP/1.1\r\n", Opaque),
+            (b"get hello\r\n", Opaque),
+            (b"SSH-2.0-OpenSSH_9.6 Ubuntu\r\n", Opaque),
         ] {
-            let last = classify(stream);
-            assert!(last.is_some(), "{stream:?}");
-            for n in 0..stream.len() {
-                if let Some(early) = classify(&stream[..n]) {
-                    assert_eq!(Some(early), last, "{:?}", &stream[..n]);
-                }
-            }
+            assert_eq!(same_verdict_in_any_split(stream), want, "{stream:?}");
         }
-        assert_eq!(classify(b"PROPFIND / HTTP/1.1\r\n"), Some(Detected::Http1));
-        assert_eq!(classify(b"PRI x HTTP/1.1\r\n"), Some(Detected::Http1));
+    }
+
+    /// `detect` sees at most `PEEK` bytes, so those must decide; the slowest
+    /// are the longest method and a target that could still be `http`.
+    #[test]
+    fn the_bytes_peeked_always_decide() {
+        for stream in [
+            &b"abcdefghijklmnopqrst htt"[..],
+            b"ABCDEFGHIJKLMNOPQRST",
+            b"abcdefghijklmnopqrst",
+            PREFACE,
+        ] {
+            let mut buf = stream.to_vec();
+            buf.resize(PEEK, b'x');
+            assert!(classify(&buf).is_some(), "{buf:?}");
+        }
     }
 }

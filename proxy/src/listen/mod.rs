@@ -4,15 +4,20 @@
 pub(crate) mod detect;
 pub(crate) mod orig_dst;
 
+use crate::body::pace::Paced;
 use crate::body::RequestBody;
 use crate::drain::{Drain, Watch};
 use crate::h1;
+use crate::http::errors::ProxyError;
 use crate::http::ConnInfo;
 use crate::proxy::Proxy;
+use crate::resilience::limits::{Kind, Limits};
+use crate::telemetry::metrics::ListenerLimitLabels;
 use detect::Detected;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +41,15 @@ impl Direction {
     }
 }
 
+/// What every connection of one listener shares: its direction, and what
+/// it may hold at once: connections, and requests in flight (from a
+/// request's arrival to the end of its response body).
+struct Listener {
+    direction: Direction,
+    caps: Limits,
+    requests_refused: Counter,
+}
+
 /// Accepts until shutdown is signalled.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -44,6 +58,23 @@ pub(crate) async fn serve(
     drain: &Drain,
 ) {
     let mut stop = drain.watch();
+    let caps = Limits::new(proxy.opts.max_connections, 0, proxy.opts.max_requests, 0);
+    let refused = |limit| {
+        proxy
+            .metrics
+            .listener_refused
+            .get_or_create(&ListenerLimitLabels {
+                direction: direction.label(),
+                limit,
+            })
+            .clone()
+    };
+    let conns_refused = refused("connections");
+    let listener_state = Arc::new(Listener {
+        direction,
+        caps: caps.clone(),
+        requests_refused: refused("requests"),
+    });
     let gauge = proxy
         .metrics
         .active_connections
@@ -71,15 +102,26 @@ pub(crate) async fn serve(
             },
             _ = stop.signalled() => break,
         };
+        accepted.inc();
+        let Some(permit) = caps.try_acquire(Kind::Connections) else {
+            // At the cap: closed at once (with a reset, so the client does
+            // not wait), counted, and logged at debug level.
+            conns_refused.inc();
+            // A zero linger resets at once (it never blocks the thread).
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            tracing::debug!(%peer, direction = direction.label(), "connection refused: at --max-connections");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let watch = drain.watch();
         let gauge = gauge.clone();
-        accepted.inc();
+        let listener = listener_state.clone();
         tokio::spawn(async move {
             gauge.inc();
-            connection(proxy, stream, peer, direction, watch).await;
+            connection(proxy, stream, peer, listener, watch).await;
             gauge.dec();
+            drop(permit);
         });
     }
 }
@@ -88,9 +130,10 @@ async fn connection(
     proxy: Arc<Proxy>,
     stream: TcpStream,
     peer: SocketAddr,
-    direction: Direction,
+    listener: Arc<Listener>,
     watch: Watch,
 ) {
+    let direction = listener.direction;
     let orig_dst = orig_dst::original_dst(&stream);
     // Intercepted traffic for a known TCP backend needs no sniffing (and a
     // server-speaks-first protocol would give us nothing to sniff).
@@ -162,8 +205,8 @@ async fn connection(
         }
     }
     match detected {
-        Detected::Http1 => serve_http(proxy, stream, info(None), direction, watch, false).await,
-        Detected::Http2 => serve_http(proxy, stream, info(None), direction, watch, true).await,
+        Detected::Http1 => serve_http(proxy, stream, info(None), listener, watch, false).await,
+        Detected::Http2 => serve_http(proxy, stream, info(None), listener, watch, true).await,
         Detected::Tls if direction == Direction::Inbound && mesh.is_some() => {
             let Some(mesh) = mesh else {
                 return;
@@ -190,7 +233,7 @@ async fn connection(
             let (_, session) = tls.get_ref();
             let h2 = session.alpn_protocol() == Some(b"h2");
             let id = weft_mesh::identity::peer_identity(session).map(Arc::<str>::from);
-            serve_http(proxy, tls, info(id), direction, watch, h2).await
+            serve_http(proxy, tls, info(id), listener, watch, h2).await
         }
         Detected::Tls | Detected::Opaque | Detected::Nothing => {
             let target = match direction {
@@ -214,7 +257,7 @@ async fn serve_http<S>(
     proxy: Arc<Proxy>,
     stream: S,
     info: Arc<ConnInfo>,
-    direction: Direction,
+    listener: Arc<Listener>,
     mut watch: Watch,
     h2: bool,
 ) where
@@ -223,12 +266,15 @@ async fn serve_http<S>(
     let peer = info.peer;
     let fast_info = info.clone();
     let svc_proxy = proxy.clone();
-    let svc = service_fn(move |req| {
+    let svc_listener = listener.clone();
+    let pace = proxy.opts.body_pace;
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = svc_proxy.clone();
         let info = info.clone();
+        let listener = svc_listener.clone();
         async move {
-            let req = req.map(RequestBody::Incoming);
-            Ok::<_, Infallible>(handle(direction, proxy, info, req).await)
+            let req = req.map(|b| RequestBody::Incoming(Paced::new(b, pace)));
+            Ok::<_, Infallible>(handle(&listener, proxy, info, req).await)
         }
     });
     let opts = &proxy.opts;
@@ -244,7 +290,7 @@ async fn serve_http<S>(
             max_head: opts.max_header_bytes,
             header_read_timeout: opts.header_read_timeout,
         };
-        let fast = |req| handle(direction, proxy.clone(), fast_info.clone(), req);
+        let fast = |req| handle(&listener, proxy.clone(), fast_info.clone(), req);
         let io = match h1::server::serve(stream, limits, &mut watch, fast).await {
             h1::server::End::Done => return,
             h1::server::End::Handoff(rest) => TokioIo::new(rest),
@@ -259,17 +305,27 @@ async fn serve_http<S>(
     }
 }
 
-/// One request, to the handler of its listener's direction.
+/// One request, to the handler of its listener's direction, unless the
+/// listener is at its limit of requests in flight (then 503 `overloaded`).
 async fn handle(
-    direction: Direction,
+    listener: &Listener,
     proxy: Arc<Proxy>,
     info: Arc<ConnInfo>,
     req: http::Request<RequestBody>,
 ) -> http::Response<crate::body::ResponseBody> {
-    match direction {
+    let direction = listener.direction;
+    let Some(permit) = listener.caps.try_acquire(Kind::Requests) else {
+        listener.requests_refused.inc();
+        let max = listener.caps.max(Kind::Requests);
+        return ProxyError::ListenerOverloaded(direction.label(), max).into_response();
+    };
+    let mut resp = match direction {
         Direction::Outbound => crate::http::outbound::outbound(proxy, info, req).await,
         Direction::Inbound => crate::http::inbound::inbound(proxy, info, req).await,
-    }
+    };
+    // Set in place: the response is not moved for it.
+    resp.body_mut().hold_listener_permit(permit);
+    resp
 }
 
 /// Serves a connection to its end; on shutdown, asks it to finish what is in

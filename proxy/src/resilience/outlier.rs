@@ -119,9 +119,19 @@ impl Outlier {
             .as_millis() as u64
     }
 
+    /// What the balancer may do with this endpoint now: one atomic load in
+    /// the common (healthy) case, inlined where endpoints are picked.
+    #[inline]
     pub(crate) fn admission(&self) -> Admission {
         match self.state.load(Ordering::Acquire) {
             HEALTHY => Admission::Open,
+            state => self.admission_out(state),
+        }
+    }
+
+    #[cold]
+    fn admission_out(&self, state: u8) -> Admission {
+        match state {
             PROBING => {
                 // `until_ms` holds when the probe went.
                 let sent = self.until_ms.load(Ordering::Acquire);

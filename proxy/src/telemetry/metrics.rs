@@ -65,6 +65,12 @@ pub(crate) struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ListenerLimitLabels {
+    pub(crate) direction: &'static str,
+    pub(crate) limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TlsLabels {
     pub(crate) direction: &'static str,
     pub(crate) result: &'static str,
@@ -80,6 +86,8 @@ pub(crate) struct Metrics {
     pub(crate) tcp_bytes: Family<DirectionLabels, Counter>,
     /// Inbound connections or requests refused: `plaintext` (strict mode), `forbidden` (authz).
     pub(crate) inbound_rejected: Family<ReasonLabels, Counter>,
+    /// Connections and requests a listener refused at its limits.
+    pub(crate) listener_refused: Family<ListenerLimitLabels, Counter>,
     pub(crate) config_version: Gauge<i64, AtomicI64Compat>,
     /// When this proxy's mesh certificate expires (Unix seconds; 0 without one).
     pub(crate) cert_expiry: Gauge<i64, AtomicI64Compat>,
@@ -301,6 +309,12 @@ impl Metrics {
             "Inbound connections or requests refused, by reason",
             inbound_rejected.clone(),
         );
+        let listener_refused = Family::<ListenerLimitLabels, Counter>::default();
+        registry.register(
+            "listener_refused",
+            "Connections and requests a listener refused at its limits (--max-connections, --max-requests)",
+            listener_refused.clone(),
+        );
         let config_version = Gauge::<i64, AtomicI64Compat>::default();
         registry.register(
             "config_version",
@@ -457,6 +471,7 @@ impl Metrics {
             connections,
             tcp_bytes,
             inbound_rejected,
+            listener_refused,
             config_version,
             cert_expiry,
             config_reloads,

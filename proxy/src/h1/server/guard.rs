@@ -16,6 +16,7 @@
 //! rest of the connection: it never trips on bytes it is unsure of.
 
 use crate::h1::chunked::parse_size;
+use crate::h1::framing::digits;
 use crate::h1::limits::{MAX_CHUNK_LINE, MAX_HEADERS};
 use crate::h1::tokens::has_token;
 use std::mem::MaybeUninit;
@@ -252,20 +253,22 @@ fn judge(b: &[u8]) -> Judged {
     }
     let (mut lengths, mut length, mut codings, mut chunked) = (0, None, 0, false);
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-            length = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok());
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            codings += 1;
-            chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-        } else if h.name.eq_ignore_ascii_case("upgrade")
-            || (h.name.eq_ignore_ascii_case("connection") && has_token(h.value, b"upgrade"))
-        {
+        // The length first: most names are none of these four.
+        let name = h.name.as_bytes();
+        let is = |want: &[u8]| name.len() == want.len() && name.eq_ignore_ascii_case(want);
+        match name.len() {
+            14 if is(b"content-length") => {
+                lengths += 1;
+                length = digits(h.value);
+            }
+            17 if is(b"transfer-encoding") => {
+                codings += 1;
+                chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
             // What follows may be a tunnel's bytes.
-            return Judged::Unsure;
+            7 if is(b"upgrade") => return Judged::Unsure,
+            10 if is(b"connection") && has_token(h.value, b"upgrade") => return Judged::Unsure,
+            _ => {}
         }
     }
     if lengths > 1 || (lengths > 0 && codings > 0) {

@@ -3,11 +3,11 @@
 //! [`ReplayBody`] that keeps a copy (up to the policy's cap) so the
 //! request can be sent again after an upstream has read it.
 
+use crate::body::pace::Paced;
 use crate::body::replay::{Replay, ReplayBody};
 use crate::body::RequestBody;
 use http::Request;
 use http_body::Body as _;
-use hyper::body::Incoming;
 
 /// A request that may be sent more than once.
 pub(super) struct Resend {
@@ -22,7 +22,7 @@ enum Kept {
     /// No body: a copy is the head alone.
     Nothing,
     /// The body's kept copy: each retry gets a copy that replays it.
-    Replay(Replay<Incoming>),
+    Replay(Replay<Paced>),
     /// The body goes once, as it arrives (too large, or of unknown size,
     /// to keep): no copy can be made.
     Once,
