@@ -2,7 +2,8 @@
 # Runs every fuzz target, one at a time, for SECONDS_PER_TARGET (default
 # 30), each from a fresh copy of its seeds (fuzz/seeds/<target>) in
 # fuzz/corpus/<target>, which is scratch and not kept. Prints executions and
-# crashes per target; exits non-zero if any target crashed or failed.
+# crashes per target, the seconds it ran and its average executions per
+# second; exits non-zero if any target crashed or failed.
 #
 #   fuzz/run.sh [SECONDS_PER_TARGET [MAX_EXECUTIONS]]
 #
@@ -30,7 +31,7 @@ if [[ -n $runs ]]; then
 fi
 
 failed=0
-printf '%-18s %12s %8s %6s\n' target executions crashes secs
+printf '%-18s %12s %8s %6s %8s\n' target executions crashes secs execs/s
 for t in $targets; do
     corpus=corpus/$t
     rm -rf "$corpus"
@@ -42,9 +43,10 @@ for t in $targets; do
     cargo +nightly fuzz run "$t" "$corpus" -- "${limits[@]}" >"$corpus.log" 2>&1 || status=$?
     took=$((SECONDS - start))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$corpus.log" | tail -n 1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$corpus.log" | tail -n 1)
     new=$(comm -13 <(echo "$before") <(find "artifacts/$t" -type f | sort) | sed '/^$/d')
     crashes=$(echo -n "$new" | grep -c . || true)
-    printf '%-18s %12s %8s %6s\n' "$t" "${execs:-?}" "$crashes" "$took"
+    printf '%-18s %12s %8s %6s %8s\n' "$t" "${execs:-?}" "$crashes" "$took" "${rate:-?}"
     if ((status != 0 || crashes > 0)); then
         failed=1
         echo "  $t failed (exit $status); see fuzz/$corpus.log" >&2
