@@ -18,6 +18,8 @@ pub(crate) mod body;
 pub(crate) mod control_plane;
 pub(crate) mod drain;
 pub(crate) mod file_watch;
+#[cfg(fuzzing)]
+pub mod fuzz_surface;
 pub(crate) mod h1;
 pub(crate) mod http;
 pub(crate) mod identity;

@@ -205,3 +205,70 @@ spec:
         Some(vec![C::ConnectFailure, C::FiveXx, C::GatewayError])
     );
 }
+
+/// `text` with its line breaks cycled through a CR alone, CRLF and LF.
+fn mixed_line_breaks(text: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push_str(["\r", "\r\n", "\n"][i % 3]);
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// Lines in `text` as YAML counts them: LF, CRLF and a CR alone end one.
+fn yaml_lines(text: &str) -> u32 {
+    let b = text.as_bytes();
+    let breaks = (0..b.len())
+        .filter(|&i| b[i] == b'\n' || (b[i] == b'\r' && b.get(i + 1) != Some(&b'\n')))
+        .count();
+    breaks as u32 + 1
+}
+
+/// Found by fuzzing (`fuzz/fuzz_targets/config_yaml.rs`): YAML breaks lines
+/// at a CR alone, but documents were cut out of the text at LF alone, so a
+/// file with CR line breaks had its documents cut in the wrong places and
+/// its errors pointed past its end. A file mixing CR, CRLF and LF loads as
+/// the same file with LF, and its errors name the same places, in the file.
+#[test]
+fn a_file_with_cr_and_crlf_line_breaks_loads_as_with_lf() {
+    let mixed = mixed_line_breaks(GOOD);
+    let b = mixed.as_bytes();
+    assert!((1..b.len()).any(|i| b[i - 1] == b'\r' && b[i] != b'\n'));
+    assert!(mixed.contains("\r\n"));
+    let keys = |set: &ConfigSet| {
+        let mut k: Vec<String> = set.backends.iter().map(|r| r.key()).collect();
+        k.extend(set.http_routes.iter().map(|r| r.key()));
+        k
+    };
+    let set = load(&mixed).unwrap();
+    assert_eq!(keys(&set), keys(&load(GOOD).unwrap()));
+    let docs = yaml::documents(&mixed).unwrap();
+    assert_eq!(docs.len(), 3);
+    for d in &docs {
+        assert!(d.text.starts_with("apiVersion"), "{:?}", d.text);
+        assert!(!d.text.contains("---"), "{:?}", d.text);
+    }
+
+    // Errors in the first document, the last, and on the file's last line.
+    for bad in [
+        GOOD.replace("protocol: http", "protocol: [http]"),
+        GOOD.replace(
+            "          weight: 10\n",
+            "          weight: 10\n          wieght: 3\n",
+        ),
+        GOOD.replace("request: 2s", "request: 2 parsecs"),
+    ] {
+        let want = only_error(&bad);
+        let mixed = mixed_line_breaks(&bad);
+        let got = only_error(&mixed);
+        assert_eq!(
+            (got.line, got.column, &got.path),
+            (want.line, want.column, &want.path),
+            "{got}"
+        );
+        assert!(got.line >= 1 && got.line <= yaml_lines(&mixed), "{got}");
+    }
+}

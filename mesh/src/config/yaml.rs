@@ -153,9 +153,7 @@ pub fn documents(input: &str) -> Result<Vec<Document>, YamlError> {
         serde_saphyr::from_multiple_with_options(input, options())
             .map_err(|e| error_from(&e, 0))?;
     // Byte offsets of each line start, to cut the text of each document.
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(input.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
+    let line_starts = line_starts(input);
     let starts: Vec<Pos> = roots.iter().map(pos_of).collect();
     let mut docs = Vec::new();
     for (i, root) in roots.into_iter().enumerate() {
@@ -192,6 +190,21 @@ pub fn documents(input: &str) -> Result<Vec<Document>, YamlError> {
     Ok(docs)
 }
 
+/// Byte offsets at which the lines of `input` start, with line breaks
+/// counted as YAML counts them (and so the positions the parser gives): LF,
+/// CRLF, or a CR alone.
+fn line_starts(input: &str) -> Vec<usize> {
+    let b = input.as_bytes();
+    std::iter::once(0)
+        .chain(
+            b.iter()
+                .enumerate()
+                .filter(|&(i, &c)| c == b'\n' || (c == b'\r' && b.get(i + 1) != Some(&b'\n')))
+                .map(|(i, _)| i + 1),
+        )
+        .collect()
+}
+
 /// Byte index where the trailing separator of this document begins: a
 /// `---` / `...` line, with the blank and column-0 comment lines around it
 /// (they belong to the next document's preamble, or to nothing).
@@ -204,7 +217,7 @@ fn last_marker(text: &str) -> Option<usize> {
         if trimmed.is_empty() {
             return cut;
         }
-        let line_start = trimmed.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let line_start = trimmed.rfind(['\n', '\r']).map(|i| i + 1).unwrap_or(0);
         let line = &trimmed[line_start..];
         let is_marker = line.starts_with("---") || line.starts_with("...");
         let is_filler = line.trim().is_empty() || line.starts_with('#');
@@ -374,6 +387,31 @@ mod tests {
     fn syntax_error_has_position() {
         let e = documents("a: 1\nb: [\n").unwrap_err();
         assert!(e.pos.line >= 2, "{e:?}");
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/config_yaml.rs`): YAML takes a
+    /// CR alone as a line break, and the documents were cut from the text
+    /// by LF alone, so a file written with CR line breaks had its documents
+    /// cut in the wrong places (read as one, or as nothing) and its errors
+    /// pointed past its end.
+    #[test]
+    fn a_cr_alone_breaks_lines_as_yaml_says() {
+        let lf = "# first\nkind: A\nspec:\n  x: 1\n---\nkind: B\nbogus: 1\n";
+        for text in [
+            lf.to_owned(),
+            lf.replace('\n', "\r"),
+            lf.replace('\n', "\r\n"),
+        ] {
+            let docs = documents(&text).unwrap();
+            assert_eq!(docs.len(), 2, "{text:?}");
+            assert_eq!(docs[1].line_offset, 5, "{text:?}");
+            assert!(docs[0].text.starts_with("kind: A"), "{text:?}");
+            assert!(!docs[0].text.contains("---"), "{text:?}");
+            assert!(docs[1].text.starts_with("kind: B"), "{text:?}");
+            let e = parse::<Strict>(&docs[1]).unwrap_err();
+            assert_eq!((e.pos.line, e.pos.column), (7, 1), "{text:?}: {e:?}");
+            assert!(parse::<Strict>(&docs[0]).is_ok(), "{text:?}");
+        }
     }
 
     #[derive(Debug, Deserialize)]

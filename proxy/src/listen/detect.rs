@@ -19,7 +19,19 @@ pub(crate) enum Detected {
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Classifies a byte prefix; `None` means "need more bytes".
+/// Longest method token taken for HTTP/1 (`UPDATEREDIRECTREF` has 17
+/// letters); a longer one is opaque whatever follows.
+const MAX_METHOD: usize = 20;
+
+/// Bytes `detect` peeks at: enough for the preface, and for the longest
+/// method, its space and the four bytes that tell a target (`http`).
+pub(crate) const PEEK: usize = 32;
+const _: () = assert!(PREFACE.len() <= PEEK && MAX_METHOD + 1 + 4 <= PEEK);
+
+/// Classifies a byte prefix; `None` means "need more bytes". A verdict once
+/// given holds whatever bytes follow, so it does not depend on how the
+/// client's first bytes were split into segments; `PEEK` bytes always get
+/// one.
 pub(crate) fn classify(buf: &[u8]) -> Option<Detected> {
     if buf.is_empty() {
         return None;
@@ -29,36 +41,40 @@ pub(crate) fn classify(buf: &[u8]) -> Option<Detected> {
     }
     let n = buf.len().min(PREFACE.len());
     if buf[..n] == PREFACE[..n] {
-        return (n >= 4).then_some(Detected::Http2);
+        // `PRI * HTTP/2.0...` to its end: `PRI x` is an HTTP/1 request.
+        return (n == PREFACE.len()).then_some(Detected::Http2);
     }
     // An HTTP/1 request line starts with an upper-case method token and a
     // space. A token of other letters is HTTP/1 too when a request target
     // follows (so `get /` gets a 400 rather than reaching the app as bytes);
     // `get key` (memcached) and the like stay opaque.
     let upper = buf.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    if upper >= 3 && buf.get(upper) == Some(&b' ') {
+    if (3..=MAX_METHOD).contains(&upper) && buf.get(upper) == Some(&b' ') {
         return Some(Detected::Http1);
     }
     let token = buf.iter().take_while(|b| tchar(**b)).count();
+    if token > MAX_METHOD {
+        return Some(Detected::Opaque);
+    }
     if token == buf.len() {
-        return (token >= 16).then_some(Detected::Opaque);
+        return None;
     }
     if buf[token] != b' ' || token == 0 {
         return Some(Detected::Opaque);
     }
     let target = &buf[token + 1..];
-    let looks = |t: &[u8]| {
-        t.first().is_some_and(|c| matches!(c, b'/' | b'*'))
-            || t.len() >= 4 && t[..4].eq_ignore_ascii_case(b"http")
-    };
-    match target.len() {
-        0 => None,
-        1..=3 if target[0].eq_ignore_ascii_case(&b'h') => None,
-        _ => Some(if looks(target) {
-            Detected::Http1
-        } else {
-            Detected::Opaque
-        }),
+    if target.first().is_some_and(|c| matches!(c, b'/' | b'*')) {
+        return Some(Detected::Http1);
+    }
+    // An absolute-form target: `http://` or `https://`, in any case.
+    let http = b"http";
+    let seen = target.len().min(http.len());
+    if !target[..seen].eq_ignore_ascii_case(&http[..seen]) {
+        Some(Detected::Opaque)
+    } else if seen == http.len() {
+        Some(Detected::Http1)
+    } else {
+        None
     }
 }
 
@@ -70,7 +86,7 @@ fn tchar(b: u8) -> bool {
 /// Peeks at the first bytes, waiting up to `timeout` for enough of them.
 pub(crate) async fn detect(stream: &TcpStream, timeout: Duration) -> Detected {
     let work = async {
-        let mut buf = [0u8; 24];
+        let mut buf = [0u8; PEEK];
         let mut last = 0;
         loop {
             let n = match stream.peek(&mut buf).await {
@@ -102,7 +118,7 @@ mod tests {
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Detected::Http1));
         assert_eq!(classify(b"CONNECT a:1 HTTP/1.1"), Some(Detected::Http1));
         assert_eq!(classify(PREFACE), Some(Detected::Http2));
-        assert_eq!(classify(b"PRI "), Some(Detected::Http2));
+        assert_eq!(classify(b"PRI "), None);
         assert_eq!(classify(b"GE"), None);
         assert_eq!(classify(b"\x16\x03\x01\x02"), Some(Detected::Tls));
         assert_eq!(classify(b"\x16"), Some(Detected::Tls));
@@ -115,8 +131,66 @@ mod tests {
         assert_eq!(classify(b"Get http://a/ HTTP/1.1"), Some(Detected::Http1));
         assert_eq!(classify(b"get key\r\n"), Some(Detected::Opaque));
         assert_eq!(classify(b"get h"), None);
+        assert_eq!(classify(b"get hx"), Some(Detected::Opaque));
         assert_eq!(classify(b"PING\r\n"), Some(Detected::Opaque));
         assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(Detected::Opaque));
         assert_eq!(classify(b"G@T / HTTP/1.1"), Some(Detected::Opaque));
+        assert_eq!(classify(b"HELO x\r\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRSTU"), Some(Detected::Opaque));
+    }
+
+    /// Every prefix of `stream` that gets a verdict gets the verdict of the
+    /// whole; the whole gets one.
+    fn same_verdict_in_any_split(stream: &[u8]) -> Detected {
+        let last = classify(stream).unwrap_or_else(|| panic!("no verdict on {stream:?}"));
+        for n in 0..stream.len() {
+            if let Some(early) = classify(&stream[..n]) {
+                assert_eq!(early, last, "{:?} then {stream:?}", &stream[..n]);
+            }
+        }
+        last
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/detect.rs`): a verdict on the
+    /// first bytes must hold once more arrive. `PROPFIND` alone was opaque
+    /// (eight letters and no space yet) but HTTP/1 with its space, and
+    /// `PRI ` was HTTP/2 although `PRI x` is HTTP/1; so what a connection
+    /// was served as depended on how its first segment was split.
+    #[test]
+    fn the_verdict_does_not_depend_on_how_the_first_bytes_are_split() {
+        use Detected::*;
+        for (stream, want) in [
+            (&b"PROPFIND / HTTP/1.1\r\n"[..], Http1),
+            (b"UPDATEREDIRECTREF / HTTP/1.1\r\n", Http1),
+            (b"PRI x", Http1),
+            (b"PRI x HTTP/1.1\r\n", Http1),
+            (b"PRI * HTTP/1.1\r\n", Http1),
+            (PREFACE, Http2),
+            (b"ABCDEFGHIJKLMNOPQRSTUVWXYZ ", Opaque),
+            (b"ABCDEFGHIJKLMNOPQRSTU / HTTP/1.1\r\n", Opaque),
+            (b"propfind / HTTP/1.1\r\n", Http1),
+            (b"abcdefghijklmnopqrst http://a/ HTTP/1.1\r\n", Http1),
+            (b"abcdefghijklmnopqrstu / HTTP/1.1\r\n", Opaque),
+            (b"get hello\r\n", Opaque),
+            (b"SSH-2.0-OpenSSH_9.6 Ubuntu\r\n", Opaque),
+        ] {
+            assert_eq!(same_verdict_in_any_split(stream), want, "{stream:?}");
+        }
+    }
+
+    /// `detect` sees at most `PEEK` bytes, so those must decide; the slowest
+    /// are the longest method and a target that could still be `http`.
+    #[test]
+    fn the_bytes_peeked_always_decide() {
+        for stream in [
+            &b"abcdefghijklmnopqrst htt"[..],
+            b"ABCDEFGHIJKLMNOPQRST",
+            b"abcdefghijklmnopqrst",
+            PREFACE,
+        ] {
+            let mut buf = stream.to_vec();
+            buf.resize(PEEK, b'x');
+            assert!(classify(&buf).is_some(), "{buf:?}");
+        }
     }
 }

@@ -33,6 +33,8 @@ use tokio::io::AsyncWriteExt;
 
 mod body;
 mod error;
+#[cfg(fuzzing)]
+pub(crate) mod fuzz;
 pub(crate) use body::{Body, Home};
 use body::{Chunk, State};
 use error::invalid;

@@ -152,6 +152,12 @@ impl Guard {
             judge(&self.head)
         };
         match parsed {
+            // hyper refuses a head longer than the limit (431), whether it
+            // came in one read or several.
+            Judged::Done(len, _) | Judged::Refuse(len) if len > self.max_head => {
+                self.off();
+                Step::Took(rest.len())
+            }
             Judged::Partial => {
                 if before == 0 {
                     self.head.extend_from_slice(rest);

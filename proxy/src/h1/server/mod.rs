@@ -24,6 +24,8 @@
 //! service, called with each request (whose body type `Q` is empty), whose
 //! response (of any body type) it writes.
 
+#[cfg(fuzzing)]
+pub(crate) mod fuzz;
 mod guard;
 mod request;
 mod response;

@@ -110,3 +110,25 @@ fn a_fragment_in_the_target_is_cut() {
     let stream = [FINE, bad].concat();
     assert_eq!(same_in_pieces(&stream), Some(stream.len()));
 }
+
+/// Found by fuzzing (`fuzz/fuzz_targets/h1_guard.rs`): a head longer than
+/// the limit was judged when it came in one read (and cut, were its framing
+/// refused) but left to hyper when it came in several. hyper refuses it
+/// either way; the guard now stops watching either way.
+#[test]
+fn an_oversized_head_is_left_to_hyper_in_any_pieces() {
+    let mut big = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\nX: ".to_vec();
+    big.resize(MAX + 10, b'a');
+    let stream = [&big[..], b"\r\n\r\nz", FINE].concat();
+    for step in [stream.len(), MAX + 14, MAX, 4096, 100, 7] {
+        assert_eq!(cut_at(&stream, step), None, "pieces of {step}");
+    }
+    // One byte short of the limit, it is judged in any pieces.
+    let head_len = |b: &[u8]| b.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    big.truncate(MAX - 4);
+    let stream = [&big[..], b"\r\n\r\nz"].concat();
+    assert_eq!(head_len(&stream), MAX);
+    for step in [stream.len(), MAX, 4096, 100, 7] {
+        assert_eq!(cut_at(&stream, step), Some(MAX), "pieces of {step}");
+    }
+}
