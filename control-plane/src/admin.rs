@@ -53,6 +53,8 @@ fn handle_admin(cp: &ControlPlane, req: &Request<Incoming>) -> Response<CpBody> 
                 &serde_json::json!({
                     "version": r.version,
                     "files": r.files,
+                    "services": r.services,
+                    "kubernetes": cp.kubernetes.as_ref().map(|k| k.json()),
                     "last_error": *lock(&cp.last_error),
                     "trust_domain": cp.trust_domain,
                 }),
