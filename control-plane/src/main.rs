@@ -165,25 +165,25 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                // The cluster is read in full before proxies are served, so
-                // none is told a Service does not exist while it is listed.
                 let cluster = if kubernetes {
-                    let source = match kubernetes::Source::start().await {
-                        Ok(s) => s,
+                    match kubernetes::Source::start().await {
+                        Ok(s) => Some(s),
                         Err(e) => {
                             tracing::error!("{e}");
                             return ExitCode::FAILURE;
                         }
-                    };
-                    source.synced().await;
-                    inputs.set_kubernetes(source.backends());
-                    Some(source)
+                    }
                 } else {
                     None
                 };
                 let status = cluster.as_ref().map(|c| c.status.clone());
-                let cp = match state::ControlPlane::new(ca, trust_domain, cert_ttl, inputs, status)
-                {
+                let cp = match state::ControlPlane::new(
+                    ca,
+                    trust_domain,
+                    cert_ttl,
+                    inputs,
+                    status.clone(),
+                ) {
                     Ok(cp) => cp,
                     Err(e) => {
                         tracing::error!("cannot start: {e}");
@@ -207,9 +207,27 @@ fn main() -> ExitCode {
                 let local = |l: &tokio::net::TcpListener| {
                     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
                 };
+                let (api_addr, admin_addr) = (local(&api), local(&admin_l));
+                tokio::spawn(admin::serve(cp.clone(), admin_l));
+                // The cluster is read in full before proxies are served, so
+                // none is told a Service does not exist while it is still
+                // being listed; meanwhile the admin endpoint answers (/ready
+                // 503, /config says why, e.g. a missing permission).
+                if let (Some(cluster), Some(status)) = (&cluster, &status) {
+                    tracing::info!(admin = %admin_addr, "waiting for the first list of the cluster");
+                    tokio::select! {
+                        _ = cluster.synced() => {}
+                        _ = weft_mesh::process::shutdown_signal() => {
+                            tracing::info!("shutting down");
+                            return ExitCode::SUCCESS;
+                        }
+                    }
+                    sources::set_kubernetes(&cp, cluster.backends());
+                    status.synced.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 tracing::info!(
-                    listen = %local(&api),
-                    admin = %local(&admin_l),
+                    listen = %api_addr,
+                    admin = %admin_addr,
                     version = %cp.resources.borrow().version,
                     "weft-control-plane serving"
                 );
@@ -231,7 +249,6 @@ fn main() -> ExitCode {
                         }
                     });
                 }
-                tokio::spawn(admin::serve(cp.clone(), admin_l));
                 tokio::select! {
                     _ = server::serve_api(cp, api) => {}
                     _ = weft_mesh::process::shutdown_signal() => tracing::info!("shutting down"),

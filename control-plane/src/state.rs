@@ -8,7 +8,7 @@ use crate::ca::CertificateAuthority;
 use crate::resources::{Inputs, Resources};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -48,6 +48,8 @@ pub(crate) struct Nack {
 /// What the admin page shows of the Kubernetes source.
 #[derive(Default)]
 pub(crate) struct KubernetesStatus {
+    /// Every watched resource has been listed once.
+    pub(crate) synced: AtomicBool,
     /// Complete lists (initial and relists) across the watched resources.
     pub(crate) lists: AtomicU64,
     /// Watch and list errors (each retried).
@@ -58,6 +60,7 @@ pub(crate) struct KubernetesStatus {
 impl KubernetesStatus {
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
+            "synced": self.synced.load(Ordering::Relaxed),
             "lists": self.lists.load(Ordering::Relaxed),
             "errors": self.errors.load(Ordering::Relaxed),
             "last_error": *lock(&self.last_error),

@@ -35,6 +35,8 @@ pub struct ControlPlane {
     /// Pass `--config` (false: the cluster is the only source).
     files: bool,
     env: Vec<(String, String)>,
+    /// The log line that says it started (and names its ports).
+    marker: &'static str,
 }
 
 impl ControlPlane {
@@ -49,6 +51,19 @@ impl ControlPlane {
         let mut cp = Self::new("", args, None);
         cp.files = false;
         cp.args.insert(0, "--kubernetes".into());
+        cp.env
+            .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        cp.spawn();
+        cp
+    }
+
+    /// As [`ControlPlane::start_kubernetes`], returning as soon as it waits
+    /// for the first list of the cluster (its admin endpoint is up; its
+    /// proxy listener is not known yet).
+    pub fn start_kubernetes_waiting(kubeconfig: &std::path::Path) -> ControlPlane {
+        let mut cp = Self::new("", &["--kubernetes"], None);
+        cp.files = false;
+        cp.marker = "waiting for the first list of the cluster";
         cp.env
             .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
         cp.spawn();
@@ -83,6 +98,7 @@ impl ControlPlane {
             args: args.iter().map(|s| s.to_string()).collect(),
             files: true,
             env: Vec::new(),
+            marker: "weft-control-plane serving",
         }
     }
 
@@ -100,14 +116,16 @@ impl ControlPlane {
             .args(["--admin", &self.admin.to_string()])
             .args(["--log-format", "json"])
             .args(&self.args);
-        let (child, log, line) = spawn_until(cmd, "weft-control-plane serving");
+        let (child, log, line) = spawn_until(cmd, self.marker);
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         let addr = |k: &str| -> SocketAddr {
             v[k].as_str()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("no {k} in {line}"))
         };
-        self.listen = addr("listen");
+        if self.marker == "weft-control-plane serving" {
+            self.listen = addr("listen");
+        }
         self.admin = addr("admin");
         self.child = Some(child);
         self.log = log;

@@ -323,3 +323,58 @@ async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
         assert_eq!(via(&c.proxy, "reviews.shop").await, "reviews-1");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_is_named_and_serving_starts_once_granted() {
+    let fake = KubeFake::start().await;
+    fake.create_namespace("weft-system", json!({})).await;
+    fake.create_namespace("shop", json!({})).await;
+    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
+        .await;
+    fake.create(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {"ports": [{"port": 80}]}}))
+        .await;
+    let [role, binding] = rbac();
+    fake.create(role).await;
+    // No binding yet: every list is refused.
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    let cp = ControlPlane::start_kubernetes_waiting(&kubeconfig);
+    let ready = || async {
+        get(&format!("http://{}/ready", cp.admin), &[])
+            .await
+            .unwrap()
+            .status
+    };
+    eventually("both refusals logged by resource", LIMIT, || async {
+        let logs = cp.logs();
+        (logs.contains("forbidden to list/watch services")
+            && logs.contains("forbidden to list/watch endpointslices.discovery.k8s.io"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(ready().await, 503);
+    let status = cp.admin_json("/config").await;
+    assert!(
+        status["kubernetes"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("forbidden to list/watch")),
+        "{status}"
+    );
+    assert_eq!(status["kubernetes"]["synced"], false);
+
+    fake.create(binding).await;
+    eventually(
+        "serving once the binding exists",
+        Duration::from_secs(60),
+        || async { (ready().await == 200).then_some(()) },
+    )
+    .await;
+    assert!(cp.logs().contains("weft-control-plane serving"));
+    let status = cp.admin_json("/config").await;
+    assert_eq!(
+        status["services"], 2,
+        "shop/reviews and default/kubernetes: {status}"
+    );
+}
