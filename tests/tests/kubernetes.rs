@@ -138,6 +138,7 @@ impl Drop for Relay {
 /// is not ready; a control plane reading it; a sidecar in `shop`.
 struct Cluster {
     fake: KubeFake,
+    cluster_ip: String,
     relay: Relay,
     cp: ControlPlane,
     proxy: Proxy,
@@ -159,10 +160,11 @@ async fn cluster() -> Cluster {
     for o in rbac() {
         fake.create(o).await;
     }
-    fake.create(json!({"apiVersion": "v1", "kind": "Service",
+    let service = fake.create(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "reviews", "namespace": "shop"},
         "spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080, "targetPort": "web"}]}}))
         .await;
+    let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_string();
     let mut a = slice("reviews-a", upstreams[0].addr, true);
     // Not ready: never an endpoint (the address is never dialled).
     a["endpoints"]
@@ -197,6 +199,7 @@ async fn cluster() -> Cluster {
     .await;
     Cluster {
         fake,
+        cluster_ip,
         relay,
         cp,
         proxy,
@@ -239,6 +242,9 @@ async fn a_service_reaches_the_sidecar_and_follows_its_endpoint_slices() {
         let who = via(&c.proxy, host).await;
         assert!(who == "reviews-1" || who == "reviews-2", "{host}: {who}");
     }
+    // By ClusterIP:port too (as an HTTP client addressing the IP would).
+    let who = via(&c.proxy, &format!("{}:9080", c.cluster_ip)).await;
+    assert!(who == "reviews-1" || who == "reviews-2", "{who}");
     let config = c.proxy.admin_get("/config").await.1;
     for u in &c.upstreams {
         assert!(config.contains(&u.addr.to_string()), "{config}");

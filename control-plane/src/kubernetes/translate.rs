@@ -8,7 +8,9 @@
 //! answers the names without a port too; each other port is a Backend
 //! `<service>.<port>` (no Service name has a dot, so it cannot collide),
 //! reached only as `<service>…:<port>`. Both carry the `weft.dev/service`
-//! annotation the name table reads.
+//! annotation the name table reads, and the Service's cluster IPs
+//! (`weft.dev/cluster-ips`) so `ClusterIP:port` is a name too; a headless
+//! Service has none and is reached by name only.
 //!
 //! Endpoints are the EndpointSlice endpoints that are ready; only while
 //! none is, the serving ones that are terminating (as kube-proxy does). The
@@ -25,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 use weft_mesh::config::Protocol;
-use weft_mesh::names::SERVICE_ANNOTATION;
+use weft_mesh::names::{CLUSTER_IPS_ANNOTATION, SERVICE_ANNOTATION};
 
 /// The label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -88,6 +90,15 @@ fn service_backends(
         })
         .collect();
     let default = ports.iter().position(|p| p.port == 80).unwrap_or_default();
+    let cluster_ips: Vec<&str> = match &spec.cluster_ips {
+        Some(ips) => ips.iter().map(String::as_str).collect(),
+        None => spec.cluster_ip.as_deref().into_iter().collect(),
+    };
+    let cluster_ips: Vec<&str> = cluster_ips
+        .into_iter()
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    let cluster_ips = cluster_ips.join(",");
     let mut text = String::new();
     for (i, port) in ports.iter().enumerate() {
         let backend = if i == default {
@@ -98,7 +109,7 @@ fn service_backends(
         if !text.is_empty() {
             text.push_str("---\n");
         }
-        document(&mut text, ns, name, &backend, port, slices);
+        document(&mut text, ns, name, &backend, &cluster_ips, port, slices);
     }
     (!text.is_empty()).then_some(text)
 }
@@ -109,6 +120,7 @@ fn document(
     ns: &str,
     service: &str,
     backend: &str,
+    cluster_ips: &str,
     port: &ServicePort,
     slices: &[&EndpointSlice],
 ) {
@@ -121,11 +133,18 @@ fn document(
     };
     let _ = write!(
         out,
-        "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata:\n  name: {}\n  namespace: {}\n  annotations:\n    {SERVICE_ANNOTATION}: {}\nspec:\n  protocol: {protocol}\n  port: {}\n",
+        "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata:\n  name: {}\n  namespace: {}\n  annotations:\n    {SERVICE_ANNOTATION}: {}\n",
         q(backend),
         q(ns),
         q(service),
-        port.port,
+    );
+    if !cluster_ips.is_empty() {
+        let _ = writeln!(out, "    {CLUSTER_IPS_ANNOTATION}: {}", q(cluster_ips));
+    }
+    let _ = write!(
+        out,
+        "spec:\n  protocol: {protocol}\n  port: {}\n",
+        port.port
     );
     let endpoints = endpoints(port, slices);
     if endpoints.is_empty() {

@@ -185,12 +185,12 @@ fn each_port_of_a_service_is_its_own_backend() {
         r#"
 apiVersion: weft.dev/v1alpha1
 kind: Backend
-metadata: {name: web, namespace: shop, annotations: {weft.dev/service: web}}
+metadata: {name: web, namespace: shop, annotations: {weft.dev/service: web, weft.dev/cluster-ips: "10.0.0.7,fd00::7"}}
 spec: {port: 80, endpoints: [{address: "10.1.0.1:8080"}]}
 ---
 apiVersion: weft.dev/v1alpha1
 kind: Backend
-metadata: {name: web.9090, namespace: shop, annotations: {weft.dev/service: web}}
+metadata: {name: web.9090, namespace: shop, annotations: {weft.dev/service: web, weft.dev/cluster-ips: "10.0.0.7,fd00::7"}}
 spec: {port: 9090, protocol: grpc, endpoints: [{address: "10.1.0.1:9091"}]}
 "#,
         "shop",

@@ -156,6 +156,10 @@ fn app_protocols_and_odd_services() {
                 json!({"type": "ExternalName", "externalName": "example.com"}),
             ),
             svc("empty", json!({"ports": [{"port": 80}]})),
+            svc(
+                "headless",
+                json!({"clusterIP": "None", "clusterIPs": ["None"], "ports": [{"port": 80}]}),
+            ),
         ],
         &[slice(
             json!({"metadata": {"name": "v6", "namespace": "shop", "labels": {"kubernetes.io/service-name": "db"}},
@@ -181,4 +185,13 @@ fn app_protocols_and_odd_services() {
         "known, with no endpoints"
     );
     assert!(set.backends.iter().all(|b| b.meta.name != "ext"));
+    let headless = set
+        .backends
+        .iter()
+        .find(|b| b.key() == "shop/headless")
+        .unwrap();
+    assert!(!headless
+        .meta
+        .annotations
+        .contains_key("weft.dev/cluster-ips"));
 }
