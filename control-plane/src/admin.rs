@@ -1,5 +1,6 @@
 //! The control plane's admin endpoint (plain HTTP, loopback by default):
-//! `/live`, `/ready`, `/proxies` (every connected proxy, its version and
+//! `/live`, `/ready` (503 until the cluster, with `--kubernetes`, has been
+//! listed once), `/proxies` (every connected proxy, its version and
 //! last NACK), `/config` and `/metrics`.
 
 use crate::body::{json, text, CpBody};
@@ -41,6 +42,17 @@ fn handle_admin(cp: &ControlPlane, req: &Request<Incoming>) -> Response<CpBody> 
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match req.uri().path() {
+        "/ready"
+            if cp
+                .kubernetes
+                .as_ref()
+                .is_some_and(|k| !k.synced.load(Ordering::Relaxed)) =>
+        {
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "waiting for the first list of the cluster (see /config)\n",
+            )
+        }
         "/live" | "/ready" => text(StatusCode::OK, "ok\n"),
         "/proxies" => {
             let proxies: Vec<ProxyStatus> = lock(&cp.proxies).values().cloned().collect();
@@ -53,6 +65,8 @@ fn handle_admin(cp: &ControlPlane, req: &Request<Incoming>) -> Response<CpBody> 
                 &serde_json::json!({
                     "version": r.version,
                     "files": r.files,
+                    "services": r.services,
+                    "kubernetes": cp.kubernetes.as_ref().map(|k| k.json()),
                     "last_error": *lock(&cp.last_error),
                     "trust_domain": cp.trust_domain,
                 }),

@@ -1,7 +1,8 @@
 //! `weft-control-plane`: the mesh's certificate authority and config server.
 //!
 //! `serve` reads resources from `--config` (the same YAML and validation as
-//! the proxy), signs workload certificates, and streams each connected proxy
+//! the proxy) and/or a Kubernetes cluster (`--kubernetes`: Services and
+//! EndpointSlices), signs workload certificates, and streams each connected proxy
 //! its config over HTTP/2 + TLS 1.3. `token` issues a bootstrap token that
 //! lets one workload obtain its first certificate.
 
@@ -11,6 +12,7 @@ mod admin;
 mod body;
 mod ca;
 mod certificates;
+mod kubernetes;
 mod resources;
 mod scope;
 mod server;
@@ -42,7 +44,9 @@ enum Command {
         /// Resource files or folders (the same YAML the proxy accepts); watched.
         #[arg(long, env = "WEFT_CONFIG")]
         config: Vec<PathBuf>,
-        /// Read resources from Kubernetes.
+        /// Read Services and EndpointSlices from Kubernetes (in-cluster
+        /// credentials, or KUBECONFIG). With --config too, a file's Backend
+        /// overrides the Service of the same namespace and name.
         #[arg(long, env = "WEFT_KUBERNETES")]
         kubernetes: bool,
         /// Directory holding the mesh CA (`ca.pem`, `ca-key.pem`); generated
@@ -129,12 +133,8 @@ fn main() -> ExitCode {
             log_level,
         } => {
             let _ = weft_mesh::process::init_logging(&log_format, &log_level);
-            if kubernetes {
-                tracing::error!("--kubernetes is not implemented in this build; use --config");
-                return ExitCode::from(2);
-            }
-            if config.is_empty() {
-                tracing::error!("nothing to serve: pass --config PATH");
+            if config.is_empty() && !kubernetes {
+                tracing::error!("nothing to serve: pass --config PATH and/or --kubernetes");
                 return ExitCode::from(2);
             }
             let ca = match ca::load_or_generate(&ca_dir, &trust_domain) {
@@ -147,14 +147,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let initial = match resources::load(&config) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("{e}");
-                    tracing::error!("invalid config at startup; not starting");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let mut inputs = resources::Inputs::default();
+            if let Err(e) = inputs.load_files(&config) {
+                eprintln!("{e}");
+                tracing::error!("invalid config at startup; not starting");
+                return ExitCode::FAILURE;
+            }
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -167,10 +165,28 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                let cp = match state::ControlPlane::new(ca, trust_domain, cert_ttl, initial) {
+                let cluster = if kubernetes {
+                    match kubernetes::Source::start().await {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            tracing::error!("{e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                } else {
+                    None
+                };
+                let status = cluster.as_ref().map(|c| c.status.clone());
+                let cp = match state::ControlPlane::new(
+                    ca,
+                    trust_domain,
+                    cert_ttl,
+                    inputs,
+                    status.clone(),
+                ) {
                     Ok(cp) => cp,
                     Err(e) => {
-                        tracing::error!("serving certificate: {e}");
+                        tracing::error!("cannot start: {e}");
                         return ExitCode::FAILURE;
                     }
                 };
@@ -191,13 +207,36 @@ fn main() -> ExitCode {
                 let local = |l: &tokio::net::TcpListener| {
                     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
                 };
+                let (api_addr, admin_addr) = (local(&api), local(&admin_l));
+                tokio::spawn(admin::serve(cp.clone(), admin_l));
+                // The cluster is read in full before proxies are served, so
+                // none is told a Service does not exist while it is still
+                // being listed; meanwhile the admin endpoint answers (/ready
+                // 503, /config says why, e.g. a missing permission).
+                if let (Some(cluster), Some(status)) = (&cluster, &status) {
+                    tracing::info!(admin = %admin_addr, "waiting for the first list of the cluster");
+                    tokio::select! {
+                        _ = cluster.synced() => {}
+                        _ = weft_mesh::process::shutdown_signal() => {
+                            tracing::info!("shutting down");
+                            return ExitCode::SUCCESS;
+                        }
+                    }
+                    sources::set_kubernetes(&cp, cluster.backends());
+                    status.synced.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 tracing::info!(
-                    listen = %local(&api),
-                    admin = %local(&admin_l),
+                    listen = %api_addr,
+                    admin = %admin_addr,
                     version = %cp.resources.borrow().version,
                     "weft-control-plane serving"
                 );
-                tokio::spawn(sources::watch_files(cp.clone(), config));
+                if !config.is_empty() {
+                    tokio::spawn(sources::watch_files(cp.clone(), config));
+                }
+                if let Some(cluster) = cluster {
+                    tokio::spawn(cluster.feed(cp.clone()));
+                }
                 {
                     // The serving certificate is re-issued at half its life.
                     let cp = cp.clone();
@@ -210,7 +249,6 @@ fn main() -> ExitCode {
                         }
                     });
                 }
-                tokio::spawn(admin::serve(cp.clone(), admin_l));
                 tokio::select! {
                     _ = server::serve_api(cp, api) => {}
                     _ = weft_mesh::process::shutdown_signal() => tracing::info!("shutting down"),

@@ -1,8 +1,10 @@
-//! Where resources come from: files (`--config`), watched. Each source
-//! loads and validates resources with the shared loader and publishes them
-//! as [`Resources`]; every proxy's watch sees the change.
+//! Where resources come from: files (`--config`, watched) and Kubernetes
+//! (`--kubernetes`, see `kubernetes/`). Each source hands over resource
+//! text; the last accepted text of every source is combined
+//! (`resources::Inputs`), loaded and validated as one set, and published
+//! as [`Resources`]: every proxy's watch sees the change.
 
-use crate::resources::{load, Resources};
+use crate::resources::{Generated, Resources};
 use crate::state::ControlPlane;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -22,13 +24,12 @@ pub(crate) async fn watch_files(cp: Arc<ControlPlane>, paths: Vec<PathBuf>) {
         files.changed().await;
         tokio::time::sleep(DEBOUNCE).await;
         files.rebase();
-        match load(&paths) {
+        let mut inputs = lock(&cp.inputs);
+        let outcome = inputs.load_files(&paths).and_then(|()| inputs.resources());
+        match outcome {
             Ok(r) => {
                 *lock(&cp.last_error) = None;
-                if r.version != cp.resources.borrow().version {
-                    tracing::info!(version = %r.version, "resources changed; pushing to proxies");
-                    publish(&cp, r);
-                }
+                publish(&cp, r);
             }
             Err(e) => {
                 tracing::error!(error = %e, "config rejected; proxies keep the previous version");
@@ -39,8 +40,26 @@ pub(crate) async fn watch_files(cp: Arc<ControlPlane>, paths: Vec<PathBuf>) {
     }
 }
 
-/// Makes `r` the resources in force.
+/// Takes the cluster's Backends as they now are.
+pub(crate) fn set_kubernetes(cp: &ControlPlane, docs: Vec<Generated>) {
+    let mut inputs = lock(&cp.inputs);
+    inputs.set_kubernetes(docs);
+    match inputs.resources() {
+        Ok(r) => publish(cp, r),
+        Err(e) => {
+            tracing::error!(error = %e, "resources from Kubernetes rejected; proxies keep the previous version");
+            cp.counters.rejected_reloads.fetch_add(1, Ordering::Relaxed);
+            *lock(&cp.last_error) = Some(e);
+        }
+    }
+}
+
+/// Makes `r` the resources in force, when it changes anything.
 fn publish(cp: &ControlPlane, r: Resources) {
+    if r.version == cp.resources.borrow().version {
+        return;
+    }
+    tracing::info!(version = %r.version, services = r.services, "resources changed; pushing to proxies");
     drop(cp.resources.send_replace(Arc::new(r)));
     // The previous version's parse trees and name tables are freed once
     // every watch has moved on; hand the freed pages back to the system

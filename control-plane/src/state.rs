@@ -1,14 +1,14 @@
 //! What the control plane holds while it runs: the CA and tokens, the
 //! resources in force (published to every watch), the connected proxies
 //! and counters for the admin page. Nothing here outlives the process:
-//! the truth is the resources' source and the CA directory, and proxies
+//! the truth is the resources' sources and the CA directory, and proxies
 //! re-send what they hold when they reconnect.
 
 use crate::ca::CertificateAuthority;
-use crate::resources::Resources;
+use crate::resources::{Inputs, Resources};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ use weft_mesh::api;
 use weft_mesh::identity::csr::WorkloadKey;
 use weft_mesh::identity::token::Tokens;
 use weft_mesh::identity::SpiffeId;
+use weft_mesh::process::lock;
 
 /// What the admin endpoint shows of one connected proxy.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -44,6 +45,29 @@ pub(crate) struct Nack {
     pub(crate) at: u64,
 }
 
+/// What the admin page shows of the Kubernetes source.
+#[derive(Default)]
+pub(crate) struct KubernetesStatus {
+    /// Every watched resource has been listed once.
+    pub(crate) synced: AtomicBool,
+    /// Complete lists (initial and relists) across the watched resources.
+    pub(crate) lists: AtomicU64,
+    /// Watch and list errors (each retried).
+    pub(crate) errors: AtomicU64,
+    pub(crate) last_error: Mutex<Option<String>>,
+}
+
+impl KubernetesStatus {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "synced": self.synced.load(Ordering::Relaxed),
+            "lists": self.lists.load(Ordering::Relaxed),
+            "errors": self.errors.load(Ordering::Relaxed),
+            "last_error": *lock(&self.last_error),
+        })
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) pushes: AtomicU64,
@@ -60,6 +84,10 @@ pub(crate) struct ControlPlane {
     pub(crate) trust_domain: String,
     pub(crate) cert_ttl: Duration,
     pub(crate) resources: watch::Sender<Arc<Resources>>,
+    /// The last accepted input of each source, combined into `resources`.
+    pub(crate) inputs: Mutex<Inputs>,
+    /// The Kubernetes source's state, with `--kubernetes`.
+    pub(crate) kubernetes: Option<Arc<KubernetesStatus>>,
     /// Why the files were last rejected (the previous resources still serve).
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
@@ -73,8 +101,10 @@ impl ControlPlane {
         ca: CertificateAuthority,
         trust_domain: String,
         cert_ttl: Duration,
-        initial: Resources,
+        inputs: Inputs,
+        kubernetes: Option<Arc<KubernetesStatus>>,
     ) -> Result<Arc<ControlPlane>, String> {
+        let initial = inputs.resources()?;
         let tokens = Tokens::from_ca_key(ca.key_pem());
         let acceptor = server_acceptor(&ca, &trust_domain)?;
         Ok(Arc::new(ControlPlane {
@@ -82,6 +112,8 @@ impl ControlPlane {
             trust_domain,
             cert_ttl,
             resources: watch::channel(Arc::new(initial)).0,
+            inputs: Mutex::new(inputs),
+            kubernetes,
             last_error: Mutex::new(None),
             proxies: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),

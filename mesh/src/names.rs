@@ -8,6 +8,14 @@
 //! routes on one name merge, their matches ordered by Gateway API
 //! precedence.
 //!
+//! A Backend annotated `weft.dev/service: NAME` stands for one port of the
+//! Kubernetes Service `NAME` (the control plane writes one per Service
+//! port): it is reachable by the Service's names with its port, and, when
+//! the Backend is named after the Service itself (the Service's default
+//! port), without one too. `weft.dev/cluster-ips: IP[,IP]` adds the
+//! Service's cluster IPs as names the same way (`IP:port`; the bare IP for
+//! the default port), for clients that address a Service by its ClusterIP.
+//!
 //! The table is pure: built from a validated [`ConfigSet`] for the
 //! namespace a proxy runs in, it says *what* a name reaches, by index into
 //! the set. The proxy maps every [`Destination`] to its compiled form once
@@ -88,6 +96,14 @@ pub fn precedence(m: Option<&RouteMatch>) -> Precedence {
         m.query_params.len(),
     )
 }
+
+/// The annotation that makes a Backend one port of a Service (see the
+/// module comment).
+pub const SERVICE_ANNOTATION: &str = "weft.dev/service";
+
+/// The annotation listing a Service's cluster IPs (comma-separated) on the
+/// Backends of its ports.
+pub const CLUSTER_IPS_ANNOTATION: &str = "weft.dev/cluster-ips";
 
 /// The names a service is reachable by from a proxy in `local_ns`.
 pub fn authorities(name: &str, ns: &str, port: Option<u16>, local_ns: &str) -> Vec<String> {
@@ -206,8 +222,29 @@ impl NameTable<Destination> {
                 matches: Vec::new(),
                 backend: Some(i),
             });
-            for h in authorities(&b.meta.name, &b.meta.namespace, b.spec.port, local_ns) {
-                table.exact.insert(h.into(), entry);
+            let (service, bare) = match b.meta.annotations.get(SERVICE_ANNOTATION) {
+                Some(s) => (s.as_str(), *s == b.meta.name),
+                None => (b.meta.name.as_str(), true),
+            };
+            for h in authorities(service, &b.meta.namespace, b.spec.port, local_ns) {
+                // Another port of a Service is reached only by naming it.
+                if bare || h.contains(':') {
+                    table.exact.insert(h.into(), entry);
+                }
+            }
+            let ips = b.meta.annotations.get(CLUSTER_IPS_ANNOTATION);
+            for ip in ips.into_iter().flat_map(|l| l.split(',')) {
+                let host = match ip.trim() {
+                    "" => continue,
+                    v6 if v6.contains(':') => format!("[{v6}]"),
+                    v4 => v4.to_string(),
+                };
+                if let Some(p) = b.spec.port {
+                    table.exact.insert(format!("{host}:{p}").into(), entry);
+                }
+                if bare {
+                    table.exact.insert(host.into(), entry);
+                }
             }
         }
 

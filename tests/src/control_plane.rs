@@ -32,12 +32,42 @@ pub struct ControlPlane {
     pub ca_dir: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
+    /// Pass `--config` (false: the cluster is the only source).
+    files: bool,
+    env: Vec<(String, String)>,
+    /// The log line that says it started (and names its ports).
+    marker: &'static str,
 }
 
 impl ControlPlane {
     /// Starts a control plane serving `yaml`, with extra `args`.
     pub fn start(yaml: &str, args: &[&str]) -> ControlPlane {
         Self::start_with_ca(yaml, args, None)
+    }
+
+    /// A control plane reading a Kubernetes cluster (`--kubernetes`) with
+    /// `kubeconfig`, and no files; extra `args`.
+    pub fn start_kubernetes(kubeconfig: &std::path::Path, args: &[&str]) -> ControlPlane {
+        let mut cp = Self::new("", args, None);
+        cp.files = false;
+        cp.args.insert(0, "--kubernetes".into());
+        cp.env
+            .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        cp.spawn();
+        cp
+    }
+
+    /// As [`ControlPlane::start_kubernetes`], returning as soon as it waits
+    /// for the first list of the cluster (its admin endpoint is up; its
+    /// proxy listener is not known yet).
+    pub fn start_kubernetes_waiting(kubeconfig: &std::path::Path) -> ControlPlane {
+        let mut cp = Self::new("", &["--kubernetes"], None);
+        cp.files = false;
+        cp.marker = "waiting for the first list of the cluster";
+        cp.env
+            .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        cp.spawn();
+        cp
     }
 
     /// A second instance: same CA directory as `other` (as replicas share
@@ -47,11 +77,17 @@ impl ControlPlane {
     }
 
     fn start_with_ca(yaml: &str, args: &[&str], ca_dir: Option<PathBuf>) -> ControlPlane {
+        let mut cp = Self::new(yaml, args, ca_dir);
+        cp.spawn();
+        cp
+    }
+
+    fn new(yaml: &str, args: &[&str], ca_dir: Option<PathBuf>) -> ControlPlane {
         let dir = TempDir::new("cp");
         let config = dir.path().join("mesh.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let ca_dir = ca_dir.unwrap_or_else(|| dir.path().join("ca"));
-        let mut cp = ControlPlane {
+        ControlPlane {
             child: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
@@ -60,31 +96,36 @@ impl ControlPlane {
             ca_dir,
             log: Arc::new(Mutex::new(Vec::new())),
             args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        cp.spawn();
-        cp
+            files: true,
+            env: Vec::new(),
+            marker: "weft-control-plane serving",
+        }
     }
 
     /// (Re)starts the process, on the same ports once they are known.
     fn spawn(&mut self) {
         let mut cmd = Command::new(control_plane_bin());
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&self.config)
+        cmd.arg("serve");
+        if self.files {
+            cmd.arg("--config").arg(&self.config);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--ca-dir")
             .arg(&self.ca_dir)
             .args(["--listen", &self.listen.to_string()])
             .args(["--admin", &self.admin.to_string()])
             .args(["--log-format", "json"])
             .args(&self.args);
-        let (child, log, line) = spawn_until(cmd, "weft-control-plane serving");
+        let (child, log, line) = spawn_until(cmd, self.marker);
         let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         let addr = |k: &str| -> SocketAddr {
             v[k].as_str()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("no {k} in {line}"))
         };
-        self.listen = addr("listen");
+        if self.marker == "weft-control-plane serving" {
+            self.listen = addr("listen");
+        }
         self.admin = addr("admin");
         self.child = Some(child);
         self.log = log;

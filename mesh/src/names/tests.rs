@@ -176,3 +176,51 @@ fn precedence_follows_gateway_api() {
     let all = precedence(None);
     assert!(exact > long && long > method && method > short && short > all && all > regex);
 }
+
+#[test]
+fn each_port_of_a_service_is_its_own_backend() {
+    // As the control plane writes a Service with ports 80 (its default)
+    // and 9090.
+    let (_, t) = table(
+        r#"
+apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: web, namespace: shop, annotations: {weft.dev/service: web, weft.dev/cluster-ips: "10.0.0.7,fd00::7"}}
+spec: {port: 80, endpoints: [{address: "10.1.0.1:8080"}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: web.9090, namespace: shop, annotations: {weft.dev/service: web, weft.dev/cluster-ips: "10.0.0.7,fd00::7"}}
+spec: {port: 9090, protocol: grpc, endpoints: [{address: "10.1.0.1:9091"}]}
+"#,
+        "shop",
+    );
+    for name in [
+        "web",
+        "web:80",
+        "web.shop",
+        "web.shop.svc.cluster.local:80",
+        "web.shop:1234",
+    ] {
+        assert_eq!(
+            t.get(name).map(|d| d.name.as_str()),
+            Some("shop/web"),
+            "{name}"
+        );
+    }
+    for name in [
+        "web:9090",
+        "web.shop:9090",
+        "web.shop.svc:9090",
+        "web.shop.svc.cluster.local:9090",
+    ] {
+        assert_eq!(
+            t.get(name).map(|d| d.name.as_str()),
+            Some("shop/web.9090"),
+            "{name}"
+        );
+    }
+    // The extra port's Backend has no names of its own.
+    assert!(t.get("web.9090").is_none());
+    assert!(t.get("web.9090.shop").is_none());
+}

@@ -1,0 +1,172 @@
+//! The Kubernetes source (`serve --kubernetes`): watches the API server
+//! and feeds what it reads into the same pipeline as the files.
+//!
+//! kube-rs runtime watchers keep reflector stores of Services and
+//! EndpointSlices (`discovery.k8s.io/v1`) in every namespace: they list,
+//! then watch from the list's resourceVersion with bookmarks, resume from
+//! the last version seen when a watch ends, and relist on 410 Gone (the
+//! store is swapped whole when a relist completes, so a relist never shows
+//! a half-empty cluster). After any change settles, [`translate`] turns the
+//! stores into Backend documents and `sources` loads them with the files.
+//!
+//! Credentials: in-cluster (the Pod's ServiceAccount) or `KUBECONFIG`, as
+//! `kube::Config::infer` finds them. Reads need `list` and `watch` on
+//! `services` and `endpointslices.discovery.k8s.io`, cluster-wide; a
+//! refusal is logged with the resource's name and shown on `/config`, and
+//! the watch keeps retrying with backoff.
+
+mod translate;
+
+use crate::resources::Generated;
+use crate::sources;
+use crate::state::{ControlPlane, KubernetesStatus as Status};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use std::fmt::Debug;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use weft_mesh::process::lock;
+
+/// Changes settle this long before the Backends are rebuilt (a rollout
+/// touches many slices at once).
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The watched cluster.
+pub(crate) struct Source {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    changed: Arc<Notify>,
+    pub(crate) status: Arc<Status>,
+}
+
+impl Source {
+    /// Connects with in-cluster credentials or `KUBECONFIG` and starts the
+    /// watches.
+    pub(crate) async fn start() -> Result<Source, String> {
+        let config = kube::Config::infer()
+            .await
+            .map_err(|e| format!("no Kubernetes credentials (in-cluster or KUBECONFIG): {e}"))?;
+        tracing::info!(cluster = %config.cluster_url, "reading Services and EndpointSlices");
+        let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
+        let cfg = watcher::Config::default();
+        let changed = Arc::new(Notify::new());
+        let status = Arc::new(Status::default());
+        let (services, writer) = reflector::store();
+        watch(
+            Api::<Service>::all(client.clone()),
+            cfg.clone(),
+            writer,
+            "services",
+            &changed,
+            &status,
+        );
+        let (slices, writer) = reflector::store();
+        watch(
+            Api::<EndpointSlice>::all(client),
+            cfg,
+            writer,
+            "endpointslices.discovery.k8s.io",
+            &changed,
+            &status,
+        );
+        Ok(Source {
+            services,
+            slices,
+            changed,
+            status,
+        })
+    }
+
+    /// Waits for the first complete list of every watched resource.
+    pub(crate) async fn synced(&self) {
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.slices.wait_until_ready().await;
+    }
+
+    /// The Backends of the cluster as it stands in the stores.
+    pub(crate) fn backends(&self) -> Vec<Generated> {
+        translate::backends(&self.services.state(), &self.slices.state())
+    }
+
+    /// Feeds every settled change to the control plane, for ever.
+    pub(crate) async fn feed(self, cp: Arc<ControlPlane>) {
+        loop {
+            self.changed.notified().await;
+            tokio::time::sleep(DEBOUNCE).await;
+            sources::set_kubernetes(&cp, self.backends());
+        }
+    }
+}
+
+/// Runs one watcher into `writer`'s store, waking `changed` on every change
+/// and complete list, logging errors by resource name.
+fn watch<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    what: &'static str,
+    changed: &Arc<Notify>,
+    status: &Arc<Status>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let changed = changed.clone();
+    let status = status.clone();
+    tokio::spawn(async move {
+        let stream = watcher::watcher(api, cfg).default_backoff().reflect(writer);
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::InitDone) => {
+                    let n = status.lists.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::info!(resource = what, lists = n, "listed");
+                    changed.notify_one();
+                }
+                Ok(Event::Apply(_) | Event::Delete(_)) => changed.notify_one(),
+                Ok(Event::Init | Event::InitApply(_)) => {}
+                Err(e) => {
+                    status.errors.fetch_add(1, Ordering::Relaxed);
+                    let message = describe(what, &e);
+                    if matches!(&e, watcher::Error::WatchError(s) if s.code == 410) {
+                        tracing::info!(resource = what, "{message}");
+                    } else {
+                        tracing::warn!(resource = what, "{message}");
+                    }
+                    *lock(&status.last_error) = Some(message);
+                }
+            }
+        }
+    });
+}
+
+/// A watch error in words an operator can act on.
+fn describe(what: &str, e: &watcher::Error) -> String {
+    let status = match e {
+        watcher::Error::WatchError(s) => Some(s.code),
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        _ => None,
+    };
+    match status {
+        Some(410) => format!("watch of {what} expired (410 Gone); relisting"),
+        Some(403) => format!(
+            "forbidden to list/watch {what}: grant the control plane's ServiceAccount list and watch on it ({e})"
+        ),
+        Some(401) => format!("the API server refused our credentials reading {what} ({e})"),
+        _ => format!("reading {what}: {e}; retrying"),
+    }
+}

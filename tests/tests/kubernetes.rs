@@ -1,0 +1,386 @@
+//! The control plane as a Kubernetes control plane, end to end: the fake
+//! API server (`weft_tests::kube_fake`) holds a Service and its
+//! EndpointSlices, the real `weft-control-plane --kubernetes` reads them
+//! as its ServiceAccount (held to the RBAC rules below), and a real
+//! `weft-proxy` in mesh mode routes to the endpoints by the Service's
+//! names. Endpoint changes reach the sidecar. The control plane reaches the
+//! API server through a relay the test can cut: while cut, sidecars keep
+//! serving; a change made meanwhile, with the watch history expired, comes
+//! back as a 410 on the resumed watch, a relist, and convergence.
+//!
+//! Endpoint addresses: the API server refuses loopback ones, so the
+//! upstreams listen on this host's own non-loopback IPv4 address (stand-in
+//! Pods in network namespaces are for later tests).
+
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use weft_tests::kube_fake::KubeFake;
+use weft_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The rules the control plane's ServiceAccount needs to read Services and
+/// EndpointSlices (the README's Kubernetes section lists the same).
+fn rbac() -> [Value; 2] {
+    [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "weft-control-plane"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "weft-control-plane"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
+            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
+    ]
+}
+
+/// This host's first IPv4 address that is neither loopback nor link-local.
+fn host_ipv4() -> Ipv4Addr {
+    let mut found = None;
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, walked read-only below and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) == 0 {
+            let mut p = list;
+            while !p.is_null() {
+                let ifa = &*p;
+                if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+                {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                    if !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() {
+                        found = Some(ip);
+                        break;
+                    }
+                }
+                p = ifa.ifa_next;
+            }
+            libc::freeifaddrs(list);
+        }
+    }
+    found.expect("these tests need a non-loopback IPv4 address on this host: the API server refuses loopback endpoints")
+}
+
+fn slice(name: &str, addr: SocketAddr, ready: bool) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"kubernetes.io/service-name": "reviews"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": addr.port(), "protocol": "TCP"}],
+        "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": ready}}]})
+}
+
+/// A TCP relay to the API server that can be cut (every connection closed,
+/// new ones refused) and restored, as a network partition would.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let (cut, conns) = (cut.clone(), conns.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection is refused
+                    }
+                    conns.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut out) = TcpStream::connect(to).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                    }));
+                }
+            })
+        };
+        Relay {
+            addr,
+            cut,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// A cluster with Service `shop/reviews` (port 9080, a named target port)
+/// and two EndpointSlices, one ready endpoint each, plus one endpoint that
+/// is not ready; a control plane reading it; a sidecar in `shop`.
+struct Cluster {
+    fake: KubeFake,
+    cluster_ip: String,
+    relay: Relay,
+    cp: ControlPlane,
+    proxy: Proxy,
+    upstreams: [Upstream; 2],
+}
+
+async fn cluster() -> Cluster {
+    let ip = IpAddr::V4(host_ipv4());
+    let upstreams = [
+        Upstream::start_on(SocketAddr::new(ip, 0), "reviews-1").await,
+        Upstream::start_on(SocketAddr::new(ip, 0), "reviews-2").await,
+    ];
+    let fake = KubeFake::start().await;
+    fake.create_namespace("weft-system", json!({})).await;
+    fake.create_namespace("shop", json!({})).await;
+    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
+        .await;
+    for o in rbac() {
+        fake.create(o).await;
+    }
+    let service = fake.create(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080, "targetPort": "web"}]}}))
+        .await;
+    let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let mut a = slice("reviews-a", upstreams[0].addr, true);
+    // Not ready: never an endpoint (the address is never dialled).
+    a["endpoints"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"addresses": ["10.9.9.9"], "conditions": {"ready": false}}));
+    fake.create(a).await;
+    fake.create(slice("reviews-b", upstreams[1].addr, true))
+        .await;
+
+    // The control plane's kubeconfig names the relay (same IP as the fake,
+    // so its serving certificate still matches).
+    let relay = Relay::start(fake.addr()).await;
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    assert!(text.contains(fake.url()), "{text}");
+    std::fs::write(
+        &kubeconfig,
+        text.replace(fake.url(), &format!("https://{}", relay.addr)),
+    )
+    .unwrap();
+    let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
+    let token = cp.token("shop", "productpage");
+    let mut b = Proxy::builder("").no_config();
+    for a in cp.proxy_args("shop", "productpage", &token) {
+        b = b.arg(a);
+    }
+    let proxy = b.start();
+    eventually("the sidecar is ready", LIMIT, || async {
+        (proxy.admin_get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    Cluster {
+        fake,
+        cluster_ip,
+        relay,
+        cp,
+        proxy,
+        upstreams,
+    }
+}
+
+/// Which upstream answered a request for `host` through the sidecar.
+async fn via(proxy: &Proxy, host: &str) -> String {
+    let r = get(&proxy.url("/"), &[("host", host)]).await.unwrap();
+    assert_eq!(r.status, 200, "{host}: {}", r.text());
+    r.header("x-upstream").unwrap_or_default().to_string()
+}
+
+/// Waits until the sidecar's config in force does (or does not) hold `addr`.
+async fn sidecar_holds(proxy: &Proxy, addr: SocketAddr, held: bool) {
+    let want = addr.to_string();
+    eventually(
+        &format!(
+            "the sidecar's config {} {want}",
+            if held { "holds" } else { "drops" }
+        ),
+        LIMIT,
+        || async { (proxy.admin_get("/config").await.1.contains(&want) == held).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_reaches_the_sidecar_and_follows_its_endpoint_slices() {
+    let c = cluster().await;
+    for host in [
+        "reviews",
+        "reviews:9080",
+        "reviews.shop",
+        "reviews.shop.svc",
+        "reviews.shop.svc.cluster.local",
+        "reviews.shop.svc.cluster.local:9080",
+    ] {
+        let who = via(&c.proxy, host).await;
+        assert!(who == "reviews-1" || who == "reviews-2", "{host}: {who}");
+    }
+    // By ClusterIP:port too (as an HTTP client addressing the IP would).
+    let who = via(&c.proxy, &format!("{}:9080", c.cluster_ip)).await;
+    assert!(who == "reviews-1" || who == "reviews-2", "{who}");
+    let config = c.proxy.admin_get("/config").await.1;
+    for u in &c.upstreams {
+        assert!(config.contains(&u.addr.to_string()), "{config}");
+    }
+    assert!(
+        !config.contains("10.9.9.9"),
+        "a not-ready endpoint: {config}"
+    );
+
+    // Remove the endpoint that just answered from its slice: it leaves the
+    // sidecar's config and gets no more requests.
+    let who = via(&c.proxy, "reviews").await;
+    let (gone, stays) = if who == "reviews-1" { (0, 1) } else { (1, 0) };
+    let slice_name = ["reviews-a", "reviews-b"][gone];
+    c.fake
+        .merge_patch(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            Some("shop"),
+            slice_name,
+            None,
+            json!({"endpoints": []}),
+        )
+        .await;
+    sidecar_holds(&c.proxy, c.upstreams[gone].addr, false).await;
+    for _ in 0..20 {
+        assert_eq!(via(&c.proxy, "reviews").await, c.upstreams[stays].name);
+    }
+    let status = c.cp.admin_json("/config").await;
+    assert_eq!(
+        status["services"], 2,
+        "shop/reviews and default/kubernetes: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
+    let c = cluster().await;
+    let lists = |v: &Value| v["kubernetes"]["lists"].as_u64().unwrap_or_default();
+    let before = c.cp.admin_json("/config").await;
+    assert_eq!(lists(&before), 2, "one list per resource: {before}");
+    via(&c.proxy, "reviews.shop").await;
+
+    // Cut off from the API server, the control plane keeps what it has and
+    // the sidecar keeps serving.
+    c.relay.cut();
+    // Meanwhile an endpoint leaves, and the history that would tell a
+    // resumed watch so is compacted away.
+    c.fake
+        .merge_patch(
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            Some("shop"),
+            "reviews-b",
+            None,
+            json!({"endpoints": [{"addresses": [c.upstreams[1].addr.ip().to_string()], "conditions": {"ready": false}}]}),
+        )
+        .await;
+    c.fake.expire_history();
+    eventually("the control plane notices the cut", LIMIT, || async {
+        c.cp.logs().contains("retrying").then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        let who = via(&c.proxy, "reviews.shop").await;
+        assert!(who == "reviews-1" || who == "reviews-2", "{who}");
+    }
+    let during = c.cp.admin_json("/config").await;
+    assert_eq!(during["version"], before["version"], "nothing changed yet");
+
+    // Back: the resumed watch is told 410, relists, and converges.
+    c.relay.restore();
+    // Only the EndpointSlices' history moved past the watch's version; the
+    // Services' watch resumes where it was.
+    eventually("the EndpointSlices relisted", LIMIT, || async {
+        (lists(&c.cp.admin_json("/config").await) >= 3).then_some(())
+    })
+    .await;
+    assert!(c.cp.logs().contains("410 Gone"), "{}", c.cp.logs());
+    sidecar_holds(&c.proxy, c.upstreams[1].addr, false).await;
+    for _ in 0..10 {
+        assert_eq!(via(&c.proxy, "reviews.shop").await, "reviews-1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_is_named_and_serving_starts_once_granted() {
+    let fake = KubeFake::start().await;
+    fake.create_namespace("weft-system", json!({})).await;
+    fake.create_namespace("shop", json!({})).await;
+    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
+        .await;
+    fake.create(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {"ports": [{"port": 80}]}}))
+        .await;
+    let [role, binding] = rbac();
+    fake.create(role).await;
+    // No binding yet: every list is refused.
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    let cp = ControlPlane::start_kubernetes_waiting(&kubeconfig);
+    let ready = || async {
+        get(&format!("http://{}/ready", cp.admin), &[])
+            .await
+            .unwrap()
+            .status
+    };
+    eventually("both refusals logged by resource", LIMIT, || async {
+        let logs = cp.logs();
+        (logs.contains("forbidden to list/watch services")
+            && logs.contains("forbidden to list/watch endpointslices.discovery.k8s.io"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(ready().await, 503);
+    let status = cp.admin_json("/config").await;
+    assert!(
+        status["kubernetes"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("forbidden to list/watch")),
+        "{status}"
+    );
+    assert_eq!(status["kubernetes"]["synced"], false);
+
+    fake.create(binding).await;
+    eventually(
+        "serving once the binding exists",
+        Duration::from_secs(60),
+        || async { (ready().await == 200).then_some(()) },
+    )
+    .await;
+    assert!(cp.logs().contains("weft-control-plane serving"));
+    let status = cp.admin_json("/config").await;
+    assert_eq!(
+        status["services"], 2,
+        "shop/reviews and default/kubernetes: {status}"
+    );
+}
