@@ -304,10 +304,10 @@ stop "$NGINX"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/versions.txt"
 
 # ---------------------------------------------------------------- summary
-python3 - "$RES" "$CGRES" "$DUR" "$CONNS" "$LG_CPU" "$SRV_CPU" "$QUIET_SPENT" <<'PY' | tee "$WORK/summary.txt"
+python3 - "$RES" "$CGRES" "$DUR" "$CONNS" "$LG_CPU" "$SRV_CPU" "$QUIET_SPENT" "$CG_BODY" <<'PY' | tee "$WORK/summary.txt"
 import statistics, sys
 from collections import defaultdict
-res, cgres, dur, conns, lg, srv, quiet = sys.argv[1:]
+res, cgres, dur, conns, lg, srv, quiet, cg_body = sys.argv[1:]
 v = defaultdict(dict)  # (side, metric) -> {round: value}
 order = {}
 for line in open(res):
@@ -354,7 +354,7 @@ for line in open(cgres):
     cg[side][int(n)] = (int(ir), int(got))
 if cg:
     print("\ninstructions per proxied request (callgrind, user space, all threads; one keep-alive connection, "
-          "sequential GETs): (Ir(N2) - Ir(N1)) / (N2 - N1)")
+          f"sequential {'GETs' if cg_body == '0' else f'POSTs of {cg_body} bytes'}): (Ir(N2) - Ir(N1)) / (N2 - N1)")
     per = {}
     for side in ("old", "new"):
         (n1, (i1, g1)), (n2, (i2, g2)) = sorted(cg[side].items())
