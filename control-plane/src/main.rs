@@ -44,8 +44,8 @@ enum Command {
         /// Resource files or folders (the same YAML the proxy accepts); watched.
         #[arg(long, env = "WEFT_CONFIG")]
         config: Vec<PathBuf>,
-        /// Read Services and EndpointSlices from Kubernetes (in-cluster
-        /// credentials, or KUBECONFIG). With --config too, a file's Backend
+        /// Read Services, EndpointSlices and Pods from Kubernetes
+        /// (in-cluster credentials, or KUBECONFIG). With --config too, a file's Backend
         /// overrides the Service of the same namespace and name.
         #[arg(long, env = "WEFT_KUBERNETES")]
         kubernetes: bool,
@@ -166,7 +166,7 @@ fn main() -> ExitCode {
             };
             rt.block_on(async move {
                 let cluster = if kubernetes {
-                    match kubernetes::Source::start().await {
+                    match kubernetes::Source::start(trust_domain.clone()).await {
                         Ok(s) => Some(s),
                         Err(e) => {
                             tracing::error!("{e}");

@@ -6,7 +6,9 @@
 //! names. Endpoint changes reach the sidecar. The control plane reaches the
 //! API server through a relay the test can cut: while cut, sidecars keep
 //! serving; a change made meanwhile, with the watch history expired, comes
-//! back as a 410 on the resumed watch, a relist, and convergence.
+//! back as a 410 on the resumed watch, a relist, and convergence. An
+//! endpoint whose Pod carries the injector's annotation reaches the
+//! sidecar with the identity of the Pod's ServiceAccount.
 //!
 //! Endpoint addresses: the API server refuses loopback ones, so the
 //! upstreams listen on this host's own non-loopback IPv4 address (stand-in
@@ -24,8 +26,8 @@ use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// The rules the control plane's ServiceAccount needs to read Services and
-/// EndpointSlices (the README's Kubernetes section lists the same).
+/// The rules the control plane's ServiceAccount needs to read Services,
+/// EndpointSlices and Pods (the README's Kubernetes section lists the same).
 fn rbac() -> [Value; 2] {
     [
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -33,6 +35,7 @@ fn rbac() -> [Value; 2] {
         "rules": [
             {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": "weft-control-plane"},
@@ -285,7 +288,7 @@ async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
     let c = cluster().await;
     let lists = |v: &Value| v["kubernetes"]["lists"].as_u64().unwrap_or_default();
     let before = c.cp.admin_json("/config").await;
-    assert_eq!(lists(&before), 2, "one list per resource: {before}");
+    assert_eq!(lists(&before), 3, "one list per resource: {before}");
     via(&c.proxy, "reviews.shop").await;
 
     // Cut off from the API server, the control plane keeps what it has and
@@ -318,9 +321,9 @@ async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
     // Back: the resumed watch is told 410, relists, and converges.
     c.relay.restore();
     // Only the EndpointSlices' history moved past the watch's version; the
-    // Services' watch resumes where it was.
+    // Services' and Pods' watches resume where they were.
     eventually("the EndpointSlices relisted", LIMIT, || async {
-        (lists(&c.cp.admin_json("/config").await) >= 3).then_some(())
+        (lists(&c.cp.admin_json("/config").await) >= 4).then_some(())
     })
     .await;
     assert!(c.cp.logs().contains("410 Gone"), "{}", c.cp.logs());
@@ -353,10 +356,11 @@ async fn a_missing_permission_is_named_and_serving_starts_once_granted() {
             .unwrap()
             .status
     };
-    eventually("both refusals logged by resource", LIMIT, || async {
+    eventually("every refusal logged by resource", LIMIT, || async {
         let logs = cp.logs();
         (logs.contains("forbidden to list/watch services")
-            && logs.contains("forbidden to list/watch endpointslices.discovery.k8s.io"))
+            && logs.contains("forbidden to list/watch endpointslices.discovery.k8s.io")
+            && logs.contains("forbidden to list/watch pods"))
         .then_some(())
     })
     .await;
@@ -382,5 +386,104 @@ async fn a_missing_permission_is_named_and_serving_starts_once_granted() {
     assert_eq!(
         status["services"], 2,
         "shop/reviews and default/kubernetes: {status}"
+    );
+}
+
+/// The identity the sidecar expects of endpoint `addr` (`None`: plaintext),
+/// or nothing while the sidecar does not hold it.
+async fn identity_of(proxy: &Proxy, addr: SocketAddr) -> Option<Option<String>> {
+    let (code, body) = proxy.admin_get("/endpoints").await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    fn find(v: &Value, addr: &str) -> Option<Option<String>> {
+        match v {
+            Value::Object(m) if m.get("address").and_then(Value::as_str) == Some(addr) => {
+                Some(m.get("identity").and_then(Value::as_str).map(String::from))
+            }
+            Value::Object(m) => m.values().find_map(|v| find(v, addr)),
+            Value::Array(a) => a.iter().find_map(|v| find(v, addr)),
+            _ => None,
+        }
+    }
+    find(&v, &addr.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meshed_pods_endpoint_carries_its_service_account_identity() {
+    let c = cluster().await;
+    let ip = host_ipv4();
+    // Two Pods of Service shop/ratings on this host's address (each slice
+    // serves its own port): ratings-1 meshed as ServiceAccount `ratings`,
+    // ratings-2 not meshed. Nothing listens there; only the config matters.
+    for (name, annotations) in [
+        ("ratings-1", json!({"weft.dev/injected": "proxy"})),
+        ("ratings-2", json!({})),
+    ] {
+        c.fake
+            .create(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "shop", "annotations": annotations},
+                "spec": {"serviceAccountName": "ratings", "containers": [{"name": "app", "image": "ratings"}]}}))
+            .await;
+        c.fake
+            .merge_patch(
+                "v1",
+                "Pod",
+                Some("shop"),
+                name,
+                Some("status"),
+                json!({"status": {"phase": "Running", "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}]}}),
+            )
+            .await;
+    }
+    c.fake
+        .create(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "ratings", "namespace": "shop"},
+            "spec": {"ports": [{"name": "http", "port": 9080}]}}))
+        .await;
+    let meshed = SocketAddr::new(IpAddr::V4(ip), 1);
+    let plain = SocketAddr::new(IpAddr::V4(ip), 2);
+    for (slice, pod, addr) in [
+        ("ratings-a", "ratings-1", meshed),
+        ("ratings-b", "ratings-2", plain),
+    ] {
+        c.fake
+            .create(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": slice, "namespace": "shop", "labels": {"kubernetes.io/service-name": "ratings"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": addr.port(), "protocol": "TCP"}],
+                "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true},
+                    "targetRef": {"kind": "Pod", "namespace": "shop", "name": pod}}]}))
+            .await;
+    }
+    // The sidecar learns the name on demand; the request itself fails.
+    let want = "spiffe://weft.local/ns/shop/sa/ratings";
+    eventually("the sidecar holds shop/ratings", LIMIT, || async {
+        let _ = get(&c.proxy.url("/"), &[("host", "ratings.shop")]).await;
+        (identity_of(&c.proxy, meshed).await == Some(Some(want.to_string()))
+            && identity_of(&c.proxy, plain).await == Some(None))
+        .then_some(())
+    })
+    .await;
+    let config = c.proxy.admin_get("/config").await.1;
+    assert_eq!(config.matches(want).count(), 1, "{config}");
+
+    // The injector's annotation on the second Pod: its endpoint follows.
+    c.fake
+        .merge_patch(
+            "v1",
+            "Pod",
+            Some("shop"),
+            "ratings-2",
+            None,
+            json!({"metadata": {"annotations": {"weft.dev/injected": "proxy"}}}),
+        )
+        .await;
+    eventually("the second endpoint is meshed", LIMIT, || async {
+        (identity_of(&c.proxy, plain).await == Some(Some(want.to_string()))).then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.proxy.admin_get("/config").await.1.matches(want).count(),
+        2
     );
 }

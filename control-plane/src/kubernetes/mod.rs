@@ -1,8 +1,9 @@
 //! The Kubernetes source (`serve --kubernetes`): watches the API server
 //! and feeds what it reads into the same pipeline as the files.
 //!
-//! kube-rs runtime watchers keep reflector stores of Services and
-//! EndpointSlices (`discovery.k8s.io/v1`) in every namespace: they list,
+//! kube-rs runtime watchers keep reflector stores of Services,
+//! EndpointSlices (`discovery.k8s.io/v1`) and Pods (trimmed to what
+//! endpoint identities need, see [`pods`]) in every namespace: they list,
 //! then watch from the list's resourceVersion with bookmarks, resume from
 //! the last version seen when a watch ends, and relist on 410 Gone (the
 //! store is swapped whole when a relist completes, so a relist never shows
@@ -11,10 +12,11 @@
 //!
 //! Credentials: in-cluster (the Pod's ServiceAccount) or `KUBECONFIG`, as
 //! `kube::Config::infer` finds them. Reads need `list` and `watch` on
-//! `services` and `endpointslices.discovery.k8s.io`, cluster-wide; a
+//! `services`, `endpointslices.discovery.k8s.io` and `pods`, cluster-wide; a
 //! refusal is logged with the resource's name and shown on `/config`, and
 //! the watch keeps retrying with backoff.
 
+mod pods;
 mod translate;
 
 use crate::resources::Generated;
@@ -27,6 +29,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use pods::PodView;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,18 +45,20 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 pub(crate) struct Source {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
+    pods: Store<PodView>,
+    trust_domain: String,
     changed: Arc<Notify>,
     pub(crate) status: Arc<Status>,
 }
 
 impl Source {
     /// Connects with in-cluster credentials or `KUBECONFIG` and starts the
-    /// watches.
-    pub(crate) async fn start() -> Result<Source, String> {
+    /// watches; meshed endpoints get identities in `trust_domain`.
+    pub(crate) async fn start(trust_domain: String) -> Result<Source, String> {
         let config = kube::Config::infer()
             .await
             .map_err(|e| format!("no Kubernetes credentials (in-cluster or KUBECONFIG): {e}"))?;
-        tracing::info!(cluster = %config.cluster_url, "reading Services and EndpointSlices");
+        tracing::info!(cluster = %config.cluster_url, "reading Services, EndpointSlices and Pods");
         let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
         let cfg = watcher::Config::default();
         let changed = Arc::new(Notify::new());
@@ -64,21 +69,35 @@ impl Source {
             cfg.clone(),
             writer,
             "services",
+            trim_managed_fields,
             &changed,
             &status,
         );
         let (slices, writer) = reflector::store();
         watch(
-            Api::<EndpointSlice>::all(client),
-            cfg,
+            Api::<EndpointSlice>::all(client.clone()),
+            cfg.clone(),
             writer,
             "endpointslices.discovery.k8s.io",
+            trim_managed_fields,
+            &changed,
+            &status,
+        );
+        let (pods, writer) = reflector::store();
+        watch(
+            Api::<PodView>::all(client),
+            cfg.fields(pods::RUNNING_PODS),
+            writer,
+            "pods",
+            PodView::trim,
             &changed,
             &status,
         );
         Ok(Source {
             services,
             slices,
+            pods,
+            trust_domain,
             changed,
             status,
         })
@@ -88,11 +107,17 @@ impl Source {
     pub(crate) async fn synced(&self) {
         let _ = self.services.wait_until_ready().await;
         let _ = self.slices.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
     }
 
     /// The Backends of the cluster as it stands in the stores.
     pub(crate) fn backends(&self) -> Vec<Generated> {
-        translate::backends(&self.services.state(), &self.slices.state())
+        let pods = self.pods.state();
+        let ids = translate::Identities {
+            trust_domain: &self.trust_domain,
+            pods: pods::Pods::new(&pods),
+        };
+        translate::backends(&self.services.state(), &self.slices.state(), &ids)
     }
 
     /// Feeds every settled change to the control plane, for ever.
@@ -105,13 +130,20 @@ impl Source {
     }
 }
 
-/// Runs one watcher into `writer`'s store, waking `changed` on every change
-/// and complete list, logging errors by resource name.
+/// Objects are stored without their `managedFields`, which nothing reads.
+fn trim_managed_fields<K: kube::Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+/// Runs one watcher into `writer`'s store, each object trimmed by `trim`
+/// first, waking `changed` on every change and complete list, logging
+/// errors by resource name.
 fn watch<K>(
     api: Api<K>,
     cfg: watcher::Config,
     writer: reflector::store::Writer<K>,
     what: &'static str,
+    trim: fn(&mut K),
     changed: &Arc<Notify>,
     status: &Arc<Status>,
 ) where
@@ -126,7 +158,10 @@ fn watch<K>(
     let changed = changed.clone();
     let status = status.clone();
     tokio::spawn(async move {
-        let stream = watcher::watcher(api, cfg).default_backoff().reflect(writer);
+        let stream = watcher::watcher(api, cfg)
+            .default_backoff()
+            .modify(trim)
+            .reflect(writer);
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {

@@ -16,14 +16,17 @@
 //! none is, the serving ones that are terminating (as kube-proxy does). The
 //! port is the slice's port of the same name as the Service port, which
 //! the EndpointSlice controller has already resolved from a named
-//! `targetPort`. The output is sorted and deduplicated, so the same cluster
+//! `targetPort`. An endpoint whose Pod is meshed carries the identity it
+//! must present (see [`super::pods`]); the others are plaintext. The output
+//! is sorted and deduplicated, so the same cluster
 //! gives the same text (and version) on every replica and every relist.
 
+use super::pods::Pods;
 use crate::resources::Generated;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use weft_mesh::config::Protocol;
@@ -32,9 +35,19 @@ use weft_mesh::names::{CLUSTER_IPS_ANNOTATION, SERVICE_ANNOTATION};
 /// The label that ties an EndpointSlice to its Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// What the endpoints' identities are taken from.
+pub(crate) struct Identities<'a> {
+    pub(crate) trust_domain: &'a str,
+    pub(crate) pods: Pods<'a>,
+}
+
 /// The Backends of every Service, one [`Generated`] per Service, sorted by
 /// namespace and name.
-pub(crate) fn backends(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<Generated> {
+pub(crate) fn backends(
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    ids: &Identities<'_>,
+) -> Vec<Generated> {
     let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for s in slices {
         let ns = s.metadata.namespace.as_deref().unwrap_or_default();
@@ -56,7 +69,7 @@ pub(crate) fn backends(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>])
                 .get(&(ns, name))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let text = service_backends(ns, name, svc, slices)?;
+            let text = service_backends(ns, name, svc, slices, ids)?;
             Some(Generated {
                 service: format!("{ns}/{name}"),
                 text,
@@ -74,6 +87,7 @@ fn service_backends(
     name: &str,
     svc: &Service,
     slices: &[&EndpointSlice],
+    ids: &Identities<'_>,
 ) -> Option<String> {
     let spec = svc.spec.as_ref()?;
     // ExternalName Services are a DNS alias with no endpoints; they are not
@@ -109,21 +123,39 @@ fn service_backends(
         if !text.is_empty() {
             text.push_str("---\n");
         }
-        document(&mut text, ns, name, &backend, &cluster_ips, port, slices);
+        let d = Doc {
+            ns,
+            service: name,
+            backend: &backend,
+            cluster_ips: &cluster_ips,
+        };
+        document(&mut text, &d, port, slices, ids);
     }
     (!text.is_empty()).then_some(text)
+}
+
+/// The names one Backend document carries.
+struct Doc<'a> {
+    ns: &'a str,
+    service: &'a str,
+    backend: &'a str,
+    cluster_ips: &'a str,
 }
 
 /// Appends one Backend document for `port`.
 fn document(
     out: &mut String,
-    ns: &str,
-    service: &str,
-    backend: &str,
-    cluster_ips: &str,
+    d: &Doc<'_>,
     port: &ServicePort,
     slices: &[&EndpointSlice],
+    ids: &Identities<'_>,
 ) {
+    let Doc {
+        ns,
+        service,
+        backend,
+        cluster_ips,
+    } = *d;
     let q = |s: &str| serde_json::Value::from(s).to_string();
     let protocol = match protocol(port, slices) {
         Protocol::Http => "http",
@@ -146,13 +178,16 @@ fn document(
         "spec:\n  protocol: {protocol}\n  port: {}\n",
         port.port
     );
-    let endpoints = endpoints(port, slices);
+    let endpoints = endpoints(port, slices, ids);
     if endpoints.is_empty() {
         out.push_str("  endpoints: []\n");
     } else {
         out.push_str("  endpoints:\n");
-        for e in endpoints {
-            let _ = writeln!(out, "    - address: {}", q(&e));
+        for (address, identity) in endpoints {
+            let _ = writeln!(out, "    - address: {}", q(&address));
+            if let Some(id) = identity {
+                let _ = writeln!(out, "      identity: {}", q(&id));
+            }
         }
     }
 }
@@ -181,11 +216,18 @@ fn protocol(port: &ServicePort, slices: &[&EndpointSlice]) -> Protocol {
     }
 }
 
-/// The `ip:port` addresses `port` is served at: ready endpoints, or the
-/// serving terminating ones while none is ready.
-fn endpoints(port: &ServicePort, slices: &[&EndpointSlice]) -> BTreeSet<String> {
-    let mut ready = BTreeSet::new();
-    let mut terminating = BTreeSet::new();
+/// The `ip:port` addresses `port` is served at, each with the identity it
+/// must present when meshed: ready endpoints, or the serving terminating
+/// ones while none is ready. An address in two slices (an endpoint moving
+/// between them) counts once, with an identity if either gives one (the
+/// larger if they differ, so store order never shows).
+fn endpoints(
+    port: &ServicePort,
+    slices: &[&EndpointSlice],
+    ids: &Identities<'_>,
+) -> BTreeMap<String, Option<String>> {
+    let mut ready = BTreeMap::new();
+    let mut terminating = BTreeMap::new();
     for slice in slices {
         let v6 = match slice.address_type.as_str() {
             "IPv4" => false,
@@ -205,11 +247,15 @@ fn endpoints(port: &ServicePort, slices: &[&EndpointSlice]) -> BTreeSet<String> 
             } else {
                 format!("{ip}:{number}")
             };
-            match state(e) {
-                State::Ready => ready.insert(address),
-                State::ServingTerminating => terminating.insert(address),
-                State::Out => false,
+            let into = match state(e) {
+                State::Ready => &mut ready,
+                State::ServingTerminating => &mut terminating,
+                State::Out => continue,
             };
+            let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
+            let identity = ids.pods.identity(ids.trust_domain, ns, e);
+            let held: &mut Option<String> = into.entry(address).or_default();
+            *held = held.take().max(identity);
         }
     }
     if ready.is_empty() {

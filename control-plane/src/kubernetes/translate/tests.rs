@@ -1,6 +1,8 @@
 //! The translation of Services and EndpointSlices, checked through the
-//! file loader (what it writes must load) and the name table.
+//! file loader (what it writes must load) and the name table, and the
+//! endpoints' identities from their Pods.
 
+use super::super::pods::PodView;
 use super::*;
 use serde_json::json;
 use weft_mesh::config::{load_sources, ConfigSet};
@@ -15,7 +17,19 @@ fn slice(v: serde_json::Value) -> Arc<EndpointSlice> {
 }
 
 fn load(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> ConfigSet {
-    let docs = backends(services, slices);
+    load_with(services, slices, &[])
+}
+
+fn load_with(
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+    pods: &[Arc<PodView>],
+) -> ConfigSet {
+    let ids = Identities {
+        trust_domain: "cluster.test",
+        pods: Pods::new(pods),
+    };
+    let docs = backends(services, slices, &ids);
     load_sources(
         docs.into_iter()
             .map(|d| (format!("kubernetes:{}", d.service), d.text))
@@ -194,4 +208,130 @@ fn app_protocols_and_odd_services() {
         .meta
         .annotations
         .contains_key("weft.dev/cluster-ips"));
+}
+
+fn pod(v: serde_json::Value) -> Arc<PodView> {
+    let mut p: PodView = serde_json::from_value(v).unwrap();
+    p.trim();
+    Arc::new(p)
+}
+
+fn identities(set: &ConfigSet, key: &str) -> Vec<(String, Option<String>)> {
+    let b = set.backends.iter().find(|b| b.key() == key).unwrap();
+    b.spec
+        .endpoints
+        .iter()
+        .map(|e| (e.address.clone(), e.identity.clone()))
+        .collect()
+}
+
+#[test]
+fn meshed_pods_give_their_endpoints_an_identity() {
+    let meshed = json!({"weft.dev/injected": "proxy"});
+    let pods = [
+        // Meshed, found by targetRef.
+        pod(
+            json!({"metadata": {"name": "r-1", "namespace": "shop", "uid": "u1",
+            "annotations": meshed, "labels": {"app": "reviews"}},
+            "spec": {"serviceAccountName": "reviews", "containers": [{"name": "app", "image": "x"}]},
+            "status": {"podIP": "10.1.0.1", "podIPs": [{"ip": "10.1.0.1"}]}}),
+        ),
+        // Not meshed.
+        pod(
+            json!({"metadata": {"name": "r-2", "namespace": "shop", "annotations": {"other": "x"}},
+            "spec": {"serviceAccountName": "reviews"},
+            "status": {"podIPs": [{"ip": "10.1.0.2"}]}}),
+        ),
+        // Meshed, no service account named: `default`; found by IP.
+        pod(
+            json!({"metadata": {"name": "r-3", "namespace": "shop", "annotations": meshed},
+            "spec": {}, "status": {"podIPs": [{"ip": "10.1.0.3"}]}}),
+        ),
+        // Meshed and host-network: never matched by IP.
+        pod(
+            json!({"metadata": {"name": "node-agent", "namespace": "shop", "annotations": meshed},
+            "spec": {"serviceAccountName": "agent", "hostNetwork": true},
+            "status": {"podIPs": [{"ip": "10.1.0.6"}]}}),
+        ),
+        // Two Pods claiming one IP with different identities: neither.
+        pod(
+            json!({"metadata": {"name": "dup-a", "namespace": "shop", "annotations": meshed},
+            "spec": {"serviceAccountName": "a"}, "status": {"podIPs": [{"ip": "10.1.0.7"}]}}),
+        ),
+        pod(
+            json!({"metadata": {"name": "dup-b", "namespace": "shop", "annotations": meshed},
+            "spec": {"serviceAccountName": "b"}, "status": {"podIPs": [{"ip": "10.1.0.7"}]}}),
+        ),
+    ];
+    let to = |name: &str| json!({"kind": "Pod", "name": name, "namespace": "shop"});
+    let slices = [slice(
+        json!({"metadata": {"name": "reviews-a", "namespace": "shop", "labels": {"kubernetes.io/service-name": "reviews"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [
+            {"addresses": ["10.1.0.1"], "targetRef": {"kind": "Pod", "name": "r-1", "uid": "u1"}},
+            {"addresses": ["10.1.0.2"], "targetRef": to("r-2")},
+            {"addresses": ["10.1.0.3"]},
+            // Its Pod is not in the store (yet): plaintext.
+            {"addresses": ["10.1.0.4"], "targetRef": to("r-4")},
+            // The targetRef wins over the IP: r-1's IP, but names r-2.
+            {"addresses": ["10.1.0.5"], "targetRef": to("r-2")},
+            {"addresses": ["10.1.0.6"]},
+            {"addresses": ["10.1.0.7"]},
+            // A targetRef to a Pod of the same name but another UID (it was
+            // replaced): not that Pod.
+            {"addresses": ["10.1.0.8"], "targetRef": {"kind": "Pod", "name": "r-1", "uid": "old"}},
+        ]}),
+    )];
+    let set = load_with(&[reviews()], &slices, &pods);
+    let id = |sa: &str| Some(format!("spiffe://cluster.test/ns/shop/sa/{sa}"));
+    assert_eq!(
+        identities(&set, "shop/reviews"),
+        [
+            ("10.1.0.1:8080".to_string(), id("reviews")),
+            ("10.1.0.2:8080".to_string(), None),
+            ("10.1.0.3:8080".to_string(), id("default")),
+            ("10.1.0.4:8080".to_string(), None),
+            ("10.1.0.5:8080".to_string(), None),
+            ("10.1.0.6:8080".to_string(), None),
+            ("10.1.0.7:8080".to_string(), None),
+            ("10.1.0.8:8080".to_string(), None),
+        ]
+    );
+    // Without Pods, every endpoint is plaintext.
+    let set = load(&[reviews()], &slices);
+    assert!(identities(&set, "shop/reviews")
+        .iter()
+        .all(|(_, id)| id.is_none()));
+}
+
+#[test]
+fn an_ip_fallback_matches_ipv6_in_any_spelling_and_a_pod_is_trimmed() {
+    let p = pod(json!({"metadata": {"name": "db-0", "namespace": "shop",
+            "annotations": {"weft.dev/injected": "proxy", "big": "x".repeat(1000)},
+            "labels": {"app": "db"},
+            "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+        "spec": {"serviceAccountName": "db"},
+        "status": {"podIPs": [{"ip": "10.1.0.9"}, {"ip": "fd00:0:0::9"}]}}));
+    assert_eq!(
+        p.metadata.annotations.as_ref().map(|a| a.len()),
+        Some(1),
+        "only the injection annotation is kept"
+    );
+    assert!(p.metadata.labels.is_none() && p.metadata.managed_fields.is_none());
+    let db = service(json!({"metadata": {"name": "db", "namespace": "shop"},
+        "spec": {"ports": [{"port": 5432, "appProtocol": "tcp"}]}}));
+    let slices = [slice(
+        json!({"metadata": {"name": "db-v6", "namespace": "shop", "labels": {"kubernetes.io/service-name": "db"}},
+        "addressType": "IPv6", "ports": [{"port": 5432}],
+        "endpoints": [{"addresses": ["fd00::9"]}]}),
+    )];
+    let set = load_with(&[db], &slices, &[p]);
+    assert_eq!(
+        identities(&set, "shop/db"),
+        [(
+            "[fd00::9]:5432".to_string(),
+            Some("spiffe://cluster.test/ns/shop/sa/db".to_string())
+        )]
+    );
 }
