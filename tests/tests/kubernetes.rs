@@ -8,7 +8,8 @@
 //! serving; a change made meanwhile, with the watch history expired, comes
 //! back as a 410 on the resumed watch, a relist, and convergence. An
 //! endpoint whose Pod carries the injector's annotation reaches the
-//! sidecar with the identity of the Pod's ServiceAccount.
+//! sidecar with the identity of the Pod's ServiceAccount, and a sidecar
+//! standing in for that Pod is reached over mTLS as exactly that account.
 //!
 //! Endpoint addresses: the API server refuses loopback ones, so the
 //! upstreams listen on this host's own non-loopback IPv4 address (stand-in
@@ -90,7 +91,11 @@ struct Relay {
 
 impl Relay {
     async fn start(to: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Relay::start_on("127.0.0.1:0".parse().unwrap(), to).await
+    }
+
+    async fn start_on(at: SocketAddr, to: SocketAddr) -> Relay {
+        let listener = TcpListener::bind(at).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
@@ -485,5 +490,106 @@ async fn a_meshed_pods_endpoint_carries_its_service_account_identity() {
     assert_eq!(
         c.proxy.admin_get("/config").await.1.matches(want).count(),
         2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meshed_pod_is_reached_over_mtls_as_its_service_account() {
+    let c = cluster().await;
+    let ip = host_ipv4();
+    // The stand-in Pod: a sidecar for shop/ratings (ServiceAccount
+    // `ratings`, certificate from the control plane) in front of an app.
+    // Its inbound listens on loopback; a relay on this host's address (the
+    // endpoint the API server accepts) carries the TLS bytes to it.
+    let app = Upstream::start("ratings-app").await;
+    let token = c.cp.token("shop", "ratings");
+    let mut b = Proxy::builder("")
+        .no_config()
+        .arg("--service")
+        .arg("ratings")
+        .app(app.addr);
+    for a in c.cp.proxy_args("shop", "ratings", &token) {
+        b = b.arg(a);
+    }
+    let ratings = b.start();
+    eventually("the ratings sidecar is ready", LIMIT, || async {
+        (ratings.admin_get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    let relay = Relay::start_on(SocketAddr::new(IpAddr::V4(ip), 0), ratings.inbound).await;
+
+    // Pod ratings-1 runs as `ratings`; Pod fake-1 claims to run as `other`
+    // while its endpoint is the same sidecar. Both meshed.
+    for (pod, sa, service) in [
+        ("ratings-1", "ratings", "ratings"),
+        ("fake-1", "other", "fake"),
+    ] {
+        c.fake
+            .create(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": "shop", "annotations": {"weft.dev/injected": "proxy"}},
+                "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": "ratings"}]}}))
+            .await;
+        c.fake
+            .merge_patch(
+                "v1",
+                "Pod",
+                Some("shop"),
+                pod,
+                Some("status"),
+                json!({"status": {"phase": "Running", "podIPs": [{"ip": ip.to_string()}]}}),
+            )
+            .await;
+        c.fake
+            .create(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": service, "namespace": "shop"},
+                "spec": {"ports": [{"name": "http", "port": 9080}]}}))
+            .await;
+        c.fake
+            .create(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": format!("{service}-a"), "namespace": "shop", "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": relay.addr.port(), "protocol": "TCP"}],
+                "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true},
+                    "targetRef": {"kind": "Pod", "namespace": "shop", "name": pod}}]}))
+            .await;
+    }
+
+    // Through the caller's sidecar, over mTLS, to the app; the app sees the
+    // caller's verified identity.
+    let r = eventually("ratings answers through both sidecars", LIMIT, || async {
+        let r = get(&c.proxy.url("/headers"), &[("host", "ratings.shop")])
+            .await
+            .ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(r.header("x-upstream"), Some("ratings-app"));
+    let seen: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        seen["x-weft-peer-identity"].as_str(),
+        Some("spiffe://weft.local/ns/shop/sa/productpage"),
+        "{seen}"
+    );
+    assert_eq!(
+        identity_of(&c.proxy, relay.addr).await,
+        Some(Some("spiffe://weft.local/ns/shop/sa/ratings".into()))
+    );
+
+    // The same sidecar where a Pod of another account is expected: refused.
+    let expected = "spiffe://weft.local/ns/shop/sa/other";
+    eventually("shop/fake is held with its identity", LIMIT, || async {
+        let _ = get(&c.proxy.url("/"), &[("host", "fake.shop")]).await;
+        let config = c.proxy.admin_get("/config").await.1;
+        config.contains(expected).then_some(())
+    })
+    .await;
+    let r = get(&c.proxy.url("/"), &[("host", "fake.shop")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        app.requests(),
+        1,
+        "only the ratings request reached the app"
     );
 }
