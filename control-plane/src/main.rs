@@ -49,6 +49,11 @@ enum Command {
         /// overrides the Service of the same namespace and name.
         #[arg(long, env = "WEFT_KUBERNETES")]
         kubernetes: bool,
+        /// The control plane's own namespace (Kubernetes mode: where its
+        /// CA Secret and status Lease live). Default: the namespace of the
+        /// in-cluster ServiceAccount, else `weft-system`.
+        #[arg(long, env = "WEFT_NAMESPACE")]
+        namespace: Option<String>,
         /// Directory holding the mesh CA (`ca.pem`, `ca-key.pem`); generated
         /// there on first start.
         #[arg(long, env = "WEFT_CA_DIR")]
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
         Command::Serve {
             config,
             kubernetes,
+            namespace,
             ca_dir,
             trust_domain,
             listen,
@@ -166,7 +172,7 @@ fn main() -> ExitCode {
             };
             rt.block_on(async move {
                 let cluster = if kubernetes {
-                    match kubernetes::Source::start(trust_domain.clone()).await {
+                    match kubernetes::Source::start(trust_domain.clone(), namespace).await {
                         Ok(s) => Some(s),
                         Err(e) => {
                             tracing::error!("{e}");

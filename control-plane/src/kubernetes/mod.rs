@@ -47,6 +47,9 @@ pub(crate) struct Source {
     slices: Store<EndpointSlice>,
     pods: Store<PodView>,
     trust_domain: String,
+    /// The control plane's own namespace.
+    #[allow(dead_code)]
+    pub(crate) namespace: String,
     changed: Arc<Notify>,
     pub(crate) status: Arc<Status>,
 }
@@ -54,11 +57,16 @@ pub(crate) struct Source {
 impl Source {
     /// Connects with in-cluster credentials or `KUBECONFIG` and starts the
     /// watches; meshed endpoints get identities in `trust_domain`.
-    pub(crate) async fn start(trust_domain: String) -> Result<Source, String> {
+    /// `namespace` is the control plane's own (see [`own_namespace`]).
+    pub(crate) async fn start(
+        trust_domain: String,
+        namespace: Option<String>,
+    ) -> Result<Source, String> {
         let config = kube::Config::infer()
             .await
             .map_err(|e| format!("no Kubernetes credentials (in-cluster or KUBECONFIG): {e}"))?;
         tracing::info!(cluster = %config.cluster_url, "reading Services, EndpointSlices and Pods");
+        let namespace = own_namespace(namespace);
         let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
         let cfg = watcher::Config::default();
         let changed = Arc::new(Notify::new());
@@ -98,6 +106,7 @@ impl Source {
             slices,
             pods,
             trust_domain,
+            namespace,
             changed,
             status,
         })
@@ -128,6 +137,22 @@ impl Source {
             sources::set_kubernetes(&cp, self.backends());
         }
     }
+}
+
+/// Where the in-cluster ServiceAccount's namespace is mounted.
+const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The control plane's own namespace: `--namespace`, else the in-cluster
+/// ServiceAccount's, else `weft-system`.
+fn own_namespace(flag: Option<String>) -> String {
+    flag.filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|n| !n.is_empty())
+        })
+        .unwrap_or_else(|| "weft-system".to_string())
 }
 
 /// Objects are stored without their `managedFields`, which nothing reads.
