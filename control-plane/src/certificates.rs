@@ -1,9 +1,11 @@
 //! `POST /v1/certificate`: the CA signs a CSR for the identity the caller
-//! proves (its current mesh certificate, or a bootstrap token), and only
-//! that one.
+//! proves (its current mesh certificate, a bootstrap token, or with
+//! `--kubernetes` a Pod-bound ServiceAccount token, see
+//! `kubernetes::tokens`), and only that one.
 
 use crate::body::MAX_MESSAGE;
 use crate::body::{json, text, CpBody};
+use crate::kubernetes::tokens::ReviewError;
 use crate::state::ControlPlane;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -12,26 +14,54 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weft_mesh::api::{CertificateRequest, CertificateResponse};
+use weft_mesh::identity::token::Tokens;
 use weft_mesh::identity::SpiffeId;
 
 /// Who is asking for a certificate: the holder of a mesh certificate (a
-/// renewal, for the same identity), or the workload a bootstrap token names.
-fn authenticate(
+/// renewal, for the same identity), the workload a bootstrap token names,
+/// or (with `--kubernetes`) the ServiceAccount of the Pod a projected token
+/// is bound to, as a TokenReview says. On refusal, the status and why.
+async fn authenticate(
     cp: &ControlPlane,
     req: &Request<Incoming>,
     identity: Option<String>,
-) -> Result<SpiffeId, String> {
+) -> Result<SpiffeId, (StatusCode, String)> {
+    let forbidden = |e: String| (StatusCode::FORBIDDEN, e);
     if let Some(id) = identity {
-        return SpiffeId::parse(&id).map_err(|e| e.to_string());
+        return SpiffeId::parse(&id).map_err(|e| forbidden(e.to_string()));
     }
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or("no client certificate and no bootstrap token (Authorization: Bearer)")?;
-    let claims = cp.tokens.verify(token.trim()).map_err(str::to_string)?;
-    cp.identity_for(&claims.namespace, &claims.service_account)
+        .map(str::trim)
+        .ok_or_else(|| {
+            forbidden(
+                "no client certificate and no token (Authorization: Bearer): a bootstrap token, or with --kubernetes a projected ServiceAccount token".into(),
+            )
+        })?;
+    let reviewer = match &cp.reviewer {
+        Some(r) if !Tokens::is_bootstrap(token) => r,
+        _ => {
+            let claims = cp.tokens.verify(token).map_err(|e| forbidden(e.into()))?;
+            return cp
+                .identity_for(&claims.namespace, &claims.service_account)
+                .map_err(forbidden);
+        }
+    };
+    match reviewer.review(token).await {
+        Ok(who) => {
+            tracing::debug!(namespace = %who.namespace, service_account = %who.service_account, pod = %who.pod, "ServiceAccount token reviewed");
+            cp.identity_for(&who.namespace, &who.service_account)
+                .map_err(forbidden)
+        }
+        Err(ReviewError::Refused(e)) => Err(forbidden(e)),
+        Err(ReviewError::Unavailable(e)) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot check the ServiceAccount token now: {e}"),
+        )),
+    }
 }
 
 pub(crate) async fn certificate(
@@ -39,14 +69,14 @@ pub(crate) async fn certificate(
     req: Request<Incoming>,
     identity: Option<String>,
 ) -> Response<CpBody> {
-    let id = match authenticate(cp, &req, identity) {
+    let id = match authenticate(cp, &req, identity).await {
         Ok(id) => id,
-        Err(e) => {
+        Err((status, e)) => {
             cp.counters
                 .certificate_denials
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "certificate request refused");
-            return text(StatusCode::FORBIDDEN, format!("{e}\n"));
+            return text(status, format!("{e}\n"));
         }
     };
     let body = match http_body_util::Limited::new(req.into_body(), MAX_MESSAGE)

@@ -55,9 +55,11 @@ enum Command {
         #[arg(long, env = "WEFT_NAMESPACE")]
         namespace: Option<String>,
         /// Directory holding the mesh CA (`ca.pem`, `ca-key.pem`); generated
-        /// there on first start.
+        /// there on first start. Required without --kubernetes; with it the
+        /// CA lives in Secret `weft-ca` in --namespace, unless this is given
+        /// (then the directory wins and the Secret is not touched).
         #[arg(long, env = "WEFT_CA_DIR")]
-        ca_dir: PathBuf,
+        ca_dir: Option<PathBuf>,
         /// Trust domain of the mesh.
         #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "weft.local")]
         trust_domain: String,
@@ -143,16 +145,10 @@ fn main() -> ExitCode {
                 tracing::error!("nothing to serve: pass --config PATH and/or --kubernetes");
                 return ExitCode::from(2);
             }
-            let ca = match ca::load_or_generate(&ca_dir, &trust_domain) {
-                Ok((ca, created)) => {
-                    tracing::info!(dir = %ca_dir.display(), created, "certificate authority ready");
-                    ca
-                }
-                Err(e) => {
-                    tracing::error!("ca: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            if ca_dir.is_none() && !kubernetes {
+                tracing::error!("--ca-dir is required without --kubernetes (the CA lives there)");
+                return ExitCode::from(2);
+            }
             let mut inputs = resources::Inputs::default();
             if let Err(e) = inputs.load_files(&config) {
                 eprintln!("{e}");
@@ -183,12 +179,23 @@ fn main() -> ExitCode {
                     None
                 };
                 let status = cluster.as_ref().map(|c| c.status.clone());
+                let ca = match certificate_authority(ca_dir.as_deref(), cluster.as_ref(), &trust_domain).await {
+                    Ok(ca) => ca,
+                    Err(e) => {
+                        tracing::error!("ca: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let reviewer = cluster
+                    .as_ref()
+                    .map(|c| kubernetes::tokens::Reviewer::new(c.client.clone(), c.status.clone()));
                 let cp = match state::ControlPlane::new(
                     ca,
                     trust_domain,
                     cert_ttl,
                     inputs,
                     status.clone(),
+                    reviewer,
                 ) {
                     Ok(cp) => cp,
                     Err(e) => {
@@ -262,5 +269,55 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// The mesh CA: from `--ca-dir` when given, else (with `--kubernetes`) from
+/// Secret `weft-ca` in the control plane's namespace, whose root is then
+/// published as ConfigMap `weft-ca-root`.
+async fn certificate_authority(
+    ca_dir: Option<&std::path::Path>,
+    cluster: Option<&kubernetes::Source>,
+    trust_domain: &str,
+) -> Result<ca::CertificateAuthority, String> {
+    match (ca_dir, cluster) {
+        (Some(dir), cluster) => {
+            let (ca, created) = ca::load_or_generate(dir, trust_domain)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), created, "certificate authority ready");
+            if let Some(c) = cluster {
+                tracing::info!(
+                    "--ca-dir given: the CA is the directory's; Secret {}/{} is neither read nor written",
+                    c.namespace,
+                    kubernetes::ca_secret::SECRET
+                );
+                *weft_mesh::process::lock(&c.status.ca) =
+                    Some(format!("--ca-dir {}", dir.display()));
+            }
+            Ok(ca)
+        }
+        (None, Some(c)) => {
+            let (ca, origin) = kubernetes::ca_secret::load_or_create(
+                &c.client,
+                &c.namespace,
+                trust_domain,
+                &c.status,
+            )
+            .await?;
+            tracing::info!(
+                secret = kubernetes::ca_secret::SECRET,
+                namespace = %c.namespace,
+                ?origin,
+                "certificate authority ready"
+            );
+            kubernetes::ca_secret::publish_root(
+                c.client.clone(),
+                c.namespace.clone(),
+                ca.cert_pem().to_string(),
+                c.status.clone(),
+            );
+            Ok(ca)
+        }
+        (None, None) => Err("no CA: pass --ca-dir (or --kubernetes)".into()),
     }
 }

@@ -5,6 +5,7 @@
 //! re-send what they hold when they reconnect.
 
 use crate::ca::CertificateAuthority;
+use crate::kubernetes::tokens::Reviewer;
 use crate::resources::{Inputs, Resources};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -55,15 +56,35 @@ pub(crate) struct KubernetesStatus {
     /// Watch and list errors (each retried).
     pub(crate) errors: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Permissions the API server refused, by name, with what it said
+    /// (cleared when a later call succeeds).
+    pub(crate) missing_permissions: Mutex<BTreeMap<String, String>>,
+    /// Where the CA came from (the `weft-ca` Secret, or `--ca-dir`).
+    pub(crate) ca: Mutex<Option<String>>,
 }
 
 impl KubernetesStatus {
+    /// Notes that the API server refused `permission`.
+    pub(crate) fn missing(&self, permission: &str, message: &str) {
+        lock(&self.missing_permissions).insert(permission.to_string(), message.to_string());
+    }
+
+    /// Notes that `permission` was used successfully.
+    pub(crate) fn granted(&self, permission: &str) {
+        let mut missing = lock(&self.missing_permissions);
+        if !missing.is_empty() {
+            missing.remove(permission);
+        }
+    }
+
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "synced": self.synced.load(Ordering::Relaxed),
             "lists": self.lists.load(Ordering::Relaxed),
             "errors": self.errors.load(Ordering::Relaxed),
             "last_error": *lock(&self.last_error),
+            "missing_permissions": *lock(&self.missing_permissions),
+            "ca": *lock(&self.ca),
         })
     }
 }
@@ -88,6 +109,8 @@ pub(crate) struct ControlPlane {
     pub(crate) inputs: Mutex<Inputs>,
     /// The Kubernetes source's state, with `--kubernetes`.
     pub(crate) kubernetes: Option<Arc<KubernetesStatus>>,
+    /// Checks ServiceAccount tokens, with `--kubernetes`.
+    pub(crate) reviewer: Option<Reviewer>,
     /// Why the files were last rejected (the previous resources still serve).
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
@@ -103,6 +126,7 @@ impl ControlPlane {
         cert_ttl: Duration,
         inputs: Inputs,
         kubernetes: Option<Arc<KubernetesStatus>>,
+        reviewer: Option<Reviewer>,
     ) -> Result<Arc<ControlPlane>, String> {
         let initial = inputs.resources()?;
         let tokens = Tokens::from_ca_key(ca.key_pem());
@@ -114,6 +138,7 @@ impl ControlPlane {
             resources: watch::channel(Arc::new(initial)).0,
             inputs: Mutex::new(inputs),
             kubernetes,
+            reviewer,
             last_error: Mutex::new(None),
             proxies: Mutex::new(BTreeMap::new()),
             next_id: AtomicU64::new(1),

@@ -2,7 +2,7 @@
 
 use crate::admin::{self, Admin};
 use crate::body::pace::Pace;
-use crate::control_plane::{ControlPlane, Settings};
+use crate::control_plane::{ControlPlane, Credential, Settings};
 use crate::drain::Drain;
 use crate::listen::{self, Direction};
 use crate::pipeline::Pipeline;
@@ -34,6 +34,11 @@ pub struct RunArgs {
     /// first certificate (`weft-control-plane token`).
     #[arg(long, env = "WEFT_BOOTSTRAP_TOKEN", hide_env_values = true)]
     pub bootstrap_token: Option<String>,
+    /// Mesh mode in Kubernetes: a projected ServiceAccount token (audience
+    /// `weft`) that proves this Pod's identity when it has no valid
+    /// certificate; re-read on every use, as the kubelet rotates it.
+    #[arg(long, env = "WEFT_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     /// Mesh mode: the trust domain of the mesh.
     #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "weft.local")]
     pub trust_domain: String,
@@ -355,6 +360,12 @@ fn control_plane(args: &RunArgs) -> Result<Option<ControlPlane>, String> {
         .as_deref()
         .ok_or("mesh mode needs --control-plane-ca (the mesh CA, to verify the control plane)")?;
     let trust = crate::control_plane::read_trust(ca)?;
+    let credential = match (&args.bootstrap_token, &args.token_file) {
+        (Some(_), Some(_)) => return Err("--bootstrap-token and --token-file are exclusive: one proves the workload's identity (a bootstrap token outside Kubernetes, the projected ServiceAccount token in it)".into()),
+        (Some(t), None) => Some(Credential::Bootstrap(t.clone())),
+        (None, Some(path)) => Some(Credential::TokenFile(path.clone())),
+        (None, None) => None,
+    };
     let service_account = args
         .service_account
         .clone()
@@ -367,7 +378,7 @@ fn control_plane(args: &RunArgs) -> Result<Option<ControlPlane>, String> {
         namespace: args.namespace.clone(),
         service_account,
         service: args.service.clone(),
-        token: args.bootstrap_token.clone(),
+        credential,
         name: proxy_name(args),
     })
     .map(Some)

@@ -34,6 +34,8 @@ pub struct ControlPlane {
     args: Vec<String>,
     /// Pass `--config` (false: the cluster is the only source).
     files: bool,
+    /// Pass `--ca-dir` (false: the CA is the cluster's `weft-ca` Secret).
+    ca_dir_flag: bool,
     env: Vec<(String, String)>,
     /// The log line that says it started (and names its ports).
     marker: &'static str,
@@ -70,6 +72,28 @@ impl ControlPlane {
         cp
     }
 
+    /// A control plane reading a Kubernetes cluster with `kubeconfig`, its
+    /// CA in the cluster (Secret `weft-ca`: no `--ca-dir`); returns once it
+    /// logs `marker` (its admin address is known only if that line names
+    /// it, as "weft-control-plane serving" does). `ca_file()` is where a
+    /// test may write the root it fetched from the cluster.
+    pub fn start_kubernetes_ca_secret(
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+        marker: &'static str,
+    ) -> ControlPlane {
+        let mut cp = Self::new("", args, None);
+        cp.files = false;
+        cp.ca_dir_flag = false;
+        cp.marker = marker;
+        cp.args.insert(0, "--kubernetes".into());
+        cp.env
+            .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        std::fs::create_dir_all(&cp.ca_dir).expect("create the CA directory");
+        cp.spawn();
+        cp
+    }
+
     /// A second instance: same CA directory as `other` (as replicas share
     /// one CA), its own copy of the files.
     pub fn replica_of(other: &ControlPlane, yaml: &str) -> ControlPlane {
@@ -97,6 +121,7 @@ impl ControlPlane {
             log: Arc::new(Mutex::new(Vec::new())),
             args: args.iter().map(|s| s.to_string()).collect(),
             files: true,
+            ca_dir_flag: true,
             env: Vec::new(),
             marker: "weft-control-plane serving",
         }
@@ -109,10 +134,11 @@ impl ControlPlane {
         if self.files {
             cmd.arg("--config").arg(&self.config);
         }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .arg("--ca-dir")
-            .arg(&self.ca_dir)
-            .args(["--listen", &self.listen.to_string()])
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        if self.ca_dir_flag {
+            cmd.arg("--ca-dir").arg(&self.ca_dir);
+        }
+        cmd.args(["--listen", &self.listen.to_string()])
             .args(["--admin", &self.admin.to_string()])
             .args(["--log-format", "json"])
             .args(&self.args);
@@ -126,7 +152,9 @@ impl ControlPlane {
         if self.marker == "weft-control-plane serving" {
             self.listen = addr("listen");
         }
-        self.admin = addr("admin");
+        if v.get("admin").is_some() || self.marker.contains("weft-control-plane serving") {
+            self.admin = addr("admin");
+        }
         self.child = Some(child);
         self.log = log;
     }

@@ -16,7 +16,9 @@
 //! refusal is logged with the resource's name and shown on `/config`, and
 //! the watch keeps retrying with backoff.
 
+pub(crate) mod ca_secret;
 mod pods;
+pub(crate) mod tokens;
 mod translate;
 
 use crate::resources::Generated;
@@ -48,8 +50,9 @@ pub(crate) struct Source {
     pods: Store<PodView>,
     trust_domain: String,
     /// The control plane's own namespace.
-    #[allow(dead_code)]
     pub(crate) namespace: String,
+    /// The API client (for the CA Secret and TokenReviews).
+    pub(crate) client: Client,
     changed: Arc<Notify>,
     pub(crate) status: Arc<Status>,
 }
@@ -93,7 +96,7 @@ impl Source {
         );
         let (pods, writer) = reflector::store();
         watch(
-            Api::<PodView>::all(client),
+            Api::<PodView>::all(client.clone()),
             cfg.fields(pods::RUNNING_PODS),
             writer,
             "pods",
@@ -107,6 +110,7 @@ impl Source {
             pods,
             trust_domain,
             namespace,
+            client,
             changed,
             status,
         })

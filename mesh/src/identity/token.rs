@@ -82,6 +82,14 @@ impl Tokens {
         Ok(format!("{body}:{}", hex(mac.as_ref())))
     }
 
+    /// Whether `token` has a bootstrap token's shape (`weft1:…`), as
+    /// opposed to, say, a Kubernetes ServiceAccount JWT.
+    pub fn is_bootstrap(token: &str) -> bool {
+        token
+            .strip_prefix(PREFIX)
+            .is_some_and(|rest| rest.starts_with(':'))
+    }
+
     /// The identity a token speaks for, if its MAC holds and it has not expired.
     pub fn verify(&self, token: &str) -> Result<Claims, &'static str> {
         let (body, mac) = token.rsplit_once(':').ok_or("malformed token")?;
@@ -129,5 +137,10 @@ mod tests {
         assert_eq!(t.verify(&old), Err("token expired"));
         assert!(t.verify("garbage").is_err());
         assert!(t.issue("a:b", "c", Duration::from_secs(1)).is_err());
+        // Told apart from ServiceAccount JWTs by shape alone.
+        assert!(Tokens::is_bootstrap(&tok));
+        assert!(!Tokens::is_bootstrap("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"));
+        assert!(!Tokens::is_bootstrap("weft1"));
+        assert!(!Tokens::is_bootstrap("weft10:x"));
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod lookups;
 pub(crate) mod watch;
 
 use certificates::CertificateClient;
+pub(crate) use certificates::Credential;
 use connection::Connector;
 use lookups::Lookups;
 use std::sync::Arc;
@@ -29,8 +30,8 @@ pub(crate) struct Settings {
     pub(crate) namespace: String,
     pub(crate) service_account: String,
     pub(crate) service: Option<String>,
-    /// Proves the workload's identity for its first certificate.
-    pub(crate) token: Option<String>,
+    /// Proves the workload's identity when it has no valid certificate.
+    pub(crate) credential: Option<Credential>,
     /// Names this instance in the control plane's list.
     pub(crate) name: String,
 }
@@ -60,7 +61,7 @@ impl ControlPlane {
             certificates: Arc::new(CertificateClient::new(
                 connector.clone(),
                 id,
-                settings.token,
+                settings.credential,
             )),
             connector,
             lookups: Arc::new(Lookups::default()),

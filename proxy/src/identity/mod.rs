@@ -93,7 +93,14 @@ impl Manager {
                     Ok(issued) => break self.publish(issued, "mesh certificate renewed"),
                     Err(e) => {
                         tracing::warn!(error = %e, attempt, "certificate renewal failed; keeping the current one");
-                        let wait = backoff::jittered(attempt, RENEW_RETRY_BASE, RENEW_RETRY_MAX);
+                        // Once it has expired there is no identity left to
+                        // keep: retry as urgently as for the first one.
+                        let (base, max) = if SystemTime::now() >= validity.not_after {
+                            (FIRST_RETRY_BASE, FIRST_RETRY_MAX)
+                        } else {
+                            (RENEW_RETRY_BASE, RENEW_RETRY_MAX)
+                        };
+                        let wait = backoff::jittered(attempt, base, max);
                         tokio::time::sleep(wait).await;
                         attempt += 1;
                     }

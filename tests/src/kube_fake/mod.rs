@@ -330,6 +330,34 @@ impl KubeFake {
         expiration: Duration,
         pod: Option<&str>,
     ) -> Result<String, String> {
+        self.token_issued_at(ns, sa, audiences, expiration, pod, util::unix_now())
+    }
+
+    /// As [`KubeFake::service_account_token`], issued `ago` in the past
+    /// with a lifetime of `expiration`: when `ago` exceeds it, a token
+    /// that has expired (as a kubelet's stale file would hold).
+    pub fn service_account_token_issued_ago(
+        &self,
+        ns: &str,
+        sa: &str,
+        audiences: &[&str],
+        expiration: Duration,
+        pod: Option<&str>,
+        ago: Duration,
+    ) -> Result<String, String> {
+        let now = util::unix_now().saturating_sub(ago.as_secs());
+        self.token_issued_at(ns, sa, audiences, expiration, pod, now)
+    }
+
+    fn token_issued_at(
+        &self,
+        ns: &str,
+        sa: &str,
+        audiences: &[&str],
+        expiration: Duration,
+        pod: Option<&str>,
+        now: u64,
+    ) -> Result<String, String> {
         let store = self.state.store();
         let sa_obj = store
             .get("serviceaccounts", ns, sa)
@@ -352,7 +380,7 @@ impl KubeFake {
         if auds.is_empty() {
             auds.push(self.url.clone());
         }
-        Ok(tokens::issue(
+        Ok(tokens::issue_at(
             &self.state,
             ns,
             sa,
@@ -360,6 +388,7 @@ impl KubeFake {
             &auds,
             expiration.as_secs(),
             pod.as_ref().map(|(n, u)| (n.as_str(), u.as_str())),
+            now,
         )
         .0)
     }

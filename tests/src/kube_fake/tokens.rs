@@ -106,7 +106,31 @@ pub fn issue(
     expiration_seconds: u64,
     pod: Option<(&str, &str)>,
 ) -> (String, u64) {
-    let now = unix_now();
+    issue_at(
+        state,
+        namespace,
+        sa,
+        sa_uid,
+        audiences,
+        expiration_seconds,
+        pod,
+        unix_now(),
+    )
+}
+
+/// As [`issue`], as if issued at `now` (Unix seconds): a token issued
+/// long enough ago has expired.
+#[allow(clippy::too_many_arguments)]
+pub fn issue_at(
+    state: &State,
+    namespace: &str,
+    sa: &str,
+    sa_uid: &str,
+    audiences: &[String],
+    expiration_seconds: u64,
+    pod: Option<(&str, &str)>,
+    now: u64,
+) -> (String, u64) {
     let mut k8s = json!({"namespace": namespace, "serviceaccount": {"name": sa, "uid": sa_uid}});
     if let Some((name, uid)) = pod {
         k8s["pod"] = json!({"name": name, "uid": uid});

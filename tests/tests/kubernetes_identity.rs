@@ -1,0 +1,603 @@
+//! Identity from the cluster, end to end: the fake API server
+//! (`weft_tests::kube_fake`) issues a Pod-bound ServiceAccount token for
+//! the audience `weft` (as the kubelet projects it), a real `weft-proxy run
+//! --token-file` sidecar sends it for its first certificate, the real
+//! control plane reviews it with a TokenReview as its own ServiceAccount
+//! (held to the RBAC rules below) and signs exactly that account's SPIFFE
+//! ID. Tokens that prove nothing (another audience, expired, the Pod
+//! deleted, no Pod binding) and CSRs for another account are refused,
+//! through the certificate API called directly with hand-made CSRs. The
+//! CA lives in Secret `weft-ca`: two control planes started together
+//! create it once and sign under the same root, and a control plane
+//! restarted reads it back. A sidecar whose certificate expired while the
+//! control plane was away renews with the token file as it now is.
+
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weft_mesh::api::{CertificateRequest, CertificateResponse};
+use weft_mesh::identity::ca::CertificateAuthority;
+use weft_mesh::identity::csr::WorkloadKey;
+use weft_mesh::identity::{SpiffeId, TrustBundle};
+use weft_tests::kube_fake::KubeFake;
+use weft_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+const SERVING: &str = "weft-control-plane serving";
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The control plane's RBAC: the reads of `kubernetes.rs`'s `rbac()`, plus
+/// what identity needs: `create` on TokenReviews (cluster-wide), and a Role
+/// in its own namespace for the CA Secret (`get`, `create`) and the
+/// trust-bundle ConfigMap (`get`, `create`, `update`). `resourceNames`
+/// cannot narrow `create` (the name is not known when it is authorized),
+/// so the Role grants it on every Secret of `weft-system` only.
+fn rbac(token_reviews: bool) -> Vec<Value> {
+    let mut cluster_rules = vec![
+        json!({"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]}),
+        json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}),
+        json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}),
+    ];
+    if token_reviews {
+        cluster_rules.push(token_review_rule());
+    }
+    vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "weft-control-plane"}, "rules": cluster_rules}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "weft-control-plane"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
+            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+        ]}),
+        role_binding(),
+    ]
+}
+
+fn token_review_rule() -> Value {
+    json!({"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]})
+}
+
+fn role_binding() -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "weft-control-plane"},
+        "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]})
+}
+
+/// A cluster with namespaces `weft-system` and `shop`, ServiceAccounts
+/// `shop/reviews` and `shop/ratings`, a Pod of each (`reviews-0`,
+/// `ratings-0`) and the control plane's account and RBAC (`rbac` picks
+/// which objects of [`rbac`] to create).
+async fn cluster(rbac_objects: Vec<Value>) -> (KubeFake, PathBuf) {
+    let fake = KubeFake::start().await;
+    fake.create_namespace("weft-system", json!({})).await;
+    fake.create_namespace("shop", json!({})).await;
+    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
+        .await;
+    for sa in ["reviews", "ratings"] {
+        fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": sa, "namespace": "shop"}}))
+            .await;
+        pod(&fake, &format!("{sa}-0"), sa).await;
+    }
+    for o in rbac_objects {
+        fake.create(o).await;
+    }
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    (fake, kubeconfig)
+}
+
+async fn pod(fake: &KubeFake, name: &str, sa: &str) {
+    fake.create(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "annotations": {"weft.dev/injected": "proxy"}},
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": sa}]}}))
+        .await;
+}
+
+/// The CA as the `weft-ca` Secret holds it.
+async fn ca_from_secret(fake: &KubeFake) -> (CertificateAuthority, Value) {
+    let secret = fake
+        .get("v1", "Secret", Some("weft-system"), "weft-ca")
+        .await
+        .expect("the weft-ca Secret");
+    let field = |k: &str| {
+        let b64 = secret["data"][k].as_str().unwrap_or_else(|| panic!("{k}"));
+        String::from_utf8(b64_decode(b64)).unwrap()
+    };
+    let ca = CertificateAuthority::from_pem(&field("ca.pem"), &field("ca-key.pem")).unwrap();
+    (ca, secret)
+}
+
+/// Standard base64 (the Secret's `data`).
+fn b64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &v)| n | (v as u32) << (18 - 6 * i));
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+/// Waits for ConfigMap `weft-ca-root` and writes its `ca.pem` where the
+/// sidecars' `--control-plane-ca` points: how a sidecar gets the root.
+async fn fetch_trust_bundle(fake: &KubeFake, cp: &ControlPlane) -> String {
+    let path = fake.path_of("v1", "ConfigMap", Some("weft-system"), Some("weft-ca-root"));
+    let pem = eventually(
+        "the control plane publishes weft-ca-root",
+        LIMIT,
+        || async {
+            let (code, cm) = fake.request("GET", &path, None).await;
+            (code == 200).then(|| cm["data"]["ca.pem"].as_str().map(String::from))?
+        },
+    )
+    .await;
+    std::fs::write(cp.ca_file(), &pem).unwrap();
+    pem
+}
+
+/// A control plane with its CA in the cluster, serving.
+async fn control_plane(fake: &KubeFake, kubeconfig: &Path, args: &[&str]) -> ControlPlane {
+    let cp = ControlPlane::start_kubernetes_ca_secret(kubeconfig, args, SERVING);
+    fetch_trust_bundle(fake, &cp).await;
+    cp
+}
+
+fn write_token(path: &Path, token: &str) {
+    // As the kubelet does: a new file renamed over the old one.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, token).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A sidecar of `shop/<sa>` in mesh mode proving itself with `token_file`.
+fn sidecar(cp: &ControlPlane, sa: &str, token_file: &Path, app: SocketAddr) -> Proxy {
+    Proxy::builder("")
+        .no_config()
+        .app(app)
+        .arg("--control-plane")
+        .arg(cp.url())
+        .arg("--control-plane-ca")
+        .arg(cp.ca_file().display().to_string())
+        .arg("--namespace")
+        .arg("shop")
+        .arg("--service")
+        .arg(sa)
+        .arg("--service-account")
+        .arg(sa)
+        .arg("--token-file")
+        .arg(token_file.display().to_string())
+        .start()
+}
+
+/// One HTTP/1.1 request over TLS with `config`; the status, the whole
+/// answer and the server's certificate chain.
+async fn tls_http1(
+    addr: SocketAddr,
+    config: &ClientConfig,
+    head: &str,
+    body: &[u8],
+) -> (u16, String, Vec<CertificateDer<'static>>) {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("weft.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let chain: Vec<CertificateDer<'static>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.clone().into_owned())
+        .collect();
+    let request = format!(
+        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    tls.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    (status, answer, chain)
+}
+
+/// POSTs a CSR for `csr_for` to the control plane's certificate API with
+/// `token`, as a sidecar without a certificate would.
+async fn ask_certificate(
+    cp: &ControlPlane,
+    trust: &TrustBundle,
+    token: &str,
+    csr_for: &str,
+) -> (u16, String) {
+    let id = SpiffeId::parse(csr_for).unwrap();
+    let key = WorkloadKey::generate(&id).unwrap();
+    let body = serde_json::to_vec(&CertificateRequest {
+        csr: key.csr_pem().to_string(),
+    })
+    .unwrap();
+    let expected =
+        SpiffeId::parse("spiffe://weft.local/ns/weft-system/sa/weft-control-plane").unwrap();
+    let config = weft_mesh::identity::client_config_anonymous(trust, expected).unwrap();
+    let head = format!(
+        "POST /v1/certificate HTTP/1.1\r\nHost: weft-control-plane\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}"
+    );
+    let (status, answer, _) = tls_http1(cp.listen, &config, &head, &body).await;
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// The URI SANs of a DER certificate.
+fn uri_sans(der: &[u8]) -> Vec<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let mut out = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::URI(u) = n {
+                out.push(u.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `chain_pem` (leaf first) chains to `ca`'s root.
+fn chains_to(chain_pem: &str, ca: &CertificateAuthority) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert_der().clone()).unwrap();
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .build()
+    .unwrap();
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+        .is_ok()
+}
+
+async fn cp_metric(cp: &ControlPlane, name: &str) -> f64 {
+    let r = get(&format!("http://{}/metrics", cp.admin), &[])
+        .await
+        .unwrap();
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projected_token_gets_the_sidecar_exactly_its_service_account_identity() {
+    let (fake, kubeconfig) = cluster(rbac(true)).await;
+    let cp = control_plane(&fake, &kubeconfig, &[]).await;
+    let (ca, _) = ca_from_secret(&fake).await;
+    let status = cp.admin_json("/config").await;
+    assert_eq!(
+        status["kubernetes"]["ca"], "Secret weft-system/weft-ca (Created)",
+        "{status}"
+    );
+
+    let dir = TempDir::new("token");
+    let token_file = dir.path().join("token");
+    let token = fake
+        .service_account_token("shop", "reviews", &["weft"], HOUR, Some("reviews-0"))
+        .unwrap();
+    write_token(&token_file, &token);
+    let app = Upstream::start("reviews-app").await;
+    let proxy = sidecar(&cp, "reviews", &token_file, app.addr);
+    eventually("the sidecar has its certificate", LIMIT, || async {
+        (proxy.admin_get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        cp_metric(&cp, "weft_cp_certificates_issued_total").await,
+        1.0
+    );
+
+    // Over mTLS to its inbound, as a peer of the mesh: it presents a
+    // certificate from the Secret's CA naming exactly shop/reviews.
+    let want = "spiffe://weft.local/ns/shop/sa/reviews";
+    let me = weft_tests::mesh::identity(&ca, "spiffe://weft.local/ns/shop/sa/productpage");
+    let config =
+        weft_mesh::identity::client_config(&me, &ca.trust_bundle(), SpiffeId::parse(want).unwrap())
+            .unwrap();
+    let (status, answer, chain) = tls_http1(
+        proxy.inbound,
+        &config,
+        "GET / HTTP/1.1\r\nHost: reviews.shop",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("reviews-app"), "{answer}");
+    assert_eq!(uri_sans(&chain[0]), vec![want.to_string()]);
+    assert_eq!(app.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_prove_nothing_and_csrs_for_another_account_are_refused() {
+    let (fake, kubeconfig) = cluster(rbac(true)).await;
+    let cp = control_plane(&fake, &kubeconfig, &[]).await;
+    let (ca, _) = ca_from_secret(&fake).await;
+    let trust = ca.trust_bundle();
+    let reviews = "spiffe://weft.local/ns/shop/sa/reviews";
+    let token = |aud: &str, pod: Option<&str>| {
+        fake.service_account_token("shop", "reviews", &[aud], HOUR, pod)
+            .unwrap()
+    };
+
+    // The control: a good token and a CSR for its own account.
+    let (status, body) =
+        ask_certificate(&cp, &trust, &token("weft", Some("reviews-0")), reviews).await;
+    assert_eq!(status, 200, "{body}");
+    let issued: CertificateResponse = serde_json::from_str(&body).unwrap();
+    assert!(chains_to(&issued.chain, &ca));
+
+    let refusals = [
+        (
+            "a token for another audience",
+            token("https://kubernetes.default.svc", Some("reviews-0")),
+            reviews,
+            "audiences",
+        ),
+        (
+            "an expired token",
+            fake.service_account_token_issued_ago(
+                "shop",
+                "reviews",
+                &["weft"],
+                Duration::from_secs(600),
+                Some("reviews-0"),
+                HOUR,
+            )
+            .unwrap(),
+            reviews,
+            "expired",
+        ),
+        (
+            "a token bound to no Pod",
+            token("weft", None),
+            reviews,
+            "not bound to a Pod",
+        ),
+        (
+            "a good token with a CSR for another account",
+            token("weft", Some("reviews-0")),
+            "spiffe://weft.local/ns/shop/sa/ratings",
+            "cannot have a certificate for spiffe://weft.local/ns/shop/sa/ratings",
+        ),
+        (
+            "a good token with a CSR for another namespace",
+            token("weft", Some("reviews-0")),
+            "spiffe://weft.local/ns/weft-system/sa/weft-control-plane",
+            "cannot have a certificate",
+        ),
+        (
+            "garbage",
+            "not-a-token".to_string(),
+            reviews,
+            "invalid bearer token",
+        ),
+    ];
+    for (what, token, csr_for, why) in &refusals {
+        let (status, body) = ask_certificate(&cp, &trust, token, csr_for).await;
+        assert_eq!(status, 403, "{what}: {body}");
+        assert!(body.contains(why), "{what}: {body}");
+    }
+
+    // A token whose Pod is deleted is refused from then on.
+    pod(&fake, "reviews-1", "reviews").await;
+    let bound = token("weft", Some("reviews-1"));
+    let (status, body) = ask_certificate(&cp, &trust, &bound, reviews).await;
+    assert_eq!(status, 200, "{body}");
+    fake.delete("v1", "Pod", Some("shop"), "reviews-1").await;
+    let (status, body) = ask_certificate(&cp, &trust, &bound, reviews).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("invalidated"), "{body}");
+
+    assert_eq!(
+        cp_metric(&cp, "weft_cp_certificate_denials_total").await,
+        refusals.len() as f64 + 1.0
+    );
+    assert_eq!(
+        cp_metric(&cp, "weft_cp_certificates_issued_total").await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_planes_starting_together_create_the_ca_secret_once() {
+    let (fake, kubeconfig) = cluster(rbac(true)).await;
+    let start = |kc: PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            ControlPlane::start_kubernetes_ca_secret(&kc, &[], SERVING)
+        })
+    };
+    let (a, b) = tokio::join!(start(kubeconfig.clone()), start(kubeconfig.clone()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (ca, secret) = ca_from_secret(&fake).await;
+    let origins: Vec<String> = [&a, &b]
+        .iter()
+        .map(|cp| {
+            let logs = cp.logs();
+            let line = logs
+                .lines()
+                .find(|l| l.contains("certificate authority ready"))
+                .unwrap_or_else(|| panic!("{logs}"))
+                .to_string();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            v["origin"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    eprintln!("origins: {origins:?}");
+    assert_eq!(
+        origins.iter().filter(|o| *o == "Created").count(),
+        1,
+        "{origins:?}"
+    );
+    assert!(
+        origins
+            .iter()
+            .all(|o| ["Created", "Loaded", "Raced"].contains(&o.as_str())),
+        "{origins:?}"
+    );
+    // Created once: the Secret was never written again.
+    assert_eq!(
+        secret["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Both sign under that CA (and present serving certificates from it:
+    // the client verifies them against the Secret's root).
+    let trust = ca.trust_bundle();
+    for (cp, pod_name) in [(&a, "reviews-0"), (&b, "ratings-0")] {
+        fetch_trust_bundle(&fake, cp).await;
+        let sa = pod_name.trim_end_matches("-0");
+        let token = fake
+            .service_account_token("shop", sa, &["weft"], HOUR, Some(pod_name))
+            .unwrap();
+        let id = format!("spiffe://weft.local/ns/shop/sa/{sa}");
+        let (status, body) = ask_certificate(cp, &trust, &token, &id).await;
+        assert_eq!(status, 200, "{body}");
+        let issued: CertificateResponse = serde_json::from_str(&body).unwrap();
+        assert!(chains_to(&issued.chain, &ca), "{id}");
+        assert_eq!(issued.roots, ca.cert_pem());
+    }
+    let again = fake
+        .get("v1", "Secret", Some("weft-system"), "weft-ca")
+        .await
+        .unwrap();
+    assert_eq!(again["metadata"]["uid"], secret["metadata"]["uid"]);
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        secret["metadata"]["resourceVersion"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_whose_certificate_expired_renews_with_the_replaced_token_file() {
+    let (fake, kubeconfig) = cluster(rbac(true)).await;
+    // Four-second certificates, renewed with the current one every 2-2.8 s.
+    let mut cp = control_plane(&fake, &kubeconfig, &["--cert-ttl", "4s"]).await;
+    let dir = TempDir::new("token");
+    let token_file = dir.path().join("token");
+    let unix_now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    // The first token lives three seconds.
+    let first_expires = unix_now() + 3;
+    let first = fake
+        .service_account_token(
+            "shop",
+            "reviews",
+            &["weft"],
+            Duration::from_secs(3),
+            Some("reviews-0"),
+        )
+        .unwrap();
+    write_token(&token_file, &first);
+    let app = Upstream::start("reviews-app").await;
+    let proxy = sidecar(&cp, "reviews", &token_file, app.addr);
+    eventually("the sidecar has its certificate", LIMIT, || async {
+        (proxy.admin_get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    let expiry = || async {
+        proxy
+            .metric("weft_certificate_expiry_timestamp_seconds", &[])
+            .await as u64
+    };
+
+    // The control plane goes away until the certificate and the first
+    // token have both expired.
+    cp.kill();
+    let held = expiry().await;
+    eventually(
+        "the certificate and the first token expired",
+        LIMIT,
+        || async {
+            let now = unix_now();
+            let held = expiry().await;
+            (now > held && now > first_expires).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(expiry().await, held, "no renewal while it was away");
+
+    // Back (the same CA, read from the Secret), while the file still holds
+    // the expired token: refused.
+    cp.restart();
+    assert!(cp.logs().contains("\"origin\":\"Loaded\""), "{}", cp.logs());
+    eventually(
+        "the expired token is refused",
+        Duration::from_secs(40),
+        || async {
+            (cp_metric(&cp, "weft_cp_certificate_denials_total").await >= 1.0).then_some(())
+        },
+    )
+    .await;
+    assert!(cp.logs().contains("has expired"), "{}", cp.logs());
+
+    // The kubelet rotates the file: the next try reads the new token.
+    let second = fake
+        .service_account_token("shop", "reviews", &["weft"], HOUR, Some("reviews-0"))
+        .unwrap();
+    write_token(&token_file, &second);
+    eventually(
+        "renewed with the new token",
+        Duration::from_secs(40),
+        || async { (expiry().await > held).then_some(()) },
+    )
+    .await;
+    assert!(
+        cp_metric(&cp, "weft_cp_certificates_issued_total").await >= 1.0,
+        "{}",
+        cp.logs()
+    );
+    assert_eq!(proxy.admin_get("/ready").await.0, 200);
+}
