@@ -4,7 +4,7 @@
 //! last NACK), `/config` and `/metrics`.
 
 use crate::body::{json, text, CpBody};
-use crate::state::{ControlPlane, ProxyStatus};
+use crate::state::{ControlPlane, KubernetesStatus, ProxyStatus};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -15,6 +15,55 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use weft_mesh::process::lock;
+
+/// Serves a stand-in admin endpoint on a copy of `listener` until the
+/// returned task is aborted, for the time before the control plane exists
+/// (Kubernetes mode, while its CA Secret is fetched): `/live`, `/ready`
+/// (503), `/config` (the Kubernetes status: what is missing, and why).
+/// Returns the listener for [`serve`] to take over.
+pub(crate) fn serve_starting(
+    listener: TcpListener,
+    status: Arc<KubernetesStatus>,
+) -> std::io::Result<(TcpListener, tokio::task::JoinHandle<()>)> {
+    let std = listener.into_std()?;
+    let early = TcpListener::from_std(std.try_clone()?)?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = early.accept().await else {
+                continue;
+            };
+            let status = status.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let status = status.clone();
+                    async move { Ok::<_, Infallible>(handle_starting(&status, &req)) }
+                });
+                // One request a connection: the next may find the real one.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((TcpListener::from_std(std)?, task))
+}
+
+fn handle_starting(status: &KubernetesStatus, req: &Request<Incoming>) -> Response<CpBody> {
+    match req.uri().path() {
+        "/live" => text(StatusCode::OK, "ok\n"),
+        "/config" => json(
+            StatusCode::OK,
+            &serde_json::json!({"starting": "waiting for the CA Secret", "kubernetes": status.json()}),
+        ),
+        _ => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: waiting for the CA Secret (see /config)\n",
+        ),
+    }
+}
 
 /// Serves the admin endpoint on `listener`.
 pub(crate) async fn serve(cp: Arc<ControlPlane>, listener: TcpListener) {

@@ -179,6 +179,40 @@ fn main() -> ExitCode {
                     None
                 };
                 let status = cluster.as_ref().map(|c| c.status.clone());
+                let api = match tokio::net::TcpListener::bind(listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("cannot listen on {listen}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let mut admin_l = match tokio::net::TcpListener::bind(admin).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("cannot listen on admin {admin}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                let local = |l: &tokio::net::TcpListener| {
+                    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+                };
+                let (api_addr, admin_addr) = (local(&api), local(&admin_l));
+                // While the CA Secret is fetched (a missing permission is
+                // retried), the admin endpoint already says why.
+                let early_admin = match (&cluster, &ca_dir) {
+                    (Some(c), None) => match admin::serve_starting(admin_l, c.status.clone()) {
+                        Ok((l, task)) => {
+                            tracing::info!(admin = %admin_addr, "waiting for the CA Secret");
+                            admin_l = l;
+                            Some(task)
+                        }
+                        Err(e) => {
+                            tracing::error!("admin endpoint: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                    _ => None,
+                };
                 let ca = match certificate_authority(ca_dir.as_deref(), cluster.as_ref(), &trust_domain).await {
                     Ok(ca) => ca,
                     Err(e) => {
@@ -186,6 +220,9 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
+                if let Some(task) = early_admin {
+                    task.abort();
+                }
                 let reviewer = cluster
                     .as_ref()
                     .map(|c| kubernetes::tokens::Reviewer::new(c.client.clone(), c.status.clone()));
@@ -203,24 +240,6 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                let api = match tokio::net::TcpListener::bind(listen).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!("cannot listen on {listen}: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                let admin_l = match tokio::net::TcpListener::bind(admin).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!("cannot listen on admin {admin}: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                let local = |l: &tokio::net::TcpListener| {
-                    l.local_addr().map(|a| a.to_string()).unwrap_or_default()
-                };
-                let (api_addr, admin_addr) = (local(&api), local(&admin_l));
                 tokio::spawn(admin::serve(cp.clone(), admin_l));
                 // The cluster is read in full before proxies are served, so
                 // none is told a Service does not exist while it is still

@@ -355,17 +355,17 @@ fn control_plane(args: &RunArgs) -> Result<Option<ControlPlane>, String> {
     if args.identity_dir.is_some() {
         return Err("--identity-dir is for file mode; in mesh mode the control plane issues the certificate".into());
     }
-    let ca = args
-        .control_plane_ca
-        .as_deref()
-        .ok_or("mesh mode needs --control-plane-ca (the mesh CA, to verify the control plane)")?;
-    let trust = crate::control_plane::read_trust(ca)?;
     let credential = match (&args.bootstrap_token, &args.token_file) {
         (Some(_), Some(_)) => return Err("--bootstrap-token and --token-file are exclusive: one proves the workload's identity (a bootstrap token outside Kubernetes, the projected ServiceAccount token in it)".into()),
         (Some(t), None) => Some(Credential::Bootstrap(t.clone())),
         (None, Some(path)) => Some(Credential::TokenFile(path.clone())),
         (None, None) => None,
     };
+    let ca = args
+        .control_plane_ca
+        .as_deref()
+        .ok_or("mesh mode needs --control-plane-ca (the mesh CA, to verify the control plane)")?;
+    let trust = crate::control_plane::read_trust(ca)?;
     let service_account = args
         .service_account
         .clone()

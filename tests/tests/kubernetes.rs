@@ -37,10 +37,32 @@ fn rbac() -> [Value; 2] {
             {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+            // Identity: checking sidecars' ServiceAccount tokens.
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": "weft-control-plane"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
+            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
+    ]
+}
+
+/// Identity: the Role (in the control plane's namespace) for the CA Secret
+/// `weft-ca` and the trust-bundle ConfigMap `weft-ca-root`, and its
+/// binding. These tests pass `--ca-dir`, which wins over the Secret, so
+/// they do not use it; `kubernetes_identity.rs` does. `resourceNames`
+/// cannot narrow `create`, hence all Secrets of that namespace.
+fn identity_rbac() -> [Value; 2] {
+    [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "weft-control-plane"},
             "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
     ]
 }
@@ -166,6 +188,9 @@ async fn cluster() -> Cluster {
         "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
         .await;
     for o in rbac() {
+        fake.create(o).await;
+    }
+    for o in identity_rbac() {
         fake.create(o).await;
     }
     let service = fake.create(json!({"apiVersion": "v1", "kind": "Service",

@@ -236,10 +236,11 @@ async fn tls_http1(
     (status, answer, chain)
 }
 
-/// POSTs a CSR for `csr_for` to the control plane's certificate API with
+/// POSTs a CSR for `csr_for` to the certificate API of the control plane
+/// at `addr` with
 /// `token`, as a sidecar without a certificate would.
 async fn ask_certificate(
-    cp: &ControlPlane,
+    addr: SocketAddr,
     trust: &TrustBundle,
     token: &str,
     csr_for: &str,
@@ -256,7 +257,7 @@ async fn ask_certificate(
     let head = format!(
         "POST /v1/certificate HTTP/1.1\r\nHost: weft-control-plane\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}"
     );
-    let (status, answer, _) = tls_http1(cp.listen, &config, &head, &body).await;
+    let (status, answer, _) = tls_http1(addr, &config, &head, &body).await;
     let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
@@ -366,8 +367,13 @@ async fn tokens_that_prove_nothing_and_csrs_for_another_account_are_refused() {
     };
 
     // The control: a good token and a CSR for its own account.
-    let (status, body) =
-        ask_certificate(&cp, &trust, &token("weft", Some("reviews-0")), reviews).await;
+    let (status, body) = ask_certificate(
+        cp.listen,
+        &trust,
+        &token("weft", Some("reviews-0")),
+        reviews,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let issued: CertificateResponse = serde_json::from_str(&body).unwrap();
     assert!(chains_to(&issued.chain, &ca));
@@ -419,7 +425,7 @@ async fn tokens_that_prove_nothing_and_csrs_for_another_account_are_refused() {
         ),
     ];
     for (what, token, csr_for, why) in &refusals {
-        let (status, body) = ask_certificate(&cp, &trust, token, csr_for).await;
+        let (status, body) = ask_certificate(cp.listen, &trust, token, csr_for).await;
         assert_eq!(status, 403, "{what}: {body}");
         assert!(body.contains(why), "{what}: {body}");
     }
@@ -427,10 +433,10 @@ async fn tokens_that_prove_nothing_and_csrs_for_another_account_are_refused() {
     // A token whose Pod is deleted is refused from then on.
     pod(&fake, "reviews-1", "reviews").await;
     let bound = token("weft", Some("reviews-1"));
-    let (status, body) = ask_certificate(&cp, &trust, &bound, reviews).await;
+    let (status, body) = ask_certificate(cp.listen, &trust, &bound, reviews).await;
     assert_eq!(status, 200, "{body}");
     fake.delete("v1", "Pod", Some("shop"), "reviews-1").await;
-    let (status, body) = ask_certificate(&cp, &trust, &bound, reviews).await;
+    let (status, body) = ask_certificate(cp.listen, &trust, &bound, reviews).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("invalidated"), "{body}");
 
@@ -499,7 +505,7 @@ async fn two_control_planes_starting_together_create_the_ca_secret_once() {
             .service_account_token("shop", sa, &["weft"], HOUR, Some(pod_name))
             .unwrap();
         let id = format!("spiffe://weft.local/ns/shop/sa/{sa}");
-        let (status, body) = ask_certificate(cp, &trust, &token, &id).await;
+        let (status, body) = ask_certificate(cp.listen, &trust, &token, &id).await;
         assert_eq!(status, 200, "{body}");
         let issued: CertificateResponse = serde_json::from_str(&body).unwrap();
         assert!(chains_to(&issued.chain, &ca), "{id}");
@@ -600,4 +606,124 @@ async fn a_sidecar_whose_certificate_expired_renews_with_the_replaced_token_file
         cp.logs()
     );
     assert_eq!(proxy.admin_get("/ready").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_is_named_on_the_log_and_the_admin_page() {
+    // The Role is not bound (the CA Secret can be neither read nor
+    // created) and the ClusterRole lacks TokenReviews.
+    let mut objects = rbac(false);
+    let binding = objects.pop().unwrap();
+    let (fake, kubeconfig) = cluster(objects).await;
+    let cp =
+        ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], "waiting for the CA Secret");
+    let missing = || async {
+        let status = cp.admin_json("/config").await;
+        status["kubernetes"]["missing_permissions"]
+            .as_object()
+            .cloned()
+            .unwrap_or_else(|| panic!("{status}"))
+    };
+    let get_secrets = "get secrets in namespace weft-system";
+    eventually("the refusal is named on the admin page", LIMIT, || async {
+        missing().await.get(get_secrets).map(|m| m.to_string())
+    })
+    .await;
+    assert!(
+        cp.logs()
+            .contains("forbidden to get secrets in namespace weft-system"),
+        "{}",
+        cp.logs()
+    );
+    let ready = || async {
+        get(&format!("http://{}/ready", cp.admin), &[])
+            .await
+            .unwrap()
+            .status
+    };
+    assert_eq!(ready().await, 503);
+
+    fake.create(binding).await;
+    let line = eventually("serving once the Role is bound", LIMIT, || async {
+        cp.logs()
+            .lines()
+            .find(|l| l.contains(SERVING))
+            .map(String::from)
+    })
+    .await;
+    let listen: SocketAddr = serde_json::from_str::<Value>(&line).unwrap()["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    eventually("ready on the same admin address", LIMIT, || async {
+        (ready().await == 200).then_some(())
+    })
+    .await;
+    assert!(missing().await.is_empty(), "{:?}", missing().await);
+    fetch_trust_bundle(&fake, &cp).await;
+    let (ca, _) = ca_from_secret(&fake).await;
+
+    // No TokenReview permission: the sidecar is told to retry (503), with
+    // the permission named, and the admin page shows it.
+    let token = fake
+        .service_account_token("shop", "reviews", &["weft"], HOUR, Some("reviews-0"))
+        .unwrap();
+    let reviews = "spiffe://weft.local/ns/shop/sa/reviews";
+    let (status, body) = ask_certificate(listen, &ca.trust_bundle(), &token, reviews).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("tokenreviews.authentication.k8s.io"),
+        "{body}"
+    );
+    let named = "create tokenreviews.authentication.k8s.io (cluster-wide)";
+    assert!(missing().await.contains_key(named), "{:?}", missing().await);
+
+    let mut rules = rbac(true)[0]["rules"].clone();
+    rules.as_array_mut().unwrap().sort_by_key(|r| r.to_string());
+    fake.merge_patch(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        None,
+        "weft-control-plane",
+        None,
+        json!({ "rules": rules }),
+    )
+    .await;
+    let (status, body) = ask_certificate(listen, &ca.trust_bundle(), &token, reviews).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(missing().await.is_empty(), "{:?}", missing().await);
+}
+
+#[test]
+fn both_tokens_at_once_or_no_ca_outside_kubernetes_is_a_clear_error() {
+    let out = std::process::Command::new(proxy_bin())
+        .args(["run", "--control-plane", "https://127.0.0.1:1"])
+        .args(["--control-plane-ca", "/nonexistent/ca.pem"])
+        .args(["--bootstrap-token", "weft1:x", "--token-file", "/dev/null"])
+        .args(["--admin", "127.0.0.1:0", "--inbound", "127.0.0.1:0"])
+        .args(["--outbound", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--bootstrap-token and --token-file are exclusive"),
+        "{err}"
+    );
+
+    let dir = TempDir::new("cp");
+    let config = dir.path().join("mesh.yaml");
+    std::fs::write(&config, "").unwrap();
+    let out = std::process::Command::new(weft_tests::control_plane::control_plane_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--ca-dir is required without --kubernetes"),
+        "{err}"
+    );
 }
