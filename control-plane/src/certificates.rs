@@ -5,8 +5,7 @@
 
 use crate::body::MAX_MESSAGE;
 use crate::body::{json, text, CpBody};
-use crate::kubernetes::tokens::ReviewError;
-use crate::state::ControlPlane;
+use crate::state::{ControlPlane, TokenRefusal};
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -56,8 +55,8 @@ async fn authenticate(
             cp.identity_for(&who.namespace, &who.service_account)
                 .map_err(forbidden)
         }
-        Err(ReviewError::Refused(e)) => Err(forbidden(e)),
-        Err(ReviewError::Unavailable(e)) => Err((
+        Err(TokenRefusal::Refused(e)) => Err(forbidden(e)),
+        Err(TokenRefusal::Unavailable(e)) => Err((
             StatusCode::SERVICE_UNAVAILABLE,
             format!("cannot check the ServiceAccount token now: {e}"),
         )),

@@ -225,7 +225,9 @@ fn main() -> ExitCode {
                 }
                 let reviewer = cluster
                     .as_ref()
-                    .map(|c| kubernetes::tokens::Reviewer::new(c.client.clone(), c.status.clone()));
+                    .map(|c| -> Box<dyn state::TokenReviewer> {
+                        Box::new(kubernetes::tokens::Reviewer::new(c.client.clone(), c.status.clone()))
+                    });
                 let cp = match state::ControlPlane::new(
                     ca,
                     trust_domain,

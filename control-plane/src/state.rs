@@ -5,10 +5,11 @@
 //! re-send what they hold when they reconnect.
 
 use crate::ca::CertificateAuthority;
-use crate::kubernetes::tokens::Reviewer;
 use crate::resources::{Inputs, Resources};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -89,6 +90,33 @@ impl KubernetesStatus {
     }
 }
 
+/// Checks a bearer token that is not a bootstrap token: with
+/// `--kubernetes`, a ServiceAccount token by TokenReview
+/// (`kubernetes::tokens`).
+pub(crate) trait TokenReviewer: Send + Sync {
+    fn review<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<TokenSubject, TokenRefusal>> + Send + 'a>>;
+}
+
+/// Who a reviewed token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TokenSubject {
+    pub(crate) namespace: String,
+    pub(crate) service_account: String,
+    pub(crate) pod: String,
+}
+
+/// Why a token proves nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenRefusal {
+    /// The token is not good for a certificate (403 to the caller).
+    Refused(String),
+    /// The review could not be made (503: the caller retries).
+    Unavailable(String),
+}
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) pushes: AtomicU64,
@@ -110,7 +138,7 @@ pub(crate) struct ControlPlane {
     /// The Kubernetes source's state, with `--kubernetes`.
     pub(crate) kubernetes: Option<Arc<KubernetesStatus>>,
     /// Checks ServiceAccount tokens, with `--kubernetes`.
-    pub(crate) reviewer: Option<Reviewer>,
+    pub(crate) reviewer: Option<Box<dyn TokenReviewer>>,
     /// Why the files were last rejected (the previous resources still serve).
     pub(crate) last_error: Mutex<Option<String>>,
     pub(crate) proxies: Mutex<BTreeMap<u64, ProxyStatus>>,
@@ -126,7 +154,7 @@ impl ControlPlane {
         cert_ttl: Duration,
         inputs: Inputs,
         kubernetes: Option<Arc<KubernetesStatus>>,
-        reviewer: Option<Reviewer>,
+        reviewer: Option<Box<dyn TokenReviewer>>,
     ) -> Result<Arc<ControlPlane>, String> {
         let initial = inputs.resources()?;
         let tokens = Tokens::from_ca_key(ca.key_pem());

@@ -2,6 +2,7 @@
 //! servers on loopback ports chosen by the kernel, and offers small helpers
 //! (HTTP clients, admin queries, bounded polling) for the end-to-end tests.
 
+pub mod certificate_api;
 pub mod client;
 pub mod conformance;
 pub mod control_plane;

@@ -12,21 +12,15 @@
 //! restarted reads it back. A sidecar whose certificate expired while the
 //! control plane was away renews with the token file as it now is.
 
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use weft_mesh::api::{CertificateRequest, CertificateResponse};
+use weft_mesh::api::CertificateResponse;
 use weft_mesh::identity::ca::CertificateAuthority;
-use weft_mesh::identity::csr::WorkloadKey;
-use weft_mesh::identity::{SpiffeId, TrustBundle};
-use weft_tests::kube_fake::KubeFake;
+use weft_mesh::identity::SpiffeId;
+use weft_tests::certificate_api::{ask_certificate, chains_to, tls_http1, uri_sans};
+use weft_tests::kube_fake::{b64_decode, KubeFake};
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -115,34 +109,10 @@ async fn ca_from_secret(fake: &KubeFake) -> (CertificateAuthority, Value) {
         .expect("the weft-ca Secret");
     let field = |k: &str| {
         let b64 = secret["data"][k].as_str().unwrap_or_else(|| panic!("{k}"));
-        String::from_utf8(b64_decode(b64)).unwrap()
+        String::from_utf8(b64_decode(b64).unwrap()).unwrap()
     };
     let ca = CertificateAuthority::from_pem(&field("ca.pem"), &field("ca-key.pem")).unwrap();
     (ca, secret)
-}
-
-/// Standard base64 (the Secret's `data`).
-fn b64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        b'/' => 63,
-        _ => panic!("not base64: {c}"),
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &v)| n | (v as u32) << (18 - 6 * i));
-        for i in 0..chunk.len().saturating_sub(1) {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
 }
 
 /// Waits for ConfigMap `weft-ca-root` and writes its `ca.pem` where the
@@ -194,105 +164,6 @@ fn sidecar(cp: &ControlPlane, sa: &str, token_file: &Path, app: SocketAddr) -> P
         .arg("--token-file")
         .arg(token_file.display().to_string())
         .start()
-}
-
-/// One HTTP/1.1 request over TLS with `config`; the status, the whole
-/// answer and the server's certificate chain.
-async fn tls_http1(
-    addr: SocketAddr,
-    config: &ClientConfig,
-    head: &str,
-    body: &[u8],
-) -> (u16, String, Vec<CertificateDer<'static>>) {
-    let mut config = config.clone();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("weft.test").unwrap(), tcp)
-        .await
-        .unwrap();
-    let chain: Vec<CertificateDer<'static>> = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.clone().into_owned())
-        .collect();
-    let request = format!(
-        "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(request.as_bytes()).await.unwrap();
-    tls.write_all(body).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tls.read_to_end(&mut answer).await;
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {answer:?}"));
-    (status, answer, chain)
-}
-
-/// POSTs a CSR for `csr_for` to the certificate API of the control plane
-/// at `addr` with
-/// `token`, as a sidecar without a certificate would.
-async fn ask_certificate(
-    addr: SocketAddr,
-    trust: &TrustBundle,
-    token: &str,
-    csr_for: &str,
-) -> (u16, String) {
-    let id = SpiffeId::parse(csr_for).unwrap();
-    let key = WorkloadKey::generate(&id).unwrap();
-    let body = serde_json::to_vec(&CertificateRequest {
-        csr: key.csr_pem().to_string(),
-    })
-    .unwrap();
-    let expected =
-        SpiffeId::parse("spiffe://weft.local/ns/weft-system/sa/weft-control-plane").unwrap();
-    let config = weft_mesh::identity::client_config_anonymous(trust, expected).unwrap();
-    let head = format!(
-        "POST /v1/certificate HTTP/1.1\r\nHost: weft-control-plane\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}"
-    );
-    let (status, answer, _) = tls_http1(addr, &config, &head, &body).await;
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
-
-/// The URI SANs of a DER certificate.
-fn uri_sans(der: &[u8]) -> Vec<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
-    let mut out = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::URI(u) = n {
-                out.push(u.to_string());
-            }
-        }
-    }
-    out
-}
-
-/// Whether `chain_pem` (leaf first) chains to `ca`'s root.
-fn chains_to(chain_pem: &str, ca: &CertificateAuthority) -> bool {
-    use rustls::pki_types::pem::PemObject;
-    let chain: Vec<CertificateDer> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).unwrap();
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-    )
-    .build()
-    .unwrap();
-    verifier
-        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-        .is_ok()
 }
 
 async fn cp_metric(cp: &ControlPlane, name: &str) -> f64 {

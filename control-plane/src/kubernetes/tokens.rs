@@ -17,10 +17,12 @@
 //! review is one API call per Pod start, and every review sees a Pod
 //! deletion at once.
 
-use crate::state::KubernetesStatus;
+use crate::state::{KubernetesStatus, TokenRefusal, TokenReviewer, TokenSubject};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::PostParams;
 use kube::{Api, Client};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,23 +37,6 @@ const POD_UID: &str = "authentication.kubernetes.io/pod-uid";
 
 /// Longest wait for the API server's answer.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Who a reviewed token speaks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Reviewed {
-    pub(crate) namespace: String,
-    pub(crate) service_account: String,
-    pub(crate) pod: String,
-}
-
-/// Why a token proves nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ReviewError {
-    /// The token is not good for a certificate (403 to the caller).
-    Refused(String),
-    /// The review could not be made (503: the caller retries).
-    Unavailable(String),
-}
 
 /// Sends TokenReviews with the control plane's own credentials.
 pub(crate) struct Reviewer {
@@ -68,7 +53,7 @@ impl Reviewer {
     }
 
     /// Reviews `token` for the audience `weft`.
-    pub(crate) async fn review(&self, token: &str) -> Result<Reviewed, ReviewError> {
+    async fn review_now(&self, token: &str) -> Result<TokenSubject, TokenRefusal> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
@@ -81,7 +66,7 @@ impl Reviewer {
             self.api.create(&PostParams::default(), &review),
         )
         .await
-        .map_err(|_| ReviewError::Unavailable("the TokenReview timed out".into()))?;
+        .map_err(|_| TokenRefusal::Unavailable("the TokenReview timed out".into()))?;
         match answer {
             Ok(r) => {
                 self.status.granted(PERMISSION);
@@ -94,16 +79,25 @@ impl Reviewer {
                 );
                 tracing::error!("{message}");
                 self.status.missing(PERMISSION, &message);
-                Err(ReviewError::Unavailable(message))
+                Err(TokenRefusal::Unavailable(message))
             }
-            Err(e) => Err(ReviewError::Unavailable(format!("TokenReview: {e}"))),
+            Err(e) => Err(TokenRefusal::Unavailable(format!("TokenReview: {e}"))),
         }
     }
 }
 
+impl TokenReviewer for Reviewer {
+    fn review<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<TokenSubject, TokenRefusal>> + Send + 'a>> {
+        Box::pin(self.review_now(token))
+    }
+}
+
 /// What the review must say for the token to prove a Pod's identity.
-pub(crate) fn check(status: Option<&TokenReviewStatus>) -> Result<Reviewed, ReviewError> {
-    let refused = |m: String| Err(ReviewError::Refused(m));
+pub(crate) fn check(status: Option<&TokenReviewStatus>) -> Result<TokenSubject, TokenRefusal> {
+    let refused = |m: String| Err(TokenRefusal::Refused(m));
     let Some(status) = status else {
         return refused("the TokenReview came back without a status".into());
     };
@@ -138,7 +132,7 @@ pub(crate) fn check(status: Option<&TokenReviewStatus>) -> Result<Reviewed, Revi
             "the token of {username} is not bound to a Pod (use a projected serviceAccountToken volume)"
         ));
     };
-    Ok(Reviewed {
+    Ok(TokenSubject {
         namespace: namespace.to_string(),
         service_account: service_account.to_string(),
         pod,
@@ -169,7 +163,7 @@ mod tests {
 
     fn refused(s: &TokenReviewStatus) -> String {
         match check(Some(s)) {
-            Err(ReviewError::Refused(m)) => m,
+            Err(TokenRefusal::Refused(m)) => m,
             other => panic!("not refused: {other:?}"),
         }
     }
@@ -178,7 +172,7 @@ mod tests {
     fn a_bound_service_account_token_names_its_account() {
         assert_eq!(
             check(Some(&ok())),
-            Ok(Reviewed {
+            Ok(TokenSubject {
                 namespace: "shop".into(),
                 service_account: "reviews".into(),
                 pod: "reviews-0".into()
@@ -222,6 +216,6 @@ mod tests {
         let mut s = ok();
         s.user.as_mut().unwrap().extra = None;
         assert!(refused(&s).contains("not bound to a Pod"));
-        assert!(matches!(check(None), Err(ReviewError::Refused(_))));
+        assert!(matches!(check(None), Err(TokenRefusal::Refused(_))));
     }
 }

@@ -32,7 +32,7 @@ mod util;
 
 pub use client::{Credentials, FakeClient, FakeResponse};
 pub use discovery::{fixtures_dir, Crd};
-pub use util::b64_std;
+pub use util::{b64_decode, b64_std};
 
 use router::{Body, Reply};
 use serde_json::{json, Value};
