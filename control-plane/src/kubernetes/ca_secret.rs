@@ -269,3 +269,48 @@ async fn publish_once(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fatal(r: Result<CertificateAuthority, Failure>) -> String {
+        match r {
+            Err(Failure::Fatal(m)) => m,
+            Err(Failure::Retry { message, .. }) => panic!("retry: {message}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn the_secret_round_trips_and_a_broken_one_is_named_not_replaced() {
+        let ca = CertificateAuthority::generate("weft.local").unwrap();
+        let secret = to_secret(&ca);
+        assert_eq!(secret.metadata.name.as_deref(), Some(SECRET));
+        let back = from_secret(&secret, "weft-system").ok().unwrap();
+        assert_eq!(back.cert_der(), ca.cert_der());
+
+        let mut no_key = secret.clone();
+        no_key.data.as_mut().unwrap().remove(KEY_FILE);
+        let m = fatal(from_secret(&no_key, "weft-system"));
+        assert!(
+            m.contains("Secret weft-system/weft-ca") && m.contains("no key ca-key.pem"),
+            "{m}"
+        );
+
+        let mut garbage = secret.clone();
+        garbage.data.as_mut().unwrap().insert(
+            CERT_FILE.to_string(),
+            ByteString(b"not a certificate".to_vec()),
+        );
+        fatal(from_secret(&garbage, "weft-system"));
+
+        let mut binary = secret;
+        binary
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(KEY_FILE.to_string(), ByteString(vec![0xff, 0xfe]));
+        assert!(fatal(from_secret(&binary, "weft-system")).contains("is not text"));
+    }
+}
