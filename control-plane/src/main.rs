@@ -213,7 +213,8 @@ fn main() -> ExitCode {
                     },
                     _ => None,
                 };
-                let ca = match certificate_authority(ca_dir.as_deref(), cluster.as_ref(), &trust_domain).await {
+                let ca = certificate_authority(ca_dir.as_deref(), cluster.as_ref(), &trust_domain);
+                let ca = match ca.await {
                     Ok(ca) => ca,
                     Err(e) => {
                         tracing::error!("ca: {e}");
@@ -226,7 +227,8 @@ fn main() -> ExitCode {
                 let reviewer = cluster
                     .as_ref()
                     .map(|c| -> Box<dyn state::TokenReviewer> {
-                        Box::new(kubernetes::tokens::Reviewer::new(c.client.clone(), c.status.clone()))
+                        let status = c.status.clone();
+                        Box::new(kubernetes::tokens::Reviewer::new(c.client.clone(), status))
                     });
                 let cp = match state::ControlPlane::new(
                     ca,
