@@ -54,6 +54,10 @@ enum Command {
         /// in-cluster ServiceAccount, else `weft-system`.
         #[arg(long, env = "WEFT_NAMESPACE")]
         namespace: Option<String>,
+        /// How long the status Lease (`weft-control-plane-status`) is held
+        /// without renewal: a stopped status writer is replaced after it.
+        #[arg(long, env = "WEFT_STATUS_LEASE", default_value = "15s", value_parser = parse_dur)]
+        status_lease: Duration,
         /// Directory holding the mesh CA (`ca.pem`, `ca-key.pem`); generated
         /// there on first start.
         #[arg(long, env = "WEFT_CA_DIR")]
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
             config,
             kubernetes,
             namespace,
+            status_lease,
             ca_dir,
             trust_domain,
             listen,
@@ -172,7 +177,7 @@ fn main() -> ExitCode {
             };
             rt.block_on(async move {
                 let cluster = if kubernetes {
-                    match kubernetes::Source::start(trust_domain.clone(), namespace).await {
+                    match kubernetes::Source::start(trust_domain.clone(), namespace, status_lease).await {
                         Ok(s) => Some(s),
                         Err(e) => {
                             tracing::error!("{e}");
@@ -228,7 +233,7 @@ fn main() -> ExitCode {
                             return ExitCode::SUCCESS;
                         }
                     }
-                    sources::set_kubernetes(&cp, cluster.backends());
+                    cluster.apply(&cp);
                     status.synced.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 tracing::info!(

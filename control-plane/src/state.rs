@@ -55,6 +55,14 @@ pub(crate) struct KubernetesStatus {
     /// Watch and list errors (each retried).
     pub(crate) errors: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Watched kinds not served (CRD missing) or not permitted, and why.
+    pub(crate) unavailable: Mutex<BTreeMap<String, String>>,
+    /// Cluster objects left out, by `Kind namespace/name`, and why.
+    pub(crate) rejected: Mutex<BTreeMap<String, String>>,
+    /// This replica holds the status Lease and writes status.
+    pub(crate) status_writer: AtomicBool,
+    pub(crate) status_writes: AtomicU64,
+    pub(crate) lease_error: Mutex<Option<String>>,
 }
 
 impl KubernetesStatus {
@@ -64,6 +72,11 @@ impl KubernetesStatus {
             "lists": self.lists.load(Ordering::Relaxed),
             "errors": self.errors.load(Ordering::Relaxed),
             "last_error": *lock(&self.last_error),
+            "unavailable": *lock(&self.unavailable),
+            "rejected": *lock(&self.rejected),
+            "status_writer": self.status_writer.load(Ordering::Relaxed),
+            "status_writes": self.status_writes.load(Ordering::Relaxed),
+            "lease_error": *lock(&self.lease_error),
         })
     }
 }

@@ -10,13 +10,20 @@
 //! a half-empty cluster). After any change settles, [`translate`] turns the
 //! stores into Backend documents and `sources` loads them with the files.
 //!
+//! Routes and Weft resources are watched too ([`objects`]), loaded one by
+//! one with everything else, and their status written back ([`status`])
+//! by the replica holding the status Lease ([`lease`]).
+//!
 //! Credentials: in-cluster (the Pod's ServiceAccount) or `KUBECONFIG`, as
 //! `kube::Config::infer` finds them. Reads need `list` and `watch` on
 //! `services`, `endpointslices.discovery.k8s.io` and `pods`, cluster-wide; a
 //! refusal is logged with the resource's name and shown on `/config`, and
 //! the watch keeps retrying with backoff.
 
+mod lease;
+mod objects;
 mod pods;
+mod status;
 mod translate;
 
 use crate::resources::Generated;
@@ -25,16 +32,18 @@ use crate::state::{ControlPlane, KubernetesStatus as Status};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::DynamicObject;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use objects::{Objects, Refusals};
 use pods::PodView;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{watch as channel, Notify};
 use weft_mesh::process::lock;
 
 /// Changes settle this long before the Backends are rebuilt (a rollout
@@ -46,6 +55,10 @@ pub(crate) struct Source {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     pods: Store<PodView>,
+    objects: Objects,
+    client: Client,
+    /// Whether this replica holds the status Lease.
+    leader: channel::Receiver<bool>,
     trust_domain: String,
     /// The control plane's own namespace.
     #[allow(dead_code)]
@@ -58,9 +71,11 @@ impl Source {
     /// Connects with in-cluster credentials or `KUBECONFIG` and starts the
     /// watches; meshed endpoints get identities in `trust_domain`.
     /// `namespace` is the control plane's own (see [`own_namespace`]).
+    /// The status Lease is held for `lease_duration`.
     pub(crate) async fn start(
         trust_domain: String,
         namespace: Option<String>,
+        lease_duration: Duration,
     ) -> Result<Source, String> {
         let config = kube::Config::infer()
             .await
@@ -93,7 +108,7 @@ impl Source {
         );
         let (pods, writer) = reflector::store();
         watch(
-            Api::<PodView>::all(client),
+            Api::<PodView>::all(client.clone()),
             cfg.fields(pods::RUNNING_PODS),
             writer,
             "pods",
@@ -101,10 +116,20 @@ impl Source {
             &changed,
             &status,
         );
+        let objects = Objects::start(&client, &changed, &status);
+        let leader = lease::start(
+            client.clone(),
+            namespace.clone(),
+            lease_duration,
+            status.clone(),
+        );
         Ok(Source {
             services,
             slices,
             pods,
+            objects,
+            client,
+            leader,
             trust_domain,
             namespace,
             changed,
@@ -117,6 +142,7 @@ impl Source {
         let _ = self.services.wait_until_ready().await;
         let _ = self.slices.wait_until_ready().await;
         let _ = self.pods.wait_until_ready().await;
+        self.objects.settled().await;
     }
 
     /// The Backends of the cluster as it stands in the stores.
@@ -129,12 +155,108 @@ impl Source {
         translate::backends(&self.services.state(), &self.slices.state(), &ids)
     }
 
-    /// Feeds every settled change to the control plane, for ever.
+    /// Hands the cluster as it stands to the control plane: the Backends
+    /// and the routes and Weft resources (each loaded on its own); the
+    /// objects refused before loading are returned, for their status.
+    pub(crate) fn apply(&self, cp: &ControlPlane) -> Refusals {
+        let (docs, refused) = self.objects.documents();
+        lock(&cp.inputs).set_objects(docs);
+        sources::set_kubernetes(cp, self.backends());
+        let rejected = lock(&cp.inputs).rejected();
+        let mut shown: std::collections::BTreeMap<String, String> = rejected
+            .iter()
+            .map(|(k, errors)| {
+                let text = errors.iter().map(|(p, m)| format!("{p}: {m}"));
+                (k.clone(), text.collect::<Vec<_>>().join("; "))
+            })
+            .collect();
+        for (k, r) in &refused {
+            shown.insert(
+                k.clone(),
+                format!("{}: {}: {}", r.reason, r.path, r.message),
+            );
+        }
+        for (k, why) in &shown {
+            if lock(&self.status.rejected).get(k) != Some(why) {
+                tracing::warn!(object = %k, "left out: {why}");
+            }
+        }
+        *lock(&self.status.rejected) = shown;
+        refused
+    }
+
+    /// Feeds every settled change to the control plane, and has the
+    /// status written when this replica holds the Lease, for ever.
     pub(crate) async fn feed(self, cp: Arc<ControlPlane>) {
+        let (kick, refusals) = channel::channel(Some(self.apply(&cp)));
+        tokio::spawn(write_status(
+            self.client.clone(),
+            self.objects.stores.clone(),
+            self.services.clone(),
+            cp.clone(),
+            refusals,
+            self.leader.clone(),
+            self.status.clone(),
+        ));
         loop {
             self.changed.notified().await;
             tokio::time::sleep(DEBOUNCE).await;
-            sources::set_kubernetes(&cp, self.backends());
+            kick.send_replace(Some(self.apply(&cp)));
+        }
+    }
+}
+
+/// Writes the status of every route and Weft resource that needs it,
+/// after every change while this replica holds the Lease.
+async fn write_status(
+    client: Client,
+    stores: Vec<(&'static objects::Kind, Store<DynamicObject>)>,
+    services: Store<Service>,
+    cp: Arc<ControlPlane>,
+    mut refusals: channel::Receiver<Option<Refusals>>,
+    mut leader: channel::Receiver<bool>,
+    status: Arc<Status>,
+) {
+    loop {
+        if *leader.borrow_and_update() {
+            let refused = refusals.borrow_and_update().clone().unwrap_or_default();
+            let rejected = lock(&cp.inputs).rejected();
+            let judge = status::Judge {
+                services: status::Judge::services_of(&services.state()),
+                backends: stores
+                    .iter()
+                    .filter(|(k, _)| k.kind == "Backend")
+                    .flat_map(|(_, s)| s.state())
+                    .filter_map(|o| {
+                        Some(format!(
+                            "{}/{}",
+                            o.metadata.namespace.as_deref()?,
+                            o.metadata.name.as_deref()?
+                        ))
+                    })
+                    .collect(),
+                rejected: &rejected,
+                refused: &refused,
+            };
+            for (kind, store) in &stores {
+                for o in store.state() {
+                    match status::write(&client, kind, &o, &judge).await {
+                        Ok(true) => {
+                            status.status_writes.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(object = %objects::key(kind, &o), "status written");
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!("{e}");
+                            *lock(&status.last_error) = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            r = refusals.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
         }
     }
 }
