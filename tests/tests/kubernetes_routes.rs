@@ -28,7 +28,12 @@ const WEFT: &str = "weft.dev/v1alpha1";
 /// Kubernetes section lists the same): read the cluster, write only the
 /// status of routes and Weft resources, and its Lease in its namespace.
 fn rbac() -> Vec<Value> {
-    let weft = ["backends", "trafficpolicies", "authorizationpolicies", "meshconfigs"];
+    let weft = [
+        "backends",
+        "trafficpolicies",
+        "authorizationpolicies",
+        "meshconfigs",
+    ];
     let status = |rs: &[&str]| rs.iter().map(|r| format!("{r}/status")).collect::<Vec<_>>();
     vec![
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -266,14 +271,24 @@ async fn producer_and_consumer_routes_and_their_status() {
     )
     .await;
     // A route whose backend does not exist, and an invalid one.
-    fake.create(route("shop", "to-nowhere", None, json!([{
+    fake.create(route(
+        "shop",
+        "to-nowhere",
+        None,
+        json!([{
         "matches": [{"path": {"type": "PathPrefix", "value": "/nowhere"}}],
-        "backendRefs": [{"name": "nowhere", "port": 9080}]}])))
+        "backendRefs": [{"name": "nowhere", "port": 9080}]}]),
+    ))
     .await;
-    fake.create(route("shop", "bad-regex", None, json!([{
+    fake.create(route(
+        "shop",
+        "bad-regex",
+        None,
+        json!([{
         "matches": [{"path": {"type": "PathPrefix", "value": "/bad"},
             "headers": [{"type": "RegularExpression", "name": "x-user", "value": "("}]}],
-        "backendRefs": [{"name": "reviews", "port": 9080}]}])))
+        "backendRefs": [{"name": "reviews", "port": 9080}]}]),
+    ))
     .await;
     // Weft resources: an external Backend with a valid TrafficPolicy, and
     // an invalid TrafficPolicy.
@@ -302,7 +317,11 @@ async fn producer_and_consumer_routes_and_their_status() {
     // Status: Accepted and ResolvedRefs, next to the other controller's.
     let mine = route_status(&fake, "shop", "to-v2", "accepted", |p| {
         is(&condition(&p["conditions"], "Accepted"), "True", "Accepted")
-            && is(&condition(&p["conditions"], "ResolvedRefs"), "True", "ResolvedRefs")
+            && is(
+                &condition(&p["conditions"], "ResolvedRefs"),
+                "True",
+                "ResolvedRefs",
+            )
     })
     .await;
     let r = get(&fake, GATEWAY, "HTTPRoute", "shop", "to-v2").await;
@@ -312,16 +331,27 @@ async fn producer_and_consumer_routes_and_their_status() {
     assert_eq!(accepted["observedGeneration"], 1);
 
     let nowhere = route_status(&fake, "shop", "to-nowhere", "BackendNotFound", |p| {
-        is(&condition(&p["conditions"], "ResolvedRefs"), "False", "BackendNotFound")
+        is(
+            &condition(&p["conditions"], "ResolvedRefs"),
+            "False",
+            "BackendNotFound",
+        )
     })
     .await;
     let message = condition(&nowhere["conditions"], "ResolvedRefs")["message"].clone();
     assert!(
-        message.as_str().unwrap().contains("spec.rules[0].backendRefs[0].name"),
+        message
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[0].backendRefs[0].name"),
         "{message}"
     );
     let bad = route_status(&fake, "shop", "bad-regex", "refused", |p| {
-        is(&condition(&p["conditions"], "Accepted"), "False", "UnsupportedValue")
+        is(
+            &condition(&p["conditions"], "Accepted"),
+            "False",
+            "UnsupportedValue",
+        )
     })
     .await;
     let message = condition(&bad["conditions"], "Accepted")["message"].clone();
@@ -349,21 +379,33 @@ async fn producer_and_consumer_routes_and_their_status() {
             })
             .await;
             ok.unwrap_or_else(|| {
-                panic!("{kind} shop/{name}: Ready {status}? {}", last.lock().unwrap())
+                panic!(
+                    "{kind} shop/{name}: Ready {status}? {}",
+                    last.lock().unwrap()
+                )
             })
         }
     };
     ready("Backend", "legacy", "True").await;
-    assert_eq!(ready("TrafficPolicy", "legacy", "True").await["reason"], "Ready");
+    assert_eq!(
+        ready("TrafficPolicy", "legacy", "True").await["reason"],
+        "Ready"
+    );
     let broken = ready("TrafficPolicy", "broken", "False").await;
     assert_eq!(broken["reason"], "Invalid");
     assert!(
-        broken["message"].as_str().unwrap().contains("spec.panicThreshold"),
+        broken["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.panicThreshold"),
         "{broken}"
     );
     let config = web.admin_get("/config").await.1;
     assert!(config.contains("RoundRobin"), "the TrafficPolicy: {config}");
-    assert!(!config.contains("panicThreshold"), "the broken one: {config}");
+    assert!(
+        !config.contains("panicThreshold"),
+        "the broken one: {config}"
+    );
     let cp_config = cp.admin_json("/config").await;
     assert!(
         cp_config["kubernetes"]["rejected"]["HTTPRoute shop/bad-regex"].is_string(),
@@ -450,7 +492,10 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
     })
     .await;
     let second = ControlPlane::start_kubernetes(&kubeconfig, &lease);
-    assert_eq!(second.admin_json("/config").await["kubernetes"]["status_writer"], false);
+    assert_eq!(
+        second.admin_json("/config").await["kubernetes"]["status_writer"],
+        false
+    );
 
     fake.create(route(
         "shop",
@@ -465,7 +510,11 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
     .await;
     assert_eq!(w(&first).await, 1);
     assert_eq!(w(&second).await, 0);
-    assert!(!second.logs().contains("status written"), "{}", second.logs());
+    assert!(
+        !second.logs().contains("status written"),
+        "{}",
+        second.logs()
+    );
 
     // The holder dies; once its Lease expires the other takes it and
     // writes the next change.
@@ -487,7 +536,12 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
     assert_ne!(one, two, "the Lease changed hands");
     assert!(w(&second).await >= 1);
     let lease = fake
-        .get("coordination.k8s.io/v1", "Lease", Some("weft-system"), "weft-control-plane-status")
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("weft-system"),
+            "weft-control-plane-status",
+        )
         .await
         .unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");

@@ -215,8 +215,9 @@ async fn run(
                             "{what} is not served (its CRD is not installed); retrying ({e})"
                         );
                         tracing::warn!(resource = %what, "{m}");
-                        lock(&status.unavailable).insert(what.clone(), m.clone());
-                        *lock(&status.last_error) = Some(m);
+                        // Shown under `unavailable`, not as the last error:
+                        // a kind not installed is a choice, not a fault.
+                        lock(&status.unavailable).insert(what.clone(), m);
                         settled.send_replace(true);
                         continue;
                     }
