@@ -255,4 +255,40 @@ mod tests {
         assert!(yaml.contains("name: good"), "{yaml}");
         assert!(!yaml.contains("heavy"), "{yaml}");
     }
+
+    #[test]
+    fn a_proxy_gets_producer_routes_and_only_its_own_namespaces_consumer_routes() {
+        let mut inputs = Inputs::default();
+        inputs.set_kubernetes(vec![Generated {
+            service: "shop/ratings".into(),
+            text: backend("ratings", "10.1.0.2:80"),
+        }]);
+        let consumer = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: mine, namespace: web}\nspec: {parentRefs: [{kind: Service, name: ratings, namespace: shop}], rules: [{backendRefs: [{name: ratings, namespace: shop}]}]}\n";
+        inputs.set_objects(vec![
+            ClusterObject {
+                key: "HTTPRoute shop/producer".into(),
+                text: route("producer", "ratings", 1),
+            },
+            ClusterObject {
+                key: "HTTPRoute web/mine".into(),
+                text: consumer.into(),
+            },
+        ]);
+        let r = inputs.resources().unwrap();
+        let sent = |ns: &str| {
+            r.catalog
+                .scope(ns, None, &["ratings.shop".into()].into())
+                .yaml
+        };
+        let web = sent("web");
+        assert!(
+            web.contains("name: mine") && !web.contains("name: producer"),
+            "{web}"
+        );
+        let other = sent("other");
+        assert!(
+            other.contains("name: producer") && !other.contains("name: mine"),
+            "{other}"
+        );
+    }
 }

@@ -336,3 +336,63 @@ fn now() -> String {
     )
     .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::objects::KINDS;
+    use super::*;
+    use crate::resources::Rejections;
+
+    fn route(generation: i64, status: Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "shop", "generation": generation},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "reviews"}]},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn status_is_rewritten_only_when_it_changes_and_keeps_what_is_not_ours() {
+        let (rejected, refused) = (Rejections::new(), Refusals::new());
+        let judge = Judge {
+            services: [("shop/reviews".to_string(), vec![80])].into(),
+            backends: HashSet::new(),
+            rejected: &rejected,
+            refused: &refused,
+        };
+        let theirs = json!({"parentRef": {"name": "reviews"}, "controllerName": "example.com/x", "conditions": []});
+        let first = wanted(
+            &KINDS[0],
+            &route(1, json!({"parents": [theirs]})),
+            &judge,
+            "T1",
+        )
+        .unwrap();
+        assert_eq!(first["parents"][0], theirs);
+        assert_eq!(
+            first["parents"][1]["conditions"][0]["lastTransitionTime"],
+            "T1"
+        );
+        // Written: nothing more to write.
+        assert_eq!(
+            wanted(&KINDS[0], &route(1, first.clone()), &judge, "T2"),
+            None
+        );
+        // A new generation: written again, the transition time kept.
+        let second = wanted(&KINDS[0], &route(2, first), &judge, "T3").unwrap();
+        let accepted = &second["parents"][1]["conditions"][0];
+        assert_eq!(accepted["observedGeneration"], 2);
+        assert_eq!(accepted["lastTransitionTime"], "T1");
+        // The parent Service goes: NoMatchingParent, a new transition.
+        let gone = Judge {
+            services: Default::default(),
+            ..judge
+        };
+        let third = wanted(&KINDS[0], &route(2, second), &gone, "T4").unwrap();
+        let accepted = &third["parents"][1]["conditions"][0];
+        assert_eq!(accepted["reason"], "NoMatchingParent");
+        assert_eq!(accepted["lastTransitionTime"], "T4");
+    }
+}
