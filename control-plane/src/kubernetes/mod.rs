@@ -32,7 +32,6 @@ use crate::state::{ControlPlane, KubernetesStatus as Status};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::DynamicObject;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -189,7 +188,7 @@ impl Source {
     /// status written when this replica holds the Lease, for ever.
     pub(crate) async fn feed(self, cp: Arc<ControlPlane>) {
         let (kick, refusals) = channel::channel(Some(self.apply(&cp)));
-        tokio::spawn(write_status(
+        tokio::spawn(status::run(
             self.client.clone(),
             self.objects.stores.clone(),
             self.services.clone(),
@@ -202,61 +201,6 @@ impl Source {
             self.changed.notified().await;
             tokio::time::sleep(DEBOUNCE).await;
             kick.send_replace(Some(self.apply(&cp)));
-        }
-    }
-}
-
-/// Writes the status of every route and Weft resource that needs it,
-/// after every change while this replica holds the Lease.
-async fn write_status(
-    client: Client,
-    stores: Vec<(&'static objects::Kind, Store<DynamicObject>)>,
-    services: Store<Service>,
-    cp: Arc<ControlPlane>,
-    mut refusals: channel::Receiver<Option<Refusals>>,
-    mut leader: channel::Receiver<bool>,
-    status: Arc<Status>,
-) {
-    loop {
-        if *leader.borrow_and_update() {
-            let refused = refusals.borrow_and_update().clone().unwrap_or_default();
-            let rejected = lock(&cp.inputs).rejected();
-            let judge = status::Judge {
-                services: status::Judge::services_of(&services.state()),
-                backends: stores
-                    .iter()
-                    .filter(|(k, _)| k.kind == "Backend")
-                    .flat_map(|(_, s)| s.state())
-                    .filter_map(|o| {
-                        Some(format!(
-                            "{}/{}",
-                            o.metadata.namespace.as_deref()?,
-                            o.metadata.name.as_deref()?
-                        ))
-                    })
-                    .collect(),
-                rejected: &rejected,
-                refused: &refused,
-            };
-            for (kind, store) in &stores {
-                for o in store.state() {
-                    match status::write(&client, kind, &o, &judge).await {
-                        Ok(true) => {
-                            status.status_writes.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!(object = %objects::key(kind, &o), "status written");
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!("{e}");
-                            *lock(&status.last_error) = Some(e);
-                        }
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            r = refusals.changed() => if r.is_err() { return },
-            r = leader.changed() => if r.is_err() { return },
         }
     }
 }

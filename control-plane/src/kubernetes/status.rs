@@ -14,12 +14,17 @@
 
 use super::objects::{is_mesh_parent, key, Kind, Refusals};
 use crate::resources::Rejections;
+use crate::state::{ControlPlane, KubernetesStatus};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use serde_json::{json, Value};
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio::sync::watch;
+use weft_mesh::process::lock;
 
 /// The route status `controllerName`.
 pub(crate) const CONTROLLER: &str = "weft.dev/mesh";
@@ -197,6 +202,61 @@ impl Judge<'_> {
     }
 }
 
+/// Writes the status of every route and Weft resource that needs it,
+/// after every change while this replica holds the Lease.
+pub(crate) async fn run(
+    client: Client,
+    stores: Vec<(&'static Kind, Store<DynamicObject>)>,
+    services: Store<Service>,
+    cp: Arc<ControlPlane>,
+    mut refusals: watch::Receiver<Option<Refusals>>,
+    mut leader: watch::Receiver<bool>,
+    status: Arc<KubernetesStatus>,
+) {
+    loop {
+        if *leader.borrow_and_update() {
+            let refused = refusals.borrow_and_update().clone().unwrap_or_default();
+            let rejected = lock(&cp.inputs).rejected();
+            let judge = Judge {
+                services: Judge::services_of(&services.state()),
+                backends: stores
+                    .iter()
+                    .filter(|(k, _)| k.kind == "Backend")
+                    .flat_map(|(_, s)| s.state())
+                    .filter_map(|o| {
+                        Some(format!(
+                            "{}/{}",
+                            o.metadata.namespace.as_deref()?,
+                            o.metadata.name.as_deref()?
+                        ))
+                    })
+                    .collect(),
+                rejected: &rejected,
+                refused: &refused,
+            };
+            for (kind, store) in &stores {
+                for o in store.state() {
+                    match write(&client, kind, &o, &judge).await {
+                        Ok(true) => {
+                            status.status_writes.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(object = %key(kind, &o), "status written");
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!("{e}");
+                            *lock(&status.last_error) = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            r = refusals.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
+        }
+    }
+}
+
 /// Conditions as written: the previous `lastTransitionTime` is kept when
 /// a condition's status did not change.
 fn conditions(
@@ -239,10 +299,8 @@ pub(crate) fn wanted(
     let generation = o.metadata.generation;
     let status = o.data.get("status").cloned().unwrap_or(Value::Null);
     if kind.route {
+        // No mesh parent (any more): only entries of ours to drop, if any.
         let ours = judge.route(kind, o);
-        if ours.is_empty() {
-            return None;
-        }
         let existing: Vec<Value> = status["parents"].as_array().cloned().unwrap_or_default();
         let mut parents: Vec<Value> = existing
             .iter()
