@@ -49,6 +49,7 @@ fn rbac() -> [Value; 2] {
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
             {"apiGroups": ["gateway.networking.k8s.io"], "resources": routes, "verbs": ["list", "watch"]},
             {"apiGroups": ["gateway.networking.k8s.io"], "resources": status(&routes), "verbs": ["update", "patch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["list", "watch"]},
             {"apiGroups": ["weft.dev"], "resources": weft, "verbs": ["list", "watch"]},
             {"apiGroups": ["weft.dev"], "resources": status(&weft), "verbs": ["update", "patch"]},
         ]}),
@@ -307,9 +308,9 @@ async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
     let c = cluster().await;
     let lists = |v: &Value| v["kubernetes"]["lists"].as_u64().unwrap_or_default();
     let before = c.cp.admin_json("/config").await;
-    // Services, EndpointSlices, Pods, HTTPRoutes, GRPCRoutes (the Weft
-    // CRDs are not installed here).
-    assert_eq!(lists(&before), 5, "one list per resource: {before}");
+    // Services, EndpointSlices, Pods, HTTPRoutes, GRPCRoutes,
+    // ReferenceGrants (the Weft CRDs are not installed here).
+    assert_eq!(lists(&before), 6, "one list per resource: {before}");
     via(&c.proxy, "reviews.shop").await;
 
     // Cut off from the API server, the control plane keeps what it has and
@@ -344,7 +345,7 @@ async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
     // Only the EndpointSlices' history moved past the watch's version; the
     // Services' and Pods' watches resume where they were.
     eventually("the EndpointSlices relisted", LIMIT, || async {
-        (lists(&c.cp.admin_json("/config").await) >= 6).then_some(())
+        (lists(&c.cp.admin_json("/config").await) >= 7).then_some(())
     })
     .await;
     assert!(c.cp.logs().contains("410 Gone"), "{}", c.cp.logs());

@@ -44,6 +44,7 @@ fn rbac() -> Vec<Value> {
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
             {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes", "grpcroutes"], "verbs": ["list", "watch"]},
             {"apiGroups": ["gateway.networking.k8s.io"], "resources": status(&["httproutes", "grpcroutes"]), "verbs": ["update", "patch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["list", "watch"]},
             {"apiGroups": ["weft.dev"], "resources": weft, "verbs": ["list", "watch"]},
             {"apiGroups": ["weft.dev"], "resources": status(&weft), "verbs": ["update", "patch"]},
         ]}),
@@ -435,6 +436,49 @@ async fn producer_and_consumer_routes_and_their_status() {
     })
     .await;
 
+    // A consumer route to a Service of another namespace that is not its
+    // parent: refused until a ReferenceGrant there allows it.
+    let mut cross = route(
+        "web",
+        "cross",
+        Some("shop"),
+        json!([{"backendRefs": [{"name": "reviews", "namespace": "shop", "port": 9080}]}]),
+    );
+    cross["spec"]["parentRefs"][0]["name"] = json!("reviews-v2");
+    fake.create(cross).await;
+    let refused = route_status(&fake, "web", "cross", "RefNotPermitted", |p| {
+        is(
+            &condition(&p["conditions"], "ResolvedRefs"),
+            "False",
+            "RefNotPermitted",
+        )
+    })
+    .await;
+    let message = condition(&refused["conditions"], "ResolvedRefs")["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[0].backendRefs[0].namespace"),
+        "{message}"
+    );
+    reaches(&web, "reviews-v2.shop", "/", "reviews-v2", "").await;
+    fake.create(json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "web-to-reviews", "namespace": "shop"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "web"}],
+                 "to": [{"group": "", "kind": "Service", "name": "reviews"}]}}))
+    .await;
+    route_status(&fake, "web", "cross", "granted", |p| {
+        is(
+            &condition(&p["conditions"], "ResolvedRefs"),
+            "True",
+            "ResolvedRefs",
+        )
+    })
+    .await;
+    reaches(&web, "reviews-v2.shop", "/", "reviews-v1", "").await;
+    reaches(&other, "reviews-v2.shop", "/", "reviews-v2", "").await;
+
     // A spec change: observedGeneration follows, the transition time of an
     // unchanged condition stays, and the other controller's entry stays.
     let writes = |v: &Value| v["kubernetes"]["status_writes"].as_u64().unwrap();
@@ -554,6 +598,10 @@ async fn a_kind_not_installed_or_not_permitted_is_named_and_the_rest_works() {
     // No Weft CRDs; GRPCRoutes not permitted.
     let mut rules = rbac();
     rules[0]["rules"][3]["resources"] = json!(["httproutes"]);
+    assert_eq!(
+        rules[0]["rules"][5]["resources"],
+        json!(["referencegrants"])
+    );
     let fake = fake_with(rules, false).await;
     service(&fake, "reviews", v1.addr).await;
     fake.create(route(

@@ -190,7 +190,7 @@ impl Source {
         let (kick, refusals) = channel::channel(Some(self.apply(&cp)));
         tokio::spawn(status::run(
             self.client.clone(),
-            self.objects.stores.clone(),
+            self.objects.stores[..objects::GRANTS].to_vec(),
             self.services.clone(),
             cp.clone(),
             refusals,

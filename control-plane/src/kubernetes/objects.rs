@@ -11,10 +11,12 @@
 //! with none is skipped. Server-set metadata and status are stripped. A
 //! rule without backendRefs sends to the route's first parent Service, as
 //! GAMMA reads it. A backendRef to another namespace needs a
-//! ReferenceGrant, which is not implemented: it is refused
-//! (`RefNotPermitted`), except to the route's own parent Service (a
-//! consumer route's backend). Refusals found here never reach the loader;
-//! its own errors come back through `resources::Inputs::rejected`.
+//! `ReferenceGrant` (`gateway.networking.k8s.io/v1beta1`) in that
+//! namespace allowing the route's kind and namespace to the backend's kind
+//! (and name, if the grant names one), else it is refused
+//! (`RefNotPermitted`); a consumer route's backendRef to its own parent
+//! Service needs none. Refusals found here never reach the loader; its own
+//! errors come back through `resources::Inputs::rejected`.
 
 use crate::resources::ClusterObject;
 use crate::state::KubernetesStatus as Status;
@@ -41,6 +43,10 @@ pub(crate) struct Kind {
     pub(crate) route: bool,
 }
 
+/// The ReferenceGrants' index in [`KINDS`]: read for permissions, not a
+/// document.
+pub(crate) const GRANTS: usize = 6;
+
 impl Kind {
     pub(crate) fn api_resource(&self) -> ApiResource {
         ApiResource::from_gvk_with_plural(
@@ -58,7 +64,7 @@ impl Kind {
 const GATEWAY: &str = "gateway.networking.k8s.io";
 const WEFT: &str = "weft.dev";
 
-pub(crate) const KINDS: [Kind; 6] = [
+pub(crate) const KINDS: [Kind; 7] = [
     Kind {
         group: GATEWAY,
         version: "v1",
@@ -102,6 +108,13 @@ pub(crate) const KINDS: [Kind; 6] = [
         plural: "meshconfigs",
         route: false,
     },
+    Kind {
+        group: GATEWAY,
+        version: "v1beta1",
+        kind: "ReferenceGrant",
+        plural: "referencegrants",
+        route: false,
+    },
 ];
 
 /// The stores of every kind in [`KINDS`], in that order.
@@ -140,11 +153,12 @@ impl Objects {
     pub(crate) fn documents(&self) -> (Vec<ClusterObject>, Refusals) {
         let mut docs = Vec::new();
         let mut refused = Refusals::new();
-        for (kind, store) in &self.stores {
+        let grants = self.stores[GRANTS].1.state();
+        for (kind, store) in &self.stores[..GRANTS] {
             let mut objects = store.state();
             objects.sort_by_key(|o| key(kind, o));
             for o in objects {
-                match document(kind, &o) {
+                match document(kind, &o, &grants) {
                     Ok(Some(text)) => docs.push(ClusterObject {
                         key: key(kind, &o),
                         text,
@@ -255,7 +269,11 @@ pub(crate) fn is_mesh_parent(p: &Value) -> bool {
 
 /// The document the loader reads for `o`: `None` when it is not ours (a
 /// route with no mesh parent).
-pub(crate) fn document(kind: &Kind, o: &DynamicObject) -> Result<Option<String>, Refusal> {
+pub(crate) fn document(
+    kind: &Kind,
+    o: &DynamicObject,
+    grants: &[Arc<DynamicObject>],
+) -> Result<Option<String>, Refusal> {
     let mut meta = Map::new();
     meta.insert("name".into(), json!(o.metadata.name));
     if let Some(ns) = &o.metadata.namespace {
@@ -274,7 +292,7 @@ pub(crate) fn document(kind: &Kind, o: &DynamicObject) -> Result<Option<String>,
         }
     }
     let mut spec = o.data.get("spec").cloned().unwrap_or_else(|| json!({}));
-    if kind.route && !mesh_spec(o, &mut spec)? {
+    if kind.route && !mesh_spec(kind, o, &mut spec, grants)? {
         return Ok(None);
     }
     let doc = json!({
@@ -289,7 +307,12 @@ pub(crate) fn document(kind: &Kind, o: &DynamicObject) -> Result<Option<String>,
 
 /// Keeps a route's mesh parents and checks its backendRefs; `false` when
 /// it has no mesh parent.
-fn mesh_spec(o: &DynamicObject, spec: &mut Value) -> Result<bool, Refusal> {
+fn mesh_spec(
+    route_kind: &Kind,
+    o: &DynamicObject,
+    spec: &mut Value,
+    grants: &[Arc<DynamicObject>],
+) -> Result<bool, Refusal> {
     let route_ns = o.metadata.namespace.as_deref().unwrap_or("default");
     let parents: Vec<Value> = spec["parentRefs"]
         .as_array()
@@ -348,18 +371,51 @@ fn mesh_spec(o: &DynamicObject, spec: &mut Value) -> Result<bool, Refusal> {
             let name = b["name"].as_str().unwrap_or_default();
             let ns = b["namespace"].as_str().unwrap_or(route_ns);
             let own_parent = parent_keys.iter().any(|(pn, n)| pn == ns && n == name);
-            if ns != route_ns && !own_parent {
+            let to = (group, kind_of_ref(b), ns, name);
+            if ns != route_ns && !own_parent && !granted(grants, (route_kind.kind, route_ns), to) {
                 return Err(Refusal {
                     reason: "RefNotPermitted",
                     path: format!("{path}.namespace"),
                     message: format!(
-                        "a backendRef to namespace {ns:?} needs a ReferenceGrant there, which this mesh does not implement"
+                        "no ReferenceGrant in namespace {ns:?} lets {} in {route_ns:?} refer to {} {name:?}",
+                        route_kind.kind,
+                        kind_of_ref(b)
                     ),
                 });
             }
         }
     }
     Ok(true)
+}
+
+fn kind_of_ref(b: &Value) -> &str {
+    b["kind"].as_str().unwrap_or("Service")
+}
+
+/// Whether a ReferenceGrant in the target's namespace lets a `from`
+/// (route kind, namespace) refer to `to` (group, kind, namespace, name).
+fn granted(
+    grants: &[Arc<DynamicObject>],
+    from: (&str, &str),
+    to: (&str, &str, &str, &str),
+) -> bool {
+    let (group, kind, ns, name) = to;
+    grants
+        .iter()
+        .filter(|g| g.metadata.namespace.as_deref() == Some(ns))
+        .any(|g| {
+            let spec = &g.data["spec"];
+            let list = |f: &str| spec[f].as_array().cloned().unwrap_or_default();
+            let from_ok = list("from")
+                .iter()
+                .any(|f| f["group"] == GATEWAY && f["kind"] == from.0 && f["namespace"] == from.1);
+            let to_ok = list("to").iter().any(|t| {
+                t["group"].as_str().unwrap_or("") == group
+                    && t["kind"] == kind
+                    && t["name"].as_str().is_none_or(|n| n == name)
+            });
+            from_ok && to_ok
+        })
 }
 
 #[cfg(test)]
@@ -385,7 +441,7 @@ mod tests {
                 {"group": GATEWAY, "kind": "Gateway", "name": "edge"}],
             "rules": [{"filters": [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {"set": [{"name": "x", "value": "y"}]}}]}]
         }));
-        let text = document(&KINDS[0], &o).unwrap().unwrap();
+        let text = document(&KINDS[0], &o, &[]).unwrap().unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["metadata"], json!({"name": "r", "namespace": "web"}));
         assert_eq!(v["spec"]["parentRefs"].as_array().unwrap().len(), 1);
@@ -400,17 +456,42 @@ mod tests {
     #[test]
     fn gateway_routes_are_not_ours_and_foreign_backends_are_refused() {
         let gw = route(json!({"parentRefs": [{"name": "edge"}], "rules": []}));
-        assert_eq!(document(&KINDS[0], &gw).unwrap(), None);
+        assert_eq!(document(&KINDS[0], &gw, &[]).unwrap(), None);
         let svc = json!({"group": "", "kind": "Service", "name": "reviews"});
         let foreign = route(json!({"parentRefs": [svc],
             "rules": [{"backendRefs": [{"name": "db", "namespace": "other"}]}]}));
-        let r = document(&KINDS[0], &foreign).unwrap_err();
+        let r = document(&KINDS[0], &foreign, &[]).unwrap_err();
         assert_eq!(
             (r.reason, r.path.as_str()),
             ("RefNotPermitted", "spec.rules[0].backendRefs[0].namespace")
         );
         let odd = route(json!({"parentRefs": [svc],
             "rules": [{"backendRefs": [{"group": "example.com", "kind": "Bucket", "name": "b"}]}]}));
-        assert_eq!(document(&KINDS[0], &odd).unwrap_err().reason, "InvalidKind");
+        assert_eq!(
+            document(&KINDS[0], &odd, &[]).unwrap_err().reason,
+            "InvalidKind"
+        );
+    }
+
+    #[test]
+    fn a_reference_grant_permits_a_foreign_backend() {
+        let svc = json!({"group": "", "kind": "Service", "name": "reviews"});
+        let foreign = route(json!({"parentRefs": [svc],
+            "rules": [{"backendRefs": [{"group": "", "kind": "Service", "name": "db", "namespace": "data"}]}]}));
+        let grant = |ns: &str, to_name: Value| -> Arc<DynamicObject> {
+            Arc::new(
+                serde_json::from_value(json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+                    "metadata": {"name": "g", "namespace": ns},
+                    "spec": {"from": [{"group": GATEWAY, "kind": "HTTPRoute", "namespace": "web"}],
+                             "to": [{"group": "", "kind": "Service", "name": to_name}]}
+                }))
+                .unwrap(),
+            )
+        };
+        assert!(document(&KINDS[0], &foreign, &[grant("data", json!("db"))]).is_ok());
+        assert!(document(&KINDS[0], &foreign, &[grant("data", Value::Null)]).is_ok());
+        assert!(document(&KINDS[0], &foreign, &[grant("data", json!("other"))]).is_err());
+        assert!(document(&KINDS[0], &foreign, &[grant("elsewhere", json!("db"))]).is_err());
     }
 }
