@@ -245,6 +245,7 @@ fn main() -> ExitCode {
                 if !config.is_empty() {
                     tokio::spawn(sources::watch_files(cp.clone(), config));
                 }
+                let release = cluster.as_ref().map(|c| c.release.clone());
                 if let Some(cluster) = cluster {
                     tokio::spawn(cluster.feed(cp.clone()));
                 }
@@ -263,6 +264,10 @@ fn main() -> ExitCode {
                 tokio::select! {
                     _ = server::serve_api(cp, api) => {}
                     _ = weft_mesh::process::shutdown_signal() => tracing::info!("shutting down"),
+                }
+                if let Some(r) = release {
+                    // Another replica writes status at once, not a Lease later.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), r.release()).await;
                 }
                 ExitCode::SUCCESS
             })

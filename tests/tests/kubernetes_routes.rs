@@ -592,6 +592,43 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_stopped_with_sigterm_gives_the_lease_up_at_once() {
+    let fake = fake_with(rbac(), true).await;
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    // A Lease far longer than the test's limit: only a release explains a
+    // quick takeover.
+    let lease = ["--status-lease", "120s"];
+    let mut first = ControlPlane::start_kubernetes(&kubeconfig, &lease);
+    eventually("the first control plane holds the Lease", LIMIT, || async {
+        (first.admin_json("/config").await["kubernetes"]["status_writer"] == true).then_some(())
+    })
+    .await;
+    let second = ControlPlane::start_kubernetes(&kubeconfig, &lease);
+    first.terminate();
+    assert!(first.logs().contains("Lease released"), "{}", first.logs());
+    eventually("the second takes the Lease over", LIMIT, || async {
+        (second.admin_json("/config").await["kubernetes"]["status_writer"] == true).then_some(())
+    })
+    .await;
+    fake.create(route(
+        "shop",
+        "r",
+        None,
+        json!([{"backendRefs": [{"name": "nowhere", "port": 9080}]}]),
+    ))
+    .await;
+    route_status(&fake, "shop", "r", "written by the second", |p| {
+        is(
+            &condition(&p["conditions"], "ResolvedRefs"),
+            "False",
+            "BackendNotFound",
+        )
+    })
+    .await;
+    assert_eq!(w(&second).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kind_not_installed_or_not_permitted_is_named_and_the_rest_works() {
     let ip = IpAddr::V4(host_ipv4());
     let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;

@@ -3,14 +3,17 @@
 //! Every replica serves proxies; only the holder writes, so replicas do
 //! not fight over `status` fields.
 //!
-//! Each replica tries every `duration / 5`: it creates the Lease when
+//! Each replica tries every `duration / 5` (at most 2 s apart while it
+//! does not hold it): it creates the Lease when
 //! there is none, renews it while it holds it, and takes it over once it
 //! has expired — by its `renewTime` plus `leaseDurationSeconds`, or when
 //! this replica has seen it unchanged for a whole duration (a holder with
 //! a skewed clock still loses it). Every write is an update carrying the
 //! resourceVersion read, so of two replicas racing only one wins (409 for
 //! the other). A holder that cannot renew for two thirds of a duration
-//! stops writing before another may take over.
+//! stops writing before another may take over. On shutdown the holder
+//! gives the Lease up ([`Release`]), so another replica takes over at its
+//! next try instead of after a whole duration.
 
 use crate::state::KubernetesStatus as Status;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -24,6 +27,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use weft_mesh::process::lock;
+
+/// How often a replica not holding the Lease looks at it, at most.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// The Lease's name (see CONTRACT.md).
 pub(crate) const NAME: &str = "weft-control-plane-status";
@@ -47,6 +53,40 @@ pub(crate) fn identity() -> String {
     format!("{host}_{}", std::process::id())
 }
 
+/// Gives the Lease up on shutdown (see [`Release::release`]).
+#[derive(Clone)]
+pub(crate) struct Release {
+    api: Api<Lease>,
+    me: String,
+    /// Held across each attempt; `None` once released (no more attempts).
+    turn: Arc<tokio::sync::Mutex<Option<()>>>,
+}
+
+impl Release {
+    /// Stops competing and, if this replica holds the Lease, empties its
+    /// holder so another replica takes it at once.
+    pub(crate) async fn release(&self) {
+        let mut turn = self.turn.lock().await;
+        *turn = None;
+        let Ok(Some(mut lease)) = self.api.get_opt(NAME).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.me.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        match self.api.replace(NAME, &PostParams::default(), &lease).await {
+            Ok(_) => tracing::info!(lease = NAME, "status writer: Lease released"),
+            Err(e) => tracing::warn!(lease = NAME, "releasing the Lease: {e}"),
+        }
+    }
+}
+
 /// Keeps trying to hold the Lease; the receiver says whether this replica
 /// holds it now.
 pub(crate) fn start(
@@ -54,16 +94,30 @@ pub(crate) fn start(
     namespace: String,
     duration: Duration,
     status: Arc<Status>,
-) -> watch::Receiver<bool> {
+) -> (watch::Receiver<bool>, Release) {
     let (tx, rx) = watch::channel(false);
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     let me = identity();
     tracing::info!(identity = %me, lease = NAME, namespace = %namespace, "status writer: competing for the Lease");
+    let release = Release {
+        api: api.clone(),
+        me: me.clone(),
+        turn: Arc::new(tokio::sync::Mutex::new(Some(()))),
+    };
+    let turn = release.turn.clone();
     tokio::spawn(async move {
         let mut seen: Option<(String, Instant)> = None;
         let mut renewed: Option<Instant> = None;
         loop {
-            let held = match attempt(&api, &me, duration, &mut seen).await {
+            let guard = turn.lock().await;
+            if guard.is_none() {
+                tx.send_replace(false);
+                status.status_writer.store(false, Ordering::Relaxed);
+                return;
+            }
+            let outcome = attempt(&api, &me, duration, &mut seen).await;
+            drop(guard);
+            let held = match outcome {
                 Ok(held) => {
                     *lock(&status.lease_error) = None;
                     if held {
@@ -90,10 +144,17 @@ pub(crate) fn start(
                 status.status_writer.store(held, Ordering::Relaxed);
                 tx.send_replace(held);
             }
-            tokio::time::sleep(duration / 5).await;
+            // The holder renews every fifth of a duration; the others look
+            // at least every 2 s, so a released Lease is taken soon.
+            let every = if held {
+                duration / 5
+            } else {
+                (duration / 5).min(RETRY)
+            };
+            tokio::time::sleep(every).await;
         }
     });
-    rx
+    (rx, release)
 }
 
 /// One round: `Ok(true)` when this replica holds the Lease after it.

@@ -58,6 +58,8 @@ pub(crate) struct Source {
     client: Client,
     /// Whether this replica holds the status Lease.
     leader: channel::Receiver<bool>,
+    /// Gives the status Lease up on shutdown.
+    pub(crate) release: lease::Release,
     trust_domain: String,
     /// The control plane's own namespace.
     #[allow(dead_code)]
@@ -116,7 +118,7 @@ impl Source {
             &status,
         );
         let objects = Objects::start(&client, &changed, &status);
-        let leader = lease::start(
+        let (leader, release) = lease::start(
             client.clone(),
             namespace.clone(),
             lease_duration,
@@ -129,6 +131,7 @@ impl Source {
             objects,
             client,
             leader,
+            release,
             trust_domain,
             namespace,
             changed,
