@@ -363,6 +363,24 @@ async fn producer_and_consumer_routes_and_their_status() {
             .contains("spec.rules[0].matches[0].headers[0].value"),
         "{message}"
     );
+    // A parent Service that does not exist.
+    let mut orphan = route(
+        "shop",
+        "orphan",
+        None,
+        json!([{"backendRefs": [{"name": "reviews", "port": 9080}]}]),
+    );
+    orphan["spec"]["parentRefs"][0]["name"] = json!("ghost");
+    fake.create(orphan).await;
+    let orphan = route_status(&fake, "shop", "orphan", "NoMatchingParent", |p| {
+        is(
+            &condition(&p["conditions"], "Accepted"),
+            "False",
+            "NoMatchingParent",
+        )
+    })
+    .await;
+    assert_eq!(orphan["parentRef"]["name"], "ghost");
     // The invalid route is left out; the rest serves.
     reaches(&web, "reviews.shop", "/bad", "reviews-v2", "").await;
 
@@ -504,11 +522,18 @@ async fn producer_and_consumer_routes_and_their_status() {
     reaches(&other, "reviews.example.com", "/", "reviews-v2", "").await;
 
     // No write loop: with nothing changing, nothing more is written.
-    let before = writes(&cp.admin_json("/config").await);
-    let rv = fake.resource_version();
+    let versions = || async {
+        let mut v = Vec::new();
+        for (ns, name) in [("shop", "to-v2"), ("shop", "to-nowhere"), ("web", "mine")] {
+            let r = get(&fake, GATEWAY, "HTTPRoute", ns, name).await;
+            v.push(r["metadata"]["resourceVersion"].clone());
+        }
+        v
+    };
+    let before = (writes(&cp.admin_json("/config").await), versions().await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(writes(&cp.admin_json("/config").await), before);
-    assert_eq!(fake.resource_version(), rv, "nothing wrote to the cluster");
+    let after = (writes(&cp.admin_json("/config").await), versions().await);
+    assert_eq!(after, before, "nothing rewrote a route");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
