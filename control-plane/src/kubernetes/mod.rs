@@ -25,6 +25,7 @@ mod objects;
 mod pods;
 mod status;
 mod translate;
+mod watch_error;
 
 use crate::resources::Generated;
 use crate::sources;
@@ -268,7 +269,7 @@ fn watch<K>(
                 Ok(Event::Init | Event::InitApply(_)) => {}
                 Err(e) => {
                     status.errors.fetch_add(1, Ordering::Relaxed);
-                    let message = describe(what, &e);
+                    let message = watch_error::describe(what, &e);
                     if matches!(&e, watcher::Error::WatchError(s) if s.code == 410) {
                         tracing::info!(resource = what, "{message}");
                     } else {
@@ -279,23 +280,4 @@ fn watch<K>(
             }
         }
     });
-}
-
-/// A watch error in words an operator can act on.
-fn describe(what: &str, e: &watcher::Error) -> String {
-    let status = match e {
-        watcher::Error::WatchError(s) => Some(s.code),
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
-        _ => None,
-    };
-    match status {
-        Some(410) => format!("watch of {what} expired (410 Gone); relisting"),
-        Some(403) => format!(
-            "forbidden to list/watch {what}: grant the control plane's ServiceAccount list and watch on it ({e})"
-        ),
-        Some(401) => format!("the API server refused our credentials reading {what} ({e})"),
-        _ => format!("reading {what}: {e}; retrying"),
-    }
 }

@@ -18,6 +18,7 @@
 //! Service needs none. Refusals found here never reach the loader; its own
 //! errors come back through `resources::Inputs::rejected`.
 
+use super::watch_error::{code, describe};
 use crate::resources::ClusterObject;
 use crate::state::KubernetesStatus as Status;
 use futures_util::StreamExt;
@@ -222,7 +223,7 @@ async fn run(
             Ok(Event::Init | Event::InitApply(_)) => {}
             Err(e) => {
                 status.errors.fetch_add(1, Ordering::Relaxed);
-                let message = super::describe(&what, &e);
+                let message = describe(&what, &e);
                 match code(&e) {
                     Some(404) => {
                         let m = format!(
@@ -246,17 +247,6 @@ async fn run(
                 *lock(&status.last_error) = Some(message);
             }
         }
-    }
-}
-
-/// The API status code of a watch error, if it has one.
-fn code(e: &watcher::Error) -> Option<u16> {
-    match e {
-        watcher::Error::WatchError(s) => Some(s.code),
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
-        _ => None,
     }
 }
 
