@@ -16,9 +16,11 @@
 //!
 //! Credentials: in-cluster (the Pod's ServiceAccount) or `KUBECONFIG`, as
 //! `kube::Config::infer` finds them. Reads need `list` and `watch` on
-//! `services`, `endpointslices.discovery.k8s.io` and `pods`, cluster-wide; a
-//! refusal is logged with the resource's name and shown on `/config`, and
-//! the watch keeps retrying with backoff.
+//! `services`, `endpointslices.discovery.k8s.io` and `pods`, cluster-wide
+//! (and on the route, ReferenceGrant and Weft kinds; status writes need
+//! `update`/`patch` on their `/status` and the Lease's Role, see the
+//! README); a refusal is logged with the resource's name and shown on
+//! `/config`, and the watch keeps retrying with backoff.
 
 mod lease;
 mod objects;
@@ -165,26 +167,7 @@ impl Source {
         let (docs, refused) = self.objects.documents();
         lock(&cp.inputs).set_objects(docs);
         sources::set_kubernetes(cp, self.backends());
-        let rejected = lock(&cp.inputs).rejected();
-        let mut shown: std::collections::BTreeMap<String, String> = rejected
-            .iter()
-            .map(|(k, errors)| {
-                let text = errors.iter().map(|(p, m)| format!("{p}: {m}"));
-                (k.clone(), text.collect::<Vec<_>>().join("; "))
-            })
-            .collect();
-        for (k, r) in &refused {
-            shown.insert(
-                k.clone(),
-                format!("{}: {}: {}", r.reason, r.path, r.message),
-            );
-        }
-        for (k, why) in &shown {
-            if lock(&self.status.rejected).get(k) != Some(why) {
-                tracing::warn!(object = %k, "left out: {why}");
-            }
-        }
-        *lock(&self.status.rejected) = shown;
+        status::report(&self.status, &lock(&cp.inputs).rejected(), &refused);
         refused
     }
 

@@ -257,6 +257,31 @@ pub(crate) async fn run(
     }
 }
 
+/// Shows the objects left out on `/config` (`kubernetes.rejected`), and
+/// logs each one when why it is left out changes.
+pub(crate) fn report(status: &KubernetesStatus, rejected: &Rejections, refused: &Refusals) {
+    let mut shown: std::collections::BTreeMap<String, String> = rejected
+        .iter()
+        .map(|(k, errors)| {
+            let text = errors.iter().map(|(p, m)| format!("{p}: {m}"));
+            (k.clone(), text.collect::<Vec<_>>().join("; "))
+        })
+        .collect();
+    for (k, r) in refused {
+        shown.insert(
+            k.clone(),
+            format!("{}: {}: {}", r.reason, r.path, r.message),
+        );
+    }
+    let mut last = lock(&status.rejected);
+    for (k, why) in &shown {
+        if last.get(k) != Some(why) {
+            tracing::warn!(object = %k, "left out: {why}");
+        }
+    }
+    *last = shown;
+}
+
 /// Conditions as written: the previous `lastTransitionTime` is kept when
 /// a condition's status did not change.
 fn conditions(
