@@ -54,6 +54,10 @@ enum Command {
         /// in-cluster ServiceAccount, else `weft-system`.
         #[arg(long, env = "WEFT_NAMESPACE")]
         namespace: Option<String>,
+        /// How long the status Lease (`weft-control-plane-status`) is held
+        /// without renewal: a stopped status writer is replaced after it.
+        #[arg(long, env = "WEFT_STATUS_LEASE", default_value = "15s", value_parser = parse_dur)]
+        status_lease: Duration,
         /// Directory holding the mesh CA (`ca.pem`, `ca-key.pem`); generated
         /// there on first start. Required without --kubernetes; with it the
         /// CA lives in Secret `weft-ca` in --namespace, unless this is given
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
             config,
             kubernetes,
             namespace,
+            status_lease,
             ca_dir,
             trust_domain,
             listen,
@@ -168,7 +173,7 @@ fn main() -> ExitCode {
             };
             rt.block_on(async move {
                 let cluster = if kubernetes {
-                    match kubernetes::Source::start(trust_domain.clone(), namespace).await {
+                    match kubernetes::Source::start(trust_domain.clone(), namespace, status_lease).await {
                         Ok(s) => Some(s),
                         Err(e) => {
                             tracing::error!("{e}");
@@ -258,7 +263,7 @@ fn main() -> ExitCode {
                             return ExitCode::SUCCESS;
                         }
                     }
-                    sources::set_kubernetes(&cp, cluster.backends());
+                    cluster.apply(&cp);
                     status.synced.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 tracing::info!(
@@ -270,6 +275,7 @@ fn main() -> ExitCode {
                 if !config.is_empty() {
                     tokio::spawn(sources::watch_files(cp.clone(), config));
                 }
+                let release = cluster.as_ref().map(|c| c.release.clone());
                 if let Some(cluster) = cluster {
                     tokio::spawn(cluster.feed(cp.clone()));
                 }
@@ -288,6 +294,10 @@ fn main() -> ExitCode {
                 tokio::select! {
                     _ = server::serve_api(cp, api) => {}
                     _ = weft_mesh::process::shutdown_signal() => tracing::info!("shutting down"),
+                }
+                if let Some(r) = release {
+                    // Another replica writes status at once, not a Lease later.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), r.release()).await;
                 }
                 ExitCode::SUCCESS
             })

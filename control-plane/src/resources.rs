@@ -8,10 +8,19 @@
 //! pin or override what the cluster says. Files are checked on their own
 //! first: a bad edit is rejected and the previous files stay in force
 //! while cluster changes keep flowing.
+//!
+//! Routes and Weft resources read from the cluster ([`ClusterObject`]s)
+//! are each judged on their own, against everything else: an object the
+//! loader refuses is left out with its errors (kept for its status, see
+//! [`Inputs::rejected`]) and the rest is served. Leaving one out can make
+//! another refer to nothing, so the set is loaded again until it holds.
 
 use crate::scope::Catalog;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Mutex;
+use weft_mesh::config::ConfigErrors;
+use weft_mesh::process::lock;
 
 /// The resources in force.
 pub(crate) struct Resources {
@@ -33,6 +42,19 @@ pub(crate) struct Generated {
     pub(crate) text: String,
 }
 
+/// Sources named so are routes and Weft resources read from Kubernetes.
+pub(crate) const OBJECT_SOURCE: &str = "kubernetes-object:";
+
+/// One route or Weft resource read from the cluster, as a document.
+pub(crate) struct ClusterObject {
+    /// `Kind namespace/name`.
+    pub(crate) key: String,
+    pub(crate) text: String,
+}
+
+/// Why the loader left a cluster object out: `(field path, message)`s.
+pub(crate) type Rejections = BTreeMap<String, Vec<(String, String)>>;
+
 /// The last accepted input of each source.
 #[derive(Default)]
 pub(crate) struct Inputs {
@@ -40,6 +62,9 @@ pub(crate) struct Inputs {
     /// `namespace/name` of the files' Backends.
     file_backends: HashSet<String>,
     kubernetes: Vec<Generated>,
+    objects: Vec<ClusterObject>,
+    /// The cluster objects the last accepted resources left out.
+    rejected: Mutex<Rejections>,
 }
 
 impl Inputs {
@@ -59,7 +84,17 @@ impl Inputs {
         self.kubernetes = docs;
     }
 
-    /// The files, then the Services no file Backend overrides.
+    pub(crate) fn set_objects(&mut self, objects: Vec<ClusterObject>) {
+        self.objects = objects;
+    }
+
+    /// The cluster objects the last accepted resources left out, by key.
+    pub(crate) fn rejected(&self) -> Rejections {
+        lock(&self.rejected).clone()
+    }
+
+    /// The files, then the Services no file Backend overrides, then the
+    /// cluster objects the loader accepts (each judged on its own).
     pub(crate) fn resources(&self) -> Result<Resources, String> {
         let mut sources = self.files.clone();
         for g in &self.kubernetes {
@@ -68,21 +103,56 @@ impl Inputs {
             }
             sources.push((format!("{KUBERNETES_SOURCE}{}", g.service), g.text.clone()));
         }
-        build(sources)
+        let named: BTreeMap<String, &ClusterObject> = self
+            .objects
+            .iter()
+            .map(|o| (format!("{OBJECT_SOURCE}{}", o.key), o))
+            .collect();
+        let mut rejected = Rejections::new();
+        // Each round leaves out at least one more object, or ends.
+        loop {
+            let mut all = sources.clone();
+            for (name, o) in &named {
+                if !rejected.contains_key(&o.key) {
+                    all.push((name.clone(), o.text.clone()));
+                }
+            }
+            match build(all) {
+                Ok(r) => {
+                    *lock(&self.rejected) = rejected;
+                    return Ok(r);
+                }
+                Err(errors) => {
+                    let mut blamed = false;
+                    for e in &errors.0 {
+                        if let Some(o) = named.get(&e.file) {
+                            blamed = true;
+                            rejected
+                                .entry(o.key.clone())
+                                .or_default()
+                                .push((e.path.clone(), e.message.clone()));
+                        }
+                    }
+                    if !blamed {
+                        return Err(errors.to_string());
+                    }
+                }
+            }
+        }
     }
 }
 
 /// Loads and validates `(name, text)` sources. The version is a hash of
 /// their text (the first 16 hex digits of SHA-256), in order.
-fn build(sources: Vec<(String, String)>) -> Result<Resources, String> {
-    let set = weft_mesh::config::load_sources(sources).map_err(|e| e.to_string())?;
+fn build(sources: Vec<(String, String)>) -> Result<Resources, ConfigErrors> {
+    let set = weft_mesh::config::load_sources(sources)?;
     let mut all = String::new();
     let mut files = Vec::new();
     let mut services = 0;
     for (name, text) in &set.sources {
         if name.starts_with(KUBERNETES_SOURCE) {
             services += 1;
-        } else {
+        } else if !name.starts_with(OBJECT_SOURCE) {
             files.push(name.clone());
         }
         all.push_str(text);
@@ -135,5 +205,90 @@ mod tests {
             "{yaml}"
         );
         assert!(!yaml.contains("10.1.0.1"), "{yaml}");
+    }
+
+    fn route(name: &str, backend: &str, weight: u32) -> String {
+        format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{parentRefs: [{{kind: Service, name: ratings}}], rules: [{{backendRefs: [{{name: {backend}, weight: {weight}}}]}}]}}\n")
+    }
+
+    #[test]
+    fn a_bad_cluster_object_is_left_out_and_the_rest_is_served() {
+        let mut inputs = Inputs::default();
+        inputs.set_kubernetes(vec![Generated {
+            service: "shop/ratings".into(),
+            text: backend("ratings", "10.1.0.2:80"),
+        }]);
+        let object = |key: &str, text: String| ClusterObject {
+            key: key.into(),
+            text,
+        };
+        inputs.set_objects(vec![
+            object("HTTPRoute shop/good", route("good", "ratings", 1)),
+            object("HTTPRoute shop/heavy", route("heavy", "ratings", 5_000_000)),
+            object("Backend shop/broken", backend("broken", "not-an-address")),
+            // Refers to the Backend left out: left out in the next round.
+            object("HTTPRoute shop/to-broken", route("to-broken", "broken", 1)),
+        ]);
+        let r = inputs.resources().unwrap();
+        let rejected = inputs.rejected();
+        assert_eq!(
+            rejected.keys().collect::<Vec<_>>(),
+            [
+                "Backend shop/broken",
+                "HTTPRoute shop/heavy",
+                "HTTPRoute shop/to-broken"
+            ]
+        );
+        assert_eq!(
+            rejected["HTTPRoute shop/heavy"][0].0,
+            "spec.rules[0].backendRefs[0].weight"
+        );
+        assert_eq!(
+            rejected["HTTPRoute shop/to-broken"][0].0,
+            "spec.rules[0].backendRefs[0].name"
+        );
+        assert!(r.files.is_empty(), "objects are not files: {:?}", r.files);
+        let yaml = r
+            .catalog
+            .scope("shop", None, &["ratings".into()].into())
+            .yaml;
+        assert!(yaml.contains("name: good"), "{yaml}");
+        assert!(!yaml.contains("heavy"), "{yaml}");
+    }
+
+    #[test]
+    fn a_proxy_gets_producer_routes_and_only_its_own_namespaces_consumer_routes() {
+        let mut inputs = Inputs::default();
+        inputs.set_kubernetes(vec![Generated {
+            service: "shop/ratings".into(),
+            text: backend("ratings", "10.1.0.2:80"),
+        }]);
+        let consumer = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: mine, namespace: web}\nspec: {parentRefs: [{kind: Service, name: ratings, namespace: shop}], rules: [{backendRefs: [{name: ratings, namespace: shop}]}]}\n";
+        inputs.set_objects(vec![
+            ClusterObject {
+                key: "HTTPRoute shop/producer".into(),
+                text: route("producer", "ratings", 1),
+            },
+            ClusterObject {
+                key: "HTTPRoute web/mine".into(),
+                text: consumer.into(),
+            },
+        ]);
+        let r = inputs.resources().unwrap();
+        let sent = |ns: &str| {
+            r.catalog
+                .scope(ns, None, &["ratings.shop".into()].into())
+                .yaml
+        };
+        let web = sent("web");
+        assert!(
+            web.contains("name: mine") && !web.contains("name: producer"),
+            "{web}"
+        );
+        let other = sent("other");
+        assert!(
+            other.contains("name: producer") && !other.contains("name: mine"),
+            "{other}"
+        );
     }
 }

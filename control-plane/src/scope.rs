@@ -7,7 +7,10 @@
 //! Backends those routes and the name itself lead to, and their
 //! TrafficPolicies. Names are resolved with the same name table the proxy
 //! routes with (built for the proxy's namespace), so both sides agree on
-//! what `reviews`, `reviews.shop` or `reviews:8080` means.
+//! what `reviews`, `reviews.shop` or `reviews:8080` means. The same table
+//! applies GAMMA's consumer routes, so a proxy is sent the producer routes
+//! plus the consumer routes of its own namespace (which shadow the
+//! producer routes of their Service), never another namespace's.
 //!
 //! The scoped YAML is the selected documents' own text, in file order; its
 //! version is a hash of that text, so two control planes give a proxy the

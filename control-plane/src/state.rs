@@ -62,6 +62,14 @@ pub(crate) struct KubernetesStatus {
     pub(crate) missing_permissions: Mutex<BTreeMap<String, String>>,
     /// Where the CA came from (the `weft-ca` Secret, or `--ca-dir`).
     pub(crate) ca: Mutex<Option<String>>,
+    /// Watched kinds not served (CRD missing) or not permitted, and why.
+    pub(crate) unavailable: Mutex<BTreeMap<String, String>>,
+    /// Cluster objects left out, by `Kind namespace/name`, and why.
+    pub(crate) rejected: Mutex<BTreeMap<String, String>>,
+    /// This replica holds the status Lease and writes status.
+    pub(crate) status_writer: AtomicBool,
+    pub(crate) status_writes: AtomicU64,
+    pub(crate) lease_error: Mutex<Option<String>>,
 }
 
 impl KubernetesStatus {
@@ -86,6 +94,11 @@ impl KubernetesStatus {
             "last_error": *lock(&self.last_error),
             "missing_permissions": *lock(&self.missing_permissions),
             "ca": *lock(&self.ca),
+            "unavailable": *lock(&self.unavailable),
+            "rejected": *lock(&self.rejected),
+            "status_writer": self.status_writer.load(Ordering::Relaxed),
+            "status_writes": self.status_writes.load(Ordering::Relaxed),
+            "lease_error": *lock(&self.lease_error),
         })
     }
 }

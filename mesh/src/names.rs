@@ -26,7 +26,7 @@
 
 use crate::config::route::{PathMatchType, RouteMatch};
 use crate::config::{ConfigSet, Protocol};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Names and what they lead to. Lookups are case-insensitive and ignore a
 /// trailing dot; a name with a port falls back to the name without it, and
@@ -248,20 +248,45 @@ impl NameTable<Destination> {
             }
         }
 
+        // Consumer routes of this namespace shadow the producer routes of
+        // their parents (see the module comment).
+        let consumed: HashSet<(&str, &str)> = set
+            .http_routes
+            .iter()
+            .filter(|r| r.meta.namespace == local_ns)
+            .flat_map(|r| r.spec.parent_refs.iter().map(move |p| (r, p)))
+            .filter_map(|(r, p)| {
+                let ns = p.namespace.as_deref()?;
+                (ns != r.meta.namespace).then_some((ns, p.name.as_str()))
+            })
+            .collect();
+
         // Routes take over their parents' names; several routes on one name merge.
         let mut merged: HashMap<String, Vec<Candidate>> = HashMap::new();
         let mut wildcard: HashMap<String, Vec<Candidate>> = HashMap::new();
         let mut order = 0usize;
         for (ri, r) in set.http_routes.iter().enumerate() {
             let mut names: Vec<String> = Vec::new();
+            let mut applies = r.spec.parent_refs.is_empty();
             for p in &r.spec.parent_refs {
                 let ns = p.namespace.as_deref().unwrap_or(&r.meta.namespace);
+                let consumer = ns != r.meta.namespace;
+                if consumer && r.meta.namespace != local_ns {
+                    continue; // another namespace's consumer route
+                }
+                if !consumer && consumed.contains(&(ns, p.name.as_str())) {
+                    continue; // shadowed by this namespace's consumer routes
+                }
+                applies = true;
                 let port = p.port.or_else(|| {
                     backend_index
                         .get(&format!("{ns}/{}", p.name))
                         .and_then(|&b| set.backends[b].spec.port)
                 });
                 names.extend(authorities(&p.name, ns, port, local_ns));
+            }
+            if !applies {
+                continue;
             }
             let mut wild: Vec<String> = Vec::new();
             for h in &r.spec.hostnames {

@@ -167,6 +167,18 @@ impl ControlPlane {
         }
     }
 
+    /// Stops the process as an orchestrator would (SIGTERM), and waits
+    /// for it to exit.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signals our own child, which has not been reaped yet.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+    }
+
     /// Starts it again on the same ports, with the same CA and files.
     pub fn restart(&mut self) {
         self.kill();

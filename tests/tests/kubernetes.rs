@@ -28,8 +28,18 @@ use weft_tests::*;
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// The rules the control plane's ServiceAccount needs to read Services,
-/// EndpointSlices and Pods (the README's Kubernetes section lists the same).
+/// EndpointSlices, Pods, routes and Weft resources and write the status of
+/// the last two (the README's Kubernetes section lists the same; the
+/// status Lease's Role is in `kubernetes_routes.rs`).
 fn rbac() -> [Value; 2] {
+    let weft = [
+        "backends",
+        "trafficpolicies",
+        "authorizationpolicies",
+        "meshconfigs",
+    ];
+    let routes = ["httproutes", "grpcroutes"];
+    let status = |rs: &[&str]| rs.iter().map(|r| format!("{r}/status")).collect::<Vec<_>>();
     [
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": "weft-control-plane"},
@@ -39,6 +49,11 @@ fn rbac() -> [Value; 2] {
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
             // Identity: checking sidecars' ServiceAccount tokens.
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": routes, "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": status(&routes), "verbs": ["update", "patch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["weft.dev"], "resources": weft, "verbs": ["list", "watch"]},
+            {"apiGroups": ["weft.dev"], "resources": status(&weft), "verbs": ["update", "patch"]},
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": "weft-control-plane"},
@@ -318,7 +333,9 @@ async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
     let c = cluster().await;
     let lists = |v: &Value| v["kubernetes"]["lists"].as_u64().unwrap_or_default();
     let before = c.cp.admin_json("/config").await;
-    assert_eq!(lists(&before), 3, "one list per resource: {before}");
+    // Services, EndpointSlices, Pods, HTTPRoutes, GRPCRoutes,
+    // ReferenceGrants (the Weft CRDs are not installed here).
+    assert_eq!(lists(&before), 6, "one list per resource: {before}");
     via(&c.proxy, "reviews.shop").await;
 
     // Cut off from the API server, the control plane keeps what it has and
@@ -353,7 +370,7 @@ async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
     // Only the EndpointSlices' history moved past the watch's version; the
     // Services' and Pods' watches resume where they were.
     eventually("the EndpointSlices relisted", LIMIT, || async {
-        (lists(&c.cp.admin_json("/config").await) >= 4).then_some(())
+        (lists(&c.cp.admin_json("/config").await) >= 7).then_some(())
     })
     .await;
     assert!(c.cp.logs().contains("410 Gone"), "{}", c.cp.logs());

@@ -10,16 +10,26 @@
 //! a half-empty cluster). After any change settles, [`translate`] turns the
 //! stores into Backend documents and `sources` loads them with the files.
 //!
+//! Routes and Weft resources are watched too ([`objects`]), loaded one by
+//! one with everything else, and their status written back ([`status`])
+//! by the replica holding the status Lease ([`lease`]).
+//!
 //! Credentials: in-cluster (the Pod's ServiceAccount) or `KUBECONFIG`, as
 //! `kube::Config::infer` finds them. Reads need `list` and `watch` on
-//! `services`, `endpointslices.discovery.k8s.io` and `pods`, cluster-wide; a
-//! refusal is logged with the resource's name and shown on `/config`, and
-//! the watch keeps retrying with backoff.
+//! `services`, `endpointslices.discovery.k8s.io` and `pods`, cluster-wide
+//! (and on the route, ReferenceGrant and Weft kinds; status writes need
+//! `update`/`patch` on their `/status` and the Lease's Role, see the
+//! README); a refusal is logged with the resource's name and shown on
+//! `/config`, and the watch keeps retrying with backoff.
 
 pub(crate) mod ca_secret;
+mod lease;
+mod objects;
 mod pods;
+mod status;
 pub(crate) mod tokens;
 mod translate;
+mod watch_error;
 
 use crate::resources::Generated;
 use crate::sources;
@@ -31,12 +41,13 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use objects::{Objects, Refusals};
 use pods::PodView;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{watch as channel, Notify};
 use weft_mesh::process::lock;
 
 /// Changes settle this long before the Backends are rebuilt (a rollout
@@ -48,6 +59,11 @@ pub(crate) struct Source {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     pods: Store<PodView>,
+    objects: Objects,
+    /// Whether this replica holds the status Lease.
+    leader: channel::Receiver<bool>,
+    /// Gives the status Lease up on shutdown.
+    pub(crate) release: lease::Release,
     trust_domain: String,
     /// The control plane's own namespace.
     pub(crate) namespace: String,
@@ -61,9 +77,11 @@ impl Source {
     /// Connects with in-cluster credentials or `KUBECONFIG` and starts the
     /// watches; meshed endpoints get identities in `trust_domain`.
     /// `namespace` is the control plane's own (see [`own_namespace`]).
+    /// The status Lease is held for `lease_duration`.
     pub(crate) async fn start(
         trust_domain: String,
         namespace: Option<String>,
+        lease_duration: Duration,
     ) -> Result<Source, String> {
         let config = kube::Config::infer()
             .await
@@ -104,10 +122,20 @@ impl Source {
             &changed,
             &status,
         );
+        let objects = Objects::start(&client, &changed, &status);
+        let (leader, release) = lease::start(
+            client.clone(),
+            namespace.clone(),
+            lease_duration,
+            status.clone(),
+        );
         Ok(Source {
             services,
             slices,
             pods,
+            objects,
+            leader,
+            release,
             trust_domain,
             namespace,
             client,
@@ -121,6 +149,7 @@ impl Source {
         let _ = self.services.wait_until_ready().await;
         let _ = self.slices.wait_until_ready().await;
         let _ = self.pods.wait_until_ready().await;
+        self.objects.settled().await;
     }
 
     /// The Backends of the cluster as it stands in the stores.
@@ -133,12 +162,34 @@ impl Source {
         translate::backends(&self.services.state(), &self.slices.state(), &ids)
     }
 
-    /// Feeds every settled change to the control plane, for ever.
+    /// Hands the cluster as it stands to the control plane: the Backends
+    /// and the routes and Weft resources (each loaded on its own); the
+    /// objects refused before loading are returned, for their status.
+    pub(crate) fn apply(&self, cp: &ControlPlane) -> Refusals {
+        let (docs, refused) = self.objects.documents();
+        lock(&cp.inputs).set_objects(docs);
+        sources::set_kubernetes(cp, self.backends());
+        status::report(&self.status, &lock(&cp.inputs).rejected(), &refused);
+        refused
+    }
+
+    /// Feeds every settled change to the control plane, and has the
+    /// status written when this replica holds the Lease, for ever.
     pub(crate) async fn feed(self, cp: Arc<ControlPlane>) {
+        let (kick, refusals) = channel::channel(Some(self.apply(&cp)));
+        tokio::spawn(status::run(
+            self.client.clone(),
+            self.objects.stores[..objects::GRANTS].to_vec(),
+            self.services.clone(),
+            cp.clone(),
+            refusals,
+            self.leader.clone(),
+            self.status.clone(),
+        ));
         loop {
             self.changed.notified().await;
             tokio::time::sleep(DEBOUNCE).await;
-            sources::set_kubernetes(&cp, self.backends());
+            kick.send_replace(Some(self.apply(&cp)));
         }
     }
 }
@@ -203,7 +254,7 @@ fn watch<K>(
                 Ok(Event::Init | Event::InitApply(_)) => {}
                 Err(e) => {
                     status.errors.fetch_add(1, Ordering::Relaxed);
-                    let message = describe(what, &e);
+                    let message = watch_error::describe(what, &e);
                     if matches!(&e, watcher::Error::WatchError(s) if s.code == 410) {
                         tracing::info!(resource = what, "{message}");
                     } else {
@@ -214,23 +265,4 @@ fn watch<K>(
             }
         }
     });
-}
-
-/// A watch error in words an operator can act on.
-fn describe(what: &str, e: &watcher::Error) -> String {
-    let status = match e {
-        watcher::Error::WatchError(s) => Some(s.code),
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
-        _ => None,
-    };
-    match status {
-        Some(410) => format!("watch of {what} expired (410 Gone); relisting"),
-        Some(403) => format!(
-            "forbidden to list/watch {what}: grant the control plane's ServiceAccount list and watch on it ({e})"
-        ),
-        Some(401) => format!("the API server refused our credentials reading {what} ({e})"),
-        _ => format!("reading {what}: {e}; retrying"),
-    }
 }

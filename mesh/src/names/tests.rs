@@ -224,3 +224,37 @@ spec: {port: 9090, protocol: grpc, endpoints: [{address: "10.1.0.1:9091"}]}
     assert!(t.get("web.9090").is_none());
     assert!(t.get("web.9090.shop").is_none());
 }
+
+#[test]
+fn a_consumer_route_replaces_producer_routes_for_its_own_namespace_only() {
+    let yaml = format!(
+        "{BACKENDS}{}",
+        r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: producer, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: reviews}]
+  rules: [{backendRefs: [{name: reviews}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: consumer, namespace: web}
+spec:
+  parentRefs: [{kind: Service, name: reviews, namespace: shop}]
+  rules: [{backendRefs: [{name: reviews, namespace: shop}]}]
+"#
+    );
+    let routes_for = |ns: &str| {
+        let (set, t) = table(&yaml, ns);
+        let d = t.get("reviews.shop").unwrap().clone();
+        d.matches
+            .iter()
+            .map(|m| set.http_routes[m.route].key())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(routes_for("shop"), ["shop/producer"]);
+    assert_eq!(routes_for("other"), ["shop/producer"]);
+    assert_eq!(routes_for("web"), ["web/consumer"]);
+}

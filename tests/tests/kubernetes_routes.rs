@@ -1,0 +1,705 @@
+//! Routes and Weft resources from the cluster, end to end: the fake API
+//! server holds Services, HTTPRoutes and Weft resources, the real
+//! `weft-control-plane --kubernetes` reads them as its ServiceAccount (held
+//! to the RBAC rules below), real sidecars in mesh mode in two namespaces
+//! route by them, and the control plane writes their status back.
+//!
+//! GAMMA: a producer route (in the Service's namespace) applies to every
+//! caller; a consumer route (in the caller's namespace, parentRef in the
+//! Service's) replaces it for callers in its own namespace only. One
+//! invalid object is left out with its field path in its status while the
+//! rest keeps working; another controller's status entry survives our
+//! writes; `observedGeneration` follows the spec. With two control planes
+//! only the status Lease holder writes, and the other takes over when the
+//! holder dies.
+
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Duration;
+use weft_tests::kube_fake::KubeFake;
+use weft_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+const GATEWAY: &str = "gateway.networking.k8s.io/v1";
+const WEFT: &str = "weft.dev/v1alpha1";
+
+/// The rules the control plane's ServiceAccount needs (the README's
+/// Kubernetes section lists the same): read the cluster, write only the
+/// status of routes and Weft resources, and its Lease in its namespace.
+fn rbac() -> Vec<Value> {
+    let weft = [
+        "backends",
+        "trafficpolicies",
+        "authorizationpolicies",
+        "meshconfigs",
+    ];
+    let status = |rs: &[&str]| rs.iter().map(|r| format!("{r}/status")).collect::<Vec<_>>();
+    vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "weft-control-plane"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes", "grpcroutes"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": status(&["httproutes", "grpcroutes"]), "verbs": ["update", "patch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["weft.dev"], "resources": weft, "verbs": ["list", "watch"]},
+            {"apiGroups": ["weft.dev"], "resources": status(&weft), "verbs": ["update", "patch"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "weft-control-plane"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
+            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
+        "rules": [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "weft-control-plane"},
+            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
+    ]
+}
+
+/// This host's first IPv4 address that is neither loopback nor link-local
+/// (the API server refuses loopback endpoints).
+fn host_ipv4() -> Ipv4Addr {
+    let mut found = None;
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, walked read-only below and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) == 0 {
+            let mut p = list;
+            while !p.is_null() {
+                let ifa = &*p;
+                if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+                {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                    if !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() {
+                        found = Some(ip);
+                        break;
+                    }
+                }
+                p = ifa.ifa_next;
+            }
+            libc::freeifaddrs(list);
+        }
+    }
+    found.expect("these tests need a non-loopback IPv4 address on this host")
+}
+
+/// Service `shop/<name>` on port 9080 with one ready endpoint at `addr`.
+async fn service(fake: &KubeFake, name: &str, addr: SocketAddr) {
+    fake.create(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": 9080, "targetPort": "web"}]}}))
+        .await;
+    fake.create(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{name}-a"), "namespace": "shop", "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": addr.port(), "protocol": "TCP"}],
+        "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}]}))
+        .await;
+}
+
+/// A fake cluster with the Weft CRDs, the control plane's ServiceAccount
+/// and `rules`, and namespaces `shop`, `web` and `other`.
+async fn fake_with(rules: Vec<Value>, weft_crds: bool) -> KubeFake {
+    let b = KubeFake::builder();
+    let fake = if weft_crds { b.weft_crds() } else { b }.start().await;
+    for ns in ["weft-system", "shop", "web", "other"] {
+        fake.create_namespace(ns, json!({})).await;
+    }
+    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
+        .await;
+    for o in rules {
+        fake.create(o).await;
+    }
+    fake
+}
+
+fn route(ns: &str, name: &str, parent_ns: Option<&str>, rules: Value) -> Value {
+    let mut parent = json!({"group": "", "kind": "Service", "name": "reviews"});
+    if let Some(p) = parent_ns {
+        parent["namespace"] = json!(p);
+    }
+    json!({"apiVersion": GATEWAY, "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"parentRefs": [parent], "rules": rules}})
+}
+
+async fn get(fake: &KubeFake, api: &str, kind: &str, ns: &str, name: &str) -> Value {
+    fake.get(api, kind, Some(ns), name)
+        .await
+        .unwrap_or_else(|| panic!("{kind} {ns}/{name} is gone"))
+}
+
+/// Our `status.parents` entry of route `ns/name`, once it has one.
+fn ours(route: &Value) -> Option<Value> {
+    route["status"]["parents"]
+        .as_array()?
+        .iter()
+        .find(|p| p["controllerName"] == "weft.dev/mesh")
+        .cloned()
+}
+
+/// Condition `kind` of a conditions list.
+fn condition(conds: &Value, kind: &str) -> Value {
+    conds
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until route `ns/name`'s entry from us satisfies `ok`; returns it.
+async fn route_status(
+    fake: &KubeFake,
+    ns: &str,
+    name: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let last = Mutex::new(Value::Null);
+    let found = eventually_or(LIMIT, || async {
+        let r = get(fake, GATEWAY, "HTTPRoute", ns, name).await;
+        *last.lock().unwrap() = r.clone();
+        ours(&r).filter(|p| ok(p))
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("route {ns}/{name}: {what}; it is {}", last.lock().unwrap()))
+}
+
+/// `eventually` that gives up with `None` instead of panicking.
+async fn eventually_or<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn is(cond: &Value, status: &str, reason: &str) -> bool {
+    cond["status"] == status && cond["reason"] == reason
+}
+
+/// A sidecar in namespace `ns` of the mesh `cp` serves.
+async fn sidecar(cp: &ControlPlane, ns: &str) -> Proxy {
+    let token = cp.token(ns, "client");
+    let mut b = Proxy::builder("").no_config();
+    for a in cp.proxy_args(ns, "client", &token) {
+        b = b.arg(a);
+    }
+    let proxy = b.start();
+    eventually("the sidecar is ready", LIMIT, || async {
+        (proxy.admin_get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    proxy
+}
+
+/// Which upstream answered `host` through `proxy` at `path`, and the
+/// response's `x-consumer` header.
+async fn via(proxy: &Proxy, host: &str, path: &str) -> (u16, String, String) {
+    let r = weft_tests::get(&proxy.url(path), &[("host", host)])
+        .await
+        .unwrap();
+    let h = |n: &str| r.header(n).unwrap_or_default().to_string();
+    (r.status, h("x-upstream"), h("x-consumer"))
+}
+
+/// Waits until `host` at `path` through `proxy` reaches `upstream` with
+/// `x-consumer: consumer` ("" for none).
+async fn reaches(proxy: &Proxy, host: &str, path: &str, upstream: &str, consumer: &str) {
+    let last = Mutex::new((0, String::new(), String::new()));
+    let ok = eventually_or(LIMIT, || async {
+        let got = via(proxy, host, path).await;
+        *last.lock().unwrap() = got.clone();
+        (got == (200, upstream.to_string(), consumer.to_string())).then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "{host}{path}: wanted {upstream} (x-consumer {consumer:?}), got {:?}",
+        last.lock().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_and_consumer_routes_and_their_status() {
+    let ip = IpAddr::V4(host_ipv4());
+    let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;
+    let v2 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v2").await;
+    let legacy = Upstream::start("legacy").await;
+    let fake = fake_with(rbac(), true).await;
+    service(&fake, "reviews", v1.addr).await;
+    service(&fake, "reviews-v2", v2.addr).await;
+
+    // Producer route: every caller of shop/reviews goes to v2.
+    fake.create(route(
+        "shop",
+        "to-v2",
+        None,
+        json!([{"backendRefs": [{"name": "reviews-v2", "port": 9080}]}]),
+    ))
+    .await;
+    // Another controller already reports on it.
+    let foreign = json!({"parentRef": {"group": "", "kind": "Service", "name": "reviews"},
+        "controllerName": "example.com/other-mesh",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "theirs",
+            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]});
+    fake.merge_patch(
+        GATEWAY,
+        "HTTPRoute",
+        Some("shop"),
+        "to-v2",
+        Some("status"),
+        json!({"status": {"parents": [foreign]}}),
+    )
+    .await;
+    // A route whose backend does not exist, and an invalid one.
+    fake.create(route(
+        "shop",
+        "to-nowhere",
+        None,
+        json!([{
+        "matches": [{"path": {"type": "PathPrefix", "value": "/nowhere"}}],
+        "backendRefs": [{"name": "nowhere", "port": 9080}]}]),
+    ))
+    .await;
+    fake.create(route(
+        "shop",
+        "bad-regex",
+        None,
+        json!([{
+        "matches": [{"path": {"type": "PathPrefix", "value": "/bad"},
+            "headers": [{"type": "RegularExpression", "name": "x-user", "value": "("}]}],
+        "backendRefs": [{"name": "reviews", "port": 9080}]}]),
+    ))
+    .await;
+    // Weft resources: an external Backend with a valid TrafficPolicy, and
+    // an invalid TrafficPolicy.
+    fake.create(json!({"apiVersion": WEFT, "kind": "Backend",
+        "metadata": {"name": "legacy", "namespace": "shop"},
+        "spec": {"port": 80, "endpoints": [{"address": legacy.addr.to_string()}]}}))
+        .await;
+    fake.create(json!({"apiVersion": WEFT, "kind": "TrafficPolicy",
+        "metadata": {"name": "legacy", "namespace": "shop"},
+        "spec": {"targetRef": {"kind": "Backend", "name": "legacy"}, "loadBalancer": {"policy": "RoundRobin"}}}))
+        .await;
+    fake.create(json!({"apiVersion": WEFT, "kind": "TrafficPolicy",
+        "metadata": {"name": "broken", "namespace": "shop"},
+        "spec": {"targetRef": {"kind": "Backend", "name": "legacy"}, "panicThreshold": 150}}))
+        .await;
+
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
+    let web = sidecar(&cp, "web").await;
+    let other = sidecar(&cp, "other").await;
+
+    // The producer route applies to callers in both namespaces.
+    reaches(&web, "reviews.shop", "/", "reviews-v2", "").await;
+    reaches(&other, "reviews.shop:9080", "/", "reviews-v2", "").await;
+
+    // Status: Accepted and ResolvedRefs, next to the other controller's.
+    let mine = route_status(&fake, "shop", "to-v2", "accepted", |p| {
+        is(&condition(&p["conditions"], "Accepted"), "True", "Accepted")
+            && is(
+                &condition(&p["conditions"], "ResolvedRefs"),
+                "True",
+                "ResolvedRefs",
+            )
+    })
+    .await;
+    let r = get(&fake, GATEWAY, "HTTPRoute", "shop", "to-v2").await;
+    assert_eq!(r["status"]["parents"][0], foreign, "theirs survives: {r}");
+    assert_eq!(mine["parentRef"], r["spec"]["parentRefs"][0]);
+    let accepted = condition(&mine["conditions"], "Accepted");
+    assert_eq!(accepted["observedGeneration"], 1);
+
+    let nowhere = route_status(&fake, "shop", "to-nowhere", "BackendNotFound", |p| {
+        is(
+            &condition(&p["conditions"], "ResolvedRefs"),
+            "False",
+            "BackendNotFound",
+        )
+    })
+    .await;
+    let message = condition(&nowhere["conditions"], "ResolvedRefs")["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[0].backendRefs[0].name"),
+        "{message}"
+    );
+    let bad = route_status(&fake, "shop", "bad-regex", "refused", |p| {
+        is(
+            &condition(&p["conditions"], "Accepted"),
+            "False",
+            "UnsupportedValue",
+        )
+    })
+    .await;
+    let message = condition(&bad["conditions"], "Accepted")["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[0].matches[0].headers[0].value"),
+        "{message}"
+    );
+    // A parent Service that does not exist.
+    let mut orphan = route(
+        "shop",
+        "orphan",
+        None,
+        json!([{"backendRefs": [{"name": "reviews", "port": 9080}]}]),
+    );
+    orphan["spec"]["parentRefs"][0]["name"] = json!("ghost");
+    fake.create(orphan).await;
+    let orphan = route_status(&fake, "shop", "orphan", "NoMatchingParent", |p| {
+        is(
+            &condition(&p["conditions"], "Accepted"),
+            "False",
+            "NoMatchingParent",
+        )
+    })
+    .await;
+    assert_eq!(orphan["parentRef"]["name"], "ghost");
+    // The invalid route is left out; the rest serves.
+    reaches(&web, "reviews.shop", "/bad", "reviews-v2", "").await;
+
+    // Weft resources: applied, or Ready False with the field path.
+    reaches(&web, "legacy.shop", "/", "legacy", "").await;
+    let ready = |kind: &'static str, name: &'static str, status: &'static str| {
+        let fake = &fake;
+        async move {
+            let last = Mutex::new(Value::Null);
+            let ok = eventually_or(LIMIT, || async {
+                let o = get(fake, WEFT, kind, "shop", name).await;
+                let c = condition(&o["status"]["conditions"], "Ready");
+                *last.lock().unwrap() = o;
+                (c["status"] == status).then_some(c)
+            })
+            .await;
+            ok.unwrap_or_else(|| {
+                panic!(
+                    "{kind} shop/{name}: Ready {status}? {}",
+                    last.lock().unwrap()
+                )
+            })
+        }
+    };
+    ready("Backend", "legacy", "True").await;
+    assert_eq!(
+        ready("TrafficPolicy", "legacy", "True").await["reason"],
+        "Ready"
+    );
+    let broken = ready("TrafficPolicy", "broken", "False").await;
+    assert_eq!(broken["reason"], "Invalid");
+    assert!(
+        broken["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.panicThreshold"),
+        "{broken}"
+    );
+    let config = web.admin_get("/config").await.1;
+    assert!(config.contains("RoundRobin"), "the TrafficPolicy: {config}");
+    assert!(
+        !config.contains("panicThreshold"),
+        "the broken one: {config}"
+    );
+    let cp_config = cp.admin_json("/config").await;
+    assert!(
+        cp_config["kubernetes"]["rejected"]["HTTPRoute shop/bad-regex"].is_string(),
+        "{cp_config}"
+    );
+
+    // A consumer route in `web` for shop/reviews: for callers in `web`
+    // only, it replaces the producer route (its rule has no backendRefs:
+    // the parent Service itself).
+    fake.create(route(
+        "web",
+        "mine",
+        Some("shop"),
+        json!([{"filters": [{"type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"set": [{"name": "x-consumer", "value": "web"}]}}]}]),
+    ))
+    .await;
+    reaches(&web, "reviews.shop", "/", "reviews-v1", "web").await;
+    for _ in 0..5 {
+        assert_eq!(
+            via(&other, "reviews.shop", "/").await,
+            (200, "reviews-v2".into(), String::new())
+        );
+    }
+    route_status(&fake, "web", "mine", "accepted", |p| {
+        is(&condition(&p["conditions"], "Accepted"), "True", "Accepted")
+    })
+    .await;
+
+    // A consumer route to a Service of another namespace that is not its
+    // parent: refused until a ReferenceGrant there allows it.
+    let mut cross = route(
+        "web",
+        "cross",
+        Some("shop"),
+        json!([{"backendRefs": [{"name": "reviews", "namespace": "shop", "port": 9080}]}]),
+    );
+    cross["spec"]["parentRefs"][0]["name"] = json!("reviews-v2");
+    fake.create(cross).await;
+    let refused = route_status(&fake, "web", "cross", "RefNotPermitted", |p| {
+        is(
+            &condition(&p["conditions"], "ResolvedRefs"),
+            "False",
+            "RefNotPermitted",
+        )
+    })
+    .await;
+    let message = condition(&refused["conditions"], "ResolvedRefs")["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[0].backendRefs[0].namespace"),
+        "{message}"
+    );
+    reaches(&web, "reviews-v2.shop", "/", "reviews-v2", "").await;
+    fake.create(json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "web-to-reviews", "namespace": "shop"},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "web"}],
+                 "to": [{"group": "", "kind": "Service", "name": "reviews"}]}}))
+    .await;
+    route_status(&fake, "web", "cross", "granted", |p| {
+        is(
+            &condition(&p["conditions"], "ResolvedRefs"),
+            "True",
+            "ResolvedRefs",
+        )
+    })
+    .await;
+    reaches(&web, "reviews-v2.shop", "/", "reviews-v1", "").await;
+    reaches(&other, "reviews-v2.shop", "/", "reviews-v2", "").await;
+
+    // A spec change: observedGeneration follows, the transition time of an
+    // unchanged condition stays, and the other controller's entry stays.
+    let writes = |v: &Value| v["kubernetes"]["status_writes"].as_u64().unwrap();
+    fake.merge_patch(
+        GATEWAY,
+        "HTTPRoute",
+        Some("shop"),
+        "to-v2",
+        None,
+        json!({"spec": {"hostnames": ["reviews.example.com"]}}),
+    )
+    .await;
+    let after = route_status(&fake, "shop", "to-v2", "generation 2", |p| {
+        condition(&p["conditions"], "Accepted")["observedGeneration"] == 2
+    })
+    .await;
+    assert_eq!(
+        condition(&after["conditions"], "Accepted")["lastTransitionTime"],
+        accepted["lastTransitionTime"]
+    );
+    let r = get(&fake, GATEWAY, "HTTPRoute", "shop", "to-v2").await;
+    assert_eq!(r["status"]["parents"][0], foreign, "{r}");
+    reaches(&other, "reviews.example.com", "/", "reviews-v2", "").await;
+
+    // No write loop: with nothing changing, nothing more is written.
+    let versions = || async {
+        let mut v = Vec::new();
+        for (ns, name) in [("shop", "to-v2"), ("shop", "to-nowhere"), ("web", "mine")] {
+            let r = get(&fake, GATEWAY, "HTTPRoute", ns, name).await;
+            v.push(r["metadata"]["resourceVersion"].clone());
+        }
+        v
+    };
+    let before = (writes(&cp.admin_json("/config").await), versions().await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = (writes(&cp.admin_json("/config").await), versions().await);
+    assert_eq!(after, before, "nothing rewrote a route");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_status_and_another_takes_over() {
+    let ip = IpAddr::V4(host_ipv4());
+    let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;
+    let fake = fake_with(rbac(), true).await;
+    service(&fake, "reviews", v1.addr).await;
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    let lease = ["--status-lease", "2s"];
+    let mut first = ControlPlane::start_kubernetes(&kubeconfig, &lease);
+    let lease_holder = || async {
+        fake.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("weft-system"),
+            "weft-control-plane-status",
+        )
+        .await
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+    };
+    let one = eventually("the first control plane holds the Lease", LIMIT, || async {
+        let h = lease_holder().await?;
+        (first.admin_json("/config").await["kubernetes"]["status_writer"] == true).then_some(h)
+    })
+    .await;
+    let second = ControlPlane::start_kubernetes(&kubeconfig, &lease);
+    assert_eq!(
+        second.admin_json("/config").await["kubernetes"]["status_writer"],
+        false
+    );
+
+    fake.create(route(
+        "shop",
+        "r",
+        None,
+        json!([{"backendRefs": [{"name": "reviews", "port": 9080}]}]),
+    ))
+    .await;
+    route_status(&fake, "shop", "r", "written", |p| {
+        condition(&p["conditions"], "Accepted")["observedGeneration"] == 1
+    })
+    .await;
+    assert_eq!(w(&first).await, 1);
+    assert_eq!(w(&second).await, 0);
+    assert!(
+        !second.logs().contains("status written"),
+        "{}",
+        second.logs()
+    );
+
+    // The holder dies; once its Lease expires the other takes it and
+    // writes the next change.
+    first.kill();
+    fake.merge_patch(
+        GATEWAY,
+        "HTTPRoute",
+        Some("shop"),
+        "r",
+        None,
+        json!({"spec": {"hostnames": ["r.example.com"]}}),
+    )
+    .await;
+    route_status(&fake, "shop", "r", "written by the other", |p| {
+        condition(&p["conditions"], "Accepted")["observedGeneration"] == 2
+    })
+    .await;
+    let two = lease_holder().await.unwrap();
+    assert_ne!(one, two, "the Lease changed hands");
+    assert!(w(&second).await >= 1);
+    let lease = fake
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("weft-system"),
+            "weft-control-plane-status",
+        )
+        .await
+        .unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_stopped_with_sigterm_gives_the_lease_up_at_once() {
+    let fake = fake_with(rbac(), true).await;
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    // A Lease far longer than the test's limit: only a release explains a
+    // quick takeover.
+    let lease = ["--status-lease", "120s"];
+    let mut first = ControlPlane::start_kubernetes(&kubeconfig, &lease);
+    eventually("the first control plane holds the Lease", LIMIT, || async {
+        (first.admin_json("/config").await["kubernetes"]["status_writer"] == true).then_some(())
+    })
+    .await;
+    let second = ControlPlane::start_kubernetes(&kubeconfig, &lease);
+    first.terminate();
+    assert!(first.logs().contains("Lease released"), "{}", first.logs());
+    eventually("the second takes the Lease over", LIMIT, || async {
+        (second.admin_json("/config").await["kubernetes"]["status_writer"] == true).then_some(())
+    })
+    .await;
+    fake.create(route(
+        "shop",
+        "r",
+        None,
+        json!([{"backendRefs": [{"name": "nowhere", "port": 9080}]}]),
+    ))
+    .await;
+    route_status(&fake, "shop", "r", "written by the second", |p| {
+        is(
+            &condition(&p["conditions"], "ResolvedRefs"),
+            "False",
+            "BackendNotFound",
+        )
+    })
+    .await;
+    assert_eq!(w(&second).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_not_installed_or_not_permitted_is_named_and_the_rest_works() {
+    let ip = IpAddr::V4(host_ipv4());
+    let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;
+    // No Weft CRDs; GRPCRoutes not permitted.
+    let mut rules = rbac();
+    rules[0]["rules"][3]["resources"] = json!(["httproutes"]);
+    assert_eq!(
+        rules[0]["rules"][5]["resources"],
+        json!(["referencegrants"])
+    );
+    let fake = fake_with(rules, false).await;
+    service(&fake, "reviews", v1.addr).await;
+    fake.create(route(
+        "shop",
+        "r",
+        None,
+        json!([{"backendRefs": [{"name": "reviews", "port": 9080}]}]),
+    ))
+    .await;
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
+    let status = cp.admin_json("/config").await;
+    let unavailable = &status["kubernetes"]["unavailable"];
+    assert!(
+        unavailable["backends.weft.dev"]
+            .as_str()
+            .is_some_and(|m| m.contains("not installed")),
+        "{status}"
+    );
+    assert!(
+        unavailable["grpcroutes.gateway.networking.k8s.io"]
+            .as_str()
+            .is_some_and(|m| m.contains("forbidden")),
+        "{status}"
+    );
+    route_status(&fake, "shop", "r", "accepted", |p| {
+        is(&condition(&p["conditions"], "Accepted"), "True", "Accepted")
+    })
+    .await;
+    let proxy = sidecar(&cp, "shop").await;
+    reaches(&proxy, "reviews", "/", "reviews-v1", "").await;
+}
+
+/// How many status writes control plane `cp` made.
+async fn w(cp: &ControlPlane) -> u64 {
+    cp.admin_json("/config").await["kubernetes"]["status_writes"]
+        .as_u64()
+        .unwrap()
+}
