@@ -109,6 +109,10 @@ impl State {
         self.service_ips().allocate()
     }
 
+    fn in_service_range(&self, ip: &str) -> bool {
+        self.service_ips().contains(ip)
+    }
+
     fn release_cluster_ip(&self, ip: &str) {
         self.service_ips().release(ip);
     }
@@ -256,7 +260,7 @@ impl KubeFake {
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default",
                          "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": "10.0.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.addr.port()}]},
+            "spec": {"clusterIP": self.state.service_ips().first(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.addr.port()}]},
         }))
         .await;
     }

@@ -36,6 +36,17 @@ impl ServiceIps {
         Some(Ipv4Addr::from(self.base + pick).to_string())
     }
 
+    /// The range's first address, the `kubernetes` Service's.
+    pub fn first(&self) -> String {
+        Ipv4Addr::from(self.base + 1).to_string()
+    }
+
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: &str) -> bool {
+        ip.parse::<Ipv4Addr>()
+            .is_ok_and(|ip| u32::from(ip).wrapping_sub(self.base) < self.size)
+    }
+
     /// Frees an address handed out before.
     pub fn release(&mut self, ip: &str) {
         if let Ok(ip) = ip.parse::<Ipv4Addr>() {
@@ -62,5 +73,8 @@ mod tests {
         assert_eq!(ips.allocate(), None, "full");
         ips.release("10.0.0.4");
         assert_eq!(ips.allocate().as_deref(), Some("10.0.0.4"));
+        assert!(
+            ips.contains("10.0.0.7") && !ips.contains("10.0.0.8") && !ips.contains("9.255.255.255")
+        );
     }
 }
