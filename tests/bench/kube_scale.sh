@@ -5,5 +5,6 @@
 #   SERVICES=200 PROXIES=20 CHANGES=5 bash tests/bench/kube_scale.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p weft-proxy -p weft-control-plane -p weft-tests --bin kube_scale
+cargo build --release -q -p weft-proxy -p weft-control-plane
+cargo build --release -q -p weft-tests --bin kube_scale
 exec target/release/kube_scale
