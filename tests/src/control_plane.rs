@@ -159,6 +159,11 @@ impl ControlPlane {
         self.log = log;
     }
 
+    /// The process id (0 once killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+
     /// Kills the process (SIGKILL: nothing is saved on the way out).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

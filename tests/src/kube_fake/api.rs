@@ -177,7 +177,9 @@ async fn create_object(
     fields::record_update(None, &mut obj, &manager, &r.api_version(), scope);
     admission::mutate(state, req, r, &mut obj, "CREATE").await?;
     kinds::default(&r.kind, &mut obj, &mut || state.allocate_cluster_ip());
-    kinds::validate(&r.kind, &r.group, r.custom, &obj)?;
+    kinds::validate(&r.kind, &r.group, r.custom, &obj, &|ip| {
+        state.in_service_range(ip)
+    })?;
     obj["metadata"]["uid"] = uuid().into();
     obj["metadata"]["creationTimestamp"] = now_rfc3339().into();
     if kinds::has_generation(&r.kind) || r.custom {
@@ -323,7 +325,9 @@ async fn commit(
             new["status"] = old["status"].clone();
         }
     }
-    kinds::validate(&r.kind, &r.group, r.custom, &new)?;
+    kinds::validate(&r.kind, &r.group, r.custom, &new, &|ip| {
+        state.in_service_range(ip)
+    })?;
     let strip = |v: &Value| {
         let mut v = v.clone();
         for k in ["metadata", "status"] {

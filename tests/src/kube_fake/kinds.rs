@@ -11,7 +11,7 @@
 use super::errors::{ApiError, Cause};
 use super::util::is_micro_time;
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 /// Kinds without `metadata.generation` (most core kinds without a spec).
 const NO_GENERATION: &[&str] = &[
@@ -342,13 +342,15 @@ fn check_ip(field: String, s: &str, causes: &mut Vec<Cause>) {
 
 /// The service CIDR the fake allocates ClusterIPs from (`10.0.0.0/24`, as
 /// on the recording server).
-pub fn in_service_range(ip: &str) -> bool {
-    ip.parse::<Ipv4Addr>()
-        .is_ok_and(|v| v.octets()[..3] == [10, 0, 0])
-}
-
 /// Validation after defaulting; an `Err` is the 422 to send.
-pub fn validate(kind: &str, group: &str, custom: bool, obj: &Value) -> Result<(), ApiError> {
+/// `in_service_range` tells whether an address is in the ClusterIP range.
+pub fn validate(
+    kind: &str,
+    group: &str,
+    custom: bool,
+    obj: &Value,
+    in_service_range: &dyn Fn(&str) -> bool,
+) -> Result<(), ApiError> {
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
     let mut causes = Vec::new();
     let name_ok = match kind {

@@ -26,6 +26,7 @@ mod reviews;
 mod router;
 mod selectors;
 mod server;
+mod service_ips;
 mod store;
 mod tokens;
 mod util;
@@ -36,8 +37,7 @@ pub use util::{b64_decode, b64_std};
 
 use router::{Body, Reply};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -58,6 +58,9 @@ pub struct Config {
     pub history_limit: usize,
     /// Custom resource definitions served besides the recorded Gateway API.
     pub crds: Vec<Crd>,
+    /// The Service ClusterIP range (`--service-cluster-ip-range`):
+    /// 10.0.0.0/24 as on the recording server; larger for scale tests.
+    pub service_cidr: (Ipv4Addr, u8),
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             future_rv_wait: Duration::from_secs(3),
             history_limit: 100,
             crds: Vec::new(),
+            service_cidr: (Ipv4Addr::new(10, 0, 0, 0), 24),
         }
     }
 }
@@ -80,11 +84,12 @@ pub struct State {
     /// The ServiceAccount token issuer and default audience: the fake's URL.
     issuer: String,
     signer: tokens::Signer,
-    cluster_ips: Mutex<BTreeSet<u8>>,
+    cluster_ips: Mutex<service_ips::ServiceIps>,
     /// Where webhooks naming a Service (namespace, name) are sent.
     service_routes: Mutex<std::collections::HashMap<(String, String), SocketAddr>>,
-    /// Set when the `KubeFake` is dropped: every connection closes.
-    shutdown: tokio::sync::watch::Sender<bool>,
+    /// The serving generation: a connection closes when it moves on from
+    /// the one it was accepted in (a stop, or the `KubeFake` dropped).
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl State {
@@ -101,23 +106,19 @@ impl State {
     }
 
     fn allocate_cluster_ip(&self) -> Option<String> {
-        let mut used = self.cluster_ips.lock().unwrap_or_else(|p| p.into_inner());
-        let free: Vec<u8> = (1..=254).filter(|i| !used.contains(i)).collect();
-        let pick = *free.get(rand::random_range(0..free.len().max(1)))?;
-        used.insert(pick);
-        Some(format!("10.0.0.{pick}"))
+        self.service_ips().allocate()
+    }
+
+    fn in_service_range(&self, ip: &str) -> bool {
+        self.service_ips().contains(ip)
     }
 
     fn release_cluster_ip(&self, ip: &str) {
-        if let Some(last) = ip
-            .strip_prefix("10.0.0.")
-            .and_then(|l| l.parse::<u8>().ok())
-        {
-            self.cluster_ips
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&last);
-        }
+        self.service_ips().release(ip);
+    }
+
+    fn service_ips(&self) -> MutexGuard<'_, service_ips::ServiceIps> {
+        self.cluster_ips.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Discovery answers, with aggregated discovery's Etag and 304.
@@ -191,15 +192,16 @@ impl KubeFakeBuilder {
             discovery::Discovery::load(&self.config.crds).expect("load discovery documents");
         discovery.set_server_address(&addr.to_string());
         let pki = server::Pki::generate();
+        let cidr = self.config.service_cidr;
         let state = Arc::new(State {
             discovery,
             store: Mutex::new(store::Store::new(1, self.config.history_limit)),
             config: self.config,
             issuer: url.clone(),
             signer: tokens::Signer::generate(),
-            cluster_ips: Mutex::new(BTreeSet::from([1])),
+            cluster_ips: Mutex::new(service_ips::ServiceIps::new(cidr)),
             service_routes: Mutex::new(Default::default()),
-            shutdown: tokio::sync::watch::channel(false).0,
+            generation: tokio::sync::watch::channel(0).0,
         });
         let task = tokio::spawn(server::run(state.clone(), listener, pki.server_config()));
         let dir = crate::TempDir::new("kube-fake");
@@ -208,7 +210,7 @@ impl KubeFakeBuilder {
             addr,
             url,
             pki,
-            task,
+            task: Mutex::new(Some(task)),
             dir,
         };
         fake.bootstrap().await;
@@ -223,14 +225,17 @@ pub struct KubeFake {
     addr: SocketAddr,
     url: String,
     pki: server::Pki,
-    task: tokio::task::JoinHandle<()>,
+    /// The accept loop; None while stopped.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     dir: crate::TempDir,
 }
 
 impl Drop for KubeFake {
     fn drop(&mut self) {
-        self.task.abort();
-        self.state.shutdown.send_replace(true);
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+        self.state.generation.send_replace(u64::MAX);
     }
 }
 
@@ -255,7 +260,7 @@ impl KubeFake {
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "kubernetes", "namespace": "default",
                          "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": "10.0.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.addr.port()}]},
+            "spec": {"clusterIP": self.state.service_ips().first(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.addr.port()}]},
         }))
         .await;
     }
@@ -585,6 +590,52 @@ impl KubeFake {
     /// The newest resourceVersion handed out.
     pub fn resource_version(&self) -> u64 {
         self.state.store().current_rv()
+    }
+
+    /// Stops serving, as a dying apiserver does: the listener closes (new
+    /// connections are refused) and so does every open connection, watches
+    /// included. The objects stay; [`KubeFake::resume`] serves them again.
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            task.abort();
+            // The listener is closed once the aborted task is gone.
+            let _ = task.await;
+        }
+        // Then every connection accepted until now closes.
+        self.state
+            .generation
+            .send_modify(|g| *g = g.saturating_add(1));
+    }
+
+    /// Serves again on the same address after [`KubeFake::stop`].
+    pub async fn resume(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("bind the fake API server's address again");
+        let task = tokio::spawn(server::run(
+            self.state.clone(),
+            listener,
+            self.pki.server_config(),
+        ));
+        if let Some(old) = self
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(task)
+        {
+            old.abort();
+        }
+    }
+
+    /// An apiserver restart: stopped, then serving again with a fresh watch
+    /// cache, so a watch resumed from a resourceVersion before the restart
+    /// is told 410 Gone (as a real apiserver whose cache starts at the
+    /// current etcd revision does) and its client relists.
+    pub async fn restart(&self) {
+        self.stop().await;
+        self.expire_history();
+        self.resume().await;
     }
 
     /// Drops every resource's event history, so any older resourceVersion

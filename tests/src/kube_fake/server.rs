@@ -226,7 +226,8 @@ pub async fn run(state: Arc<State>, listener: TcpListener, tls: Arc<rustls::Serv
         };
         let acceptor = acceptor.clone();
         let state = state.clone();
-        let mut shutdown = state.shutdown.subscribe();
+        let mut generation = state.generation.subscribe();
+        let accepted_in = *generation.borrow_and_update();
         tokio::spawn(async move {
             let Ok(stream) = acceptor.accept(tcp).await else {
                 return;
@@ -246,7 +247,7 @@ pub async fn run(state: Arc<State>, listener: TcpListener, tls: Arc<rustls::Serv
             // as a dying apiserver would.
             tokio::select! {
                 _ = conn => {}
-                _ = shutdown.wait_for(|stop| *stop) => {}
+                _ = generation.wait_for(|g| *g != accepted_in) => {}
             }
         });
     }

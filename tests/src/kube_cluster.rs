@@ -1,0 +1,97 @@
+//! What the Kubernetes tests share: the control plane's ServiceAccount with
+//! the RBAC rules the README documents, this host's non-loopback address
+//! for stand-in endpoints, and EndpointSlice documents.
+
+use crate::kube_fake::KubeFake;
+use serde_json::{json, Value};
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// The namespace and ServiceAccount the control plane runs as.
+pub const CONTROL_PLANE: (&str, &str) = ("weft-system", "weft-control-plane");
+
+/// The ClusterRole and binding the control plane's ServiceAccount needs to
+/// read Services, EndpointSlices and Pods (the README lists the same).
+pub fn control_plane_rbac() -> [Value; 2] {
+    [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "weft-control-plane"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "weft-control-plane"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
+            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
+    ]
+}
+
+/// Creates the control plane's namespace, ServiceAccount and RBAC in
+/// `fake`, and the namespaces `namespaces`.
+pub async fn install_control_plane_account(fake: &KubeFake, namespaces: &[&str]) {
+    fake.create_namespace(CONTROL_PLANE.0, json!({})).await;
+    for ns in namespaces {
+        fake.create_namespace(ns, json!({})).await;
+    }
+    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": CONTROL_PLANE.1, "namespace": CONTROL_PLANE.0}}))
+        .await;
+    for o in control_plane_rbac() {
+        fake.create(o).await;
+    }
+}
+
+/// An EndpointSlice of Service `ns/service` with one port named `http`
+/// and the endpoints `addrs` (all on that port), each ready or not.
+pub fn endpoint_slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    port: u16,
+    addrs: &[(&str, bool)],
+) -> Value {
+    let endpoints: Vec<Value> = addrs
+        .iter()
+        .map(|(ip, ready)| json!({"addresses": [ip], "conditions": {"ready": ready}}))
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints})
+}
+
+/// This host's first IPv4 address that is neither loopback nor link-local:
+/// the API server refuses loopback endpoint addresses, so stand-in
+/// endpoints outside network namespaces listen here.
+pub fn host_ipv4() -> Ipv4Addr {
+    let mut found = None;
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, walked read-only below and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) == 0 {
+            let mut p = list;
+            while !p.is_null() {
+                let ifa = &*p;
+                if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
+                {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                    if !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() {
+                        found = Some(ip);
+                        break;
+                    }
+                }
+                p = ifa.ifa_next;
+            }
+            libc::freeifaddrs(list);
+        }
+    }
+    found.expect("these tests need a non-loopback IPv4 address on this host: the API server refuses loopback endpoints")
+}
+
+/// `addr`'s IP, as EndpointSlices write it.
+pub fn ip_of(addr: SocketAddr) -> String {
+    addr.ip().to_string()
+}
