@@ -9,22 +9,75 @@ use std::net::{Ipv4Addr, SocketAddr};
 /// The namespace and ServiceAccount the control plane runs as.
 pub const CONTROL_PLANE: (&str, &str) = ("weft-system", "weft-control-plane");
 
-/// The ClusterRole and binding the control plane's ServiceAccount needs to
-/// read Services, EndpointSlices and Pods (the README lists the same).
-pub fn control_plane_rbac() -> [Value; 2] {
-    [
+/// Every RBAC rule the control plane's ServiceAccount needs, as the
+/// README's Kubernetes section lists them (the fake enforces them, so the
+/// documented rules are the tested ones): `[ClusterRole,
+/// ClusterRoleBinding, Role, RoleBinding]`, the Role in the control
+/// plane's namespace. Tests that take a permission away edit the result
+/// (see [`without_rule`]).
+pub fn control_plane_rbac() -> Vec<Value> {
+    let weft = [
+        "backends",
+        "trafficpolicies",
+        "authorizationpolicies",
+        "meshconfigs",
+    ];
+    let routes = ["httproutes", "grpcroutes"];
+    let status = |rs: &[&str]| rs.iter().map(|r| format!("{r}/status")).collect::<Vec<_>>();
+    let (ns, sa) = CONTROL_PLANE;
+    let subjects = json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]);
+    vec![
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "weft-control-plane"},
+        "metadata": {"name": sa},
         "rules": [
             {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": routes, "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": status(&routes), "verbs": ["update", "patch"]},
+            {"apiGroups": ["weft.dev"], "resources": weft, "verbs": ["list", "watch"]},
+            {"apiGroups": ["weft.dev"], "resources": status(&weft), "verbs": ["update", "patch"]},
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "weft-control-plane"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
-            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
+            "metadata": {"name": sa},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
+            "subjects": subjects}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": sa, "namespace": ns},
+        "rules": [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": sa, "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+            "subjects": subjects}),
     ]
+}
+
+/// `role` (a ClusterRole or Role) without the rule on `resource`.
+pub fn without_rule(role: &mut Value, resource: &str) {
+    if let Some(rules) = role["rules"].as_array_mut() {
+        rules.retain(|r| {
+            !r["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|x| x == resource))
+        });
+    }
+}
+
+/// `role` with `resource` taken out of whichever rule names it.
+pub fn without_resource(role: &mut Value, resource: &str) {
+    if let Some(rules) = role["rules"].as_array_mut() {
+        for r in rules {
+            if let Some(rs) = r["resources"].as_array_mut() {
+                rs.retain(|x| x != resource);
+            }
+        }
+    }
 }
 
 /// Creates the control plane's namespace, ServiceAccount and RBAC in

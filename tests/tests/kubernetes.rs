@@ -16,98 +16,17 @@
 //! Pods in network namespaces are for later tests).
 
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use weft_tests::kube_cluster::{control_plane_rbac, host_ipv4};
 use weft_tests::kube_fake::KubeFake;
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// The rules the control plane's ServiceAccount needs to read Services,
-/// EndpointSlices, Pods, routes and Weft resources and write the status of
-/// the last two (the README's Kubernetes section lists the same; the
-/// status Lease's Role is in `kubernetes_routes.rs`).
-fn rbac() -> [Value; 2] {
-    let weft = [
-        "backends",
-        "trafficpolicies",
-        "authorizationpolicies",
-        "meshconfigs",
-    ];
-    let routes = ["httproutes", "grpcroutes"];
-    let status = |rs: &[&str]| rs.iter().map(|r| format!("{r}/status")).collect::<Vec<_>>();
-    [
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "weft-control-plane"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
-            // Identity: checking sidecars' ServiceAccount tokens.
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": routes, "verbs": ["list", "watch"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": status(&routes), "verbs": ["update", "patch"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["weft.dev"], "resources": weft, "verbs": ["list", "watch"]},
-            {"apiGroups": ["weft.dev"], "resources": status(&weft), "verbs": ["update", "patch"]},
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "weft-control-plane"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
-            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
-    ]
-}
-
-/// Identity: the Role (in the control plane's namespace) for the CA Secret
-/// `weft-ca` and the trust-bundle ConfigMap `weft-ca-root`, and its
-/// binding. These tests pass `--ca-dir`, which wins over the Secret, so
-/// they do not use it; `kubernetes_identity.rs` does. `resourceNames`
-/// cannot narrow `create`, hence all Secrets of that namespace.
-fn identity_rbac() -> [Value; 2] {
-    [
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "weft-control-plane"},
-            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
-    ]
-}
-
-/// This host's first IPv4 address that is neither loopback nor link-local.
-fn host_ipv4() -> Ipv4Addr {
-    let mut found = None;
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list`, walked read-only below and freed once.
-    unsafe {
-        if libc::getifaddrs(&mut list) == 0 {
-            let mut p = list;
-            while !p.is_null() {
-                let ifa = &*p;
-                if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
-                {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                    if !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() {
-                        found = Some(ip);
-                        break;
-                    }
-                }
-                p = ifa.ifa_next;
-            }
-            libc::freeifaddrs(list);
-        }
-    }
-    found.expect("these tests need a non-loopback IPv4 address on this host: the API server refuses loopback endpoints")
-}
 
 fn slice(name: &str, addr: SocketAddr, ready: bool) -> Value {
     json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -202,10 +121,7 @@ async fn cluster() -> Cluster {
     fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
         .await;
-    for o in rbac() {
-        fake.create(o).await;
-    }
-    for o in identity_rbac() {
+    for o in control_plane_rbac() {
         fake.create(o).await;
     }
     let service = fake.create(json!({"apiVersion": "v1", "kind": "Service",
@@ -392,8 +308,11 @@ async fn a_missing_permission_is_named_and_serving_starts_once_granted() {
         "metadata": {"name": "reviews", "namespace": "shop"},
         "spec": {"ports": [{"port": 80}]}}))
         .await;
-    let [role, binding] = rbac();
-    fake.create(role).await;
+    let mut rbac = control_plane_rbac();
+    let binding = rbac.remove(1);
+    for o in rbac {
+        fake.create(o).await;
+    }
     // No binding yet: every list is refused.
     let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
     let cp = ControlPlane::start_kubernetes_waiting(&kubeconfig);

@@ -20,6 +20,7 @@ use weft_mesh::api::CertificateResponse;
 use weft_mesh::identity::ca::CertificateAuthority;
 use weft_mesh::identity::SpiffeId;
 use weft_tests::certificate_api::{ask_certificate, chains_to, tls_http1, uri_sans};
+use weft_tests::kube_cluster::{control_plane_rbac, without_rule};
 use weft_tests::kube_fake::{b64_decode, KubeFake};
 use weft_tests::*;
 
@@ -27,47 +28,17 @@ const LIMIT: Duration = Duration::from_secs(20);
 const SERVING: &str = "weft-control-plane serving";
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// The control plane's RBAC: the reads of `kubernetes.rs`'s `rbac()`, plus
-/// what identity needs: `create` on TokenReviews (cluster-wide), and a Role
-/// in its own namespace for the CA Secret (`get`, `create`) and the
-/// trust-bundle ConfigMap (`get`, `create`, `update`). `resourceNames`
-/// cannot narrow `create` (the name is not known when it is authorized),
-/// so the Role grants it on every Secret of `weft-system` only.
+/// The control plane's RBAC (`kube_cluster::control_plane_rbac`, the
+/// README's rules), without `create` on TokenReviews unless
+/// `token_reviews`. `resourceNames` cannot narrow `create` (the name is
+/// not known when it is authorized), so the Role grants it on every
+/// Secret of `weft-system` only.
 fn rbac(token_reviews: bool) -> Vec<Value> {
-    let mut cluster_rules = vec![
-        json!({"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]}),
-        json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}),
-        json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}),
-    ];
-    if token_reviews {
-        cluster_rules.push(token_review_rule());
+    let mut objects = control_plane_rbac();
+    if !token_reviews {
+        without_rule(&mut objects[0], "tokenreviews");
     }
-    vec![
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "weft-control-plane"}, "rules": cluster_rules}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "weft-control-plane"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
-            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
-        ]}),
-        role_binding(),
-    ]
-}
-
-fn token_review_rule() -> Value {
-    json!({"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]})
-}
-
-fn role_binding() -> Value {
-    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "weft-control-plane"},
-        "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]})
+    objects
 }
 
 /// A cluster with namespaces `weft-system` and `shop`, ServiceAccounts

@@ -14,83 +14,16 @@
 //! holder dies.
 
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
+use weft_tests::kube_cluster::{control_plane_rbac, host_ipv4, without_resource};
 use weft_tests::kube_fake::KubeFake;
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const GATEWAY: &str = "gateway.networking.k8s.io/v1";
 const WEFT: &str = "weft.dev/v1alpha1";
-
-/// The rules the control plane's ServiceAccount needs (the README's
-/// Kubernetes section lists the same): read the cluster, write only the
-/// status of routes and Weft resources, and its Lease in its namespace.
-fn rbac() -> Vec<Value> {
-    let weft = [
-        "backends",
-        "trafficpolicies",
-        "authorizationpolicies",
-        "meshconfigs",
-    ];
-    let status = |rs: &[&str]| rs.iter().map(|r| format!("{r}/status")).collect::<Vec<_>>();
-    vec![
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "weft-control-plane"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes", "grpcroutes"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": status(&["httproutes", "grpcroutes"]), "verbs": ["update", "patch"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["weft.dev"], "resources": weft, "verbs": ["list", "watch"]},
-            {"apiGroups": ["weft.dev"], "resources": status(&weft), "verbs": ["update", "patch"]},
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "weft-control-plane"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
-            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
-        "rules": [
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "weft-control-plane"},
-            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
-    ]
-}
-
-/// This host's first IPv4 address that is neither loopback nor link-local
-/// (the API server refuses loopback endpoints).
-fn host_ipv4() -> Ipv4Addr {
-    let mut found = None;
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list`, walked read-only below and freed once.
-    unsafe {
-        if libc::getifaddrs(&mut list) == 0 {
-            let mut p = list;
-            while !p.is_null() {
-                let ifa = &*p;
-                if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
-                {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                    if !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() {
-                        found = Some(ip);
-                        break;
-                    }
-                }
-                p = ifa.ifa_next;
-            }
-            libc::freeifaddrs(list);
-        }
-    }
-    found.expect("these tests need a non-loopback IPv4 address on this host")
-}
 
 /// Service `shop/<name>` on port 9080 with one ready endpoint at `addr`.
 async fn service(fake: &KubeFake, name: &str, addr: SocketAddr) {
@@ -245,7 +178,7 @@ async fn producer_and_consumer_routes_and_their_status() {
     let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;
     let v2 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v2").await;
     let legacy = Upstream::start("legacy").await;
-    let fake = fake_with(rbac(), true).await;
+    let fake = fake_with(control_plane_rbac(), true).await;
     service(&fake, "reviews", v1.addr).await;
     service(&fake, "reviews-v2", v2.addr).await;
 
@@ -540,7 +473,7 @@ async fn producer_and_consumer_routes_and_their_status() {
 async fn only_the_lease_holder_writes_status_and_another_takes_over() {
     let ip = IpAddr::V4(host_ipv4());
     let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;
-    let fake = fake_with(rbac(), true).await;
+    let fake = fake_with(control_plane_rbac(), true).await;
     service(&fake, "reviews", v1.addr).await;
     let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
     let lease = ["--status-lease", "2s"];
@@ -618,7 +551,7 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_stopped_with_sigterm_gives_the_lease_up_at_once() {
-    let fake = fake_with(rbac(), true).await;
+    let fake = fake_with(control_plane_rbac(), true).await;
     let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
     // A Lease far longer than the test's limit: only a release explains a
     // quick takeover.
@@ -658,12 +591,8 @@ async fn a_kind_not_installed_or_not_permitted_is_named_and_the_rest_works() {
     let ip = IpAddr::V4(host_ipv4());
     let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;
     // No Weft CRDs; GRPCRoutes not permitted.
-    let mut rules = rbac();
-    rules[0]["rules"][3]["resources"] = json!(["httproutes"]);
-    assert_eq!(
-        rules[0]["rules"][5]["resources"],
-        json!(["referencegrants"])
-    );
+    let mut rules = control_plane_rbac();
+    without_resource(&mut rules[0], "grpcroutes");
     let fake = fake_with(rules, false).await;
     service(&fake, "reviews", v1.addr).await;
     fake.create(route(
