@@ -55,6 +55,8 @@ pub(crate) struct KubernetesStatus {
     /// Watch and list errors (each retried).
     pub(crate) errors: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
+    /// Services left out of the mesh, `(namespace/name, why)`.
+    pub(crate) refused: Mutex<Vec<(String, String)>>,
 }
 
 impl KubernetesStatus {
@@ -64,6 +66,10 @@ impl KubernetesStatus {
             "lists": self.lists.load(Ordering::Relaxed),
             "errors": self.errors.load(Ordering::Relaxed),
             "last_error": *lock(&self.last_error),
+            "refused_services": lock(&self.refused)
+                .iter()
+                .map(|(service, reason)| serde_json::json!({"service": service, "reason": reason}))
+                .collect::<Vec<_>>(),
         })
     }
 }

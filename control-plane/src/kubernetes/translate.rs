@@ -10,7 +10,8 @@
 //! reached only as `<service>…:<port>`. Both carry the `weft.dev/service`
 //! annotation the name table reads, and the Service's cluster IPs
 //! (`weft.dev/cluster-ips`) so `ClusterIP:port` is a name too; a headless
-//! Service has none and is reached by name only.
+//! Service has none and is reached by name only. An ExternalName Service
+//! is a DNS Backend on its externalName (see [`external_name`]).
 //!
 //! Endpoints are the EndpointSlice endpoints that are ready; only while
 //! none is, the serving ones that are terminating (as kube-proxy does). The
@@ -20,6 +21,8 @@
 //! must present (see [`super::pods`]); the others are plaintext. The output
 //! is sorted and deduplicated, so the same cluster
 //! gives the same text (and version) on every replica and every relist.
+
+mod external_name;
 
 use super::pods::Pods;
 use crate::resources::Generated;
@@ -80,8 +83,24 @@ pub(crate) fn backends(
     out
 }
 
-/// The Backend documents of one Service; `None` when it has none (an
-/// ExternalName Service, or no TCP port).
+/// The Services left out, each `(namespace/name, why)`, sorted: the
+/// ExternalName Services whose externalName would reach the sidecar itself.
+pub(crate) fn refused(services: &[Arc<Service>]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = services
+        .iter()
+        .filter_map(|svc| {
+            let reason = external_name::refusal(svc)?;
+            let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+            let name = svc.metadata.name.as_deref().unwrap_or_default();
+            Some((format!("{ns}/{name}"), reason))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The Backend documents of one Service; `None` when it has none (no TCP
+/// port, or a refused ExternalName Service).
 fn service_backends(
     ns: &str,
     name: &str,
@@ -90,10 +109,9 @@ fn service_backends(
     ids: &Identities<'_>,
 ) -> Option<String> {
     let spec = svc.spec.as_ref()?;
-    // ExternalName Services are a DNS alias with no endpoints; they are not
-    // mesh destinations yet.
+    // A DNS alias: a DNS Backend per port, or nothing if it is refused.
     if spec.type_.as_deref() == Some("ExternalName") {
-        return None;
+        return external_name::backends(ns, name, svc);
     }
     let ports: Vec<&ServicePort> = spec
         .ports
