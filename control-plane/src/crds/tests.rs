@@ -342,7 +342,7 @@ fn the_validator_rejects_what_the_schema_forbids() {
 
 #[test]
 fn the_duration_pattern_agrees_with_the_parser() {
-    let re = regex::Regex::new(weft_mesh::config::schema::DURATION_PATTERN).unwrap();
+    let re = regex::Regex::new(weft_mesh::config::duration::DURATION_PATTERN).unwrap();
     for s in [
         "0", "250ms", "1s", "1m30s", "1.5s", "2h", "10us", "5ns", ".5s",
     ] {

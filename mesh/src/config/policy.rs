@@ -140,6 +140,23 @@ impl RetryCondition {
     }
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for RetryCondition {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RetryCondition".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = RetryCondition::ALL.iter().map(|c| c.name()).collect();
+        schemars::json_schema!({
+            "type": "string",
+            "enum": names,
+        })
+    }
+}
+
 impl Serialize for RetryCondition {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())

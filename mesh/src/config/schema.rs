@@ -8,47 +8,12 @@
 //! values without the `null` alternative, unit enums as `enum` lists,
 //! no `additionalProperties` beside `properties` and no defaults (the
 //! loader applies defaults, so `/config` shows what was written).
+//!
+//! Types with their own (de)serialization implement `JsonSchema` beside
+//! it, next to that code (durations, retry conditions).
 
-use super::duration::Dur;
-use super::policy::RetryCondition;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value};
-use std::borrow::Cow;
-
-/// What a Go-style duration string looks like (`250ms`, `1m30s`, `0`):
-/// what [`super::duration::parse_duration`] accepts.
-pub const DURATION_PATTERN: &str = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+)$";
-
-impl JsonSchema for Dur {
-    fn schema_name() -> Cow<'static, str> {
-        "Duration".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "pattern": DURATION_PATTERN,
-        })
-    }
-}
-
-impl JsonSchema for RetryCondition {
-    fn schema_name() -> Cow<'static, str> {
-        "RetryCondition".into()
-    }
-    fn inline_schema() -> bool {
-        true
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        let names: Vec<&str> = RetryCondition::ALL.iter().map(|c| c.name()).collect();
-        json_schema!({
-            "type": "string",
-            "enum": names,
-        })
-    }
-}
 
 /// For `#[schemars(schema_with = ...)]` on a field written either as a
 /// number or as a string (`maxBufferedBody: 65536` or `64KiB`).

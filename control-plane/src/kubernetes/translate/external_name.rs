@@ -9,7 +9,7 @@
 //! on `/config`. Names that only *resolve* to such addresses are the
 //! sidecar's to catch (it drops those answers, see the proxy's `dns`).
 
-use super::{protocol, Doc};
+use super::app_protocol::protocol;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -129,18 +129,14 @@ pub(crate) fn backends(ns: &str, name: &str, svc: &Service) -> Option<String> {
         if !text.is_empty() {
             text.push_str("---\n");
         }
-        let d = Doc {
-            ns,
-            service: name,
-            backend: &backend,
-            cluster_ips: "",
-        };
-        document(&mut text, &d, port, &target);
+        document(&mut text, [ns, name, &backend], port, &target);
     }
     (!text.is_empty()).then_some(text)
 }
 
-fn document(out: &mut String, d: &Doc<'_>, port: &ServicePort, target: &str) {
+/// Appends one Backend document: `[namespace, service, backend]` names.
+fn document(out: &mut String, names: [&str; 3], port: &ServicePort, target: &str) {
+    let [ns, service, backend] = names;
     let q = |s: &str| serde_json::Value::from(s).to_string();
     let protocol = match protocol(port, &[]) {
         Protocol::Http => "http",
@@ -151,9 +147,9 @@ fn document(out: &mut String, d: &Doc<'_>, port: &ServicePort, target: &str) {
     let _ = write!(
         out,
         "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata:\n  name: {}\n  namespace: {}\n  annotations:\n    {SERVICE_ANNOTATION}: {}\nspec:\n  protocol: {protocol}\n  port: {}\n",
-        q(d.backend),
-        q(d.ns),
-        q(d.service),
+        q(backend),
+        q(ns),
+        q(service),
         port.port,
     );
     // An address (not one of this host's, see `refuse_name`) is dialled
