@@ -41,6 +41,28 @@ fn the_fake_reads_its_weft_kinds_from_the_generated_file() {
 }
 
 #[tokio::test]
+async fn the_fake_stores_the_generated_definitions() {
+    let fake = KubeFake::start().await;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&repo_file("charts/weft/crds/weft.dev.yaml")).unwrap();
+    assert_eq!(docs.len(), 4);
+    for d in docs {
+        let name = d["metadata"]["name"].as_str().unwrap().to_owned();
+        fake.create(d.clone()).await;
+        let back = fake
+            .get(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                None,
+                &name,
+            )
+            .await
+            .expect("created");
+        assert_eq!(back["spec"], d["spec"], "{name}");
+    }
+}
+
+#[tokio::test]
 async fn the_example_resources_are_created_and_read_back() {
     let fake = KubeFake::builder().weft_crds().start().await;
     let c = fake.client(Credentials::Admin);
