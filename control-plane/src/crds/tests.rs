@@ -341,6 +341,17 @@ fn the_validator_rejects_what_the_schema_forbids() {
 }
 
 #[test]
+fn int_or_string_is_what_the_loader_reads_too() {
+    for size in ["65536", "\"64KiB\""] {
+        let text = format!("apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: a}}\nspec: {{endpoints: [{{address: \"127.0.0.1:1\"}}]}}\n---\napiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: a}}\nspec:\n  targetRef: {{kind: Backend, name: a}}\n  retry: {{maxBufferedBody: {size}}}\n");
+        weft_mesh::config::load_sources(vec![("p.yaml".into(), text.clone())])
+            .unwrap_or_else(|e| panic!("{size}: {e}"));
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        assert_eq!(check(&docs[1]), Some(vec![]), "{size}");
+    }
+}
+
+#[test]
 fn the_duration_pattern_agrees_with_the_parser() {
     let re = regex::Regex::new(weft_mesh::config::duration::DURATION_PATTERN).unwrap();
     for s in [

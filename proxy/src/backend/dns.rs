@@ -63,6 +63,8 @@ pub(crate) fn spawn(backend: &Arc<Backend>, resolver: Arc<TokioResolver>) {
     let weak: Weak<Backend> = Arc::downgrade(backend);
     tokio::spawn(async move {
         let mut retry = FIRST_RETRY;
+        // The answers last dropped: logged when they change, not on every refresh.
+        let mut last_dropped: Vec<IpAddr> = Vec::new();
         loop {
             let lookup = resolver.lookup_ip(spec.name.as_str()).await;
             let Some(backend) = weak.upgrade() else {
@@ -72,9 +74,10 @@ pub(crate) fn spawn(backend: &Arc<Backend>, resolver: Arc<TokioResolver>) {
                 Ok(answer) => {
                     retry = FIRST_RETRY;
                     let (kept, dropped) = usable(answer.iter(), backend.from_service);
-                    if !dropped.is_empty() {
+                    if !dropped.is_empty() && dropped != last_dropped {
                         tracing::warn!(backend = %backend.key, name = %spec.name, dropped = ?dropped, "DNS answers that are this host's own addresses (loopback, link-local) are not endpoints of a Service's Backend");
                     }
+                    last_dropped = dropped;
                     let mut addrs: Vec<SocketAddr> = kept
                         .into_iter()
                         .map(|ip| SocketAddr::new(ip, spec.port))
