@@ -4,7 +4,8 @@
 //! the proxy) and/or a Kubernetes cluster (`--kubernetes`: Services and
 //! EndpointSlices), signs workload certificates, and streams each connected proxy
 //! its config over HTTP/2 + TLS 1.3. `token` issues a bootstrap token that
-//! lets one workload obtain its first certificate.
+//! lets one workload obtain its first certificate. `crds` prints Weft's
+//! CustomResourceDefinitions.
 
 #![warn(unreachable_pub)]
 
@@ -12,6 +13,7 @@ mod admin;
 mod body;
 mod ca;
 mod certificates;
+mod crds;
 mod kubernetes;
 mod resources;
 mod scope;
@@ -99,10 +101,22 @@ enum Command {
         #[arg(long, default_value = "24h", value_parser = parse_dur)]
         ttl: Duration,
     },
+    /// Print Weft's CustomResourceDefinitions (weft.dev/v1alpha1) as YAML.
+    Crds,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Crds => match crds::render() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("crds: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Token {
             ca_dir,
             trust_domain,

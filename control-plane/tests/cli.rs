@@ -1,4 +1,4 @@
-//! The `weft-control-plane` command line: tokens, and refusing to start on
+//! The `weft-control-plane` command line: tokens, the CRDs, and refusing to start on
 //! bad input with a message that says why. (Also makes `cargo test` build
 //! the binary the end-to-end tests in `tests/` run.)
 
@@ -85,4 +85,24 @@ fn invalid_config_stops_serve_with_its_position() {
         .unwrap();
     assert_eq!(none.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn crds_prints_the_committed_definitions() {
+    let out = bin().arg("crds").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let committed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weft/crds/weft.dev.yaml"),
+    )
+    .unwrap();
+    assert!(
+        printed == committed,
+        "`weft-control-plane crds` differs from charts/weft/crds/weft.dev.yaml; regenerate with\n  cargo run -p weft-control-plane -- crds > charts/weft/crds/weft.dev.yaml"
+    );
+    assert_eq!(printed.matches("kind: CustomResourceDefinition").count(), 4);
 }

@@ -1,7 +1,8 @@
 //! Weft's data plane: the sidecar proxy.
 //!
 //! The library exists for the `weft-proxy` binary: its public surface is
-//! [`run`] (the `run` command) and [`iptables`] (the `iptables` command);
+//! [`run`] (the `run` command), [`iptables`] (the `iptables` command) and
+//! [`check`] (the warnings of the `check` command);
 //! everything else is the crate's own.
 //!
 //! A request flows listener → detect → route → backend → balancer → pool →
@@ -15,6 +16,7 @@ pub(crate) mod authz;
 pub(crate) mod backend;
 pub(crate) mod balance;
 pub(crate) mod body;
+pub mod check;
 pub(crate) mod control_plane;
 pub(crate) mod drain;
 pub(crate) mod file_watch;

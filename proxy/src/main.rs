@@ -17,6 +17,7 @@ enum Command {
     /// Run the sidecar.
     Run(Box<weft_proxy::run::RunArgs>),
     /// Validate resource files offline; errors name file:line:column and field path.
+    /// Fields the standard-channel Gateway API CRDs would drop are warnings (exit 0).
     Check {
         /// Files or folders of *.yaml.
         #[arg(required = true)]
@@ -71,7 +72,17 @@ fn check(paths: &[PathBuf]) -> ExitCode {
                 + set.traffic_policies.len()
                 + set.authorization_policies.len()
                 + set.mesh_configs.len();
-            println!("ok: {n} resources in {} files", set.sources.len());
+            // Warnings do not fail the check: the files are valid for Weft.
+            let warnings = weft_proxy::check::warnings(&set.sources);
+            for w in &warnings {
+                eprintln!("{w}");
+            }
+            let noted = match warnings.len() {
+                0 => String::new(),
+                1 => ", 1 warning".to_owned(),
+                k => format!(", {k} warnings"),
+            };
+            println!("ok: {n} resources in {} files{noted}", set.sources.len());
             ExitCode::SUCCESS
         }
         Err(errors) => {

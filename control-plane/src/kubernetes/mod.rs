@@ -159,7 +159,18 @@ impl Source {
             trust_domain: &self.trust_domain,
             pods: pods::Pods::new(&pods),
         };
-        translate::backends(&self.services.state(), &self.slices.state(), &ids)
+        let services = self.services.state();
+        self.note_refused(translate::refused(&services));
+        translate::backends(&services, &self.slices.state(), &ids)
+    }
+
+    /// Logs each Service newly left out, and shows them all on `/config`.
+    fn note_refused(&self, refused: Vec<(String, String)>) {
+        let mut held = lock(&self.status.refused);
+        for (service, reason) in refused.iter().filter(|r| !held.contains(r)) {
+            tracing::warn!(%service, "Service left out of the mesh: {reason}");
+        }
+        *held = refused;
     }
 
     /// Hands the cluster as it stands to the control plane: the Backends

@@ -10,7 +10,8 @@
 //! reached only as `<service>…:<port>`. Both carry the `weft.dev/service`
 //! annotation the name table reads, and the Service's cluster IPs
 //! (`weft.dev/cluster-ips`) so `ClusterIP:port` is a name too; a headless
-//! Service has none and is reached by name only.
+//! Service has none and is reached by name only. An ExternalName Service
+//! is a DNS Backend on its externalName (see [`external_name`]).
 //!
 //! Endpoints are the EndpointSlice endpoints that are ready; only while
 //! none is, the serving ones that are terminating (as kube-proxy does). The
@@ -21,8 +22,12 @@
 //! is sorted and deduplicated, so the same cluster
 //! gives the same text (and version) on every replica and every relist.
 
+mod app_protocol;
+mod external_name;
+
 use super::pods::Pods;
 use crate::resources::Generated;
+use app_protocol::protocol;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -80,8 +85,24 @@ pub(crate) fn backends(
     out
 }
 
-/// The Backend documents of one Service; `None` when it has none (an
-/// ExternalName Service, or no TCP port).
+/// The Services left out, each `(namespace/name, why)`, sorted: the
+/// ExternalName Services whose externalName would reach the sidecar itself.
+pub(crate) fn refused(services: &[Arc<Service>]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = services
+        .iter()
+        .filter_map(|svc| {
+            let reason = external_name::refusal(svc)?;
+            let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+            let name = svc.metadata.name.as_deref().unwrap_or_default();
+            Some((format!("{ns}/{name}"), reason))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The Backend documents of one Service; `None` when it has none (no TCP
+/// port, or a refused ExternalName Service).
 fn service_backends(
     ns: &str,
     name: &str,
@@ -90,10 +111,9 @@ fn service_backends(
     ids: &Identities<'_>,
 ) -> Option<String> {
     let spec = svc.spec.as_ref()?;
-    // ExternalName Services are a DNS alias with no endpoints; they are not
-    // mesh destinations yet.
+    // A DNS alias: a DNS Backend per port, or nothing if it is refused.
     if spec.type_.as_deref() == Some("ExternalName") {
-        return None;
+        return external_name::backends(ns, name, svc);
     }
     let ports: Vec<&ServicePort> = spec
         .ports
@@ -189,30 +209,6 @@ fn document(
                 let _ = writeln!(out, "      identity: {}", q(&id));
             }
         }
-    }
-}
-
-/// `appProtocol` of the Service port (or, failing that, of the slices'
-/// port of that name): `http`, `kubernetes.io/h2c`, `grpc`, `tcp`, and
-/// WebSocket as HTTP; any other value names a protocol the proxy does not
-/// speak (`https`, `mysql`, …), so its bytes are passed on untouched. No
-/// `appProtocol` at all means HTTP, the default of a file's Backend.
-fn protocol(port: &ServicePort, slices: &[&EndpointSlice]) -> Protocol {
-    let declared = port.app_protocol.clone().or_else(|| {
-        slices
-            .iter()
-            .flat_map(|s| s.ports.iter().flatten())
-            .find(|p| p.name == port.name && p.app_protocol.is_some())
-            .and_then(|p| p.app_protocol.clone())
-    });
-    match declared.as_deref() {
-        None => Protocol::Http,
-        Some(p) => match p.to_ascii_lowercase().as_str() {
-            "http" | "kubernetes.io/ws" => Protocol::Http,
-            "kubernetes.io/h2c" | "h2c" | "http2" => Protocol::Http2,
-            "grpc" => Protocol::Grpc,
-            _ => Protocol::Tcp,
-        },
     }
 }
 

@@ -18,6 +18,10 @@ impl Dur {
     }
 }
 
+/// What a Go-style duration string looks like (`250ms`, `1m30s`, `0`):
+/// what [`parse_duration`] accepts (in the CRDs' schemas).
+pub const DURATION_PATTERN: &str = r"^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+)$";
+
 /// Parses `1h2m3s4ms5us6ns` forms; each part is digits (optionally with a
 /// fraction) followed by a unit.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -73,6 +77,22 @@ impl<'de> Deserialize<'de> for Dur {
         parse_duration(&s)
             .map(Dur)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
     }
 }
 

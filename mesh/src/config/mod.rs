@@ -11,6 +11,8 @@ pub mod files;
 mod load;
 pub mod policy;
 pub mod route;
+#[cfg(feature = "schema")]
+pub mod schema;
 mod validate;
 pub use validate::parse_size;
 pub mod yaml;

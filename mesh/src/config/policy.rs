@@ -7,6 +7,7 @@ use super::duration::Dur;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TargetRef {
     #[serde(default)]
@@ -18,6 +19,7 @@ pub struct TargetRef {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TrafficPolicySpec {
     pub target_ref: TargetRef,
@@ -42,6 +44,7 @@ pub struct TrafficPolicySpec {
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
@@ -52,6 +55,7 @@ pub enum LbPolicy {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LoadBalancer {
     #[serde(default)]
@@ -62,6 +66,7 @@ pub struct LoadBalancer {
 
 /// What RingHash hashes: exactly one of the three.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HashOn {
     #[serde(default)]
@@ -135,6 +140,23 @@ impl RetryCondition {
     }
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for RetryCondition {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RetryCondition".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = RetryCondition::ALL.iter().map(|c| c.name()).collect();
+        schemars::json_schema!({
+            "type": "string",
+            "enum": names,
+        })
+    }
+}
+
 impl Serialize for RetryCondition {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())
@@ -155,6 +177,7 @@ impl<'de> Deserialize<'de> for RetryCondition {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Retry {
     #[serde(default)]
@@ -173,10 +196,15 @@ pub struct Retry {
     pub budget: Option<Budget>,
     /// `64KiB`, `1MiB` or a byte count.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::config::schema::int_or_string")
+    )]
     pub max_buffered_body: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Backoff {
     #[serde(default)]
@@ -186,6 +214,7 @@ pub struct Backoff {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Budget {
     #[serde(default)]
@@ -195,6 +224,7 @@ pub struct Budget {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CircuitBreaker {
     #[serde(default)]
@@ -208,6 +238,7 @@ pub struct CircuitBreaker {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OutlierDetection {
     #[serde(default)]
@@ -223,6 +254,7 @@ pub struct OutlierDetection {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HealthCheck {
     #[serde(default)]
@@ -245,6 +277,7 @@ pub struct HealthCheck {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpHealthCheck {
     pub path: String,
@@ -253,6 +286,7 @@ pub struct HttpHealthCheck {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GrpcHealthCheck {
     #[serde(default)]
@@ -260,16 +294,19 @@ pub struct GrpcHealthCheck {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum TlsMode {
     Mutual,
     Disabled,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Tls {
     pub mode: TlsMode,
@@ -277,6 +314,7 @@ pub struct Tls {
 
 /// Upstream connection reuse (an addition to the contract: idle expiry per destination).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConnectionPool {
     #[serde(default)]
@@ -286,12 +324,14 @@ pub struct ConnectionPool {
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum AuthzAction {
     Allow,
     Deny,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
     pub target_ref: TargetRef,
@@ -301,6 +341,7 @@ pub struct AuthorizationPolicySpec {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthzRule {
     #[serde(default)]
@@ -310,6 +351,7 @@ pub struct AuthzRule {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthzFrom {
     #[serde(default)]
@@ -319,6 +361,7 @@ pub struct AuthzFrom {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AuthzTo {
     #[serde(default)]
@@ -328,12 +371,14 @@ pub struct AuthzTo {
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum InboundMode {
     Strict,
     Permissive,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MeshConfigSpec {
     #[serde(default)]
@@ -352,6 +397,7 @@ pub struct MeshConfigSpec {
 
 /// `MeshConfig.spec.accessLog`: when `enabled` is set it overrides `--access-log`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AccessLog {
     #[serde(default)]
@@ -359,6 +405,7 @@ pub struct AccessLog {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MeshTracing {
     /// Base URL of the OTLP receiver (`http://collector:4318`), as

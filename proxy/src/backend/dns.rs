@@ -1,12 +1,20 @@
 //! DNS discovery: resolve a name, publish its addresses as endpoints,
 //! re-resolve when the answer's TTL runs out. A failed lookup keeps the
 //! last good endpoints and retries with backoff.
+//!
+//! A Backend made from a Kubernetes Service (an ExternalName one: the
+//! `weft.dev/service` annotation) drops answers that are this host's own
+//! addresses — loopback, link-local, unspecified — with a warning: from a
+//! sidecar they would reach the sidecar itself or the app past the mesh,
+//! so a name pointed at them is no way round the control plane's refusal
+//! of such externalNames. A file's DNS Backend is left as written (a
+//! name resolving to 127.0.0.1 is a normal thing on a laptop).
 
 use super::{Backend, Discovery};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use weft_mesh::config::defaults;
@@ -55,6 +63,8 @@ pub(crate) fn spawn(backend: &Arc<Backend>, resolver: Arc<TokioResolver>) {
     let weak: Weak<Backend> = Arc::downgrade(backend);
     tokio::spawn(async move {
         let mut retry = FIRST_RETRY;
+        // The answers last dropped: logged when they change, not on every refresh.
+        let mut last_dropped: Vec<IpAddr> = Vec::new();
         loop {
             let lookup = resolver.lookup_ip(spec.name.as_str()).await;
             let Some(backend) = weak.upgrade() else {
@@ -63,8 +73,13 @@ pub(crate) fn spawn(backend: &Arc<Backend>, resolver: Arc<TokioResolver>) {
             let wait = match lookup {
                 Ok(answer) => {
                     retry = FIRST_RETRY;
-                    let mut addrs: Vec<SocketAddr> = answer
-                        .iter()
+                    let (kept, dropped) = usable(answer.iter(), backend.from_service);
+                    if !dropped.is_empty() && dropped != last_dropped {
+                        tracing::warn!(backend = %backend.key, name = %spec.name, dropped = ?dropped, "DNS answers that are this host's own addresses (loopback, link-local) are not endpoints of a Service's Backend");
+                    }
+                    last_dropped = dropped;
+                    let mut addrs: Vec<SocketAddr> = kept
+                        .into_iter()
                         .map(|ip| SocketAddr::new(ip, spec.port))
                         .collect();
                     addrs.sort();
@@ -110,4 +125,59 @@ pub(crate) fn spawn(backend: &Arc<Backend>, resolver: Arc<TokioResolver>) {
             tokio::time::sleep(wait).await;
         }
     });
+}
+
+/// The answers to keep as endpoints and those dropped: with `refuse_local`,
+/// this host's own addresses are dropped.
+fn usable(answer: impl Iterator<Item = IpAddr>, refuse_local: bool) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    answer.partition(|ip| !(refuse_local && is_local(*ip)))
+}
+
+/// Loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, fe80::/10) or
+/// unspecified, IPv4-mapped IPv6 forms included.
+fn is_local(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(a) => a.is_loopback() || a.is_link_local() || a.is_unspecified(),
+        IpAddr::V6(a) => {
+            a.is_loopback() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_services_backend_drops_this_hosts_addresses() {
+        let ips: Vec<IpAddr> = [
+            "127.0.0.1",
+            "127.3.2.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "10.0.0.5",
+            "fd00::5",
+            "fec0::1",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let (kept, dropped) = usable(ips.iter().copied(), true);
+        let kept: Vec<String> = kept.iter().map(ToString::to_string).collect();
+        assert_eq!(kept, ["10.0.0.5", "fd00::5", "fec0::1"]);
+        assert_eq!(dropped.len(), 7);
+        let (kept, dropped) = usable(ips.iter().copied(), false);
+        assert_eq!(
+            (kept.len(), dropped.len()),
+            (10, 0),
+            "a file's Backend keeps all"
+        );
+    }
 }

@@ -60,6 +60,9 @@ pub(crate) struct Backend {
     /// Protocols besides WebSocket clients may switch to (lower-cased).
     pub(crate) upgrades: Vec<Box<str>>,
     pub(crate) discovery: Discovery,
+    /// Made from a Kubernetes Service (`weft.dev/service`): DNS answers
+    /// that are this host's own addresses are dropped (see [`dns`]).
+    pub(crate) from_service: bool,
     pub(crate) endpoints: ArcSwap<EndpointSet>,
     pub(crate) dns_status: Mutex<DnsStatus>,
     pub(crate) resilience: Arc<Resilience>,
@@ -80,6 +83,7 @@ struct Definition {
     spec: BackendSpec,
     policy: Option<TrafficPolicySpec>,
     default_idle_timeout: std::time::Duration,
+    from_service: bool,
 }
 
 fn lb_policy(p: LbPolicy) -> Policy {
@@ -120,10 +124,15 @@ impl Backend {
         default_idle_timeout: std::time::Duration,
         metrics: &Metrics,
     ) -> Arc<Backend> {
+        let from_service = res
+            .meta
+            .annotations
+            .contains_key(weft_mesh::names::SERVICE_ANNOTATION);
         let definition = Definition {
             spec: res.spec.clone(),
             policy: policy.cloned(),
             default_idle_timeout,
+            from_service,
         };
         if let Some(prev) = previous {
             if prev.definition == definition {
@@ -164,6 +173,7 @@ impl Backend {
                 .map(|u| u.to_ascii_lowercase().into())
                 .collect(),
             discovery: discovery.clone(),
+            from_service,
             endpoints: ArcSwap::from_pointee(EndpointSet {
                 endpoints: Vec::new(),
                 balancer: Balancer::new::<Arc<Endpoint>>(policy_kind, &[]),

@@ -67,6 +67,8 @@ pub struct Crd {
     pub kind: String,
     pub plural: String,
     pub namespaced: bool,
+    /// Whether it has the `/status` subresource.
+    pub status: bool,
 }
 
 impl Crd {
@@ -78,20 +80,52 @@ impl Crd {
             kind: kind.into(),
             plural: plural.into(),
             namespaced: true,
+            status: true,
         }
     }
 
-    /// The four Weft CRDs, `weft.dev/v1alpha1`, each with `/status`.
+    /// The Weft CRDs as the chart installs them: read from the generated
+    /// `charts/weft/crds/weft.dev.yaml` (`weft-control-plane crds`), so the
+    /// fake serves the one definition there is.
     pub fn weft() -> Vec<Crd> {
-        [
-            ("Backend", "backends"),
-            ("TrafficPolicy", "trafficpolicies"),
-            ("AuthorizationPolicy", "authorizationpolicies"),
-            ("MeshConfig", "meshconfigs"),
-        ]
-        .into_iter()
-        .map(|(k, p)| Crd::namespaced("weft.dev", "v1alpha1", k, p))
-        .collect()
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weft/crds/weft.dev.yaml");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Crd::from_definitions(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The served versions of each `apiextensions.k8s.io/v1`
+    /// CustomResourceDefinition in a YAML stream.
+    pub fn from_definitions(yaml: &str) -> Result<Vec<Crd>, String> {
+        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for d in docs.iter().filter(|d| !d.is_null()) {
+            if d["apiVersion"] != "apiextensions.k8s.io/v1"
+                || d["kind"] != "CustomResourceDefinition"
+            {
+                return Err(format!("not a CustomResourceDefinition: {}", d["kind"]));
+            }
+            let spec = &d["spec"];
+            let field = |v: &Value, what: &str| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{}: no {what}", d["metadata"]["name"]))
+            };
+            for v in spec["versions"].as_array().into_iter().flatten() {
+                if v["served"] != true {
+                    continue;
+                }
+                out.push(Crd {
+                    group: field(&spec["group"], "spec.group")?,
+                    version: field(&v["name"], "version name")?,
+                    kind: field(&spec["names"]["kind"], "spec.names.kind")?,
+                    plural: field(&spec["names"]["plural"], "spec.names.plural")?,
+                    namespaced: spec["scope"] == "Namespaced",
+                    status: v["subresources"].get("status").is_some(),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -184,7 +218,11 @@ impl Discovery {
             "scope": if crd.namespaced { "Namespaced" } else { "Cluster" },
             "singularResource": crd.kind.to_lowercase(),
             "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
-            "subresources": [{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}],
+            "subresources": if crd.status {
+                json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}])
+            } else {
+                json!([])
+            },
         });
         let version = json!({"version": crd.version, "resources": [resource.clone()], "freshness": "Current"});
         let gv_ref = json!({"groupVersion": gv, "version": crd.version});

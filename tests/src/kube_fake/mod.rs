@@ -171,7 +171,7 @@ impl KubeFakeBuilder {
         self
     }
 
-    /// Serves the four Weft CRDs (`weft.dev/v1alpha1`).
+    /// Serves the Weft CRDs (`weft.dev/v1alpha1`) of `charts/weft/crds/weft.dev.yaml`.
     pub fn weft_crds(mut self) -> Self {
         self.config.crds.extend(Crd::weft());
         self

@@ -198,7 +198,8 @@ fn app_protocols_and_odd_services() {
         addresses(&set, "shop/empty").is_empty(),
         "known, with no endpoints"
     );
-    assert!(set.backends.iter().all(|b| b.meta.name != "ext"));
+    let ext = set.backends.iter().find(|b| b.key() == "shop/ext").unwrap();
+    assert_eq!(ext.spec.dns.as_ref().unwrap().name, "example.com");
     let headless = set
         .backends
         .iter()
@@ -334,4 +335,141 @@ fn an_ip_fallback_matches_ipv6_in_any_spelling_and_a_pod_is_trimmed() {
             Some("spiffe://cluster.test/ns/shop/sa/db".to_string())
         )]
     );
+}
+
+fn external(name: &str, target: &str, ports: serde_json::Value) -> Arc<Service> {
+    service(json!({"metadata": {"name": name, "namespace": "shop"},
+        "spec": {"type": "ExternalName", "externalName": target, "ports": ports}}))
+}
+
+#[test]
+fn an_external_name_service_is_a_dns_backend_reached_by_its_names() {
+    let set = load(
+        &[
+            external(
+                "billing",
+                "Billing.Example.COM.",
+                json!([{"name": "web", "port": 80}, {"name": "api", "port": 8443, "appProtocol": "kubernetes.io/h2c"}]),
+            ),
+            external("bare", "bare.example.com", json!(null)),
+        ],
+        &[],
+    );
+    let b = set
+        .backends
+        .iter()
+        .find(|b| b.key() == "shop/billing")
+        .unwrap();
+    let dns = b.spec.dns.as_ref().unwrap();
+    assert_eq!((dns.name.as_str(), dns.port), ("billing.example.com", 80));
+    assert!(b.spec.endpoints.is_empty());
+    assert!(!b.meta.annotations.contains_key("weft.dev/cluster-ips"));
+    let api = set
+        .backends
+        .iter()
+        .find(|b| b.key() == "shop/billing.8443")
+        .unwrap();
+    assert_eq!(api.spec.dns.as_ref().unwrap().port, 8443);
+    assert_eq!(api.spec.protocol, Protocol::Http2);
+    let bare = set
+        .backends
+        .iter()
+        .find(|b| b.key() == "shop/bare")
+        .unwrap();
+    assert_eq!(
+        bare.spec.dns.as_ref().unwrap().port,
+        80,
+        "no ports: port 80"
+    );
+    let names = NameTable::build(&set, "shop");
+    for n in [
+        "billing",
+        "billing.shop",
+        "billing.shop.svc.cluster.local:80",
+    ] {
+        assert_eq!(names.get(n).unwrap().name, "shop/billing", "{n}");
+    }
+    assert_eq!(
+        names.get("billing.shop.svc:8443").unwrap().name,
+        "shop/billing.8443"
+    );
+}
+
+#[test]
+fn an_external_name_reaching_this_host_is_refused_with_its_reason() {
+    let refused_targets = [
+        "127.0.0.1",
+        "127.8.9.10",
+        "::1",
+        "[::1]",
+        "169.254.169.254",
+        "fe80::1",
+        "febf::1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "::",
+        "localhost",
+        "LOCALHOST.",
+        "metadata.localhost",
+        "not a name",
+        "",
+    ];
+    let services: Vec<Arc<Service>> = refused_targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| external(&format!("x{i:02}"), t, json!([{"port": 80}])))
+        .chain([external("ok", "10.20.30.40", json!([{"port": 80}]))])
+        .chain([external("fec0", "[fec0::1]", json!([{"port": 80}]))])
+        .collect();
+    let refused = refused(&services);
+    assert_eq!(refused.len(), refused_targets.len(), "{refused:#?}");
+    for (i, (service, reason)) in refused.iter().enumerate() {
+        assert_eq!(service, &format!("shop/x{i:02}"));
+        let t = refused_targets[i];
+        if t.contains(' ') || t.is_empty() {
+            assert!(reason.contains("is not a DNS name"), "{t}: {reason}");
+        } else {
+            assert!(
+                reason.contains("would reach the sidecar itself"),
+                "{t}: {reason}"
+            );
+        }
+    }
+    assert!(refused[0].1.contains("loopback"), "{}", refused[0].1);
+    assert!(refused[4].1.contains("link-local"), "{}", refused[4].1);
+    // Left out of the Backends; an IP literal elsewhere, or fec0::/10 (not
+    // link-local), is an ordinary destination.
+    let set = load(&services, &[]);
+    let keys: Vec<String> = set.backends.iter().map(|b| b.key()).collect();
+    assert_eq!(keys, ["shop/fec0", "shop/ok"]);
+    assert_eq!(addresses(&set, "shop/ok"), ["10.20.30.40:80"]);
+    assert_eq!(addresses(&set, "shop/fec0"), ["[fec0::1]:80"]);
+}
+
+#[test]
+fn a_headless_service_is_its_ready_pod_ips_by_name_only() {
+    let set = load(
+        &[
+            service(json!({"metadata": {"name": "db", "namespace": "shop"},
+                "spec": {"clusterIP": "None", "clusterIPs": ["None"], "ports": [{"name": "pg", "port": 5432, "appProtocol": "tcp"}]}})),
+            service(
+                json!({"metadata": {"name": "portless", "namespace": "shop"},
+                "spec": {"clusterIP": "None"}}),
+            ),
+        ],
+        &[slice(
+            json!({"metadata": {"name": "db-a", "namespace": "shop", "labels": {"kubernetes.io/service-name": "db"}},
+            "addressType": "IPv4", "ports": [{"name": "pg", "port": 5432}],
+            "endpoints": [
+                {"addresses": ["10.1.0.7"], "conditions": {"ready": true}},
+                {"addresses": ["10.1.0.8"], "conditions": {"ready": false}},
+            ]}),
+        )],
+    );
+    assert_eq!(addresses(&set, "shop/db"), ["10.1.0.7:5432"]);
+    assert!(set.backends.iter().all(|b| b.meta.name != "portless"));
+    let names = NameTable::build(&set, "shop");
+    assert_eq!(names.get("db.shop.svc:5432").unwrap().name, "shop/db");
+    assert!(names.get("None:5432").is_none());
+    assert!(refused(&[]).is_empty());
 }
