@@ -43,6 +43,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use objects::{Objects, Refusals};
 use pods::PodView;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -99,6 +100,7 @@ impl Source {
             writer,
             "services",
             trim_managed_fields,
+            |_| None,
             &changed,
             &status,
         );
@@ -109,6 +111,7 @@ impl Source {
             writer,
             "endpointslices.discovery.k8s.io",
             trim_managed_fields,
+            |_| None,
             &changed,
             &status,
         );
@@ -119,6 +122,7 @@ impl Source {
             writer,
             "pods",
             PodView::trim,
+            |p| Some(p.fingerprint()),
             &changed,
             &status,
         );
@@ -228,13 +232,17 @@ fn trim_managed_fields<K: kube::Resource>(o: &mut K) {
 
 /// Runs one watcher into `writer`'s store, each object trimmed by `trim`
 /// first, waking `changed` on every change and complete list, logging
-/// errors by resource name.
+/// errors by resource name. When `fingerprint` gives a value for an
+/// object, an update whose value is unchanged wakes nothing (a Pod's
+/// status churns far more often than what the translation reads of it).
+#[allow(clippy::too_many_arguments)]
 fn watch<K>(
     api: Api<K>,
     cfg: watcher::Config,
     writer: reflector::store::Writer<K>,
     what: &'static str,
     trim: fn(&mut K),
+    fingerprint: fn(&K) -> Option<u64>,
     changed: &Arc<Notify>,
     status: &Arc<Status>,
 ) where
@@ -254,6 +262,9 @@ fn watch<K>(
             .modify(trim)
             .reflect(writer);
         let mut stream = std::pin::pin!(stream);
+        // The last fingerprint of each object, by namespace/name.
+        let mut seen: HashMap<(Option<String>, Option<String>), u64> = HashMap::new();
+        let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
         while let Some(event) = stream.next().await {
             match event {
                 Ok(Event::InitDone) => {
@@ -261,8 +272,20 @@ fn watch<K>(
                     tracing::info!(resource = what, lists = n, "listed");
                     changed.notify_one();
                 }
-                Ok(Event::Apply(_) | Event::Delete(_)) => changed.notify_one(),
-                Ok(Event::Init | Event::InitApply(_)) => {}
+                Ok(Event::Apply(o)) => match fingerprint(&o) {
+                    Some(f) if seen.insert(key(&o), f) == Some(f) => {}
+                    _ => changed.notify_one(),
+                },
+                Ok(Event::Delete(o)) => {
+                    seen.remove(&key(&o));
+                    changed.notify_one();
+                }
+                Ok(Event::Init) => seen.clear(),
+                Ok(Event::InitApply(o)) => {
+                    if let Some(f) = fingerprint(&o) {
+                        seen.insert(key(&o), f);
+                    }
+                }
                 Err(e) => {
                     status.errors.fetch_add(1, Ordering::Relaxed);
                     let message = watch_error::describe(what, &e);

@@ -58,7 +58,7 @@ struct PodViewSpec {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PodViewStatus {
-    #[serde(default)]
+    #[serde(default, rename = "podIP")]
     pod_ip: Option<String>,
     #[serde(default, rename = "podIPs")]
     pod_ips: Option<Vec<PodViewIp>>,
@@ -109,6 +109,22 @@ impl PodView {
         m.owner_references = None;
         m.finalizers = None;
         m.generate_name = None;
+    }
+
+    /// A hash of everything the translation reads of the Pod: an update
+    /// that leaves it unchanged (status conditions, restarts, labels)
+    /// rebuilds nothing.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let m = &self.metadata;
+        (&m.namespace, &m.name, &m.uid, &m.annotations).hash(&mut h);
+        self.service_account().hash(&mut h);
+        self.spec.as_ref().and_then(|s| s.host_network).hash(&mut h);
+        let mut ips: Vec<IpAddr> = self.ips().collect();
+        ips.sort();
+        ips.hash(&mut h);
+        h.finish()
     }
 
     fn meshed(&self) -> bool {

@@ -473,3 +473,43 @@ fn a_headless_service_is_its_ready_pod_ips_by_name_only() {
     assert!(names.get("None:5432").is_none());
     assert!(refused(&[]).is_empty());
 }
+
+#[test]
+fn a_pod_update_that_changes_nothing_read_keeps_its_fingerprint() {
+    let base = serde_json::json!({
+        "metadata": {"name": "reviews-0", "namespace": "shop", "uid": "u1",
+            "labels": {"app": "reviews"}, "annotations": {"weft.dev/injected": "true", "other": "x"}},
+        "spec": {"serviceAccountName": "reviews"},
+        "status": {"phase": "Running", "podIP": "10.1.0.5", "conditions": [{"type": "Ready", "status": "True"}]}});
+    let fp = |v: &serde_json::Value| pod(v.clone()).fingerprint();
+    let mut churn = base.clone();
+    churn["status"]["conditions"][0]["status"] = "False".into();
+    churn["metadata"]["labels"]["pod-template-hash"] = "abc".into();
+    churn["metadata"]["annotations"]["other"] = "y".into();
+    churn["metadata"]["resourceVersion"] = "99".into();
+    assert_eq!(
+        fp(&base),
+        fp(&churn),
+        "status, labels and other annotations are not read"
+    );
+    for (path, value) in [
+        (&["status", "podIP"][..], serde_json::json!("10.1.0.6")),
+        (
+            &["spec", "serviceAccountName"][..],
+            serde_json::json!("ratings"),
+        ),
+        (&["spec", "hostNetwork"][..], serde_json::json!(true)),
+        (&["metadata", "uid"][..], serde_json::json!("u2")),
+    ] {
+        let mut changed = base.clone();
+        let mut at = &mut changed;
+        for p in &path[..path.len() - 1] {
+            at = &mut at[*p];
+        }
+        at[path[path.len() - 1]] = value;
+        assert_ne!(fp(&base), fp(&changed), "{path:?} is read");
+    }
+    let mut unmeshed = base.clone();
+    unmeshed["metadata"]["annotations"] = serde_json::json!({"other": "x"});
+    assert_ne!(fp(&base), fp(&unmeshed), "the injection annotation is read");
+}
