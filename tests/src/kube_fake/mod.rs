@@ -90,6 +90,8 @@ pub struct State {
     /// The serving generation: a connection closes when it moves on from
     /// the one it was accepted in (a stop, or the `KubeFake` dropped).
     generation: tokio::sync::watch::Sender<u64>,
+    /// Open connections (closing ones included).
+    live: tokio::sync::watch::Sender<usize>,
 }
 
 impl State {
@@ -202,6 +204,7 @@ impl KubeFakeBuilder {
             cluster_ips: Mutex::new(service_ips::ServiceIps::new(cidr)),
             service_routes: Mutex::new(Default::default()),
             generation: tokio::sync::watch::channel(0).0,
+            live: tokio::sync::watch::channel(0).0,
         });
         let task = tokio::spawn(server::run(state.clone(), listener, pki.server_config()));
         let dir = crate::TempDir::new("kube-fake");
@@ -602,10 +605,13 @@ impl KubeFake {
             // The listener is closed once the aborted task is gone.
             let _ = task.await;
         }
-        // Then every connection accepted until now closes.
+        // Then every connection accepted until now closes; none sends
+        // anything more once this returns (a change made next reaches no
+        // watch until it reconnects).
         self.state
             .generation
             .send_modify(|g| *g = g.saturating_add(1));
+        let _ = self.state.live.subscribe().wait_for(|n| *n == 0).await;
     }
 
     /// Serves again on the same address after [`KubeFake::stop`].

@@ -217,6 +217,22 @@ async fn serve(
     Ok(into_response(reply))
 }
 
+/// Counts one open connection in `live` while it exists.
+struct Live(tokio::sync::watch::Sender<usize>);
+
+impl Live {
+    fn new(live: &tokio::sync::watch::Sender<usize>) -> Live {
+        live.send_modify(|n| *n += 1);
+        Live(live.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 /// Accepts connections until the task is aborted.
 pub async fn run(state: Arc<State>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -228,25 +244,33 @@ pub async fn run(state: Arc<State>, listener: TcpListener, tls: Arc<rustls::Serv
         let state = state.clone();
         let mut generation = state.generation.subscribe();
         let accepted_in = *generation.borrow_and_update();
+        let live = Live::new(&state.live);
         tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(tcp).await else {
-                return;
+            let _live = live;
+            let serve_one = async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let cert_user = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| auth::from_certificate(c));
+                let svc = hyper::service::service_fn(move |req| {
+                    serve(state.clone(), cert_user.clone(), req)
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
             };
-            let cert_user = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| auth::from_certificate(c));
-            let svc =
-                hyper::service::service_fn(move |req| serve(state.clone(), cert_user.clone(), req));
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            // Dropping the connection when the fake stops closes the socket,
-            // as a dying apiserver would.
+            // Dropping the connection (handshake included) when the fake
+            // stops closes the socket, as a dying apiserver would.
             tokio::select! {
-                _ = conn => {}
+                _ = serve_one => {}
                 _ = generation.wait_for(|g| *g != accepted_in) => {}
             }
         });
