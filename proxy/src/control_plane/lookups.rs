@@ -159,3 +159,6 @@ impl NameLookup for Lookups {
         Box::pin(self.ask(authority))
     }
 }
+
+#[cfg(test)]
+mod tests;
