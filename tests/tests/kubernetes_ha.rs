@@ -347,14 +347,9 @@ async fn killing_a_replica_loses_no_request_and_the_sidecars_move_to_the_other()
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         };
-        let ctx = (
-            sidecars.clone(),
-            tally.clone(),
-            stop.clone(),
-            moving.clone(),
-        );
+        let ctx = (sidecars.clone(), tally.clone(), stop.clone());
         load.push(tokio::spawn(async move {
-            let (sidecars, tally, stop, _) = ctx;
+            let (sidecars, tally, stop) = ctx;
             let mut t = pace(50);
             while !stop.load(Ordering::Relaxed) {
                 t.tick().await;
