@@ -32,8 +32,18 @@ const SERVICES: usize = 200;
 /// Names each loaded sidecar calls before the kill, to have some in hand.
 const KNOWN: usize = 3;
 
-/// The control plane's RBAC (as `kubernetes_identity.rs` and the README).
+/// The control plane's RBAC (as the README lists it), with the rules for
+/// routes, Weft kinds and the status Lease too, which a control plane that
+/// reads them needs (rules for kinds it does not read grant nothing).
 fn rbac() -> Vec<Value> {
+    let weft = [
+        "backends",
+        "trafficpolicies",
+        "authorizationpolicies",
+        "meshconfigs",
+    ];
+    let routes = ["httproutes", "grpcroutes"];
+    let status = |rs: &[&str]| rs.iter().map(|r| format!("{r}/status")).collect::<Vec<_>>();
     vec![
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": "weft-control-plane"},
@@ -42,6 +52,11 @@ fn rbac() -> Vec<Value> {
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": routes, "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["gateway.networking.k8s.io"], "resources": status(&routes), "verbs": ["update", "patch"]},
+            {"apiGroups": ["weft.dev"], "resources": weft, "verbs": ["list", "watch"]},
+            {"apiGroups": ["weft.dev"], "resources": status(&weft), "verbs": ["update", "patch"]},
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": "weft-control-plane"},
@@ -52,6 +67,7 @@ fn rbac() -> Vec<Value> {
         "rules": [
             {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
         ]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": "weft-control-plane", "namespace": "weft-system"},
