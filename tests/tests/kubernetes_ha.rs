@@ -447,7 +447,7 @@ async fn killing_a_replica_loses_no_request_and_the_sidecars_move_to_the_other()
                 let host = format!("svc-{}.shop", SERVICES - 1 - 2 * s - k);
                 let ok = call(&sidecars[s], &host, &tally).await;
                 tally.first_time.fetch_add(u64::from(ok), Ordering::Relaxed);
-                ok
+                (ok, killed.elapsed())
             }));
         }
     }
@@ -457,9 +457,11 @@ async fn killing_a_replica_loses_no_request_and_the_sidecars_move_to_the_other()
         expiries.push(expiry(p).await);
     }
     let b_log_at_kill = b.logs().lines().count();
-    let mut at_kill = Vec::new();
+    let (mut at_kill, mut slowest) = (Vec::new(), Duration::ZERO);
     for t in asked_at_kill {
-        at_kill.push(t.await.unwrap());
+        let (ok, took) = t.await.unwrap();
+        at_kill.push(ok);
+        slowest = slowest.max(took);
     }
     let moved = eventually("every sidecar watches B", LIMIT, || async {
         for n in &names {
@@ -528,7 +530,7 @@ async fn killing_a_replica_loses_no_request_and_the_sidecars_move_to_the_other()
     let during = tally.first_time_during_move.load(Ordering::Relaxed);
     eprintln!(
         "requests sent {sent} (before the kill {sent_before}), failed {}, first-time names {first} \
-         ({during} of them while moving, 4 at the kill), sidecars moved in {moved:?}, all renewed by B {renewed:?} \
+         ({during} of them while moving, 4 at the kill, answered within {slowest:?}), sidecars moved in {moved:?}, all renewed by B {renewed:?} \
          after the kill, connections A {list_a} B {list_b}, not-ready answers {}",
         failures.len(),
         tally.not_ready.load(Ordering::Relaxed)
