@@ -23,7 +23,7 @@ use weft_mesh::process::lock;
 /// How long a request for an unknown name waits for the control plane.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 /// Most names one proxy asks for.
-const MAX_WANTS: usize = 10_000;
+pub(super) const MAX_WANTS: usize = 10_000;
 /// Longest name asked about.
 const MAX_NAME: usize = 300;
 

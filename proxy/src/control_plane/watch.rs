@@ -22,6 +22,8 @@ const MAX_SNAPSHOT: usize = 64 * 1024 * 1024;
 /// Backoff between reconnects.
 const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(15);
+/// Messages queued upward: every want a proxy may make, and its ACKs.
+const UP_QUEUE: usize = super::lookups::MAX_WANTS + 64;
 /// A watch that lasted this long was healthy: the backoff starts over.
 const HEALTHY_WATCH: Duration = Duration::from_secs(10);
 
@@ -75,7 +77,9 @@ impl Watch<'_> {
         let proxy = self.pipeline.proxy();
         let mesh = proxy.mesh.load_full().ok_or("no certificate yet")?;
         let mut tx = self.connector.connect(Some(mesh.identity())).await?;
-        let (up, up_rx) = mpsc::channel::<Bytes>(8);
+        // Room for every want: lookups queue them without waiting (memory
+        // is taken only as they come).
+        let (up, up_rx) = mpsc::channel::<Bytes>(UP_QUEUE);
         // The hello names every want so far; wants asked from now on go
         // out on this watch after it (one step, so none falls between).
         let attached = self.lookups.attach(up.clone(), |wants| {

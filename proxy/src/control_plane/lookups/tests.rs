@@ -82,3 +82,37 @@ async fn with_no_watch_a_want_waits_for_one_then_gives_up_in_time() {
     let (_rx, wants) = watch(&lookups).await;
     assert_eq!(wants, ["details.shop"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn many_wants_at_once_each_wait_for_their_answers() {
+    let lookups = Arc::new(Lookups::default());
+    let (tx, mut rx) = mpsc::channel(64);
+    assert!(lookups.attach(tx, hello));
+    rx.recv().await.unwrap();
+    let started = Instant::now();
+    let asks: Vec<_> = (0..20)
+        .map(|i| {
+            let l = lookups.clone();
+            tokio::spawn(async move { l.ask(&format!("svc-{i}.shop")).await })
+        })
+        .collect();
+    for _ in 0..20 {
+        assert!(matches!(
+            parse(rx.recv().await.unwrap()),
+            WatchUp::Want { .. }
+        ));
+    }
+    // The hello's answer and 19 of the 20 wants': one is still waiting.
+    for _ in 0..20 {
+        lookups.answered();
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(asks.iter().filter(|a| a.is_finished()).count(), 19);
+    lookups.answered();
+    for a in asks {
+        assert!(a.await.unwrap());
+    }
+    assert!(started.elapsed() < DISCOVERY_WAIT);
+}
