@@ -140,6 +140,10 @@ async fn run(
                             });
                             hello = Some(h);
                             dirty = true;
+                            // Answered even when it holds the version
+                            // already (as from another replica): the
+                            // wants it names are answered by it.
+                            settle = true;
                         }
                         WatchUp::Want { names } => {
                             for n in names {

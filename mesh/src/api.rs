@@ -13,7 +13,9 @@
 //!   or NACK for every snapshot, and [`WatchUp::Want`] when its app calls a
 //!   name it has no config for; the control plane sends a full [`Snapshot`]
 //!   whenever what that proxy sees changes, and [`WatchDown::Settled`] when
-//!   a want changed nothing (an unknown name).
+//!   a hello or want changed nothing (an unknown name; a version the proxy
+//!   holds already, as from another replica). Every hello and want gets
+//!   exactly one of the two, in order.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};

@@ -1,6 +1,13 @@
 //! On-demand names: the control plane sends a proxy only the names it has
 //! asked for, so a request for a name the scoped config lacks asks for it
 //! on the open watch and waits (briefly) for the answer.
+//!
+//! The control plane answers every message a proxy sends up (its hello,
+//! each want) with one message down, in order, so a want is answered once
+//! as many answers arrived as were outstanding when it was sent. A want
+//! sent on a watch that dies unanswered (its replica went away) is not
+//! lost: every new watch's hello names all wants, so the answer to that
+//! hello answers it, within the same wait.
 
 use crate::proxy::NameLookup;
 use bytes::Bytes;
@@ -16,7 +23,7 @@ use weft_mesh::process::lock;
 /// How long a request for an unknown name waits for the control plane.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 /// Most names one proxy asks for.
-const MAX_WANTS: usize = 10_000;
+pub(super) const MAX_WANTS: usize = 10_000;
 /// Longest name asked about.
 const MAX_NAME: usize = 300;
 
@@ -25,41 +32,80 @@ pub(crate) struct Lookups {
     /// Names the app called that the config did not have (named again in
     /// the hello of every new watch).
     wants: Mutex<BTreeSet<String>>,
-    /// The open watch's upward channel.
-    up: Mutex<Option<mpsc::Sender<Bytes>>>,
-    /// Counts answers from the control plane (snapshots and settlements),
-    /// so a request waiting on a want knows when it has been answered.
-    answers: watch::Sender<u64>,
+    /// The open watch and what it owes.
+    up: Mutex<Upward>,
+    /// Rings on every answer from the control plane (snapshots and
+    /// settlements), so a request waiting on a want looks again.
+    answers: watch::Sender<()>,
+}
+
+/// The open watch's upward side.
+#[derive(Default)]
+struct Upward {
+    tx: Option<mpsc::Sender<Bytes>>,
+    /// Counts watches attached: a want outlives the watch it was sent on.
+    generation: u64,
+    /// Messages sent up on this watch not answered yet (its hello first).
+    outstanding: u64,
+    /// This watch's hello has been answered.
+    hello_answered: bool,
+    /// Answers received, on every watch.
+    answers: u64,
+}
+
+/// Where a want was sent, to tell when it has been answered.
+struct Sent {
+    generation: u64,
+    /// The answer count that answers it on that watch (none if it could
+    /// not be sent there: the next watch's hello answers it).
+    answer: Option<u64>,
 }
 
 impl Default for Lookups {
     fn default() -> Self {
         Lookups {
             wants: Mutex::new(BTreeSet::new()),
-            up: Mutex::new(None),
-            answers: watch::channel(0).0,
+            up: Mutex::new(Upward::default()),
+            answers: watch::channel(()).0,
         }
     }
 }
 
 impl Lookups {
-    /// Every name asked for so far.
-    pub(super) fn wanted(&self) -> Vec<String> {
-        lock(&self.wants).iter().cloned().collect()
-    }
-
-    /// Wants go out on this watch from now on.
-    pub(super) fn attach(&self, up: mpsc::Sender<Bytes>) {
-        *lock(&self.up) = Some(up);
+    /// Wants go out on this new watch from now on, after the hello
+    /// `hello` makes of every name asked for so far (queued first on `up`,
+    /// which must be empty; false if it could not be).
+    pub(super) fn attach(
+        &self,
+        up: mpsc::Sender<Bytes>,
+        hello: impl FnOnce(Vec<String>) -> Bytes,
+    ) -> bool {
+        let mut upward = lock(&self.up);
+        let names = lock(&self.wants).iter().cloned().collect();
+        if up.try_send(hello(names)).is_err() {
+            return false;
+        }
+        upward.tx = Some(up);
+        upward.generation += 1;
+        upward.outstanding = 1;
+        upward.hello_answered = false;
+        true
     }
 
     /// The control plane answered (a snapshot, or "nothing changed").
     pub(super) fn answered(&self) {
-        self.answers.send_modify(|n| *n += 1);
+        {
+            let mut upward = lock(&self.up);
+            upward.outstanding = upward.outstanding.saturating_sub(1);
+            upward.hello_answered = true;
+            upward.answers += 1;
+        }
+        // Not under the lock: a waiter reads it while holding the watch.
+        self.answers.send_replace(());
     }
 
     /// Asks about `authority`; true once the control plane has answered.
-    /// False at once for a name already asked about, or with no watch open.
+    /// False at once for a name already asked about.
     async fn ask(&self, authority: &str) -> bool {
         let name = authority.trim_end_matches('.').to_ascii_lowercase();
         if name.is_empty() || name.len() > MAX_NAME {
@@ -72,18 +118,36 @@ impl Lookups {
             }
             wants.insert(name.clone());
         }
-        let Some(up) = lock(&self.up).clone() else {
-            return false;
-        };
         let mut answers = self.answers.subscribe();
-        answers.borrow_and_update();
-        let want = WatchUp::Want { names: vec![name] };
-        if up.send(api::line(&want)).await.is_err() {
-            return false;
-        }
-        tokio::time::timeout(DISCOVERY_WAIT, answers.changed())
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let line = api::line(&WatchUp::Want { names: vec![name] });
+        let sent = {
+            let mut upward = lock(&self.up);
+            // Queued now (never waiting under the lock); a full or closed
+            // channel leaves the want to the next watch's hello.
+            let queued = upward
+                .tx
+                .as_ref()
+                .is_some_and(|tx| tx.try_send(line).is_ok());
+            if queued {
+                upward.outstanding += 1;
+            }
+            Sent {
+                generation: upward.generation,
+                answer: queued.then_some(upward.answers + upward.outstanding),
+            }
+        };
+        let answered = |_: &()| {
+            let upward = lock(&self.up);
+            if upward.generation == sent.generation {
+                sent.answer.is_some_and(|a| upward.answers >= a)
+            } else {
+                // A later watch: its hello named this want.
+                upward.hello_answered
+            }
+        };
+        let _ = tokio::time::timeout(DISCOVERY_WAIT, answers.wait_for(answered)).await;
+        // Answered, or out of time: either way the caller looks again.
+        true
     }
 }
 
@@ -95,3 +159,6 @@ impl NameLookup for Lookups {
         Box::pin(self.ask(authority))
     }
 }
+
+#[cfg(test)]
+mod tests;

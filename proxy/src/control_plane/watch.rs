@@ -22,6 +22,8 @@ const MAX_SNAPSHOT: usize = 64 * 1024 * 1024;
 /// Backoff between reconnects.
 const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(15);
+/// Messages queued upward: every want a proxy may make, and its ACKs.
+const UP_QUEUE: usize = super::lookups::MAX_WANTS + 64;
 /// A watch that lasted this long was healthy: the backoff starts over.
 const HEALTHY_WATCH: Duration = Duration::from_secs(10);
 
@@ -75,16 +77,22 @@ impl Watch<'_> {
         let proxy = self.pipeline.proxy();
         let mesh = proxy.mesh.load_full().ok_or("no certificate yet")?;
         let mut tx = self.connector.connect(Some(mesh.identity())).await?;
-        let (up, up_rx) = mpsc::channel::<Bytes>(8);
-        let hello = WatchUp::Hello(Hello {
-            name: self.me.name.clone(),
-            service: self.me.service.clone(),
-            version: held.clone(),
-            wants: self.lookups.wanted(),
+        // Room for every want: lookups queue them without waiting (memory
+        // is taken only as they come).
+        let (up, up_rx) = mpsc::channel::<Bytes>(UP_QUEUE);
+        // The hello names every want so far; wants asked from now on go
+        // out on this watch after it (one step, so none falls between).
+        let attached = self.lookups.attach(up.clone(), |wants| {
+            api::line(&WatchUp::Hello(Hello {
+                name: self.me.name.clone(),
+                service: self.me.service.clone(),
+                version: held.clone(),
+                wants,
+            }))
         });
-        up.send(api::line(&hello))
-            .await
-            .map_err(|_| "watch closed")?;
+        if !attached {
+            return Err("watch closed".into());
+        }
         let req = Request::builder()
             .method(Method::POST)
             .uri(self.connector.uri(api::WATCH_PATH))
@@ -96,7 +104,6 @@ impl Watch<'_> {
             return Err(format!("watch refused: {}", resp.status()));
         }
         tracing::info!(control_plane = %self.connector.authority(), "watching the control plane");
-        self.lookups.attach(up.clone());
         let mut body = resp.into_body();
         let mut lines = api::LineReader::new(MAX_SNAPSHOT);
         while let Some(frame) = body.frame().await {
