@@ -131,7 +131,10 @@ impl Catalog {
                     continue;
                 };
                 for m in &d.matches {
-                    routes.insert(self.set.http_routes[m.route].key());
+                    routes.insert(match m.grpc {
+                        true => ("GRPCRoute", self.set.grpc_routes[m.route].key()),
+                        false => ("HTTPRoute", self.set.http_routes[m.route].key()),
+                    });
                 }
                 if let Some(b) = d.backend {
                     backends.insert(self.set.backends[b].key());
@@ -140,19 +143,28 @@ impl Catalog {
         }
         // Every backend an included route names must come along, or the
         // proxy's validation would (rightly) refuse the route.
-        for d in self
-            .docs
-            .iter()
-            .filter(|d| d.kind == "HTTPRoute" && routes.contains(&d.key))
-        {
-            if let Some(set_route) = self.set.http_routes.iter().find(|r| r.key() == d.key) {
-                for rule in &set_route.spec.rules {
-                    for b in &rule.backend_refs {
-                        let ns = b.namespace.as_deref().unwrap_or(&d.namespace);
-                        backends.insert(format!("{ns}/{}", b.name));
-                    }
-                }
-            }
+        let http = (self.set.http_routes.iter())
+            .filter(|r| routes.contains(&("HTTPRoute", r.key())))
+            .map(|r| {
+                (
+                    &r.meta.namespace,
+                    r.spec.rules.iter().flat_map(|x| &x.backend_refs),
+                )
+            });
+        let grpc = (self.set.grpc_routes.iter())
+            .filter(|r| routes.contains(&("GRPCRoute", r.key())))
+            .map(|r| {
+                (
+                    &r.meta.namespace,
+                    r.spec.rules.iter().flat_map(|x| &x.backend_refs),
+                )
+            });
+        let refs = http
+            .flat_map(|(ns, refs)| refs.map(move |b| (ns, b)))
+            .chain(grpc.flat_map(|(ns, refs)| refs.map(move |b| (ns, b))));
+        for (route_ns, b) in refs {
+            let ns = b.namespace.as_deref().unwrap_or(route_ns);
+            backends.insert(format!("{ns}/{}", b.name));
         }
         let mut yaml = String::new();
         for d in &self.docs {
@@ -162,7 +174,7 @@ impl Catalog {
                     d.namespace == namespace
                         && matches!((&d.target, service), (Some((k, n)), Some(s)) if k == "Service" && n == s)
                 }
-                "HTTPRoute" => routes.contains(&d.key),
+                kind @ ("HTTPRoute" | "GRPCRoute") => routes.contains(&(kind, d.key.clone())),
                 "Backend" => backends.contains(&d.key),
                 "TrafficPolicy" => match &d.target {
                     Some((k, n)) if k == "Backend" => {
