@@ -150,13 +150,16 @@ impl ProxyError {
     }
 }
 
-/// Whether `headers` are a gRPC call's (`content-type: application/grpc`,
-/// `application/grpc+proto`, `application/grpc-web`...).
+/// Whether `req` is a gRPC call: a POST (every gRPC call is one, so a GET
+/// is told apart without a header lookup) with `content-type:
+/// application/grpc`, `application/grpc+proto`, `application/grpc-web`...
 #[inline]
-pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    req.method() == http::Method::POST
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// `grpc-message` is percent-encoded: bytes outside printable ASCII, and

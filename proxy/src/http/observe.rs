@@ -51,10 +51,11 @@ impl<'a> Observer<'a> {
         }
     }
 
-    /// The request is a gRPC call (its `content-type` says so).
+    /// Notes whether `req` is a gRPC call (a POST whose `content-type`
+    /// says so).
     #[inline]
-    pub(crate) fn grpc(&mut self, headers: &http::HeaderMap) {
-        self.grpc = crate::http::errors::is_grpc(headers);
+    pub(crate) fn grpc<B>(&mut self, req: &Request<B>) {
+        self.grpc = crate::http::errors::is_grpc(req);
     }
 
     #[inline]

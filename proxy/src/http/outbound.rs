@@ -54,7 +54,7 @@ async fn serve(
 ) -> Response<ResponseBody> {
     let mut snap = proxy.snapshot.load_full();
     let mut obs = Observer::new(started, &proxy.no_route_metrics, record);
-    obs.grpc(req.headers());
+    obs.grpc(&req);
     if let Err(e) = checks::request(&mut req, true) {
         let resp = obs.fail(e);
         return obs.answer(resp);
