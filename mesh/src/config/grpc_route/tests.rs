@@ -211,3 +211,22 @@ fn api_version_and_duplicates() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn list_limits_are_the_crds() {
+    let many: String = (0..65)
+        .map(|i| format!("        - method: {{service: s{i}}}\n"))
+        .collect();
+    let bad = GOOD.replace(
+        "    - backendRefs: [{name: cart-v1}]\n",
+        &format!("    - matches:\n{many}      backendRefs: [{{name: cart-v1}}]\n"),
+    );
+    let errs = load(&bad).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let e = &errs[0];
+    let lines: Vec<&str> = bad.lines().collect();
+    let line = lines.iter().rposition(|l| *l == "    - matches:").unwrap() as u32 + 1;
+    assert_eq!(e.path, "spec.rules[1].matches");
+    assert!(e.line == line || e.line == line + 1, "{e}");
+    assert!(e.message.contains("at most 64"), "{e}");
+}

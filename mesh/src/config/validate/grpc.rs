@@ -17,6 +17,7 @@ impl Validator<'_> {
     pub(super) fn grpc_route(&mut self, r: &Resource<GrpcRouteSpec>) {
         let o = &r.origin;
         self.parents(o, &r.spec.parent_refs, &r.spec.hostnames);
+        self.grpc_sizes(r);
         let mut rule_names = HashSet::new();
         for (ri, rule) in r.spec.rules.iter().enumerate() {
             let rp = format!("spec.rules[{ri}]");
@@ -52,6 +53,41 @@ impl Validator<'_> {
                 }
                 self.grpc_filters(o, &format!("{bp}.filters"), &b.filters);
             }
+        }
+    }
+
+    /// The CRD's list limits: 32 parents, 16 hostnames, 16 rules of at
+    /// most 64 matches (128 in all), 16 backendRefs, filters and headers.
+    fn grpc_sizes(&mut self, r: &Resource<GrpcRouteSpec>) {
+        let o = &r.origin;
+        let mut over = |path: String, len: usize, max: usize| {
+            if len > max {
+                self.err(o, &path, format!("at most {max} entries ({len} given)"));
+            }
+        };
+        over("spec.parentRefs".into(), r.spec.parent_refs.len(), 32);
+        over("spec.hostnames".into(), r.spec.hostnames.len(), 16);
+        over("spec.rules".into(), r.spec.rules.len(), 16);
+        for (ri, rule) in r.spec.rules.iter().enumerate() {
+            over(format!("spec.rules[{ri}].matches"), rule.matches.len(), 64);
+            over(format!("spec.rules[{ri}].filters"), rule.filters.len(), 16);
+            over(
+                format!("spec.rules[{ri}].backendRefs"),
+                rule.backend_refs.len(),
+                16,
+            );
+            for (mi, m) in rule.matches.iter().enumerate() {
+                let path = format!("spec.rules[{ri}].matches[{mi}].headers");
+                over(path, m.headers.len(), 16);
+            }
+        }
+        let total: usize = r.spec.rules.iter().map(|x| x.matches.len()).sum();
+        if total > 128 {
+            self.err(
+                o,
+                "spec.rules",
+                format!("at most 128 matches across all rules ({total} given)"),
+            );
         }
     }
 
