@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use weft_mesh::config::route::{BackendRef, Filter};
 use weft_mesh::config::{yaml, ConfigSet};
 use weft_mesh::names::{Destination, NameTable};
 use weft_mesh::process::lock;
@@ -141,30 +142,36 @@ impl Catalog {
                 }
             }
         }
-        // Every backend an included route names must come along, or the
-        // proxy's validation would (rightly) refuse the route.
-        let http = (self.set.http_routes.iter())
-            .filter(|r| routes.contains(&("HTTPRoute", r.key())))
-            .map(|r| {
-                (
-                    &r.meta.namespace,
-                    r.spec.rules.iter().flat_map(|x| &x.backend_refs),
-                )
-            });
-        let grpc = (self.set.grpc_routes.iter())
-            .filter(|r| routes.contains(&("GRPCRoute", r.key())))
-            .map(|r| {
-                (
-                    &r.meta.namespace,
-                    r.spec.rules.iter().flat_map(|x| &x.backend_refs),
-                )
-            });
-        let refs = http
-            .flat_map(|(ns, refs)| refs.map(move |b| (ns, b)))
-            .chain(grpc.flat_map(|(ns, refs)| refs.map(move |b| (ns, b))));
-        for (route_ns, b) in refs {
-            let ns = b.namespace.as_deref().unwrap_or(route_ns);
-            backends.insert(format!("{ns}/{}", b.name));
+        // Every backend an included route names (mirrors too) must come
+        // along, or the proxy's validation would (rightly) refuse the route.
+        let mut refs = |ns: &'_ String, rules: Vec<(&'_ [Filter], &'_ [BackendRef])>| {
+            for (filters, backend_refs) in rules {
+                let mirrors = filters.iter().filter_map(|f| f.request_mirror.as_ref());
+                for b in backend_refs.iter().chain(mirrors.map(|m| &m.backend_ref)) {
+                    let ns = b.namespace.as_deref().unwrap_or(ns);
+                    backends.insert(format!("{ns}/{}", b.name));
+                }
+            }
+        };
+        for r in &self.set.http_routes {
+            if routes.contains(&("HTTPRoute", r.key())) {
+                let rules = r
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|x| (&x.filters[..], &x.backend_refs[..]));
+                refs(&r.meta.namespace, rules.collect());
+            }
+        }
+        for r in &self.set.grpc_routes {
+            if routes.contains(&("GRPCRoute", r.key())) {
+                let rules = r
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|x| (&x.filters[..], &x.backend_refs[..]));
+                refs(&r.meta.namespace, rules.collect());
+            }
         }
         let mut yaml = String::new();
         for d in &self.docs {

@@ -6,19 +6,21 @@
   grpc_route_peer.py client ADDR AUTHORITY CALLS
                                    make the unary calls CALLS (JSON: a list of
                                    {"path": "/svc/Method", "metadata": [[k, v]],
-                                   "n": count}) through ADDR with :authority
+                                   "n": count, "body": text}) through ADDR with :authority
                                    AUTHORITY; prints one JSON list, per call
                                    spec a list of outcomes
 
 Every call is answered with JSON naming the server's port, the call's path
 and the request metadata it saw (x-route, x-canary, x-remove-me); a method
-named Slow answers after 5 s. An outcome is {"code", "details", "reply",
+named Slow answers after 5 s; /weft.Peer/Seen answers the calls served so
+far by path ({"calls", "bytes"}). An outcome is {"code", "details", "reply",
 "metadata"} where metadata merges the initial and trailing metadata (a
 trailers-only answer's headers are trailing metadata).
 """
 
 import json
 import sys
+import threading
 import time
 from concurrent import futures
 
@@ -26,10 +28,20 @@ import grpc
 
 DEADLINE = 10.0
 PORT = [0]
+# Calls served, by path: {"calls": n, "bytes": request bytes}.
+CALLS = {}
+LOCK = threading.Lock()
 SEEN = ("x-route", "x-canary", "x-remove-me")
 
 
-def answer(method, context):
+def answer(method, request, context):
+    if method == "/weft.Peer/Seen":
+        with LOCK:
+            return json.dumps(CALLS, sort_keys=True).encode()
+    with LOCK:
+        calls = CALLS.setdefault(method, {"calls": 0, "bytes": 0})
+        calls["calls"] += 1
+        calls["bytes"] += len(request)
     seen = dict(context.invocation_metadata())
     if method.endswith("/Slow"):
         time.sleep(5)
@@ -45,7 +57,7 @@ class Any(grpc.GenericRpcHandler):
 
     def service(self, handler_call_details):
         method = handler_call_details.method
-        return grpc.unary_unary_rpc_method_handler(lambda _req, ctx: answer(method, ctx))
+        return grpc.unary_unary_rpc_method_handler(lambda req, ctx: answer(method, req, ctx))
 
 
 def serve(port):
@@ -79,7 +91,8 @@ def client(addr, authority, calls):
             outcomes = []
             for _ in range(spec.get("n", 1)):
                 try:
-                    resp, call = stub.with_call(b"x", metadata=metadata, timeout=DEADLINE)
+                    body = spec.get("body", "x").encode()
+                    resp, call = stub.with_call(body, metadata=metadata, timeout=DEADLINE)
                     outcomes.append(
                         {"code": "OK", "reply": json.loads(resp.decode()), "metadata": md(call)}
                     )

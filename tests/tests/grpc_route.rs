@@ -1,6 +1,7 @@
 //! GRPCRoute end to end with real gRPC clients and servers (Python grpcio):
 //! service/method and header matches reach different backends, weights
-//! split calls, header filters reach the server and the client, and what
+//! split calls, header filters reach the server and the client, a mirror
+//! gets a whole copy of each call, and what
 //! the proxy answers itself reaches the client as a gRPC status
 //! (UNIMPLEMENTED, UNAVAILABLE, DEADLINE_EXCEEDED, PERMISSION_DENIED), not
 //! as an HTTP error. Once from config files, once from the control plane
@@ -54,6 +55,11 @@ spec:
       backendRefs: [{name: dead}]
     - matches: [{method: {service: shop.Slow}}]
       backendRefs: [{name: slow}]
+    - matches: [{method: {service: shop.Mirror}}]
+      filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: cart-mirror}}
+      backendRefs: [{name: cart-a}]
 "#;
 
 /// Two grpcio servers and the config routing to them.
@@ -77,6 +83,7 @@ async fn servers() -> Servers {
         grpc_backend("cart-b", at(&b)),
         grpc_backend("dead", closed),
         grpc_backend("slow", at(&a)),
+        grpc_backend("cart-mirror", at(&b)),
         "apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: slow}\nspec:\n  targetRef: {kind: Backend, name: slow}\n  retry: {attempts: 0, perTryTimeout: 300ms}\n".to_string(),
         ROUTE.to_string(),
     ]);
@@ -131,6 +138,23 @@ async fn routes_by_service_method_and_headers(s: &Servers, addr: SocketAddr) {
     assert_eq!(out[3][0]["reply"]["x-route"], "get", "{}", out[3][0]);
     // A header value that does not match falls through to service-only.
     assert_eq!(port_of(&out[4][0]), a, "{}", out[4][0]);
+
+    // RequestMirror: A answers every call; B gets a copy of each, whole.
+    let body = "m".repeat(100_000);
+    let out = call(
+        addr,
+        "cart:50051",
+        json!([{"path": "/shop.Mirror/Copy", "n": 10, "body": body}]),
+    )
+    .await;
+    assert!(out[0].iter().all(|o| port_of(o) == a), "{out:?}");
+    let b_addr = SocketAddr::from(([127, 0, 0, 1], s.b.port));
+    let want = json!({"calls": 10, "bytes": 1_000_000});
+    eventually("B saw the 10 copies", Duration::from_secs(10), || async {
+        let out = call(b_addr, "b", json!([{"path": "/weft.Peer/Seen"}])).await;
+        (out[0][0]["reply"]["/shop.Mirror/Copy"] == want).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -276,3 +276,38 @@ async fn hop_by_hop_headers_do_not_cross() {
     assert!(seen.get("proxy-authorization").is_none(), "{seen}");
     assert_eq!(seen["x-public"], "ok");
 }
+
+/// `RequestMirror` on an HTTPRoute: every answer comes from the real
+/// backend; the mirror gets about its `percent` of copies.
+#[tokio::test]
+async fn request_mirror_copies_a_share_of_requests() {
+    let v1 = Upstream::start("v1").await;
+    let shadow = Upstream::start("shadow").await;
+    let mut yaml = backend("v1", &v1);
+    yaml.push_str(&backend("shadow", &shadow));
+    yaml.push_str(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: reviews}]\n  rules:\n    - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow}, percent: 50}}]\n      backendRefs: [{name: v1}]\n",
+    );
+    let p = Proxy::start(yaml);
+    let n = 400;
+    for _ in 0..n {
+        let r = via(&p, "reviews", "/", &[]).await;
+        assert_eq!(r.header("x-upstream"), Some("v1"));
+    }
+    assert_eq!(v1.requests(), n);
+    // Binomial(400, 0.5): sd = 10; 150..=250 is 5 sd. The copies are sent
+    // on their own; wait until the mirror's metric has counted them all.
+    let mirrored = eventually(
+        "the copies are answered",
+        std::time::Duration::from_secs(10),
+        || async {
+            let copies = p.metric("weft_requests_total", &["shadow", "2xx"]).await as usize;
+            (copies == shadow.requests()).then_some(copies)
+        },
+    )
+    .await;
+    assert!(
+        (150..=250).contains(&mirrored),
+        "{mirrored} of {n} mirrored"
+    );
+}

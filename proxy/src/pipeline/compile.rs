@@ -8,7 +8,7 @@
 use crate::backend::{Backend, Discovery};
 use crate::proxy::ProxyOptions;
 use crate::route::{Filters, Matcher};
-use crate::snapshot::{MeshSettings, Rule, Snapshot, VirtualHost, WeightedBackend};
+use crate::snapshot::{MeshSettings, Mirror, Rule, Snapshot, VirtualHost, WeightedBackend};
 use crate::telemetry::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -163,6 +163,7 @@ fn implicit_rule(b: &Arc<Backend>, metrics: &Metrics) -> Arc<Rule> {
         total_weight: 1,
         request_timeout: None,
         local_metrics: metrics.route("outbound", "", &b.key),
+        mirror: None,
     })
 }
 
@@ -230,7 +231,38 @@ fn compile_rule(
         backends: out,
         request_timeout: nonzero(timeouts.and_then(|t| t.request)),
         local_metrics: metrics.route("outbound", route, ""),
+        mirror: mirror_of(route, route_ns, rule.filters, backends, metrics),
     }
+}
+
+/// The rule's `RequestMirror` (validation allows one), its Backend
+/// resolved; the copies are never retried.
+fn mirror_of(
+    route: &Arc<str>,
+    route_ns: &str,
+    filters: &[Filter],
+    backends: &HashMap<Arc<str>, Arc<Backend>>,
+    metrics: &Metrics,
+) -> Option<Mirror> {
+    let m = filters.iter().find_map(|f| f.request_mirror.as_ref())?;
+    let b = &m.backend_ref;
+    let ns = b.namespace.as_deref().unwrap_or(route_ns);
+    let be = backends.get(format!("{ns}/{}", b.name).as_str())?;
+    let once = RouteRetry {
+        attempts: Some(0),
+        ..RouteRetry::default()
+    };
+    Some(Mirror {
+        backend: WeightedBackend {
+            backend: be.clone(),
+            weight: 1,
+            filters: Filters::default(),
+            metrics: metrics.route("outbound", route, &be.key),
+            retry: Arc::new(be.resilience.retry.with_route(&once)),
+            per_try_timeout: be.resilience.retry.per_try_timeout,
+        },
+        per_million: m.per_million(),
+    })
 }
 
 /// The shorter of two optional limits.

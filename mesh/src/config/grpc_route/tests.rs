@@ -230,3 +230,51 @@ fn list_limits_are_the_crds() {
     assert!(e.line == line || e.line == line + 1, "{e}");
     assert!(e.message.contains("at most 64"), "{e}");
 }
+
+#[test]
+fn mirrors_are_checked() {
+    let with = |mirror: &str| {
+        GOOD.replace(
+            "      backendRefs:\n        - name: cart-v1\n          weight: 90\n",
+            &format!("        - type: RequestMirror\n          requestMirror: {mirror}\n      backendRefs:\n        - name: cart-v1\n          weight: 90\n"),
+        )
+    };
+    let ok = load(&with("{backendRef: {name: cart-v2}, percent: 10}")).unwrap();
+    let f = &ok.grpc_routes[0].spec.rules[0].filters[1];
+    assert_eq!(f.request_mirror.as_ref().unwrap().per_million(), 100_000);
+    let half = load(&with(
+        "{backendRef: {name: cart-v2}, fraction: {numerator: 1, denominator: 2}}",
+    ))
+    .unwrap();
+    let f = &half.grpc_routes[0].spec.rules[0].filters[1];
+    assert_eq!(f.request_mirror.as_ref().unwrap().per_million(), 500_000);
+
+    let bad = with("{backendRef: {name: nowhere}}");
+    let (e, line) = only_error(&bad, "name: nowhere");
+    assert_eq!(
+        e.path,
+        "spec.rules[0].filters[1].requestMirror.backendRef.name"
+    );
+    assert_eq!(e.line, line, "{e}");
+    let (e, _) = only_error(
+        &with("{backendRef: {name: cart-v2}, percent: 101}"),
+        "percent: 101",
+    );
+    assert_eq!(e.path, "spec.rules[0].filters[1].requestMirror.percent");
+    let both = with("{backendRef: {name: cart-v2}, percent: 1, fraction: {numerator: 1}}");
+    let (e, _) = only_error(&both, "numerator");
+    assert!(e.message.contains("only one of percent or fraction"), "{e}");
+    let (e, _) = only_error(
+        &with("{backendRef: {name: cart-v2}, fraction: {numerator: 3, denominator: 2}}"),
+        "numerator",
+    );
+    assert_eq!(e.path, "spec.rules[0].filters[1].requestMirror.fraction");
+
+    // On a backendRef, a mirror is refused.
+    let bad = GOOD.replace(
+        "            - type: ResponseHeaderModifier\n              responseHeaderModifier: {add: [{name: x-v, value: \"2\"}]}\n",
+        "            - type: RequestMirror\n              requestMirror: {backendRef: {name: cart-v1}}\n",
+    );
+    let (e, _) = only_error(&bad, "requestMirror: {backendRef: {name: cart-v1}}");
+    assert_eq!(e.path, "spec.rules[0].backendRefs[1].filters[0].type");
+}

@@ -38,6 +38,7 @@ impl Validator<'_> {
                 self.header_matches(o, &mp, &m.headers);
             }
             self.grpc_filters(o, &format!("{rp}.filters"), &rule.filters);
+            self.mirrors(o, &rp, &r.meta.namespace, &rule.filters, &rule.backend_refs);
             if rule.backend_refs.is_empty() {
                 self.err(o, &format!("{rp}.backendRefs"), "a rule needs backendRefs");
             }

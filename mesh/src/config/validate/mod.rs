@@ -231,6 +231,7 @@ impl Validator<'_> {
             for (fi, f) in rule.filters.iter().enumerate() {
                 self.filter(o, &format!("{rp}.filters[{fi}]"), f, prefix_only);
             }
+            self.mirrors(o, &rp, &r.meta.namespace, &rule.filters, &rule.backend_refs);
             let has_redirect = rule
                 .filters
                 .iter()
@@ -408,13 +409,6 @@ impl Validator<'_> {
             if let Some(p) = &r.path {
                 self.path_modifier(o, &format!("{path}.urlRewrite.path"), p, prefix_only);
             }
-        }
-        if f.kind == FilterType::RequestMirror {
-            self.err(
-                o,
-                &format!("{path}.type"),
-                "RequestMirror is not supported yet by this version of weft",
-            );
         }
     }
 

@@ -1,7 +1,7 @@
 //! The checks HTTPRoute and GRPCRoute share: parents, hostnames, header
-//! matches.
+//! matches, mirrors.
 
-use super::super::route::{HeaderMatch, ParentRef, ValueMatchType};
+use super::super::route::{BackendRef, Filter, HeaderMatch, ParentRef, ValueMatchType};
 use super::super::Origin;
 use super::{is_dns_name, Validator};
 
@@ -54,6 +54,68 @@ impl Validator<'_> {
                         o,
                         &format!("{mp}.headers[{hi}].value"),
                         format!("invalid regular expression: {e}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// `RequestMirror` filters of the rule at `rp`: on the rule only (one),
+    /// to a Backend that exists, with a sane share.
+    pub(super) fn mirrors(
+        &mut self,
+        o: &Origin,
+        rp: &str,
+        route_ns: &str,
+        filters: &[Filter],
+        backend_refs: &[BackendRef],
+    ) {
+        let mut seen = false;
+        for (fi, f) in filters.iter().enumerate() {
+            let Some(m) = &f.request_mirror else { continue };
+            let fp = format!("{rp}.filters[{fi}].requestMirror");
+            if std::mem::replace(&mut seen, true) {
+                self.err(o, &fp, "one RequestMirror per rule is supported");
+            }
+            let b = &m.backend_ref;
+            self.backend_ref(
+                o,
+                &format!("{fp}.backendRef"),
+                route_ns,
+                &b.kind,
+                &b.name,
+                &b.namespace,
+            );
+            if b.weight.is_some() || !b.filters.is_empty() {
+                self.err(
+                    o,
+                    &format!("{fp}.backendRef"),
+                    "a mirror's backendRef takes no weight or filters",
+                );
+            }
+            if m.percent.is_some_and(|p| p > 100) {
+                self.err(o, &format!("{fp}.percent"), "percent must be 0-100");
+            }
+            if m.percent.is_some() && m.fraction.is_some() {
+                self.err(o, &fp, "only one of percent or fraction may be set");
+            }
+            if let Some(fr) = &m.fraction {
+                if fr.denominator == 0 || fr.numerator > fr.denominator {
+                    self.err(
+                        o,
+                        &format!("{fp}.fraction"),
+                        "numerator must be at most denominator, and denominator more than 0",
+                    );
+                }
+            }
+        }
+        for (bi, b) in backend_refs.iter().enumerate() {
+            for (fi, f) in b.filters.iter().enumerate() {
+                if f.request_mirror.is_some() {
+                    self.err(
+                        o,
+                        &format!("{rp}.backendRefs[{bi}].filters[{fi}].type"),
+                        "RequestMirror is supported on a rule's filters, not a backendRef's",
                     );
                 }
             }
