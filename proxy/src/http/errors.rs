@@ -195,4 +195,20 @@ mod tests {
         assert_eq!(ProxyError::NoEndpoints("b".into()).grpc_code(), 14);
         assert_eq!(grpc_message("a 100%\n\u{e9}"), "a 100%25%0A%C3%A9");
     }
+
+    #[test]
+    fn a_grpc_call_is_a_post_with_a_grpc_content_type() {
+        let req = |method: &str, ct: &str| {
+            http::Request::builder()
+                .method(method)
+                .header("content-type", ct)
+                .body(())
+                .unwrap()
+        };
+        assert!(is_grpc(&req("POST", "application/grpc")));
+        assert!(is_grpc(&req("POST", "application/grpc+proto")));
+        assert!(is_grpc(&req("POST", "application/grpc-web")));
+        assert!(!is_grpc(&req("GET", "application/grpc")));
+        assert!(!is_grpc(&req("POST", "application/json")));
+    }
 }
