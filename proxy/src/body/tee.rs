@@ -61,6 +61,16 @@ impl Tee {
     }
 }
 
+impl Drop for Tee {
+    /// The real request gave up on the body before its end (it failed, or
+    /// was answered early): the copy must not look complete.
+    fn drop(&mut self) {
+        if self.copy.is_some() && !self.inner.is_end_stream() {
+            self.cut.store(true, Ordering::Release);
+        }
+    }
+}
+
 impl Body for Tee {
     type Data = Bytes;
     type Error = BoxError;
@@ -87,6 +97,10 @@ impl Body for Tee {
             Some(Err(_)) => this.cut_off(),
             // The end: dropping the sender ends the copy cleanly.
             None => this.copy = None,
+        }
+        // A body that knows it has ended may not be polled again.
+        if this.copy.is_some() && this.inner.is_end_stream() {
+            this.copy = None;
         }
         Poll::Ready(frame)
     }
@@ -152,6 +166,24 @@ mod tests {
         let main = main.collect().await.unwrap().to_bytes();
         let copy = copy.collect().await.unwrap().to_bytes();
         assert_eq!((&main[..], &copy[..]), (&b"abcdef"[..], &b"abcdef"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_body_the_request_abandons_is_cut_off_not_sent_short() {
+        let (tx, rx) = mpsc::channel::<Frame<Bytes>>(8);
+        let source = RequestBody::Copy(Box::new(Copy {
+            frames: rx,
+            cut: Arc::new(AtomicBool::new(false)),
+            done: false,
+        }));
+        let (mut main, copy) = tee(source);
+        tx.send(Frame::data(Bytes::from_static(b"part")))
+            .await
+            .unwrap();
+        let first = main.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "part");
+        drop(main);
+        assert!(copy.collect().await.is_err());
     }
 
     #[tokio::test]
