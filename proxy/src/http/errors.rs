@@ -155,7 +155,7 @@ impl ProxyError {
 /// application/grpc`, `application/grpc+proto`, `application/grpc-web`...
 #[inline]
 pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
-    req.method() == http::Method::POST
+    *req.method() == http::Method::POST
         && req
             .headers()
             .get(http::header::CONTENT_TYPE)

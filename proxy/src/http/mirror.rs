@@ -18,46 +18,29 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Sends a copy of `req` to the rule's mirror, if it has one and this
-/// request is in its share; returns the request to send on. An upgrade is
-/// never mirrored (it cannot become two tunnels).
-#[inline]
+/// request is in its share; `req` keeps its half of the body. An upgrade
+/// is never mirrored (it cannot become two tunnels). The request is
+/// borrowed, not moved: the path without a mirror copies nothing.
 pub(crate) fn fork(
     proxy: &Arc<Proxy>,
     conn: &ConnInfo,
     rule: &Arc<Rule>,
-    req: Request<RequestBody>,
+    req: &mut Request<RequestBody>,
     prefix: Option<&str>,
     started: Instant,
-) -> Request<RequestBody> {
-    match &rule.mirror {
-        None => req,
-        Some(m) => {
-            let sampled =
-                m.per_million >= 1_000_000 || rand::random_range(0..1_000_000) < m.per_million;
-            if !sampled || req.headers().contains_key(http::header::UPGRADE) {
-                return req;
-            }
-            send_copy(proxy, conn, rule, req, prefix, started)
-        }
+) {
+    let Some(m) = &rule.mirror else { return };
+    let sampled = m.per_million >= 1_000_000 || rand::random_range(0..1_000_000) < m.per_million;
+    if !sampled || req.headers().contains_key(http::header::UPGRADE) {
+        return;
     }
-}
-
-fn send_copy(
-    proxy: &Arc<Proxy>,
-    conn: &ConnInfo,
-    rule: &Arc<Rule>,
-    req: Request<RequestBody>,
-    prefix: Option<&str>,
-    started: Instant,
-) -> Request<RequestBody> {
-    let Some(m) = &rule.mirror else { return req };
-    let (parts, body) = req.into_parts();
-    let (body, copy) = tee(body);
+    let (body, copy) = tee(std::mem::take(req.body_mut()));
+    *req.body_mut() = body;
     let mut copy_req = Request::new(copy);
-    *copy_req.method_mut() = parts.method.clone();
-    *copy_req.uri_mut() = parts.uri.clone();
-    *copy_req.version_mut() = parts.version;
-    *copy_req.headers_mut() = parts.headers.clone();
+    *copy_req.method_mut() = req.method().clone();
+    *copy_req.uri_mut() = req.uri().clone();
+    *copy_req.version_mut() = req.version();
+    *copy_req.headers_mut() = req.headers().clone();
     let (out, hash) = prepare(conn, rule, &m.backend, copy_req, prefix, started);
     let proxy = proxy.clone();
     let rule = rule.clone();
@@ -76,5 +59,4 @@ fn send_copy(
         // Read to the end, so the connection can serve again.
         let _ = obs.answer(resp).into_body().collect().await;
     });
-    Request::from_parts(parts, body)
 }

@@ -102,7 +102,9 @@ async fn serve(
         return obs.answer(resp);
     };
     obs.backend(wb);
-    let req = crate::http::mirror::fork(&proxy, conn, rule, req, prefix.as_deref(), started);
+    if rule.mirror.is_some() {
+        crate::http::mirror::fork(&proxy, conn, rule, &mut req, prefix.as_deref(), started);
+    }
     let (out, hash) = prepare(conn, rule, wb, req, prefix.as_deref(), started);
     let resp = match crate::http::retry::call(&proxy, wb, rule, out, hash, &mut obs).await {
         Ok(mut resp) => {
