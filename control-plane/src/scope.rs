@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use weft_mesh::config::route::{BackendRef, Filter};
 use weft_mesh::config::{yaml, ConfigSet};
 use weft_mesh::names::{Destination, NameTable};
 use weft_mesh::process::lock;
@@ -134,27 +135,45 @@ impl Catalog {
                     continue;
                 };
                 for m in &d.matches {
-                    routes.insert(self.set.http_routes[m.route].key());
+                    routes.insert(match m.grpc {
+                        true => ("GRPCRoute", self.set.grpc_routes[m.route].key()),
+                        false => ("HTTPRoute", self.set.http_routes[m.route].key()),
+                    });
                 }
                 if let Some(b) = d.backend {
                     backends.insert(self.set.backends[b].key());
                 }
             }
         }
-        // Every backend an included route names must come along, or the
-        // proxy's validation would (rightly) refuse the route.
-        for d in self
-            .docs
-            .iter()
-            .filter(|d| d.kind == "HTTPRoute" && routes.contains(&d.key))
-        {
-            if let Some(set_route) = self.set.http_routes.iter().find(|r| r.key() == d.key) {
-                for rule in &set_route.spec.rules {
-                    for b in &rule.backend_refs {
-                        let ns = b.namespace.as_deref().unwrap_or(&d.namespace);
-                        backends.insert(format!("{ns}/{}", b.name));
-                    }
+        // Every backend an included route names (mirrors too) must come
+        // along, or the proxy's validation would (rightly) refuse the route.
+        let mut refs = |ns: &'_ String, rules: Vec<(&'_ [Filter], &'_ [BackendRef])>| {
+            for (filters, backend_refs) in rules {
+                let mirrors = filters.iter().filter_map(|f| f.request_mirror.as_ref());
+                for b in backend_refs.iter().chain(mirrors.map(|m| &m.backend_ref)) {
+                    let ns = b.namespace.as_deref().unwrap_or(ns);
+                    backends.insert(format!("{ns}/{}", b.name));
                 }
+            }
+        };
+        for r in &self.set.http_routes {
+            if routes.contains(&("HTTPRoute", r.key())) {
+                let rules = r
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|x| (&x.filters[..], &x.backend_refs[..]));
+                refs(&r.meta.namespace, rules.collect());
+            }
+        }
+        for r in &self.set.grpc_routes {
+            if routes.contains(&("GRPCRoute", r.key())) {
+                let rules = r
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|x| (&x.filters[..], &x.backend_refs[..]));
+                refs(&r.meta.namespace, rules.collect());
             }
         }
         let mut yaml = String::new();
@@ -165,7 +184,7 @@ impl Catalog {
                     d.namespace == namespace
                         && matches!((&d.target, service), (Some((k, n)), Some(s)) if k == "Service" && n == s)
                 }
-                "HTTPRoute" => routes.contains(&d.key),
+                kind @ ("HTTPRoute" | "GRPCRoute") => routes.contains(&(kind, d.key.clone())),
                 "Backend" => backends.contains(&d.key),
                 "TrafficPolicy" => match &d.target {
                     Some((k, n)) if k == "Backend" => {

@@ -25,6 +25,7 @@ fn outcome(sources: Vec<(String, String)>) -> Result<Vec<String>, Vec<(u32, u32,
             .iter()
             .map(|r| r.key())
             .chain(set.http_routes.iter().map(|r| r.key()))
+            .chain(set.grpc_routes.iter().map(|r| r.key()))
             .chain(set.traffic_policies.iter().map(|r| r.key()))
             .chain(set.authorization_policies.iter().map(|r| r.key()))
             .chain(set.mesh_configs.iter().map(|r| r.key()))
@@ -50,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(set) => {
             assert_eq!(set.sources, sources);
             let count = set.http_routes.len()
+                + set.grpc_routes.len()
                 + set.backends.len()
                 + set.traffic_policies.len()
                 + set.authorization_policies.len()

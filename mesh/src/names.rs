@@ -3,10 +3,15 @@
 //! A Backend `reviews` in namespace `shop` with `port: 8080` is reachable as
 //! `reviews.shop`, `reviews.shop.svc`, `reviews.shop.svc.cluster.local`,
 //! each with or without `:8080`, and as plain `reviews` from its own
-//! namespace, as in Kubernetes. An HTTPRoute takes over the names of its
-//! `parentRefs` and adds its `hostnames` (exact, or `*.suffix`); several
-//! routes on one name merge, their matches ordered by Gateway API
-//! precedence.
+//! namespace, as in Kubernetes. An HTTPRoute or GRPCRoute takes over the
+//! names of its `parentRefs` and adds its `hostnames` (exact, or
+//! `*.suffix`); several routes of one kind on one name merge, their matches
+//! ordered by Gateway API precedence. HTTPRoutes and GRPCRoutes never
+//! merge: when both kinds claim a name, the kind of the oldest route
+//! (`metadata.creationTimestamp`, a route without one counting as newest;
+//! then `namespace/name` in alphabetical order) keeps it and the other
+//! kind's routes do not serve that name, as the Gateway API has it for two
+//! route kinds on one listener hostname.
 //!
 //! A Backend annotated `weft.dev/service: NAME` stands for one port of the
 //! Kubernetes Service `NAME` (the control plane writes one per Service
@@ -24,8 +29,9 @@
 //! both sides agree on what `reviews`, `reviews.shop` or `reviews:8080`
 //! means.
 
-use crate::config::route::{PathMatchType, RouteMatch};
-use crate::config::{ConfigSet, Protocol};
+use crate::config::grpc_route::GrpcRouteMatch;
+use crate::config::route::{ParentRef, PathMatchType, RouteMatch, ValueMatchType};
+use crate::config::{ConfigSet, Metadata, Protocol};
 use std::collections::{HashMap, HashSet};
 
 /// Names and what they lead to. Lookups are case-insensitive and ignore a
@@ -58,10 +64,13 @@ pub struct Destination {
     pub backend: Option<usize>,
 }
 
-/// One match of one rule of one HTTPRoute, by index into the config set.
+/// One match of one rule of one HTTPRoute or GRPCRoute, by index into the
+/// config set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatchRef {
-    /// Index into `ConfigSet::http_routes`.
+    /// A GRPCRoute's match (else an HTTPRoute's).
+    pub grpc: bool,
+    /// Index into `ConfigSet::http_routes` (`grpc_routes` when `grpc`).
     pub route: usize,
     /// Index into that route's `spec.rules`.
     pub rule: usize,
@@ -95,6 +104,28 @@ pub fn precedence(m: Option<&RouteMatch>) -> Precedence {
         m.headers.len(),
         m.query_params.len(),
     )
+}
+
+/// The precedence of a GRPCRoute match (`None`: a rule without matches),
+/// in the same shape so one sort orders both kinds (they never compete for
+/// one name): an Exact method match before a RegularExpression one before
+/// none, then the most characters of service, of method, the most headers.
+pub fn grpc_precedence(m: Option<&GrpcRouteMatch>) -> Precedence {
+    let Some(m) = m else {
+        return (0, 0, false, 0, 0);
+    };
+    let headers = m.headers.len();
+    match &m.method {
+        None => (0, 0, false, 0, headers),
+        Some(mm) => {
+            let kind = match mm.kind {
+                ValueMatchType::Exact => 2,
+                ValueMatchType::RegularExpression => 1,
+            };
+            let len = |s: Option<&str>| s.map_or(0, str::len);
+            (kind, len(mm.service()), false, len(mm.method()), headers)
+        }
+    }
 }
 
 /// The annotation that makes a Backend one port of a Service (see the
@@ -250,14 +281,21 @@ impl NameTable<Destination> {
 
         // Consumer routes of this namespace shadow the producer routes of
         // their parents (see the module comment).
-        let consumed: HashSet<(&str, &str)> = set
+        let parents = set
             .http_routes
             .iter()
-            .filter(|r| r.meta.namespace == local_ns)
-            .flat_map(|r| r.spec.parent_refs.iter().map(move |p| (r, p)))
-            .filter_map(|(r, p)| {
+            .map(|r| (&r.meta, &r.spec.parent_refs))
+            .chain(
+                set.grpc_routes
+                    .iter()
+                    .map(|r| (&r.meta, &r.spec.parent_refs)),
+            );
+        let consumed: HashSet<(&str, &str)> = parents
+            .filter(|(meta, _)| meta.namespace == local_ns)
+            .flat_map(|(meta, refs)| refs.iter().map(move |p| (meta, p)))
+            .filter_map(|(meta, p)| {
                 let ns = p.namespace.as_deref()?;
-                (ns != r.meta.namespace).then_some((ns, p.name.as_str()))
+                (ns != meta.namespace).then_some((ns, p.name.as_str()))
             })
             .collect();
 
@@ -265,67 +303,66 @@ impl NameTable<Destination> {
         let mut merged: HashMap<String, Vec<Candidate>> = HashMap::new();
         let mut wildcard: HashMap<String, Vec<Candidate>> = HashMap::new();
         let mut order = 0usize;
+        let mut add = |names: &(Vec<String>, Vec<String>), c: Candidate| {
+            for n in &names.0 {
+                merged.entry(n.clone()).or_default().push(c);
+            }
+            for w in &names.1 {
+                wildcard.entry(w.clone()).or_default().push(c);
+            }
+        };
         for (ri, r) in set.http_routes.iter().enumerate() {
-            let mut names: Vec<String> = Vec::new();
-            let mut applies = r.spec.parent_refs.is_empty();
-            for p in &r.spec.parent_refs {
-                let ns = p.namespace.as_deref().unwrap_or(&r.meta.namespace);
-                let consumer = ns != r.meta.namespace;
-                if consumer && r.meta.namespace != local_ns {
-                    continue; // another namespace's consumer route
-                }
-                if !consumer && consumed.contains(&(ns, p.name.as_str())) {
-                    continue; // shadowed by this namespace's consumer routes
-                }
-                applies = true;
-                let port = p.port.or_else(|| {
-                    backend_index
-                        .get(&format!("{ns}/{}", p.name))
-                        .and_then(|&b| set.backends[b].spec.port)
-                });
-                names.extend(authorities(&p.name, ns, port, local_ns));
-            }
-            if !applies {
+            let Some(names) = route_names(
+                set,
+                &backend_index,
+                r,
+                &r.spec.parent_refs,
+                &r.spec.hostnames,
+                local_ns,
+                &consumed,
+            ) else {
                 continue;
-            }
-            let mut wild: Vec<String> = Vec::new();
-            for h in &r.spec.hostnames {
-                match h.strip_prefix('*') {
-                    Some(suffix) => wild.push(suffix.to_ascii_lowercase()),
-                    None => names.push(h.to_ascii_lowercase()),
+            };
+            for (rule_i, rule) in r.spec.rules.iter().enumerate() {
+                for (matched, m) in each_match(&rule.matches) {
+                    order += 1;
+                    let at = MatchRef {
+                        grpc: false,
+                        route: ri,
+                        rule: rule_i,
+                        matched,
+                    };
+                    add(&names, (precedence(m), order, at));
                 }
             }
+        }
+        for (ri, r) in set.grpc_routes.iter().enumerate() {
+            let Some(names) = route_names(
+                set,
+                &backend_index,
+                r,
+                &r.spec.parent_refs,
+                &r.spec.hostnames,
+                local_ns,
+                &consumed,
+            ) else {
+                continue;
+            };
             for (rule_i, rule) in r.spec.rules.iter().enumerate() {
-                let refs: Vec<(Option<usize>, Option<&RouteMatch>)> = if rule.matches.is_empty() {
-                    vec![(None, None)]
-                } else {
-                    rule.matches
-                        .iter()
-                        .enumerate()
-                        .map(|(i, m)| (Some(i), Some(m)))
-                        .collect()
-                };
-                for (matched, m) in refs {
+                for (matched, m) in each_match(&rule.matches) {
                     order += 1;
-                    let c = (
-                        precedence(m),
-                        order,
-                        MatchRef {
-                            route: ri,
-                            rule: rule_i,
-                            matched,
-                        },
-                    );
-                    for n in &names {
-                        merged.entry(n.clone()).or_default().push(c);
-                    }
-                    for w in &wild {
-                        wildcard.entry(w.clone()).or_default().push(c);
-                    }
+                    let at = MatchRef {
+                        grpc: true,
+                        route: ri,
+                        rule: rule_i,
+                        matched,
+                    };
+                    add(&names, (grpc_precedence(m), order, at));
                 }
             }
         }
         let ordered = |mut list: Vec<Candidate>| -> Vec<MatchRef> {
+            one_kind(set, &mut list);
             list.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             list.into_iter().map(|(_, _, m)| m).collect()
         };
@@ -359,6 +396,96 @@ impl NameTable<Destination> {
         self.entries.push(d);
         (self.entries.len() - 1) as u32
     }
+}
+
+/// The names a route takes: its parents' (exact) and its hostnames
+/// (exact, and wildcard suffixes); None when it applies to none of its
+/// parents here (another namespace's consumer route, or a producer route
+/// this namespace's consumer routes shadow).
+#[allow(clippy::too_many_arguments)]
+fn route_names<S>(
+    set: &ConfigSet,
+    backend_index: &HashMap<String, usize>,
+    r: &crate::config::Resource<S>,
+    parent_refs: &[ParentRef],
+    hostnames: &[String],
+    local_ns: &str,
+    consumed: &HashSet<(&str, &str)>,
+) -> Option<(Vec<String>, Vec<String>)> {
+    let mut names: Vec<String> = Vec::new();
+    let mut applies = parent_refs.is_empty();
+    for p in parent_refs {
+        let ns = p.namespace.as_deref().unwrap_or(&r.meta.namespace);
+        let consumer = ns != r.meta.namespace;
+        if consumer && r.meta.namespace != local_ns {
+            continue; // another namespace's consumer route
+        }
+        if !consumer && consumed.contains(&(ns, p.name.as_str())) {
+            continue; // shadowed by this namespace's consumer routes
+        }
+        applies = true;
+        let port = p.port.or_else(|| {
+            backend_index
+                .get(&format!("{ns}/{}", p.name))
+                .and_then(|&b| set.backends[b].spec.port)
+        });
+        names.extend(authorities(&p.name, ns, port, local_ns));
+    }
+    if !applies {
+        return None;
+    }
+    let mut wild: Vec<String> = Vec::new();
+    for h in hostnames {
+        match h.strip_prefix('*') {
+            Some(suffix) => wild.push(suffix.to_ascii_lowercase()),
+            None => names.push(h.to_ascii_lowercase()),
+        }
+    }
+    Some((names, wild))
+}
+
+/// A rule's matches with their indices; one `None` for a rule without.
+fn each_match<M>(matches: &[M]) -> Vec<(Option<usize>, Option<&M>)> {
+    if matches.is_empty() {
+        vec![(None, None)]
+    } else {
+        matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (Some(i), Some(m)))
+            .collect()
+    }
+}
+
+/// When HTTPRoutes and GRPCRoutes both claim a name, keeps only the
+/// candidates of the kind whose oldest route is oldest (see the module
+/// comment).
+fn one_kind(set: &ConfigSet, list: &mut Vec<Candidate>) {
+    let kinds = (
+        list.iter().any(|c| !c.2.grpc),
+        list.iter().any(|c| c.2.grpc),
+    );
+    if kinds != (true, true) {
+        return;
+    }
+    let meta = |m: &MatchRef| -> &Metadata {
+        match m.grpc {
+            true => &set.grpc_routes[m.route].meta,
+            false => &set.http_routes[m.route].meta,
+        }
+    };
+    let age = |m: &Metadata| {
+        (
+            m.creation_timestamp.is_none(),
+            m.creation_timestamp.clone(),
+            m.namespace.clone(),
+            m.name.clone(),
+        )
+    };
+    let Some(oldest) = list.iter().map(|c| c.2).min_by_key(|m| age(meta(m))) else {
+        return;
+    };
+    list.retain(|c| c.2.grpc == oldest.grpc);
 }
 
 #[cfg(test)]

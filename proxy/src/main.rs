@@ -68,6 +68,7 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     match weft_mesh::config::load_paths(paths) {
         Ok(set) => {
             let n = set.http_routes.len()
+                + set.grpc_routes.len()
                 + set.backends.len()
                 + set.traffic_policies.len()
                 + set.authorization_policies.len()

@@ -1,7 +1,9 @@
-//! Request matching with Gateway API semantics, and the filters a rule applies.
+//! Request matching with Gateway API semantics (HTTPRoute and GRPCRoute
+//! matches compile to the same matcher), and the filters a rule applies.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
+use weft_mesh::config::grpc_route::GrpcRouteMatch;
 use weft_mesh::config::route::{self as cfg, PathMatchType, PathModifierType, ValueMatchType};
 
 /// A compiled `matches[]` entry.
@@ -65,21 +67,43 @@ impl Matcher {
                 .method
                 .as_ref()
                 .and_then(|x| Method::from_bytes(x.as_bytes()).ok()),
-            headers: m
-                .headers
-                .iter()
-                .filter_map(|h| {
-                    Some((
-                        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
-                        ValueMatcher::new(h.kind, &h.value),
-                    ))
-                })
-                .collect(),
+            headers: header_matchers(&m.headers),
             query: m
                 .query_params
                 .iter()
                 .map(|q| (q.name.clone(), ValueMatcher::new(q.kind, &q.value)))
                 .collect(),
+        }
+    }
+
+    /// A GRPCRoute match: the call's path is `/<service>/<method>`, so the
+    /// service/method match is a path match (an exact path when both are
+    /// Exact, else an anchored regex over the two segments).
+    pub(crate) fn grpc(m: &GrpcRouteMatch) -> Matcher {
+        let path = match &m.method {
+            None => PathMatcher::Prefix(String::new()),
+            Some(mm) => {
+                let exact = mm.kind == ValueMatchType::Exact;
+                match (mm.service(), mm.method()) {
+                    (Some(s), Some(me)) if exact => PathMatcher::Exact(format!("/{s}/{me}")),
+                    (service, method) => {
+                        let part = |p: Option<&str>| match p {
+                            None => "[^/]+".to_owned(),
+                            Some(p) if exact => regex::escape(p),
+                            Some(p) => format!("(?:{p})"),
+                        };
+                        Regex::new(&format!("^/{}/{}$", part(service), part(method)))
+                            .map(PathMatcher::Regex)
+                            .unwrap_or_else(|_| PathMatcher::Exact("\u{0}never".into()))
+                    }
+                }
+            }
+        };
+        Matcher {
+            path,
+            method: None,
+            headers: header_matchers(&m.headers),
+            query: Vec::new(),
         }
     }
 
@@ -142,6 +166,18 @@ impl Matcher {
         }
         true
     }
+}
+
+fn header_matchers(headers: &[cfg::HeaderMatch]) -> Vec<(HeaderName, ValueMatcher)> {
+    headers
+        .iter()
+        .filter_map(|h| {
+            Some((
+                HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                ValueMatcher::new(h.kind, &h.value),
+            ))
+        })
+        .collect()
 }
 
 /// `RequestHeaderModifier` / `ResponseHeaderModifier`.
@@ -292,6 +328,41 @@ mod tests {
         assert!(mt.matches(&Method::GET, "/", Some("a=b&v=12"), &h));
         assert!(!mt.matches(&Method::GET, "/", Some("v=x"), &h));
         assert!(!mt.matches(&Method::GET, "/", Some("v=12"), &HeaderMap::new()));
+    }
+
+    #[test]
+    fn grpc_service_and_method() {
+        use weft_mesh::config::grpc_route::GrpcMethodMatch;
+        let g = |kind, service: Option<&str>, method: Option<&str>| {
+            Matcher::grpc(&GrpcRouteMatch {
+                method: Some(GrpcMethodMatch {
+                    kind,
+                    service: service.map(Into::into),
+                    method: method.map(Into::into),
+                }),
+                headers: Vec::new(),
+            })
+        };
+        let h = HeaderMap::new();
+        let hit = |m: &Matcher, p: &str| m.matches(&Method::POST, p, None, &h);
+        let both = g(ValueMatchType::Exact, Some("a.B"), Some("Get"));
+        assert!(hit(&both, "/a.B/Get"));
+        assert!(!hit(&both, "/a.B/Put"));
+        let service = g(ValueMatchType::Exact, Some("a.B"), None);
+        assert!(hit(&service, "/a.B/Put"));
+        assert!(!hit(&service, "/aXB/Put"), "the dot is literal");
+        assert!(!hit(&service, "/a.B/Put/x"));
+        let method = g(ValueMatchType::Exact, None, Some("Get"));
+        assert!(hit(&method, "/x.Y/Get"));
+        assert!(!hit(&method, "/x.Y/GetAll"));
+        let re = g(
+            ValueMatchType::RegularExpression,
+            Some(r"shop\.v[0-9]+\.Cart"),
+            Some("Get.*"),
+        );
+        assert!(hit(&re, "/shop.v2.Cart/GetItems"));
+        assert!(!hit(&re, "/shop.v2.Cart/Put"));
+        assert!(!hit(&re, "/xshop.v2.Cart/Get"));
     }
 
     #[test]

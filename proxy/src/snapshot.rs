@@ -35,7 +35,7 @@ pub(crate) struct WeightedBackend {
     pub(crate) per_try_timeout: Option<Duration>,
 }
 
-/// A rule of an HTTPRoute (or the implicit catch-all of a Backend).
+/// A rule of an HTTPRoute or GRPCRoute (or the implicit catch-all of a Backend).
 pub(crate) struct Rule {
     /// `namespace/name` of the route ("" for a Backend's implicit route).
     pub(crate) route: Arc<str>,
@@ -46,6 +46,16 @@ pub(crate) struct Rule {
     pub(crate) request_timeout: Option<Duration>,
     /// Metrics for answers the rule makes itself (redirects, no backend).
     pub(crate) local_metrics: RouteMetrics,
+    /// Where a copy of its requests goes (`RequestMirror`).
+    pub(crate) mirror: Option<Mirror>,
+}
+
+/// A rule's `RequestMirror`: the backend copies go to (never retried), and
+/// the share of requests copied.
+pub(crate) struct Mirror {
+    pub(crate) backend: WeightedBackend,
+    /// Out of 1 000 000.
+    pub(crate) per_million: u32,
 }
 
 /// Everything reachable under one authority.

@@ -276,3 +276,63 @@ async fn hop_by_hop_headers_do_not_cross() {
     assert!(seen.get("proxy-authorization").is_none(), "{seen}");
     assert_eq!(seen["x-public"], "ok");
 }
+
+/// `RequestMirror` on an HTTPRoute: every answer comes from the real
+/// backend; the mirror gets about its `percent` of copies, and a copy of
+/// an upload arrives whole (the mirror answers 200 only to a whole body).
+#[tokio::test]
+async fn request_mirror_copies_a_share_of_requests() {
+    let v1 = Upstream::start("v1").await;
+    let shadow = Upstream::start("shadow").await;
+    let mut yaml = backend("v1", &v1);
+    yaml.push_str(&backend("shadow", &shadow));
+    yaml.push_str(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: reviews}]\n  rules:\n    - matches: [{path: {value: /upload}}]\n      filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow}}}]\n      backendRefs: [{name: v1}]\n    - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow}, percent: 50}}]\n      backendRefs: [{name: v1}]\n",
+    );
+    let p = Proxy::start(yaml);
+    let n = 400;
+    for _ in 0..n {
+        let r = via(&p, "reviews", "/", &[]).await;
+        assert_eq!(r.header("x-upstream"), Some("v1"));
+    }
+    assert_eq!(v1.requests(), n);
+    let limit = std::time::Duration::from_secs(10);
+    // The copies are sent on their own: wait until the mirror's metric
+    // has counted every one the mirror received.
+    let answered = |want: Option<usize>| {
+        let p = &p;
+        let shadow = &shadow;
+        move || async move {
+            let copies = p.metric("weft_requests_total", &["shadow", "2xx"]).await as usize;
+            let done = copies == shadow.requests() && want.is_none_or(|w| copies == w);
+            done.then_some(copies)
+        }
+    };
+    let mirrored = eventually("the copies are answered", limit, answered(None)).await;
+    // Binomial(400, 0.5): sd = 10; 150..=250 is 5 sd.
+    assert!(
+        (150..=250).contains(&mirrored),
+        "{mirrored} of {n} mirrored"
+    );
+
+    let mut conn = Conn::open(p.outbound).await.unwrap();
+    for _ in 0..5 {
+        let body = bytes::Bytes::from(vec![b'u'; 200_000]);
+        let req = http::Request::post("/upload")
+            .header("host", "reviews")
+            .body(http_body_util::Full::new(body))
+            .unwrap();
+        let r = conn.send(req).await.unwrap();
+        assert_eq!(r.text(), "200000");
+    }
+    eventually(
+        "the uploads' copies are answered",
+        limit,
+        answered(Some(mirrored + 5)),
+    )
+    .await;
+    assert_eq!(
+        p.metric("weft_requests_total", &["shadow", "5xx"]).await,
+        0.0
+    );
+}

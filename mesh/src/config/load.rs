@@ -59,13 +59,13 @@ fn add_document(
         return Err(origin.error("kind", "every resource needs a kind"));
     }
     let want_api = match kind {
-        "HTTPRoute" => GATEWAY_API,
+        "HTTPRoute" | "GRPCRoute" => GATEWAY_API,
         "Backend" | "TrafficPolicy" | "AuthorizationPolicy" | "MeshConfig" => WEFT_API,
         other => {
             return Err(origin.error(
                 "kind",
                 format!(
-                    "unknown kind {other:?}; expected HTTPRoute, Backend, TrafficPolicy, AuthorizationPolicy or MeshConfig"
+                    "unknown kind {other:?}; expected HTTPRoute, GRPCRoute, Backend, TrafficPolicy, AuthorizationPolicy or MeshConfig"
                 ),
             ))
         }
@@ -94,6 +94,7 @@ fn add_document(
     }
     match kind {
         "HTTPRoute" => set.http_routes.push(typed(&origin)?),
+        "GRPCRoute" => set.grpc_routes.push(typed(&origin)?),
         "Backend" => set.backends.push(typed(&origin)?),
         "TrafficPolicy" => set.traffic_policies.push(typed(&origin)?),
         "AuthorizationPolicy" => set.authorization_policies.push(typed(&origin)?),

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod defaults;
 pub mod duration;
 pub mod files;
+pub mod grpc_route;
 mod load;
 pub mod policy;
 pub mod route;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 pub use backend::{BackendSpec, Protocol};
 pub use duration::Dur;
 pub use files::load_paths;
+pub use grpc_route::GrpcRouteSpec;
 pub use load::load_sources;
 pub use policy::{AuthorizationPolicySpec, MeshConfigSpec, TrafficPolicySpec};
 pub use route::HttpRouteSpec;
@@ -112,6 +114,7 @@ impl<S> Resource<S> {
 #[derive(Clone, Debug, Default)]
 pub struct ConfigSet {
     pub http_routes: Vec<Resource<HttpRouteSpec>>,
+    pub grpc_routes: Vec<Resource<GrpcRouteSpec>>,
     pub backends: Vec<Resource<BackendSpec>>,
     pub traffic_policies: Vec<Resource<TrafficPolicySpec>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,

@@ -226,6 +226,37 @@ pub struct Mirror {
     pub backend_ref: BackendRef,
     #[serde(default)]
     pub percent: Option<u32>,
+    #[serde(default)]
+    pub fraction: Option<Fraction>,
+}
+
+/// `numerator / denominator` of requests (the denominator defaults to 100).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Fraction {
+    pub numerator: u32,
+    #[serde(default = "hundred")]
+    pub denominator: u32,
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+impl Mirror {
+    /// The share of requests mirrored, in millionths (all when neither
+    /// `percent` nor `fraction` is set).
+    pub fn per_million(&self) -> u32 {
+        match (&self.fraction, self.percent) {
+            (Some(f), _) if f.denominator > 0 => {
+                (f.numerator.min(f.denominator) as u64 * 1_000_000 / f.denominator as u64) as u32
+            }
+            (Some(_), _) => 0,
+            (None, Some(p)) => p.min(100) * 10_000,
+            (None, None) => 1_000_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]

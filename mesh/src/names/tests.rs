@@ -225,6 +225,99 @@ spec: {port: 9090, protocol: grpc, endpoints: [{address: "10.1.0.1:9091"}]}
     assert!(t.get("web.9090.shop").is_none());
 }
 
+const GRPC: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: shop}
+spec:
+  parentRefs: [{name: reviews}]
+  rules:
+    - backendRefs: [{name: reviews}]
+    - matches:
+        - method: {service: a.Svc}
+        - method: {service: a.Svc, method: Get}
+        - method: {service: a.Svc, method: Get}
+          headers: [{name: x-v, value: "1"}]
+        - method: {type: RegularExpression, service: 'a\..*', method: Get}
+        - headers: [{name: x-v, value: "1"}]
+        - method: {method: GetAll}
+      backendRefs: [{name: reviews}]
+"#;
+
+#[test]
+fn grpc_routes_are_ordered_by_their_own_precedence() {
+    let (_, t) = table(&format!("{BACKENDS}{GRPC}"), "shop");
+    let d = t.get("reviews.shop").unwrap();
+    let got: Vec<(bool, usize, Option<usize>)> = d
+        .matches
+        .iter()
+        .map(|m| (m.grpc, m.rule, m.matched))
+        .collect();
+    // Exact before regex before none; then service characters (a
+    // method-only match has none), method characters, headers; the rule
+    // without matches last.
+    assert_eq!(
+        got,
+        vec![
+            (true, 1, Some(2)),
+            (true, 1, Some(1)),
+            (true, 1, Some(0)),
+            (true, 1, Some(5)),
+            (true, 1, Some(3)),
+            (true, 1, Some(4)),
+            (true, 0, None),
+        ]
+    );
+}
+
+#[test]
+fn an_http_and_a_grpc_route_on_one_name_do_not_merge() {
+    let http = |ts: &str| {
+        format!(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: h, namespace: shop{ts}}}
+spec:
+  parentRefs: [{{name: reviews}}]
+  rules: [{{backendRefs: [{{name: reviews}}]}}]
+"#
+        )
+    };
+    let kinds = |yaml: &str| -> Vec<bool> {
+        let (_, t) = table(yaml, "shop");
+        let mut k: Vec<bool> = t
+            .get("reviews")
+            .unwrap()
+            .matches
+            .iter()
+            .map(|m| m.grpc)
+            .collect();
+        k.dedup();
+        k
+    };
+    // No timestamps: "shop/g" sorts before "shop/h", the GRPCRoute keeps the name.
+    assert_eq!(kinds(&format!("{BACKENDS}{}{GRPC}", http(""))), vec![true]);
+    // The oldest route wins over the name order.
+    let old = ", creationTimestamp: \"2026-01-01T00:00:00Z\"";
+    assert_eq!(
+        kinds(&format!("{BACKENDS}{}{GRPC}", http(old))),
+        vec![false]
+    );
+    let newer = GRPC.replace(
+        "namespace: shop}",
+        "namespace: shop, creationTimestamp: \"2026-02-01T00:00:00Z\"}",
+    );
+    assert_eq!(
+        kinds(&format!("{BACKENDS}{}{newer}", http(old))),
+        vec![false]
+    );
+    // Each kind alone keeps the name.
+    assert_eq!(kinds(&format!("{BACKENDS}{}", http(""))), vec![false]);
+}
+
 #[test]
 fn a_consumer_route_replaces_producer_routes_for_its_own_namespace_only() {
     let yaml = format!(

@@ -7,6 +7,7 @@ pub(crate) mod peek;
 pub(crate) mod replay;
 mod request;
 mod response;
+pub(crate) mod tee;
 
 pub(crate) use request::RequestBody;
 pub(crate) use response::ResponseBody;

@@ -1,5 +1,5 @@
 //! What is sent upstream: the client's body as it arrives, a copy that can
-//! be sent again (retries), or nothing.
+//! be sent again (retries), a body shared with a mirror (`tee`), or nothing.
 
 use super::pace::Paced;
 use super::replay::ReplayBody;
@@ -17,6 +17,10 @@ pub(crate) enum RequestBody {
     /// A copy of the client's body, kept so the request can be sent again.
     /// Boxed: rare, and it would make every request larger.
     Replay(Box<ReplayBody<Paced>>),
+    /// The client's body, copied to a mirror as it goes.
+    Tee(Box<super::tee::Tee>),
+    /// A mirror's copy of a client's body.
+    Copy(Box<super::tee::Copy>),
     #[default]
     Empty,
 }
@@ -32,6 +36,8 @@ impl Body for RequestBody {
         let mut frame = match self.get_mut() {
             RequestBody::Incoming(b) => ready!(Pin::new(b).poll_frame(cx)),
             RequestBody::Replay(b) => ready!(Pin::new(&mut **b).poll_frame(cx)),
+            RequestBody::Tee(b) => ready!(Pin::new(&mut **b).poll_frame(cx)),
+            RequestBody::Copy(b) => ready!(Pin::new(&mut **b).poll_frame(cx)),
             RequestBody::Empty => None,
         };
         if let Some(Ok(f)) = &mut frame {
@@ -46,6 +52,8 @@ impl Body for RequestBody {
         match self {
             RequestBody::Incoming(b) => b.is_end_stream(),
             RequestBody::Replay(b) => b.is_end_stream(),
+            RequestBody::Tee(b) => b.is_end_stream(),
+            RequestBody::Copy(b) => b.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
@@ -54,6 +62,8 @@ impl Body for RequestBody {
         match self {
             RequestBody::Incoming(b) => b.size_hint(),
             RequestBody::Replay(b) => b.size_hint(),
+            RequestBody::Tee(b) => b.size_hint(),
+            RequestBody::Copy(b) => b.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

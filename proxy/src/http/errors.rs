@@ -1,6 +1,9 @@
 //! Errors the proxy answers itself, each with a status, a short text body and
 //! an `x-weft-error` header naming the cause, so a user reading a response
-//! (or a log) knows which hop failed and why.
+//! (or a log) knows which hop failed and why. A gRPC call (`content-type:
+//! application/grpc*`) gets the same as a gRPC status instead: HTTP 200,
+//! trailers-only, `grpc-status` and `grpc-message`, so its client sees
+//! UNIMPLEMENTED or UNAVAILABLE rather than a transport error.
 
 use crate::body::ResponseBody;
 use crate::transport::ConnectError;
@@ -77,6 +80,59 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC status code for this error (see `grpc_response`).
+    pub(crate) fn grpc_code(&self) -> u8 {
+        const UNIMPLEMENTED: u8 = 12;
+        const UNAVAILABLE: u8 = 14;
+        const DEADLINE_EXCEEDED: u8 = 4;
+        const PERMISSION_DENIED: u8 = 7;
+        const INTERNAL: u8 = 13;
+        match self {
+            ProxyError::NoRoute(_) | ProxyError::NoRuleMatch(_) => UNIMPLEMENTED,
+            ProxyError::NoBackend
+            | ProxyError::NoEndpoints(_)
+            | ProxyError::Connect(_)
+            | ProxyError::Overloaded(..)
+            | ProxyError::ListenerOverloaded(..)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::StaleConnection => UNAVAILABLE,
+            ProxyError::Timeout(_) | ProxyError::BodyTimeout(_) => DEADLINE_EXCEEDED,
+            ProxyError::Forbidden => PERMISSION_DENIED,
+            ProxyError::UpstreamProtocol(_) | ProxyError::BadRequest(_) => INTERNAL,
+        }
+    }
+
+    /// The answer for a request: a gRPC status when `grpc` (the request
+    /// was a gRPC call), else the HTTP error.
+    pub(crate) fn respond(self, grpc: bool) -> Response<ResponseBody> {
+        match grpc {
+            true => self.into_grpc_response(),
+            false => self.into_response(),
+        }
+    }
+
+    /// A trailers-only gRPC answer: HTTP 200 whose headers end the stream
+    /// and carry the status; `x-weft-error` names the cause as for HTTP.
+    pub(crate) fn into_grpc_response(self) -> Response<ResponseBody> {
+        let (_, cause) = self.kind();
+        let mut resp = Response::new(ResponseBody::empty());
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(self.grpc_code() as u16));
+        if let Ok(v) = HeaderValue::from_str(&grpc_message(&self.to_string())) {
+            h.insert("grpc-message", v);
+        }
+        h.insert(ERROR_HEADER, HeaderValue::from_static(cause));
+        if cause == "overloaded" {
+            h.insert(OVERLOADED_HEADER, HeaderValue::from_static("true"));
+        }
+        resp
+    }
+
     pub(crate) fn into_response(self) -> Response<ResponseBody> {
         let (status, cause) = self.kind();
         let mut resp = Response::new(ResponseBody::full(format!("{self}\n")));
@@ -91,5 +147,68 @@ impl ProxyError {
             h.insert(OVERLOADED_HEADER, HeaderValue::from_static("true"));
         }
         resp
+    }
+}
+
+/// Whether `req` is a gRPC call: a POST (every gRPC call is one, so a GET
+/// is told apart without a header lookup) with `content-type:
+/// application/grpc`, `application/grpc+proto`, `application/grpc-web`...
+#[inline]
+pub(crate) fn is_grpc<B>(req: &http::Request<B>) -> bool {
+    *req.method() == http::Method::POST
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// `grpc-message` is percent-encoded: bytes outside printable ASCII, and
+/// `%` itself, as `%XX`.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_answers_are_trailers_only_statuses() {
+        let resp = ProxyError::NoRoute("x".into()).into_grpc_response();
+        assert_eq!(resp.status(), http::StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "12");
+        assert_eq!(resp.headers()["x-weft-error"], "no-route");
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        assert_eq!(
+            ProxyError::Timeout(std::time::Duration::from_secs(1)).grpc_code(),
+            4
+        );
+        assert_eq!(ProxyError::Forbidden.grpc_code(), 7);
+        assert_eq!(ProxyError::NoEndpoints("b".into()).grpc_code(), 14);
+        assert_eq!(grpc_message("a 100%\n\u{e9}"), "a 100%25%0A%C3%A9");
+    }
+
+    #[test]
+    fn a_grpc_call_is_a_post_with_a_grpc_content_type() {
+        let req = |method: &str, ct: &str| {
+            http::Request::builder()
+                .method(method)
+                .header("content-type", ct)
+                .body(())
+                .unwrap()
+        };
+        assert!(is_grpc(&req("POST", "application/grpc")));
+        assert!(is_grpc(&req("POST", "application/grpc+proto")));
+        assert!(is_grpc(&req("POST", "application/grpc-web")));
+        assert!(!is_grpc(&req("GET", "application/grpc")));
+        assert!(!is_grpc(&req("POST", "application/json")));
     }
 }

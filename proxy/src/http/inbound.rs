@@ -52,6 +52,7 @@ pub(crate) async fn inbound(
             &proxy.inbound_metrics,
             report.as_mut().map(|r| &mut r.record),
         );
+        obs.grpc(&req);
         let resp = obs.fail(error);
         let resp = obs.answer(resp);
         return match report {
@@ -126,6 +127,7 @@ async fn serve(
     record: Option<&mut Record>,
 ) -> Response<ResponseBody> {
     let mut obs = Observer::new(started, &proxy.inbound_metrics, record);
+    obs.grpc(&req);
     let target = Target {
         endpoint: &proxy.app,
         wire: app_wire(&mut req),

@@ -30,6 +30,8 @@ pub(crate) struct Observer<'a> {
     /// Where the status and latency are counted.
     metrics: &'a RouteMetrics,
     record: Option<&'a mut Record>,
+    /// The request is a gRPC call: the proxy's own answers are gRPC statuses.
+    grpc: bool,
 }
 
 impl<'a> Observer<'a> {
@@ -45,7 +47,15 @@ impl<'a> Observer<'a> {
             started,
             metrics,
             record,
+            grpc: false,
         }
+    }
+
+    /// Notes whether `req` is a gRPC call (a POST whose `content-type`
+    /// says so).
+    #[inline]
+    pub(crate) fn grpc<B>(&mut self, req: &Request<B>) {
+        self.grpc = crate::http::errors::is_grpc(req);
     }
 
     #[inline]
@@ -129,13 +139,13 @@ impl<'a> Observer<'a> {
         }
     }
 
-    /// The proxy answers with `e` itself.
+    /// The proxy answers with `e` itself (as a gRPC status to a gRPC call).
     #[inline]
     pub(crate) fn fail(&mut self, e: ProxyError) -> Response<ResponseBody> {
         if let Some(r) = self.record.as_deref_mut() {
             r.cause = Some(e.kind().1);
         }
-        e.into_response()
+        e.respond(self.grpc)
     }
 
     /// Counts the answer, and hands it on.

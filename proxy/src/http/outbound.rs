@@ -54,6 +54,7 @@ async fn serve(
 ) -> Response<ResponseBody> {
     let mut snap = proxy.snapshot.load_full();
     let mut obs = Observer::new(started, &proxy.no_route_metrics, record);
+    obs.grpc(&req);
     if let Err(e) = checks::request(&mut req, true) {
         let resp = obs.fail(e);
         return obs.answer(resp);
@@ -101,6 +102,9 @@ async fn serve(
         return obs.answer(resp);
     };
     obs.backend(wb);
+    if rule.mirror.is_some() {
+        crate::http::mirror::fork(&proxy, conn, rule, &mut req, prefix.as_deref(), started);
+    }
     let (out, hash) = prepare(conn, rule, wb, req, prefix.as_deref(), started);
     let resp = match crate::http::retry::call(&proxy, wb, rule, out, hash, &mut obs).await {
         Ok(mut resp) => {

@@ -317,7 +317,8 @@ async fn handle(
     let Some(permit) = listener.caps.try_acquire(Kind::Requests) else {
         listener.requests_refused.inc();
         let max = listener.caps.max(Kind::Requests);
-        return ProxyError::ListenerOverloaded(direction.label(), max).into_response();
+        let grpc = crate::http::errors::is_grpc(&req);
+        return ProxyError::ListenerOverloaded(direction.label(), max).respond(grpc);
     };
     let mut resp = match direction {
         Direction::Outbound => crate::http::outbound::outbound(proxy, info, req).await,

@@ -8,13 +8,14 @@
 use crate::backend::{Backend, Discovery};
 use crate::proxy::ProxyOptions;
 use crate::route::{Filters, Matcher};
-use crate::snapshot::{MeshSettings, Rule, Snapshot, VirtualHost, WeightedBackend};
+use crate::snapshot::{MeshSettings, Mirror, Rule, Snapshot, VirtualHost, WeightedBackend};
 use crate::telemetry::metrics::Metrics;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use weft_mesh::config::grpc_route::GrpcRouteRule;
 use weft_mesh::config::policy::TrafficPolicySpec;
-use weft_mesh::config::route::RouteRule;
+use weft_mesh::config::route::{BackendRef, Filter, RouteRetry, RouteRule, Timeouts};
 use weft_mesh::config::{defaults, BackendSpec, ConfigSet, Dur, Resource};
 use weft_mesh::names::NameTable;
 
@@ -57,19 +58,30 @@ pub(crate) fn compile(
     }
 
     // Each rule is compiled once, however many names lead to it.
-    let mut rules: HashMap<(usize, usize), Arc<Rule>> = HashMap::new();
-    let mut rule = |route: usize, rule: usize| -> Arc<Rule> {
+    let mut rules: HashMap<(bool, usize, usize), Arc<Rule>> = HashMap::new();
+    let mut rule = |grpc: bool, route: usize, rule: usize| -> Arc<Rule> {
         rules
-            .entry((route, rule))
+            .entry((grpc, route, rule))
             .or_insert_with(|| {
-                let r = &config.http_routes[route];
-                Arc::new(compile_rule(
-                    &Arc::from(r.key()),
-                    &r.meta.namespace,
-                    &r.spec.rules[rule],
-                    &backends,
-                    metrics,
-                ))
+                let (key, ns, spec) = match grpc {
+                    true => {
+                        let r = &config.grpc_routes[route];
+                        (
+                            r.key(),
+                            &r.meta.namespace,
+                            RuleSpec::grpc(&r.spec.rules[rule]),
+                        )
+                    }
+                    false => {
+                        let r = &config.http_routes[route];
+                        (
+                            r.key(),
+                            &r.meta.namespace,
+                            RuleSpec::http(&r.spec.rules[rule]),
+                        )
+                    }
+                };
+                Arc::new(compile_rule(&Arc::from(key), ns, spec, &backends, metrics))
             })
             .clone()
     };
@@ -82,12 +94,16 @@ pub(crate) fn compile(
                 .matches
                 .iter()
                 .map(|m| {
-                    let spec = &config.http_routes[m.route].spec.rules[m.rule];
-                    let matcher = match m.matched {
-                        Some(i) => Matcher::new(&spec.matches[i]),
-                        None => Matcher::any(),
+                    let matcher = match (m.grpc, m.matched) {
+                        (_, None) => Matcher::any(),
+                        (true, Some(i)) => Matcher::grpc(
+                            &config.grpc_routes[m.route].spec.rules[m.rule].matches[i],
+                        ),
+                        (false, Some(i)) => {
+                            Matcher::new(&config.http_routes[m.route].spec.rules[m.rule].matches[i])
+                        }
                     };
-                    (matcher, rule(m.route, m.rule))
+                    (matcher, rule(m.grpc, m.route, m.rule))
                 })
                 .collect(),
         },
@@ -147,24 +163,54 @@ fn implicit_rule(b: &Arc<Backend>, metrics: &Metrics) -> Arc<Rule> {
         total_weight: 1,
         request_timeout: None,
         local_metrics: metrics.route("outbound", "", &b.key),
+        mirror: None,
     })
+}
+
+/// What a rule of either route kind gives its compiled form (a GRPCRoute
+/// rule has no timeouts or retry of its own).
+struct RuleSpec<'a> {
+    filters: &'a [Filter],
+    backend_refs: &'a [BackendRef],
+    timeouts: Option<&'a Timeouts>,
+    retry: Option<&'a RouteRetry>,
+}
+
+impl<'a> RuleSpec<'a> {
+    fn http(r: &'a RouteRule) -> RuleSpec<'a> {
+        RuleSpec {
+            filters: &r.filters,
+            backend_refs: &r.backend_refs,
+            timeouts: r.timeouts.as_ref(),
+            retry: r.retry.as_ref(),
+        }
+    }
+
+    fn grpc(r: &'a GrpcRouteRule) -> RuleSpec<'a> {
+        RuleSpec {
+            filters: &r.filters,
+            backend_refs: &r.backend_refs,
+            timeouts: None,
+            retry: None,
+        }
+    }
 }
 
 fn compile_rule(
     route: &Arc<str>,
     route_ns: &str,
-    rule: &RouteRule,
+    rule: RuleSpec<'_>,
     backends: &HashMap<Arc<str>, Arc<Backend>>,
     metrics: &Metrics,
 ) -> Rule {
     let nonzero = |d: Option<Dur>| d.map(|d| d.0).filter(|d| !d.is_zero());
-    let timeouts = rule.timeouts.as_ref();
+    let timeouts = rule.timeouts;
     let backend_timeout = nonzero(timeouts.and_then(|t| t.backend_request));
     let mut out = Vec::new();
-    for b in &rule.backend_refs {
+    for b in rule.backend_refs {
         let ns = b.namespace.as_deref().unwrap_or(route_ns);
         if let Some(be) = backends.get(format!("{ns}/{}", b.name).as_str()) {
-            let retry = match &rule.retry {
+            let retry = match rule.retry {
                 Some(r) => Arc::new(be.resilience.retry.with_route(r)),
                 None => be.resilience.retry.clone(),
             };
@@ -180,12 +226,43 @@ fn compile_rule(
     }
     Rule {
         route: route.clone(),
-        filters: Filters::new(&rule.filters),
+        filters: Filters::new(rule.filters),
         total_weight: out.iter().map(|b| b.weight as u64).sum(),
         backends: out,
         request_timeout: nonzero(timeouts.and_then(|t| t.request)),
         local_metrics: metrics.route("outbound", route, ""),
+        mirror: mirror_of(route, route_ns, rule.filters, backends, metrics),
     }
+}
+
+/// The rule's `RequestMirror` (validation allows one), its Backend
+/// resolved; the copies are never retried.
+fn mirror_of(
+    route: &Arc<str>,
+    route_ns: &str,
+    filters: &[Filter],
+    backends: &HashMap<Arc<str>, Arc<Backend>>,
+    metrics: &Metrics,
+) -> Option<Mirror> {
+    let m = filters.iter().find_map(|f| f.request_mirror.as_ref())?;
+    let b = &m.backend_ref;
+    let ns = b.namespace.as_deref().unwrap_or(route_ns);
+    let be = backends.get(format!("{ns}/{}", b.name).as_str())?;
+    let once = RouteRetry {
+        attempts: Some(0),
+        ..RouteRetry::default()
+    };
+    Some(Mirror {
+        backend: WeightedBackend {
+            backend: be.clone(),
+            weight: 1,
+            filters: Filters::default(),
+            metrics: metrics.route("outbound", route, &be.key),
+            retry: Arc::new(be.resilience.retry.with_route(&once)),
+            per_try_timeout: be.resilience.retry.per_try_timeout,
+        },
+        per_million: m.per_million(),
+    })
 }
 
 /// The shorter of two optional limits.

@@ -1,7 +1,9 @@
 //! Checks that serde cannot express: references between resources, value
 //! ranges, regexes that must compile. Each error carries a field path.
 
+mod grpc;
 mod mesh;
+mod shared;
 
 use super::route::{
     Filter, FilterType, PathMatchType, PathModifier, PathModifierType, ValueMatchType,
@@ -20,6 +22,9 @@ pub(super) fn validate(set: &ConfigSet) -> Vec<ConfigError> {
     }
     for r in &set.http_routes {
         v.route(r);
+    }
+    for r in &set.grpc_routes {
+        v.grpc_route(r);
     }
     for p in &set.traffic_policies {
         v.traffic_policy(p);
@@ -92,6 +97,7 @@ impl Validator<'_> {
             }
         }
         check(self, "HTTPRoute", &self.set.http_routes);
+        check(self, "GRPCRoute", &self.set.grpc_routes);
         check(self, "Backend", &self.set.backends);
         check(self, "TrafficPolicy", &self.set.traffic_policies);
         check(
@@ -172,34 +178,7 @@ impl Validator<'_> {
 
     fn route(&mut self, r: &Resource<super::HttpRouteSpec>) {
         let o = &r.origin;
-        if r.spec.parent_refs.is_empty() {
-            self.err(
-                o,
-                "spec.parentRefs",
-                "a route needs at least one parentRef (the service it takes over)",
-            );
-        }
-        for (i, p) in r.spec.parent_refs.iter().enumerate() {
-            if let Some(k) = &p.kind {
-                if k != "Service" && k != "Backend" {
-                    self.err(
-                        o,
-                        &format!("spec.parentRefs[{i}].kind"),
-                        format!("kind {k:?} is not supported (Service or Backend)"),
-                    );
-                }
-            }
-        }
-        for (i, h) in r.spec.hostnames.iter().enumerate() {
-            let bare = h.strip_prefix("*.").unwrap_or(h);
-            if !is_dns_name(bare) {
-                self.err(
-                    o,
-                    &format!("spec.hostnames[{i}]"),
-                    format!("{h:?} is not a valid hostname"),
-                );
-            }
-        }
+        self.parents(o, &r.spec.parent_refs, &r.spec.hostnames);
         for (ri, rule) in r.spec.rules.iter().enumerate() {
             let rp = format!("spec.rules[{ri}]");
             let mut prefix_only = !rule.matches.is_empty();
@@ -225,24 +204,7 @@ impl Validator<'_> {
                         _ => {}
                     }
                 }
-                for (hi, h) in m.headers.iter().enumerate() {
-                    if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
-                        self.err(
-                            o,
-                            &format!("{mp}.headers[{hi}].name"),
-                            format!("{:?} is not a valid header name", h.name),
-                        );
-                    }
-                    if h.kind == ValueMatchType::RegularExpression {
-                        if let Err(e) = regex::Regex::new(&h.value) {
-                            self.err(
-                                o,
-                                &format!("{mp}.headers[{hi}].value"),
-                                format!("invalid regular expression: {e}"),
-                            );
-                        }
-                    }
-                }
+                self.header_matches(o, &mp, &m.headers);
                 for (qi, q) in m.query_params.iter().enumerate() {
                     if q.kind == ValueMatchType::RegularExpression {
                         if let Err(e) = regex::Regex::new(&q.value) {
@@ -269,6 +231,7 @@ impl Validator<'_> {
             for (fi, f) in rule.filters.iter().enumerate() {
                 self.filter(o, &format!("{rp}.filters[{fi}]"), f, prefix_only);
             }
+            self.mirrors(o, &rp, &r.meta.namespace, &rule.filters, &rule.backend_refs);
             let has_redirect = rule
                 .filters
                 .iter()
@@ -351,7 +314,9 @@ impl Validator<'_> {
             Some(b) if b.spec.protocol == super::Protocol::Tcp => self.err(
                 o,
                 &format!("{path}.name"),
-                format!("Backend {name:?} has protocol tcp; an HTTPRoute cannot send to it"),
+                format!(
+                    "Backend {name:?} has protocol tcp; an HTTP or gRPC route cannot send to it"
+                ),
             ),
             Some(_) => {}
         }
@@ -444,13 +409,6 @@ impl Validator<'_> {
             if let Some(p) = &r.path {
                 self.path_modifier(o, &format!("{path}.urlRewrite.path"), p, prefix_only);
             }
-        }
-        if f.kind == FilterType::RequestMirror {
-            self.err(
-                o,
-                &format!("{path}.type"),
-                "RequestMirror is not supported yet by this version of weft",
-            );
         }
     }
 
