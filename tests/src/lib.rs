@@ -9,6 +9,7 @@ pub mod dns;
 pub mod faulty;
 pub mod kube_fake;
 pub mod mesh;
+pub mod netns;
 pub mod otlp;
 pub mod proxy;
 pub mod svc;

@@ -1,12 +1,17 @@
 //! On-demand names: the control plane sends a proxy only the names it has
 //! asked for, so a request for a name the scoped config lacks asks for it
-//! on the open watch and waits (briefly) for the answer.
+//! on the open watch and waits (briefly) for the answer. An intercepted
+//! connection's original destination is asked about the same way, as the
+//! name `IP:port` (the control plane answers with the Service whose
+//! ClusterIP it is). A name asked about stays wanted: the answer, found or
+//! not, is not asked again, and a Service that appears later is sent.
 
 use crate::proxy::NameLookup;
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -19,6 +24,9 @@ const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 const MAX_WANTS: usize = 10_000;
 /// Longest name asked about.
 const MAX_NAME: usize = 300;
+/// Most of those wants that are addresses (`IP:port`): an app that dials
+/// many IPs that are no Service must not use up the room names need.
+const MAX_ADDRESS_WANTS: usize = 2_000;
 
 /// The names asked for, and the watch they are asked on.
 pub(crate) struct Lookups {
@@ -30,6 +38,8 @@ pub(crate) struct Lookups {
     /// Counts answers from the control plane (snapshots and settlements),
     /// so a request waiting on a want knows when it has been answered.
     answers: watch::Sender<u64>,
+    /// How many of `wants` are addresses (changed under its lock).
+    addresses: AtomicUsize,
 }
 
 impl Default for Lookups {
@@ -38,6 +48,7 @@ impl Default for Lookups {
             wants: Mutex::new(BTreeSet::new()),
             up: Mutex::new(None),
             answers: watch::channel(0).0,
+            addresses: AtomicUsize::new(0),
         }
     }
 }
@@ -69,6 +80,12 @@ impl Lookups {
             let mut wants = lock(&self.wants);
             if wants.contains(&name) || wants.len() >= MAX_WANTS {
                 return false;
+            }
+            if name.parse::<std::net::SocketAddr>().is_ok() {
+                if self.addresses.load(Ordering::Relaxed) >= MAX_ADDRESS_WANTS {
+                    return false;
+                }
+                self.addresses.fetch_add(1, Ordering::Relaxed);
             }
             wants.insert(name.clone());
         }

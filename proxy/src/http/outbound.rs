@@ -65,7 +65,13 @@ async fn serve(
         let resp = obs.fail(ProxyError::BadRequest("no Host header or authority"));
         return obs.answer(resp);
     };
-    if snap.host(authority).is_none() {
+    // Intercepted for a Service's ClusterIP:port: that Service's routes,
+    // whatever the Host says (mesh ClusterIP matching).
+    let by_dst = conn
+        .orig_name
+        .as_deref()
+        .filter(|n| snap.names.get_exact(n).is_some());
+    if by_dst.is_none() && snap.host(authority).is_none() {
         // Mesh mode: the scoped config has only names asked for so far.
         if let Some(lookups) = &proxy.lookups {
             if lookups.discover(authority).await {
@@ -73,7 +79,11 @@ async fn serve(
             }
         }
     }
-    let Some(vh) = snap.host(authority) else {
+    let vh = match by_dst {
+        Some(name) => snap.names.get_exact(name),
+        None => snap.host(authority),
+    };
+    let Some(vh) = vh else {
         if let Some(dst) = conn.orig_dst {
             return passthrough(&proxy, dst, req, obs).await;
         }
