@@ -293,8 +293,11 @@ async fn cluster_ips_route_by_original_destination_over_mtls() {
         &proxy,
         &["--exclude-inbound-ports", "15000,8001,8002"],
     );
-    // ClusterIPs are routable on the Pod's link only so `connect` can start.
-    sb.ip(&client, "route add 10.0.0.0/24 dev veth0");
+    // The ClusterIPs are routed onto the Pod's link only so `connect` can
+    // start: nothing there answers for them.
+    for ip in [&reviews_ip, &greeter_ip] {
+        sb.ip(&client, &format!("route add {ip}/32 dev veth0"));
+    }
 
     // (c) Neither ClusterIP is known yet.
     let config = sb.curl(&client, &[], "http://127.0.0.1:15000/config").1;

@@ -112,3 +112,23 @@ impl NameLookup for Lookups {
         Box::pin(self.ask(authority))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn addresses_cannot_crowd_out_names() {
+        let l = Lookups::default();
+        for i in 0..MAX_ADDRESS_WANTS + 5 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32);
+            // No watch open: false, but the want is kept for the next hello.
+            assert!(!l.ask(&format!("{ip}:80")).await);
+        }
+        assert!(!l.ask("reviews.shop").await);
+        let wanted = l.wanted();
+        assert_eq!(wanted.len(), MAX_ADDRESS_WANTS + 1);
+        assert!(wanted.contains(&"reviews.shop".to_string()));
+        assert!(wanted.contains(&"10.0.0.0:80".to_string()));
+    }
+}
