@@ -8,7 +8,7 @@
 
 use crate::proxy::NameLookup;
 use bytes::Bytes;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +40,9 @@ pub(crate) struct Lookups {
     answers: watch::Sender<u64>,
     /// How many of `wants` are addresses (changed under its lock).
     addresses: AtomicUsize,
+    /// Wants sent and not answered yet: a second connection or request for
+    /// one waits for the same answer instead of going on without it.
+    pending: Mutex<HashSet<String>>,
 }
 
 impl Default for Lookups {
@@ -49,6 +52,7 @@ impl Default for Lookups {
             up: Mutex::new(None),
             answers: watch::channel(0).0,
             addresses: AtomicUsize::new(0),
+            pending: Mutex::new(HashSet::new()),
         }
     }
 }
@@ -66,42 +70,63 @@ impl Lookups {
 
     /// The control plane answered (a snapshot, or "nothing changed").
     pub(super) fn answered(&self) {
+        lock(&self.pending).clear();
         self.answers.send_modify(|n| *n += 1);
     }
 
     /// Asks about `authority`; true once the control plane has answered.
-    /// False at once for a name already asked about, or with no watch open.
+    /// A name already asked about waits for the answer if it is still
+    /// coming, else is false at once; false with no watch open.
     async fn ask(&self, authority: &str) -> bool {
         let name = authority.trim_end_matches('.').to_ascii_lowercase();
         if name.is_empty() || name.len() > MAX_NAME {
             return false;
         }
-        {
-            let mut wants = lock(&self.wants);
-            if wants.contains(&name) || wants.len() >= MAX_WANTS {
-                return false;
-            }
-            if name.parse::<std::net::SocketAddr>().is_ok() {
-                if self.addresses.load(Ordering::Relaxed) >= MAX_ADDRESS_WANTS {
-                    return false;
-                }
-                self.addresses.fetch_add(1, Ordering::Relaxed);
-            }
-            wants.insert(name.clone());
-        }
-        let Some(up) = lock(&self.up).clone() else {
-            return false;
-        };
+        // Subscribed before looking, so an answer in between is not missed.
         let mut answers = self.answers.subscribe();
         answers.borrow_and_update();
-        let want = WatchUp::Want { names: vec![name] };
+        let asked = {
+            let mut wants = lock(&self.wants);
+            if wants.contains(&name) {
+                Some(lock(&self.pending).contains(&name))
+            } else {
+                if wants.len() >= MAX_WANTS {
+                    return false;
+                }
+                if name.parse::<std::net::SocketAddr>().is_ok() {
+                    if self.addresses.load(Ordering::Relaxed) >= MAX_ADDRESS_WANTS {
+                        return false;
+                    }
+                    self.addresses.fetch_add(1, Ordering::Relaxed);
+                }
+                wants.insert(name.clone());
+                lock(&self.pending).insert(name.clone());
+                None
+            }
+        };
+        if let Some(coming) = asked {
+            return coming && wait(answers).await;
+        }
+        let Some(up) = lock(&self.up).clone() else {
+            lock(&self.pending).remove(&name);
+            return false;
+        };
+        let want = WatchUp::Want {
+            names: vec![name.clone()],
+        };
         if up.send(api::line(&want)).await.is_err() {
+            lock(&self.pending).remove(&name);
             return false;
         }
-        tokio::time::timeout(DISCOVERY_WAIT, answers.changed())
-            .await
-            .is_ok_and(|r| r.is_ok())
+        wait(answers).await
     }
+}
+
+/// True once the control plane answers, within [`DISCOVERY_WAIT`].
+async fn wait(mut answers: watch::Receiver<u64>) -> bool {
+    tokio::time::timeout(DISCOVERY_WAIT, answers.changed())
+        .await
+        .is_ok_and(|r| r.is_ok())
 }
 
 impl NameLookup for Lookups {
@@ -130,5 +155,31 @@ mod tests {
         assert_eq!(wanted.len(), MAX_ADDRESS_WANTS + 1);
         assert!(wanted.contains(&"reviews.shop".to_string()));
         assert!(wanted.contains(&"10.0.0.0:80".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_second_ask_waits_for_the_answer_to_the_first() {
+        let l = std::sync::Arc::new(Lookups::default());
+        let (tx, mut rx) = mpsc::channel(4);
+        l.attach(tx);
+        let first = tokio::spawn({
+            let l = l.clone();
+            async move { l.ask("10.96.0.1:80").await }
+        });
+        // The want went up; a second ask for it waits rather than failing.
+        let line = rx.recv().await.expect("the want");
+        assert!(String::from_utf8_lossy(&line).contains("10.96.0.1:80"));
+        let second = tokio::spawn({
+            let l = l.clone();
+            async move { l.ask("10.96.0.1:80").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished());
+        l.answered();
+        assert!(first.await.unwrap());
+        assert!(second.await.unwrap());
+        // Answered: asking again is false at once, and sends nothing.
+        assert!(!l.ask("10.96.0.1:80").await);
+        assert!(rx.try_recv().is_err());
     }
 }
