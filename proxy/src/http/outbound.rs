@@ -1,5 +1,7 @@
-//! A request from the local app (the outbound listener): find its route,
-//! apply the rule's filters, choose a backend, forward with retries — or
+//! A request from the local app (the outbound listener): find its route
+//! (by the Service at the original destination of an intercepted
+//! connection, when there is one; else by authority), apply the rule's
+//! filters, choose a backend, forward with retries — or
 //! send it where the app was sending it when it was intercepted and no
 //! config knows the destination.
 
