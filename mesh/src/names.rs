@@ -175,6 +175,40 @@ pub fn strip_port(authority: &str) -> &str {
     }
 }
 
+/// The names `IP:port` (and the bare IP when `bare`) of the cluster IPs
+/// a Backend's annotation lists; IPv6 in brackets.
+fn cluster_ip_names(
+    b: &crate::config::Resource<crate::config::BackendSpec>,
+    port: Option<u16>,
+    bare: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let ips = b.meta.annotations.get(CLUSTER_IPS_ANNOTATION);
+    for ip in ips.into_iter().flat_map(|l| l.split(',')) {
+        let host = match ip.trim() {
+            "" => continue,
+            v6 if v6.contains(':') => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        };
+        if let Some(p) = port {
+            out.push(format!("{host}:{p}"));
+        }
+        if bare {
+            out.push(host);
+        }
+    }
+    out
+}
+
+/// The name an original destination is looked up by: `IP:port`, IPv6 in
+/// brackets (as [`NameTable::get_exact`] and the control plane expect).
+pub fn address_name(addr: std::net::SocketAddr) -> String {
+    match addr.ip().to_canonical() {
+        std::net::IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+    }
+}
+
 impl Destination {
     /// The Backend whose implicit catch-all rule serves this name: there
     /// is one when no route takes the name and the Backend speaks HTTP.
@@ -213,6 +247,16 @@ impl<T> NameTable<T> {
             .iter()
             .find(|(suffix, _)| host.ends_with(&**suffix))
             .and_then(|&(_, i)| self.entries.get(i as usize))
+    }
+
+    /// What exactly `name` (lower case, no trailing dot) leads to: no
+    /// fallback to the name without its port, nor to wildcards. For
+    /// original destinations (`IP:port`), where another port of the same
+    /// IP is another service, or none.
+    pub fn get_exact(&self, name: &str) -> Option<&T> {
+        self.exact
+            .get(name)
+            .and_then(|&i| self.entries.get(i as usize))
     }
 
     /// Every destination, once each (several names may share one).
@@ -263,19 +307,8 @@ impl NameTable<Destination> {
                     table.exact.insert(h.into(), entry);
                 }
             }
-            let ips = b.meta.annotations.get(CLUSTER_IPS_ANNOTATION);
-            for ip in ips.into_iter().flat_map(|l| l.split(',')) {
-                let host = match ip.trim() {
-                    "" => continue,
-                    v6 if v6.contains(':') => format!("[{v6}]"),
-                    v4 => v4.to_string(),
-                };
-                if let Some(p) = b.spec.port {
-                    table.exact.insert(format!("{host}:{p}").into(), entry);
-                }
-                if bare {
-                    table.exact.insert(host.into(), entry);
-                }
+            for h in cluster_ip_names(b, b.spec.port, bare) {
+                table.exact.insert(h.into(), entry);
             }
         }
 
@@ -424,12 +457,17 @@ fn route_names<S>(
             continue; // shadowed by this namespace's consumer routes
         }
         applies = true;
-        let port = p.port.or_else(|| {
-            backend_index
-                .get(&format!("{ns}/{}", p.name))
-                .and_then(|&b| set.backends[b].spec.port)
-        });
+        let parent = backend_index
+            .get(&format!("{ns}/{}", p.name))
+            .map(|&b| &set.backends[b]);
+        let default_port = parent.and_then(|b| b.spec.port);
+        let port = p.port.or(default_port);
         names.extend(authorities(&p.name, ns, port, local_ns));
+        // A Service's cluster IPs are its names too (mesh ClusterIP
+        // matching): the route takes them over with the port.
+        if let Some(b) = parent {
+            names.extend(cluster_ip_names(b, port, port == default_port));
+        }
     }
     if !applies {
         return None;

@@ -59,6 +59,17 @@ impl ControlPlane {
         cp
     }
 
+    /// A control plane reading both a Kubernetes cluster (`--kubernetes`
+    /// with `kubeconfig`) and `yaml` (`--config`, e.g. routes and policies
+    /// for the cluster's Services).
+    pub fn start_kubernetes_and_files(kubeconfig: &std::path::Path, yaml: &str) -> ControlPlane {
+        let mut cp = Self::new(yaml, &["--kubernetes"], None);
+        cp.env
+            .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+        cp.spawn();
+        cp
+    }
+
     /// As [`ControlPlane::start_kubernetes`], returning as soon as it waits
     /// for the first list of the cluster (its admin endpoint is up; its
     /// proxy listener is not known yet).

@@ -12,6 +12,7 @@ pub mod kube_cluster;
 pub mod kube_fake;
 pub mod load;
 pub mod mesh;
+pub mod netns;
 pub mod otlp;
 pub mod proxy;
 pub mod svc;

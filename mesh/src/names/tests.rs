@@ -351,3 +351,47 @@ spec:
     assert_eq!(routes_for("other"), ["shop/producer"]);
     assert_eq!(routes_for("web"), ["web/consumer"]);
 }
+
+#[test]
+fn a_route_takes_over_its_services_cluster_ips() {
+    let (set, t) = table(
+        r#"
+apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: web, namespace: shop, annotations: {weft.dev/service: web, weft.dev/cluster-ips: "10.96.0.7,fd00::7"}}
+spec: {port: 80, endpoints: [{address: "10.1.0.1:8080"}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: web.9090, namespace: shop, annotations: {weft.dev/service: web, weft.dev/cluster-ips: "10.96.0.7,fd00::7"}}
+spec: {port: 9090, endpoints: [{address: "10.1.0.1:9091"}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{kind: Service, name: web}]
+  rules: [{backendRefs: [{name: web.9090}]}]
+"#,
+        "other",
+    );
+    for name in ["10.96.0.7:80", "10.96.0.7", "[fd00::7]:80", "[fd00::7]"] {
+        let d = t.get_exact(name).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(d.matches.len(), 1, "{name}");
+        assert_eq!(set.http_routes[d.matches[0].route].meta.name, "web");
+    }
+    // The other port is still that port's Backend, without the route.
+    let d = t.get_exact("10.96.0.7:9090").unwrap();
+    assert_eq!(d.name, "shop/web.9090");
+    assert!(d.matches.is_empty());
+    // Exact: a port the Service lacks is nothing (`get` would fall back).
+    assert!(t.get_exact("10.96.0.7:1234").is_none());
+    assert_eq!(
+        address_name("[::ffff:10.96.0.7]:80".parse().unwrap()),
+        "10.96.0.7:80"
+    );
+    assert_eq!(
+        address_name("[fd00::7]:80".parse().unwrap()),
+        "[fd00::7]:80"
+    );
+}

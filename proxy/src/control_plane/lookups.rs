@@ -8,10 +8,17 @@
 //! sent on a watch that dies unanswered (its replica went away) is not
 //! lost: every new watch's hello names all wants, so the answer to that
 //! hello answers it, within the same wait.
+//!
+//! An intercepted connection's original destination is asked about the
+//! same way, as the name `IP:port` (the control plane answers with the
+//! Service whose ClusterIP it is). A name asked about stays wanted: the
+//! answer, found or not, is not asked again, and a Service that appears
+//! later is sent. A second request (or connection) for a name whose answer
+//! is still coming waits for that same answer.
 
 use crate::proxy::NameLookup;
 use bytes::Bytes;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -26,12 +33,17 @@ const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 pub(super) const MAX_WANTS: usize = 10_000;
 /// Longest name asked about.
 const MAX_NAME: usize = 300;
+/// Most of those wants that are addresses (`IP:port`): an app that dials
+/// many IPs that are no Service must not use up the room names need.
+const MAX_ADDRESS_WANTS: usize = 2_000;
 
 /// The names asked for, and the watch they are asked on.
 pub(crate) struct Lookups {
     /// Names the app called that the config did not have (named again in
-    /// the hello of every new watch).
-    wants: Mutex<BTreeSet<String>>,
+    /// the hello of every new watch), and how many of them are addresses.
+    wants: Mutex<Wants>,
+    /// Wants whose answer is still coming, and where they were sent.
+    pending: Mutex<HashMap<String, Sent>>,
     /// The open watch and what it owes.
     up: Mutex<Upward>,
     /// Rings on every answer from the control plane (snapshots and
@@ -53,7 +65,15 @@ struct Upward {
     answers: u64,
 }
 
+/// The names asked for.
+#[derive(Default)]
+struct Wants {
+    names: BTreeSet<String>,
+    addresses: usize,
+}
+
 /// Where a want was sent, to tell when it has been answered.
+#[derive(Clone, Copy)]
 struct Sent {
     generation: u64,
     /// The answer count that answers it on that watch (none if it could
@@ -64,7 +84,8 @@ struct Sent {
 impl Default for Lookups {
     fn default() -> Self {
         Lookups {
-            wants: Mutex::new(BTreeSet::new()),
+            wants: Mutex::new(Wants::default()),
+            pending: Mutex::new(HashMap::new()),
             up: Mutex::new(Upward::default()),
             answers: watch::channel(()).0,
         }
@@ -81,7 +102,7 @@ impl Lookups {
         hello: impl FnOnce(Vec<String>) -> Bytes,
     ) -> bool {
         let mut upward = lock(&self.up);
-        let names = lock(&self.wants).iter().cloned().collect();
+        let names = lock(&self.wants).names.iter().cloned().collect();
         if up.try_send(hello(names)).is_err() {
             return false;
         }
@@ -104,36 +125,57 @@ impl Lookups {
         self.answers.send_replace(());
     }
 
-    /// Asks about `authority`; true once the control plane has answered.
-    /// False at once for a name already asked about.
+    /// Asks about `authority`; true once the control plane has answered
+    /// (or the wait ran out: either way the caller looks again). A name
+    /// whose answer is still coming waits for it; one answered already is
+    /// false at once, as is one over the limits.
     async fn ask(&self, authority: &str) -> bool {
         let name = authority.trim_end_matches('.').to_ascii_lowercase();
         if name.is_empty() || name.len() > MAX_NAME {
             return false;
         }
-        {
-            let mut wants = lock(&self.wants);
-            if wants.contains(&name) || wants.len() >= MAX_WANTS {
-                return false;
-            }
-            wants.insert(name.clone());
-        }
         let mut answers = self.answers.subscribe();
-        let line = api::line(&WatchUp::Want { names: vec![name] });
         let sent = {
-            let mut upward = lock(&self.up);
-            // Queued now (never waiting under the lock); a full or closed
-            // channel leaves the want to the next watch's hello.
-            let queued = upward
-                .tx
-                .as_ref()
-                .is_some_and(|tx| tx.try_send(line).is_ok());
-            if queued {
-                upward.outstanding += 1;
+            let mut wants = lock(&self.wants);
+            if wants.names.contains(&name) {
+                match lock(&self.pending).get(&name) {
+                    Some(sent) => Some(*sent),
+                    None => return false,
+                }
+            } else {
+                let address = name.parse::<std::net::SocketAddr>().is_ok();
+                if wants.names.len() >= MAX_WANTS
+                    || (address && wants.addresses >= MAX_ADDRESS_WANTS)
+                {
+                    return false;
+                }
+                wants.addresses += usize::from(address);
+                wants.names.insert(name.clone());
+                None
             }
-            Sent {
-                generation: upward.generation,
-                answer: queued.then_some(upward.answers + upward.outstanding),
+        };
+        let sent = match sent {
+            Some(sent) => sent,
+            None => {
+                let line = api::line(&WatchUp::Want {
+                    names: vec![name.clone()],
+                });
+                let mut upward = lock(&self.up);
+                // Queued now (never waiting under the lock); a full or
+                // closed channel leaves the want to the next watch's hello.
+                let queued = upward
+                    .tx
+                    .as_ref()
+                    .is_some_and(|tx| tx.try_send(line).is_ok());
+                if queued {
+                    upward.outstanding += 1;
+                }
+                let sent = Sent {
+                    generation: upward.generation,
+                    answer: queued.then_some(upward.answers + upward.outstanding),
+                };
+                lock(&self.pending).insert(name.clone(), sent);
+                sent
             }
         };
         let answered = |_: &()| {
@@ -146,7 +188,7 @@ impl Lookups {
             }
         };
         let _ = tokio::time::timeout(DISCOVERY_WAIT, answers.wait_for(answered)).await;
-        // Answered, or out of time: either way the caller looks again.
+        lock(&self.pending).remove(&name);
         true
     }
 }

@@ -28,6 +28,10 @@ pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
     /// Where the client was really going, for connections redirected to us.
     pub(crate) orig_dst: Option<SocketAddr>,
+    /// `orig_dst` as a name (`IP:port`), on an intercepted outbound
+    /// connection: requests are routed by the Service at that address when
+    /// there is one, whatever their Host says. Made once per connection.
+    pub(crate) orig_name: Option<Box<str>>,
     /// The client's verified SPIFFE ID, on an inbound mTLS connection.
     pub(crate) peer_identity: Option<Arc<str>>,
 }

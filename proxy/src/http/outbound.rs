@@ -1,5 +1,7 @@
-//! A request from the local app (the outbound listener): find its route,
-//! apply the rule's filters, choose a backend, forward with retries — or
+//! A request from the local app (the outbound listener): find its route
+//! (by the Service at the original destination of an intercepted
+//! connection, when there is one; else by authority), apply the rule's
+//! filters, choose a backend, forward with retries — or
 //! send it where the app was sending it when it was intercepted and no
 //! config knows the destination.
 
@@ -66,7 +68,13 @@ async fn serve(
         let resp = obs.fail(ProxyError::BadRequest("no Host header or authority"));
         return obs.answer(resp);
     };
-    if snap.host(authority).is_none() {
+    // Intercepted for a Service's ClusterIP:port: that Service's routes,
+    // whatever the Host says (mesh ClusterIP matching).
+    let by_dst = conn
+        .orig_name
+        .as_deref()
+        .filter(|n| snap.names.get_exact(n).is_some());
+    if by_dst.is_none() && snap.host(authority).is_none() {
         // Mesh mode: the scoped config has only names asked for so far.
         if let Some(lookups) = &proxy.lookups {
             if lookups.discover(authority).await {
@@ -74,7 +82,11 @@ async fn serve(
             }
         }
     }
-    let Some(vh) = snap.host(authority) else {
+    let vh = match by_dst {
+        Some(name) => snap.names.get_exact(name),
+        None => snap.host(authority),
+    };
+    let Some(vh) = vh else {
         if let Some(dst) = conn.orig_dst {
             return passthrough(&proxy, dst, req, obs).await;
         }

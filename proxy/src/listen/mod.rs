@@ -2,6 +2,7 @@
 //! served until it closes or shutdown asks it to finish.
 
 pub(crate) mod detect;
+mod intercepted;
 pub(crate) mod orig_dst;
 
 use crate::body::pace::Paced;
@@ -135,29 +136,20 @@ async fn connection(
 ) {
     let direction = listener.direction;
     let orig_dst = orig_dst::original_dst(&stream);
+    // Intercepted outbound: where the app was going, as a name (learnt
+    // from the control plane on first sight).
+    let orig_name = match (direction, orig_dst) {
+        (Direction::Outbound, Some(dst)) => Some(intercepted::learn(&proxy, dst).await),
+        _ => None,
+    };
     // Intercepted traffic for a known TCP backend needs no sniffing (and a
     // server-speaks-first protocol would give us nothing to sniff).
-    if direction == Direction::Outbound {
-        if let Some(dst) = orig_dst {
-            let snap = proxy.snapshot.load();
-            if let Some(b) = snap
-                .by_address
-                .get(&dst)
-                .filter(|b| b.protocol == weft_mesh::config::Protocol::Tcp)
-                .cloned()
-            {
-                drop(snap);
-                let target = crate::tcp::pick_endpoint(&b).unwrap_or(dst);
-                crate::tcp::forward(
-                    &proxy.metrics,
-                    stream,
-                    target,
-                    b.settings.connect_timeout,
-                    "outbound",
-                )
-                .await;
-                return;
-            }
+    if let (Some(dst), Some(name)) = (orig_dst, &orig_name) {
+        let b = intercepted::tcp_backend(&proxy.snapshot.load(), dst, name);
+        if let Some(b) = b {
+            let mesh = proxy.mesh.load_full();
+            crate::tcp::to_backend(&proxy.metrics, mesh.as_deref(), stream, &b, dst).await;
+            return;
         }
     }
     let mut detected = detect::detect(&stream, proxy.opts.detect_timeout).await;
@@ -171,6 +163,7 @@ async fn connection(
         Arc::new(ConnInfo {
             peer,
             orig_dst,
+            orig_name: orig_name.clone(),
             peer_identity,
         })
     };
@@ -231,18 +224,36 @@ async fn connection(
                 }
             };
             let (_, session) = tls.get_ref();
-            let h2 = session.alpn_protocol() == Some(b"h2");
+            let alpn = session.alpn_protocol();
+            let h2 = alpn == Some(b"h2");
+            let tcp = alpn == Some(crate::tls::mesh::TCP_ALPN);
             let id = weft_mesh::identity::peer_identity(session).map(Arc::<str>::from);
+            if tcp {
+                return inbound_tcp(&proxy, tls, id.as_deref(), orig_dst, peer).await;
+            }
             serve_http(proxy, tls, info(id), listener, watch, h2).await
         }
         Detected::Tls | Detected::Opaque | Detected::Nothing => {
+            let timeout = proxy.opts.connect_timeout;
             let target = match direction {
-                Direction::Inbound => Some(proxy.opts.app),
-                Direction::Outbound => orig_dst,
+                Direction::Inbound => Some(app_target(&proxy, orig_dst)),
+                Direction::Outbound => {
+                    // Not HTTP after all: to the Service at the original
+                    // destination if it is one.
+                    let b = orig_name
+                        .as_deref()
+                        .and_then(|n| intercepted::service_backend(&proxy.snapshot.load(), n));
+                    if let (Some(b), Some(dst)) = (b, orig_dst) {
+                        let mesh = proxy.mesh.load_full();
+                        let metrics = &proxy.metrics;
+                        return crate::tcp::to_backend(metrics, mesh.as_deref(), stream, &b, dst)
+                            .await;
+                    }
+                    orig_dst
+                }
             };
             match target {
                 Some(t) => {
-                    let timeout = proxy.opts.connect_timeout;
                     crate::tcp::forward(&proxy.metrics, stream, t, timeout, direction.label()).await
                 }
                 None => {
@@ -251,6 +262,46 @@ async fn connection(
             }
         }
     }
+}
+
+/// Where inbound opaque TCP goes: the app on the port the peer dialled
+/// when the connection was redirected to us (a pod's app may listen on
+/// several), else `--app`.
+fn app_target(proxy: &Proxy, orig_dst: Option<SocketAddr>) -> SocketAddr {
+    match orig_dst {
+        Some(d) => SocketAddr::new(proxy.opts.app.ip(), d.port()),
+        None => proxy.opts.app,
+    }
+}
+
+/// Opaque TCP from a peer sidecar over mTLS (ALPN `weft-tcp`): the `from`
+/// rules of the AuthorizationPolicy apply to its verified identity, then
+/// the decrypted bytes go to the app.
+async fn inbound_tcp<S>(
+    proxy: &Proxy,
+    tls: S,
+    identity: Option<&str>,
+    orig_dst: Option<SocketAddr>,
+    peer: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    {
+        let snap = proxy.snapshot.load();
+        let subject = crate::authz::Subject {
+            identity,
+            request: None,
+        };
+        if !snap.authz.is_empty() && !snap.authz.allows(&subject) {
+            drop(snap);
+            proxy.metrics.inbound_rejected("forbidden");
+            tracing::debug!(%peer, identity, "inbound TCP over mTLS forbidden by AuthorizationPolicy");
+            return;
+        }
+    }
+    let target = app_target(proxy, orig_dst);
+    let timeout = proxy.opts.connect_timeout;
+    crate::tcp::forward(&proxy.metrics, tls, target, timeout, "inbound").await
 }
 
 async fn serve_http<S>(

@@ -18,8 +18,26 @@ use weft_mesh::identity::{
 /// the app (inbound). Whatever a client sends under this name is dropped.
 pub(crate) const PEER_IDENTITY_HEADER: &str = "x-weft-peer-identity";
 
-/// Outbound configs by (expected peer, HTTP/1.1-only ALPN).
-type ClientConfigs = HashMap<(Arc<str>, bool), Arc<ClientConfig>>;
+/// The ALPN protocol of opaque TCP between sidecars: the outbound side
+/// offers only this for intercepted non-HTTP traffic, and the inbound side,
+/// seeing it negotiated, forwards the decrypted bytes to the app instead of
+/// serving HTTP. A sidecar that does not know it fails the handshake
+/// (`no_application_protocol`) rather than misreading the bytes as HTTP.
+pub(crate) const TCP_ALPN: &[u8] = b"weft-tcp";
+
+/// What a client config offers in ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Alpn {
+    /// `h2`, `http/1.1`.
+    Http,
+    /// `http/1.1` only (upgrades).
+    Http1,
+    /// [`TCP_ALPN`] only (opaque TCP).
+    Tcp,
+}
+
+/// Outbound configs by (expected peer, ALPN offered).
+type ClientConfigs = HashMap<(Arc<str>, Alpn), Arc<ClientConfig>>;
 
 /// This workload's identity, the trust bundle, and the configs built from them.
 pub(crate) struct MeshTls {
@@ -29,7 +47,7 @@ pub(crate) struct MeshTls {
     trust: TrustBundle,
     /// Terminates inbound mTLS (client certificate required).
     pub(crate) acceptor: TlsAcceptor,
-    /// Outbound configs by (expected peer, HTTP/1.1-only ALPN).
+    /// Outbound configs by (expected peer, ALPN offered).
     clients: Mutex<ClientConfigs>,
 }
 
@@ -47,7 +65,10 @@ impl MeshTls {
             .first()
             .and_then(verify::spiffe_id_of)
             .ok_or_else(|| Error::Pem("the certificate has no SPIFFE ID URI SAN".into()))?;
-        let server = server_config(&identity, &trust)?;
+        let mut server = server_config(&identity, &trust)?;
+        Arc::make_mut(&mut server)
+            .alpn_protocols
+            .push(TCP_ALPN.to_vec());
         // Fails early on a key that does not fit the certificate.
         client_config(&identity, &trust, id.clone())?;
         Ok(MeshTls {
@@ -80,13 +101,25 @@ impl MeshTls {
         peer: &Arc<str>,
         h1_only: bool,
     ) -> Result<Arc<ClientConfig>, Error> {
-        let key = (peer.clone(), h1_only);
+        self.client_for(peer, if h1_only { Alpn::Http1 } else { Alpn::Http })
+    }
+
+    /// The outbound config for a peer that must be exactly `peer`, offering
+    /// `alpn`.
+    pub(crate) fn client_for(
+        &self,
+        peer: &Arc<str>,
+        alpn: Alpn,
+    ) -> Result<Arc<ClientConfig>, Error> {
+        let key = (peer.clone(), alpn);
         if let Some(c) = self.clients.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(c);
         }
         let mut config = client_config(&self.identity, &self.trust, SpiffeId::parse(peer)?)?;
-        if h1_only {
-            Arc::make_mut(&mut config).alpn_protocols = vec![b"http/1.1".to_vec()];
+        match alpn {
+            Alpn::Http => {}
+            Alpn::Http1 => Arc::make_mut(&mut config).alpn_protocols = vec![b"http/1.1".to_vec()],
+            Alpn::Tcp => Arc::make_mut(&mut config).alpn_protocols = vec![TCP_ALPN.to_vec()],
         }
         if let Ok(mut m) = self.clients.lock() {
             // Bounded by the distinct identities in the config; clear if it grows wild.

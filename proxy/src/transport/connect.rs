@@ -77,7 +77,7 @@ pub(super) async fn connect_counted(
 }
 
 /// Wraps a fresh connection in mTLS under the connect deadline.
-pub(super) async fn tls_handshake(
+pub(crate) async fn tls_handshake(
     addr: SocketAddr,
     stream: TcpStream,
     config: &Arc<rustls::ClientConfig>,

@@ -15,6 +15,6 @@ mod pool;
 mod queue;
 mod raw;
 
-pub(crate) use connect::{connect_tcp, ConnectError, PoolSettings};
+pub(crate) use connect::{connect_tcp, tls_handshake, ConnectError, PoolSettings};
 pub(crate) use pool::{Pool, Reusable};
 pub(crate) use raw::RawConn;

@@ -116,3 +116,50 @@ async fn many_wants_at_once_each_wait_for_their_answers() {
     }
     assert!(started.elapsed() < DISCOVERY_WAIT);
 }
+
+#[tokio::test(start_paused = true)]
+async fn addresses_cannot_crowd_out_names() {
+    let l = Lookups::default();
+    // No watch open: each ask waits its time, the want is kept for the
+    // next hello.
+    for i in 0..MAX_ADDRESS_WANTS + 5 {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32);
+        l.ask(&format!("{ip}:80")).await;
+    }
+    l.ask("reviews.shop").await;
+    let (_rx, wanted) = watch(&l).await;
+    assert_eq!(wanted.len(), MAX_ADDRESS_WANTS + 1);
+    assert!(wanted.contains(&"reviews.shop".to_string()));
+    assert!(wanted.contains(&"10.0.0.0:80".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_ask_waits_for_the_answer_to_the_first() {
+    let l = Arc::new(Lookups::default());
+    let (mut rx, _) = watch(&l).await;
+    l.answered(); // the hello's answer
+    let started = Instant::now();
+    let first = tokio::spawn({
+        let l = l.clone();
+        async move { l.ask("10.96.0.1:80").await }
+    });
+    // The want went up; a second ask for it waits rather than failing.
+    assert!(
+        matches!(parse(rx.recv().await.unwrap()), WatchUp::Want { names } if names == ["10.96.0.1:80"])
+    );
+    let second = tokio::spawn({
+        let l = l.clone();
+        async move { l.ask("10.96.0.1:80").await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!second.is_finished());
+    l.answered();
+    assert!(first.await.unwrap());
+    assert!(second.await.unwrap());
+    assert!(started.elapsed() < DISCOVERY_WAIT);
+    // Answered: asking again is false at once, and sends nothing.
+    assert!(!l.ask("10.96.0.1:80").await);
+    assert!(rx.try_recv().is_err());
+}
