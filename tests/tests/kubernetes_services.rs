@@ -14,55 +14,12 @@ use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use weft_tests::dns::DnsServer;
+use weft_tests::kube_cluster::{control_plane_rbac, host_ipv4};
 use weft_tests::kube_fake::KubeFake;
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const EXTERNAL: &str = "billing.example.test";
-
-/// This host's first IPv4 address that is neither loopback nor link-local
-/// (as in `kubernetes.rs`).
-fn host_ipv4() -> Ipv4Addr {
-    let mut found = None;
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list`, walked read-only below and freed once.
-    unsafe {
-        if libc::getifaddrs(&mut list) == 0 {
-            let mut p = list;
-            while !p.is_null() {
-                let ifa = &*p;
-                if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
-                {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                    if !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() {
-                        found = Some(ip);
-                        break;
-                    }
-                }
-                p = ifa.ifa_next;
-            }
-            libc::freeifaddrs(list);
-        }
-    }
-    found.expect("these tests need a non-loopback IPv4 address on this host")
-}
-
-fn rbac() -> [Value; 2] {
-    [
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "weft-control-plane"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "weft-control-plane"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
-            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
-    ]
-}
 
 fn external(name: &str, target: &str, port: u16) -> Value {
     json!({"apiVersion": "v1", "kind": "Service",
@@ -114,7 +71,7 @@ async fn headless_and_external_name_services_are_reached_by_name() {
     fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
         .await;
-    for o in rbac() {
+    for o in control_plane_rbac() {
         fake.create(o).await;
     }
     fake.create(external("billing", EXTERNAL, billing.addr.port()))

@@ -74,22 +74,6 @@ if greeting:
 sys.stdout.write(greeting.decode())
 "#;
 
-fn rbac() -> [Value; 2] {
-    [
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "weft-control-plane"},
-        "rules": [
-            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
-        ]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "weft-control-plane"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "weft-control-plane"},
-            "subjects": [{"kind": "ServiceAccount", "name": "weft-control-plane", "namespace": "weft-system"}]}),
-    ]
-}
-
 /// The route on Service `reviews` (header `x-canary: yes` goes to Backend
 /// `canary`, the rest to `stable`, both at the server Pod's web apps) and
 /// the policy on `greeter` admitting only `allowed`. (The route's Backends
@@ -225,7 +209,7 @@ async fn cluster_ips_route_by_original_destination_over_mtls() {
     fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
         .await;
-    for o in rbac() {
+    for o in weft_tests::kube_cluster::control_plane_rbac() {
         fake.create(o).await;
     }
     let web = |p: u16| -> SocketAddr { format!("{server_ip}:{p}").parse().unwrap() };
