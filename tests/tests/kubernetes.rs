@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use weft_tests::kube_cluster::{control_plane_rbac, host_ipv4};
+use weft_tests::kube_cluster::{control_plane_rbac, host_ipv4, install_control_plane_account};
 use weft_tests::kube_fake::KubeFake;
 use weft_tests::*;
 
@@ -116,14 +116,7 @@ async fn cluster() -> Cluster {
         Upstream::start_on(SocketAddr::new(ip, 0), "reviews-2").await,
     ];
     let fake = KubeFake::start().await;
-    fake.create_namespace("weft-system", json!({})).await;
-    fake.create_namespace("shop", json!({})).await;
-    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
-        .await;
-    for o in control_plane_rbac() {
-        fake.create(o).await;
-    }
+    install_control_plane_account(&fake, &["shop"]).await;
     let service = fake.create(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "reviews", "namespace": "shop"},
         "spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080, "targetPort": "web"}]}}))

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use weft_tests::kube_cluster::{control_plane_rbac, host_ipv4};
+use weft_tests::kube_cluster::{host_ipv4, install_control_plane_account};
 use weft_tests::kube_fake::KubeFake;
 use weft_tests::*;
 
@@ -193,14 +193,7 @@ async fn killing_a_replica_loses_no_request_and_the_sidecars_move_to_the_other()
     let ip = IpAddr::V4(host_ipv4());
     let upstream = Upstream::start_on(SocketAddr::new(ip, 0), "app").await;
     let fake = KubeFake::start().await;
-    fake.create_namespace("weft-system", json!({})).await;
-    fake.create_namespace("shop", json!({})).await;
-    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
-        .await;
-    for o in control_plane_rbac() {
-        fake.create(o).await;
-    }
+    install_control_plane_account(&fake, &["shop"]).await;
     let accounts = ["client-0", "client-1", "idle"];
     for sa in accounts {
         fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use weft_tests::dns::DnsServer;
-use weft_tests::kube_cluster::{control_plane_rbac, host_ipv4};
+use weft_tests::kube_cluster::{host_ipv4, install_control_plane_account};
 use weft_tests::kube_fake::KubeFake;
 use weft_tests::*;
 
@@ -66,14 +66,7 @@ async fn headless_and_external_name_services_are_reached_by_name() {
     dns.set(EXTERNAL, &[ip, Ipv4Addr::LOCALHOST]);
 
     let fake = KubeFake::start().await;
-    fake.create_namespace("weft-system", json!({})).await;
-    fake.create_namespace("shop", json!({})).await;
-    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
-        .await;
-    for o in control_plane_rbac() {
-        fake.create(o).await;
-    }
+    install_control_plane_account(&fake, &["shop"]).await;
     fake.create(external("billing", EXTERNAL, billing.addr.port()))
         .await;
     fake.create(external("sneaky", "localhost", 80)).await;

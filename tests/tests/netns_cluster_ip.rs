@@ -204,14 +204,7 @@ async fn cluster_ips_route_by_original_destination_over_mtls() {
 
     // The cluster.
     let fake = KubeFake::start().await;
-    fake.create_namespace("weft-system", json!({})).await;
-    fake.create_namespace("shop", json!({})).await;
-    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
-        .await;
-    for o in weft_tests::kube_cluster::control_plane_rbac() {
-        fake.create(o).await;
-    }
+    weft_tests::kube_cluster::install_control_plane_account(&fake, &["shop"]).await;
     let web = |p: u16| -> SocketAddr { format!("{server_ip}:{p}").parse().unwrap() };
     let http_port = json!({"name": "http", "port": 9080});
     let reviews_ip = service(&fake, "reviews", http_port, web(8001), None).await;
