@@ -344,53 +344,62 @@ impl NameTable<Destination> {
                 wildcard.entry(w.clone()).or_default().push(c);
             }
         };
-        for (ri, r) in set.http_routes.iter().enumerate() {
-            let Some(names) = route_names(
+        // Each route of either kind: its names here, and each rule's
+        // matches with their precedence.
+        type Rules = Vec<Vec<(Option<usize>, Precedence)>>;
+        let names_of = |r, parents, hostnames| {
+            route_names(
                 set,
                 &backend_index,
                 r,
-                &r.spec.parent_refs,
-                &r.spec.hostnames,
+                parents,
+                hostnames,
                 local_ns,
                 &consumed,
-            ) else {
-                continue;
-            };
-            for (rule_i, rule) in r.spec.rules.iter().enumerate() {
-                for (matched, m) in each_match(&rule.matches) {
+            )
+        };
+        let http = set.http_routes.iter().enumerate().map(|(ri, r)| {
+            let rules: Rules = (r.spec.rules.iter())
+                .map(|rule| {
+                    (each_match(&rule.matches).into_iter())
+                        .map(|(i, m)| (i, precedence(m)))
+                        .collect()
+                })
+                .collect();
+            (
+                false,
+                ri,
+                names_of(&r.meta, &r.spec.parent_refs, &r.spec.hostnames),
+                rules,
+            )
+        });
+        let grpc = set.grpc_routes.iter().enumerate().map(|(ri, r)| {
+            let rules: Rules = (r.spec.rules.iter())
+                .map(|rule| {
+                    (each_match(&rule.matches).into_iter())
+                        .map(|(i, m)| (i, grpc_precedence(m)))
+                        .collect()
+                })
+                .collect();
+            (
+                true,
+                ri,
+                names_of(&r.meta, &r.spec.parent_refs, &r.spec.hostnames),
+                rules,
+            )
+        });
+        for (grpc, route, names, rules) in http.chain(grpc) {
+            let Some(names) = names else { continue };
+            for (rule, matches) in rules.into_iter().enumerate() {
+                for (matched, p) in matches {
                     order += 1;
                     let at = MatchRef {
-                        grpc: false,
-                        route: ri,
-                        rule: rule_i,
+                        grpc,
+                        route,
+                        rule,
                         matched,
                     };
-                    add(&names, (precedence(m), order, at));
-                }
-            }
-        }
-        for (ri, r) in set.grpc_routes.iter().enumerate() {
-            let Some(names) = route_names(
-                set,
-                &backend_index,
-                r,
-                &r.spec.parent_refs,
-                &r.spec.hostnames,
-                local_ns,
-                &consumed,
-            ) else {
-                continue;
-            };
-            for (rule_i, rule) in r.spec.rules.iter().enumerate() {
-                for (matched, m) in each_match(&rule.matches) {
-                    order += 1;
-                    let at = MatchRef {
-                        grpc: true,
-                        route: ri,
-                        rule: rule_i,
-                        matched,
-                    };
-                    add(&names, (grpc_precedence(m), order, at));
+                    add(&names, (p, order, at));
                 }
             }
         }
@@ -436,10 +445,10 @@ impl NameTable<Destination> {
 /// parents here (another namespace's consumer route, or a producer route
 /// this namespace's consumer routes shadow).
 #[allow(clippy::too_many_arguments)]
-fn route_names<S>(
+fn route_names(
     set: &ConfigSet,
     backend_index: &HashMap<String, usize>,
-    r: &crate::config::Resource<S>,
+    route: &Metadata,
     parent_refs: &[ParentRef],
     hostnames: &[String],
     local_ns: &str,
@@ -448,9 +457,9 @@ fn route_names<S>(
     let mut names: Vec<String> = Vec::new();
     let mut applies = parent_refs.is_empty();
     for p in parent_refs {
-        let ns = p.namespace.as_deref().unwrap_or(&r.meta.namespace);
-        let consumer = ns != r.meta.namespace;
-        if consumer && r.meta.namespace != local_ns {
+        let ns = p.namespace.as_deref().unwrap_or(&route.namespace);
+        let consumer = ns != route.namespace;
+        if consumer && route.namespace != local_ns {
             continue; // another namespace's consumer route
         }
         if !consumer && consumed.contains(&(ns, p.name.as_str())) {
