@@ -70,6 +70,8 @@ pub(crate) struct KubernetesStatus {
     pub(crate) status_writer: AtomicBool,
     pub(crate) status_writes: AtomicU64,
     pub(crate) lease_error: Mutex<Option<String>>,
+    /// Which Pods the mesh covers, per namespace (`kubernetes/coverage.rs`).
+    pub(crate) coverage: Mutex<serde_json::Value>,
     /// Services left out of the mesh, `(namespace/name, why)`.
     pub(crate) refused: Mutex<Vec<(String, String)>>,
 }
@@ -101,6 +103,7 @@ impl KubernetesStatus {
             "status_writer": self.status_writer.load(Ordering::Relaxed),
             "status_writes": self.status_writes.load(Ordering::Relaxed),
             "lease_error": *lock(&self.lease_error),
+            "coverage": *lock(&self.coverage),
             "refused_services": lock(&self.refused)
                 .iter()
                 .map(|(service, reason)| serde_json::json!({"service": service, "reason": reason}))

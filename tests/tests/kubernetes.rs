@@ -244,7 +244,7 @@ async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
     let before = c.cp.admin_json("/config").await;
     // Services, EndpointSlices, Pods, HTTPRoutes, GRPCRoutes,
     // ReferenceGrants (the Weft CRDs are not installed here).
-    assert_eq!(lists(&before), 6, "one list per resource: {before}");
+    assert_eq!(lists(&before), 7, "one list per resource: {before}");
     via(&c.proxy, "reviews.shop").await;
 
     // Cut off from the API server, the control plane keeps what it has and
@@ -279,7 +279,7 @@ async fn a_change_missed_while_cut_off_comes_back_through_410_and_a_relist() {
     // Only the EndpointSlices' history moved past the watch's version; the
     // Services' and Pods' watches resume where they were.
     eventually("the EndpointSlices relisted", LIMIT, || async {
-        (lists(&c.cp.admin_json("/config").await) >= 7).then_some(())
+        (lists(&c.cp.admin_json("/config").await) >= 8).then_some(())
     })
     .await;
     assert!(c.cp.logs().contains("410 Gone"), "{}", c.cp.logs());
@@ -546,4 +546,57 @@ async fn a_meshed_pod_is_reached_over_mtls_as_its_service_account() {
         1,
         "only the ratings request reached the app"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_shows_which_pods_of_an_injected_namespace_lack_a_sidecar() {
+    let c = cluster().await;
+    let coverage = || async {
+        let status = c.cp.admin_json("/config").await;
+        status["kubernetes"]["coverage"].clone()
+    };
+    // Nothing meshed and no namespace labelled: nothing to report.
+    assert_eq!(coverage().await["namespaces"], json!([]));
+    // Injection is turned on for shop, where one Pod was injected, one
+    // predates the label and one opted out.
+    c.fake
+        .merge_patch(
+            "v1",
+            "Namespace",
+            None,
+            "shop",
+            None,
+            json!({"metadata": {"labels": {"weft.dev/inject": "enabled"}}}),
+        )
+        .await;
+    for (name, labels, annotations) in [
+        ("web-0", json!({}), json!({"weft.dev/injected": "proxy"})),
+        ("old-0", json!({"app": "old"}), json!({})),
+        ("batch-0", json!({"weft.dev/inject": "disabled"}), json!({})),
+    ] {
+        c.fake
+            .create(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "shop", "labels": labels, "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": "app"}]}}))
+            .await;
+    }
+    let want = json!({"namespaces": [{"namespace": "shop", "injection": "enabled", "pods": 3,
+        "meshed": 1, "not_meshed": 1, "not_meshed_pods": ["old-0"], "opted_out": 1}],
+        "pods_to_restart": 1});
+    eventually("the coverage report", LIMIT, || async {
+        (coverage().await == want).then_some(())
+    })
+    .await;
+    // The old Pod is replaced by an injected one.
+    c.fake.delete("v1", "Pod", Some("shop"), "old-0").await;
+    c.fake
+        .create(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "old-1", "namespace": "shop", "annotations": {"weft.dev/injected": "proxy"}},
+            "spec": {"containers": [{"name": "app", "image": "app"}]}}))
+        .await;
+    eventually("no Pod left to restart", LIMIT, || async {
+        let c = coverage().await;
+        (c["pods_to_restart"] == 0 && c["namespaces"][0]["meshed"] == 2).then_some(())
+    })
+    .await;
 }

@@ -2,8 +2,9 @@
 //! and feeds what it reads into the same pipeline as the files.
 //!
 //! kube-rs runtime watchers keep reflector stores of Services,
-//! EndpointSlices (`discovery.k8s.io/v1`) and Pods (trimmed to what
-//! endpoint identities need, see [`pods`]) in every namespace: they list,
+//! EndpointSlices (`discovery.k8s.io/v1`), Pods (trimmed to what
+//! endpoint identities need, see [`pods`]) in every namespace, and
+//! Namespaces (their injection label, for [`coverage`]): they list,
 //! then watch from the list's resourceVersion with bookmarks, resume from
 //! the last version seen when a watch ends, and relist on 410 Gone (the
 //! store is swapped whole when a relist completes, so a relist never shows
@@ -16,13 +17,15 @@
 //!
 //! Credentials: in-cluster (the Pod's ServiceAccount) or `KUBECONFIG`, as
 //! `kube::Config::infer` finds them. Reads need `list` and `watch` on
-//! `services`, `endpointslices.discovery.k8s.io` and `pods`, cluster-wide
+//! `services`, `endpointslices.discovery.k8s.io`, `pods` and `namespaces`,
+//! cluster-wide
 //! (and on the route, ReferenceGrant and Weft kinds; status writes need
 //! `update`/`patch` on their `/status` and the Lease's Role, see the
 //! README); a refusal is logged with the resource's name and shown on
 //! `/config`, and the watch keeps retrying with backoff.
 
 pub(crate) mod ca_secret;
+mod coverage;
 mod lease;
 mod objects;
 mod pods;
@@ -34,6 +37,7 @@ mod watch_error;
 use crate::resources::Generated;
 use crate::sources;
 use crate::state::{ControlPlane, KubernetesStatus as Status};
+use coverage::NamespaceView;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -60,6 +64,7 @@ pub(crate) struct Source {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     pods: Store<PodView>,
+    namespaces: Store<NamespaceView>,
     objects: Objects,
     /// Whether this replica holds the status Lease.
     leader: channel::Receiver<bool>,
@@ -87,7 +92,7 @@ impl Source {
         let config = kube::Config::infer()
             .await
             .map_err(|e| format!("no Kubernetes credentials (in-cluster or KUBECONFIG): {e}"))?;
-        tracing::info!(cluster = %config.cluster_url, "reading Services, EndpointSlices and Pods");
+        tracing::info!(cluster = %config.cluster_url, "reading Services, EndpointSlices, Pods and Namespaces");
         let namespace = own_namespace(namespace);
         let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
         let cfg = watcher::Config::default();
@@ -118,11 +123,22 @@ impl Source {
         let (pods, writer) = reflector::store();
         watch(
             Api::<PodView>::all(client.clone()),
-            cfg.fields(pods::RUNNING_PODS),
+            cfg.clone().fields(pods::RUNNING_PODS),
             writer,
             "pods",
             PodView::trim,
             |p| Some(p.fingerprint()),
+            &changed,
+            &status,
+        );
+        let (namespaces, writer) = reflector::store();
+        watch(
+            Api::<NamespaceView>::all(client.clone()),
+            cfg,
+            writer,
+            "namespaces",
+            NamespaceView::trim,
+            |_| None,
             &changed,
             &status,
         );
@@ -137,6 +153,7 @@ impl Source {
             services,
             slices,
             pods,
+            namespaces,
             objects,
             leader,
             release,
@@ -153,6 +170,7 @@ impl Source {
         let _ = self.services.wait_until_ready().await;
         let _ = self.slices.wait_until_ready().await;
         let _ = self.pods.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
         self.objects.settled().await;
     }
 
@@ -163,6 +181,7 @@ impl Source {
             trust_domain: &self.trust_domain,
             pods: pods::Pods::new(&pods),
         };
+        *lock(&self.status.coverage) = coverage::report(&self.namespaces.state(), &pods);
         let services = self.services.state();
         self.note_refused(translate::refused(&services));
         translate::backends(&services, &self.slices.state(), &ids)

@@ -8,7 +8,8 @@
 //! service account and IPs, so Pods are listed whole but deserialized into
 //! [`PodView`], which keeps only namespace, name, UID, service account,
 //! host networking and IPs, and is trimmed further (annotations other than
-//! the injection one, managed fields) before it enters the store. Pods that
+//! the injection one, labels other than `weft.dev/inject`, which the
+//! coverage report reads, managed fields) before it enters the store. Pods that
 //! have finished (`Succeeded`, `Failed`) are left out by a field selector:
 //! they keep their IPs in status after another Pod may have been given the
 //! same address.
@@ -32,6 +33,14 @@ use weft_mesh::identity::SpiffeId;
 
 /// The annotation the injector puts on every Pod it meshed.
 pub(crate) const INJECTED_ANNOTATION: &str = "weft.dev/injected";
+
+/// The label that turns injection on (namespace, Pod) or off (Pod).
+pub(crate) const INJECT_LABEL: &str = "weft.dev/inject";
+
+/// The value of the injection label among `labels`.
+pub(crate) fn inject_label(labels: &Option<BTreeMap<String, String>>) -> Option<String> {
+    labels.as_ref()?.get(INJECT_LABEL).cloned()
+}
 
 /// The field selector of the Pod watch: Pods that may still run.
 pub(crate) const RUNNING_PODS: &str = "status.phase!=Succeeded,status.phase!=Failed";
@@ -104,7 +113,9 @@ impl PodView {
             .and_then(|a| a.get(INJECTED_ANNOTATION))
             .cloned();
         m.annotations = meshed.map(|v| BTreeMap::from([(INJECTED_ANNOTATION.to_string(), v)]));
-        m.labels = None;
+        // Only the injection label (for the coverage report).
+        let label = inject_label(&m.labels);
+        m.labels = label.map(|v| BTreeMap::from([(INJECT_LABEL.to_string(), v)]));
         m.managed_fields = None;
         m.owner_references = None;
         m.finalizers = None;
@@ -118,7 +129,7 @@ impl PodView {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let m = &self.metadata;
-        (&m.namespace, &m.name, &m.uid, &m.annotations).hash(&mut h);
+        (&m.namespace, &m.name, &m.uid, &m.annotations, &m.labels).hash(&mut h);
         self.service_account().hash(&mut h);
         self.spec.as_ref().and_then(|s| s.host_network).hash(&mut h);
         let mut ips: Vec<IpAddr> = self.ips().collect();
@@ -127,7 +138,7 @@ impl PodView {
         h.finish()
     }
 
-    fn meshed(&self) -> bool {
+    pub(crate) fn meshed(&self) -> bool {
         self.metadata
             .annotations
             .as_ref()
