@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """gRPC peers for the GRPCRoute tests, without generated code.
 
-  grpc_route_peer.py server PORT   serve every service and method on
-                                   127.0.0.1:PORT (0 = any); prints "READY <port>"
+  grpc_route_peer.py server PORT [HOST]
+                                   serve every service and method on
+                                   HOST:PORT (HOST 127.0.0.1 unless given,
+                                   PORT 0 = any); prints "READY <port>"
   grpc_route_peer.py client ADDR AUTHORITY CALLS
                                    make the unary calls CALLS (JSON: a list of
                                    {"path": "/svc/Method", "metadata": [[k, v]],
@@ -60,10 +62,10 @@ class Any(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(lambda req, ctx: answer(method, req, ctx))
 
 
-def serve(port):
+def serve(port, host):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((Any(),))
-    PORT[0] = server.add_insecure_port("127.0.0.1:%d" % port)
+    PORT[0] = server.add_insecure_port("%s:%d" % (host, port))
     server.start()
     print("READY %d" % PORT[0], flush=True)
     server.wait_for_termination()
@@ -106,7 +108,7 @@ def client(addr, authority, calls):
 
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "server":
-        serve(int(sys.argv[2]))
+        serve(int(sys.argv[2]), sys.argv[3] if len(sys.argv) >= 4 else "127.0.0.1")
     elif len(sys.argv) >= 5 and sys.argv[1] == "client":
         client(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

@@ -208,9 +208,19 @@ pub struct Peer {
 
 /// Starts `script server 0` and waits for its "READY <port>" line.
 pub async fn start_peer(script: &str) -> Peer {
+    spawn_peer(script, &["server", "0"]).await
+}
+
+/// As [`start_peer`], the server listening on `host` (`script server 0
+/// host`; the script must take the host argument).
+pub async fn start_peer_on(script: &str, host: &str) -> Peer {
+    spawn_peer(script, &["server", "0", host]).await
+}
+
+async fn spawn_peer(script: &str, args: &[&str]) -> Peer {
     let mut child = tokio::process::Command::new("python3")
         .arg(peers_dir().join(script))
-        .args(["server", "0"])
+        .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
