@@ -260,6 +260,22 @@ impl ControlPlane {
         serde_json::from_slice(&r.body).expect("json")
     }
 
+    /// The value of metric `name` on the admin endpoint, summed over its
+    /// label sets; panics when it is not exported.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let r = crate::client::get(&format!("http://{}/metrics", self.admin), &[])
+            .await
+            .expect("metrics");
+        let samples: Vec<f64> = r
+            .text()
+            .lines()
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect();
+        assert!(!samples.is_empty(), "no metric {name}");
+        samples.iter().sum()
+    }
+
     /// The version of the resources in force.
     pub async fn version(&self) -> String {
         let config = self.admin_json("/config").await;

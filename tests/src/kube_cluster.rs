@@ -3,8 +3,10 @@
 //! for stand-in endpoints, and EndpointSlice documents.
 
 use crate::kube_fake::KubeFake;
+use crate::proxy::Proxy;
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 
 /// The namespace and ServiceAccount the control plane runs as.
 pub const CONTROL_PLANE: (&str, &str) = ("weft-system", "weft-control-plane");
@@ -148,4 +150,35 @@ pub fn host_ipv4() -> Ipv4Addr {
 /// `addr`'s IP, as EndpointSlices write it.
 pub fn ip_of(addr: SocketAddr) -> String {
     addr.ip().to_string()
+}
+
+/// A mesh-mode sidecar of `shop/<sa>` fronting `app`, proving itself with
+/// the projected token in `token_file`, reaching the control plane at
+/// `url` (trusting `ca`).
+pub fn token_sidecar(url: &str, ca: &Path, sa: &str, token_file: &Path, app: SocketAddr) -> Proxy {
+    let mut b = Proxy::builder("").no_config().app(app);
+    for a in [
+        "--control-plane",
+        url,
+        "--control-plane-ca",
+        &ca.display().to_string(),
+        "--namespace",
+        "shop",
+        "--service",
+        sa,
+        "--service-account",
+        sa,
+        "--token-file",
+        &token_file.display().to_string(),
+    ] {
+        b = b.arg(a);
+    }
+    b.start()
+}
+
+/// Writes a token as the kubelet does: a new file renamed over the old one.
+pub fn write_token(path: &Path, token: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, token).expect("write token");
+    std::fs::rename(&tmp, path).expect("rename token");
 }

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use weft_tests::kube_cluster::{host_ipv4, install_control_plane_account};
+use weft_tests::kube_cluster::{
+    host_ipv4, install_control_plane_account, token_sidecar, write_token,
+};
 use weft_tests::kube_fake::KubeFake;
 use weft_tests::*;
 
@@ -91,46 +93,20 @@ impl Drop for Balancer {
     }
 }
 
-fn write_token(path: &Path, token: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, token).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// A sidecar of `shop/<sa>` reaching the control plane through `balancer`.
 fn sidecar(balancer: &Balancer, ca: &Path, sa: &str, token_file: &Path, app: SocketAddr) -> Proxy {
-    Proxy::builder("")
-        .no_config()
-        .app(app)
-        .arg("--control-plane")
-        .arg(format!("https://{}", balancer.addr))
-        .arg("--control-plane-ca")
-        .arg(ca.display().to_string())
-        .arg("--namespace")
-        .arg("shop")
-        .arg("--service")
-        .arg(sa)
-        .arg("--service-account")
-        .arg(sa)
-        .arg("--token-file")
-        .arg(token_file.display().to_string())
-        .start()
+    token_sidecar(
+        &format!("https://{}", balancer.addr),
+        ca,
+        sa,
+        token_file,
+        app,
+    )
 }
 
 async fn expiry(p: &Proxy) -> u64 {
     p.metric("weft_certificate_expiry_timestamp_seconds", &[])
         .await as u64
-}
-
-async fn cp_metric(cp: &ControlPlane, name: &str) -> f64 {
-    let r = get(&format!("http://{}/metrics", cp.admin), &[])
-        .await
-        .unwrap();
-    r.text()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name}"))
 }
 
 /// The replica's `/proxies` entry for the sidecar listed as `name`.
@@ -347,7 +323,7 @@ async fn killing_a_replica_loses_no_request_and_the_sidecars_move_to_the_other()
     let idle_before = listed(&a, &names[2]).await.unwrap();
     let idle_version = sidecars[2].version().await;
     eventually("B issued a renewal", LIMIT, || async {
-        (cp_metric(&b, "weft_cp_certificates_issued_total").await >= 1.0).then_some(())
+        (b.metric("weft_cp_certificates_issued_total").await >= 1.0).then_some(())
     })
     .await;
     assert!(

@@ -20,7 +20,7 @@ use weft_mesh::api::CertificateResponse;
 use weft_mesh::identity::ca::CertificateAuthority;
 use weft_mesh::identity::SpiffeId;
 use weft_tests::certificate_api::{ask_certificate, chains_to, tls_http1, uri_sans};
-use weft_tests::kube_cluster::{control_plane_rbac, without_rule};
+use weft_tests::kube_cluster::{control_plane_rbac, token_sidecar, without_rule, write_token};
 use weft_tests::kube_fake::{b64_decode, KubeFake};
 use weft_tests::*;
 
@@ -110,42 +110,9 @@ async fn control_plane(fake: &KubeFake, kubeconfig: &Path, args: &[&str]) -> Con
     cp
 }
 
-fn write_token(path: &Path, token: &str) {
-    // As the kubelet does: a new file renamed over the old one.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, token).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// A sidecar of `shop/<sa>` in mesh mode proving itself with `token_file`.
 fn sidecar(cp: &ControlPlane, sa: &str, token_file: &Path, app: SocketAddr) -> Proxy {
-    Proxy::builder("")
-        .no_config()
-        .app(app)
-        .arg("--control-plane")
-        .arg(cp.url())
-        .arg("--control-plane-ca")
-        .arg(cp.ca_file().display().to_string())
-        .arg("--namespace")
-        .arg("shop")
-        .arg("--service")
-        .arg(sa)
-        .arg("--service-account")
-        .arg(sa)
-        .arg("--token-file")
-        .arg(token_file.display().to_string())
-        .start()
-}
-
-async fn cp_metric(cp: &ControlPlane, name: &str) -> f64 {
-    let r = get(&format!("http://{}/metrics", cp.admin), &[])
-        .await
-        .unwrap();
-    r.text()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name}"))
+    token_sidecar(&cp.url(), &cp.ca_file(), sa, token_file, app)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,10 +138,7 @@ async fn a_projected_token_gets_the_sidecar_exactly_its_service_account_identity
         (proxy.admin_get("/ready").await.0 == 200).then_some(())
     })
     .await;
-    assert_eq!(
-        cp_metric(&cp, "weft_cp_certificates_issued_total").await,
-        1.0
-    );
+    assert_eq!(cp.metric("weft_cp_certificates_issued_total").await, 1.0);
 
     // Over mTLS to its inbound, as a peer of the mesh: it presents a
     // certificate from the Secret's CA naming exactly shop/reviews.
@@ -283,13 +247,10 @@ async fn tokens_that_prove_nothing_and_csrs_for_another_account_are_refused() {
     assert!(body.contains("invalidated"), "{body}");
 
     assert_eq!(
-        cp_metric(&cp, "weft_cp_certificate_denials_total").await,
+        cp.metric("weft_cp_certificate_denials_total").await,
         refusals.len() as f64 + 1.0
     );
-    assert_eq!(
-        cp_metric(&cp, "weft_cp_certificates_issued_total").await,
-        2.0
-    );
+    assert_eq!(cp.metric("weft_cp_certificates_issued_total").await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,9 +385,7 @@ async fn a_sidecar_whose_certificate_expired_renews_with_the_replaced_token_file
     eventually(
         "the expired token is refused",
         Duration::from_secs(40),
-        || async {
-            (cp_metric(&cp, "weft_cp_certificate_denials_total").await >= 1.0).then_some(())
-        },
+        || async { (cp.metric("weft_cp_certificate_denials_total").await >= 1.0).then_some(()) },
     )
     .await;
     assert!(cp.logs().contains("has expired"), "{}", cp.logs());
@@ -443,7 +402,7 @@ async fn a_sidecar_whose_certificate_expired_renews_with_the_replaced_token_file
     )
     .await;
     assert!(
-        cp_metric(&cp, "weft_cp_certificates_issued_total").await >= 1.0,
+        cp.metric("weft_cp_certificates_issued_total").await >= 1.0,
         "{}",
         cp.logs()
     );

@@ -106,24 +106,13 @@ async fn identities_come_from_the_control_plane_and_peers_are_verified_exactly()
     let thief = mesh_proxy(&cp, "reviews", &cp.token("default", "productpage")).start();
     let forged = mesh_proxy(&cp, "reviews", "weft1:default:reviews:99999999999:00").start();
     eventually("both requests refused", Duration::from_secs(10), || async {
-        let m = cp_metric(&cp, "weft_cp_certificate_denials_total").await;
+        let m = cp.metric("weft_cp_certificate_denials_total").await;
         (m >= 2.0).then_some(())
     })
     .await;
     assert_eq!(thief.admin_get("/ready").await.0, 503);
     assert_eq!(forged.admin_get("/ready").await.0, 503);
     cp.kill();
-}
-
-async fn cp_metric(cp: &ControlPlane, name: &str) -> f64 {
-    let r = get(&format!("http://{}/metrics", cp.admin), &[])
-        .await
-        .unwrap();
-    r.text()
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Sends requests until stopped; counts answers that are not 200.
@@ -241,14 +230,14 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     let (a0, b0) = (expiry(&a).await, expiry(&b).await);
     let (ok, failed, stop) = load(a.url("/"), "reviews");
     // Two renewals each (six certificates in all), with traffic flowing.
-    let issued0 = cp_metric(&cp, "weft_cp_certificates_issued_total").await;
+    let issued0 = cp.metric("weft_cp_certificates_issued_total").await;
     assert_eq!(issued0, 2.0, "one first certificate each so far");
     let started = Instant::now();
     eventually(
         "both sidecars renewed twice",
         Duration::from_secs(15),
         || async {
-            let issued = cp_metric(&cp, "weft_cp_certificates_issued_total").await;
+            let issued = cp.metric("weft_cp_certificates_issued_total").await;
             let (a1, b1) = (expiry(&a).await, expiry(&b).await);
             (issued >= 6.0 && a1 > a0 && b1 > b0).then_some(())
         },
@@ -256,7 +245,7 @@ async fn certificates_rotate_under_load_without_a_failed_request() {
     .await;
     // Renewal waits for half the life or more (whole-second expiry makes
     // that 0.5-1.4 s here), not a tight loop.
-    let issued = cp_metric(&cp, "weft_cp_certificates_issued_total").await;
+    let issued = cp.metric("weft_cp_certificates_issued_total").await;
     let most = 2.0 + 2.0 * (started.elapsed().as_secs_f64() / 0.5 + 1.0);
     assert!(issued <= most, "{issued} certificates");
     // New connections after the rotations use the new certificates.
@@ -374,7 +363,7 @@ async fn a_snapshot_the_proxy_cannot_apply_is_nacked_and_the_old_config_serves()
         config.contains("spec.trustDomain"),
         "the proxy's /config shows why: {config}"
     );
-    assert!(cp_metric(&cp, "weft_cp_nacks_total").await >= 1.0);
+    assert!(cp.metric("weft_cp_nacks_total").await >= 1.0);
     cp.kill();
 }
 
