@@ -24,6 +24,7 @@
 
 mod app_protocol;
 mod external_name;
+mod ports;
 
 use super::pods::Pods;
 use crate::resources::Generated;
@@ -123,7 +124,7 @@ fn service_backends(
             p.protocol.as_deref().unwrap_or("TCP") == "TCP" && (1..=65535).contains(&p.port)
         })
         .collect();
-    let default = ports.iter().position(|p| p.port == 80).unwrap_or_default();
+    let default = ports::default_port(&ports);
     let cluster_ips: Vec<&str> = match &spec.cluster_ips {
         Some(ips) => ips.iter().map(String::as_str).collect(),
         None => spec.cluster_ip.as_deref().into_iter().collect(),
@@ -135,14 +136,8 @@ fn service_backends(
     let cluster_ips = cluster_ips.join(",");
     let mut text = String::new();
     for (i, port) in ports.iter().enumerate() {
-        let backend = if i == default {
-            name.to_string()
-        } else {
-            format!("{name}.{}", port.port)
-        };
-        if !text.is_empty() {
-            text.push_str("---\n");
-        }
+        let backend = ports::backend_name(name, port, i == default);
+        ports::next_document(&mut text);
         let d = Doc {
             ns,
             service: name,

@@ -118,17 +118,11 @@ pub(crate) fn backends(ns: &str, name: &str, svc: &Service) -> Option<String> {
     } else {
         listed
     };
-    let default = ports.iter().position(|p| p.port == 80).unwrap_or_default();
+    let default = super::ports::default_port(&ports);
     let mut text = String::new();
     for (i, port) in ports.iter().enumerate() {
-        let backend = if i == default {
-            name.to_string()
-        } else {
-            format!("{name}.{}", port.port)
-        };
-        if !text.is_empty() {
-            text.push_str("---\n");
-        }
+        let backend = super::ports::backend_name(name, port, i == default);
+        super::ports::next_document(&mut text);
         document(&mut text, [ns, name, &backend], port, &target);
     }
     (!text.is_empty()).then_some(text)
