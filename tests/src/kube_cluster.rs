@@ -119,8 +119,9 @@ pub fn endpoint_slice(
 }
 
 /// This host's first IPv4 address that is neither loopback nor link-local:
-/// the API server refuses loopback endpoint addresses, so stand-in
-/// endpoints outside network namespaces listen here.
+/// the API server refuses loopback endpoint addresses. The tests put their
+/// stand-in Pods in a network namespace (`pod_net`); the scale benchmark,
+/// which needs no root, listens here.
 pub fn host_ipv4() -> Ipv4Addr {
     let mut found = None;
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();

@@ -14,6 +14,7 @@ pub mod load;
 pub mod mesh;
 pub mod netns;
 pub mod otlp;
+pub mod pod_net;
 pub mod proxy;
 pub mod svc;
 pub mod upstream;

@@ -12,11 +12,12 @@
 //! locally and fails under CI (env `CI`).
 
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
-use weft_tests::kube_cluster::{endpoint_slice, host_ipv4, install_control_plane_account};
+use weft_tests::kube_cluster::{endpoint_slice, install_control_plane_account};
 use weft_tests::kube_fake::KubeFake;
+use weft_tests::pod_net::PodNet;
 use weft_tests::wire::*;
 use weft_tests::*;
 
@@ -29,19 +30,19 @@ const PORT: u16 = 50051;
 const AUTHORITY: &str = "cart.shop:50051";
 
 /// Service `shop/<name>` on port 50051, `appProtocol: grpc`, with one
-/// ready endpoint: the server `peer` on `ip`.
-async fn grpc_service(fake: &KubeFake, name: &str, ip: IpAddr, peer: &Peer) {
+/// ready endpoint: a stand-in Pod at `endpoint`.
+async fn grpc_service(fake: &KubeFake, name: &str, endpoint: SocketAddr) {
     fake.create(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": "shop"},
-        "spec": {"ports": [{"name": "http", "port": PORT, "targetPort": peer.port,
+        "spec": {"ports": [{"name": "http", "port": PORT, "targetPort": endpoint.port(),
             "appProtocol": "grpc"}]}}))
         .await;
-    let ip = ip.to_string();
+    let ip = endpoint.ip().to_string();
     fake.create(endpoint_slice(
         "shop",
         &format!("{name}-a"),
         name,
-        peer.port,
+        endpoint.port(),
         &[(&ip, true)],
     ))
     .await;
@@ -92,15 +93,18 @@ async fn a_grpc_route_from_the_cluster_routes_a_grpc_client_and_gets_its_status(
     if !require_python_module("grpc") {
         return;
     }
-    // The API server refuses loopback endpoint addresses: the servers
-    // listen on this host's own address.
-    let ip = IpAddr::V4(host_ipv4());
-    let a = start_peer_on(PEER, &ip.to_string()).await;
-    let b = start_peer_on(PEER, &ip.to_string()).await;
+    // The API server refuses loopback endpoint addresses: the servers are
+    // stand-in Pods, at addresses in a network namespace (see `pod_net`).
+    let Some(pods) = PodNet::new("a GRPCRoute from the cluster") else {
+        return;
+    };
+    let a = start_peer_on(PEER, "127.0.0.1").await;
+    let b = start_peer_on(PEER, "127.0.0.1").await;
+    let loopback = |p: &Peer| SocketAddr::from(([127, 0, 0, 1], p.port));
     let fake = KubeFake::builder().weft_crds().start().await;
     install_control_plane_account(&fake, &["shop"]).await;
-    grpc_service(&fake, "cart", ip, &a).await;
-    grpc_service(&fake, "cart-b", ip, &b).await;
+    grpc_service(&fake, "cart", pods.expose(loopback(&a))).await;
+    grpc_service(&fake, "cart-b", pods.expose(loopback(&b))).await;
     fake.create(grpc_route()).await;
 
     let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");

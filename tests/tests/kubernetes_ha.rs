@@ -15,16 +15,15 @@
 //! upstream listens on this host's own non-loopback IPv4 address.
 
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use weft_tests::kube_cluster::{
-    host_ipv4, install_control_plane_account, token_sidecar, write_token,
-};
+use weft_tests::kube_cluster::{install_control_plane_account, token_sidecar, write_token};
 use weft_tests::kube_fake::KubeFake;
+use weft_tests::pod_net::PodNet;
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -166,8 +165,12 @@ async fn call(proxy: &Proxy, host: &str, tally: &Tally) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_replica_loses_no_request_and_the_sidecars_move_to_the_other() {
-    let ip = IpAddr::V4(host_ipv4());
-    let upstream = Upstream::start_on(SocketAddr::new(ip, 0), "app").await;
+    let Some(pods) =
+        PodNet::new("killing_a_replica_loses_no_request_and_the_sidecars_move_to_the_other")
+    else {
+        return;
+    };
+    let upstream = pods.upstream("app").await;
     let fake = KubeFake::start().await;
     install_control_plane_account(&fake, &["shop"]).await;
     let accounts = ["client-0", "client-1", "idle"];
@@ -192,7 +195,7 @@ async fn killing_a_replica_loses_no_request_and_the_sidecars_move_to_the_other()
                 "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": upstream.addr.port(), "protocol": "TCP"}],
-            "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}]}),
+            "endpoints": [{"addresses": [upstream.addr.ip().to_string()], "conditions": {"ready": true}}]}),
         )
         .await;
     }

@@ -14,11 +14,12 @@
 //! holder dies.
 
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
-use weft_tests::kube_cluster::{control_plane_rbac, host_ipv4, without_resource};
+use weft_tests::kube_cluster::{control_plane_rbac, without_resource};
 use weft_tests::kube_fake::KubeFake;
+use weft_tests::pod_net::PodNet;
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -174,9 +175,11 @@ async fn reaches(proxy: &Proxy, host: &str, path: &str, upstream: &str, consumer
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_and_consumer_routes_and_their_status() {
-    let ip = IpAddr::V4(host_ipv4());
-    let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;
-    let v2 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v2").await;
+    let Some(pods) = PodNet::new("producer_and_consumer_routes_and_their_status") else {
+        return;
+    };
+    let v1 = pods.upstream("reviews-v1").await;
+    let v2 = pods.upstream("reviews-v2").await;
     let legacy = Upstream::start("legacy").await;
     let fake = fake_with(control_plane_rbac(), true).await;
     service(&fake, "reviews", v1.addr).await;
@@ -471,8 +474,11 @@ async fn producer_and_consumer_routes_and_their_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_lease_holder_writes_status_and_another_takes_over() {
-    let ip = IpAddr::V4(host_ipv4());
-    let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;
+    let Some(pods) = PodNet::new("only_the_lease_holder_writes_status_and_another_takes_over")
+    else {
+        return;
+    };
+    let v1 = pods.upstream("reviews-v1").await;
     let fake = fake_with(control_plane_rbac(), true).await;
     service(&fake, "reviews", v1.addr).await;
     let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
@@ -588,8 +594,12 @@ async fn a_holder_stopped_with_sigterm_gives_the_lease_up_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kind_not_installed_or_not_permitted_is_named_and_the_rest_works() {
-    let ip = IpAddr::V4(host_ipv4());
-    let v1 = Upstream::start_on(SocketAddr::new(ip, 0), "reviews-v1").await;
+    let Some(pods) =
+        PodNet::new("a_kind_not_installed_or_not_permitted_is_named_and_the_rest_works")
+    else {
+        return;
+    };
+    let v1 = pods.upstream("reviews-v1").await;
     // No Weft CRDs; GRPCRoutes not permitted.
     let mut rules = control_plane_rbac();
     without_resource(&mut rules[0], "grpcroutes");

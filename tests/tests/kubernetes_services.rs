@@ -11,11 +11,12 @@
 //! upstreams listen on this host's own non-loopback IPv4 address.
 
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 use weft_tests::dns::DnsServer;
-use weft_tests::kube_cluster::{host_ipv4, install_control_plane_account};
+use weft_tests::kube_cluster::install_control_plane_account;
 use weft_tests::kube_fake::KubeFake;
+use weft_tests::pod_net::PodNet;
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -57,13 +58,16 @@ async fn reached(proxy: &Proxy, host: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_and_external_name_services_are_reached_by_name() {
-    let ip = host_ipv4();
-    let billing = Upstream::start_on(SocketAddr::new(IpAddr::V4(ip), 0), "billing").await;
-    let db = Upstream::start_on(SocketAddr::new(IpAddr::V4(ip), 0), "db").await;
-    // The external name answers this host's address and 127.0.0.1: the
-    // latter must never become an endpoint.
+    let Some(pods) = PodNet::new("headless_and_external_name_services_are_reached_by_name") else {
+        return;
+    };
+    let billing = pods.upstream("billing").await;
+    let db = pods.upstream("db").await;
+    // The external name answers billing's (stand-in Pod) address and
+    // 127.0.0.1: the latter must never become an endpoint.
     let dns = DnsServer::start(1).await;
-    dns.set(EXTERNAL, &[ip, Ipv4Addr::LOCALHOST]);
+    let billing_ip: Ipv4Addr = billing.addr.ip().to_string().parse().unwrap();
+    dns.set(EXTERNAL, &[billing_ip, Ipv4Addr::LOCALHOST]);
 
     let fake = KubeFake::start().await;
     install_control_plane_account(&fake, &["shop"]).await;
@@ -84,7 +88,7 @@ async fn headless_and_external_name_services_are_reached_by_name() {
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": db.addr.port(), "protocol": "TCP"}],
         "endpoints": [
-            {"addresses": [ip.to_string()], "conditions": {"ready": true}},
+            {"addresses": [db.addr.ip().to_string()], "conditions": {"ready": true}},
             {"addresses": ["10.9.9.9"], "conditions": {"ready": false}},
         ]}))
         .await;
