@@ -83,9 +83,19 @@ pub fn without_resource(role: &mut Value, resource: &str) {
     }
 }
 
-/// Creates the control plane's namespace, ServiceAccount and RBAC in
-/// `fake`, and the namespaces `namespaces`.
+/// Creates the control plane's namespace, ServiceAccount and RBAC
+/// ([`control_plane_rbac`]) in `fake`, and the namespaces `namespaces`.
 pub async fn install_control_plane_account(fake: &KubeFake, namespaces: &[&str]) {
+    install_control_plane_account_with(fake, namespaces, control_plane_rbac()).await;
+}
+
+/// As [`install_control_plane_account`], with the RBAC objects `rbac`
+/// (for a test that takes a permission away).
+pub async fn install_control_plane_account_with(
+    fake: &KubeFake,
+    namespaces: &[&str],
+    rbac: Vec<Value>,
+) {
     fake.create_namespace(CONTROL_PLANE.0, json!({})).await;
     for ns in namespaces {
         fake.create_namespace(ns, json!({})).await;
@@ -93,7 +103,7 @@ pub async fn install_control_plane_account(fake: &KubeFake, namespaces: &[&str])
     fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": CONTROL_PLANE.1, "namespace": CONTROL_PLANE.0}}))
         .await;
-    for o in control_plane_rbac() {
+    for o in rbac {
         fake.create(o).await;
     }
 }

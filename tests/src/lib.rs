@@ -16,6 +16,9 @@ pub mod netns;
 pub mod otlp;
 pub mod pod_net;
 pub mod proxy;
+pub mod relay;
+pub mod route_cluster;
+pub mod route_status;
 pub mod svc;
 pub mod upstream;
 pub mod wire;
@@ -72,6 +75,25 @@ where
             panic!("timed out after {limit:?} waiting for: {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`eventually`] that gives up with `None` instead of panicking (for a
+/// caller that says what it saw).
+pub async fn eventually_or<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

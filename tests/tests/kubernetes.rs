@@ -18,14 +18,11 @@
 
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use weft_tests::kube_cluster::{control_plane_rbac, install_control_plane_account};
 use weft_tests::kube_fake::KubeFake;
 use weft_tests::pod_net::PodNet;
+use weft_tests::relay::Relay;
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -36,67 +33,6 @@ fn slice(name: &str, addr: SocketAddr, ready: bool) -> Value {
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": addr.port(), "protocol": "TCP"}],
         "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": ready}}]})
-}
-
-/// A TCP relay to the API server that can be cut (every connection closed,
-/// new ones refused) and restored, as a network partition would.
-struct Relay {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(to: SocketAddr) -> Relay {
-        Relay::start_on("127.0.0.1:0".parse().unwrap(), to).await
-    }
-
-    async fn start_on(at: SocketAddr, to: SocketAddr) -> Relay {
-        let listener = TcpListener::bind(at).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let accept = {
-            let (cut, conns) = (cut.clone(), conns.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if cut.load(Ordering::SeqCst) {
-                        continue; // dropped: the connection is refused
-                    }
-                    conns.lock().unwrap().push(tokio::spawn(async move {
-                        if let Ok(mut out) = TcpStream::connect(to).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                        }
-                    }));
-                }
-            })
-        };
-        Relay {
-            addr,
-            cut,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
 }
 
 /// A cluster with Service `shop/reviews` (port 9080, a named target port)

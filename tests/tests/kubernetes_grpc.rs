@@ -18,6 +18,7 @@ use std::time::Duration;
 use weft_tests::kube_cluster::{endpoint_slice, install_control_plane_account};
 use weft_tests::kube_fake::KubeFake;
 use weft_tests::pod_net::PodNet;
+use weft_tests::route_status::condition;
 use weft_tests::wire::*;
 use weft_tests::*;
 
@@ -77,15 +78,6 @@ async fn call(addr: SocketAddr, calls: &Value) -> Vec<Vec<Value>> {
 /// Which server answered outcome `o` (`None` unless it is OK).
 fn port_of(o: &Value) -> Option<u64> {
     (o["code"] == "OK").then(|| o["reply"]["port"].as_u64())?
-}
-
-/// Condition `kind` of a conditions list.
-fn condition(conds: &Value, kind: &str) -> Value {
-    conds
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == kind))
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,22 +182,4 @@ async fn a_grpc_route_from_the_cluster_routes_a_grpc_client_and_gets_its_status(
     );
     let accepted = condition(&ours["conditions"], "Accepted");
     assert_eq!(accepted["observedGeneration"], 1, "{ours}");
-}
-
-/// `eventually` that gives up with `None` instead of panicking.
-async fn eventually_or<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

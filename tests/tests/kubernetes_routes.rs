@@ -9,127 +9,21 @@
 //! Service's) replaces it for callers in its own namespace only. One
 //! invalid object is left out with its field path in its status while the
 //! rest keeps working; another controller's status entry survives our
-//! writes; `observedGeneration` follows the spec. With two control planes
-//! only the status Lease holder writes, and the other takes over when the
-//! holder dies.
+//! writes; `observedGeneration` follows the spec. (Which replica writes:
+//! `kubernetes_status_lease.rs`.)
 
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 use weft_tests::kube_cluster::{control_plane_rbac, without_resource};
-use weft_tests::kube_fake::KubeFake;
 use weft_tests::pod_net::PodNet;
+use weft_tests::route_cluster::{fake_with, get, route, service};
+use weft_tests::route_status::{condition, is, route_status};
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const GATEWAY: &str = "gateway.networking.k8s.io/v1";
 const WEFT: &str = "weft.dev/v1alpha1";
-
-/// Service `shop/<name>` on port 9080 with one ready endpoint at `addr`.
-async fn service(fake: &KubeFake, name: &str, addr: SocketAddr) {
-    fake.create(json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": "shop"},
-        "spec": {"ports": [{"name": "http", "port": 9080, "targetPort": "web"}]}}))
-        .await;
-    fake.create(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{name}-a"), "namespace": "shop", "labels": {"kubernetes.io/service-name": name}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": addr.port(), "protocol": "TCP"}],
-        "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}]}))
-        .await;
-}
-
-/// A fake cluster with the Weft CRDs, the control plane's ServiceAccount
-/// and `rules`, and namespaces `shop`, `web` and `other`.
-async fn fake_with(rules: Vec<Value>, weft_crds: bool) -> KubeFake {
-    let b = KubeFake::builder();
-    let fake = if weft_crds { b.weft_crds() } else { b }.start().await;
-    for ns in ["weft-system", "shop", "web", "other"] {
-        fake.create_namespace(ns, json!({})).await;
-    }
-    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}}))
-        .await;
-    for o in rules {
-        fake.create(o).await;
-    }
-    fake
-}
-
-fn route(ns: &str, name: &str, parent_ns: Option<&str>, rules: Value) -> Value {
-    let mut parent = json!({"group": "", "kind": "Service", "name": "reviews"});
-    if let Some(p) = parent_ns {
-        parent["namespace"] = json!(p);
-    }
-    json!({"apiVersion": GATEWAY, "kind": "HTTPRoute",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"parentRefs": [parent], "rules": rules}})
-}
-
-async fn get(fake: &KubeFake, api: &str, kind: &str, ns: &str, name: &str) -> Value {
-    fake.get(api, kind, Some(ns), name)
-        .await
-        .unwrap_or_else(|| panic!("{kind} {ns}/{name} is gone"))
-}
-
-/// Our `status.parents` entry of route `ns/name`, once it has one.
-fn ours(route: &Value) -> Option<Value> {
-    route["status"]["parents"]
-        .as_array()?
-        .iter()
-        .find(|p| p["controllerName"] == "weft.dev/mesh")
-        .cloned()
-}
-
-/// Condition `kind` of a conditions list.
-fn condition(conds: &Value, kind: &str) -> Value {
-    conds
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == kind))
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-/// Waits until route `ns/name`'s entry from us satisfies `ok`; returns it.
-async fn route_status(
-    fake: &KubeFake,
-    ns: &str,
-    name: &str,
-    what: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Value {
-    let last = Mutex::new(Value::Null);
-    let found = eventually_or(LIMIT, || async {
-        let r = get(fake, GATEWAY, "HTTPRoute", ns, name).await;
-        *last.lock().unwrap() = r.clone();
-        ours(&r).filter(|p| ok(p))
-    })
-    .await;
-    found.unwrap_or_else(|| panic!("route {ns}/{name}: {what}; it is {}", last.lock().unwrap()))
-}
-
-/// `eventually` that gives up with `None` instead of panicking.
-async fn eventually_or<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn is(cond: &Value, status: &str, reason: &str) -> bool {
-    cond["status"] == status && cond["reason"] == reason
-}
 
 /// A sidecar in namespace `ns` of the mesh `cp` serves.
 async fn sidecar(cp: &ControlPlane, ns: &str) -> Proxy {
@@ -252,7 +146,7 @@ async fn producer_and_consumer_routes_and_their_status() {
     reaches(&other, "reviews.shop:9080", "/", "reviews-v2", "").await;
 
     // Status: Accepted and ResolvedRefs, next to the other controller's.
-    let mine = route_status(&fake, "shop", "to-v2", "accepted", |p| {
+    let mine = route_status(&fake, "HTTPRoute", "shop", "to-v2", "accepted", |p| {
         is(&condition(&p["conditions"], "Accepted"), "True", "Accepted")
             && is(
                 &condition(&p["conditions"], "ResolvedRefs"),
@@ -267,13 +161,20 @@ async fn producer_and_consumer_routes_and_their_status() {
     let accepted = condition(&mine["conditions"], "Accepted");
     assert_eq!(accepted["observedGeneration"], 1);
 
-    let nowhere = route_status(&fake, "shop", "to-nowhere", "BackendNotFound", |p| {
-        is(
-            &condition(&p["conditions"], "ResolvedRefs"),
-            "False",
-            "BackendNotFound",
-        )
-    })
+    let nowhere = route_status(
+        &fake,
+        "HTTPRoute",
+        "shop",
+        "to-nowhere",
+        "BackendNotFound",
+        |p| {
+            is(
+                &condition(&p["conditions"], "ResolvedRefs"),
+                "False",
+                "BackendNotFound",
+            )
+        },
+    )
     .await;
     let message = condition(&nowhere["conditions"], "ResolvedRefs")["message"].clone();
     assert!(
@@ -283,7 +184,7 @@ async fn producer_and_consumer_routes_and_their_status() {
             .contains("spec.rules[0].backendRefs[0].name"),
         "{message}"
     );
-    let bad = route_status(&fake, "shop", "bad-regex", "refused", |p| {
+    let bad = route_status(&fake, "HTTPRoute", "shop", "bad-regex", "refused", |p| {
         is(
             &condition(&p["conditions"], "Accepted"),
             "False",
@@ -308,13 +209,20 @@ async fn producer_and_consumer_routes_and_their_status() {
     );
     orphan["spec"]["parentRefs"][0]["name"] = json!("ghost");
     fake.create(orphan).await;
-    let orphan = route_status(&fake, "shop", "orphan", "NoMatchingParent", |p| {
-        is(
-            &condition(&p["conditions"], "Accepted"),
-            "False",
-            "NoMatchingParent",
-        )
-    })
+    let orphan = route_status(
+        &fake,
+        "HTTPRoute",
+        "shop",
+        "orphan",
+        "NoMatchingParent",
+        |p| {
+            is(
+                &condition(&p["conditions"], "Accepted"),
+                "False",
+                "NoMatchingParent",
+            )
+        },
+    )
     .await;
     assert_eq!(orphan["parentRef"]["name"], "ghost");
     // The invalid route is left out; the rest serves.
@@ -385,7 +293,7 @@ async fn producer_and_consumer_routes_and_their_status() {
             (200, "reviews-v2".into(), String::new())
         );
     }
-    route_status(&fake, "web", "mine", "accepted", |p| {
+    route_status(&fake, "HTTPRoute", "web", "mine", "accepted", |p| {
         is(&condition(&p["conditions"], "Accepted"), "True", "Accepted")
     })
     .await;
@@ -400,7 +308,7 @@ async fn producer_and_consumer_routes_and_their_status() {
     );
     cross["spec"]["parentRefs"][0]["name"] = json!("reviews-v2");
     fake.create(cross).await;
-    let refused = route_status(&fake, "web", "cross", "RefNotPermitted", |p| {
+    let refused = route_status(&fake, "HTTPRoute", "web", "cross", "RefNotPermitted", |p| {
         is(
             &condition(&p["conditions"], "ResolvedRefs"),
             "False",
@@ -422,7 +330,7 @@ async fn producer_and_consumer_routes_and_their_status() {
         "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "web"}],
                  "to": [{"group": "", "kind": "Service", "name": "reviews"}]}}))
     .await;
-    route_status(&fake, "web", "cross", "granted", |p| {
+    route_status(&fake, "HTTPRoute", "web", "cross", "granted", |p| {
         is(
             &condition(&p["conditions"], "ResolvedRefs"),
             "True",
@@ -445,7 +353,7 @@ async fn producer_and_consumer_routes_and_their_status() {
         json!({"spec": {"hostnames": ["reviews.example.com"]}}),
     )
     .await;
-    let after = route_status(&fake, "shop", "to-v2", "generation 2", |p| {
+    let after = route_status(&fake, "HTTPRoute", "shop", "to-v2", "generation 2", |p| {
         condition(&p["conditions"], "Accepted")["observedGeneration"] == 2
     })
     .await;
@@ -470,126 +378,6 @@ async fn producer_and_consumer_routes_and_their_status() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = (writes(&cp.admin_json("/config").await), versions().await);
     assert_eq!(after, before, "nothing rewrote a route");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_lease_holder_writes_status_and_another_takes_over() {
-    let Some(pods) = PodNet::new("only_the_lease_holder_writes_status_and_another_takes_over")
-    else {
-        return;
-    };
-    let v1 = pods.upstream("reviews-v1").await;
-    let fake = fake_with(control_plane_rbac(), true).await;
-    service(&fake, "reviews", v1.addr).await;
-    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
-    let lease = ["--status-lease", "2s"];
-    let mut first = ControlPlane::start_kubernetes(&kubeconfig, &lease);
-    let lease_holder = || async {
-        fake.get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("weft-system"),
-            "weft-control-plane-status",
-        )
-        .await
-        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
-    };
-    let one = eventually("the first control plane holds the Lease", LIMIT, || async {
-        let h = lease_holder().await?;
-        (first.admin_json("/config").await["kubernetes"]["status_writer"] == true).then_some(h)
-    })
-    .await;
-    let second = ControlPlane::start_kubernetes(&kubeconfig, &lease);
-    assert_eq!(
-        second.admin_json("/config").await["kubernetes"]["status_writer"],
-        false
-    );
-
-    fake.create(route(
-        "shop",
-        "r",
-        None,
-        json!([{"backendRefs": [{"name": "reviews", "port": 9080}]}]),
-    ))
-    .await;
-    route_status(&fake, "shop", "r", "written", |p| {
-        condition(&p["conditions"], "Accepted")["observedGeneration"] == 1
-    })
-    .await;
-    assert_eq!(w(&first).await, 1);
-    assert_eq!(w(&second).await, 0);
-    assert!(
-        !second.logs().contains("status written"),
-        "{}",
-        second.logs()
-    );
-
-    // The holder dies; once its Lease expires the other takes it and
-    // writes the next change.
-    first.kill();
-    fake.merge_patch(
-        GATEWAY,
-        "HTTPRoute",
-        Some("shop"),
-        "r",
-        None,
-        json!({"spec": {"hostnames": ["r.example.com"]}}),
-    )
-    .await;
-    route_status(&fake, "shop", "r", "written by the other", |p| {
-        condition(&p["conditions"], "Accepted")["observedGeneration"] == 2
-    })
-    .await;
-    let two = lease_holder().await.unwrap();
-    assert_ne!(one, two, "the Lease changed hands");
-    assert!(w(&second).await >= 1);
-    let lease = fake
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("weft-system"),
-            "weft-control-plane-status",
-        )
-        .await
-        .unwrap();
-    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_stopped_with_sigterm_gives_the_lease_up_at_once() {
-    let fake = fake_with(control_plane_rbac(), true).await;
-    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
-    // A Lease far longer than the test's limit: only a release explains a
-    // quick takeover.
-    let lease = ["--status-lease", "120s"];
-    let mut first = ControlPlane::start_kubernetes(&kubeconfig, &lease);
-    eventually("the first control plane holds the Lease", LIMIT, || async {
-        (first.admin_json("/config").await["kubernetes"]["status_writer"] == true).then_some(())
-    })
-    .await;
-    let second = ControlPlane::start_kubernetes(&kubeconfig, &lease);
-    first.terminate();
-    assert!(first.logs().contains("Lease released"), "{}", first.logs());
-    eventually("the second takes the Lease over", LIMIT, || async {
-        (second.admin_json("/config").await["kubernetes"]["status_writer"] == true).then_some(())
-    })
-    .await;
-    fake.create(route(
-        "shop",
-        "r",
-        None,
-        json!([{"backendRefs": [{"name": "nowhere", "port": 9080}]}]),
-    ))
-    .await;
-    route_status(&fake, "shop", "r", "written by the second", |p| {
-        is(
-            &condition(&p["conditions"], "ResolvedRefs"),
-            "False",
-            "BackendNotFound",
-        )
-    })
-    .await;
-    assert_eq!(w(&second).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,17 +416,10 @@ async fn a_kind_not_installed_or_not_permitted_is_named_and_the_rest_works() {
             .is_some_and(|m| m.contains("forbidden")),
         "{status}"
     );
-    route_status(&fake, "shop", "r", "accepted", |p| {
+    route_status(&fake, "HTTPRoute", "shop", "r", "accepted", |p| {
         is(&condition(&p["conditions"], "Accepted"), "True", "Accepted")
     })
     .await;
     let proxy = sidecar(&cp, "shop").await;
     reaches(&proxy, "reviews", "/", "reviews-v1", "").await;
-}
-
-/// How many status writes control plane `cp` made.
-async fn w(cp: &ControlPlane) -> u64 {
-    cp.admin_json("/config").await["kubernetes"]["status_writes"]
-        .as_u64()
-        .unwrap()
 }
