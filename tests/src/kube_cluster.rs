@@ -1,5 +1,5 @@
 //! What the Kubernetes tests share: the control plane's ServiceAccount with
-//! the RBAC rules the README documents, this host's non-loopback address
+//! the RBAC rules the chart installs, this host's non-loopback address
 //! for stand-in endpoints, and EndpointSlice documents.
 
 use crate::kube_fake::KubeFake;
@@ -11,49 +11,28 @@ use std::path::Path;
 /// The namespace and ServiceAccount the control plane runs as.
 pub const CONTROL_PLANE: (&str, &str) = ("weft-system", "weft-control-plane");
 
-/// Every RBAC rule the control plane's ServiceAccount needs, as the
-/// README's Kubernetes section lists them (the fake enforces them, so the
-/// documented rules are the tested ones): `[ClusterRole,
-/// ClusterRoleBinding, Role, RoleBinding]`, the Role in the control
-/// plane's namespace. Tests that take a permission away edit the result
-/// (see [`without_rule`]).
+/// The control plane's RBAC rules, as the chart installs them: the one
+/// definition is `charts/weft/files/rbac.yaml` (`cluster` and `namespace`).
+pub const RBAC_RULES: &str = include_str!("../../charts/weft/files/rbac.yaml");
+
+/// Every RBAC rule the control plane's ServiceAccount needs, read from
+/// [`RBAC_RULES`] (the fake enforces them, so the installed rules are the
+/// tested ones): `[ClusterRole, ClusterRoleBinding, Role, RoleBinding]`, the
+/// Role in the control plane's namespace. Tests that take a permission away
+/// edit the result (see [`without_rule`]).
 pub fn control_plane_rbac() -> Vec<Value> {
-    let weft = [
-        "backends",
-        "trafficpolicies",
-        "authorizationpolicies",
-        "meshconfigs",
-    ];
-    let routes = ["httproutes", "grpcroutes"];
-    let status = |rs: &[&str]| rs.iter().map(|r| format!("{r}/status")).collect::<Vec<_>>();
+    let rules: Value = serde_saphyr::from_str(RBAC_RULES).expect("charts/weft/files/rbac.yaml");
     let (ns, sa) = CONTROL_PLANE;
     let subjects = json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]);
     vec![
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": sa},
-        "rules": [
-            {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
-            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": routes, "verbs": ["list", "watch"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["referencegrants"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["gateway.networking.k8s.io"], "resources": status(&routes), "verbs": ["update", "patch"]},
-            {"apiGroups": ["weft.dev"], "resources": weft, "verbs": ["list", "watch"]},
-            {"apiGroups": ["weft.dev"], "resources": status(&weft), "verbs": ["update", "patch"]},
-        ]}),
+            "metadata": {"name": sa}, "rules": rules["cluster"]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": sa},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
             "subjects": subjects}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": sa, "namespace": ns},
-        "rules": [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
-        ]}),
+            "metadata": {"name": sa, "namespace": ns}, "rules": rules["namespace"]}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
             "metadata": {"name": sa, "namespace": ns},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
