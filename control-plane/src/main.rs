@@ -14,6 +14,7 @@ mod body;
 mod ca;
 mod certificates;
 mod crds;
+mod inject;
 mod kubernetes;
 mod resources;
 mod scope;
@@ -84,6 +85,8 @@ enum Command {
         /// Log filter (tracing syntax).
         #[arg(long, env = "WEFT_LOG_LEVEL", default_value = "info")]
         log_level: String,
+        #[command(flatten)]
+        inject: Box<inject::InjectorArgs>,
     },
     /// Print a bootstrap token for one workload identity.
     Token {
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
             cert_ttl,
             log_format,
             log_level,
+            inject,
         } => {
             let _ = weft_mesh::process::init_logging(&log_format, &log_level);
             if config.is_empty() && !kubernetes {
@@ -166,6 +170,14 @@ fn main() -> ExitCode {
             }
             if ca_dir.is_none() && !kubernetes {
                 tracing::error!("--ca-dir is required without --kubernetes (the CA lives there)");
+                return ExitCode::from(2);
+            }
+            if inject.webhook.is_some() && !kubernetes {
+                tracing::error!("--webhook needs --kubernetes (the injector serves a cluster)");
+                return ExitCode::from(2);
+            }
+            if let Err(e) = inject.settings("", &trust_domain, "") {
+                tracing::error!("{e}");
                 return ExitCode::from(2);
             }
             let mut inputs = resources::Inputs::default();
@@ -212,10 +224,21 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
+                let webhook_l = match inject.webhook {
+                    Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                        Ok(l) => Some(l),
+                        Err(e) => {
+                            tracing::error!("cannot listen on webhook {addr}: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    },
+                    None => None,
+                };
                 let local = |l: &tokio::net::TcpListener| {
                     l.local_addr().map(|a| a.to_string()).unwrap_or_default()
                 };
                 let (api_addr, admin_addr) = (local(&api), local(&admin_l));
+                let webhook_addr = webhook_l.as_ref().map(local).unwrap_or_default();
                 // While the CA Secret is fetched (a missing permission is
                 // retried), the admin endpoint already says why.
                 let early_admin = match (&cluster, &ca_dir) {
@@ -264,6 +287,19 @@ fn main() -> ExitCode {
                     }
                 };
                 tokio::spawn(admin::serve(cp.clone(), admin_l));
+                // The webhook needs no cluster state: it serves at once.
+                if let (Some(l), Some(cluster)) = (webhook_l, &cluster) {
+                    let started = inject
+                        .settings(&cluster.namespace, &cp.trust_domain, cp.ca.cert_pem())
+                        .and_then(|s| {
+                            inject::start(s, l, cp.clone(), cluster, inject.ca_bundle_interval)
+                        });
+                    if let Err(e) = started {
+                        tracing::error!("injector: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                    tracing::info!(webhook = %webhook_addr, "sidecar injector serving");
+                }
                 // The cluster is read in full before proxies are served, so
                 // none is told a Service does not exist while it is still
                 // being listed; meanwhile the admin endpoint answers (/ready
@@ -283,6 +319,7 @@ fn main() -> ExitCode {
                 tracing::info!(
                     listen = %api_addr,
                     admin = %admin_addr,
+                    webhook = %webhook_addr,
                     version = %cp.resources.borrow().version,
                     "weft-control-plane serving"
                 );

@@ -74,6 +74,9 @@ pub(crate) struct KubernetesStatus {
     pub(crate) coverage: Mutex<serde_json::Value>,
     /// Services left out of the mesh, `(namespace/name, why)`.
     pub(crate) refused: Mutex<Vec<(String, String)>>,
+    /// The injection webhook configuration's caBundle: current, or why not
+    /// (`inject/ca_bundle.rs`); none without `--webhook`.
+    pub(crate) webhook: Mutex<Option<String>>,
 }
 
 impl KubernetesStatus {
@@ -104,6 +107,7 @@ impl KubernetesStatus {
             "status_writes": self.status_writes.load(Ordering::Relaxed),
             "lease_error": *lock(&self.lease_error),
             "coverage": *lock(&self.coverage),
+            "webhook": *lock(&self.webhook),
             "refused_services": lock(&self.refused)
                 .iter()
                 .map(|(service, reason)| serde_json::json!({"service": service, "reason": reason}))
