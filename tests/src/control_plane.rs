@@ -27,6 +27,8 @@ pub struct ControlPlane {
     child: Option<Child>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// The injection webhook's address, when started with `--webhook`.
+    pub webhook: Option<SocketAddr>,
     pub dir: TempDir,
     pub config: PathBuf,
     pub ca_dir: PathBuf,
@@ -126,6 +128,7 @@ impl ControlPlane {
             child: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
+            webhook: None,
             dir,
             config,
             ca_dir,
@@ -162,6 +165,7 @@ impl ControlPlane {
         };
         if self.marker == "weft-control-plane serving" {
             self.listen = addr("listen");
+            self.webhook = v["webhook"].as_str().and_then(|s| s.parse().ok());
         }
         if v.get("admin").is_some() || self.marker.contains("weft-control-plane serving") {
             self.admin = addr("admin");
