@@ -106,3 +106,38 @@ fn crds_prints_the_committed_definitions() {
     );
     assert_eq!(printed.matches("kind: CustomResourceDefinition").count(), 4);
 }
+
+#[test]
+fn bad_injector_flags_stop_serve_with_the_flag_named() {
+    let dir = scratch("inject");
+    let run = |extra: &[&str]| {
+        let out = bin()
+            .args(["serve", "--log-format", "json", "--ca-dir"])
+            .arg(dir.join("ca"))
+            .args(extra)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+        log += &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), log)
+    };
+    let (code, log) = run(&[
+        "--config",
+        "/nonexistent-but-unread",
+        "--webhook",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("--webhook needs --kubernetes"), "{log}");
+    let (code, log) = run(&["--kubernetes", "--proxy-memory", "lots"]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("--proxy-memory") && log.contains("\\\"lots\\\" is not a Kubernetes quantity"),
+        "{log}"
+    );
+    let (code, log) = run(&["--kubernetes", "--proxy-control-plane", "http://x:15012"]);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("not an https:// URL"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

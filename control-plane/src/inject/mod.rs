@@ -23,6 +23,8 @@ pub(crate) mod webhook;
 mod golden_tests;
 #[cfg(test)]
 mod pod_spec_tests;
+#[cfg(test)]
+mod webhook_tests;
 
 use std::net::SocketAddr;
 use std::time::Duration;
