@@ -9,8 +9,8 @@
 //! and review the diff of the `.golden.json` files before committing; it is
 //! refused when `CI` is set, so CI only ever compares.
 
+use super::settings::Settings;
 use super::webhook::answer;
-use super::Settings;
 use base64::Engine;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ pub(super) fn fixtures() -> PathBuf {
 /// do not change with the crate version or a generated CA).
 pub(super) fn settings() -> Settings {
     let ca_pem = std::fs::read_to_string(fixtures().join("inject/ca.pem")).expect("ca.pem");
-    let args = super::InjectorArgs {
+    let args = super::settings::InjectorArgs {
         webhook: None,
         proxy_image: "ghcr.io/weft-mesh/weft:0.1.0".into(),
         proxy_cpu: "50m".into(),

@@ -15,7 +15,7 @@
 
 use super::probes::{self, PROBE_PORT};
 use super::quantity;
-use super::Settings;
+use super::settings::Settings;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 

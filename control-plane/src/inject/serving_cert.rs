@@ -5,7 +5,7 @@
 //! `weft-control-plane.<namespace>.svc.cluster.local`, as short-lived as a
 //! workload certificate and re-issued at half its life.
 
-use super::SERVICE;
+use super::settings::SERVICE;
 use crate::ca::CertificateAuthority;
 use crate::state::ControlPlane;
 use arc_swap::ArcSwap;

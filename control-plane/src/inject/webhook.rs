@@ -7,7 +7,7 @@
 //! answer.
 
 use super::patch::{self, Decision};
-use super::Settings;
+use super::settings::Settings;
 use crate::body::{json, text, CpBody};
 use arc_swap::ArcSwap;
 use base64::Engine;
