@@ -193,5 +193,13 @@ fn metrics(cp: &ControlPlane) -> String {
         "File changes rejected as invalid.",
         c.rejected_reloads.load(Ordering::Relaxed),
     );
+    for (name, help, v) in [
+        ("weft_cp_injections_total", "Pods the injection webhook patched.", &c.injections),
+        ("weft_cp_injection_skips_total", "Pods the injection webhook admitted unchanged (opted out, host network, already injected).", &c.injection_skips),
+        ("weft_cp_injection_denials_total", "Pods the injection webhook refused (an invalid annotation).", &c.injection_denials),
+        ("weft_cp_injection_bad_reviews_total", "Requests to the injection webhook that were no AdmissionReview (400).", &c.injection_bad_reviews),
+    ] {
+        put(name, "counter", help, v.load(Ordering::Relaxed));
+    }
     out
 }

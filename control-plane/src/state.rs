@@ -151,6 +151,11 @@ pub(crate) struct Counters {
     pub(crate) certificates: AtomicU64,
     pub(crate) certificate_denials: AtomicU64,
     pub(crate) rejected_reloads: AtomicU64,
+    /// Injection webhook answers (`inject/webhook.rs`).
+    pub(crate) injections: AtomicU64,
+    pub(crate) injection_skips: AtomicU64,
+    pub(crate) injection_denials: AtomicU64,
+    pub(crate) injection_bad_reviews: AtomicU64,
 }
 
 pub(crate) struct ControlPlane {

@@ -294,6 +294,11 @@ async fn pods_where_injection_is_enabled_come_back_injected_and_a_stopped_webhoo
     );
     assert!(fake.get("v1", "Pod", Some("shop"), "g-0").await.is_none());
 
+    // The selectors sent only the Pods to inject: two patched, one refused.
+    assert_eq!(cp.metric("weft_cp_injections_total").await, 2.0);
+    assert_eq!(cp.metric("weft_cp_injection_denials_total").await, 1.0);
+    assert_eq!(cp.metric("weft_cp_injection_skips_total").await, 0.0);
+
     // A reset caBundle (as `helm upgrade` leaves it) is set again.
     let mut reset = fake
         .get(

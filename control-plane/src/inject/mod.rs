@@ -54,6 +54,18 @@ pub(crate) fn start(
         interval,
         cluster.status.clone(),
     ));
-    tokio::spawn(webhook::serve(listener, slot, Arc::new(settings)));
+    let counters = CountersOf(cp);
+    tokio::spawn(webhook::serve(listener, slot, Arc::new(settings), counters));
     Ok(())
+}
+
+/// The control plane's counters, shared with the webhook's tasks.
+#[derive(Clone)]
+struct CountersOf(std::sync::Arc<crate::state::ControlPlane>);
+
+impl std::ops::Deref for CountersOf {
+    type Target = crate::state::Counters;
+    fn deref(&self) -> &crate::state::Counters {
+        &self.0.counters
+    }
 }

@@ -9,6 +9,7 @@
 use super::patch::{self, Decision};
 use super::settings::Settings;
 use crate::body::{json, text, CpBody};
+use crate::state::Counters;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use http::{Method, Request, Response, StatusCode};
@@ -18,6 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json as value, Value};
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -33,12 +35,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const API_VERSION: &str = "admission.k8s.io/v1";
 
 /// Serves the webhook on `listener` with the certificate `acceptor` holds
-/// at each handshake (it is renewed in place), for ever.
-pub(crate) async fn serve(
+/// at each handshake (it is renewed in place), for ever; each answer is
+/// counted in `counters`' `injection*` (for `/metrics`).
+pub(crate) async fn serve<C>(
     listener: TcpListener,
     acceptor: Arc<ArcSwap<TlsAcceptor>>,
     settings: Arc<Settings>,
-) {
+    counters: C,
+) where
+    C: std::ops::Deref<Target = Counters> + Clone + Send + Sync + 'static,
+{
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
@@ -46,6 +52,7 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.load_full();
         let settings = settings.clone();
+        let counters = counters.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(t)) => t,
@@ -57,7 +64,8 @@ pub(crate) async fn serve(
             };
             let svc = service_fn(move |req| {
                 let settings = settings.clone();
-                async move { Ok::<_, Infallible>(handle(&settings, req).await) }
+                let counters = counters.clone();
+                async move { Ok::<_, Infallible>(handle(&settings, &counters, req).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)
@@ -66,7 +74,11 @@ pub(crate) async fn serve(
     }
 }
 
-async fn handle(settings: &Settings, req: Request<Incoming>) -> Response<CpBody> {
+async fn handle(
+    settings: &Settings,
+    counters: &Counters,
+    req: Request<Incoming>,
+) -> Response<CpBody> {
     if req.uri().path() != PATH {
         return text(
             StatusCode::NOT_FOUND,
@@ -76,18 +88,28 @@ async fn handle(settings: &Settings, req: Request<Incoming>) -> Response<CpBody>
     if req.method() != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview\n");
     }
-    let body = match Limited::new(req.into_body(), MAX_REVIEW).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the AdmissionReview: {e}\n"),
-            )
-        }
+    let answered = match Limited::new(req.into_body(), MAX_REVIEW).collect().await {
+        Ok(body) => answer(&body.to_bytes(), settings),
+        Err(e) => Err(format!("cannot read the AdmissionReview: {e}")),
     };
-    match answer(&body, settings) {
-        Ok(review) => json(StatusCode::OK, &review),
-        Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+    match answered {
+        Ok(review) => {
+            let response = &review["response"];
+            let counter = match (response["allowed"].as_bool(), response.get("patch")) {
+                (Some(true), Some(_)) => &counters.injections,
+                (Some(true), None) => &counters.injection_skips,
+                _ => &counters.injection_denials,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            json(StatusCode::OK, &review)
+        }
+        Err(why) => {
+            counters
+                .injection_bad_reviews
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("webhook: 400: {why}");
+            text(StatusCode::BAD_REQUEST, format!("{why}\n"))
+        }
     }
 }
 

@@ -61,7 +61,13 @@ async fn the_webhook_answers_over_tls_with_a_mesh_certificate_for_its_service_na
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let slot = Arc::new(ArcSwap::from_pointee(acceptor));
-    tokio::spawn(webhook::serve(listener, slot, Arc::new(settings())));
+    let counters = Arc::new(crate::state::Counters::default());
+    tokio::spawn(webhook::serve(
+        listener,
+        slot,
+        Arc::new(settings()),
+        counters.clone(),
+    ));
 
     let recorded =
         std::fs::read(fixtures().join("k8s/admission/04-admissionreview-request.raw.json"))
@@ -115,6 +121,10 @@ async fn the_webhook_answers_over_tls_with_a_mesh_certificate_for_its_service_na
         .await
         .unwrap();
     assert_eq!(status, 404);
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(count(&counters.injections), 2);
+    assert_eq!(count(&counters.injection_bad_reviews), 1);
+    assert_eq!(count(&counters.injection_skips), 0);
 }
 
 #[tokio::test(start_paused = true)]
