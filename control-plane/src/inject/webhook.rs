@@ -16,7 +16,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::{json as value, Value};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -29,7 +29,8 @@ use tokio_rustls::TlsAcceptor;
 pub(crate) const PATH: &str = "/inject";
 /// Largest review read (the API server caps objects near 3 MiB).
 const MAX_REVIEW: usize = 8 * 1024 * 1024;
-/// A caller must finish its TLS handshake within this time.
+/// A caller must finish its TLS handshake, and each request head, within
+/// this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const API_VERSION: &str = "admission.k8s.io/v1";
@@ -67,9 +68,12 @@ pub(crate) async fn serve<C>(
                 let counters = counters.clone();
                 async move { Ok::<_, Infallible>(handle(&settings, &counters, req).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT);
+            let _ = builder.serve_connection(TokioIo::new(tls), svc).await;
         });
     }
 }
