@@ -6,6 +6,7 @@ use crate::control_plane::{ControlPlane, Credential, Settings};
 use crate::drain::Drain;
 use crate::listen::{self, Direction};
 use crate::pipeline::Pipeline;
+use crate::probes::{self, app::AppProbes};
 use crate::proxy::{Proxy, ProxyOptions};
 use crate::telemetry::metrics::Metrics;
 use std::net::SocketAddr;
@@ -62,6 +63,21 @@ pub struct RunArgs {
     /// Admin endpoint.
     #[arg(long, env = "WEFT_ADMIN", default_value = "127.0.0.1:15000")]
     pub admin: SocketAddr,
+    /// Probe listener (plain HTTP/1.1; `0.0.0.0:15020` in a pod): serves
+    /// only `/ready` and the app's probes of `--app-probes`. Off unless given.
+    #[arg(long, env = "WEFT_PROBES", value_name = "ADDR")]
+    pub probes: Option<SocketAddr>,
+    /// The app's own HTTP probes, as JSON keyed by the path the kubelet
+    /// calls on `--probes` (the injector writes it): `{"/app-health/web/readyz":
+    /// {"port": 8080, "path": "/healthz", "scheme": "HTTP", "headers": [..],
+    /// "timeoutSeconds": 1}}`.
+    #[arg(
+        long,
+        env = "WEFT_APP_PROBES",
+        value_name = "JSON",
+        requires = "probes"
+    )]
+    pub app_probes: Option<String>,
     /// The service this sidecar fronts.
     #[arg(long, env = "WEFT_SERVICE")]
     pub service: Option<String>,
@@ -168,6 +184,14 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
+    let app_probes = match args.app_probes.as_deref().map(AppProbes::parse) {
+        None => AppProbes::default(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            tracing::error!("{e}; not starting");
+            return 2;
+        }
+    };
     let control_plane = match control_plane(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -246,13 +270,18 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         }),
     };
     let listeners = async {
+        let probes = match args.probes {
+            Some(addr) => Some(bind("probes", addr).await?),
+            None => None,
+        };
         Ok::<_, String>((
             bind("outbound", args.outbound).await?,
             bind("inbound", args.inbound).await?,
             bind("admin", args.admin).await?,
+            probes,
         ))
     };
-    let (outbound, inbound, admin_l) = match listeners.await {
+    let (outbound, inbound, admin_l, probes_l) = match listeners.await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");
@@ -264,6 +293,8 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         outbound = %local(&outbound),
         inbound = %local(&inbound),
         admin = %local(&admin_l),
+        probes = %probes_l.as_ref().map(local).unwrap_or_default(),
+        app_probes = app_probes.len(),
         app = %args.app,
         workers = args.workers,
         "weft-proxy serving"
@@ -294,6 +325,11 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             listen::serve(outbound, proxy.clone(), Direction::Outbound, &drain),
             listen::serve(inbound, proxy.clone(), Direction::Inbound, &drain),
             admin::serve(admin_l, admin_state, &drain),
+            async {
+                if let Some(l) = probes_l {
+                    probes::serve(l, proxy.clone(), app_probes, &drain).await;
+                }
+            },
         )
     };
     tokio::select! {
