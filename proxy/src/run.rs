@@ -2,7 +2,7 @@
 
 use crate::admin::{self, Admin};
 use crate::body::pace::Pace;
-use crate::control_plane::{ControlPlane, Credential, Settings};
+use crate::control_plane::{ControlPlane, Credential, Settings, TrustSource};
 use crate::drain::Drain;
 use crate::listen::{self, Direction};
 use crate::pipeline::Pipeline;
@@ -31,6 +31,17 @@ pub struct RunArgs {
     /// Mesh mode: PEM trust anchors (the mesh CA) to verify the control plane.
     #[arg(long, env = "WEFT_CONTROL_PLANE_CA", value_name = "PATH")]
     pub control_plane_ca: Option<PathBuf>,
+    /// Mesh mode: the same trust anchors as PEM text (the injector sets
+    /// `WEFT_CONTROL_PLANE_CA_PEM`); instead of `--control-plane-ca`.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_PLANE_CA_PEM",
+        value_name = "PEM",
+        conflicts_with = "control_plane_ca",
+        allow_hyphen_values = true,
+        hide_env_values = true
+    )]
+    pub control_plane_ca_pem: Option<String>,
     /// Mesh mode: the token that proves this workload's identity for its
     /// first certificate (`weft-control-plane token`).
     #[arg(long, env = "WEFT_BOOTSTRAP_TOKEN", hide_env_values = true)]
@@ -397,10 +408,11 @@ fn control_plane(args: &RunArgs) -> Result<Option<ControlPlane>, String> {
         (None, Some(path)) => Some(Credential::TokenFile(path.clone())),
         (None, None) => None,
     };
-    let ca = args
-        .control_plane_ca
-        .as_deref()
-        .ok_or("mesh mode needs --control-plane-ca (the mesh CA, to verify the control plane)")?;
+    let ca = match (&args.control_plane_ca, &args.control_plane_ca_pem) {
+        (Some(path), _) => TrustSource::File(path),
+        (None, Some(pem)) => TrustSource::Pem(pem),
+        (None, None) => return Err("mesh mode needs --control-plane-ca PATH or --control-plane-ca-pem PEM (the mesh CA, to verify the control plane)".into()),
+    };
     let trust = crate::control_plane::read_trust(ca)?;
     let service_account = args
         .service_account
