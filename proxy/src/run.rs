@@ -299,11 +299,20 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             return 1;
         }
     };
+    // The IPv6 twins an ip6tables REDIRECT delivers to (see `listen::twin`).
+    let outbound6 = listen::twin::bind("outbound", args.outbound);
+    let inbound6 = listen::twin::bind("inbound", args.inbound);
     let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let ipv6: Vec<String> = [&outbound6, &inbound6]
+        .into_iter()
+        .flatten()
+        .map(local)
+        .collect();
     tracing::info!(
         outbound = %local(&outbound),
         inbound = %local(&inbound),
         admin = %local(&admin_l),
+        ipv6 = %ipv6.join(","),
         probes = %probes_l.as_ref().map(local).unwrap_or_default(),
         app_probes = app_probes.len(),
         app = %args.app,
@@ -335,6 +344,8 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         tokio::join!(
             listen::serve(outbound, proxy.clone(), Direction::Outbound, &drain),
             listen::serve(inbound, proxy.clone(), Direction::Inbound, &drain),
+            listen::twin::serve(outbound6, proxy.clone(), Direction::Outbound, &drain),
+            listen::twin::serve(inbound6, proxy.clone(), Direction::Inbound, &drain),
             admin::serve(admin_l, admin_state, &drain),
             async {
                 if let Some(l) = probes_l {

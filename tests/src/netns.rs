@@ -20,6 +20,7 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Tools {
     pub ip: PathBuf,
     pub iptables: PathBuf,
+    pub ip6tables: PathBuf,
     pub curl: PathBuf,
     pub python3: PathBuf,
     pub setpriv: PathBuf,
@@ -49,13 +50,14 @@ fn prerequisites() -> Result<Tools, String> {
         return Err("not running as root (network namespaces and iptables need it)".into());
     }
     let tool = |name: &str| find_tool(name).ok_or(format!("`{name}` not found"));
-    let iptables = match std::env::var_os("WEFT_IPTABLES_BIN") {
-        Some(bin) => find_tool(&bin.to_string_lossy()).unwrap_or_else(|| PathBuf::from(bin)),
-        None => tool("iptables")?,
+    let program = |env: &str, name: &str| match std::env::var_os(env) {
+        Some(bin) => Ok(find_tool(&bin.to_string_lossy()).unwrap_or_else(|| PathBuf::from(bin))),
+        None => tool(name),
     };
     let tools = Tools {
         ip: tool("ip")?,
-        iptables,
+        iptables: program("WEFT_IPTABLES_BIN", "iptables")?,
+        ip6tables: program("WEFT_IP6TABLES_BIN", "ip6tables")?,
         curl: tool("curl")?,
         python3: tool("python3")?,
         setpriv: tool("setpriv")?,
@@ -224,6 +226,7 @@ impl Sandbox {
         let mut cmd = Command::new(&self.tools.ip);
         cmd.args(["netns", "exec", ns]).args(args);
         cmd.env("WEFT_IPTABLES_BIN", &self.tools.iptables);
+        cmd.env("WEFT_IP6TABLES_BIN", &self.tools.ip6tables);
         run(&mut cmd).unwrap_or_else(|e| panic!("{e}"))
     }
 
