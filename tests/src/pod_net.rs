@@ -76,6 +76,16 @@ impl PodNet {
         })
     }
 
+    /// The Pod network's namespace (for processes started in it).
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// The sandbox holding the namespace: to start processes in it.
+    pub fn sandbox(&mut self) -> &mut Sandbox {
+        &mut self.sandbox
+    }
+
     /// A new Pod address in the network.
     pub fn pod_ip(&self) -> Ipv4Addr {
         let k = self.next.fetch_add(1, Ordering::Relaxed);
