@@ -36,9 +36,13 @@
 //! and `ip6tables` from `PATH`, or `$WEFT_IPTABLES_BIN` / `$WEFT_IP6TABLES_BIN` (e.g.
 //! `iptables-legacy`).
 
+mod error;
+mod options;
 pub mod rules;
 
-pub use rules::{rules, uninstall_rules, Family};
+pub use error::IptablesError;
+pub use options::{Family, InterceptOptions};
+pub use rules::{rules, uninstall_rules};
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -50,97 +54,6 @@ pub const IP6TABLES_BIN_ENV: &str = "WEFT_IP6TABLES_BIN";
 
 /// Upper bound on deleting duplicated jumps (install run twice without uninstall).
 const MAX_JUMP_DELETES: usize = 16;
-
-/// Options of `weft-proxy iptables`: which traffic is intercepted and where it is sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterceptOptions {
-    /// Port of the outbound listener that receives the app's redirected connections.
-    pub outbound_port: u16,
-    /// Port of the inbound listener that receives redirected connections for the app.
-    pub inbound_port: u16,
-    /// Port of the probe listener: the kubelet reaches it directly, never redirected.
-    pub probe_port: u16,
-    /// Traffic from this uid (the proxy's) is not redirected, so the proxy does not loop.
-    pub proxy_uid: u32,
-    /// Traffic from this gid is not redirected either, when set.
-    pub proxy_gid: Option<u32>,
-    /// Inbound destination ports left alone (e.g. 15000 admin, 22).
-    pub exclude_inbound_ports: Vec<u16>,
-    /// Outbound destination ports left alone.
-    pub exclude_outbound_ports: Vec<u16>,
-    /// Outbound destination CIDRs (or bare addresses) left alone, IPv4 or IPv6: each goes to
-    /// its own family's table.
-    pub exclude_outbound_cidrs: Vec<String>,
-    /// Whether inbound traffic is intercepted at all.
-    pub intercept_inbound: bool,
-}
-
-impl InterceptOptions {
-    /// The defaults of the CLI for a proxy running as `proxy_uid`, so callers spell out only
-    /// what differs.
-    pub fn new(proxy_uid: u32) -> Self {
-        Self {
-            outbound_port: 15001,
-            inbound_port: 15006,
-            probe_port: 15020,
-            proxy_uid,
-            proxy_gid: None,
-            exclude_inbound_ports: Vec::new(),
-            exclude_outbound_ports: Vec::new(),
-            exclude_outbound_cidrs: Vec::new(),
-            intercept_inbound: true,
-        }
-    }
-
-    /// Rejects options that would install broken or self-defeating rules, before any rule is
-    /// touched, so the operator gets a clear message instead of a half-installed namespace.
-    pub fn validate(&self) -> Result<(), IptablesError> {
-        let port_lists: [(&'static str, &[u16]); 5] = [
-            ("--outbound-port", &[self.outbound_port]),
-            ("--inbound-port", &[self.inbound_port]),
-            ("--probe-port", &[self.probe_port]),
-            ("--exclude-inbound-ports", &self.exclude_inbound_ports),
-            ("--exclude-outbound-ports", &self.exclude_outbound_ports),
-        ];
-        if let Some((option, _)) = port_lists.iter().find(|(_, ports)| ports.contains(&0)) {
-            return Err(invalid(option, "port 0 is not valid".into()));
-        }
-        if self.intercept_inbound && self.inbound_port == self.outbound_port {
-            let reason = format!("must differ from --outbound-port ({})", self.outbound_port);
-            return Err(invalid("--inbound-port", reason));
-        }
-        if self.intercept_inbound && self.probe_port == self.inbound_port {
-            let reason = format!("must differ from --inbound-port ({})", self.inbound_port);
-            return Err(invalid("--probe-port", reason));
-        }
-        for cidr in &self.exclude_outbound_cidrs {
-            rules::cidr_family(cidr).map_err(|r| invalid("--exclude-outbound-cidrs", r))?;
-        }
-        Ok(())
-    }
-}
-
-fn invalid(option: &'static str, reason: String) -> IptablesError {
-    IptablesError::InvalidOption(option, reason)
-}
-
-/// Failures of installing or removing the rules; carries the command line and iptables'
-/// stderr because the operator has to act on exactly what iptables said.
-#[derive(Debug, thiserror::Error)]
-pub enum IptablesError {
-    /// An option was rejected by [`InterceptOptions::validate`]: (CLI flag, reason).
-    #[error("invalid {0}: {1}")]
-    InvalidOption(&'static str, String),
-    /// The iptables program could not be started (missing binary, permissions).
-    #[error("could not run `{0}`: {1}")]
-    Spawn(String, #[source] std::io::Error),
-    /// iptables ran and failed: (command line, exit status, stderr).
-    #[error("`{0}` failed ({1}): {2}")]
-    Failed(String, String, String),
-    /// Writing the dry-run or progress output failed.
-    #[error("could not write output: {0}")]
-    Output(#[from] std::io::Error),
-}
 
 /// The program for `family`: `$WEFT_IPTABLES_BIN` / `$WEFT_IP6TABLES_BIN`, else
 /// `iptables` / `ip6tables`.

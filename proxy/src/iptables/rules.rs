@@ -3,74 +3,13 @@
 //! each with its own loopback range and the excluded CIDRs of its family.
 //! Pure functions of the options, so the exact text is tested without root.
 
-use super::InterceptOptions;
-use std::net::IpAddr;
+use super::options::{cidr_family, Family, InterceptOptions};
 
 pub(super) const OUT_CHAIN: &str = "WEFT_OUTPUT";
 pub(super) const OUT_REDIRECT: &str = "WEFT_REDIRECT";
 pub(super) const IN_CHAIN: &str = "WEFT_INBOUND";
 pub(super) const IN_REDIRECT: &str = "WEFT_IN_REDIRECT";
 const CHAINS: [&str; 4] = [OUT_CHAIN, OUT_REDIRECT, IN_CHAIN, IN_REDIRECT];
-
-/// Which table family a rule set is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// `iptables`
-    V4,
-    /// `ip6tables`
-    V6,
-}
-
-impl Family {
-    /// Loopback destinations, never redirected (the app's own local traffic).
-    fn loopback(self) -> &'static str {
-        match self {
-            Family::V4 => "127.0.0.0/8",
-            Family::V6 => "::1/128",
-        }
-    }
-
-    fn max_prefix(self) -> u8 {
-        match self {
-            Family::V4 => 32,
-            Family::V6 => 128,
-        }
-    }
-
-    pub(super) fn label(self) -> &'static str {
-        match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        }
-    }
-}
-
-/// The family of a CIDR (`addr` or `addr/len`), or why it is none.
-pub(super) fn cidr_family(cidr: &str) -> Result<Family, String> {
-    let cidr = cidr.trim();
-    let (addr, prefix) = match cidr.split_once('/') {
-        Some((addr, prefix)) => (addr, Some(prefix)),
-        None => (cidr, None),
-    };
-    let family = match addr.parse::<IpAddr>() {
-        Ok(IpAddr::V4(_)) => Family::V4,
-        Ok(IpAddr::V6(_)) => Family::V6,
-        Err(_) => {
-            return Err(format!(
-                "{cidr:?} is not a CIDR (expected a.b.c.d/len or an IPv6 address/len)"
-            ))
-        }
-    };
-    match prefix.map(str::parse::<u8>) {
-        None => Ok(family),
-        Some(Ok(len)) if len <= family.max_prefix() => Ok(family),
-        Some(_) => Err(format!(
-            "{cidr:?} is not a CIDR (an {} prefix length is 0-{})",
-            family.label(),
-            family.max_prefix()
-        )),
-    }
-}
 
 /// `-t nat` followed by the whitespace-separated words of `spec` (no argument here ever
 /// contains whitespace: ports and uids are numbers, CIDRs are validated).
