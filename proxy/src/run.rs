@@ -282,8 +282,12 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     };
     let listeners = async {
         let probes = match args.probes {
-            Some(addr) => Some(bind("probes", addr).await?),
-            None => None,
+            Some(addr) => {
+                let mut l = vec![bind("probes", addr).await?];
+                l.extend(listen::twin::bind("probes", addr));
+                l
+            }
+            None => Vec::new(),
         };
         Ok::<_, String>((
             bind("outbound", args.outbound).await?,
@@ -306,6 +310,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
     let ipv6: Vec<String> = [&outbound6, &inbound6]
         .into_iter()
         .flatten()
+        .chain(probes_l.iter().skip(1))
         .map(local)
         .collect();
     tracing::info!(
@@ -313,7 +318,7 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         inbound = %local(&inbound),
         admin = %local(&admin_l),
         ipv6 = %ipv6.join(","),
-        probes = %probes_l.as_ref().map(local).unwrap_or_default(),
+        probes = %probes_l.first().map(local).unwrap_or_default(),
         app_probes = app_probes.len(),
         app = %args.app,
         workers = args.workers,
@@ -348,8 +353,8 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
             listen::twin::serve(inbound6, proxy.clone(), Direction::Inbound, &drain),
             admin::serve(admin_l, admin_state, &drain),
             async {
-                if let Some(l) = probes_l {
-                    probes::serve(l, proxy.clone(), app_probes, &drain).await;
+                if !probes_l.is_empty() {
+                    probes::serve(probes_l, proxy.clone(), app_probes, &drain).await;
                 }
             },
         )

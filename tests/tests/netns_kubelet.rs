@@ -6,7 +6,7 @@
 //! original probes), and the app as another uid. This test, in the host
 //! namespace, plays the kubelet: it calls each rewritten probe at
 //! `podIP:15020` and gets the app's own answer (200, and 500 with the
-//! probe's header seen), `/ready` is 503 until the sidecar has its
+//! probe's header seen; over IPv4 and IPv6), `/ready` is 503 until the sidecar has its
 //! certificate and 200 after, unlisted paths are 404, and the app's port
 //! itself refuses the kubelet's plaintext (Strict mode on 15006).
 //!
@@ -55,6 +55,7 @@ async fn the_kubelet_probes_a_strict_pod_through_the_probe_listener() {
     };
     let python = python.to_string_lossy().into_owned();
     let pod_ip = net.pod_ip();
+    let pod_ip6 = net.ipv6();
     let ns = net.ns().to_string();
     let proxy = net.sandbox().install(&sibling_binary("weft-proxy"));
     let cp = ControlPlane::start("", &[]);
@@ -126,6 +127,14 @@ async fn the_kubelet_probes_a_strict_pod_through_the_probe_listener() {
     })
     .await;
     assert_eq!((live.status, live.text()), (200, "healthy".to_string()));
+    // A pod probed at its IPv6 address (dual-stack, IPv6 first) answers the same.
+    let live6 = get(
+        &format!("http://[{pod_ip6}]:15020/app-health/web/livez"),
+        &kubelet,
+    )
+    .await
+    .expect("the probe listener over IPv6");
+    assert_eq!((live6.status, live6.text()), (200, "healthy".to_string()));
     let ready = get(&probe("/app-health/web/readyz"), &kubelet)
         .await
         .expect("readyz");

@@ -15,7 +15,7 @@ pub(crate) mod app;
 mod forward;
 
 use crate::body::ResponseBody;
-use crate::drain::Drain;
+use crate::drain::{Drain, Watch};
 use crate::proxy::Proxy;
 use app::AppProbes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -40,11 +40,29 @@ struct Probes {
     app: AppProbes,
 }
 
-/// Serves probes on `listener` until shutdown.
-pub(crate) async fn serve(listener: TcpListener, proxy: Arc<Proxy>, app: AppProbes, drain: &Drain) {
+/// Serves probes on every listener (the `--probes` address and its IPv6
+/// twin, for pods whose IP the kubelet probes over IPv6) until shutdown.
+pub(crate) async fn serve(
+    listeners: Vec<TcpListener>,
+    proxy: Arc<Proxy>,
+    app: AppProbes,
+    drain: &Drain,
+) {
     let probes = Arc::new(Probes { proxy, app });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut stop = drain.watch();
+    let mut loops = tokio::task::JoinSet::new();
+    for l in listeners {
+        loops.spawn(accept(l, probes.clone(), slots.clone(), drain.watch()));
+    }
+    while loops.join_next().await.is_some() {}
+}
+
+async fn accept(
+    listener: TcpListener,
+    probes: Arc<Probes>,
+    slots: Arc<Semaphore>,
+    mut stop: Watch,
+) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
