@@ -3,7 +3,10 @@
 //! no certificate verification (the kubelet verifies none either, and the
 //! app's certificate is not the mesh's), the probe's headers, and the whole
 //! exchange within the probe's timeout. The answer is the app's status and
-//! the start of its body; what went wrong otherwise is a 503 saying why.
+//! the start of its body, none of its headers (a 3xx without `Location` is
+//! a success to the kubelet rather than a redirect it would follow to a
+//! path this listener does not serve); what went wrong otherwise is a 503
+//! saying why.
 
 use super::app::AppProbe;
 use crate::body::ResponseBody;
