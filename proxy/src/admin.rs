@@ -69,21 +69,13 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
     let proxy = &admin.proxy;
     match (req.method().clone(), req.uri().path()) {
         (Method::GET, "/live") => text(StatusCode::OK, "live\n"),
-        (Method::GET, "/ready") => {
-            if proxy.mesh_mode && proxy.mesh.load().is_none() {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: no mesh certificate yet\n",
-                )
-            } else if proxy.snapshot.load().version > 0 {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: no config applied yet\n",
-                )
-            }
-        }
+        (Method::GET, "/ready") => match readiness(proxy) {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
         (Method::GET, "/metrics") => {
             refresh_scrape_gauges(proxy);
             proxy.metrics.refresh_process();
@@ -132,6 +124,19 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
             StatusCode::NOT_FOUND,
             "weft-proxy admin: /live /ready /metrics /config /endpoints /log-level\n",
         ),
+    }
+}
+
+/// Whether the proxy can serve: a config applied and, in mesh mode, a
+/// certificate in hand; else why not. The admin `/ready` and the probe
+/// listener's answer the same.
+pub(crate) fn readiness(proxy: &Proxy) -> Result<(), &'static str> {
+    if proxy.mesh_mode && proxy.mesh.load().is_none() {
+        Err("no mesh certificate yet")
+    } else if proxy.snapshot.load().version > 0 {
+        Ok(())
+    } else {
+        Err("no config applied yet")
     }
 }
 

@@ -29,6 +29,7 @@ pub mod iptables;
 pub(crate) mod listen;
 pub(crate) mod memory;
 pub(crate) mod pipeline;
+pub(crate) mod probes;
 pub(crate) mod proxy;
 pub(crate) mod resilience;
 pub(crate) mod route;

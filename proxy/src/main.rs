@@ -23,7 +23,8 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Install (or remove) the transparent-interception rules in this network namespace.
+    /// Install (or remove) the transparent-interception rules (IPv4 and IPv6) in this
+    /// network namespace.
     Iptables(IptablesArgs),
 }
 
@@ -33,6 +34,9 @@ struct IptablesArgs {
     outbound_port: u16,
     #[arg(long, env = "WEFT_INBOUND_PORT", default_value_t = 15006)]
     inbound_port: u16,
+    /// The probe listener's port: inbound to it is never intercepted.
+    #[arg(long, env = "WEFT_PROBE_PORT", default_value_t = 15020)]
+    probe_port: u16,
     /// The uid the proxy runs as: its own traffic is not redirected.
     #[arg(long, env = "WEFT_PROXY_UID", required_unless_present = "uninstall")]
     proxy_uid: Option<u32>,
@@ -102,6 +106,7 @@ fn run_iptables(a: IptablesArgs) -> ExitCode {
         let mut opts = InterceptOptions::new(a.proxy_uid.unwrap_or(0));
         opts.outbound_port = a.outbound_port;
         opts.inbound_port = a.inbound_port;
+        opts.probe_port = a.probe_port;
         opts.proxy_gid = a.proxy_gid;
         opts.exclude_inbound_ports = a.exclude_inbound_ports;
         opts.exclude_outbound_ports = a.exclude_outbound_ports;

@@ -2,10 +2,11 @@
 
 use crate::admin::{self, Admin};
 use crate::body::pace::Pace;
-use crate::control_plane::{ControlPlane, Credential, Settings};
+use crate::control_plane::{ControlPlane, Credential, Settings, TrustSource};
 use crate::drain::Drain;
 use crate::listen::{self, Direction};
 use crate::pipeline::Pipeline;
+use crate::probes::{self, app::AppProbes};
 use crate::proxy::{Proxy, ProxyOptions};
 use crate::telemetry::metrics::Metrics;
 use std::net::SocketAddr;
@@ -30,6 +31,17 @@ pub struct RunArgs {
     /// Mesh mode: PEM trust anchors (the mesh CA) to verify the control plane.
     #[arg(long, env = "WEFT_CONTROL_PLANE_CA", value_name = "PATH")]
     pub control_plane_ca: Option<PathBuf>,
+    /// Mesh mode: the same trust anchors as PEM text (the injector sets
+    /// `WEFT_CONTROL_PLANE_CA_PEM`); instead of `--control-plane-ca`.
+    #[arg(
+        long,
+        env = "WEFT_CONTROL_PLANE_CA_PEM",
+        value_name = "PEM",
+        conflicts_with = "control_plane_ca",
+        allow_hyphen_values = true,
+        hide_env_values = true
+    )]
+    pub control_plane_ca_pem: Option<String>,
     /// Mesh mode: the token that proves this workload's identity for its
     /// first certificate (`weft-control-plane token`).
     #[arg(long, env = "WEFT_BOOTSTRAP_TOKEN", hide_env_values = true)]
@@ -62,6 +74,21 @@ pub struct RunArgs {
     /// Admin endpoint.
     #[arg(long, env = "WEFT_ADMIN", default_value = "127.0.0.1:15000")]
     pub admin: SocketAddr,
+    /// Probe listener (plain HTTP/1.1; `0.0.0.0:15020` in a pod): serves
+    /// only `/ready` and the app's probes of `--app-probes`. Off unless given.
+    #[arg(long, env = "WEFT_PROBES", value_name = "ADDR")]
+    pub probes: Option<SocketAddr>,
+    /// The app's own HTTP probes, as JSON keyed by the path the kubelet
+    /// calls on `--probes` (the injector writes it): `{"/app-health/web/readyz":
+    /// {"port": 8080, "path": "/healthz", "scheme": "HTTP", "headers": [..],
+    /// "timeoutSeconds": 1}}`.
+    #[arg(
+        long,
+        env = "WEFT_APP_PROBES",
+        value_name = "JSON",
+        requires = "probes"
+    )]
+    pub app_probes: Option<String>,
     /// The service this sidecar fronts.
     #[arg(long, env = "WEFT_SERVICE")]
     pub service: Option<String>,
@@ -168,6 +195,14 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
+    let app_probes = match args.app_probes.as_deref().map(AppProbes::parse) {
+        None => AppProbes::default(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            tracing::error!("{e}; not starting");
+            return 2;
+        }
+    };
     let control_plane = match control_plane(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -246,24 +281,45 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         }),
     };
     let listeners = async {
+        let probes = match args.probes {
+            Some(addr) => {
+                let mut l = vec![bind("probes", addr).await?];
+                l.extend(listen::twin::bind("probes", addr));
+                l
+            }
+            None => Vec::new(),
+        };
         Ok::<_, String>((
             bind("outbound", args.outbound).await?,
             bind("inbound", args.inbound).await?,
             bind("admin", args.admin).await?,
+            probes,
         ))
     };
-    let (outbound, inbound, admin_l) = match listeners.await {
+    let (outbound, inbound, admin_l, probes_l) = match listeners.await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");
             return 1;
         }
     };
+    // The IPv6 twins an ip6tables REDIRECT delivers to (see `listen::twin`).
+    let outbound6 = listen::twin::bind("outbound", args.outbound);
+    let inbound6 = listen::twin::bind("inbound", args.inbound);
     let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let ipv6: Vec<String> = [&outbound6, &inbound6]
+        .into_iter()
+        .flatten()
+        .chain(probes_l.iter().skip(1))
+        .map(local)
+        .collect();
     tracing::info!(
         outbound = %local(&outbound),
         inbound = %local(&inbound),
         admin = %local(&admin_l),
+        ipv6 = %ipv6.join(","),
+        probes = %probes_l.first().map(local).unwrap_or_default(),
+        app_probes = app_probes.len(),
         app = %args.app,
         workers = args.workers,
         "weft-proxy serving"
@@ -293,7 +349,14 @@ async fn async_run(args: RunArgs, set_level: LogLevelSetter) -> i32 {
         tokio::join!(
             listen::serve(outbound, proxy.clone(), Direction::Outbound, &drain),
             listen::serve(inbound, proxy.clone(), Direction::Inbound, &drain),
+            listen::twin::serve(outbound6, proxy.clone(), Direction::Outbound, &drain),
+            listen::twin::serve(inbound6, proxy.clone(), Direction::Inbound, &drain),
             admin::serve(admin_l, admin_state, &drain),
+            async {
+                if !probes_l.is_empty() {
+                    probes::serve(probes_l, proxy.clone(), app_probes, &drain).await;
+                }
+            },
         )
     };
     tokio::select! {
@@ -361,10 +424,11 @@ fn control_plane(args: &RunArgs) -> Result<Option<ControlPlane>, String> {
         (None, Some(path)) => Some(Credential::TokenFile(path.clone())),
         (None, None) => None,
     };
-    let ca = args
-        .control_plane_ca
-        .as_deref()
-        .ok_or("mesh mode needs --control-plane-ca (the mesh CA, to verify the control plane)")?;
+    let ca = match (&args.control_plane_ca, &args.control_plane_ca_pem) {
+        (Some(path), _) => TrustSource::File(path),
+        (None, Some(pem)) => TrustSource::Pem(pem),
+        (None, None) => return Err("mesh mode needs --control-plane-ca PATH or --control-plane-ca-pem PEM (the mesh CA, to verify the control plane)".into()),
+    };
     let trust = crate::control_plane::read_trust(ca)?;
     let service_account = args
         .service_account

@@ -20,6 +20,7 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Tools {
     pub ip: PathBuf,
     pub iptables: PathBuf,
+    pub ip6tables: PathBuf,
     pub curl: PathBuf,
     pub python3: PathBuf,
     pub setpriv: PathBuf,
@@ -49,13 +50,14 @@ fn prerequisites() -> Result<Tools, String> {
         return Err("not running as root (network namespaces and iptables need it)".into());
     }
     let tool = |name: &str| find_tool(name).ok_or(format!("`{name}` not found"));
-    let iptables = match std::env::var_os("WEFT_IPTABLES_BIN") {
-        Some(bin) => find_tool(&bin.to_string_lossy()).unwrap_or_else(|| PathBuf::from(bin)),
-        None => tool("iptables")?,
+    let program = |env: &str, name: &str| match std::env::var_os(env) {
+        Some(bin) => Ok(find_tool(&bin.to_string_lossy()).unwrap_or_else(|| PathBuf::from(bin))),
+        None => tool(name),
     };
     let tools = Tools {
         ip: tool("ip")?,
-        iptables,
+        iptables: program("WEFT_IPTABLES_BIN", "iptables")?,
+        ip6tables: program("WEFT_IP6TABLES_BIN", "ip6tables")?,
         curl: tool("curl")?,
         python3: tool("python3")?,
         setpriv: tool("setpriv")?,
@@ -72,12 +74,19 @@ fn prerequisites() -> Result<Tools, String> {
 pub fn tools_or_skip(test: &str) -> Option<Tools> {
     match prerequisites() {
         Ok(tools) => Some(tools),
-        Err(why) if std::env::var_os("CI").is_some() => panic!("{test} cannot run: {why}"),
         Err(why) => {
-            eprintln!("SKIP {test}: {why}");
+            skip(test, &why);
             None
         }
     }
+}
+
+/// Prints why `test` skips; under CI (env `CI` set) fails it instead.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} cannot run: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
 }
 
 /// `target/<profile>/NAME`: tests run from `target/<profile>/deps/`, two levels below.
@@ -224,16 +233,23 @@ impl Sandbox {
         let mut cmd = Command::new(&self.tools.ip);
         cmd.args(["netns", "exec", ns]).args(args);
         cmd.env("WEFT_IPTABLES_BIN", &self.tools.iptables);
+        cmd.env("WEFT_IP6TABLES_BIN", &self.tools.ip6tables);
         run(&mut cmd).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts a long-running process inside `ns`, logging to `<dir>/<name>.log`.
     pub fn spawn(&mut self, name: &str, ns: &str, args: &[&str]) {
+        self.spawn_env(name, ns, &[], args);
+    }
+
+    /// [`Sandbox::spawn`] with environment variables set.
+    pub fn spawn_env(&mut self, name: &str, ns: &str, env: &[(&str, &str)], args: &[&str]) {
         let log = fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
         let err = log.try_clone().expect("log file");
         let child = Command::new(&self.tools.ip)
             .args(["netns", "exec", ns])
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log)
@@ -245,14 +261,26 @@ impl Sandbox {
 
     /// Starts `args` inside `ns` as the proxy's uid ([`PROXY_UID`]).
     pub fn spawn_as_proxy(&mut self, name: &str, ns: &str, args: &[&str]) {
-        let setpriv = self.tools.setpriv.to_string_lossy().into_owned();
-        let (uid, gid) = (
-            format!("--reuid={PROXY_UID}"),
-            format!("--regid={PROXY_UID}"),
-        );
-        let mut all = vec![setpriv.as_str(), &uid, &gid, "--clear-groups"];
+        self.spawn_as(name, ns, PROXY_UID, &[], args);
+    }
+
+    /// Starts `args` inside `ns` as user and group `id` (no supplementary
+    /// groups), with `env` set: a container's process under its own uid.
+    pub fn spawn_as(&mut self, name: &str, ns: &str, id: u32, env: &[(&str, &str)], args: &[&str]) {
+        let as_id = self.as_user(id);
+        let mut all: Vec<&str> = as_id.iter().map(String::as_str).collect();
         all.extend(args);
-        self.spawn(name, ns, &all);
+        self.spawn_env(name, ns, env, &all);
+    }
+
+    /// The `setpriv` prefix that runs a command as user and group `id`.
+    fn as_user(&self, id: u32) -> [String; 4] {
+        [
+            self.tools.setpriv.to_string_lossy().into_owned(),
+            format!("--reuid={id}"),
+            format!("--regid={id}"),
+            "--clear-groups".into(),
+        ]
     }
 
     /// `weft-proxy iptables` inside `ns` with `extra` flags, checked.
@@ -269,10 +297,37 @@ impl Sandbox {
         );
     }
 
+    /// A `python3` that a user without privileges can run (every directory
+    /// on its real path searchable by others): the tools' own may live
+    /// under root's home.
+    pub fn python_for_anyone(&self) -> Option<PathBuf> {
+        let open_to_others = |p: &Path| {
+            let real = fs::canonicalize(p).ok()?;
+            let ok = real
+                .ancestors()
+                .all(|a| fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+            ok.then_some(real)
+        };
+        [
+            self.tools.python3.clone(),
+            PathBuf::from("/usr/bin/python3"),
+            PathBuf::from("/usr/local/bin/python3"),
+        ]
+        .iter()
+        .find_map(|p| open_to_others(p))
+    }
+
     /// `curl` inside `ns`: (status code, body). Plain curl: no proxy settings at all.
     pub fn curl(&self, ns: &str, extra: &[&str], url: &str) -> (u16, String) {
+        self.curl_as(None, ns, extra, url)
+    }
+
+    /// [`Sandbox::curl`] as user and group `id` when given (an app's own uid).
+    pub fn curl_as(&self, id: Option<u32>, ns: &str, extra: &[&str], url: &str) -> (u16, String) {
+        let as_id = id.map(|id| self.as_user(id));
         let curl = self.tools.curl.to_string_lossy().into_owned();
-        let mut args = vec![curl.as_str(), "-s", "--noproxy", "*", "--max-time", "5"];
+        let mut args: Vec<&str> = as_id.iter().flatten().map(String::as_str).collect();
+        args.extend([curl.as_str(), "-s", "--noproxy", "*", "--max-time", "5"]);
         args.extend(extra);
         args.extend(["-w", "\n%{http_code}", url]);
         let out = run(Command::new(&self.tools.ip)

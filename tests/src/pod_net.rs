@@ -76,6 +76,16 @@ impl PodNet {
         })
     }
 
+    /// The Pod network's namespace (for processes started in it).
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// The sandbox holding the namespace: to start processes in it.
+    pub fn sandbox(&mut self) -> &mut Sandbox {
+        &mut self.sandbox
+    }
+
     /// A new Pod address in the network.
     pub fn pod_ip(&self) -> Ipv4Addr {
         let k = self.next.fetch_add(1, Ordering::Relaxed);
@@ -87,6 +97,33 @@ impl PodNet {
                 .ip(&self.ns, &format!("addr add {a}.{b}.{c}.{k}/24 dev {link}"));
         }
         Ipv4Addr::new(a, b, c, k as u8)
+    }
+
+    /// Gives the link IPv6 too (`fd<b>:<c>::1` on this host's end, `::2` on
+    /// the Pod's; no duplicate address detection, so usable at once) and
+    /// returns the Pod's IPv6 address.
+    pub fn ipv6(&self) -> std::net::Ipv6Addr {
+        let [_, b, c] = self.prefix;
+        let (host, pod) = (format!("fd{b:02x}:{c:x}::1"), format!("fd{b:02x}:{c:x}::2"));
+        let out = run(Command::new(&self.sandbox.tools.ip).args([
+            "-6",
+            "addr",
+            "add",
+            &format!("{host}/64"),
+            "dev",
+            &self.host_link,
+            "nodad",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "host IPv6 address: {}",
+            text(&out.stderr)
+        );
+        let link = &self.pod_link;
+        self.sandbox
+            .ip(&self.ns, &format!("-6 addr add {pod}/64 dev {link} nodad"));
+        pod.parse().expect("IPv6 address")
     }
 
     /// A Pod address (a new one) whose port relays every connection to

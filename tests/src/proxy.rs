@@ -31,6 +31,8 @@ pub struct Proxy {
     pub outbound: SocketAddr,
     pub inbound: SocketAddr,
     pub admin: SocketAddr,
+    /// The probe listener, when started with `--probes`.
+    pub probes: Option<SocketAddr>,
     pub dir: TempDir,
     pub config: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
@@ -139,6 +141,7 @@ impl ProxyBuilder {
             outbound: addr("outbound"),
             inbound: addr("inbound"),
             admin: addr("admin"),
+            probes: v["probes"].as_str().and_then(|s| s.parse().ok()),
             child: Some(child),
             dir,
             config,

@@ -69,11 +69,17 @@ impl TrustBundle {
 /// The certificates of a PEM file (at least one); errors name the file.
 pub fn read_pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    parse_pem_certs(&pem, &path.display().to_string())
+}
+
+/// The certificates of PEM text (at least one); errors name `origin` (a
+/// file, a flag).
+pub fn parse_pem_certs(pem: &[u8], origin: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| format!("{origin}: {e}"))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
+        return Err(format!("{origin}: no certificate found"));
     }
     Ok(certs)
 }

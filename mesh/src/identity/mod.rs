@@ -14,7 +14,7 @@ mod tls;
 pub mod token;
 pub mod verify;
 
-pub use credentials::{read_pem_certs, read_pem_key, Identity, TrustBundle};
+pub use credentials::{parse_pem_certs, read_pem_certs, read_pem_key, Identity, TrustBundle};
 pub use spiffe::SpiffeId;
 pub use tls::{
     client_config, client_config_anonymous, crypto_provider, peer_identity, server_config,

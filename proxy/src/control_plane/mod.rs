@@ -78,9 +78,21 @@ impl ControlPlane {
     }
 }
 
+/// Where the mesh trust anchors come from: a PEM file, or the PEM text
+/// itself (the injector's env, as the root ConfigMap lives only in the
+/// control plane's namespace).
+pub(crate) enum TrustSource<'a> {
+    File(&'a std::path::Path),
+    Pem(&'a str),
+}
+
 /// Reads the PEM trust anchors a proxy verifies the control plane with.
-pub(crate) fn read_trust(path: &std::path::Path) -> Result<TrustBundle, String> {
-    Ok(TrustBundle {
-        roots: weft_mesh::identity::read_pem_certs(path)?,
-    })
+pub(crate) fn read_trust(source: TrustSource<'_>) -> Result<TrustBundle, String> {
+    let roots = match source {
+        TrustSource::File(path) => weft_mesh::identity::read_pem_certs(path)?,
+        TrustSource::Pem(pem) => {
+            weft_mesh::identity::parse_pem_certs(pem.as_bytes(), "--control-plane-ca-pem")?
+        }
+    };
+    Ok(TrustBundle { roots })
 }

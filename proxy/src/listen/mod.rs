@@ -4,6 +4,7 @@
 pub(crate) mod detect;
 mod intercepted;
 pub(crate) mod orig_dst;
+pub(crate) mod twin;
 
 use crate::body::pace::Paced;
 use crate::body::RequestBody;

@@ -21,15 +21,20 @@ pub(crate) fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr>
     }
 }
 
+/// Asks conntrack through the option of the connection's family: `SO_ORIGINAL_DST` (level
+/// `SOL_IP`) for IPv4, which also answers for IPv4-mapped connections on a dual-stack
+/// socket, and `IP6T_SO_ORIGINAL_DST` (level `SOL_IPV6` = 41, optname 80) for IPv6, where
+/// an ip6tables REDIRECT leaves its entry.
 #[cfg(target_os = "linux")]
 fn lookup(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
-    // The IPv4 option also answers for IPv4-mapped connections on a dual-stack socket, so it
-    // is asked first; a genuine IPv6 connection needs the IPv6 option.
-    sock.original_dst_v4()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .or_else(|| sock.original_dst_v6().ok().and_then(|a| a.as_socket()))
+    let v4 = || sock.original_dst_v4().ok().and_then(|a| a.as_socket());
+    let v6 = || sock.original_dst_v6().ok().and_then(|a| a.as_socket());
+    match stream.local_addr().ok()? {
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none() => v6(),
+        SocketAddr::V6(_) => v4().or_else(v6),
+        SocketAddr::V4(_) => v4(),
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
