@@ -8,7 +8,9 @@
 //! (`restartPolicy: Always`, a startup probe, so the app starts once the
 //! proxy is ready and the proxy stops after it), then the Pod's own init
 //! containers; the projected token volume `weft-token` (audience `weft`);
-//! the probe rewrite ([`super::probes`]); annotation `weft.dev/injected`
+//! an in-memory `weft-run` volume at `/run` of `weft-init` (iptables-legacy
+//! takes its lock in `/run/xtables.lock`, and the root filesystem is
+//! read-only); the probe rewrite ([`super::probes`]); annotation `weft.dev/injected`
 //! recording what was added. A parent that does not exist yet
 //! (`initContainers`, `volumes`, `annotations`) is created whole, as JSON
 //! Patch cannot add into a missing array or object.
@@ -33,6 +35,8 @@ const INBOUND_MODE: &str = "weft.dev/inbound-mode";
 pub(crate) const INIT_CONTAINER: &str = "weft-init";
 pub(crate) const PROXY_CONTAINER: &str = "weft-proxy";
 pub(crate) const TOKEN_VOLUME: &str = "weft-token";
+/// The writable `/run` of `weft-init`, for iptables' lock file.
+pub(crate) const RUN_VOLUME: &str = "weft-run";
 /// Where the projected token is mounted in the sidecar.
 const TOKEN_DIR: &str = "/var/run/secrets/weft";
 const TOKEN_AUDIENCE: &str = "weft";
@@ -59,7 +63,7 @@ pub(crate) enum Decision {
 struct Record<'a> {
     version: &'a str,
     init_containers: [&'a str; 2],
-    volumes: [&'a str; 1],
+    volumes: [&'a str; 2],
     rewritten_probes: Vec<String>,
 }
 
@@ -94,10 +98,12 @@ pub(crate) fn decide(pod: &Value, s: &Settings) -> Decision {
             "the Pod already has a container named {INIT_CONTAINER}, which injection adds"
         ));
     }
-    if named("volumes", TOKEN_VOLUME) {
-        return Decision::Deny(format!(
-            "the Pod already has a volume named {TOKEN_VOLUME}, which injection adds"
-        ));
+    for volume in [TOKEN_VOLUME, RUN_VOLUME] {
+        if named("volumes", volume) {
+            return Decision::Deny(format!(
+                "the Pod already has a volume named {volume}, which injection adds"
+            ));
+        }
     }
     let annotations = match Annotations::read(&meta["annotations"], s) {
         Ok(a) => a,
@@ -107,7 +113,7 @@ pub(crate) fn decide(pod: &Value, s: &Settings) -> Decision {
     let record = Record {
         version: &s.version,
         init_containers: [INIT_CONTAINER, PROXY_CONTAINER],
-        volumes: [TOKEN_VOLUME],
+        volumes: [TOKEN_VOLUME, RUN_VOLUME],
         rewritten_probes: rewrite.paths(),
     };
     let mut ops = Vec::new();
@@ -128,11 +134,12 @@ pub(crate) fn decide(pod: &Value, s: &Settings) -> Decision {
     } else {
         ops.push(add("/spec/initContainers", json!([init, proxy])));
     }
-    let volume = token_volume();
+    let run_volume = json!({"name": RUN_VOLUME, "emptyDir": {"medium": "Memory"}});
     if spec["volumes"].is_array() {
-        ops.push(add("/spec/volumes/-", volume));
+        ops.push(add("/spec/volumes/-", token_volume()));
+        ops.push(add("/spec/volumes/-", run_volume));
     } else {
-        ops.push(add("/spec/volumes", json!([volume])));
+        ops.push(add("/spec/volumes", json!([token_volume(), run_volume])));
     }
     ops.extend(rewrite.ops);
     Decision::Inject(ops)
@@ -316,6 +323,7 @@ fn init_container(s: &Settings, a: &Annotations) -> Value {
             "readOnlyRootFilesystem": true,
             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
         },
+        "volumeMounts": [{"name": RUN_VOLUME, "mountPath": "/run"}],
     })
 }
 

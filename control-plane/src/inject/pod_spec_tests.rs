@@ -77,12 +77,21 @@ fn the_kubelet_gets_a_native_sidecar_that_starts_before_the_app_and_its_own_init
         serde_json::json!(["NET_ADMIN", "NET_RAW"])
     );
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    // A read-only root, but iptables-legacy writes /run/xtables.lock: an
+    // in-memory volume there.
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(init["volumeMounts"][0]["name"], "weft-run");
+    assert_eq!(init["volumeMounts"][0]["mountPath"], "/run");
+    assert_eq!(spec["volumes"][2]["emptyDir"]["medium"], "Memory");
     assert_eq!(init["command"], serde_json::json!(["weft-proxy"]));
     assert_eq!(init["args"][0], "iptables");
     assert_eq!(proxy["args"], serde_json::json!(["run"]));
     // The token: the volume, projected with audience weft, mounted
     // read-only where WEFT_TOKEN_FILE points.
-    assert_eq!(names(&spec["volumes"]), ["config", "weft-token"]);
+    assert_eq!(
+        names(&spec["volumes"]),
+        ["config", "weft-token", "weft-run"]
+    );
     let token = &spec["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"];
     assert_eq!(token["audience"], "weft");
     assert_eq!(token["path"], "token");
