@@ -88,8 +88,11 @@ fn weft_lines(kind: &str, obj: &Value) -> Vec<Line> {
         .collect()
 }
 
+/// Turns one listed object into its lines.
+type Judge = fn(&str, &Value) -> Vec<Line>;
+
 pub(crate) async fn check(cluster: &Cluster) -> Vec<Line> {
-    let mut lists: Vec<(&str, String, fn(&str, &Value) -> Vec<Line>)> = vec![
+    let mut lists: Vec<(&str, String, Judge)> = vec![
         (
             "HTTPRoute",
             "/apis/gateway.networking.k8s.io/v1/httproutes".into(),
