@@ -20,6 +20,7 @@ mod fields;
 mod kinds;
 mod listwatch;
 mod patch;
+mod proxy;
 mod rbac;
 pub mod replay;
 pub mod replayer;
@@ -77,6 +78,9 @@ impl Default for Config {
     }
 }
 
+/// A routed proxy target: kind (`services`, `pods`), namespace, name, port.
+type ProxyRoute = (&'static str, String, String, u16);
+
 /// What every request handler shares.
 pub struct State {
     discovery: discovery::Discovery,
@@ -88,6 +92,9 @@ pub struct State {
     cluster_ips: Mutex<service_ips::ServiceIps>,
     /// Where webhooks naming a Service (namespace, name) are sent.
     service_routes: Mutex<std::collections::HashMap<(String, String), SocketAddr>>,
+    /// Where the `proxy` subresource of a Service or Pod (kind, namespace,
+    /// name, port) is forwarded.
+    proxy_routes: Mutex<std::collections::HashMap<ProxyRoute, SocketAddr>>,
     /// The serving generation: a connection closes when it moves on from
     /// the one it was accepted in (a stop, or the `KubeFake` dropped).
     generation: tokio::sync::watch::Sender<u64>,
@@ -106,6 +113,10 @@ impl State {
         self.service_routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn proxy_routes(&self) -> MutexGuard<'_, std::collections::HashMap<ProxyRoute, SocketAddr>> {
+        self.proxy_routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn allocate_cluster_ip(&self) -> Option<String> {
@@ -204,6 +215,7 @@ impl KubeFakeBuilder {
             signer: tokens::Signer::generate(),
             cluster_ips: Mutex::new(service_ips::ServiceIps::new(cidr)),
             service_routes: Mutex::new(Default::default()),
+            proxy_routes: Mutex::new(Default::default()),
             generation: tokio::sync::watch::channel(0).0,
             live: tokio::sync::watch::channel(0).0,
         });
@@ -423,6 +435,17 @@ impl KubeFake {
         self.state
             .service_routes()
             .insert((ns.to_string(), name.to_string()), addr);
+    }
+
+    /// Forwards the `proxy` subresource of Service (`kind` `services`) or
+    /// Pod (`pods`) `ns/name` on `port` to `addr`
+    /// (`.../services/[https:]name:port/proxy/...`); a Service port not
+    /// routed here goes to the address given to [`KubeFake::route_service`].
+    pub fn route_proxy(&self, kind: &str, ns: &str, name: &str, port: u16, addr: SocketAddr) {
+        let kind = if kind == "pods" { "pods" } else { "services" };
+        self.state
+            .proxy_routes()
+            .insert((kind, ns.to_string(), name.to_string(), port), addr);
     }
 
     /// The newest resourceVersion handed out.

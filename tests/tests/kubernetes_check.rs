@@ -1,0 +1,423 @@
+//! `weft-control-plane check` against the fake API server, with the real
+//! binaries: a healthy install (the objects the chart creates, a real
+//! control plane that made its CA Secret, real sidecars connected under
+//! their pod names, a route it accepted) passes every line with exit code
+//! 0; a broken one (a CRD missing, the Deployment 0/2 ready, empty
+//! caBundles, a webhook nobody serves, a CA 9 days from expiry, an RBAC
+//! permission taken away, a meshed pod whose proxy is not connected, an
+//! HTTPRoute whose backend does not exist) prints exactly those ✗ lines
+//! and exits 1.
+//!
+//! The fake forwards the service and pod `proxy` subresources to the
+//! addresses routed here (`KubeFake::route_proxy`): the control plane's
+//! admin endpoint for its Pod, and the injection webhook for the Service's
+//! port 15017. The webhook is a stand-in on this side (HTTPS, a
+//! certificate from the mesh CA, answering each AdmissionReview allowed)
+//! and the caBundle is set here from the Secret, as the control plane's
+//! injector does it.
+
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use weft_mesh::identity::ca::CertificateAuthority;
+use weft_tests::kube_cluster::{
+    control_plane_rbac, install_control_plane_account_with, write_token, CONTROL_PLANE, RBAC_RULES,
+};
+use weft_tests::kube_fake::{b64_decode, KubeFake};
+use weft_tests::route_status::{condition, route_status};
+use weft_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+const NS: &str = "weft-system";
+const CP: &str = "weft-control-plane";
+const CP_POD: &str = "weft-control-plane-5d9c7-abcde";
+const GATEWAY: &str = "gateway.networking.k8s.io/v1";
+
+/// The control plane's Service, as the chart makes it.
+fn cp_service() -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": CP, "namespace": NS},
+        "spec": {"selector": {"app.kubernetes.io/name": CP}, "ports": [
+            {"name": "grpc-config", "port": 15012, "targetPort": 15012},
+            {"name": "http-admin", "port": 15014, "targetPort": 15014},
+            {"name": "https-webhook", "port": 15017, "targetPort": 15017}]}})
+}
+
+/// The Deployment, its status as the controller would write it.
+async fn deployment(fake: &KubeFake, ready: u64) {
+    let labels = json!({"app.kubernetes.io/name": CP});
+    fake.create(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": CP, "namespace": NS},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels},
+                "spec": {"serviceAccountName": CP,
+                    "containers": [{"name": CP, "image": "ghcr.io/weft-mesh/weft:0.1.0",
+                        "args": ["serve", "--kubernetes"]}]}}}}))
+    .await;
+    let mut status = json!({"replicas": 2, "observedGeneration": 1});
+    if ready > 0 {
+        status["readyReplicas"] = ready.into();
+    }
+    fake.merge_patch("apps/v1", "Deployment", Some(NS), CP, Some("status"), json!({"status": status}))
+        .await;
+}
+
+/// A Running Pod (the control plane's, or a meshed one) whose `proxy`
+/// subresource on `port` reaches `admin`.
+async fn running_pod(fake: &KubeFake, pod: Value) {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap().to_string();
+    let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+    fake.create(pod).await;
+    fake.merge_patch("v1", "Pod", Some(&ns), &name, Some("status"),
+        json!({"status": {"phase": "Running", "podIP": "10.1.0.7"}}))
+    .await;
+}
+
+async fn control_plane_pod(fake: &KubeFake, admin: SocketAddr) {
+    running_pod(fake, json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": CP_POD, "namespace": NS, "labels": {"app.kubernetes.io/name": CP}},
+        "spec": {"serviceAccountName": CP, "containers": [{"name": CP, "image": "weft"}]}}))
+    .await;
+    fake.route_proxy("pods", NS, CP_POD, 15014, admin);
+}
+
+/// A meshed Pod of `shop/<sa>`, as the injector leaves it.
+async fn meshed_pod(fake: &KubeFake, name: &str, sa: &str) {
+    fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": sa, "namespace": "shop"}}))
+    .await;
+    running_pod(fake, json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"app": sa},
+            "annotations": {"weft.dev/injected": "{\"version\":\"0.1.0\",\"initContainers\":[\"weft-init\",\"weft-proxy\"]}"}},
+        "spec": {"serviceAccountName": sa, "containers": [{"name": "app", "image": sa}]}}))
+    .await;
+}
+
+/// The webhook configuration of the contract: two webhooks, both to the
+/// control plane's Service port 15017 `/inject`, with `ca_bundle`.
+fn webhook_configuration(ca_bundle: &str) -> Value {
+    let hook = |name: &str, ns_sel: Value, obj_sel: Value| {
+        json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "failurePolicy": "Fail", "reinvocationPolicy": "Never", "timeoutSeconds": 10,
+            "clientConfig": {"service": {"namespace": NS, "name": CP, "port": 15017, "path": "/inject"},
+                "caBundle": ca_bundle},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            "namespaceSelector": ns_sel, "objectSelector": obj_sel})
+    };
+    let not_disabled = json!({"matchExpressions": [
+        {"key": "weft.dev/inject", "operator": "NotIn", "values": ["disabled"]}]});
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "weft-sidecar-injector"},
+        "webhooks": [
+            hook("namespace.inject.weft.dev",
+                json!({"matchLabels": {"weft.dev/inject": "enabled"}}), not_disabled),
+            hook("pod.inject.weft.dev",
+                json!({"matchExpressions": [
+                    {"key": "weft.dev/inject", "operator": "NotIn", "values": ["enabled", "disabled"]},
+                    {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NS]}]}),
+                json!({"matchLabels": {"weft.dev/inject": "enabled"}}))]})
+}
+
+/// The injection webhook's stand-in: HTTPS with a certificate from the
+/// mesh CA, answering every AdmissionReview allowed with its uid; counts
+/// the dry-run reviews it got.
+async fn webhook(ca: &CertificateAuthority) -> (SocketAddr, Arc<AtomicUsize>) {
+    let me = weft_tests::mesh::identity(ca, "spiffe://weft.local/ns/weft-system/sa/weft-control-plane");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(me.cert_chain, me.key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dry_runs = Arc::new(AtomicUsize::new(0));
+    let seen = dry_runs.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        if path == "/inject" && review["request"]["dryRun"] == true {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                            "response": {"uid": review["request"]["uid"], "allowed": true}});
+                        Ok::<_, hyper::Error>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes::Bytes::from(answer.to_string())))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, dry_runs)
+}
+
+/// The CA as Secret `weft-ca` holds it, once the control plane made it;
+/// its root is written where the sidecars' `--control-plane-ca` points.
+async fn ca_from_secret(fake: &KubeFake, cp: &ControlPlane) -> (CertificateAuthority, String) {
+    let secret = eventually("the control plane creates weft-ca", LIMIT, || async {
+        fake.get("v1", "Secret", Some(NS), "weft-ca").await
+    })
+    .await;
+    let field = |k: &str| String::from_utf8(b64_decode(secret["data"][k].as_str().unwrap()).unwrap()).unwrap();
+    let (cert, key) = (field("ca.pem"), field("ca-key.pem"));
+    std::fs::write(cp.ca_file(), &cert).unwrap();
+    (CertificateAuthority::from_pem(&cert, &key).unwrap(), cert)
+}
+
+/// A real sidecar of meshed pod `shop/<pod>` (account `sa`), named as the
+/// injector names it (`--proxy-name` = the pod's name), proving itself
+/// with a token bound to the pod.
+async fn sidecar(fake: &KubeFake, cp: &ControlPlane, dir: &TempDir, pod: &str, sa: &str) -> (Proxy, Upstream) {
+    let token_file = dir.path().join(format!("{pod}.token"));
+    let token = fake
+        .service_account_token("shop", sa, &["weft"], Duration::from_secs(3600), Some(pod))
+        .unwrap();
+    write_token(&token_file, &token);
+    let app = Upstream::start(sa).await;
+    let mut b = Proxy::builder("").no_config().app(app.addr);
+    for a in [
+        "--control-plane", &cp.url(),
+        "--control-plane-ca", &cp.ca_file().display().to_string(),
+        "--namespace", "shop", "--service", sa, "--service-account", sa,
+        "--token-file", &token_file.display().to_string(),
+        "--proxy-name", pod,
+    ] {
+        b = b.arg(a);
+    }
+    (b.start(), app)
+}
+
+/// Waits until the control plane lists `names` as connected and acked.
+async fn connected(cp: &ControlPlane, names: &[&str]) {
+    eventually("the sidecars are connected and up to date", LIMIT, || async {
+        let proxies = cp.admin_json("/proxies").await;
+        let all = names.iter().all(|n| {
+            proxies.as_array().unwrap().iter().any(|p| {
+                p["name"] == *n && p["namespace"] == "shop" && p["acked"].is_string() && p["acked"] == p["current"]
+            })
+        });
+        all.then_some(())
+    })
+    .await;
+}
+
+/// Runs `weft-control-plane check` as the cluster admin: (exit code, lines).
+async fn check(fake: &KubeFake, args: &[&str]) -> (i32, Vec<String>) {
+    let kubeconfig = fake.admin_kubeconfig();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(control_plane_bin())
+            .arg("check")
+            .args(&args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("WEFT_NAMESPACE")
+            .output()
+            .expect("run check")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim().is_empty(), "check wrote to stderr: {stderr}");
+    (out.status.code().unwrap_or(-1), text.lines().map(str::to_string).collect())
+}
+
+/// How many permissions the RBAC definition names (rule × group ×
+/// resource × verb × name).
+fn permission_count() -> usize {
+    let rules: Value = serde_saphyr::from_str(RBAC_RULES).unwrap();
+    let len = |v: &Value| v.as_array().map_or(0, Vec::len);
+    ["cluster", "namespace"]
+        .iter()
+        .flat_map(|s| rules[s].as_array().unwrap().iter())
+        .map(|r| len(&r["apiGroups"]) * len(&r["resources"]) * len(&r["verbs"]) * len(&r["resourceNames"]).max(1))
+        .sum()
+}
+
+/// `YYYY-MM-DD` of a certificate's notAfter.
+fn not_after(pem: &str) -> String {
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap();
+    let der: rustls::pki_types::CertificateDer = der;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    cert.validity().not_after.to_datetime().date().to_string()
+}
+
+/// A CA certificate and key whose root expires at the end of the UTC day
+/// `days` from today, and that date.
+fn ca_expiring(days: u64) -> (String, String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Weft mesh CA weft.local");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = SystemTime::now();
+    let today = now.duration_since(UNIX_EPOCH).unwrap().as_secs() / 86_400;
+    params.not_before = (now - Duration::from_secs(3600)).into();
+    params.not_after = (UNIX_EPOCH + Duration::from_secs((today + days + 1) * 86_400)).into();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem(), params.not_after.date().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_install_passes_every_check() {
+    let fake = KubeFake::builder().weft_crds().start().await;
+    install_control_plane_account_with(&fake, &["shop"], control_plane_rbac()).await;
+    fake.create(cp_service()).await;
+    deployment(&fake, 2).await;
+    for (pod, sa) in [("reviews-7f9c-x2x4q", "reviews"), ("ratings-0", "ratings")] {
+        meshed_pod(&fake, pod, sa).await;
+    }
+    fake.create(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": 9080}]}}))
+    .await;
+    fake.create(json!({"apiVersion": GATEWAY, "kind": "HTTPRoute",
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "reviews"}],
+            "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]}}))
+    .await;
+
+    let kubeconfig = fake.service_account_kubeconfig(CONTROL_PLANE.0, CONTROL_PLANE.1);
+    let cp = ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], "weft-control-plane serving");
+    let (ca, root) = ca_from_secret(&fake, &cp).await;
+    control_plane_pod(&fake, cp.admin).await;
+    let (hook, dry_runs) = webhook(&ca).await;
+    fake.route_proxy("services", NS, CP, 15017, hook);
+    let bundle = weft_tests::kube_fake::b64_std(root.as_bytes());
+    fake.create(webhook_configuration(&bundle)).await;
+
+    let dir = TempDir::new("check");
+    let _reviews = sidecar(&fake, &cp, &dir, "reviews-7f9c-x2x4q", "reviews").await;
+    let _ratings = sidecar(&fake, &cp, &dir, "ratings-0", "ratings").await;
+    connected(&cp, &["reviews-7f9c-x2x4q", "ratings-0"]).await;
+    route_status(&fake, "HTTPRoute", "shop", "reviews", "accepted", |p| {
+        condition(&p["conditions"], "ResolvedRefs")["status"] == "True"
+    })
+    .await;
+
+    let (code, lines) = check(&fake, &[]).await;
+    let all = lines.join("\n");
+    let until = not_after(&root);
+    let url = fake.url().trim_end_matches('/').to_string();
+    let want_exact = [
+        format!("✓ Kubernetes API at {url} reachable, Kubernetes v1.36.2 (supported: 1.30 to 1.36)"),
+        "✓ CRDs installed and established: 4 weft.dev (schema as this binary's), HTTPRoute and GRPCRoute v1, ReferenceGrant v1beta1".into(),
+        "✓ control plane Deployment weft-system/weft-control-plane ready: 2/2 replicas".into(),
+        format!("✓ MutatingWebhookConfiguration weft-sidecar-injector: 2 webhooks, each caBundle the mesh CA root (valid until {until})"),
+        "✓ injection webhook https://weft-control-plane.weft-system.svc:15017/inject reachable: a dry-run AdmissionReview came back answered (allowed)".into(),
+        format!("✓ ServiceAccount weft-system/weft-control-plane permissions: all {} of its RBAC rules' permissions granted", permission_count()),
+        "✓ all 2 meshed pods' proxies connected and up to date".into(),
+        "✓ no route or Weft resource with a failing condition (1 checked)".into(),
+    ];
+    for want in &want_exact {
+        assert!(lines.contains(want), "missing line {want:?} in:\n{all}");
+    }
+    let ca_line = format!("✓ CA Secret weft-system/weft-ca: a CA certificate matching its key, valid until {until} (");
+    assert!(lines.iter().any(|l| l.starts_with(&ca_line)), "no {ca_line:?} in:\n{all}");
+    assert_eq!(lines.len(), want_exact.len() + 1, "{all}");
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(dry_runs.load(Ordering::SeqCst), 1, "the webhook got the dry-run review");
+
+    // The same findings as one JSON document.
+    let (code, json_lines) = check(&fake, &["--output", "json"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(json_lines.len(), 1, "{json_lines:?}");
+    let doc: Value = serde_json::from_str(&json_lines[0]).unwrap();
+    assert_eq!(doc["ok"], true);
+    let checks = doc["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), lines.len());
+    assert_eq!(checks[2], json!({"check": "deployment", "ok": true,
+        "what": "control plane Deployment weft-system/weft-control-plane ready: 2/2 replicas"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
+    // Not the MeshConfig CRD.
+    let fake = KubeFake::builder().weft_crds().start().await;
+    // The control plane may not patch its webhook configuration.
+    let mut rbac = control_plane_rbac();
+    for rule in rbac[0]["rules"].as_array_mut().unwrap() {
+        if rule["resources"][0] == "mutatingwebhookconfigurations" {
+            rule["verbs"] = json!(["get"]);
+        }
+    }
+    install_control_plane_account_with(&fake, &["shop"], rbac).await;
+    // A CA 9 days from expiry, made before the control plane starts.
+    let (ca_pem, key_pem, expiry) = ca_expiring(9);
+    fake.create(json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "weft-ca", "namespace": NS},
+        "stringData": {"ca.pem": ca_pem, "ca-key.pem": key_pem}}))
+    .await;
+    fake.create(cp_service()).await;
+    deployment(&fake, 0).await;
+    meshed_pod(&fake, "reviews-0", "reviews").await;
+    meshed_pod(&fake, "ratings-0", "ratings").await;
+    fake.create(json!({"apiVersion": GATEWAY, "kind": "HTTPRoute",
+        "metadata": {"name": "broken", "namespace": "shop"},
+        "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "reviews"}],
+            "rules": [{"backendRefs": [{"name": "nope", "port": 9080}]}]}}))
+    .await;
+    fake.create(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": 9080}]}}))
+    .await;
+    fake.create(webhook_configuration("")).await;
+
+    let kubeconfig = fake.service_account_kubeconfig(CONTROL_PLANE.0, CONTROL_PLANE.1);
+    let cp = ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], "weft-control-plane serving");
+    std::fs::write(cp.ca_file(), &ca_pem).unwrap();
+    control_plane_pod(&fake, cp.admin).await;
+    let dir = TempDir::new("check");
+    let _reviews = sidecar(&fake, &cp, &dir, "reviews-0", "reviews").await;
+    connected(&cp, &["reviews-0"]).await;
+    let ours = route_status(&fake, "HTTPRoute", "shop", "broken", "refs unresolved", |p| {
+        condition(&p["conditions"], "ResolvedRefs")["status"] == "False"
+    })
+    .await;
+    let refs = condition(&ours["conditions"], "ResolvedRefs");
+
+    let (code, lines) = check(&fake, &[]).await;
+    let all = lines.join("\n");
+    let failed: Vec<&str> = lines.iter().filter(|l| l.starts_with('✗')).map(String::as_str).collect();
+    let refill = "the control plane sets it at start and keeps it current: check it runs and may patch the configuration (kubectl -n weft-system logs deployment/weft-control-plane)";
+    let want = [
+        "✗ control plane Deployment weft-system/weft-control-plane: 0/2 replicas ready: the mesh has no control plane — fix: see why: kubectl -n weft-system describe deployment weft-control-plane; kubectl -n weft-system logs deployment/weft-control-plane".to_string(),
+        format!("✗ webhook namespace.inject.weft.dev (weft-sidecar-injector): caBundle is empty — fix: {refill}"),
+        format!("✗ webhook pod.inject.weft.dev (weft-sidecar-injector): caBundle is empty — fix: {refill}"),
+        "✗ injection webhook https://weft-control-plane.weft-system.svc:15017/inject: not reachable through the API server: 503 ServiceUnavailable: no endpoints available for service \"weft-control-plane\" — fix: check the control plane's pods are ready and serve the webhook (serve --webhook 0.0.0.0:15017): kubectl -n weft-system get endpointslices -l kubernetes.io/service-name=weft-control-plane; kubectl -n weft-system logs deployment/weft-control-plane".into(),
+        format!("✗ CA Secret weft-system/weft-ca: ca.pem expires in 9 days ({expiry}), within 30 — fix: replace the mesh CA: kubectl -n weft-system delete secret weft-ca; kubectl -n weft-system rollout restart deployment/weft-control-plane; then restart meshed workloads"),
+        format!("✗ ServiceAccount weft-system/weft-control-plane permissions: 1 of {} missing: patch mutatingwebhookconfigurations.admissionregistration.k8s.io/weft-sidecar-injector — fix: restore the chart's ClusterRole and Role: helm upgrade weft charts/weft -n weft-system", permission_count()),
+        "✗ proxy of pod shop/ratings-0: not connected to the control plane — fix: see its log: kubectl -n shop logs ratings-0 -c weft-proxy; restart the pod if it stays so".into(),
+        format!("✗ HTTPRoute shop/broken: ResolvedRefs False (BackendNotFound): {} — fix: create the Service its backendRefs name, or correct them: kubectl -n shop edit httproute broken", refs["message"].as_str().unwrap()),
+    ];
+    assert_eq!(refs["reason"], "BackendNotFound");
+    assert_eq!(failed, want.iter().map(String::as_str).collect::<Vec<_>>(), "\n{all}");
+    assert!(lines[0].starts_with("✓ Kubernetes API at "), "{all}");
+    assert_eq!(code, 1, "{all}");
+}
