@@ -228,7 +228,7 @@ async fn check(fake: &KubeFake, args: &[&str]) -> (i32, Vec<String>) {
     let kubeconfig = fake.admin_kubeconfig();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(control_plane_bin())
+        std::process::Command::new(weft_tests::control_plane::control_plane_bin())
             .arg("check")
             .args(&args)
             .env("KUBECONFIG", &kubeconfig)

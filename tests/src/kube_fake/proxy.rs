@@ -85,7 +85,7 @@ pub async fn forward(
     t: &ProxyTarget,
 ) -> Result<Reply, ApiError> {
     let resource = state
-        .discovery
+        .discovery()
         .resource("", "v1", t.kind)
         .ok_or_else(ApiError::page_not_found)?;
     let obj = state

@@ -56,7 +56,7 @@ pub fn token_request(state: &State, req: &Request, t: &Target) -> Result<Reply, 
     let pod = if bound.is_object() {
         let pod_name = bound["name"].as_str().unwrap_or("");
         let pods = state
-            .discovery
+            .discovery()
             .resource("", "v1", "pods")
             .expect("pods are served");
         let p = state

@@ -7,7 +7,7 @@
 use super::auth::User;
 use super::discovery::Resource;
 use super::errors::ApiError;
-use super::{api, listwatch, proxy, rbac, reviews, State};
+use super::{api, crds, listwatch, proxy, rbac, reviews, State};
 use bytes::Bytes;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -150,7 +150,7 @@ fn parse_target(state: &State, path: &str) -> Option<Target> {
     if rest.len() > 5 || (ns.is_none() && rest.len() > 3) {
         return None;
     }
-    let resource = state.discovery.resource(group, version, res)?;
+    let resource = state.discovery().resource(group, version, res)?;
     if ns.is_some() && !resource.namespaced {
         return None;
     }
@@ -212,7 +212,7 @@ async fn route(state: Arc<State>, req: Request) -> Result<Reply, ApiError> {
             _ => return Err(ApiError::method_not_allowed()),
         };
         let resource = state
-            .discovery
+            .discovery()
             .resource("", "v1", t.kind)
             .ok_or_else(ApiError::page_not_found)?;
         let target = Target {
@@ -262,6 +262,12 @@ async fn route(state: Arc<State>, req: Request) -> Result<Reply, ApiError> {
         (_, "authentication.k8s.io" | "authorization.k8s.io", _, _) => {
             Err(ApiError::method_not_allowed())
         }
+        (
+            "create" | "update" | "patch" | "delete",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+        ) => crds::write(&state, &req, &target, verb).await,
         ("get", ..) => api::get(&state, &target),
         ("list", ..) => listwatch::list(&state, &req, &target).await,
         ("watch", ..) => listwatch::watch(&state, &req, &target),
