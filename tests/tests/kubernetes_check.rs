@@ -58,13 +58,20 @@ async fn deployment(fake: &KubeFake, ready: u64) {
                 "spec": {"serviceAccountName": CP,
                     "containers": [{"name": CP, "image": "ghcr.io/weft-mesh/weft:0.1.0",
                         "args": ["serve", "--kubernetes"]}]}}}}))
-    .await;
+        .await;
     let mut status = json!({"replicas": 2, "observedGeneration": 1});
     if ready > 0 {
         status["readyReplicas"] = ready.into();
     }
-    fake.merge_patch("apps/v1", "Deployment", Some(NS), CP, Some("status"), json!({"status": status}))
-        .await;
+    fake.merge_patch(
+        "apps/v1",
+        "Deployment",
+        Some(NS),
+        CP,
+        Some("status"),
+        json!({"status": status}),
+    )
+    .await;
 }
 
 /// A Running Pod (the control plane's, or a meshed one) whose `proxy`
@@ -73,15 +80,24 @@ async fn running_pod(fake: &KubeFake, pod: Value) {
     let ns = pod["metadata"]["namespace"].as_str().unwrap().to_string();
     let name = pod["metadata"]["name"].as_str().unwrap().to_string();
     fake.create(pod).await;
-    fake.merge_patch("v1", "Pod", Some(&ns), &name, Some("status"),
-        json!({"status": {"phase": "Running", "podIP": "10.1.0.7"}}))
+    fake.merge_patch(
+        "v1",
+        "Pod",
+        Some(&ns),
+        &name,
+        Some("status"),
+        json!({"status": {"phase": "Running", "podIP": "10.1.0.7"}}),
+    )
     .await;
 }
 
 async fn control_plane_pod(fake: &KubeFake, admin: SocketAddr) {
-    running_pod(fake, json!({"apiVersion": "v1", "kind": "Pod",
+    running_pod(
+        fake,
+        json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": CP_POD, "namespace": NS, "labels": {"app.kubernetes.io/name": CP}},
-        "spec": {"serviceAccountName": CP, "containers": [{"name": CP, "image": "weft"}]}}))
+        "spec": {"serviceAccountName": CP, "containers": [{"name": CP, "image": "weft"}]}}),
+    )
     .await;
     fake.route_proxy("pods", NS, CP_POD, 15014, admin);
 }
@@ -90,7 +106,7 @@ async fn control_plane_pod(fake: &KubeFake, admin: SocketAddr) {
 async fn meshed_pod(fake: &KubeFake, name: &str, sa: &str) {
     fake.create(json!({"apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": sa, "namespace": "shop"}}))
-    .await;
+        .await;
     running_pod(fake, json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "shop", "labels": {"app": sa},
             "annotations": {"weft.dev/injected": "{\"version\":\"0.1.0\",\"initContainers\":[\"weft-init\",\"weft-proxy\"]}"}},
@@ -127,7 +143,10 @@ fn webhook_configuration(ca_bundle: &str) -> Value {
 /// mesh CA, answering every AdmissionReview allowed with its uid; counts
 /// the dry-run reviews it got.
 async fn webhook(ca: &CertificateAuthority) -> (SocketAddr, Arc<AtomicUsize>) {
-    let me = weft_tests::mesh::identity(ca, "spiffe://weft.local/ns/weft-system/sa/weft-control-plane");
+    let me = weft_tests::mesh::identity(
+        ca,
+        "spiffe://weft.local/ns/weft-system/sa/weft-control-plane",
+    );
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -144,7 +163,9 @@ async fn webhook(ca: &CertificateAuthority) -> (SocketAddr, Arc<AtomicUsize>) {
         while let Ok((tcp, _)) = listener.accept().await {
             let (acceptor, seen) = (acceptor.clone(), seen.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let seen = seen.clone();
                     async move {
@@ -180,7 +201,9 @@ async fn ca_from_secret(fake: &KubeFake, cp: &ControlPlane) -> (CertificateAutho
         fake.get("v1", "Secret", Some(NS), "weft-ca").await
     })
     .await;
-    let field = |k: &str| String::from_utf8(b64_decode(secret["data"][k].as_str().unwrap()).unwrap()).unwrap();
+    let field = |k: &str| {
+        String::from_utf8(b64_decode(secret["data"][k].as_str().unwrap()).unwrap()).unwrap()
+    };
     let (cert, key) = (field("ca.pem"), field("ca-key.pem"));
     std::fs::write(cp.ca_file(), &cert).unwrap();
     (CertificateAuthority::from_pem(&cert, &key).unwrap(), cert)
@@ -189,7 +212,13 @@ async fn ca_from_secret(fake: &KubeFake, cp: &ControlPlane) -> (CertificateAutho
 /// A real sidecar of meshed pod `shop/<pod>` (account `sa`), named as the
 /// injector names it (`--proxy-name` = the pod's name), proving itself
 /// with a token bound to the pod.
-async fn sidecar(fake: &KubeFake, cp: &ControlPlane, dir: &TempDir, pod: &str, sa: &str) -> (Proxy, Upstream) {
+async fn sidecar(
+    fake: &KubeFake,
+    cp: &ControlPlane,
+    dir: &TempDir,
+    pod: &str,
+    sa: &str,
+) -> (Proxy, Upstream) {
     let token_file = dir.path().join(format!("{pod}.token"));
     let token = fake
         .service_account_token("shop", sa, &["weft"], Duration::from_secs(3600), Some(pod))
@@ -198,11 +227,20 @@ async fn sidecar(fake: &KubeFake, cp: &ControlPlane, dir: &TempDir, pod: &str, s
     let app = Upstream::start(sa).await;
     let mut b = Proxy::builder("").no_config().app(app.addr);
     for a in [
-        "--control-plane", &cp.url(),
-        "--control-plane-ca", &cp.ca_file().display().to_string(),
-        "--namespace", "shop", "--service", sa, "--service-account", sa,
-        "--token-file", &token_file.display().to_string(),
-        "--proxy-name", pod,
+        "--control-plane",
+        &cp.url(),
+        "--control-plane-ca",
+        &cp.ca_file().display().to_string(),
+        "--namespace",
+        "shop",
+        "--service",
+        sa,
+        "--service-account",
+        sa,
+        "--token-file",
+        &token_file.display().to_string(),
+        "--proxy-name",
+        pod,
     ] {
         b = b.arg(a);
     }
@@ -211,15 +249,22 @@ async fn sidecar(fake: &KubeFake, cp: &ControlPlane, dir: &TempDir, pod: &str, s
 
 /// Waits until the control plane lists `names` as connected and acked.
 async fn connected(cp: &ControlPlane, names: &[&str]) {
-    eventually("the sidecars are connected and up to date", LIMIT, || async {
-        let proxies = cp.admin_json("/proxies").await;
-        let all = names.iter().all(|n| {
-            proxies.as_array().unwrap().iter().any(|p| {
-                p["name"] == *n && p["namespace"] == "shop" && p["acked"].is_string() && p["acked"] == p["current"]
-            })
-        });
-        all.then_some(())
-    })
+    eventually(
+        "the sidecars are connected and up to date",
+        LIMIT,
+        || async {
+            let proxies = cp.admin_json("/proxies").await;
+            let all = names.iter().all(|n| {
+                proxies.as_array().unwrap().iter().any(|p| {
+                    p["name"] == *n
+                        && p["namespace"] == "shop"
+                        && p["acked"].is_string()
+                        && p["acked"] == p["current"]
+                })
+            });
+            all.then_some(())
+        },
+    )
     .await;
 }
 
@@ -241,7 +286,10 @@ async fn check(fake: &KubeFake, args: &[&str]) -> (i32, Vec<String>) {
     let text = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.trim().is_empty(), "check wrote to stderr: {stderr}");
-    (out.status.code().unwrap_or(-1), text.lines().map(str::to_string).collect())
+    (
+        out.status.code().unwrap_or(-1),
+        text.lines().map(str::to_string).collect(),
+    )
 }
 
 /// How many permissions the RBAC definition names (rule × group ×
@@ -252,7 +300,12 @@ fn permission_count() -> usize {
     ["cluster", "namespace"]
         .iter()
         .flat_map(|s| rules[s].as_array().unwrap().iter())
-        .map(|r| len(&r["apiGroups"]) * len(&r["resources"]) * len(&r["verbs"]) * len(&r["resourceNames"]).max(1))
+        .map(|r| {
+            len(&r["apiGroups"])
+                * len(&r["resources"])
+                * len(&r["verbs"])
+                * len(&r["resourceNames"]).max(1)
+        })
         .sum()
 }
 
@@ -269,7 +322,9 @@ fn not_after(pem: &str) -> String {
 fn ca_expiring(days: u64) -> (String, String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "Weft mesh CA weft.local");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Weft mesh CA weft.local");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
@@ -281,7 +336,11 @@ fn ca_expiring(days: u64) -> (String, String, String) {
     params.not_before = (now - Duration::from_secs(3600)).into();
     params.not_after = (UNIX_EPOCH + Duration::from_secs((today + days + 1) * 86_400)).into();
     let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem(), params.not_after.date().to_string())
+    (
+        cert.pem(),
+        key.serialize_pem(),
+        params.not_after.date().to_string(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,15 +355,16 @@ async fn a_healthy_install_passes_every_check() {
     fake.create(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "reviews", "namespace": "shop"},
         "spec": {"ports": [{"name": "http", "port": 9080}]}}))
-    .await;
+        .await;
     fake.create(json!({"apiVersion": GATEWAY, "kind": "HTTPRoute",
         "metadata": {"name": "reviews", "namespace": "shop"},
         "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "reviews"}],
             "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]}}))
-    .await;
+        .await;
 
     let kubeconfig = fake.service_account_kubeconfig(CONTROL_PLANE.0, CONTROL_PLANE.1);
-    let cp = ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], "weft-control-plane serving");
+    let cp =
+        ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], "weft-control-plane serving");
     let (ca, root) = ca_from_secret(&fake, &cp).await;
     control_plane_pod(&fake, cp.admin).await;
     let (hook, dry_runs) = webhook(&ca).await;
@@ -338,11 +398,20 @@ async fn a_healthy_install_passes_every_check() {
     for want in &want_exact {
         assert!(lines.contains(want), "missing line {want:?} in:\n{all}");
     }
-    let ca_line = format!("✓ CA Secret weft-system/weft-ca: a CA certificate matching its key, valid until {until} (");
-    assert!(lines.iter().any(|l| l.starts_with(&ca_line)), "no {ca_line:?} in:\n{all}");
+    let ca_line = format!(
+        "✓ CA Secret weft-system/weft-ca: a CA certificate matching its key, valid until {until} ("
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(&ca_line)),
+        "no {ca_line:?} in:\n{all}"
+    );
     assert_eq!(lines.len(), want_exact.len() + 1, "{all}");
     assert_eq!(code, 0, "{all}");
-    assert_eq!(dry_runs.load(Ordering::SeqCst), 1, "the webhook got the dry-run review");
+    assert_eq!(
+        dry_runs.load(Ordering::SeqCst),
+        1,
+        "the webhook got the dry-run review"
+    );
 
     // The same findings as one JSON document.
     let (code, json_lines) = check(&fake, &["--output", "json"]).await;
@@ -352,14 +421,25 @@ async fn a_healthy_install_passes_every_check() {
     assert_eq!(doc["ok"], true);
     let checks = doc["checks"].as_array().unwrap();
     assert_eq!(checks.len(), lines.len());
-    assert_eq!(checks[2], json!({"check": "deployment", "ok": true,
-        "what": "control plane Deployment weft-system/weft-control-plane ready: 2/2 replicas"}));
+    assert_eq!(
+        checks[2],
+        json!({"check": "deployment", "ok": true,
+        "what": "control plane Deployment weft-system/weft-control-plane ready: 2/2 replicas"})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
-    // Not the MeshConfig CRD.
     let fake = KubeFake::builder().weft_crds().start().await;
+    // The MeshConfig CRD was never installed.
+    let (code, body) = fake
+        .request(
+            "DELETE",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/meshconfigs.weft.dev",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
     // The control plane may not patch its webhook configuration.
     let mut rbac = control_plane_rbac();
     for rule in rbac[0]["rules"].as_array_mut().unwrap() {
@@ -370,9 +450,11 @@ async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
     install_control_plane_account_with(&fake, &["shop"], rbac).await;
     // A CA 9 days from expiry, made before the control plane starts.
     let (ca_pem, key_pem, expiry) = ca_expiring(9);
-    fake.create(json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    fake.create(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": "weft-ca", "namespace": NS},
-        "stringData": {"ca.pem": ca_pem, "ca-key.pem": key_pem}}))
+        "stringData": {"ca.pem": ca_pem, "ca-key.pem": key_pem}}),
+    )
     .await;
     fake.create(cp_service()).await;
     deployment(&fake, 0).await;
@@ -382,32 +464,43 @@ async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
         "metadata": {"name": "broken", "namespace": "shop"},
         "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "reviews"}],
             "rules": [{"backendRefs": [{"name": "nope", "port": 9080}]}]}}))
-    .await;
+        .await;
     fake.create(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "reviews", "namespace": "shop"},
         "spec": {"ports": [{"name": "http", "port": 9080}]}}))
-    .await;
+        .await;
     fake.create(webhook_configuration("")).await;
 
     let kubeconfig = fake.service_account_kubeconfig(CONTROL_PLANE.0, CONTROL_PLANE.1);
-    let cp = ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], "weft-control-plane serving");
+    let cp =
+        ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], "weft-control-plane serving");
     std::fs::write(cp.ca_file(), &ca_pem).unwrap();
     control_plane_pod(&fake, cp.admin).await;
     let dir = TempDir::new("check");
     let _reviews = sidecar(&fake, &cp, &dir, "reviews-0", "reviews").await;
     connected(&cp, &["reviews-0"]).await;
-    let ours = route_status(&fake, "HTTPRoute", "shop", "broken", "refs unresolved", |p| {
-        condition(&p["conditions"], "ResolvedRefs")["status"] == "False"
-    })
+    let ours = route_status(
+        &fake,
+        "HTTPRoute",
+        "shop",
+        "broken",
+        "refs unresolved",
+        |p| condition(&p["conditions"], "ResolvedRefs")["status"] == "False",
+    )
     .await;
     let refs = condition(&ours["conditions"], "ResolvedRefs");
 
     let (code, lines) = check(&fake, &[]).await;
     let all = lines.join("\n");
-    let failed: Vec<&str> = lines.iter().filter(|l| l.starts_with('✗')).map(String::as_str).collect();
+    let failed: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with('✗'))
+        .map(String::as_str)
+        .collect();
     let refill = "the control plane sets it at start and keeps it current: check it runs and may patch the configuration (kubectl -n weft-system logs deployment/weft-control-plane)";
     let want = [
-        "✗ control plane Deployment weft-system/weft-control-plane: 0/2 replicas ready: the mesh has no control plane — fix: see why: kubectl -n weft-system describe deployment weft-control-plane; kubectl -n weft-system logs deployment/weft-control-plane".to_string(),
+        "✗ CRD meshconfigs.weft.dev: not installed — fix: weft-control-plane crds | kubectl apply --server-side -f - (helm upgrade does not update CRDs)".to_string(),
+        "✗ control plane Deployment weft-system/weft-control-plane: 0/2 replicas ready: the mesh has no control plane — fix: see why: kubectl -n weft-system describe deployment weft-control-plane; kubectl -n weft-system logs deployment/weft-control-plane".into(),
         format!("✗ webhook namespace.inject.weft.dev (weft-sidecar-injector): caBundle is empty — fix: {refill}"),
         format!("✗ webhook pod.inject.weft.dev (weft-sidecar-injector): caBundle is empty — fix: {refill}"),
         "✗ injection webhook https://weft-control-plane.weft-system.svc:15017/inject: not reachable through the API server: 503 ServiceUnavailable: no endpoints available for service \"weft-control-plane\" — fix: check the control plane's pods are ready and serve the webhook (serve --webhook 0.0.0.0:15017): kubectl -n weft-system get endpointslices -l kubernetes.io/service-name=weft-control-plane; kubectl -n weft-system logs deployment/weft-control-plane".into(),
@@ -417,7 +510,11 @@ async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
         format!("✗ HTTPRoute shop/broken: ResolvedRefs False (BackendNotFound): {} — fix: create the Service its backendRefs name, or correct them: kubectl -n shop edit httproute broken", refs["message"].as_str().unwrap()),
     ];
     assert_eq!(refs["reason"], "BackendNotFound");
-    assert_eq!(failed, want.iter().map(String::as_str).collect::<Vec<_>>(), "\n{all}");
+    assert_eq!(
+        failed,
+        want.iter().map(String::as_str).collect::<Vec<_>>(),
+        "\n{all}"
+    );
     assert!(lines[0].starts_with("✓ Kubernetes API at "), "{all}");
     assert_eq!(code, 1, "{all}");
 }

@@ -65,6 +65,9 @@ impl Cluster {
         config.connect_timeout = Some(TIMEOUT);
         config.read_timeout = Some(TIMEOUT);
         config.write_timeout = Some(TIMEOUT);
+        // A 503 is a finding here (e.g. a webhook Service without
+        // endpoints), not something to retry for minutes.
+        config.default_retry = false;
         let url = config.cluster_url.to_string();
         let client = kube::Client::try_from(config).map_err(|e| format!("client: {e}"))?;
         Ok(Cluster {
