@@ -518,3 +518,19 @@ async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
     assert!(lines[0].starts_with("✓ Kubernetes API at "), "{all}");
     assert_eq!(code, 1, "{all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_server_is_one_line_and_nothing_else_runs() {
+    let fake = KubeFake::start().await;
+    let url = fake.url().trim_end_matches('/').to_string();
+    fake.stop().await;
+    let (code, lines) = check(&fake, &[]).await;
+    assert_eq!(code, 1, "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let start = format!("✗ Kubernetes API at {url}: not reachable: ");
+    let fix = " — fix: check the current context (kubectl config current-context; kubectl version) and KUBECONFIG";
+    assert!(
+        lines[0].starts_with(&start) && lines[0].ends_with(fix),
+        "{lines:?}"
+    );
+}
