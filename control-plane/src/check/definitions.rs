@@ -181,6 +181,8 @@ fn first_difference(want: &Value, have: &Value, at: &str) -> Option<String> {
             .zip(h)
             .enumerate()
             .find_map(|(i, (wv, hv))| first_difference(wv, hv, &format!("{at}[{i}]"))),
+        // The API server's JSON may write 2.0 as 2.
+        (Value::Number(w), Value::Number(h)) if w.as_f64() == h.as_f64() => None,
         _ if want == have => None,
         _ => Some(at.to_string()),
     }
@@ -226,6 +228,14 @@ mod tests {
         assert_eq!(
             judge(&other, backend).unwrap(),
             "does not serve v1alpha1 (serves: v1beta1)"
+        );
+        assert_eq!(
+            first_difference(&json!({"m": 2.0}), &json!({"m": 2}), "s"),
+            None
+        );
+        assert_eq!(
+            first_difference(&json!({"m": [1]}), &json!({"m": [1, 2]}), "s").unwrap(),
+            "s.m"
         );
     }
 }
