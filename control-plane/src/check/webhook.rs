@@ -160,6 +160,12 @@ async fn reachable(cluster: &Cluster, hook: &Value) -> Line {
             ),
             fix,
         ),
+        Err(Failure::NotFound) => Line::fail(
+            CHECK,
+            what,
+            format!("Service {ns}/{name} not found"),
+            format!("helm upgrade --install weft charts/weft -n {ns}"),
+        ),
         Err(Failure::Forbidden(m)) => Line::fail(
             CHECK,
             what,
