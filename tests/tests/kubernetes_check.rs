@@ -5,8 +5,8 @@
 //! 0; a broken one (a CRD missing, the Deployment 0/2 ready, empty
 //! caBundles, a webhook nobody serves, a CA 9 days from expiry, an RBAC
 //! permission taken away, a meshed pod whose proxy is not connected, an
-//! HTTPRoute whose backend does not exist) prints exactly those ✗ lines
-//! and exits 1.
+//! HTTPRoute whose backend does not exist, a TrafficPolicy the mesh
+//! refuses) prints exactly those ✗ lines and exits 1.
 //!
 //! The fake forwards the service and pod `proxy` subresources to the
 //! addresses routed here (`KubeFake::route_proxy`): the control plane's
@@ -470,6 +470,17 @@ async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
         "spec": {"ports": [{"name": "http", "port": 9080}]}}))
         .await;
     fake.create(webhook_configuration("")).await;
+    // A TrafficPolicy the mesh refuses.
+    fake.create(json!({"apiVersion": "weft.dev/v1alpha1", "kind": "Backend",
+        "metadata": {"name": "legacy", "namespace": "shop"},
+        "spec": {"port": 80, "endpoints": [{"address": "10.1.0.9:80"}]}}))
+        .await;
+    fake.create(
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "TrafficPolicy",
+        "metadata": {"name": "broken", "namespace": "shop"},
+        "spec": {"targetRef": {"kind": "Backend", "name": "legacy"}, "panicThreshold": 150}}),
+    )
+    .await;
 
     let kubeconfig = fake.service_account_kubeconfig(CONTROL_PLANE.0, CONTROL_PLANE.1);
     let cp =
@@ -489,6 +500,14 @@ async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
     )
     .await;
     let refs = condition(&ours["conditions"], "ResolvedRefs");
+    let policy = eventually("the TrafficPolicy's Ready False", LIMIT, || async {
+        let p = fake
+            .get("weft.dev/v1alpha1", "TrafficPolicy", Some("shop"), "broken")
+            .await?;
+        let ready = condition(&p["status"]["conditions"], "Ready");
+        (ready["status"] == "False").then_some(ready)
+    })
+    .await;
 
     let (code, lines) = check(&fake, &[]).await;
     let all = lines.join("\n");
@@ -508,6 +527,7 @@ async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
         format!("✗ ServiceAccount weft-system/weft-control-plane permissions: 1 of {} missing: patch mutatingwebhookconfigurations.admissionregistration.k8s.io/weft-sidecar-injector — fix: restore the chart's ClusterRole and Role: helm upgrade weft charts/weft -n weft-system", permission_count()),
         "✗ proxy of pod shop/ratings-0: not connected to the control plane — fix: see its log: kubectl -n shop logs ratings-0 -c weft-proxy; restart the pod if it stays so".into(),
         format!("✗ HTTPRoute shop/broken: ResolvedRefs False (BackendNotFound): {} — fix: create the Service its backendRefs name, or correct them: kubectl -n shop edit httproute broken", refs["message"].as_str().unwrap()),
+        format!("✗ TrafficPolicy shop/broken: Ready False ({}): {} — fix: correct it: kubectl -n shop edit trafficpolicy broken", policy["reason"].as_str().unwrap(), policy["message"].as_str().unwrap()),
     ];
     assert_eq!(refs["reason"], "BackendNotFound");
     assert_eq!(
