@@ -6,7 +6,9 @@
 //! caBundles, a webhook nobody serves, a CA 9 days from expiry, an RBAC
 //! permission taken away, a meshed pod whose proxy is not connected, an
 //! HTTPRoute whose backend does not exist, a TrafficPolicy the mesh
-//! refuses) prints exactly those ✗ lines and exits 1.
+//! refuses) prints exactly those ✗ lines and exits 1. A sidecar stopped
+//! while its config changes is reported behind (acked vs current) until it
+//! resumes and catches up.
 //!
 //! The fake forwards the service and pod `proxy` subresources to the
 //! addresses routed here (`KubeFake::route_proxy`): the control plane's
@@ -343,13 +345,27 @@ fn ca_expiring(days: u64) -> (String, String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_healthy_install_passes_every_check() {
+/// A healthy install, as the chart and its controllers leave it, with two
+/// meshed pods whose sidecars are connected and an accepted route.
+struct Healthy {
+    fake: KubeFake,
+    cp: ControlPlane,
+    root: String,
+    dry_runs: Arc<AtomicUsize>,
+    /// The sidecars of `shop/reviews-7f9c-x2x4q` and `shop/ratings-0`
+    /// (each with its app).
+    sidecars: Vec<(Proxy, Upstream)>,
+    _dir: TempDir,
+}
+
+const REVIEWS_POD: &str = "reviews-7f9c-x2x4q";
+
+async fn healthy() -> Healthy {
     let fake = KubeFake::builder().weft_crds().start().await;
     install_control_plane_account_with(&fake, &["shop"], control_plane_rbac()).await;
     fake.create(cp_service()).await;
     deployment(&fake, 2).await;
-    for (pod, sa) in [("reviews-7f9c-x2x4q", "reviews"), ("ratings-0", "ratings")] {
+    for (pod, sa) in [(REVIEWS_POD, "reviews"), ("ratings-0", "ratings")] {
         meshed_pod(&fake, pod, sa).await;
     }
     fake.create(json!({"apiVersion": "v1", "kind": "Service",
@@ -373,17 +389,36 @@ async fn a_healthy_install_passes_every_check() {
     fake.create(webhook_configuration(&bundle)).await;
 
     let dir = TempDir::new("check");
-    let _reviews = sidecar(&fake, &cp, &dir, "reviews-7f9c-x2x4q", "reviews").await;
-    let _ratings = sidecar(&fake, &cp, &dir, "ratings-0", "ratings").await;
-    connected(&cp, &["reviews-7f9c-x2x4q", "ratings-0"]).await;
+    let sidecars = vec![
+        sidecar(&fake, &cp, &dir, REVIEWS_POD, "reviews").await,
+        sidecar(&fake, &cp, &dir, "ratings-0", "ratings").await,
+    ];
+    connected(&cp, &[REVIEWS_POD, "ratings-0"]).await;
     route_status(&fake, "HTTPRoute", "shop", "reviews", "accepted", |p| {
         condition(&p["conditions"], "ResolvedRefs")["status"] == "True"
     })
     .await;
+    Healthy {
+        fake,
+        cp,
+        root,
+        dry_runs,
+        sidecars,
+        _dir: dir,
+    }
+}
 
-    let (code, lines) = check(&fake, &[]).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_install_passes_every_check() {
+    let Healthy {
+        fake,
+        root,
+        dry_runs,
+        ..
+    } = &healthy().await;
+    let (code, lines) = check(fake, &[]).await;
     let all = lines.join("\n");
-    let until = not_after(&root);
+    let until = not_after(root);
     let url = fake.url().trim_end_matches('/').to_string();
     let want_exact = [
         format!("✓ Kubernetes API at {url} reachable, Kubernetes v1.36.2 (supported: 1.30 to 1.36)"),
@@ -414,7 +449,7 @@ async fn a_healthy_install_passes_every_check() {
     );
 
     // The same findings as one JSON document.
-    let (code, json_lines) = check(&fake, &["--output", "json"]).await;
+    let (code, json_lines) = check(fake, &["--output", "json"]).await;
     assert_eq!(code, 0);
     assert_eq!(json_lines.len(), 1, "{json_lines:?}");
     let doc: Value = serde_json::from_str(&json_lines[0]).unwrap();
@@ -552,5 +587,51 @@ async fn an_unreachable_api_server_is_one_line_and_nothing_else_runs() {
     assert!(
         lines[0].starts_with(&start) && lines[0].ends_with(fix),
         "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_behind_on_its_config_is_reported_until_it_catches_up() {
+    let h = healthy().await;
+    let (fake, cp) = (&h.fake, &h.cp);
+    let reviews = &h.sidecars[0].0;
+    // The sidecar stops (as a stuck process would), then its inbound
+    // policy changes: the control plane sends a snapshot nobody acknowledges.
+    reviews.signal(libc::SIGSTOP);
+    fake.create(
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "reviews", "namespace": "shop"},
+        "spec": {"targetRef": {"kind": "Service", "name": "reviews"}, "action": "Allow",
+            "rules": [{"from": {"namespaces": ["shop"]}}]}}),
+    )
+    .await;
+    let (acked, current) = eventually("the sidecar is behind", LIMIT, || async {
+        let proxies = cp.admin_json("/proxies").await;
+        let p = proxies
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == REVIEWS_POD)?
+            .clone();
+        let (acked, current) = (p["acked"].as_str()?, p["current"].as_str()?);
+        (acked != current).then(|| (acked.to_string(), current.to_string()))
+    })
+    .await;
+
+    let (code, lines) = check(fake, &[]).await;
+    let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with('✗')).collect();
+    let want = format!(
+        "✗ proxy of pod shop/{REVIEWS_POD}: connected to {CP_POD}, acknowledged config {acked} but the current one is {current} — fix: see its log: kubectl -n shop logs {REVIEWS_POD} -c weft-proxy; restart the pod if it stays so"
+    );
+    assert_eq!(failed, vec![&want], "{lines:#?}");
+    assert_eq!(code, 1);
+
+    // Resumed, it catches up, and the check passes again.
+    reviews.signal(libc::SIGCONT);
+    connected(cp, &[REVIEWS_POD, "ratings-0"]).await;
+    let (code, lines) = check(fake, &[]).await;
+    assert_eq!(code, 0, "{lines:#?}");
+    assert!(
+        lines.contains(&"✓ all 2 meshed pods' proxies connected and up to date".to_string()),
+        "{lines:#?}"
     );
 }
