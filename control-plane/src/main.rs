@@ -5,7 +5,8 @@
 //! EndpointSlices), signs workload certificates, and streams each connected proxy
 //! its config over HTTP/2 + TLS 1.3. `token` issues a bootstrap token that
 //! lets one workload obtain its first certificate. `crds` prints Weft's
-//! CustomResourceDefinitions.
+//! CustomResourceDefinitions. `check` verifies an installed mesh against
+//! `KUBECONFIG`.
 
 #![warn(unreachable_pub)]
 
@@ -13,6 +14,7 @@ mod admin;
 mod body;
 mod ca;
 mod certificates;
+mod check;
 mod crds;
 mod inject;
 mod kubernetes;
@@ -106,10 +108,37 @@ enum Command {
     },
     /// Print Weft's CustomResourceDefinitions (weft.dev/v1alpha1) as YAML.
     Crds,
+    /// Check an installed mesh against the current KUBECONFIG: one line per
+    /// finding, ✓ or ✗ with the fix; exit code 1 on any ✗.
+    Check {
+        /// The control plane's namespace.
+        #[arg(long, env = "WEFT_NAMESPACE", default_value = "weft-system")]
+        namespace: String,
+        /// Output: text (a line per finding) or json (one document).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Check { namespace, output } => {
+            let format = if output == "json" {
+                check::OutputFormat::Json
+            } else {
+                check::OutputFormat::Text
+            };
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(check::run(namespace, format)),
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Crds => match crds::render() {
             Ok(text) => {
                 print!("{text}");

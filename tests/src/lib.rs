@@ -10,6 +10,7 @@ pub mod dns;
 pub mod faulty;
 pub mod kube_cluster;
 pub mod kube_fake;
+pub mod kube_install;
 pub mod load;
 pub mod mesh;
 pub mod netns;

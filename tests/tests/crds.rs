@@ -58,7 +58,27 @@ async fn the_fake_stores_the_generated_definitions() {
             )
             .await
             .expect("created");
-        assert_eq!(back["spec"], d["spec"], "{name}");
+        // As the apiserver: the conversion strategy defaulted, then
+        // established by its controllers.
+        let mut want = d["spec"].clone();
+        want["conversion"] = json!({"strategy": "None"});
+        assert_eq!(back["spec"], want, "{name}");
+        let established = fake
+            .get(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                None,
+                &name,
+            )
+            .await
+            .unwrap();
+        let conditions = established["status"]["conditions"].as_array().unwrap();
+        assert!(
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Established" && c["status"] == "True"),
+            "{name}"
+        );
     }
 }
 

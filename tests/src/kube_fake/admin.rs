@@ -60,7 +60,7 @@ impl KubeFake {
     ) -> String {
         let r = self
             .state
-            .discovery
+            .discovery()
             .resource_for_kind(api_version, kind)
             .unwrap_or_else(|| panic!("the fake does not serve {api_version} {kind}"));
         let mut p = if r.group.is_empty() {

@@ -10,8 +10,9 @@
 //! Custom resource definitions given to the builder (the Weft CRDs) are
 //! added to both, shaped like the recorded Gateway API ones.
 
+use super::crds::Crd;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ pub struct Resource {
     /// Served by a CustomResourceDefinition (lists carry kind/apiVersion on
     /// every item, strategic merge patch is refused, ...).
     pub custom: bool,
+    /// The CRD's `openAPIV3Schema` for this version, when it is known.
+    #[allow(dead_code)]
+    pub schema: Option<Arc<Value>>,
 }
 
 impl Resource {
@@ -59,76 +63,6 @@ impl Resource {
     }
 }
 
-/// A custom resource definition the fake serves as if it were installed.
-#[derive(Debug, Clone)]
-pub struct Crd {
-    pub group: String,
-    pub version: String,
-    pub kind: String,
-    pub plural: String,
-    pub namespaced: bool,
-    /// Whether it has the `/status` subresource.
-    pub status: bool,
-}
-
-impl Crd {
-    /// A namespaced CRD with a `/status` subresource.
-    pub fn namespaced(group: &str, version: &str, kind: &str, plural: &str) -> Crd {
-        Crd {
-            group: group.into(),
-            version: version.into(),
-            kind: kind.into(),
-            plural: plural.into(),
-            namespaced: true,
-            status: true,
-        }
-    }
-
-    /// The Weft CRDs as the chart installs them: read from the generated
-    /// `charts/weft/crds/weft.dev.yaml` (`weft-control-plane crds`), so the
-    /// fake serves the one definition there is.
-    pub fn weft() -> Vec<Crd> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weft/crds/weft.dev.yaml");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Crd::from_definitions(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    /// The served versions of each `apiextensions.k8s.io/v1`
-    /// CustomResourceDefinition in a YAML stream.
-    pub fn from_definitions(yaml: &str) -> Result<Vec<Crd>, String> {
-        let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for d in docs.iter().filter(|d| !d.is_null()) {
-            if d["apiVersion"] != "apiextensions.k8s.io/v1"
-                || d["kind"] != "CustomResourceDefinition"
-            {
-                return Err(format!("not a CustomResourceDefinition: {}", d["kind"]));
-            }
-            let spec = &d["spec"];
-            let field = |v: &Value, what: &str| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("{}: no {what}", d["metadata"]["name"]))
-            };
-            for v in spec["versions"].as_array().into_iter().flatten() {
-                if v["served"] != true {
-                    continue;
-                }
-                out.push(Crd {
-                    group: field(&spec["group"], "spec.group")?,
-                    version: field(&v["name"], "version name")?,
-                    kind: field(&spec["names"]["kind"], "spec.names.kind")?,
-                    plural: field(&spec["names"]["plural"], "spec.names.plural")?,
-                    namespaced: spec["scope"] == "Namespaced",
-                    status: v["subresources"].get("status").is_some(),
-                });
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// Groups installed through CRDs on the recording server.
 const CUSTOM_GROUPS: &[&str] = &["gateway.networking.k8s.io"];
 
@@ -141,8 +75,10 @@ pub struct Discovery {
     /// `/openapi/v3` index (served as recorded: text/plain).
     openapi: Option<String>,
     resources: Vec<Arc<Resource>>,
-    /// Groups added from the builder's CRDs.
-    custom_groups: Vec<String>,
+    /// Groups served through CRDs.
+    custom_groups: BTreeSet<String>,
+    /// The `openAPIV3Schema` of each CRD version: (group, version, plural).
+    schemas: HashMap<(String, String, String), Arc<Value>>,
 }
 
 /// Where the copied recordings live in the repository.
@@ -156,9 +92,34 @@ fn recorded_body(dir: &Path, file: &str) -> Result<Value, String> {
     Ok(v["response"]["body"].clone())
 }
 
+/// Kubernetes' version priority: GA before beta before alpha, higher
+/// numbers first, anything else last in name order.
+fn version_key(v: &str) -> (u8, i64, i64, String) {
+    let parse = || -> Option<(u8, i64, i64)> {
+        let rest = v.strip_prefix('v')?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major: i64 = digits.parse().ok()?;
+        let tail = &rest[digits.len()..];
+        if tail.is_empty() {
+            return Some((0, -major, 0));
+        }
+        let (level, n) = if let Some(n) = tail.strip_prefix("beta") {
+            (1, n)
+        } else {
+            (2, tail.strip_prefix("alpha")?)
+        };
+        Some((level, -major, -n.parse::<i64>().ok()?))
+    };
+    match parse() {
+        Some((l, a, b)) => (l, a, b, String::new()),
+        None => (3, 0, 0, v.to_string()),
+    }
+}
+
 impl Discovery {
-    /// Loads the recorded discovery documents and adds `crds`.
-    pub fn load(crds: &[Crd]) -> Result<Discovery, String> {
+    /// Loads the recorded discovery documents, leaves out the CRD groups
+    /// in `without` and adds `crds`.
+    pub fn load(crds: &[Crd], without: &[&str]) -> Result<Discovery, String> {
         let dir = fixtures_dir().join("discovery");
         let mut plain = BTreeMap::new();
         let mut openapi = None;
@@ -200,8 +161,12 @@ impl Discovery {
             aggregated,
             openapi,
             resources: Vec::new(),
-            custom_groups: crds.iter().map(|c| c.group.clone()).collect(),
+            custom_groups: CUSTOM_GROUPS.iter().map(|g| g.to_string()).collect(),
+            schemas: HashMap::new(),
         };
+        for group in without {
+            d.remove_group(group);
+        }
         for crd in crds {
             d.add_crd(crd);
         }
@@ -209,54 +174,189 @@ impl Discovery {
         Ok(d)
     }
 
-    fn add_crd(&mut self, crd: &Crd) {
-        let gv = format!("{}/{}", crd.group, crd.version);
+    /// Serves one CRD version (again, if it was served): its resource in
+    /// the aggregated document, its group and version in `/apis`, and its
+    /// schema for validation. Recorded per-group documents that no longer
+    /// say the same are dropped and derived instead.
+    pub fn add_crd(&mut self, crd: &Crd) {
+        self.custom_groups.insert(crd.group.clone());
+        if let Some(schema) = &crd.schema {
+            self.schemas.insert(
+                (crd.group.clone(), crd.version.clone(), crd.plural.clone()),
+                schema.clone(),
+            );
+        }
         let kind = json!({"group": crd.group, "version": crd.version, "kind": crd.kind});
-        let resource = json!({
+        let mut resource = json!({
             "resource": crd.plural,
             "responseKind": kind,
             "scope": if crd.namespaced { "Namespaced" } else { "Cluster" },
-            "singularResource": crd.kind.to_lowercase(),
+            "singularResource": crd.singular,
             "verbs": ["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"],
-            "subresources": if crd.status {
-                json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}])
-            } else {
-                json!([])
-            },
         });
-        let version = json!({"version": crd.version, "resources": [resource.clone()], "freshness": "Current"});
-        let gv_ref = json!({"groupVersion": gv, "version": crd.version});
+        if !crd.short_names.is_empty() {
+            resource["shortNames"] = json!(crd.short_names);
+        }
+        if !crd.categories.is_empty() {
+            resource["categories"] = json!(crd.categories);
+        }
+        if crd.status {
+            resource["subresources"] = json!([{"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}]);
+        }
+        let mut changed = false;
         if let Some(items) = self
             .aggregated
             .get_mut("/apis")
             .and_then(|a| a["items"].as_array_mut())
         {
-            match items
-                .iter_mut()
-                .find(|g| g["metadata"]["name"] == crd.group.as_str())
+            let group = match items
+                .iter()
+                .position(|g| g["metadata"]["name"] == crd.group.as_str())
             {
-                Some(group) => {
-                    let versions = group["versions"].as_array_mut().expect("versions");
-                    match versions
+                Some(i) => &mut items[i],
+                None => {
+                    items.push(json!({"metadata": {"name": crd.group}, "versions": []}));
+                    let last = items.len() - 1;
+                    &mut items[last]
+                }
+            };
+            if !group["versions"].is_array() {
+                group["versions"] = json!([]);
+            }
+            if let Some(versions) = group["versions"].as_array_mut() {
+                let i = match versions
+                    .iter()
+                    .position(|v| v["version"] == crd.version.as_str())
+                {
+                    Some(i) => i,
+                    None => {
+                        versions.push(json!({"version": crd.version, "resources": [], "freshness": "Current"}));
+                        versions.sort_by_key(|v| version_key(v["version"].as_str().unwrap_or("")));
+                        versions
+                            .iter()
+                            .position(|v| v["version"] == crd.version.as_str())
+                            .unwrap_or(0)
+                    }
+                };
+                if let Some(list) = versions[i]["resources"].as_array_mut() {
+                    match list
                         .iter_mut()
-                        .find(|v| v["version"] == crd.version.as_str())
+                        .find(|r| r["resource"] == crd.plural.as_str())
                     {
-                        Some(v) => v["resources"]
-                            .as_array_mut()
-                            .expect("resources")
-                            .push(resource),
-                        None => versions.push(version),
+                        Some(r) if *r == resource => {}
+                        Some(r) => {
+                            *r = resource;
+                            changed = true;
+                        }
+                        None => {
+                            list.push(resource);
+                            list.sort_by(|a, b| {
+                                a["resource"].as_str().cmp(&b["resource"].as_str())
+                            });
+                            changed = true;
+                        }
                     }
                 }
-                None => items.push(json!({"metadata": {"name": crd.group}, "versions": [version]})),
             }
         }
-        if let Some((_, apis)) = self.plain.get_mut("/apis") {
-            let groups = apis["groups"].as_array_mut().expect("groups");
-            if !groups.iter().any(|g| g["name"] == crd.group.as_str()) {
-                groups.push(json!({"name": crd.group, "versions": [gv_ref.clone()], "preferredVersion": gv_ref}));
-            }
+        self.sync_group_list(&crd.group);
+        if changed {
+            self.drop_recorded_group_docs(&crd.group);
         }
+        self.resources = self.derive_resources();
+    }
+
+    /// Stops serving `plural` in `group` in every version but `keep` (all
+    /// of them when its CRD is deleted).
+    pub fn remove_crd(&mut self, group: &str, plural: &str, keep: &[String]) {
+        let gone = |v: &str| !keep.iter().any(|k| k == v);
+        let before = self.resources.len();
+        self.schemas
+            .retain(|(g, v, p), _| !(g == group && p == plural && gone(v)));
+        if let Some(items) = self
+            .aggregated
+            .get_mut("/apis")
+            .and_then(|a| a["items"].as_array_mut())
+        {
+            for g in items.iter_mut().filter(|g| g["metadata"]["name"] == group) {
+                for v in g["versions"].as_array_mut().into_iter().flatten() {
+                    if !gone(v["version"].as_str().unwrap_or("")) {
+                        continue;
+                    }
+                    if let Some(list) = v["resources"].as_array_mut() {
+                        list.retain(|r| r["resource"] != plural);
+                    }
+                }
+                if let Some(versions) = g["versions"].as_array_mut() {
+                    versions.retain(|v| v["resources"].as_array().is_some_and(|r| !r.is_empty()));
+                }
+            }
+            items.retain(|g| g["versions"].as_array().is_some_and(|v| !v.is_empty()));
+        }
+        self.resources = self.derive_resources();
+        if self.resources.len() != before {
+            self.sync_group_list(group);
+            self.drop_recorded_group_docs(group);
+        }
+    }
+
+    /// Leaves a CRD group out entirely (a cluster where it is not installed).
+    fn remove_group(&mut self, group: &str) {
+        if let Some(items) = self
+            .aggregated
+            .get_mut("/apis")
+            .and_then(|a| a["items"].as_array_mut())
+        {
+            items.retain(|g| g["metadata"]["name"] != group);
+        }
+        self.sync_group_list(group);
+        self.drop_recorded_group_docs(group);
+        self.schemas.retain(|(g, _, _), _| g != group);
+    }
+
+    /// `/apis`'s entry for `group` follows the aggregated document: its
+    /// versions in priority order, the first preferred; gone when none.
+    fn sync_group_list(&mut self, group: &str) {
+        let versions: Vec<String> = self
+            .aggregated
+            .get("/apis")
+            .and_then(|a| a["items"].as_array())
+            .and_then(|items| items.iter().find(|g| g["metadata"]["name"] == group))
+            .map(|g| {
+                g["versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["version"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some((_, apis)) = self.plain.get_mut("/apis") else {
+            return;
+        };
+        let Some(groups) = apis["groups"].as_array_mut() else {
+            return;
+        };
+        if versions.is_empty() {
+            groups.retain(|g| g["name"] != group);
+            return;
+        }
+        let refs: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+            .collect();
+        let entry = json!({"name": group, "versions": refs, "preferredVersion": refs[0]});
+        match groups.iter_mut().find(|g| g["name"] == group) {
+            Some(g) => *g = entry,
+            None => groups.push(entry),
+        }
+    }
+
+    fn drop_recorded_group_docs(&mut self, group: &str) {
+        let own = format!("/apis/{group}");
+        let under = format!("/apis/{group}/");
+        self.plain
+            .retain(|path, _| path != &own && !path.starts_with(&under));
     }
 
     fn derive_resources(&self) -> Vec<Arc<Resource>> {
@@ -268,15 +368,20 @@ impl Discovery {
                 } else {
                     group["metadata"]["name"].as_str().unwrap_or("").to_string()
                 };
-                let custom =
-                    CUSTOM_GROUPS.contains(&gname.as_str()) || self.custom_groups.contains(&gname);
+                let custom = self.custom_groups.contains(&gname);
                 for v in group["versions"].as_array().into_iter().flatten() {
+                    let version = v["version"].as_str().unwrap_or("").to_string();
                     for r in v["resources"].as_array().into_iter().flatten() {
                         let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+                        let plural = s("resource");
+                        let schema = self
+                            .schemas
+                            .get(&(gname.clone(), version.clone(), plural.clone()))
+                            .cloned();
                         out.push(Arc::new(Resource {
                             group: gname.clone(),
-                            version: v["version"].as_str().unwrap_or("").to_string(),
-                            plural: s("resource"),
+                            version: version.clone(),
+                            plural,
                             singular: s("singularResource"),
                             kind: r["responseKind"]["kind"].as_str().unwrap_or("").to_string(),
                             namespaced: r["scope"] == "Namespaced",
@@ -288,6 +393,7 @@ impl Discovery {
                                 .filter_map(|s| s["subresource"].as_str().map(str::to_string))
                                 .collect(),
                             custom,
+                            schema,
                         }));
                     }
                 }
@@ -396,7 +502,7 @@ impl Discovery {
     }
 }
 
-fn strings(v: &Value) -> Vec<String> {
+pub fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .into_iter()
         .flatten()

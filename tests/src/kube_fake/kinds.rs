@@ -100,7 +100,7 @@ pub fn default(kind: &str, obj: &mut Value, cluster_ip: &mut dyn FnMut() -> Opti
                 each_at(w, "rules", |r| or_insert(r, "scope", "*".into()));
             });
         }
-        _ => {}
+        kind => super::builtin::default(kind, obj),
     }
 }
 
@@ -448,7 +448,7 @@ pub fn validate(
         }
         "Pod" => validate_pod(obj, &mut causes),
         "HTTPRoute" | "GRPCRoute" => validate_route_status(obj, &mut causes),
-        _ => {}
+        kind => super::builtin::validate(kind, obj, &mut causes),
     }
     if causes.is_empty() {
         return Ok(());

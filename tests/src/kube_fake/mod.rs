@@ -13,13 +13,16 @@ mod admin;
 mod admission;
 mod api;
 mod auth;
+mod builtin;
 pub mod client;
+mod crds;
 mod discovery;
 mod errors;
 mod fields;
 mod kinds;
 mod listwatch;
 mod patch;
+mod proxy;
 mod rbac;
 pub mod replay;
 pub mod replayer;
@@ -33,14 +36,15 @@ mod tokens;
 mod util;
 
 pub use client::{Credentials, FakeClient, FakeResponse};
-pub use discovery::{fixtures_dir, Crd};
+pub use crds::Crd;
+pub use discovery::fixtures_dir;
 pub use util::{b64_decode, b64_std};
 
 use router::{Body, Reply};
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 /// Timings and limits; the defaults are the recorded server's.
@@ -59,6 +63,10 @@ pub struct Config {
     pub history_limit: usize,
     /// Custom resource definitions served besides the recorded Gateway API.
     pub crds: Vec<Crd>,
+    /// Whether the Gateway API CRDs of the recording server (HTTPRoute,
+    /// GRPCRoute, ReferenceGrant v1.6.1) are installed; false is a cluster
+    /// without them, where a test installs CRDs itself.
+    pub gateway_api: bool,
     /// The Service ClusterIP range (`--service-cluster-ip-range`):
     /// 10.0.0.0/24 as on the recording server; larger for scale tests.
     pub service_cidr: (Ipv4Addr, u8),
@@ -72,14 +80,19 @@ impl Default for Config {
             future_rv_wait: Duration::from_secs(3),
             history_limit: 100,
             crds: Vec::new(),
+            gateway_api: true,
             service_cidr: (Ipv4Addr::new(10, 0, 0, 0), 24),
         }
     }
 }
 
+/// A routed proxy target: kind (`services`, `pods`), namespace, name, port.
+type ProxyRoute = (&'static str, String, String, u16);
+
 /// What every request handler shares.
 pub struct State {
-    discovery: discovery::Discovery,
+    /// Changes when CRDs are created or deleted.
+    discovery: RwLock<discovery::Discovery>,
     store: Mutex<store::Store>,
     config: Config,
     /// The ServiceAccount token issuer and default audience: the fake's URL.
@@ -88,6 +101,9 @@ pub struct State {
     cluster_ips: Mutex<service_ips::ServiceIps>,
     /// Where webhooks naming a Service (namespace, name) are sent.
     service_routes: Mutex<std::collections::HashMap<(String, String), SocketAddr>>,
+    /// Where the `proxy` subresource of a Service or Pod (kind, namespace,
+    /// name, port) is forwarded.
+    proxy_routes: Mutex<std::collections::HashMap<ProxyRoute, SocketAddr>>,
     /// The serving generation: a connection closes when it moves on from
     /// the one it was accepted in (a stop, or the `KubeFake` dropped).
     generation: tokio::sync::watch::Sender<u64>,
@@ -96,6 +112,14 @@ pub struct State {
 }
 
 impl State {
+    fn discovery(&self) -> RwLockReadGuard<'_, discovery::Discovery> {
+        self.discovery.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn discovery_mut(&self) -> RwLockWriteGuard<'_, discovery::Discovery> {
+        self.discovery.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn store(&self) -> MutexGuard<'_, store::Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -106,6 +130,10 @@ impl State {
         self.service_routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn proxy_routes(&self) -> MutexGuard<'_, std::collections::HashMap<ProxyRoute, SocketAddr>> {
+        self.proxy_routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn allocate_cluster_ip(&self) -> Option<String> {
@@ -126,7 +154,7 @@ impl State {
 
     /// Discovery answers, with aggregated discovery's Etag and 304.
     fn discovery_reply(&self, path: &str, accept: &str, if_none_match: &str) -> Option<Reply> {
-        let (ctype, body) = self.discovery.answer(path, accept)?;
+        let (ctype, body) = self.discovery().answer(path, accept)?;
         if ctype == discovery::AGGREGATED {
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, body.as_bytes());
             let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
@@ -185,25 +213,38 @@ impl KubeFakeBuilder {
         self
     }
 
+    /// A cluster without the recorded Gateway API CRDs (a test creates
+    /// the CRDs it needs through the API).
+    pub fn without_gateway_api(mut self) -> Self {
+        self.config.gateway_api = false;
+        self
+    }
+
     pub async fn start(self) -> KubeFake {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the fake API server");
         let addr = listener.local_addr().expect("local addr");
         let url = format!("https://{addr}");
-        let mut discovery =
-            discovery::Discovery::load(&self.config.crds).expect("load discovery documents");
+        let without: &[&str] = if self.config.gateway_api {
+            &[]
+        } else {
+            &["gateway.networking.k8s.io"]
+        };
+        let mut discovery = discovery::Discovery::load(&self.config.crds, without)
+            .expect("load discovery documents");
         discovery.set_server_address(&addr.to_string());
         let pki = server::Pki::generate();
         let cidr = self.config.service_cidr;
         let state = Arc::new(State {
-            discovery,
+            discovery: RwLock::new(discovery),
             store: Mutex::new(store::Store::new(1, self.config.history_limit)),
             config: self.config,
             issuer: url.clone(),
             signer: tokens::Signer::generate(),
             cluster_ips: Mutex::new(service_ips::ServiceIps::new(cidr)),
             service_routes: Mutex::new(Default::default()),
+            proxy_routes: Mutex::new(Default::default()),
             generation: tokio::sync::watch::channel(0).0,
             live: tokio::sync::watch::channel(0).0,
         });
@@ -267,6 +308,42 @@ impl KubeFake {
             "spec": {"clusterIP": self.state.service_ips().first(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.addr.port()}]},
         }))
         .await;
+        // The CRDs the fake serves from the start exist as objects too.
+        let mut crds = if self.state.config.gateway_api {
+            Crd::recorded_gateway_api().expect("the recorded Gateway API CRDs")
+        } else {
+            Vec::new()
+        };
+        crds.extend(self.state.config.crds.iter().cloned());
+        let mut definitions: std::collections::BTreeMap<String, Value> = Default::default();
+        for crd in crds {
+            let d = (*crd.definition).clone();
+            let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
+            match definitions.get_mut(&name) {
+                None => {
+                    definitions.insert(name, d);
+                }
+                Some(have) => {
+                    // Two `Crd`s of one resource: one definition serving both.
+                    for mut v in d["spec"]["versions"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                    {
+                        let list = have["spec"]["versions"].as_array_mut();
+                        if let Some(list) =
+                            list.filter(|l| !l.iter().any(|x| x["name"] == v["name"]))
+                        {
+                            v["storage"] = false.into();
+                            list.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        for (_, d) in definitions {
+            self.create(d).await;
+        }
     }
 
     /// `https://127.0.0.1:<port>`, also the token issuer and audience.
@@ -423,6 +500,17 @@ impl KubeFake {
         self.state
             .service_routes()
             .insert((ns.to_string(), name.to_string()), addr);
+    }
+
+    /// Forwards the `proxy` subresource of Service (`kind` `services`) or
+    /// Pod (`pods`) `ns/name` on `port` to `addr`
+    /// (`.../services/[https:]name:port/proxy/...`); a Service port not
+    /// routed here goes to the address given to [`KubeFake::route_service`].
+    pub fn route_proxy(&self, kind: &str, ns: &str, name: &str, port: u16, addr: SocketAddr) {
+        let kind = if kind == "pods" { "pods" } else { "services" };
+        self.state
+            .proxy_routes()
+            .insert((kind, ns.to_string(), name.to_string(), port), addr);
     }
 
     /// The newest resourceVersion handed out.

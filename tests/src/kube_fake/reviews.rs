@@ -56,7 +56,7 @@ pub fn token_request(state: &State, req: &Request, t: &Target) -> Result<Reply, 
     let pod = if bound.is_object() {
         let pod_name = bound["name"].as_str().unwrap_or("");
         let pods = state
-            .discovery
+            .discovery()
             .resource("", "v1", "pods")
             .expect("pods are served");
         let p = state
@@ -149,6 +149,43 @@ pub fn self_subject_review(req: &Request) -> Result<Reply, ApiError> {
 pub fn self_subject_access_review(state: &State, req: &Request) -> Result<Reply, ApiError> {
     let body: Value = serde_json::from_slice(&req.body)
         .map_err(|e| ApiError::bad_request(format!("json parse error: {e}")))?;
+    access_review(state, &req.user, &body, "SelfSubjectAccessReview")
+}
+
+/// SubjectAccessReview: RBAC's answer for `spec.user` and `spec.groups`
+/// (as `kubectl auth can-i --as` and `weft-control-plane check` ask).
+pub fn subject_access_review(state: &State, req: &Request) -> Result<Reply, ApiError> {
+    let body: Value = serde_json::from_slice(&req.body)
+        .map_err(|e| ApiError::bad_request(format!("json parse error: {e}")))?;
+    let spec = &body["spec"];
+    let user = super::auth::User {
+        name: spec["user"].as_str().unwrap_or("").to_string(),
+        uid: spec["uid"].as_str().map(str::to_string),
+        groups: strings(&spec["groups"]),
+        extra: json!({}),
+    };
+    if user.name.is_empty() && user.groups.is_empty() {
+        return Err(ApiError::invalid(
+            "SubjectAccessReview.authorization.k8s.io",
+            "authorization.k8s.io",
+            "SubjectAccessReview",
+            "",
+            vec![super::errors::Cause::invalid(
+                "spec.user",
+                "",
+                "at least one of user or group must be specified",
+            )],
+        ));
+    }
+    access_review(state, &user, &body, "SubjectAccessReview")
+}
+
+fn access_review(
+    state: &State,
+    user: &super::auth::User,
+    body: &Value,
+    kind: &str,
+) -> Result<Reply, ApiError> {
     let a = &body["spec"]["resourceAttributes"];
     let s = |k: &str| a[k].as_str().filter(|v| !v.is_empty());
     let resource = match s("subresource") {
@@ -157,7 +194,7 @@ pub fn self_subject_access_review(state: &State, req: &Request) -> Result<Reply,
     };
     let allowed = super::rbac::allowed(
         state,
-        &req.user,
+        user,
         s("verb").unwrap_or(""),
         s("group").unwrap_or(""),
         &resource,
@@ -171,7 +208,7 @@ pub fn self_subject_access_review(state: &State, req: &Request) -> Result<Reply,
     Ok(Reply::json(
         201,
         json!({
-            "kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+            "kind": kind, "apiVersion": "authorization.k8s.io/v1",
             "metadata": {"creationTimestamp": null},
             "spec": body["spec"], "status": status,
         }),

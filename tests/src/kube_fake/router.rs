@@ -7,7 +7,7 @@
 use super::auth::User;
 use super::discovery::Resource;
 use super::errors::ApiError;
-use super::{api, listwatch, rbac, reviews, State};
+use super::{api, crds, listwatch, proxy, rbac, reviews, State};
 use bytes::Bytes;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -150,7 +150,7 @@ fn parse_target(state: &State, path: &str) -> Option<Target> {
     if rest.len() > 5 || (ns.is_none() && rest.len() > 3) {
         return None;
     }
-    let resource = state.discovery.resource(group, version, res)?;
+    let resource = state.discovery().resource(group, version, res)?;
     if ns.is_some() && !resource.namespaced {
         return None;
     }
@@ -202,6 +202,28 @@ async fn route(state: Arc<State>, req: Request) -> Result<Reply, ApiError> {
             body: Body::Text("ok".into()),
         });
     }
+    if let Some(t) = proxy::parse(&path) {
+        let verb = match req.method.as_str() {
+            "GET" => "get",
+            "POST" => "create",
+            "PUT" => "update",
+            "PATCH" => "patch",
+            "DELETE" => "delete",
+            _ => return Err(ApiError::method_not_allowed()),
+        };
+        let resource = state
+            .discovery()
+            .resource("", "v1", t.kind)
+            .ok_or_else(ApiError::page_not_found)?;
+        let target = Target {
+            resource,
+            namespace: Some(t.namespace.clone()),
+            name: Some(t.segment.clone()),
+            subresource: Some("proxy".into()),
+        };
+        rbac::authorize(&state, &req.user, verb, &target)?;
+        return proxy::forward(&state, &req, &t).await;
+    }
     let Some(target) = parse_target(&state, &path) else {
         if req.method != http::Method::GET {
             return Err(ApiError::page_not_found());
@@ -234,9 +256,18 @@ async fn route(state: Arc<State>, req: Request) -> Result<Reply, ApiError> {
         ("create", "authorization.k8s.io", "selfsubjectaccessreviews", None) => {
             reviews::self_subject_access_review(&state, &req)
         }
+        ("create", "authorization.k8s.io", "subjectaccessreviews", None) => {
+            reviews::subject_access_review(&state, &req)
+        }
         (_, "authentication.k8s.io" | "authorization.k8s.io", _, _) => {
             Err(ApiError::method_not_allowed())
         }
+        (
+            "create" | "update" | "patch" | "delete",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            None,
+        ) => crds::write(&state, &req, &target, verb).await,
         ("get", ..) => api::get(&state, &target),
         ("list", ..) => listwatch::list(&state, &req, &target).await,
         ("watch", ..) => listwatch::watch(&state, &req, &target),
