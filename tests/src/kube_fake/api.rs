@@ -14,7 +14,7 @@ use super::errors::ApiError;
 use super::fields::{self, Scope};
 use super::router::{Reply, Request, Target};
 use super::util::{name_suffix, now_rfc3339, uuid};
-use super::{admission, kinds, patch, State};
+use super::{admission, kinds, patch, schema, State};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -31,6 +31,26 @@ fn scope(t: &Target) -> Scope {
             status_subresource: t.resource.has_subresource("status"),
         }
     }
+}
+
+/// Validation after defaulting: a custom resource against its CRD's
+/// schema, a built-in kind by `kinds`.
+fn check(state: &State, t: &Target, obj: &Value) -> Result<(), ApiError> {
+    let r = &t.resource;
+    if r.custom && r.schema.is_some() {
+        return schema::validate(r, obj, matches!(scope(t), Scope::Status));
+    }
+    kinds::validate(&r.kind, &r.group, r.custom, obj, &|ip| {
+        state.in_service_range(ip)
+    })
+}
+
+/// The `Warning` headers for unknown fields dropped on decode.
+fn warn(mut reply: Reply, warnings: Vec<String>) -> Reply {
+    for w in warnings {
+        reply = reply.header("Warning", w);
+    }
+    reply
 }
 
 fn ns(t: &Target) -> String {
@@ -166,6 +186,7 @@ async fn create_object(
     let scope = Scope::Main {
         status_subresource: r.has_subresource("status"),
     };
+    let warnings = schema::decode(r, req, &mut obj)?;
     let manager = req.manager();
     // The webhook sees a defaulted object with managedFields but, as on the
     // apiserver, no uid or creationTimestamp yet.
@@ -177,9 +198,7 @@ async fn create_object(
     fields::record_update(None, &mut obj, &manager, &r.api_version(), scope);
     admission::mutate(state, req, r, &mut obj, "CREATE").await?;
     kinds::default(&r.kind, &mut obj, &mut || state.allocate_cluster_ip());
-    kinds::validate(&r.kind, &r.group, r.custom, &obj, &|ip| {
-        state.in_service_range(ip)
-    })?;
+    check(state, t, &obj)?;
     obj["metadata"]["uid"] = uuid().into();
     obj["metadata"]["creationTimestamp"] = now_rfc3339().into();
     if kinds::has_generation(&r.kind) || r.custom {
@@ -207,7 +226,7 @@ async fn create_object(
     } else {
         store.write(&gr, &ns, &name, obj)
     };
-    Ok(Reply::json(201, served(stored, t)))
+    Ok(warn(Reply::json(201, served(stored, t)), warnings))
 }
 
 fn existing(state: &State, t: &Target) -> Option<Value> {
@@ -293,6 +312,7 @@ async fn commit(
     };
     new["apiVersion"] = r.api_version().into();
     new["kind"] = r.kind.clone().into();
+    let warnings = schema::decode(r, req, &mut new)?;
     for k in [
         "name",
         "namespace",
@@ -325,9 +345,7 @@ async fn commit(
             new["status"] = old["status"].clone();
         }
     }
-    kinds::validate(&r.kind, &r.group, r.custom, &new, &|ip| {
-        state.in_service_range(ip)
-    })?;
+    check(state, t, &new)?;
     let strip = |v: &Value| {
         let mut v = v.clone();
         for k in ["metadata", "status"] {
@@ -378,7 +396,7 @@ async fn commit(
     } else {
         store.write(&gr, &ns, &name, new)
     };
-    Ok(Reply::json(200, served(stored, t)))
+    Ok(warn(Reply::json(200, served(stored, t)), warnings))
 }
 
 pub async fn patch(state: &Arc<State>, req: &Request, t: &Target) -> Result<Reply, ApiError> {

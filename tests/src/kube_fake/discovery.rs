@@ -34,7 +34,6 @@ pub struct Resource {
     /// every item, strategic merge patch is refused, ...).
     pub custom: bool,
     /// The CRD's `openAPIV3Schema` for this version, when it is known.
-    #[allow(dead_code)]
     pub schema: Option<Arc<Value>>,
 }
 

@@ -27,6 +27,7 @@ pub mod replay;
 pub mod replayer;
 mod reviews;
 mod router;
+mod schema;
 mod selectors;
 mod server;
 mod service_ips;
