@@ -7,7 +7,8 @@
 //! broken objects refused with the field path at fault.
 //!
 //! helm comes from `$WEFT_HELM` or `PATH`; without it the test says why it
-//! skips, and fails under CI (`$CI` set). While `charts/weft` has no
+//! skips, and fails under CI (`$CI` set). `$WEFT_CHART` renders another
+//! chart folder instead of `charts/weft`. While `charts/weft` has no
 //! `Chart.yaml` yet, the chart rendered is its `crds/` with a stand-in
 //! `Chart.yaml`, so the test covers what the chart holds so far.
 
@@ -41,7 +42,9 @@ fn helm() -> Option<PathBuf> {
 
 /// The rendered chart's documents.
 fn render(helm: &Path, extra: &[&str]) -> Vec<Value> {
-    let chart = repo().join("charts/weft");
+    let chart = std::env::var_os("WEFT_CHART")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("charts/weft"));
     let tmp = weft_tests::TempDir::new("chart-install");
     let dir = if chart.join("Chart.yaml").is_file() {
         chart
@@ -301,6 +304,21 @@ async fn the_rendered_chart_is_created_and_read_back() {
         }
         Err(e) => eprintln!("the chart installs no HTTPRoute CRD ({e}); the route checks run in kube_fake_validation"),
     }
+    // The chart's optional ServiceMonitor needs the Prometheus Operator's
+    // CRDs, which this cluster does not have: kubectl would say so.
+    let with_monitor = render(&helm, &["--set", "metrics.serviceMonitor.enabled=true"]);
+    match with_monitor.iter().find(|d| d["kind"] == "ServiceMonitor") {
+        Some(m) => {
+            let e = resource_path(&c, m, false).await.unwrap_err();
+            assert!(
+                e.starts_with("no matches for kind \"ServiceMonitor\""),
+                "{e}"
+            );
+        }
+        None => eprintln!(
+            "the chart renders no ServiceMonitor with metrics.serviceMonitor.enabled=true"
+        ),
+    }
     // A kind the cluster does not serve (no Prometheus Operator CRDs).
     let monitor = json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
         "metadata": {"name": "weft-control-plane", "namespace": "weft-system"}, "spec": {}});
@@ -317,4 +335,159 @@ async fn the_rendered_chart_is_created_and_read_back() {
     )
     .await;
     assert_eq!((code, body), (404, json!("404 page not found\n")));
+}
+
+/// kubectl 1.3x from `$WEFT_KUBECTL` or `PATH` (not a dispatcher that
+/// would download one), or None with the reason printed.
+fn kubectl() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let candidates = std::env::var_os("WEFT_KUBECTL")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(std::env::split_paths(&path).map(|d| d.join("kubectl")));
+    for k in candidates.filter(|p| p.is_file()) {
+        let out = std::process::Command::new(&k)
+            .args(["version", "--client"])
+            .output();
+        let text = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if text.contains("Client Version: v1.3") && !text.contains("dispatcher") {
+            return Some(k);
+        }
+    }
+    eprintln!("skipping kubectl apply: no kubectl v1.3x found (set WEFT_KUBECTL)");
+    None
+}
+
+async fn run_kubectl(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .await
+        .expect("run kubectl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn kubectl_applies_the_rendered_chart() {
+    let (Some(helm), Some(kubectl)) = (helm(), kubectl()) else {
+        return;
+    };
+    let docs = render(&helm, &[]);
+    let fake = KubeFake::builder().without_gateway_api().start().await;
+    fake.create_namespace("weft-system", json!({})).await;
+    let kubeconfig = fake.admin_kubeconfig();
+    let tmp = weft_tests::TempDir::new("kubectl-apply");
+    let write = |name: &str, docs: &[&Value]| {
+        let text: Vec<String> = docs
+            .iter()
+            .map(|d| serde_json::to_string(d).unwrap())
+            .collect();
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text.join("\n---\n")).unwrap();
+        path
+    };
+    let crds: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect();
+    let rest: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] != "CustomResourceDefinition")
+        .collect();
+    let (crd_file, rest_file) = (write("crds.yaml", &crds), write("rest.yaml", &rest));
+    let (ok, out) = run_kubectl(
+        &kubectl,
+        &kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            crd_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = run_kubectl(
+        &kubectl,
+        &kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=10s",
+            "-f",
+            crd_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    if !rest.is_empty() {
+        let (ok, out) = run_kubectl(
+            &kubectl,
+            &kubeconfig,
+            &[
+                "apply",
+                "--server-side",
+                "--validate=false",
+                "-n",
+                "weft-system",
+                "-f",
+                rest_file.to_str().unwrap(),
+            ],
+        )
+        .await;
+        assert!(ok, "{out}");
+    }
+    // Applied again: nothing changes.
+    let (ok, out) = run_kubectl(
+        &kubectl,
+        &kubeconfig,
+        &[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            crd_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = run_kubectl(&kubectl, &kubeconfig, &["get", "crds", "-o", "name"]).await;
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), crds.len(), "{out}");
+    // Each object is there, as applied, owned by kubectl's Apply.
+    let c = fake.client(Credentials::Admin);
+    for obj in &docs {
+        let what = format!("{} {}", obj["kind"], obj["metadata"]["name"]);
+        let path = resource_path(&c, obj, true).await.unwrap();
+        let (code, back) = send(&c, "GET", &path, None).await;
+        assert_eq!(code, 200, "{what}: {back}");
+        contains(&back, &sent_fields(obj), "").unwrap_or_else(|e| panic!("{what}: {e}"));
+        // (An object of nothing but its name owns no fields.)
+        let owns_fields =
+            obj.as_object().unwrap().len() > 3 || obj["metadata"].as_object().unwrap().len() > 2;
+        if !owns_fields {
+            continue;
+        }
+        let managers = back["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            managers
+                .iter()
+                .any(|m| m["manager"] == "kubectl" && m["operation"] == "Apply"),
+            "{what}: {managers:?}"
+        );
+    }
+    eprintln!("kubectl applied {} documents", docs.len());
 }

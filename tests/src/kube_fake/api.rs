@@ -212,7 +212,9 @@ async fn create_object(
             let skeleton = obj.clone();
             obj = fields::apply(&skeleton, &applied, manager, true, &r.api_version(), scope)
                 .map_err(|c| ApiError::apply_conflict(c.message, c.causes))?;
-            obj["metadata"]["managedFields"][0]["time"] = now_rfc3339().into();
+            if let Some(entry) = obj.pointer_mut("/metadata/managedFields/0") {
+                entry["time"] = now_rfc3339().into();
+            }
         }
         None => fields::record_update(None, &mut obj, &manager, &r.api_version(), scope),
     }
