@@ -367,3 +367,55 @@ async fn kinds_the_server_does_not_serve_are_not_found() {
         );
     }
 }
+
+#[tokio::test]
+async fn odd_shapes_get_an_answer_not_a_crash() {
+    let (_fake, c) = fake().await;
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let odd = [
+        (
+            "POST",
+            "/apis/apps/v1/namespaces/shop/deployments".to_string(),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                "spec": {"strategy": "fast", "selector": [], "template": {"spec": {"containers": ["web"]}}}}),
+        ),
+        (
+            "POST",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/shop/rolebindings".to_string(),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "b"},
+                "roleRef": "view", "subjects": [1, "x"]}),
+        ),
+        (
+            "POST",
+            crds.to_string(),
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "x.example.com"},
+                "spec": {"names": "x", "versions": {"v1": true}}}),
+        ),
+        (
+            "PUT",
+            format!("{crds}/backends.weft.dev/status"),
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "backends.weft.dev"}, "status": "broken"}),
+        ),
+        (
+            "POST",
+            ROUTES.to_string(),
+            route(
+                "odd",
+                json!({"rules": {"not": "a list"}, "hostnames": "one"}),
+            ),
+        ),
+        (
+            "POST",
+            ROUTES.to_string(),
+            route("odd2", json!("spec as a string")),
+        ),
+    ];
+    for (method, path, body) in odd {
+        let (code, answer, _) = send(&c, method, &path, &body).await;
+        assert!(code < 500, "{method} {path}: {code} {answer}");
+    }
+    // The fake still serves.
+    let (code, _, _) = send(&c, "GET", ROUTES, &Value::Null).await;
+    assert_eq!(code, 200);
+}

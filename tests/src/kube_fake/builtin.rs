@@ -1,7 +1,8 @@
 //! Defaults and validation of the built-in kinds a Helm chart creates that
 //! `kinds.rs` does not model: Deployment, PodDisruptionBudget, ConfigMap,
 //! Secret, the RBAC kinds, MutatingWebhookConfiguration (validation; its
-//! defaults are in `kinds.rs`) and CustomResourceDefinition (`crds.rs`).
+//! defaults are in `kinds.rs`, its validation in `webhook_config.rs`) and
+//! CustomResourceDefinition (`crds.rs`).
 //! Enough that the obvious mistakes are refused with the apiserver's field
 //! paths and messages; not the apiserver's whole validation.
 
@@ -23,7 +24,9 @@ pub fn default(kind: &str, obj: &mut Value) {
                 for s in subjects {
                     // A ServiceAccount's "" is left out, as the
                     // apiserver omits the empty string.
-                    if s.get("apiGroup").is_none_or(Value::is_null) && s["kind"] != "ServiceAccount"
+                    if s.is_object()
+                        && s.get("apiGroup").is_none_or(Value::is_null)
+                        && s["kind"] != "ServiceAccount"
                     {
                         s["apiGroup"] = "rbac.authorization.k8s.io".into();
                     }
@@ -48,12 +51,15 @@ fn default_deployment(obj: &mut Value) {
     or_insert(spec, "revisionHistoryLimit", 10.into());
     or_insert(spec, "progressDeadlineSeconds", 600.into());
     or_insert(spec, "strategy", json!({}));
-    or_insert(&mut spec["strategy"], "type", "RollingUpdate".into());
-    if spec["strategy"]["type"] == "RollingUpdate" {
-        or_insert(&mut spec["strategy"], "rollingUpdate", json!({}));
-        let ru = &mut spec["strategy"]["rollingUpdate"];
-        or_insert(ru, "maxUnavailable", "25%".into());
-        or_insert(ru, "maxSurge", "25%".into());
+    if let Some(strategy) = spec.get_mut("strategy").filter(|s| s.is_object()) {
+        or_insert(strategy, "type", "RollingUpdate".into());
+        if strategy["type"] == "RollingUpdate" {
+            or_insert(strategy, "rollingUpdate", json!({}));
+            if let Some(ru) = strategy.get_mut("rollingUpdate") {
+                or_insert(ru, "maxUnavailable", "25%".into());
+                or_insert(ru, "maxSurge", "25%".into());
+            }
+        }
     }
     if let Some(pod) = spec
         .get_mut("template")
@@ -62,7 +68,9 @@ fn default_deployment(obj: &mut Value) {
     {
         for list in ["containers", "initContainers"] {
             if let Some(cs) = pod.get_mut(list).and_then(Value::as_array_mut) {
-                cs.iter_mut().for_each(super::kinds::default_container);
+                cs.iter_mut()
+                    .filter(|c| c.is_object())
+                    .for_each(super::kinds::default_container);
             }
         }
         or_insert(pod, "restartPolicy", "Always".into());
@@ -112,17 +120,17 @@ pub fn validate(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
         }
         "RoleBinding" | "ClusterRoleBinding" => validate_binding(kind, obj, causes),
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
-            validate_webhooks(obj, causes)
+            super::webhook_config::validate(obj, causes)
         }
         _ => {}
     }
 }
 
-fn items(v: &Value) -> impl Iterator<Item = &Value> {
+pub fn items(v: &Value) -> impl Iterator<Item = &Value> {
     v.as_array().into_iter().flatten()
 }
 
-fn detail(reason: &'static str, field: impl Into<String>, message: String) -> Cause {
+pub fn detail(reason: &'static str, field: impl Into<String>, message: String) -> Cause {
     Cause {
         reason,
         message,
@@ -130,7 +138,7 @@ fn detail(reason: &'static str, field: impl Into<String>, message: String) -> Ca
     }
 }
 
-fn required(field: impl Into<String>, why: &str) -> Cause {
+pub fn required(field: impl Into<String>, why: &str) -> Cause {
     detail(
         "FieldValueRequired",
         field,
@@ -143,7 +151,7 @@ fn is_label(s: &str) -> bool {
 }
 
 /// A LabelSelector's operators and values.
-fn validate_selector(sel: &Value, path: &str, causes: &mut Vec<Cause>) {
+pub fn validate_selector(sel: &Value, path: &str, causes: &mut Vec<Cause>) {
     for (i, e) in items(&sel["matchExpressions"]).enumerate() {
         let at = format!("{path}.matchExpressions[{i}]");
         let op = e["operator"].as_str().unwrap_or("");
@@ -488,148 +496,6 @@ fn validate_binding(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
                 other,
                 &["ServiceAccount", "User", "Group"],
             )),
-        }
-    }
-}
-
-fn validate_webhooks(obj: &Value, causes: &mut Vec<Cause>) {
-    let mut names = Vec::new();
-    for (i, w) in items(&obj["webhooks"]).enumerate() {
-        let at = format!("webhooks[{i}]");
-        let name = w["name"].as_str().unwrap_or("");
-        if name.split('.').count() < 3 || !super::kinds::is_subdomain(name) {
-            causes.push(Cause::invalid(
-                format!("{at}.name"),
-                &format!("{name:?}"),
-                "should be a domain with at least three segments separated by dots",
-            ));
-        } else if names.contains(&name) {
-            causes.push(detail(
-                "FieldValueDuplicate",
-                format!("{at}.name"),
-                format!("Duplicate value: {name:?}"),
-            ));
-        }
-        names.push(name);
-        let versions: Vec<&str> = items(&w["admissionReviewVersions"])
-            .filter_map(Value::as_str)
-            .collect();
-        if versions.is_empty() {
-            causes.push(required(
-                format!("{at}.admissionReviewVersions"),
-                "must specify one of v1, v1beta1",
-            ));
-        } else if !versions.iter().any(|v| matches!(*v, "v1" | "v1beta1")) {
-            causes.push(Cause::invalid(
-                format!("{at}.admissionReviewVersions"),
-                &w["admissionReviewVersions"].to_string(),
-                "must include at least one of v1, v1beta1",
-            ));
-        }
-        match w["sideEffects"].as_str() {
-            Some("None" | "NoneOnDryRun") => {}
-            None => causes.push(required(
-                format!("{at}.sideEffects"),
-                "must specify one of None, NoneOnDryRun",
-            )),
-            Some(s) => causes.push(Cause::not_supported(
-                format!("{at}.sideEffects"),
-                s,
-                &["None", "NoneOnDryRun"],
-            )),
-        }
-        let cc = &w["clientConfig"];
-        match (cc["url"].as_str(), cc["service"].is_object()) {
-            (Some(_), true) | (None, false) => causes.push(required(
-                format!("{at}.clientConfig"),
-                "exactly one of url or service is required",
-            )),
-            (Some(u), false) => {
-                if !u.starts_with("https://") {
-                    causes.push(Cause::invalid(
-                        format!("{at}.clientConfig.url"),
-                        &format!("{u:?}"),
-                        "'https' is the only allowed URL scheme",
-                    ));
-                }
-            }
-            (None, true) => {
-                let s = &cc["service"];
-                for k in ["namespace", "name"] {
-                    if s[k].as_str().is_none_or(str::is_empty) {
-                        causes.push(required(
-                            format!("{at}.clientConfig.service.{k}"),
-                            &format!("service {k} is required"),
-                        ));
-                    }
-                }
-                if let Some(p) = s["path"].as_str().filter(|p| !p.starts_with('/')) {
-                    causes.push(Cause::invalid(
-                        format!("{at}.clientConfig.service.path"),
-                        &format!("{p:?}"),
-                        "must start with a '/'",
-                    ));
-                }
-                if let Some(p) = s["port"].as_i64().filter(|p| !(1..=65535).contains(p)) {
-                    causes.push(Cause::invalid(
-                        format!("{at}.clientConfig.service.port"),
-                        &p.to_string(),
-                        "port is not valid: must be between 1 and 65535, inclusive",
-                    ));
-                }
-            }
-        }
-        for (j, r) in items(&w["rules"]).enumerate() {
-            let rat = format!("{at}.rules[{j}]");
-            for k in ["operations", "apiGroups", "apiVersions", "resources"] {
-                if r[k].as_array().is_none_or(Vec::is_empty) {
-                    causes.push(Cause::required(format!("{rat}.{k}")));
-                }
-            }
-            for (n, op) in items(&r["operations"]).enumerate() {
-                let op = op.as_str().unwrap_or("");
-                if !matches!(op, "*" | "CREATE" | "UPDATE" | "DELETE" | "CONNECT") {
-                    causes.push(Cause::not_supported(
-                        format!("{rat}.operations[{n}]"),
-                        op,
-                        &["*", "CONNECT", "CREATE", "DELETE", "UPDATE"],
-                    ));
-                }
-            }
-            if let Some(s) = r["scope"]
-                .as_str()
-                .filter(|s| !matches!(*s, "*" | "Cluster" | "Namespaced"))
-            {
-                causes.push(Cause::not_supported(
-                    format!("{rat}.scope"),
-                    s,
-                    &["*", "Cluster", "Namespaced"],
-                ));
-            }
-        }
-        for (k, allowed) in [
-            ("failurePolicy", &["Fail", "Ignore"][..]),
-            ("matchPolicy", &["Equivalent", "Exact"][..]),
-            ("reinvocationPolicy", &["IfNeeded", "Never"][..]),
-        ] {
-            if let Some(v) = w[k].as_str().filter(|v| !allowed.contains(v)) {
-                causes.push(Cause::not_supported(format!("{at}.{k}"), v, allowed));
-            }
-        }
-        if let Some(t) = w["timeoutSeconds"]
-            .as_i64()
-            .filter(|t| !(1..=30).contains(t))
-        {
-            causes.push(Cause::invalid(
-                format!("{at}.timeoutSeconds"),
-                &t.to_string(),
-                "the timeout value must be between 1 and 30 seconds",
-            ));
-        }
-        for sel in ["namespaceSelector", "objectSelector"] {
-            if w[sel].is_object() {
-                validate_selector(&w[sel], &format!("{at}.{sel}"), causes);
-            }
         }
     }
 }

@@ -382,6 +382,12 @@ pub fn establish(state: &State, name: &str) {
                "reason": reason, "message": message})
     };
     let mut status = obj["status"].clone();
+    if !status.is_object() {
+        status = json!({});
+    }
+    if !status["storedVersions"].is_array() {
+        status["storedVersions"] = json!([]);
+    }
     match &conflict {
         None => {
             let mut accepted = spec["names"].clone();

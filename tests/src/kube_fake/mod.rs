@@ -34,6 +34,7 @@ mod service_ips;
 mod store;
 mod tokens;
 mod util;
+mod webhook_config;
 
 pub use client::{Credentials, FakeClient, FakeResponse};
 pub use crds::Crd;
