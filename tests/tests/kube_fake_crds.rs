@@ -204,6 +204,29 @@ async fn a_created_crd_is_established_and_served_at_once() {
         (code, list["items"].as_array().map(Vec::len)),
         (200, Some(1))
     );
+
+    // OpenAPI v3 as kubectl reads it: the index names the group-version,
+    // whose document's PATCH takes fieldValidation.
+    let (code, index) = send(&c, "GET", "/openapi/v3", None).await;
+    assert_eq!(code, 200);
+    // (text/plain, as recorded, holding JSON)
+    let url = index["paths"]["apis/example.com/v1"]["serverRelativeURL"]
+        .as_str()
+        .expect("in the index")
+        .to_string();
+    let (code, doc) = send(&c, "GET", &url, None).await;
+    assert_eq!(code, 200);
+    let patch =
+        &doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    assert_eq!(
+        patch["x-kubernetes-group-version-kind"],
+        json!({"group": "example.com", "version": "v1", "kind": "Widget"})
+    );
+    assert!(patch["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "fieldValidation"));
 }
 
 #[tokio::test]

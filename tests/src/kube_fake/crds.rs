@@ -178,7 +178,6 @@ pub fn default(obj: &mut Value) {
     if obj["status"].is_null() {
         obj["status"] = json!({
             "acceptedNames": {"kind": "", "plural": ""},
-            "conditions": [],
             "storedVersions": storage,
         });
     }

@@ -439,10 +439,14 @@ impl Discovery {
             return Some((AGGREGATED.to_string(), body.to_string()));
         }
         if path == "/openapi/v3" {
-            return self
-                .openapi
-                .clone()
-                .map(|b| ("text/plain; charset=utf-8".into(), b));
+            return self.openapi.as_ref().map(|b| {
+                let index = super::openapi::index(b, &self.resources);
+                ("text/plain; charset=utf-8".into(), index)
+            });
+        }
+        if let Some(gv) = path.strip_prefix("/openapi/v3/") {
+            return super::openapi::document(gv, &self.resources)
+                .map(|d| ("application/json".into(), d.to_string()));
         }
         if let Some((ctype, body)) = self.plain.get(path) {
             return Some((ctype.clone(), body.to_string()));

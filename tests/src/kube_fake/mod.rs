@@ -21,6 +21,7 @@ mod errors;
 mod fields;
 mod kinds;
 mod listwatch;
+mod openapi;
 mod patch;
 mod rbac;
 pub mod replay;
