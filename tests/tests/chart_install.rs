@@ -497,3 +497,14 @@ async fn kubectl_applies_the_rendered_chart() {
     }
     eprintln!("kubectl applied {} documents", docs.len());
 }
+
+#[test]
+fn the_read_back_comparison_can_fail() {
+    let stored = json!({"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}]}});
+    assert!(contains(&stored, &json!({"spec": {"ports": [{"port": 80}]}}), "").is_ok());
+    assert!(contains(&stored, &json!({"spec": {"replicas": 3}}), "").is_err());
+    assert!(contains(&stored, &json!({"spec": {"paused": true}}), "").is_err());
+    assert!(contains(&stored, &json!({"spec": {"ports": []}}), "").is_err());
+    let secret = json!({"kind": "Secret", "stringData": {"k": "v"}});
+    assert_eq!(sent_fields(&secret)["data"]["k"], "dg==");
+}

@@ -349,3 +349,30 @@ async fn the_crds_the_fake_starts_with_are_objects() {
     let (_, list) = send(&c, "GET", CRDS, None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn a_crd_whose_kind_is_taken_is_not_served() {
+    let fake = KubeFake::start().await;
+    let c = fake.client(Credentials::Admin);
+    let (code, _) = send(
+        &c,
+        "POST",
+        CRDS,
+        Some(&widget_crd(json!([widget_version("v1", true)]))),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let mut twin = widget_crd(json!([widget_version("v1", true)]));
+    twin["metadata"]["name"] = json!("gizmos.example.com");
+    twin["spec"]["names"] = json!({"kind": "Widget", "plural": "gizmos"});
+    let (code, _) = send(&c, "POST", CRDS, Some(&twin)).await;
+    assert_eq!(code, 201);
+    let (_, got) = send(&c, "GET", &format!("{CRDS}/gizmos.example.com"), None).await;
+    assert_eq!(condition(&got, "NamesAccepted")["status"], "False");
+    assert_eq!(condition(&got, "NamesAccepted")["reason"], "KindConflict");
+    assert_eq!(condition(&got, "Established")["status"], "False");
+    let (code, _) = send(&c, "GET", "/apis/example.com/v1/gizmos", None).await;
+    assert_eq!(code, 404);
+    let (code, _) = send(&c, "GET", "/apis/example.com/v1/widgets", None).await;
+    assert_eq!(code, 200);
+}
