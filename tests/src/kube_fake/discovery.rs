@@ -7,8 +7,11 @@
 //! with the `apidiscovery.k8s.io/v2` Accept) list every group, version and
 //! resource with its kind, scope, verbs and subresources, so the same files
 //! drive both what discovery answers and which URLs the fake serves.
-//! Custom resource definitions given to the builder (the Weft CRDs) are
-//! added to both, shaped like the recorded Gateway API ones.
+//! CRD versions (given to the builder, or created through the API later)
+//! are added to both, shaped like the recorded Gateway API ones, and
+//! removed when their CRD goes; recorded per-group documents that would no
+//! longer say the same are then derived instead. It also keeps each CRD
+//! version's schema, for `schema.rs`.
 
 use super::crds::Crd;
 use serde_json::{json, Value};
