@@ -14,7 +14,7 @@ use super::errors::ApiError;
 use super::fields::{self, Scope};
 use super::router::{Reply, Request, Target};
 use super::util::{name_suffix, now_rfc3339, uuid};
-use super::{admission, kinds, patch, schema, State};
+use super::{admission, kinds, patch, protobuf, schema, State};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -65,6 +65,20 @@ fn rv_of(o: &Value) -> Option<&str> {
 
 /// Parses a JSON body the way the apiserver reports a broken one.
 fn parse_json(req: &Request, kind: &str) -> Result<Value, ApiError> {
+    if req
+        .header("content-type")
+        .starts_with(protobuf::CONTENT_TYPE)
+    {
+        return protobuf::decode(&req.body, kind).map_err(|e| {
+            if matches!(kind, "Secret" | "ConfigMap") {
+                ApiError::bad_request(format!(
+                    "{kind} in version \"v1\" cannot be handled as a {kind}: {e}"
+                ))
+            } else {
+                ApiError::unsupported_media_type(&["application/json", "application/yaml"])
+            }
+        });
+    }
     serde_json::from_slice(&req.body).map_err(|e| {
         let text = String::from_utf8_lossy(&req.body);
         let head: String = text.chars().take(30).collect();

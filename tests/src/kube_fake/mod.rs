@@ -23,6 +23,7 @@ mod kinds;
 mod listwatch;
 mod openapi;
 mod patch;
+mod protobuf;
 mod rbac;
 pub mod replay;
 pub mod replayer;
