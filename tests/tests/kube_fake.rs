@@ -44,7 +44,7 @@ async fn weft_crds_are_served_with_status() {
     );
     fake.create_namespace("shop", json!({})).await;
     let b = fake
-        .create(json!({"apiVersion": "weft.dev/v1alpha1", "kind": "Backend", "metadata": {"name": "db", "namespace": "shop"}, "spec": {"endpoints": ["10.1.0.1:5432"]}, "status": {"ignored": true}}))
+        .create(json!({"apiVersion": "weft.dev/v1alpha1", "kind": "Backend", "metadata": {"name": "db", "namespace": "shop"}, "spec": {"endpoints": [{"address": "10.1.0.1:5432"}]}, "status": {"ignored": true}}))
         .await;
     assert_eq!(b["metadata"]["generation"], 1);
     assert!(b.get("status").is_none(), "status is a subresource: {b}");

@@ -204,6 +204,29 @@ async fn a_created_crd_is_established_and_served_at_once() {
         (code, list["items"].as_array().map(Vec::len)),
         (200, Some(1))
     );
+
+    // OpenAPI v3 as kubectl reads it: the index names the group-version,
+    // whose document's PATCH takes fieldValidation.
+    let (code, index) = send(&c, "GET", "/openapi/v3", None).await;
+    assert_eq!(code, 200);
+    // (text/plain, as recorded, holding JSON)
+    let url = index["paths"]["apis/example.com/v1"]["serverRelativeURL"]
+        .as_str()
+        .expect("in the index")
+        .to_string();
+    let (code, doc) = send(&c, "GET", &url, None).await;
+    assert_eq!(code, 200);
+    let patch =
+        &doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    assert_eq!(
+        patch["x-kubernetes-group-version-kind"],
+        json!({"group": "example.com", "version": "v1", "kind": "Widget"})
+    );
+    assert!(patch["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "fieldValidation"));
 }
 
 #[tokio::test]
@@ -325,4 +348,31 @@ async fn the_crds_the_fake_starts_with_are_objects() {
     assert_eq!(code, 404);
     let (_, list) = send(&c, "GET", CRDS, None).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_crd_whose_kind_is_taken_is_not_served() {
+    let fake = KubeFake::start().await;
+    let c = fake.client(Credentials::Admin);
+    let (code, _) = send(
+        &c,
+        "POST",
+        CRDS,
+        Some(&widget_crd(json!([widget_version("v1", true)]))),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let mut twin = widget_crd(json!([widget_version("v1", true)]));
+    twin["metadata"]["name"] = json!("gizmos.example.com");
+    twin["spec"]["names"] = json!({"kind": "Widget", "plural": "gizmos"});
+    let (code, _) = send(&c, "POST", CRDS, Some(&twin)).await;
+    assert_eq!(code, 201);
+    let (_, got) = send(&c, "GET", &format!("{CRDS}/gizmos.example.com"), None).await;
+    assert_eq!(condition(&got, "NamesAccepted")["status"], "False");
+    assert_eq!(condition(&got, "NamesAccepted")["reason"], "KindConflict");
+    assert_eq!(condition(&got, "Established")["status"], "False");
+    let (code, _) = send(&c, "GET", "/apis/example.com/v1/gizmos", None).await;
+    assert_eq!(code, 404);
+    let (code, _) = send(&c, "GET", "/apis/example.com/v1/widgets", None).await;
+    assert_eq!(code, 200);
 }

@@ -14,7 +14,7 @@ use super::errors::ApiError;
 use super::fields::{self, Scope};
 use super::router::{Reply, Request, Target};
 use super::util::{name_suffix, now_rfc3339, uuid};
-use super::{admission, kinds, patch, State};
+use super::{admission, kinds, patch, protobuf, schema, State};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -33,6 +33,26 @@ fn scope(t: &Target) -> Scope {
     }
 }
 
+/// Validation after defaulting: a custom resource against its CRD's
+/// schema, a built-in kind by `kinds`.
+fn check(state: &State, t: &Target, obj: &Value) -> Result<(), ApiError> {
+    let r = &t.resource;
+    if r.custom && r.schema.is_some() {
+        return schema::validate(r, obj, matches!(scope(t), Scope::Status));
+    }
+    kinds::validate(&r.kind, &r.group, r.custom, obj, &|ip| {
+        state.in_service_range(ip)
+    })
+}
+
+/// The `Warning` headers for unknown fields dropped on decode.
+fn warn(mut reply: Reply, warnings: Vec<String>) -> Reply {
+    for w in warnings {
+        reply = reply.header("Warning", w);
+    }
+    reply
+}
+
 fn ns(t: &Target) -> String {
     t.namespace.clone().unwrap_or_default()
 }
@@ -45,6 +65,20 @@ fn rv_of(o: &Value) -> Option<&str> {
 
 /// Parses a JSON body the way the apiserver reports a broken one.
 fn parse_json(req: &Request, kind: &str) -> Result<Value, ApiError> {
+    if req
+        .header("content-type")
+        .starts_with(protobuf::CONTENT_TYPE)
+    {
+        return protobuf::decode(&req.body, kind).map_err(|e| {
+            if matches!(kind, "Secret" | "ConfigMap") {
+                ApiError::bad_request(format!(
+                    "{kind} in version \"v1\" cannot be handled as a {kind}: {e}"
+                ))
+            } else {
+                ApiError::unsupported_media_type(&["application/json", "application/yaml"])
+            }
+        });
+    }
     serde_json::from_slice(&req.body).map_err(|e| {
         let text = String::from_utf8_lossy(&req.body);
         let head: String = text.chars().take(30).collect();
@@ -166,6 +200,7 @@ async fn create_object(
     let scope = Scope::Main {
         status_subresource: r.has_subresource("status"),
     };
+    let warnings = schema::decode(r, req, &mut obj)?;
     let manager = req.manager();
     // The webhook sees a defaulted object with managedFields but, as on the
     // apiserver, no uid or creationTimestamp yet.
@@ -177,9 +212,7 @@ async fn create_object(
     fields::record_update(None, &mut obj, &manager, &r.api_version(), scope);
     admission::mutate(state, req, r, &mut obj, "CREATE").await?;
     kinds::default(&r.kind, &mut obj, &mut || state.allocate_cluster_ip());
-    kinds::validate(&r.kind, &r.group, r.custom, &obj, &|ip| {
-        state.in_service_range(ip)
-    })?;
+    check(state, t, &obj)?;
     obj["metadata"]["uid"] = uuid().into();
     obj["metadata"]["creationTimestamp"] = now_rfc3339().into();
     if kinds::has_generation(&r.kind) || r.custom {
@@ -193,7 +226,9 @@ async fn create_object(
             let skeleton = obj.clone();
             obj = fields::apply(&skeleton, &applied, manager, true, &r.api_version(), scope)
                 .map_err(|c| ApiError::apply_conflict(c.message, c.causes))?;
-            obj["metadata"]["managedFields"][0]["time"] = now_rfc3339().into();
+            if let Some(entry) = obj.pointer_mut("/metadata/managedFields/0") {
+                entry["time"] = now_rfc3339().into();
+            }
         }
         None => fields::record_update(None, &mut obj, &manager, &r.api_version(), scope),
     }
@@ -207,7 +242,7 @@ async fn create_object(
     } else {
         store.write(&gr, &ns, &name, obj)
     };
-    Ok(Reply::json(201, served(stored, t)))
+    Ok(warn(Reply::json(201, served(stored, t)), warnings))
 }
 
 fn existing(state: &State, t: &Target) -> Option<Value> {
@@ -293,6 +328,7 @@ async fn commit(
     };
     new["apiVersion"] = r.api_version().into();
     new["kind"] = r.kind.clone().into();
+    let warnings = schema::decode(r, req, &mut new)?;
     for k in [
         "name",
         "namespace",
@@ -325,9 +361,7 @@ async fn commit(
             new["status"] = old["status"].clone();
         }
     }
-    kinds::validate(&r.kind, &r.group, r.custom, &new, &|ip| {
-        state.in_service_range(ip)
-    })?;
+    check(state, t, &new)?;
     let strip = |v: &Value| {
         let mut v = v.clone();
         for k in ["metadata", "status"] {
@@ -378,7 +412,7 @@ async fn commit(
     } else {
         store.write(&gr, &ns, &name, new)
     };
-    Ok(Reply::json(200, served(stored, t)))
+    Ok(warn(Reply::json(200, served(stored, t)), warnings))
 }
 
 pub async fn patch(state: &Arc<State>, req: &Request, t: &Target) -> Result<Reply, ApiError> {

@@ -7,8 +7,11 @@
 //! with the `apidiscovery.k8s.io/v2` Accept) list every group, version and
 //! resource with its kind, scope, verbs and subresources, so the same files
 //! drive both what discovery answers and which URLs the fake serves.
-//! Custom resource definitions given to the builder (the Weft CRDs) are
-//! added to both, shaped like the recorded Gateway API ones.
+//! CRD versions (given to the builder, or created through the API later)
+//! are added to both, shaped like the recorded Gateway API ones, and
+//! removed when their CRD goes; recorded per-group documents that would no
+//! longer say the same are then derived instead. It also keeps each CRD
+//! version's schema, for `schema.rs`.
 
 use super::crds::Crd;
 use serde_json::{json, Value};
@@ -34,7 +37,6 @@ pub struct Resource {
     /// every item, strategic merge patch is refused, ...).
     pub custom: bool,
     /// The CRD's `openAPIV3Schema` for this version, when it is known.
-    #[allow(dead_code)]
     pub schema: Option<Arc<Value>>,
 }
 
@@ -440,10 +442,14 @@ impl Discovery {
             return Some((AGGREGATED.to_string(), body.to_string()));
         }
         if path == "/openapi/v3" {
-            return self
-                .openapi
-                .clone()
-                .map(|b| ("text/plain; charset=utf-8".into(), b));
+            return self.openapi.as_ref().map(|b| {
+                let index = super::openapi::index(b, &self.resources);
+                ("text/plain; charset=utf-8".into(), index)
+            });
+        }
+        if let Some(gv) = path.strip_prefix("/openapi/v3/") {
+            return super::openapi::document(gv, &self.resources)
+                .map(|d| ("application/json".into(), d.to_string()));
         }
         if let Some((ctype, body)) = self.plain.get(path) {
             return Some((ctype.clone(), body.to_string()));

@@ -4,9 +4,9 @@
 //! an update omit `resourceVersion`, what an empty BOOKMARK object carries).
 //!
 //! Only the kinds the recordings and the control plane touch are modelled
-//! (Namespace, Service, Endpoints, EndpointSlice, Pod, Lease, the Gateway API
-//! routes and the Weft CRDs); any other kind is stored as sent, with the
-//! common metadata handling.
+//! here (Namespace, Service, Endpoints, EndpointSlice, Pod, Lease); the
+//! other built-in kinds a chart creates are in `builtin.rs`, custom
+//! resources are checked against their CRD's schema (`schema.rs`).
 
 use super::errors::{ApiError, Cause};
 use super::util::is_micro_time;
@@ -86,7 +86,6 @@ pub fn default(kind: &str, obj: &mut Value, cluster_ip: &mut dyn FnMut() -> Opti
             or_insert(obj, "type", "Opaque".into());
         }
         "Pod" => default_pod(obj),
-        "HTTPRoute" | "GRPCRoute" => default_route(kind, obj),
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
             each_at(obj, "webhooks", |w| {
                 or_insert(w, "failurePolicy", "Fail".into());
@@ -148,7 +147,7 @@ fn default_service(obj: &mut Value, cluster_ip: &mut dyn FnMut() -> Option<Strin
     obj["status"] = json!({"loadBalancer": {}});
 }
 
-fn default_container(c: &mut Value) {
+pub fn default_container(c: &mut Value) {
     each_at(c, "ports", |p| or_insert(p, "protocol", "TCP".into()));
     or_insert(c, "resources", json!({}));
     each_at(c, "env", |e| {
@@ -241,47 +240,8 @@ fn default_pod(obj: &mut Value) {
     }
 }
 
-fn default_route(kind: &str, obj: &mut Value) {
-    let Some(spec) = obj.get_mut("spec") else {
-        return;
-    };
-    each_at(spec, "parentRefs", |p| {
-        or_insert(p, "group", "gateway.networking.k8s.io".into());
-        or_insert(p, "kind", "Gateway".into());
-    });
-    each_at(spec, "rules", |rule| {
-        each_at(rule, "backendRefs", |b| {
-            or_insert(b, "group", "".into());
-            or_insert(b, "kind", "Service".into());
-            or_insert(b, "weight", 1.into());
-        });
-        if kind == "HTTPRoute" {
-            or_insert(
-                rule,
-                "matches",
-                json!([{"path": {"type": "PathPrefix", "value": "/"}}]),
-            );
-            each_at(rule, "matches", |m| {
-                if m["path"].is_object() {
-                    or_insert(&mut m["path"], "type", "PathPrefix".into());
-                    or_insert(&mut m["path"], "value", "/".into());
-                }
-                each_at(m, "headers", |h| or_insert(h, "type", "Exact".into()));
-                each_at(m, "queryParams", |q| or_insert(q, "type", "Exact".into()));
-            });
-        } else {
-            each_at(rule, "matches", |m| {
-                if m["method"].is_object() {
-                    or_insert(&mut m["method"], "type", "Exact".into());
-                }
-                each_at(m, "headers", |h| or_insert(h, "type", "Exact".into()));
-            });
-        }
-    });
-}
-
 const RFC1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const RFC1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+pub const RFC1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 fn is_label(s: &str) -> bool {
     !s.is_empty()
@@ -292,7 +252,7 @@ fn is_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_subdomain(s: &str) -> bool {
+pub fn is_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_label)
 }
 
@@ -447,7 +407,6 @@ pub fn validate(
             }
         }
         "Pod" => validate_pod(obj, &mut causes),
-        "HTTPRoute" | "GRPCRoute" => validate_route_status(obj, &mut causes),
         kind => super::builtin::validate(kind, obj, &mut causes),
     }
     if causes.is_empty() {
@@ -499,59 +458,9 @@ fn validate_pod(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-/// The Gateway API CRD schema's rules for `status.parents` (the part a
-/// route status writer can get wrong).
-fn validate_route_status(obj: &Value, causes: &mut Vec<Cause>) {
-    // The Gateway API CRD's pattern for `controllerName`.
-    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(
-            r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/[A-Za-z0-9\/\-._~%!$&'()*+,;=:]+$",
-        )
-        .expect("controllerName pattern")
-    });
-    let pattern = &*PATTERN;
-    for (i, p) in obj["status"]["parents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        for (j, c) in p["conditions"].as_array().into_iter().flatten().enumerate() {
-            let base = format!("status.parents[{i}].conditions[{j}]");
-            for req in ["type", "status", "reason", "message", "lastTransitionTime"] {
-                if c.get(req).is_none() {
-                    causes.push(Cause::required(format!("{base}.{req}")));
-                }
-            }
-            if let Some(s) = c["status"].as_str() {
-                if !matches!(s, "True" | "False" | "Unknown") {
-                    causes.push(Cause::not_supported(
-                        format!("{base}.status"),
-                        s,
-                        &["True", "False", "Unknown"],
-                    ));
-                }
-            }
-        }
-        match p["controllerName"].as_str() {
-            None => causes.push(Cause::required(format!(
-                "status.parents[{i}].controllerName"
-            ))),
-            Some(c) if !pattern.is_match(c) => causes.push(Cause::invalid(
-                format!("status.parents[{i}].controllerName"),
-                &format!("{c:?}"),
-                &format!(
-                    "parents[{i}].controllerName in body should match '{}'",
-                    pattern.as_str()
-                ),
-            )),
-            _ => {}
-        }
-    }
-}
-
 /// Lease times are MicroTime; anything else fails to decode (400).
 pub fn decode_check(kind: &str, obj: &Value) -> Result<(), ApiError> {
+    super::builtin::decode_check(kind, obj)?;
     if kind != "Lease" {
         return Ok(());
     }
