@@ -4,7 +4,7 @@
 //! file would silently lose them under `kubectl apply`.
 //!
 //! The list is data, one entry per field path; a test derives it from the
-//! upstream CRDs (`tests/fixtures/gateway-api/`) and Weft's own schemas, so
+//! upstream CRDs (`charts/weft/files/gateway-api/`, `tests/fixtures/gateway-api/`) and Weft's own schemas, so
 //! it cannot drift from either.
 
 use std::fmt;

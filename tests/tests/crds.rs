@@ -171,10 +171,10 @@ fn field_paths(schema: &Value, at: &str, out: &mut std::collections::BTreeSet<St
     }
 }
 
-/// The field paths of the served `v1` schema of an upstream CRD file.
+/// The field paths of the served `v1` schema of an upstream CRD file
+/// (a path from the repository root).
 fn upstream_paths(file: &str) -> std::collections::BTreeSet<String> {
-    let crd: Value =
-        serde_saphyr::from_str(&repo_file(&format!("tests/fixtures/gateway-api/{file}"))).unwrap();
+    let crd: Value = serde_saphyr::from_str(&repo_file(file)).unwrap();
     let v1 = crd["spec"]["versions"]
         .as_array()
         .unwrap()
@@ -187,20 +187,21 @@ fn upstream_paths(file: &str) -> std::collections::BTreeSet<String> {
 }
 
 /// Weft's route kinds: their schema from the types the loader reads, and
-/// the upstream CRD files of both channels.
+/// the upstream CRD files of both channels (the standard channel's are the
+/// ones the chart installs).
 fn route_kinds() -> Vec<(&'static str, Value, &'static str, &'static str)> {
     vec![
         (
             "HTTPRoute",
             weft_mesh::config::schema::structural::<weft_mesh::config::HttpRouteSpec>(),
-            "standard-httproutes.yaml",
-            "experimental-httproutes.yaml",
+            "charts/weft/files/gateway-api/gateway.networking.k8s.io_httproutes.yaml",
+            "tests/fixtures/gateway-api/experimental-httproutes.yaml",
         ),
         (
             "GRPCRoute",
             weft_mesh::config::schema::structural::<weft_mesh::config::GrpcRouteSpec>(),
-            "standard-grpcroutes.yaml",
-            "experimental-grpcroutes.yaml",
+            "charts/weft/files/gateway-api/gateway.networking.k8s.io_grpcroutes.yaml",
+            "tests/fixtures/gateway-api/experimental-grpcroutes.yaml",
         ),
     ]
 }
@@ -289,7 +290,7 @@ fn the_check_warns_of_exactly_the_fields_the_standard_crds_drop() {
         .collect();
     assert_eq!(
         listed, derived,
-        "weft_proxy::check::DROPPED_BY_STANDARD_CRDS differs from what the CRDs in tests/fixtures/gateway-api/ and Weft's types say"
+        "weft_proxy::check::DROPPED_BY_STANDARD_CRDS differs from what the CRDs in charts/weft/files/gateway-api/, tests/fixtures/gateway-api/ and Weft's types say"
     );
     assert!(
         !derived.is_empty(),

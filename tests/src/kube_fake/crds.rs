@@ -131,27 +131,17 @@ impl Crd {
     }
 
     /// The Gateway API CRDs installed on the recording server (HTTPRoute,
-    /// GRPCRoute, ReferenceGrant, v1.6.1 standard channel): from
-    /// `tests/fixtures/gateway-api/standard-*.yaml`, else from wherever the
-    /// chart keeps a copy (`charts/weft`, template directives skipped).
+    /// GRPCRoute, ReferenceGrant, v1.6.1 standard channel), as the chart
+    /// installs them: `charts/weft/files/gateway-api/`.
     pub fn recorded_gateway_api() -> Result<Vec<Crd>, String> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = root.join("fixtures/gateway-api");
+        let dir = root.join("../charts/weft/files/gateway-api");
         let mut out = Vec::new();
         for plural in ["httproutes", "grpcroutes", "referencegrants"] {
             let name = format!("{plural}.gateway.networking.k8s.io");
-            let fixture = dir.join(format!("standard-{plural}.yaml"));
-            let text = match std::fs::read_to_string(&fixture) {
-                Ok(t) => t,
-                Err(_) => {
-                    find_definition(&root.join("../charts/weft"), &name).ok_or_else(|| {
-                        format!(
-                            "no CustomResourceDefinition {name} in {} or charts/weft",
-                            dir.display()
-                        )
-                    })?
-                }
-            };
+            let file = dir.join(format!("gateway.networking.k8s.io_{plural}.yaml"));
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let crds = Crd::from_definitions(&text).map_err(|e| format!("{name}: {e}"))?;
             out.extend(
                 crds.into_iter()
@@ -160,38 +150,6 @@ impl Crd {
         }
         Ok(out)
     }
-}
-
-/// The text of a YAML file under `dir` that defines the CRD `name`, with
-/// Helm template directive lines (`{{ ... }}`) left out.
-fn find_definition(dir: &Path, name: &str) -> Option<String> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        if path.is_dir() {
-            if let Some(t) = find_definition(&path, name) {
-                return Some(t);
-            }
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        if path.extension().is_some_and(|x| x == "yaml" || x == "yml")
-            && text.contains(&format!("name: {name}"))
-        {
-            let plain: Vec<&str> = text
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("{{"))
-                .collect();
-            return Some(plain.join("\n"));
-        }
-    }
-    None
 }
 
 /// The defaults the apiserver gives a CustomResourceDefinition, and the
