@@ -6,11 +6,10 @@
 //! matches for kind"), read back and compared with what was rendered, and
 //! broken objects refused with the field path at fault.
 //!
-//! helm comes from `$WEFT_HELM` or `PATH`; without it the test says why it
-//! skips, and fails under CI (`$CI` set). `$WEFT_CHART` renders another
-//! chart folder instead of `charts/weft`. While `charts/weft` has no
-//! `Chart.yaml` yet, the chart rendered is its `crds/` with a stand-in
-//! `Chart.yaml`, so the test covers what the chart holds so far.
+//! helm comes from `$WEFT_HELM`, `.tools/bin/` (`tests/chart/tools.sh`
+//! installs it there) or `PATH`; without it the test says why it skips, and
+//! fails under CI (`$CI` set). `$WEFT_CHART` renders another chart folder
+//! instead of `charts/weft`.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -22,18 +21,26 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// helm from `$WEFT_HELM` or `PATH`; None (with the reason printed) when
-/// absent, a failure under CI.
-fn helm() -> Option<PathBuf> {
-    let found = std::env::var_os("WEFT_HELM")
+/// A tool from `$<env>`, else `.tools/bin/` (where `tests/chart/tools.sh`
+/// installs helm and kubectl), else `PATH`.
+fn tool(env: &str, name: &str) -> Vec<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    std::env::var_os(env)
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .map(|d| d.join("helm"))
-                .find(|p| p.is_file())
-        });
+        .into_iter()
+        .chain(std::iter::once(repo().join(".tools/bin").join(name)))
+        .chain(dirs.into_iter().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// helm from `$WEFT_HELM`, `.tools/bin` or `PATH`; None (with the reason
+/// printed) when absent, a failure under CI.
+fn helm() -> Option<PathBuf> {
+    let found = tool("WEFT_HELM", "helm").into_iter().next();
     if found.is_none() {
-        let why = "helm not found (set WEFT_HELM or put helm on PATH; .ci/run installs it)";
+        let why = "helm not found (run `bash tests/chart/tools.sh`, set WEFT_HELM or put helm on PATH; .ci/run installs it)";
         assert!(std::env::var_os("CI").is_none(), "{why}");
         eprintln!("skipping the chart install: {why}");
     }
@@ -45,25 +52,7 @@ fn render(helm: &Path, extra: &[&str]) -> Vec<Value> {
     let chart = std::env::var_os("WEFT_CHART")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("charts/weft"));
-    let tmp = weft_tests::TempDir::new("chart-install");
-    let dir = if chart.join("Chart.yaml").is_file() {
-        chart
-    } else {
-        // The chart so far: its CRDs, with a stand-in Chart.yaml.
-        let d = tmp.path().join("weft");
-        std::fs::create_dir_all(d.join("crds")).unwrap();
-        for e in std::fs::read_dir(chart.join("crds")).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), d.join("crds").join(e.file_name())).unwrap();
-        }
-        std::fs::write(
-            d.join("Chart.yaml"),
-            "apiVersion: v2\nname: weft\nversion: 0.0.0\n",
-        )
-        .unwrap();
-        eprintln!("charts/weft has no Chart.yaml yet: rendering its crds/ only");
-        d
-    };
+    let dir = chart;
     let out = std::process::Command::new(helm)
         .args(["template", "weft"])
         .arg(&dir)
@@ -337,15 +326,10 @@ async fn the_rendered_chart_is_created_and_read_back() {
     assert_eq!((code, body), (404, json!("404 page not found\n")));
 }
 
-/// kubectl 1.3x from `$WEFT_KUBECTL` or `PATH` (not a dispatcher that
+/// kubectl 1.3x from `$WEFT_KUBECTL`, `.tools/bin` or `PATH` (not a dispatcher that
 /// would download one), or None with the reason printed.
 fn kubectl() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let candidates = std::env::var_os("WEFT_KUBECTL")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(std::env::split_paths(&path).map(|d| d.join("kubectl")));
-    for k in candidates.filter(|p| p.is_file()) {
+    for k in tool("WEFT_KUBECTL", "kubectl") {
         let out = std::process::Command::new(&k)
             .args(["version", "--client"])
             .output();
