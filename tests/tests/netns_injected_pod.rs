@@ -11,7 +11,8 @@
 //! before the app starts (a Python server under uid 1000 standing in for
 //! the app image). The kubelet then calls the app's rewritten liveness
 //! (named port) and readiness (with a header) probes as stored and gets the
-//! app's own answers; plaintext to the app's port from outside is refused.
+//! app's own answers; plaintext to the app's port from outside is refused;
+//! the app's request to a Service's ClusterIP goes out through the sidecar.
 //!
 //! The control plane's address in the sidecar's env is its Service name;
 //! the Pod's `/etc/hosts` resolves it (standing in for cluster DNS) to the
@@ -28,7 +29,7 @@ use std::time::Duration;
 use weft_tests::inject_cluster::{
     ca_root, create_pod, injector_cluster, injector_control_plane, wait_bundles,
 };
-use weft_tests::kube_cluster::control_plane_rbac;
+use weft_tests::kube_cluster::{control_plane_rbac, endpoint_slice};
 use weft_tests::kubelet::Kubelet;
 use weft_tests::netns::{sibling_binary, skip};
 use weft_tests::pod_net::PodNet;
@@ -175,6 +176,55 @@ async fn the_kubelet_runs_the_injected_pod_as_stored_and_its_probes_get_the_apps
     assert!(
         direct.as_ref().map_or(true, |r| r.status != 200),
         "plaintext reached the app past Strict mode: {direct:?}"
+    );
+
+    // Outbound: the app's request to a Service's ClusterIP (assigned
+    // nowhere; routed onto the link only so `connect` can start) goes
+    // through the sidecar to the Service's endpoint.
+    let ratings = net.upstream("ratings").await;
+    let port = ratings.addr.port();
+    let svc = fake
+        .create(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "ratings", "namespace": "shop"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}}))
+        .await;
+    let cluster_ip = svc["spec"]["clusterIP"]
+        .as_str()
+        .expect("a ClusterIP")
+        .to_string();
+    fake.create(endpoint_slice(
+        "shop",
+        "ratings-1",
+        "ratings",
+        port,
+        &[(&ratings.addr.ip().to_string(), true)],
+    ))
+    .await;
+    let [a, b, c, _] = pod_ip.octets();
+    net.sandbox()
+        .ip(&ns, &format!("route add {cluster_ip}/32 via {a}.{b}.{c}.1"));
+    let sb = net.sandbox();
+    let body = eventually(
+        "the app reaches ratings by its ClusterIP",
+        LIMIT,
+        || async {
+            let (code, body) =
+                sb.curl_as(Some(APP_UID), &ns, &[], &format!("http://{cluster_ip}/"));
+            (code == 200).then_some(body)
+        },
+    )
+    .await;
+    assert!(body.contains("ratings"), "{body}");
+    assert!(ratings.requests() >= 1);
+    let metrics = sb.curl(&ns, &[], "http://127.0.0.1:15000/metrics").1;
+    let outbound: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("weft_requests_total") && l.contains("direction=\"outbound\""))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        outbound >= 1.0,
+        "the sidecar counted no outbound request:\n{metrics}"
     );
     kubelet.check_running().unwrap_or_else(|e| panic!("{e}"));
 }
