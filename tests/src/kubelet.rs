@@ -5,8 +5,9 @@
 //! completion (non-zero exit is an error), a native sidecar
 //! (`restartPolicy: Always`) left running once its `startupProbe` passes,
 //! probed exactly as declared (httpGet path and port on the Pod IP,
-//! `periodSeconds`, `failureThreshold`, `timeoutSeconds`) — and calls any
-//! container's httpGet probes as declared.
+//! `initialDelaySeconds`, `periodSeconds`, `failureThreshold`,
+//! `timeoutSeconds`; at most a minute here) — and calls any container's
+//! httpGet probes as declared.
 //!
 //! Each container runs with only its own `command`+`args` (the command
 //! found in the image, which maps to a local binary), only its declared
@@ -15,8 +16,9 @@
 //! from the Pod (`fieldRef` metadata.name, metadata.namespace,
 //! spec.serviceAccountName, status.podIP), its `volumeMounts` bind-mounted
 //! in a mount namespace of its own (a projected `serviceAccountToken`
-//! volume holds the token the test gives; an `emptyDir` is a fresh
-//! directory; `readOnly` mounts are remounted read-only), and its
+//! volume holds a token the test issues for the source's own audience and
+//! expiry; an `emptyDir` is a fresh directory; `readOnly` mounts are
+//! remounted read-only), and its
 //! `securityContext` applied with `setpriv` (runAsUser/runAsGroup, no
 //! supplementary groups, `allowPrivilegeEscalation: false` as no_new_privs,
 //! capabilities as the bounding set, `runAsNonRoot` checked). The Pod's
@@ -30,8 +32,9 @@
 //! enforce `readOnlyRootFilesystem` or resources, restart containers,
 //! refresh the token, expand `$(VAR)`, resolve env from ConfigMaps,
 //! Secrets or resourceFieldRef, mount other volume kinds, or run tcpSocket,
-//! grpc or exec probes. A mount path missing on this host is created (and
-//! removed on drop), as the container runtime creates it in the image.
+//! grpc or exec probes. A mount path (or `/etc/netns/<ns>`) missing on this
+//! host is created and removed on drop, as the runtime creates a mount
+//! point in the image.
 
 use crate::netns::{text, Tools};
 use crate::{get, Resp};
@@ -53,7 +56,6 @@ pub struct Kubelet {
     pod: Value,
     netns: String,
     pod_ip: Ipv4Addr,
-    token: String,
     images: HashMap<String, PathBuf>,
     ip: PathBuf,
     setpriv: PathBuf,
@@ -65,25 +67,27 @@ pub struct Kubelet {
 
 impl Kubelet {
     /// A kubelet for `pod` (as the API server stored it) in network
-    /// namespace `netns` at `pod_ip`; `token` is what a projected
-    /// serviceAccountToken volume holds; `images` maps an image to the
-    /// local binary standing in for it.
+    /// namespace `netns` at `pod_ip`; `images` maps an image to the local
+    /// binary standing in for it. Each projected serviceAccountToken
+    /// volume is filled at once with what `issue(audience, expiration)`
+    /// returns for the source's own `audience` (`""` when it names none:
+    /// the API server's) and `expirationSeconds` (default an hour), as the
+    /// kubelet asks TokenRequest.
     pub fn new(
         pod: Value,
         tools: &Tools,
         netns: &str,
         pod_ip: Ipv4Addr,
-        token: &str,
+        issue: &dyn Fn(&str, Duration) -> Result<String, String>,
         images: &[(&str, &Path)],
-    ) -> Kubelet {
+    ) -> Result<Kubelet, String> {
         let dir = std::env::temp_dir().join(format!("weft-kubelet-{}-{netns}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         mkdir(&dir, 0o755);
-        Kubelet {
+        let kubelet = Kubelet {
             pod,
             netns: netns.to_string(),
             pod_ip,
-            token: token.to_string(),
             images: images
                 .iter()
                 .map(|(i, p)| (i.to_string(), p.to_path_buf()))
@@ -94,7 +98,42 @@ impl Kubelet {
             hosts: Vec::new(),
             created: Vec::new(),
             children: Vec::new(),
+        };
+        kubelet.project_tokens(issue)?;
+        Ok(kubelet)
+    }
+
+    /// Writes each projected volume's tokens (mode 0644, as `defaultMode`).
+    fn project_tokens(
+        &self,
+        issue: &dyn Fn(&str, Duration) -> Result<String, String>,
+    ) -> Result<(), String> {
+        for v in self.pod["spec"]["volumes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let Some(sources) = v["projected"]["sources"].as_array() else {
+                continue;
+            };
+            let name = v["name"].as_str().ok_or("a volume without a name")?;
+            let dir = self.dir.join(format!("volume-{name}"));
+            mkdir(&dir, 0o755);
+            for s in sources {
+                let t = &s["serviceAccountToken"];
+                let path = t["path"].as_str().ok_or(format!(
+                    "{name}: only serviceAccountToken sources are projected here"
+                ))?;
+                let audience = t["audience"].as_str().unwrap_or("");
+                let ttl = Duration::from_secs(t["expirationSeconds"].as_u64().unwrap_or(3600));
+                let token = issue(audience, ttl).map_err(|e| format!("{name}: {e}"))?;
+                let file = dir.join(path);
+                fs::write(&file, token).map_err(|e| e.to_string())?;
+                fs::set_permissions(&file, fs::Permissions::from_mode(0o644))
+                    .map_err(|e| e.to_string())?;
+            }
         }
+        Ok(())
     }
 
     /// The Pod this kubelet runs.
@@ -214,6 +253,8 @@ impl Kubelet {
         let threshold = probe["failureThreshold"].as_u64().unwrap_or(3);
         let deadline = tokio::time::Instant::now() + STARTUP_CAP;
         let mut last = String::new();
+        let delay = probe["initialDelaySeconds"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(delay)).await;
         for _ in 0..threshold {
             self.check_running()?;
             match call(&self.pod_ip, c, probe).await {
@@ -365,18 +406,7 @@ impl Kubelet {
         if dir.exists() {
             return Ok(dir);
         }
-        if let Some(sources) = spec["projected"]["sources"].as_array() {
-            mkdir(&dir, 0o755);
-            for s in sources {
-                let path = s["serviceAccountToken"]["path"].as_str().ok_or(format!(
-                    "{name}: only serviceAccountToken sources are projected here"
-                ))?;
-                let file = dir.join(path);
-                fs::write(&file, &self.token).map_err(|e| e.to_string())?;
-                fs::set_permissions(&file, fs::Permissions::from_mode(0o644))
-                    .map_err(|e| e.to_string())?;
-            }
-        } else if spec["emptyDir"].is_object() {
+        if spec["emptyDir"].is_object() {
             mkdir(&dir, 0o777);
         } else {
             return Err(format!(
@@ -403,9 +433,9 @@ impl Kubelet {
 
     /// The Pod's `/etc/hosts`: localhost, the Pod's own name, then the
     /// test's names.
-    fn write_hosts(&self) -> Result<(), String> {
+    fn write_hosts(&mut self) -> Result<(), String> {
         let dir = Path::new("/etc/netns").join(&self.netns);
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        self.ensure_dir(&dir)?;
         let name = self.pod["metadata"]["name"].as_str().unwrap_or("pod");
         let mut hosts = format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost\n{}\t{name}\n",
@@ -431,7 +461,7 @@ impl Drop for Kubelet {
                 eprintln!("----- container {name} -----\n{}", self.logs(name));
             }
         }
-        let _ = fs::remove_dir_all(Path::new("/etc/netns").join(&self.netns));
+        let _ = fs::remove_file(Path::new("/etc/netns").join(&self.netns).join("hosts"));
         for d in self.created.iter().rev() {
             let _ = fs::remove_dir(d);
         }

@@ -121,24 +121,22 @@ async fn the_kubelet_runs_the_injected_pod_as_stored_and_its_probes_get_the_apps
 
     // The kubelet: the projected token, the control plane's Service name
     // resolved to the Pod's loopback and relayed from there.
-    let token = fake
-        .service_account_token(
-            "shop",
-            "reviews",
-            &["weft"],
-            Duration::from_secs(3600),
-            Some("reviews-0"),
-        )
-        .expect("a token");
+    // The token the kubelet asks for: the volume's audience and expiry,
+    // bound to the Pod.
+    let issue = |audience: &str, ttl: Duration| {
+        let audiences: Vec<&str> = [audience].into_iter().filter(|a| !a.is_empty()).collect();
+        fake.service_account_token("shop", "reviews", &audiences, ttl, Some("reviews-0"))
+    };
     let ns = net.ns().to_string();
     let mut kubelet = Kubelet::new(
         stored,
         &net.sandbox().tools,
         &ns,
         pod_ip,
-        &token,
+        &issue,
         &[(IMAGE, Path::new(&proxy))],
-    );
+    )
+    .expect("the kubelet takes the Pod");
     kubelet.host("weft-control-plane.weft-system.svc", "127.0.0.1");
     net.expose_at(Ipv4Addr::LOCALHOST, 15012, cp.listen);
     kubelet
