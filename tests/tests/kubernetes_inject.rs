@@ -14,58 +14,14 @@ use std::time::Duration;
 use weft_tests::kube_cluster::{
     control_plane_rbac, install_control_plane_account_with, without_rule,
 };
-use weft_tests::kube_fake::{b64_decode, KubeFake};
+use weft_tests::kube_fake::KubeFake;
+use weft_tests::kube_install::{
+    bundles, ca_root, control_plane_with_webhook, wait_bundles, webhook_configuration, ADMISSION,
+    CONFIGURATION,
+};
 use weft_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
-const SERVING: &str = "weft-control-plane serving";
-const CONFIGURATION: &str = "weft-sidecar-injector";
-const ADMISSION: &str = "admissionregistration.k8s.io/v1";
-
-/// The configuration as the contract has it: one webhook for labelled
-/// namespaces, one for labelled Pods elsewhere, never kube-system or the
-/// control plane's own namespace, an opted-out Pod never; both with
-/// `failurePolicy: Fail` and the given caBundle.
-fn webhook_configuration(ca_bundle: &str) -> Value {
-    let not_system = json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                            "values": ["kube-system", "weft-system"]});
-    let hook = |name: &str, namespaces: Value, objects: Value| {
-        json!({
-            "name": name,
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "Never",
-            "timeoutSeconds": 10,
-            "namespaceSelector": namespaces,
-            "objectSelector": objects,
-            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "clientConfig": {
-                "service": {"namespace": "weft-system", "name": "weft-control-plane",
-                            "port": 15017, "path": "/inject"},
-                "caBundle": ca_bundle,
-            },
-        })
-    };
-    json!({
-        "apiVersion": ADMISSION,
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": CONFIGURATION},
-        "webhooks": [
-            hook("namespace.inject.weft.dev",
-                 json!({"matchExpressions": [
-                     {"key": "weft.dev/inject", "operator": "In", "values": ["enabled"]}, not_system]}),
-                 json!({"matchExpressions": [
-                     {"key": "weft.dev/inject", "operator": "NotIn", "values": ["disabled"]}]})),
-            hook("pod.inject.weft.dev",
-                 json!({"matchExpressions": [
-                     {"key": "weft.dev/inject", "operator": "NotIn", "values": ["enabled", "disabled"]},
-                     not_system]}),
-                 json!({"matchLabels": {"weft.dev/inject": "enabled"}})),
-        ],
-    })
-}
 
 /// A cluster with the control plane's account (`rbac`), namespaces
 /// `shop` (labelled enabled), `plain` (unlabelled) and `off` (labelled
@@ -84,62 +40,6 @@ async fn cluster(rbac: Vec<Value>, configuration: bool) -> (KubeFake, PathBuf) {
     }
     let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
     (fake, kubeconfig)
-}
-
-/// The control plane with the webhook on a free loopback port, routed as
-/// Service `weft-system/weft-control-plane`.
-fn control_plane(fake: &KubeFake, kubeconfig: &std::path::Path) -> ControlPlane {
-    let cp = ControlPlane::start_kubernetes_ca_secret(
-        kubeconfig,
-        &["--webhook", "127.0.0.1:0", "--ca-bundle-interval", "200ms"],
-        SERVING,
-    );
-    let webhook = cp
-        .webhook
-        .expect("the serving line names the webhook address");
-    fake.route_service("weft-system", "weft-control-plane", webhook);
-    cp
-}
-
-/// The mesh CA root, from Secret `weft-ca`.
-async fn ca_root(fake: &KubeFake) -> String {
-    let secret = fake
-        .get("v1", "Secret", Some("weft-system"), "weft-ca")
-        .await
-        .expect("the weft-ca Secret");
-    let pem = b64_decode(secret["data"]["ca.pem"].as_str().unwrap()).unwrap();
-    String::from_utf8(pem).unwrap()
-}
-
-/// The caBundles of the configuration's webhooks, decoded.
-async fn bundles(fake: &KubeFake) -> Vec<String> {
-    let config = fake
-        .get(
-            ADMISSION,
-            "MutatingWebhookConfiguration",
-            None,
-            CONFIGURATION,
-        )
-        .await
-        .expect("the configuration");
-    config["webhooks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            let b64 = w["clientConfig"]["caBundle"].as_str().unwrap_or("");
-            String::from_utf8(b64_decode(b64).unwrap_or_default()).unwrap_or_default()
-        })
-        .collect()
-}
-
-async fn wait_bundles(fake: &KubeFake, root: &str) {
-    eventually(
-        "the control plane sets both caBundles to the mesh root",
-        LIMIT,
-        || async { bundles(fake).await.iter().all(|b| b == root).then_some(()) },
-    )
-    .await;
 }
 
 /// A Pod of `ns` with an HTTP readiness probe on a named port.
@@ -222,7 +122,7 @@ async fn injected(fake: &KubeFake, pod: Value, root: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_where_injection_is_enabled_come_back_injected_and_a_stopped_webhook_refuses_them() {
     let (fake, kubeconfig) = cluster(control_plane_rbac(), true).await;
-    let mut cp = control_plane(&fake, &kubeconfig);
+    let mut cp = control_plane_with_webhook(&fake, &kubeconfig);
     let root = ca_root(&fake).await;
     wait_bundles(&fake, &root).await;
     let config = cp.admin_json("/config").await;
@@ -339,7 +239,7 @@ async fn a_missing_permission_or_configuration_is_shown_and_the_webhook_still_se
     let mut rbac = control_plane_rbac();
     without_rule(&mut rbac[0], "mutatingwebhookconfigurations");
     let (fake, kubeconfig) = cluster(rbac, true).await;
-    let cp = control_plane(&fake, &kubeconfig);
+    let cp = control_plane_with_webhook(&fake, &kubeconfig);
     let permission =
         "get mutatingwebhookconfigurations.admissionregistration.k8s.io weft-sidecar-injector";
     let config = eventually("/config names the missing permission", LIMIT, || async {
@@ -366,7 +266,7 @@ async fn a_missing_permission_or_configuration_is_shown_and_the_webhook_still_se
 
     // Without the configuration: /config says so; created, it is filled in.
     let (fake, kubeconfig) = cluster(control_plane_rbac(), false).await;
-    let cp = control_plane(&fake, &kubeconfig);
+    let cp = control_plane_with_webhook(&fake, &kubeconfig);
     eventually(
         "/config says the configuration is missing",
         LIMIT,

@@ -20,6 +20,7 @@ mod deployment;
 mod permissions;
 mod proxies;
 mod report;
+mod url_post;
 mod version;
 mod webhook;
 
