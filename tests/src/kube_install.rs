@@ -3,15 +3,21 @@
 //! plane's Service, Deployment (with the status the Deployment controller
 //! would write), Pods (Running, their admin port routed through the pod
 //! proxy), meshed Pods as the injector leaves them, the webhook
-//! configuration of the contract, and a stand-in for the injection webhook.
+//! configuration of the contract; the real control plane with its
+//! injection webhook routed as its Service, waiting for the caBundles it
+//! fills in; and a webhook that is not Weft's (answering another uid).
 
+pub use crate::inject_cluster::{
+    bundles, ca_root, injector_control_plane, wait_bundles, webhook_configuration, ADMISSION,
+    CONFIGURATION, SERVING,
+};
 use crate::kube_fake::KubeFake;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::PrivatePkcs8KeyDer;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use weft_mesh::identity::ca::CertificateAuthority;
 
@@ -98,76 +104,41 @@ pub async fn meshed_pod(fake: &KubeFake, name: &str, sa: &str) {
     .await;
 }
 
-/// The webhook configuration of the contract: two webhooks, both to the
-/// control plane's Service port 15017 `/inject`, with `ca_bundle`.
-pub fn webhook_configuration(ca_bundle: &str) -> Value {
-    let hook = |name: &str, ns_sel: Value, obj_sel: Value| {
-        json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
-            "failurePolicy": "Fail", "reinvocationPolicy": "Never", "timeoutSeconds": 10,
-            "clientConfig": {"service": {"namespace": NS, "name": CP, "port": 15017, "path": "/inject"},
-                "caBundle": ca_bundle},
-            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-            "namespaceSelector": ns_sel, "objectSelector": obj_sel})
-    };
-    let not_disabled = json!({"matchExpressions": [
-        {"key": "weft.dev/inject", "operator": "NotIn", "values": ["disabled"]}]});
-    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "weft-sidecar-injector"},
-        "webhooks": [
-            hook("namespace.inject.weft.dev",
-                json!({"matchLabels": {"weft.dev/inject": "enabled"}}), not_disabled),
-            hook("pod.inject.weft.dev",
-                json!({"matchExpressions": [
-                    {"key": "weft.dev/inject", "operator": "NotIn", "values": ["enabled", "disabled"]},
-                    {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NS]}]}),
-                json!({"matchLabels": {"weft.dev/inject": "enabled"}}))]})
-}
-
-/// The injection webhook's stand-in: HTTPS with a certificate from the
-/// mesh CA, answering every AdmissionReview allowed with its uid; counts
-/// the dry-run reviews it got.
-pub async fn webhook(ca: &CertificateAuthority) -> (SocketAddr, Arc<AtomicUsize>) {
-    let me = crate::mesh::identity(
-        ca,
-        "spiffe://weft.local/ns/weft-system/sa/weft-control-plane",
-    );
+/// A webhook that is not Weft's: HTTPS on a free loopback port with a
+/// certificate for `localhost` from the mesh CA `ca`, answering every
+/// AdmissionReview allowed but with another uid than the one asked.
+pub async fn wrong_uid_webhook(ca: &CertificateAuthority) -> SocketAddr {
+    let ca_key = rcgen::KeyPair::from_pem(ca.key_pem()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca.cert_pem(), ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(me.cert_chain, me.key)
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let dry_runs = Arc::new(AtomicUsize::new(0));
-    let seen = dry_runs.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await?.to_bytes();
-                        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        if path == "/inject" && review["request"]["dryRun"] == true {
-                            seen.fetch_add(1, Ordering::SeqCst);
-                        }
-                        let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                            "response": {"uid": review["request"]["uid"], "allowed": true}});
-                        Ok::<_, hyper::Error>(
-                            http::Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(bytes::Bytes::from(answer.to_string())))
-                                .unwrap(),
-                        )
-                    }
+                let svc = service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+                    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                        "response": {"uid": "00000000-0000-0000-0000-000000000000", "allowed": true}});
+                    http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(bytes::Bytes::from(answer.to_string())))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
@@ -175,5 +146,5 @@ pub async fn webhook(ca: &CertificateAuthority) -> (SocketAddr, Arc<AtomicUsize>
             });
         }
     });
-    (addr, dry_runs)
+    addr
 }

@@ -11,16 +11,15 @@
 //! resumes and catches up.
 //!
 //! The fake forwards the service and pod `proxy` subresources to the
-//! addresses routed here (`KubeFake::route_proxy`): the control plane's
-//! admin endpoint for its Pod, and the injection webhook for the Service's
-//! port 15017. The webhook is a stand-in on this side (HTTPS, a
-//! certificate from the mesh CA, answering each AdmissionReview allowed)
-//! and the caBundle is set here from the Secret, as the control plane's
-//! injector does it.
+//! addresses routed here: the control plane's admin endpoint for its Pod
+//! (`KubeFake::route_proxy`), and the Service to the control plane's real
+//! injection webhook (`serve --webhook`, `KubeFake::route_service`), whose
+//! caBundles the control plane fills in itself. The check's dry-run review
+//! reaches that webhook and is answered allowed without a patch; every
+//! distinct `clientConfig` is tried once, and a webhook that is not Weft's
+//! (another uid in its answer) or not there is named.
 
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weft_mesh::identity::ca::CertificateAuthority;
 use weft_tests::kube_cluster::{
@@ -189,7 +188,7 @@ struct Healthy {
     fake: KubeFake,
     cp: ControlPlane,
     root: String,
-    dry_runs: Arc<AtomicUsize>,
+    ca: CertificateAuthority,
     /// The sidecars of `shop/reviews-7f9c-x2x4q` and `shop/ratings-0`
     /// (each with its app).
     sidecars: Vec<(Proxy, Upstream)>,
@@ -216,15 +215,15 @@ async fn healthy() -> Healthy {
             "rules": [{"backendRefs": [{"name": "reviews", "port": 9080}]}]}}))
         .await;
 
+    // As the chart leaves it: the caBundles empty until the control plane
+    // fills them in.
+    fake.create(webhook_configuration("")).await;
+
     let kubeconfig = fake.service_account_kubeconfig(CONTROL_PLANE.0, CONTROL_PLANE.1);
-    let cp =
-        ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], "weft-control-plane serving");
+    let cp = injector_control_plane(&fake, &kubeconfig, &[]);
     let (ca, root) = ca_from_secret(&fake, &cp).await;
     control_plane_pod(&fake, cp.admin).await;
-    let (hook, dry_runs) = webhook(&ca).await;
-    fake.route_proxy("services", NS, CP, 15017, hook);
-    let bundle = weft_tests::kube_fake::b64_std(root.as_bytes());
-    fake.create(webhook_configuration(&bundle)).await;
+    wait_bundles(&fake, &root).await;
 
     let dir = TempDir::new("check");
     let sidecars = vec![
@@ -240,7 +239,7 @@ async fn healthy() -> Healthy {
         fake,
         cp,
         root,
-        dry_runs,
+        ca,
         sidecars,
         _dir: dir,
     }
@@ -248,12 +247,7 @@ async fn healthy() -> Healthy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_install_passes_every_check() {
-    let Healthy {
-        fake,
-        root,
-        dry_runs,
-        ..
-    } = &healthy().await;
+    let Healthy { fake, cp, root, .. } = &healthy().await;
     let (code, lines) = check(fake, &[]).await;
     let all = lines.join("\n");
     let until = not_after(root);
@@ -263,7 +257,7 @@ async fn a_healthy_install_passes_every_check() {
         "✓ CRDs installed and established: 4 weft.dev (schema as this binary's), HTTPRoute and GRPCRoute v1, ReferenceGrant v1beta1".into(),
         "✓ control plane Deployment weft-system/weft-control-plane ready: 2/2 replicas".into(),
         format!("✓ MutatingWebhookConfiguration weft-sidecar-injector: 2 webhooks, each caBundle the mesh CA root (valid until {until})"),
-        "✓ injection webhook https://weft-control-plane.weft-system.svc:15017/inject reachable: a dry-run AdmissionReview came back answered (allowed)".into(),
+        "✓ injection webhook https://weft-control-plane.weft-system.svc:15017/inject reachable: a dry-run AdmissionReview came back answered (allowed, no patch)".into(),
         format!("✓ ServiceAccount weft-system/weft-control-plane permissions: all {} of its RBAC rules' permissions granted", permission_count()),
         "✓ all 2 meshed pods' proxies connected and up to date".into(),
         "✓ no route or Weft resource with a failing condition (1 checked)".into(),
@@ -280,11 +274,11 @@ async fn a_healthy_install_passes_every_check() {
     );
     assert_eq!(lines.len(), want_exact.len() + 1, "{all}");
     assert_eq!(code, 0, "{all}");
-    assert_eq!(
-        dry_runs.load(Ordering::SeqCst),
-        1,
-        "the webhook got the dry-run review"
-    );
+    // The real webhook got the one dry-run review and let it through
+    // unchanged (the Pod is labelled weft.dev/inject=disabled).
+    assert_eq!(cp.metric("weft_cp_injection_skips_total").await, 1.0);
+    assert_eq!(cp.metric("weft_cp_injections_total").await, 0.0);
+    assert_eq!(cp.metric("weft_cp_injection_denials_total").await, 0.0);
 
     // The same findings as one JSON document.
     let (code, json_lines) = check(fake, &["--output", "json"]).await;
@@ -299,6 +293,76 @@ async fn a_healthy_install_passes_every_check() {
         json!({"check": "deployment", "ok": true,
         "what": "control plane Deployment weft-system/weft-control-plane ready: 2/2 replicas"})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_distinct_webhook_endpoint_is_tried_once_and_each_bad_one_named() {
+    let Healthy {
+        fake, cp, root, ca, ..
+    } = &healthy().await;
+    // Three more webhooks: one to the same Service as the first two, one
+    // to a Service that does not exist, one to a URL served by something
+    // that is not Weft's injector (its answer carries another uid). Their
+    // caBundles are left for the control plane to fill in.
+    let stranger = wrong_uid_webhook(ca).await;
+    let url = format!("https://localhost:{}/inject", stranger.port());
+    let mut config = fake
+        .get(
+            ADMISSION,
+            "MutatingWebhookConfiguration",
+            None,
+            CONFIGURATION,
+        )
+        .await
+        .unwrap();
+    let first = config["webhooks"][0].clone();
+    let extra = |name: &str, client: Value| {
+        let mut hook = first.clone();
+        hook["name"] = name.into();
+        hook["clientConfig"] = client;
+        hook
+    };
+    let hooks = config["webhooks"].as_array_mut().unwrap();
+    hooks.push(extra(
+        "again.inject.weft.dev",
+        json!({"service": {"namespace": NS, "name": CP, "port": 15017, "path": "/inject"}}),
+    ));
+    hooks.push(extra(
+        "old.inject.weft.dev",
+        json!({"service": {"namespace": NS, "name": "weft-injector-old", "port": 443, "path": "/inject"}}),
+    ));
+    hooks.push(extra("url.inject.weft.dev", json!({"url": url})));
+    fake.replace(config).await;
+    wait_bundles(fake, root).await;
+
+    let (code, lines) = check(fake, &[]).await;
+    let all = lines.join("\n");
+    let webhook_lines: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("webhook"))
+        .map(String::as_str)
+        .collect();
+    let until = not_after(root);
+    let want = [
+        format!("✓ MutatingWebhookConfiguration weft-sidecar-injector: 5 webhooks, each caBundle the mesh CA root (valid until {until})"),
+        "✓ injection webhook https://weft-control-plane.weft-system.svc:15017/inject reachable: a dry-run AdmissionReview came back answered (allowed, no patch)".into(),
+        "✗ injection webhook https://weft-injector-old.weft-system.svc:443/inject: Service weft-system/weft-injector-old not found — fix: helm upgrade --install weft charts/weft -n weft-system".into(),
+        format!("✗ injection webhook {url}: answered, but not the AdmissionReview sent (response.uid \"00000000-0000-0000-0000-000000000000\", sent \""),
+    ];
+    assert_eq!(webhook_lines.len(), want.len(), "{all}");
+    for (got, want) in webhook_lines.iter().zip(&want) {
+        assert!(
+            got.starts_with(want.as_str()),
+            "{got:?}\nis not {want:?}\nin:\n{all}"
+        );
+    }
+    assert!(
+        webhook_lines[3].ends_with("— fix: something other than Weft's injector answers there: check clientConfig of weft-sidecar-injector names the control plane's Service and see kubectl -n weft-system logs deployment/weft-control-plane"),
+        "{all}"
+    );
+    assert_eq!(code, 1, "{all}");
+    // Three webhooks name the control plane's Service: one review reached it.
+    assert_eq!(cp.metric("weft_cp_injection_skips_total").await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,8 +420,7 @@ async fn a_broken_install_says_what_is_wrong_and_how_to_fix_it() {
     .await;
 
     let kubeconfig = fake.service_account_kubeconfig(CONTROL_PLANE.0, CONTROL_PLANE.1);
-    let cp =
-        ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], "weft-control-plane serving");
+    let cp = ControlPlane::start_kubernetes_ca_secret(&kubeconfig, &[], SERVING);
     std::fs::write(cp.ca_file(), &ca_pem).unwrap();
     control_plane_pod(&fake, cp.admin).await;
     let dir = TempDir::new("check");

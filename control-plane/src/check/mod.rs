@@ -1,8 +1,9 @@
 //! `weft-control-plane check`: the pre-flight and health check of an
 //! installed mesh, against the current `KUBECONFIG`. It reads the cluster
-//! as the user running it (never changing anything: the one write is a
-//! dry-run AdmissionReview) and prints one line per finding, ✓ or ✗ with
-//! the reason and the fix; the exit code is 1 when any line is a ✗.
+//! as the user running it (never changing anything: the only writes are
+//! dry-run AdmissionReviews, one per webhook endpoint) and prints one line
+//! per finding, ✓ or ✗ with the reason and the fix; the exit code is 1
+//! when any line is a ✗.
 //!
 //! In order: the API server and its version ([`version`]), the CRDs
 //! ([`definitions`]), the control plane's Deployment ([`deployment`]),
@@ -20,6 +21,7 @@ mod deployment;
 mod permissions;
 mod proxies;
 mod report;
+mod url_post;
 mod version;
 mod webhook;
 

@@ -2,12 +2,16 @@
 //! (`weft-sidecar-injector`): present, every webhook's `caBundle` a valid,
 //! unexpired PEM certificate equal to the mesh CA root (the API server
 //! trusts the webhook's serving certificate through it), and the webhook
-//! reachable: a dry-run AdmissionReview POSTed through the API server's
-//! service proxy comes back answered with the same uid.
+//! reachable: a dry-run AdmissionReview of a Pod labelled
+//! `weft.dev/inject=disabled` is sent to each distinct `clientConfig` of
+//! the configuration once (a Service through the API server's service
+//! proxy, a URL directly) and must come back with the same uid, allowed,
+//! without a patch.
 
 use super::certs::{self, Cert};
 use super::cluster::{Cluster, Failure};
 use super::report::Line;
+use super::url_post;
 use serde_json::{json, Value};
 
 const CHECK: &str = "webhook";
@@ -78,7 +82,9 @@ pub(crate) async fn check(
             format!("{what}: {} webhooks, each caBundle {compared}", hooks.len()),
         ));
     }
-    lines.push(reachable(cluster, &hooks[0]).await);
+    for (target, ca_bundle) in targets(&hooks) {
+        lines.push(reachable(cluster, &target, &ca_bundle).await);
+    }
     lines
 }
 
@@ -115,56 +121,83 @@ fn ca_bundle_problem(
     None
 }
 
-/// POSTs a dry-run AdmissionReview through the service proxy.
-async fn reachable(cluster: &Cluster, hook: &Value) -> Line {
-    let svc = &hook["clientConfig"]["service"];
-    let ns = svc["namespace"].as_str().unwrap_or(&cluster.namespace);
-    let name = svc["name"].as_str().unwrap_or(super::deployment::NAME);
-    let port = svc["port"].as_u64().unwrap_or(443);
-    let hook_path = svc["path"].as_str().unwrap_or("/");
-    let url = format!("https://{name}.{ns}.svc:{port}{hook_path}");
-    let what = format!("injection webhook {url}");
+/// Where the API server sends a webhook's reviews.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    /// `clientConfig.service`: reached through the API server's service proxy.
+    Service {
+        ns: String,
+        name: String,
+        port: u64,
+        path: String,
+    },
+    /// `clientConfig.url`: called directly.
+    Url(String),
+    /// Neither: the named webhook cannot be called at all.
+    Nowhere(String),
+}
+
+/// Each distinct target of `hooks`, in order, with the `caBundle` of the
+/// first webhook naming it (the trust for a URL).
+fn targets(hooks: &[Value]) -> Vec<(Target, String)> {
+    let mut out: Vec<(Target, String)> = Vec::new();
+    for hook in hooks {
+        let config = &hook["clientConfig"];
+        let svc = &config["service"];
+        let target = if let Some(url) = config["url"].as_str() {
+            Target::Url(url.to_string())
+        } else if svc.is_object() {
+            Target::Service {
+                ns: svc["namespace"].as_str().unwrap_or("").to_string(),
+                name: svc["name"].as_str().unwrap_or("").to_string(),
+                port: svc["port"].as_u64().unwrap_or(443),
+                path: svc["path"].as_str().unwrap_or("/").to_string(),
+            }
+        } else {
+            Target::Nowhere(hook["name"].as_str().unwrap_or("?").to_string())
+        };
+        if !out.iter().any(|(t, _)| *t == target) {
+            let bundle = config["caBundle"].as_str().unwrap_or("").to_string();
+            out.push((target, bundle));
+        }
+    }
+    out
+}
+
+/// POSTs a dry-run AdmissionReview to one target: through the service
+/// proxy for a Service, directly for a URL.
+async fn reachable(cluster: &Cluster, target: &Target, ca_bundle: &str) -> Line {
+    let own = &cluster.namespace;
+    let (ns, name, port, hook_path) = match target {
+        Target::Service {
+            ns,
+            name,
+            port,
+            path,
+        } => (ns, name, port, path),
+        Target::Url(url) => return reachable_url(url, ca_bundle, own).await,
+        Target::Nowhere(hook) => {
+            return Line::fail(
+                CHECK,
+                format!("webhook {hook} ({CONFIGURATION})"),
+                "its clientConfig names no Service and no URL: the API server cannot call it",
+                format!("helm upgrade weft charts/weft -n {own}"),
+            )
+        }
+    };
+    let what = format!("injection webhook https://{name}.{ns}.svc:{port}{hook_path}");
     let fix = format!(
         "check the control plane's pods are ready and serve the webhook (serve --webhook 0.0.0.0:{port}): kubectl -n {ns} get endpointslices -l kubernetes.io/service-name={name}; kubectl -n {ns} logs deployment/weft-control-plane"
     );
-    if svc.is_null() {
-        return Line::fail(
-            CHECK,
-            what,
-            "clientConfig names no Service",
-            format!("helm upgrade weft charts/weft -n {ns}"),
-        );
-    }
     let uid = uid();
     let path = format!("/api/v1/namespaces/{ns}/services/https:{name}:{port}/proxy{hook_path}");
     match cluster.post(&path, &review(&uid)).await {
-        Ok(answer) if answer["response"]["uid"] == uid.as_str() => {
-            let verdict = if answer["response"]["allowed"] == true {
-                "allowed"
-            } else {
-                "denied"
-            };
-            Line::ok(
-                CHECK,
-                format!(
-                    "{what} reachable: a dry-run AdmissionReview came back answered ({verdict})"
-                ),
-            )
-        }
-        Ok(answer) => Line::fail(
-            CHECK,
-            what,
-            format!(
-                "answered, but not the AdmissionReview sent (response.uid {:?}, sent {uid:?})",
-                answer["response"]["uid"]
-            ),
-            fix,
-        ),
+        Ok(answer) => judge(what, &answer, &uid, "", own),
         Err(Failure::NotFound) => Line::fail(
             CHECK,
             what,
             format!("Service {ns}/{name} not found"),
-            format!("helm upgrade --install weft charts/weft -n {ns}"),
+            format!("helm upgrade --install weft charts/weft -n {own}"),
         ),
         Err(Failure::Forbidden(m)) => Line::fail(
             CHECK,
@@ -179,6 +212,62 @@ async fn reachable(cluster: &Cluster, hook: &Value) -> Line {
             fix,
         ),
     }
+}
+
+/// A `clientConfig.url` webhook, called from where `check` runs.
+async fn reachable_url(url: &str, ca_bundle: &str, ns: &str) -> Line {
+    let what = format!("injection webhook {url}");
+    let uid = uid();
+    match url_post::post(url, ca_bundle, &review(&uid)).await {
+        Ok(answer) => judge(what, &answer, &uid, " (clientConfig.url, called from here)", ns),
+        Err(why) => Line::fail(
+            CHECK,
+            what,
+            format!("not reachable from here (clientConfig.url, called directly): {why}"),
+            format!("check the URL serves the webhook with a certificate its caBundle verifies, or point clientConfig at the control plane's Service: helm upgrade weft charts/weft -n {ns}"),
+        ),
+    }
+}
+
+/// The line for an answer to the review with `uid`: it must be that
+/// review's, allowed, and without a patch (the Pod opted out).
+fn judge(what: String, answer: &Value, uid: &str, how: &str, ns: &str) -> Line {
+    let response = &answer["response"];
+    let logs = format!("kubectl -n {ns} logs deployment/weft-control-plane");
+    if response["uid"] != uid {
+        return Line::fail(
+            CHECK,
+            what,
+            format!(
+                "answered, but not the AdmissionReview sent (response.uid {}, sent {uid:?})",
+                response["uid"]
+            ),
+            format!("something other than Weft's injector answers there: check clientConfig of {CONFIGURATION} names the control plane's Service and see {logs}"),
+        );
+    }
+    if response["allowed"] != true {
+        let message = response["status"]["message"]
+            .as_str()
+            .unwrap_or("no message");
+        return Line::fail(
+            CHECK,
+            what,
+            format!("it refused the dry-run review of a Pod labelled weft.dev/inject=disabled: {message}"),
+            format!("opted-out Pods must be allowed unchanged: see {logs}"),
+        );
+    }
+    if response.get("patch").is_some_and(|p| !p.is_null()) {
+        return Line::fail(
+            CHECK,
+            what,
+            "it answered the dry-run review of a Pod labelled weft.dev/inject=disabled with a patch: it would change opted-out Pods",
+            format!("run a control plane of this version (opted-out Pods are allowed unchanged): see {logs}"),
+        );
+    }
+    Line::ok(
+        CHECK,
+        format!("{what} reachable{how}: a dry-run AdmissionReview came back answered (allowed, no patch)"),
+    )
 }
 
 /// A per-run uid for the review.
@@ -223,4 +312,148 @@ fn review(uid: &str) -> Value {
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "dryRun": ["All"]},
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(name: &str, config: Value) -> Value {
+        json!({"name": name, "clientConfig": config})
+    }
+
+    #[test]
+    fn each_distinct_client_config_is_one_target() {
+        let svc = |port: u64| {
+            json!({"service": {"namespace": "weft-system", "name": "weft-control-plane",
+                "port": port, "path": "/inject"}, "caBundle": "QQ=="})
+        };
+        let hooks = [
+            hook("namespace.inject.weft.dev", svc(15017)),
+            hook("pod.inject.weft.dev", svc(15017)),
+            hook("old.inject.weft.dev", svc(15018)),
+            hook(
+                "url.inject.weft.dev",
+                json!({"url": "https://localhost:9443/inject", "caBundle": "Qg=="}),
+            ),
+            hook(
+                "again.inject.weft.dev",
+                json!({"url": "https://localhost:9443/inject"}),
+            ),
+            hook("none.inject.weft.dev", json!({})),
+            hook("none2.inject.weft.dev", json!({})),
+        ];
+        let service = |port| Target::Service {
+            ns: "weft-system".into(),
+            name: "weft-control-plane".into(),
+            port,
+            path: "/inject".into(),
+        };
+        assert_eq!(
+            targets(&hooks),
+            vec![
+                (service(15017), "QQ==".to_string()),
+                (service(15018), "QQ==".to_string()),
+                (
+                    Target::Url("https://localhost:9443/inject".into()),
+                    "Qg==".into()
+                ),
+                (
+                    Target::Nowhere("none.inject.weft.dev".into()),
+                    String::new()
+                ),
+                (
+                    Target::Nowhere("none2.inject.weft.dev".into()),
+                    String::new()
+                ),
+            ]
+        );
+        // Service defaults as the API server applies them.
+        let bare = [hook(
+            "a",
+            json!({"service": {"namespace": "n", "name": "s"}}),
+        )];
+        assert_eq!(
+            targets(&bare)[0].0,
+            Target::Service {
+                ns: "n".into(),
+                name: "s".into(),
+                port: 443,
+                path: "/".into()
+            }
+        );
+    }
+
+    #[test]
+    fn only_an_allowed_unpatched_answer_with_the_uid_sent_passes() {
+        let what = || "injection webhook x".to_string();
+        let answer = |response: Value| json!({"response": response});
+        let ok = judge(
+            what(),
+            &answer(json!({"uid": "u1", "allowed": true})),
+            "u1",
+            "",
+            "weft-system",
+        );
+        assert_eq!(
+            ok.text(),
+            "✓ injection webhook x reachable: a dry-run AdmissionReview came back answered (allowed, no patch)"
+        );
+        let wrong = judge(
+            what(),
+            &answer(json!({"uid": "u2", "allowed": true})),
+            "u1",
+            "",
+            "weft-system",
+        );
+        assert!(
+            wrong.text().starts_with("✗ injection webhook x: answered, but not the AdmissionReview sent (response.uid \"u2\", sent \"u1\") — fix: something other than Weft's injector"),
+            "{}",
+            wrong.text()
+        );
+        let missing = judge(what(), &json!({}), "u1", "", "weft-system");
+        assert!(missing.text().contains("(response.uid null, sent \"u1\")"));
+        let denied = judge(
+            what(),
+            &answer(json!({"uid": "u1", "allowed": false, "status": {"message": "no"}})),
+            "u1",
+            "",
+            "weft-system",
+        );
+        assert!(
+            denied.text().starts_with(
+                "✗ injection webhook x: it refused the dry-run review of a Pod labelled weft.dev/inject=disabled: no — fix: "
+            ),
+            "{}",
+            denied.text()
+        );
+        let patched = judge(
+            what(),
+            &answer(
+                json!({"uid": "u1", "allowed": true, "patchType": "JSONPatch", "patch": "W10="}),
+            ),
+            "u1",
+            "",
+            "weft-system",
+        );
+        assert!(
+            patched
+                .text()
+                .contains("with a patch: it would change opted-out Pods"),
+            "{}",
+            patched.text()
+        );
+    }
+
+    #[test]
+    fn the_review_is_a_dry_run_of_an_opted_out_pod() {
+        let r = review("u1");
+        assert_eq!(r["request"]["uid"], "u1");
+        assert_eq!(r["request"]["dryRun"], true);
+        assert_eq!(
+            r["request"]["object"]["metadata"]["labels"]["weft.dev/inject"],
+            "disabled"
+        );
+        assert_ne!(uid(), "");
+    }
 }
