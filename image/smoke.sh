@@ -3,7 +3,11 @@
 # CA in a mounted directory) and a sidecar in mesh mode that gets its
 # certificate and config from it over TLS, both from the image, as the
 # image's user, on a read-only root filesystem. Passes when both answer
-# /ready 200 and run as UID 1337. Host network, loopback ports only.
+# /ready 200 and run as UID 1337. Host network, loopback ports only. Then
+# the injected init container as the injector writes it (root, only
+# NET_ADMIN and NET_RAW, read-only root with a tmpfs /run) installs its
+# IPv4 and IPv6 rules in a network namespace made for it, read back from
+# the host. Needs root and `ip` for that part.
 # Usage: image/smoke.sh IMAGE
 # PODMAN_FLAGS adds podman global flags (e.g. "--runtime runc
 # --cgroup-manager cgroupfs" where crun cannot run), RUN_FLAGS run flags
@@ -16,10 +20,11 @@ read -r -a pflags <<<"${PODMAN_FLAGS:-}"
 read -r -a rflags <<<"${RUN_FLAGS:-}"
 pm() { podman "${pflags[@]}" "$@"; }
 work=$(mktemp -d)
-cp=weft-smoke-cp-$$ px=weft-smoke-proxy-$$
+cp=weft-smoke-cp-$$ px=weft-smoke-proxy-$$ netns=weft-smoke-$$
 names=("$cp" "$px")
 cleanup() {
   for n in "${names[@]}"; do pm rm -f "$n" >/dev/null 2>&1 || true; done
+  ip netns del "$netns" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -63,3 +68,18 @@ done
 curl -s "http://127.0.0.1:$cp_admin/proxies" | grep -q smoke ||
   { echo "smoke: the control plane does not list the sidecar" >&2; exit 1; }
 echo "smoke: control plane and sidecar from $image ready as UID 1337 on a read-only root; the sidecar holds a certificate and config from the control plane"
+
+# The init container, as injected (control-plane/src/inject/patch.rs).
+ip netns add "$netns"
+ip -n "$netns" link set lo up
+pm run --rm --network "ns:/run/netns/$netns" --read-only --tmpfs /run --user 0:0 \
+  --cap-drop ALL --cap-add NET_ADMIN,NET_RAW "${rflags[@]}" "$image" \
+  weft-proxy iptables --proxy-uid 1337 --proxy-gid 1337 --outbound-port 15001 --inbound-port 15006
+for t in iptables ip6tables; do
+  rules=$(ip netns exec "$netns" "$t" -t nat -S WEFT_OUTPUT)
+  grep -q -- "--uid-owner 1337" <<<"$rules" ||
+    { echo "smoke: no $t rule exempting UID 1337 in the init container's namespace:" >&2; echo "$rules" >&2; exit 1; }
+  ip netns exec "$netns" "$t" -t nat -S WEFT_REDIRECT | grep -q -- "--to-ports 15001" ||
+    { echo "smoke: no $t redirect to 15001" >&2; exit 1; }
+done
+echo "smoke: the init container from $image installed IPv4 and IPv6 interception rules as root with only NET_ADMIN and NET_RAW on a read-only root"

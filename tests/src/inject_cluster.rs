@@ -103,18 +103,21 @@ pub async fn ca_root(fake: &KubeFake) -> String {
     String::from_utf8(pem).expect("ca.pem is text")
 }
 
+/// The stored MutatingWebhookConfiguration `weft-sidecar-injector`.
+pub async fn configuration(fake: &KubeFake) -> Value {
+    fake.get(
+        ADMISSION,
+        "MutatingWebhookConfiguration",
+        None,
+        CONFIGURATION,
+    )
+    .await
+    .expect("the configuration")
+}
+
 /// The caBundles of the configuration's webhooks, decoded.
 pub async fn bundles(fake: &KubeFake) -> Vec<String> {
-    let config = fake
-        .get(
-            ADMISSION,
-            "MutatingWebhookConfiguration",
-            None,
-            CONFIGURATION,
-        )
-        .await
-        .expect("the configuration");
-    config["webhooks"]
+    configuration(fake).await["webhooks"]
         .as_array()
         .expect("webhooks")
         .iter()

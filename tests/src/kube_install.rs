@@ -8,8 +8,8 @@
 //! fills in; and a webhook that is not Weft's (answering another uid).
 
 pub use crate::inject_cluster::{
-    bundles, ca_root, injector_control_plane, wait_bundles, webhook_configuration, ADMISSION,
-    CONFIGURATION, SERVING,
+    bundles, ca_root, configuration, injector_control_plane, wait_bundles, webhook_configuration,
+    ADMISSION, CONFIGURATION, SERVING,
 };
 use crate::kube_fake::KubeFake;
 use http_body_util::Full;

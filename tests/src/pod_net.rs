@@ -179,3 +179,31 @@ impl Drop for PodNet {
         // The Sandbox deletes the namespace (and the Pod end of the link).
     }
 }
+
+/// A stand-in app for probe tests (a Python program for `python3 -c`):
+/// HTTP/1.1 on `0.0.0.0:port`, `/healthz` 200 "healthy", `/broken` a 500
+/// naming the `X-Probe` header it got, anything else 200 "app".
+pub fn probe_app_py(port: u16) -> String {
+    format!(
+        r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/healthz":
+            code, body = 200, "healthy"
+        elif self.path == "/broken":
+            code, body = 500, "broken, X-Probe=%s" % self.headers.get("X-Probe")
+        else:
+            code, body = 200, "app"
+        body = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", {port}), H).serve_forever()
+"#
+    )
+}

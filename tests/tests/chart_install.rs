@@ -11,7 +11,6 @@
 //! fails under CI (`$CI` set). `$WEFT_CHART` renders another chart folder
 //! instead of `charts/weft`.
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -108,14 +107,7 @@ fn install_rank(kind: &str) -> usize {
 }
 
 async fn send(c: &FakeClient, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let r = c
-        .send(method, path, &[("content-type", "application/json")], body)
-        .await
-        .unwrap();
-    let v = serde_json::from_slice(&r.body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into()));
-    (r.status, v)
+    c.send_json(method, path, body).await
 }
 
 /// Where a kind lives, found through discovery as kubectl finds it.

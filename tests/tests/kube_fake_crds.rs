@@ -13,14 +13,7 @@ const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGrou
 const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
 
 async fn send(c: &FakeClient, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-    let r = c
-        .send(method, path, &[("content-type", "application/json")], body)
-        .await
-        .unwrap();
-    let v = serde_json::from_slice(&r.body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into()));
-    (r.status, v)
+    c.send_json(method, path, body).await
 }
 
 fn widget_crd(versions: Value) -> Value {

@@ -306,15 +306,7 @@ async fn every_distinct_webhook_endpoint_is_tried_once_and_each_bad_one_named() 
     // caBundles are left for the control plane to fill in.
     let stranger = wrong_uid_webhook(ca).await;
     let url = format!("https://localhost:{}/inject", stranger.port());
-    let mut config = fake
-        .get(
-            ADMISSION,
-            "MutatingWebhookConfiguration",
-            None,
-            CONFIGURATION,
-        )
-        .await
-        .unwrap();
+    let mut config = configuration(fake).await;
     let first = config["webhooks"][0].clone();
     let extra = |name: &str, client: Value| {
         let mut hook = first.clone();

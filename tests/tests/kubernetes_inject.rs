@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
 use weft_tests::inject_cluster::{
-    bundles, ca_root, create_pod, injector_cluster, injector_control_plane, wait_bundles,
-    webhook_configuration, ADMISSION, CONFIGURATION,
+    bundles, ca_root, configuration, create_pod, injector_cluster, injector_control_plane,
+    wait_bundles, webhook_configuration,
 };
 use weft_tests::kube_cluster::{control_plane_rbac, without_rule};
 use weft_tests::kube_fake::KubeFake;
@@ -194,15 +194,7 @@ async fn pods_where_injection_is_enabled_come_back_injected_and_a_stopped_webhoo
     assert_eq!(cp.metric("weft_cp_injection_skips_total").await, 0.0);
 
     // A reset caBundle (as `helm upgrade` leaves it) is set again.
-    let mut reset = fake
-        .get(
-            ADMISSION,
-            "MutatingWebhookConfiguration",
-            None,
-            CONFIGURATION,
-        )
-        .await
-        .unwrap();
+    let mut reset = configuration(&fake).await;
     reset["webhooks"][1]["clientConfig"]["caBundle"] = json!("");
     fake.replace(reset).await;
     wait_bundles(&fake, &root).await;

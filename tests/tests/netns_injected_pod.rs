@@ -32,7 +32,7 @@ use weft_tests::inject_cluster::{
 use weft_tests::kube_cluster::{control_plane_rbac, endpoint_slice};
 use weft_tests::kubelet::Kubelet;
 use weft_tests::netns::{sibling_binary, skip};
-use weft_tests::pod_net::PodNet;
+use weft_tests::pod_net::{probe_app_py, PodNet};
 use weft_tests::{eventually, get};
 
 const TEST: &str = "netns injected pod test";
@@ -40,29 +40,6 @@ const IMAGE: &str = "weft.test/weft:e2e";
 const LIMIT: Duration = Duration::from_secs(20);
 /// The app's uid: not the proxy's.
 const APP_UID: u32 = 1000;
-
-/// The app: `/healthz` healthy, `/broken` a 500 naming the `X-Probe`
-/// header it got, anything else 200 "app".
-const APP_PY: &str = r#"
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        if self.path == "/healthz":
-            code, body = 200, "healthy"
-        elif self.path == "/broken":
-            code, body = 500, "broken, X-Probe=%s" % self.headers.get("X-Probe")
-        else:
-            code, body = 200, "app"
-        body = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("0.0.0.0", 9080), H).serve_forever()
-"#;
 
 /// The Pod as a Deployment would create it: liveness on a named port,
 /// readiness with a header, Strict inbound by annotation.
@@ -152,7 +129,7 @@ async fn the_kubelet_runs_the_injected_pod_as_stored_and_its_probes_get_the_apps
 
     // The app starts only now, and each rewritten probe gets its answer.
     kubelet
-        .start("reviews", APP_UID, &[&python, "-c", APP_PY])
+        .start("reviews", APP_UID, &[&python, "-c", &probe_app_py(9080)])
         .expect("the app starts");
     let live = eventually("the app answers its liveness probe", LIMIT, || async {
         let r = kubelet.probe("reviews", "livenessProbe").await.ok()?;

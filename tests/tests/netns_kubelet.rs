@@ -17,30 +17,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 use weft_tests::netns::{sibling_binary, skip};
-use weft_tests::pod_net::PodNet;
+use weft_tests::pod_net::{probe_app_py, PodNet};
 use weft_tests::{eventually, get, ControlPlane};
-
-/// The app: `/healthz` healthy, `/broken` a 500 naming the `X-Probe` header it got.
-const APP_PY: &str = r#"
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        if self.path == "/healthz":
-            code, body = 200, "healthy"
-        elif self.path == "/broken":
-            code, body = 500, "broken, X-Probe=%s" % self.headers.get("X-Probe")
-        else:
-            code, body = 200, "app"
-        body = body.encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubelet_probes_a_strict_pod_through_the_probe_listener() {
@@ -98,7 +76,7 @@ async fn the_kubelet_probes_a_strict_pod_through_the_probe_listener() {
         &[&proxy, "run"],
     );
     net.sandbox()
-        .spawn_as("app", &ns, 1000, &[], &[&python, "-c", APP_PY]);
+        .spawn_as("app", &ns, 1000, &[], &[&python, "-c", &probe_app_py(8080)]);
 
     let probe = |path: &str| format!("http://{pod_ip}:15020{path}");
     let kubelet = [("user-agent", "kube-probe/1.36")];

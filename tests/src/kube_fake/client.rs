@@ -141,6 +141,30 @@ impl FakeClient {
         })
     }
 
+    /// Sends `body` (if any) as JSON and reads the answer: its status and
+    /// body as JSON, or as a JSON string when it is not JSON (a plain-text
+    /// 404). Panics when the request cannot be sent.
+    pub async fn send_json(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let r = self
+            .send(
+                method,
+                path_and_query,
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path_and_query}: {e}"));
+        let v = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&r.body).into()));
+        (r.status, v)
+    }
+
     /// Sends one request and returns as soon as the headers arrive.
     pub async fn stream(
         &self,
