@@ -207,6 +207,40 @@ mod tests {
         assert!(!yaml.contains("10.1.0.1"), "{yaml}");
     }
 
+    #[test]
+    fn a_traffic_policy_reaches_the_proxies_of_its_service_whichever_kind_it_targets() {
+        let policy = |name: &str, kind: &str, target: &str| {
+            ClusterObject {
+                key: format!("TrafficPolicy shop/{name}"),
+                text: format!("apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{targetRef: {{kind: {kind}, name: {target}}}, loadBalancer: {{policy: RoundRobin}}}}\n"),
+            }
+        };
+        let mut inputs = Inputs::default();
+        inputs.set_kubernetes(vec![
+            Generated {
+                service: "shop/ratings".into(),
+                text: backend("ratings", "10.1.0.2:80"),
+            },
+            Generated {
+                service: "shop/reviews".into(),
+                text: backend("reviews", "10.1.0.3:80"),
+            },
+        ]);
+        inputs.set_objects(vec![
+            policy("by-service", "Service", "ratings"),
+            policy("by-backend", "Backend", "reviews"),
+        ]);
+        let r = inputs.resources().unwrap();
+        assert!(inputs.rejected().is_empty(), "{:?}", inputs.rejected());
+        let scoped = |want: &str| r.catalog.scope("shop", None, &[want.into()].into()).yaml;
+        let ratings = scoped("ratings");
+        assert!(ratings.contains("name: by-service"), "{ratings}");
+        assert!(!ratings.contains("name: by-backend"), "{ratings}");
+        let reviews = scoped("reviews");
+        assert!(reviews.contains("name: by-backend"), "{reviews}");
+        assert!(!reviews.contains("name: by-service"), "{reviews}");
+    }
+
     fn route(name: &str, backend: &str, weight: u32) -> String {
         format!("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{parentRefs: [{{kind: Service, name: ratings}}], rules: [{{backendRefs: [{{name: {backend}, weight: {weight}}}]}}]}}\n")
     }

@@ -186,8 +186,10 @@ impl Catalog {
                 }
                 kind @ ("HTTPRoute" | "GRPCRoute") => routes.contains(&(kind, d.key.clone())),
                 "Backend" => backends.contains(&d.key),
+                // Service or Backend, as validation accepts and the proxy
+                // applies both by name (a Service is a Backend of its name).
                 "TrafficPolicy" => match &d.target {
-                    Some((k, n)) if k == "Backend" => {
+                    Some((k, n)) if k == "Backend" || k == "Service" => {
                         backends.contains(&format!("{}/{n}", d.namespace))
                     }
                     _ => false,
