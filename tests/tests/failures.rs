@@ -426,3 +426,36 @@ async fn debug_headers_say_route_backend_endpoint_and_tries() {
     assert_eq!(r.header("x-weft-endpoint"), Some(dead.to_string().as_str()));
     assert_eq!(r.header("x-weft-tries"), Some("1"));
 }
+
+#[tokio::test]
+async fn mesh_mode_debug_headers_and_failures() {
+    let app = Upstream::start("svc").await;
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: svc}}\nspec:\n  endpoints: [{{address: \"{}\"}}]\n---\napiVersion: weft.dev/v1alpha1\nkind: MeshConfig\nmetadata: {{name: mesh, namespace: weft-system}}\nspec:\n  debugHeaders: {{enabled: true}}\n",
+        app.addr
+    );
+    let cp = ControlPlane::start(&yaml, &[]);
+    let mut b = Proxy::builder("").no_config();
+    for a in cp.proxy_args("default", "client", &cp.token("default", "client")) {
+        b = b.arg(a);
+    }
+    let p = b.start();
+    eventually("the proxy is ready", Duration::from_secs(20), || async {
+        (p.admin_get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    let r = get(&p.url("/"), &[("host", "svc")]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-weft-backend"), Some("default/svc"));
+    assert_eq!(
+        r.header("x-weft-endpoint"),
+        Some(app.addr.to_string().as_str())
+    );
+    assert_eq!(r.header("x-weft-tries"), Some("1"));
+
+    let r = get(&p.url("/"), &[("host", "nothing.here")]).await.unwrap();
+    assert_eq!(r.status, 404);
+    let e = failures(&p, "?flag=NR").await["failures"][0].clone();
+    assert_eq!(e["authority"], "nothing.here");
+    assert_eq!(e["cause"], "no route for authority \"nothing.here\"");
+}

@@ -167,7 +167,7 @@ impl<'a> Observer<'a> {
         }
         self.last = match result {
             Ok(r) => Outcome::Status(r.status().as_u16()),
-            Err(e) => Outcome::of_error(e),
+            Err(e) => trail::outcome_of(e),
         };
         if self.last.is_failure() || self.trail.is_some() {
             let last = self.last;

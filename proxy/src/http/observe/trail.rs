@@ -8,6 +8,7 @@ use crate::http::errors::ProxyError;
 use crate::snapshot::{Rule, WeightedBackend};
 use crate::telemetry::access_log::{flags, UpstreamInfo};
 use crate::telemetry::failures::{trace_id_of, EndpointsState, Entry, Outcome, Stop, Try};
+use crate::transport::ConnectError;
 use http::{header, HeaderMap, HeaderValue, Method, Request};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,7 +111,7 @@ impl Trail {
         endpoint: Option<SocketAddr>,
         backend: Option<&WeightedBackend>,
     ) {
-        let outcome = Outcome::of_error(e);
+        let outcome = outcome_of(e);
         match (self.tries.last(), endpoint) {
             (Some(t), _) if t.outcome == outcome => {}
             (None, Some(ep)) if !matches!(outcome, Outcome::Other(_)) => {
@@ -169,6 +170,27 @@ impl Trail {
     }
 }
 
+/// The outcome of an error a try ended with.
+pub(crate) fn outcome_of(e: &ProxyError) -> Outcome {
+    match e {
+        ProxyError::Connect(ConnectError::Io(_, io))
+            if io.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            Outcome::ConnectRefused
+        }
+        ProxyError::Connect(ConnectError::Timeout(_)) => Outcome::ConnectTimeout,
+        ProxyError::Connect(ConnectError::Overloaded(limit)) => Outcome::Overloaded(limit),
+        ProxyError::Connect(ConnectError::Tls(..) | ConnectError::TlsConfig(..)) => Outcome::Tls,
+        ProxyError::Connect(_) => Outcome::ConnectFailed,
+        ProxyError::Timeout(d) => Outcome::Timeout(*d),
+        ProxyError::Upstream(_) | ProxyError::UpstreamIo(_) | ProxyError::StaleConnection => {
+            Outcome::Reset
+        }
+        ProxyError::UpstreamProtocol(_) => Outcome::Protocol,
+        other => Outcome::Other(other.kind().1),
+    }
+}
+
 /// Why no endpoint of `b` could be picked.
 fn endpoints_state(b: &Backend) -> EndpointsState {
     let set = b.endpoints.load();
@@ -180,8 +202,9 @@ fn endpoints_state(b: &Backend) -> EndpointsState {
     }
 }
 
-/// See [`super::Observer::debug_headers`]. A Backend's implicit route has
-/// no name, so no `x-weft-route`.
+/// Sets the debug headers (`x-weft-route`, `-backend`, `-endpoint`,
+/// `-tries`), replacing any the upstream sent. A Backend's implicit route
+/// has no name, so no `x-weft-route`.
 pub(crate) fn debug_headers(
     h: &mut HeaderMap,
     rule: Option<&Rule>,

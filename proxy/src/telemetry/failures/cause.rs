@@ -8,7 +8,7 @@
 //! got ejected. A request the proxy answered without any try (no route,
 //! no healthy endpoint, a limit, a refusal) is told by that reason alone.
 
-use super::{EndpointsState, Entry, Outcome, Stop, Try};
+use super::entry::{EndpointsState, Entry, Outcome, Stop, Try};
 use std::fmt::Write;
 use std::net::SocketAddr;
 
