@@ -325,6 +325,30 @@ async fn inbound_failures_and_off() {
     assert_eq!(outcomes(&e), ["connect refused"]);
     assert_eq!(e["cause"], format!("connect refused by {dead}"));
 
+    // Refused by an AuthorizationPolicy: the inbound answer is a failure too.
+    let app = Upstream::start("reviews").await;
+    let guarded = Proxy::builder(format!(
+        "{}apiVersion: weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: only-frontend}}\nspec:\n  targetRef: {{kind: Service, name: reviews}}\n  action: Allow\n  rules:\n    - from: {{identities: [\"spiffe://weft.local/ns/default/sa/frontend\"]}}\n",
+        backend("x", &[dead], "")
+    ))
+    .app(app.addr)
+    .arg("--service")
+    .arg("reviews")
+    .start();
+    let url = format!("http://{}/secret", guarded.inbound);
+    let r = get(&url, &[("host", "reviews"), ("traceparent", TRACEPARENT)])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(app.requests(), 0);
+    let e = failures(&guarded, "").await["failures"][0].clone();
+    assert_eq!(e["direction"], "inbound");
+    assert_eq!(e["path"], "/secret");
+    assert_eq!(e["status"], 403);
+    assert_eq!(e["error"], "forbidden");
+    assert_eq!(e["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(e["cause"], "forbidden by AuthorizationPolicy");
+
     let off = Proxy::builder(backend("x", &[dead], ""))
         .app(dead)
         .arg("--failures-kept")
@@ -458,4 +482,81 @@ async fn mesh_mode_debug_headers_and_failures() {
     let e = failures(&p, "?flag=NR").await["failures"][0].clone();
     assert_eq!(e["authority"], "nothing.here");
     assert_eq!(e["cause"], "no route for authority \"nothing.here\"");
+}
+
+/// From a Kubernetes source: the MeshConfig custom resource (checked
+/// against the regenerated CRD by the fake API server) turns the debug
+/// headers on for a sidecar in mesh mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_mesh_config_turns_debug_headers_on() {
+    use serde_json::json;
+    use weft_tests::kube_cluster::control_plane_rbac;
+    let app = Upstream::start("legacy").await;
+    let fake = weft_tests::route_cluster::fake_with(control_plane_rbac(), true).await;
+    fake.create(json!({"apiVersion": "weft.dev/v1alpha1", "kind": "Backend",
+        "metadata": {"name": "legacy", "namespace": "shop"},
+        "spec": {"port": 80, "endpoints": [{"address": app.addr.to_string()}]}}))
+        .await;
+    fake.create(
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "MeshConfig",
+        "metadata": {"name": "mesh", "namespace": "weft-system"},
+        "spec": {"debugHeaders": {"enabled": true}}}),
+    )
+    .await;
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
+    let mut b = Proxy::builder("").no_config();
+    for a in cp.proxy_args("shop", "client", &cp.token("shop", "client")) {
+        b = b.arg(a);
+    }
+    let p = b.start();
+    let r = eventually(
+        "debug headers on a routed answer",
+        Duration::from_secs(20),
+        || async {
+            let r = get(&p.url("/"), &[("host", "legacy")]).await.ok()?;
+            (r.status == 200 && r.header("x-weft-backend").is_some()).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(r.header("x-weft-backend"), Some("shop/legacy"));
+    assert_eq!(
+        r.header("x-weft-endpoint"),
+        Some(app.addr.to_string().as_str())
+    );
+    assert_eq!(r.header("x-weft-tries"), Some("1"));
+}
+
+/// With tracing on, a request that came without a trace gets the id of the
+/// span the sidecar started; one that came with a trace keeps its id.
+#[tokio::test]
+async fn the_trace_id_is_the_spans_when_tracing_is_on() {
+    let dead = closed_addr();
+    let collector = closed_addr();
+    let p = Proxy::builder(backend("dead", &[dead], "  retry: {attempts: 0}\n"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .start();
+    let r = get(&p.url("/"), &[("host", "dead")]).await.unwrap();
+    assert_eq!(r.status, 502);
+    let e = newest(&p, "default/dead").await;
+    let id = e["traceId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no trace id: {e}"));
+    assert_eq!(id.len(), 32, "{e}");
+    assert!(
+        id.chars().all(|c| c.is_ascii_hexdigit()) && id != "0".repeat(32),
+        "{e}"
+    );
+    assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    let r = get(
+        &p.url("/"),
+        &[("host", "dead"), ("traceparent", TRACEPARENT)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 502);
+    let e = newest(&p, "default/dead").await;
+    assert_eq!(e["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
 }
