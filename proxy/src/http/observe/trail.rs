@@ -117,7 +117,7 @@ impl Trail {
             (None, Some(ep)) if !matches!(outcome, Outcome::Other(_)) => {
                 self.tried(ep, outcome, false)
             }
-            _ => self.error = Some(e.to_string()),
+            _ => self.error = Some(bounded(&e.to_string(), MAX_TEXT)),
         }
         if matches!(e, ProxyError::NoEndpoints(_)) {
             self.endpoints = backend.map(|wb| endpoints_state(&wb.backend));
@@ -147,11 +147,12 @@ impl Trail {
         Entry {
             time: SystemTime::now(),
             direction: head.direction,
-            authority: crate::http::headers::authority_in(&head.uri, head.host.as_ref())
-                .unwrap_or("")
-                .to_owned(),
-            method: head.method.as_str().to_owned(),
-            path: head.uri.path().to_owned(),
+            authority: bounded(
+                crate::http::headers::authority_in(&head.uri, head.host.as_ref()).unwrap_or(""),
+                MAX_TEXT,
+            ),
+            method: bounded(head.method.as_str(), 32),
+            path: bounded(head.uri.path(), MAX_TEXT),
             route,
             rule: s.rule.map(|r| r.index),
             backend,
@@ -168,6 +169,22 @@ impl Trail {
             trace_id: head.trace,
         }
     }
+}
+
+/// The longest authority, path or error text an entry keeps, so that the
+/// ring's memory stays bounded whatever the requests look like.
+const MAX_TEXT: usize = 512;
+
+/// `s`, cut to at most `max` bytes (at a character boundary) with `…`.
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// The outcome of an error a try ended with.
@@ -230,4 +247,18 @@ pub(crate) fn debug_headers(
         set(ENDPOINT_HEADER, ep.to_string());
     }
     h.insert(TRIES_HEADER, HeaderValue::from(tries));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short", 8), "short");
+        assert_eq!(bounded("abcdefghij", 4), "abcd…");
+        assert_eq!(bounded("aé", 2), "a…", "é is two bytes: not split");
+        let long = "/x".repeat(5000);
+        assert_eq!(bounded(&long, MAX_TEXT).len(), MAX_TEXT + "…".len());
+    }
 }
