@@ -1,6 +1,6 @@
 //! The admin endpoint: liveness, readiness, metrics, the config in force,
-//! every endpoint's state, and the log level — what an operator needs to
-//! understand a sidecar without attaching a debugger.
+//! every endpoint's state, the recent failures, and the log level — what an
+//! operator needs to understand a sidecar without attaching a debugger.
 
 use crate::body::ResponseBody;
 use crate::drain::Drain;
@@ -90,6 +90,13 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
         }
         (Method::GET, "/config") => text(StatusCode::OK, config_text(proxy)),
         (Method::GET, "/endpoints") => json(endpoints_json(proxy)),
+        (Method::GET, "/failures") => {
+            use crate::telemetry::failures::Filter;
+            match Filter::parse(req.uri().query()) {
+                Ok(f) => json(proxy.failures.json(&f)),
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            }
+        }
         (Method::GET, "/log-level") => text(
             StatusCode::OK,
             format!(
@@ -117,12 +124,13 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<ResponseBody>
                 Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
             }
         }
-        (_, "/live" | "/ready" | "/metrics" | "/config" | "/endpoints" | "/log-level") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (
+            _,
+            "/live" | "/ready" | "/metrics" | "/config" | "/endpoints" | "/failures" | "/log-level",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "weft-proxy admin: /live /ready /metrics /config /endpoints /log-level\n",
+            "weft-proxy admin: /live /ready /metrics /config /endpoints /failures /log-level\n",
         ),
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::backend::Endpoint;
 use crate::snapshot::{MeshSettings, Snapshot};
+use crate::telemetry::failures::Failures;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::telemetry::trace::{Env as TraceEnv, Tracing};
 use crate::tls::mesh::MeshTls;
@@ -39,6 +40,8 @@ pub(crate) struct ProxyOptions {
     pub(crate) access_log: bool,
     /// `--inbound-mode`: the inbound mode when no MeshConfig sets it.
     pub(crate) inbound_mode: weft_mesh::config::policy::InboundMode,
+    /// `--failures-kept`: how many failed requests `/failures` keeps (0: off).
+    pub(crate) failures_kept: usize,
 }
 
 /// Asks about a name the config in force does not have (mesh mode: the
@@ -76,6 +79,10 @@ pub(crate) struct Proxy {
     pub(crate) passthrough_metrics: RouteMetrics,
     /// The snapshot's `access_log`, mirrored for a relaxed load per request.
     pub(crate) access_log: AtomicBool,
+    /// The snapshot's `debug_headers`, mirrored likewise.
+    pub(crate) debug_headers: AtomicBool,
+    /// The last failed or degraded requests, for `/failures`.
+    pub(crate) failures: Failures,
     /// This workload's mesh identity (`--identity-dir`, or issued by the
     /// control plane and swapped on rotation): with it, inbound TLS is
     /// terminated (mTLS) and endpoints naming an identity are dialled over
@@ -114,6 +121,8 @@ impl Proxy {
             no_route_metrics: metrics.route("outbound", "", ""),
             passthrough_metrics: metrics.route("outbound", "passthrough", ""),
             access_log: AtomicBool::new(opts.access_log),
+            debug_headers: AtomicBool::new(false),
+            failures: Failures::new(opts.failures_kept),
             mesh: ArcSwapOption::empty(),
             mesh_mode: false,
             lookups: None,

@@ -152,6 +152,10 @@ pub struct RunArgs {
     /// `--identity-dir`); a MeshConfig's `defaultInboundMode` overrides.
     #[arg(long, env = "WEFT_INBOUND_MODE", default_value = "permissive", value_parser = ["permissive", "strict"])]
     pub inbound_mode: String,
+    /// How many failed or degraded requests the admin `/failures` keeps
+    /// (0 turns it off).
+    #[arg(long, env = "WEFT_FAILURES_KEPT", default_value_t = 256)]
+    pub failures_kept: usize,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -399,6 +403,7 @@ fn options(args: &RunArgs) -> ProxyOptions {
         } else {
             InboundMode::Permissive
         },
+        failures_kept: args.failures_kept,
     }
 }
 

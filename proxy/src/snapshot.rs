@@ -39,6 +39,8 @@ pub(crate) struct WeightedBackend {
 pub(crate) struct Rule {
     /// `namespace/name` of the route ("" for a Backend's implicit route).
     pub(crate) route: Arc<str>,
+    /// Its index among the route's rules.
+    pub(crate) index: u32,
     pub(crate) filters: Filters,
     pub(crate) backends: Vec<WeightedBackend>,
     pub(crate) total_weight: u64,
@@ -80,6 +82,9 @@ pub(crate) struct MeshSettings {
     pub(crate) tracing: Option<MeshTracing>,
     /// When in its life a certificate is renewed, as fractions (`rotationPercent`).
     pub(crate) rotation_window: (f64, f64),
+    /// `debugHeaders.enabled`: outbound answers say which route, backend
+    /// and endpoint served them, in how many tries.
+    pub(crate) debug_headers: bool,
 }
 
 impl MeshSettings {
@@ -91,6 +96,7 @@ impl MeshSettings {
             inbound_strict: inbound == InboundMode::Strict,
             tracing: None,
             rotation_window: defaults::ROTATION_WINDOW,
+            debug_headers: false,
         }
     }
 
@@ -103,6 +109,7 @@ impl MeshSettings {
             self.inbound_strict = mode == InboundMode::Strict;
         }
         self.tracing = m.tracing.clone();
+        self.debug_headers = m.debug_headers.as_ref().is_some_and(|d| d.enabled);
         // Validation keeps it to 1 <= low <= high <= 95.
         if let Some([lo, hi]) = m.rotation_percent.as_deref() {
             self.rotation_window = (*lo as f64 / 100.0, *hi as f64 / 100.0);

@@ -5,6 +5,7 @@
 //! control plane, so a file accepted by one is accepted by all.
 
 pub mod backend;
+pub mod debug_headers;
 pub mod defaults;
 pub mod duration;
 pub mod files;

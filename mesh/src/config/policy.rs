@@ -393,6 +393,8 @@ pub struct MeshConfigSpec {
     pub tracing: Option<MeshTracing>,
     #[serde(default)]
     pub access_log: Option<AccessLog>,
+    #[serde(default)]
+    pub debug_headers: Option<crate::config::debug_headers::DebugHeaders>,
 }
 
 /// `MeshConfig.spec.accessLog`: when `enabled` is set it overrides `--access-log`.

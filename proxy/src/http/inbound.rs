@@ -53,6 +53,7 @@ pub(crate) async fn inbound(
             report.as_mut().map(|r| &mut r.record),
         );
         obs.grpc(&req);
+        obs.watch(&proxy.failures, "inbound", &req);
         let resp = obs.fail(error);
         let resp = obs.answer(resp);
         return match report {
@@ -128,6 +129,8 @@ async fn serve(
 ) -> Response<ResponseBody> {
     let mut obs = Observer::new(started, &proxy.inbound_metrics, record);
     obs.grpc(&req);
+    obs.watch(&proxy.failures, "inbound", &req);
+    obs.sent_to(proxy.app.addr);
     let target = Target {
         endpoint: &proxy.app,
         wire: app_wire(&mut req),

@@ -1,5 +1,6 @@
-//! What one request leaves behind: its metrics, its access-log line and
-//! its trace span, gathered as it is served and reported once.
+//! What one request leaves behind: its metrics, its access-log line, its
+//! trace span and, when it failed, its `/failures` entry — gathered as it
+//! is served and reported once.
 //!
 //! The request path tells an [`Observer`] what happens — the route and
 //! backend chosen, each try's endpoint, retries, ejections, limits hit, the
@@ -9,7 +10,11 @@
 //! the request; only when one of them is on does the entry point keep a
 //! [`Report`], and then the observer fills its record. With both off, each
 //! call is a branch on `None`: the common path pays for nothing it does not
-//! report.
+//! report. The rule, backend, last endpoint and try count are plain fields
+//! (for `/failures` and the debug headers); a per-try trail is allocated
+//! only at a request's first failure (see [`trail`]).
+
+mod trail;
 
 use crate::backend::Endpoint;
 use crate::body::{RequestBody, ResponseBody};
@@ -17,12 +22,14 @@ use crate::http::errors::ProxyError;
 use crate::http::headers::authority_in;
 use crate::snapshot::{Rule, WeightedBackend};
 use crate::telemetry::access_log::{self, EventKind, Line, Record};
+use crate::telemetry::failures::{Failures, Outcome, Stop};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::trace::Span;
-use http::{header, HeaderValue, Method, Request, Response, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use trail::{Head, Trail};
 
 /// Gathers what happens to one request (see the module header).
 pub(crate) struct Observer<'a> {
@@ -32,6 +39,19 @@ pub(crate) struct Observer<'a> {
     record: Option<&'a mut Record>,
     /// The request is a gRPC call: the proxy's own answers are gRPC statuses.
     grpc: bool,
+    rule: Option<&'a Rule>,
+    backend: Option<&'a WeightedBackend>,
+    /// The endpoint of the last try, and how many tries were sent.
+    endpoint: Option<SocketAddr>,
+    tries: u32,
+    /// The `x-weft-error` cause of an answer the proxy made itself.
+    cause: Option<&'static str>,
+    /// Where a failure is kept, when the ring is on and the request watched.
+    failures: Option<&'a Failures>,
+    head: Option<Head>,
+    /// The last try's outcome (kept in the trail once one failed).
+    last: Outcome,
+    trail: Option<Box<Trail>>,
 }
 
 impl<'a> Observer<'a> {
@@ -48,6 +68,30 @@ impl<'a> Observer<'a> {
             metrics,
             record,
             grpc: false,
+            rule: None,
+            backend: None,
+            endpoint: None,
+            tries: 0,
+            cause: None,
+            failures: None,
+            head: None,
+            last: Outcome::Status(0),
+            trail: None,
+        }
+    }
+
+    /// Keeps what a `/failures` entry needs of `req` (method, target, trace
+    /// id), when the ring is on: `direction` is `outbound` or `inbound`.
+    #[inline]
+    pub(crate) fn watch<B>(
+        &mut self,
+        failures: &'a Failures,
+        direction: &'static str,
+        req: &Request<B>,
+    ) {
+        if failures.on() {
+            self.failures = Some(failures);
+            self.head = Some(Head::of(direction, req));
         }
     }
 
@@ -67,6 +111,7 @@ impl<'a> Observer<'a> {
     #[inline]
     pub(crate) fn route(&mut self, rule: &'a Rule) {
         self.metrics = &rule.local_metrics;
+        self.rule = Some(rule);
         if let Some(r) = self.record.as_deref_mut() {
             r.route = Some(rule.route.clone());
         }
@@ -76,6 +121,7 @@ impl<'a> Observer<'a> {
     #[inline]
     pub(crate) fn backend(&mut self, wb: &'a WeightedBackend) {
         self.metrics = &wb.metrics;
+        self.backend = Some(wb);
         if let Some(r) = self.record.as_deref_mut() {
             r.backend = Some(wb.backend.key.clone());
         }
@@ -85,15 +131,26 @@ impl<'a> Observer<'a> {
     #[inline]
     pub(crate) fn passthrough(&mut self, metrics: &'a RouteMetrics, dst: SocketAddr) {
         self.metrics = metrics;
+        self.sent_to(dst);
         if let Some(r) = self.record.as_deref_mut() {
             r.route = Some(Arc::from("passthrough"));
             r.upstream.endpoint = Some(dst);
         }
     }
 
+    /// The request goes, once, to `addr` (the local app; a passthrough
+    /// destination).
+    #[inline]
+    pub(crate) fn sent_to(&mut self, addr: SocketAddr) {
+        self.endpoint = Some(addr);
+        self.tries = 1;
+    }
+
     /// Try number `attempt` (0 first) goes to `ep`.
     #[inline]
     pub(crate) fn trying(&mut self, attempt: u32, ep: &Endpoint) {
+        self.endpoint = Some(ep.addr);
+        self.tries = attempt + 1;
         if let Some(r) = self.record.as_deref_mut() {
             r.upstream.endpoint = Some(ep.addr);
             r.upstream.identity.clone_from(&ep.identity);
@@ -101,9 +158,38 @@ impl<'a> Observer<'a> {
         }
     }
 
-    /// Try `attempt` (1 for the first retry) follows a failure at `ep`.
+    /// What the try to `ep` came to (for `/failures`: kept once a try of
+    /// the request has failed). Told before outlier detection hears of it.
     #[inline]
-    pub(crate) fn retrying(&mut self, attempt: u32, endpoint: SocketAddr, reason: &'static str) {
+    pub(crate) fn tried<B>(&mut self, ep: &Endpoint, result: &Result<Response<B>, ProxyError>) {
+        if self.failures.is_none() {
+            return;
+        }
+        self.last = match result {
+            Ok(r) => Outcome::Status(r.status().as_u16()),
+            Err(e) => trail::outcome_of(e),
+        };
+        if self.last.is_failure() || self.trail.is_some() {
+            let last = self.last;
+            let ejected = ep.outlier.is_ejected();
+            self.trail().tried(ep.addr, last, ejected);
+        }
+    }
+
+    /// Try `attempt` (1 for the first retry) follows a failure at `ep`,
+    /// after a backoff of `wait`.
+    #[inline]
+    pub(crate) fn retrying(
+        &mut self,
+        attempt: u32,
+        endpoint: SocketAddr,
+        reason: &'static str,
+        wait: Duration,
+    ) {
+        if self.failures.is_some() {
+            let last = self.last;
+            self.trail().retrying(attempt, endpoint, last, wait);
+        }
         self.event(EventKind::Retry {
             attempt,
             endpoint,
@@ -114,6 +200,9 @@ impl<'a> Observer<'a> {
     /// Outlier detection took `endpoint` out after this request's failure.
     #[inline]
     pub(crate) fn ejected(&mut self, endpoint: SocketAddr) {
+        if self.failures.is_some() {
+            self.trail().ejected.push(endpoint);
+        }
         self.event(EventKind::Ejected { endpoint });
     }
 
@@ -121,6 +210,9 @@ impl<'a> Observer<'a> {
     /// `retries`) refused.
     #[inline]
     pub(crate) fn overflow(&mut self, limit: &'static str) {
+        if self.failures.is_some() {
+            self.trail().overflow = Some(limit);
+        }
         self.event(EventKind::Overflow { limit });
     }
 
@@ -130,6 +222,20 @@ impl<'a> Observer<'a> {
         if let Some(r) = self.record.as_deref_mut() {
             r.upstream.retries_exhausted = exhausted;
         }
+    }
+
+    /// Why the retries stopped while the last try had failed.
+    #[inline]
+    pub(crate) fn stopped(&mut self, stop: Stop) {
+        if self.failures.is_some() {
+            self.trail().stop = Some(stop);
+        }
+    }
+
+    /// The trail of this request's tries, begun at its first failure.
+    #[cold]
+    fn trail(&mut self) -> &mut Trail {
+        self.trail.get_or_insert_with(Box::default)
     }
 
     #[inline]
@@ -142,18 +248,55 @@ impl<'a> Observer<'a> {
     /// The proxy answers with `e` itself (as a gRPC status to a gRPC call).
     #[inline]
     pub(crate) fn fail(&mut self, e: ProxyError) -> Response<ResponseBody> {
+        let cause = e.kind().1;
+        self.cause = Some(cause);
         if let Some(r) = self.record.as_deref_mut() {
-            r.cause = Some(e.kind().1);
+            r.cause = Some(cause);
+        }
+        if self.failures.is_some() {
+            let (endpoint, backend) = (self.endpoint, self.backend);
+            self.trail().failed(&e, endpoint, backend);
         }
         e.respond(self.grpc)
     }
 
-    /// Counts the answer, and hands it on.
+    /// Sets the debug headers (`MeshConfig.spec.debugHeaders`) on an
+    /// answer: the route and rule, backend, endpoint and tries, each
+    /// replacing any the upstream sent.
+    pub(crate) fn debug_headers(&self, h: &mut HeaderMap) {
+        trail::debug_headers(h, self.rule, self.backend, self.endpoint, self.tries);
+    }
+
+    /// Counts the answer, keeps it in `/failures` when it failed or needed
+    /// retries, and hands it on.
     #[inline]
-    pub(crate) fn answer(self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
-        self.metrics
-            .record(resp.status().as_u16(), self.started.elapsed());
+    pub(crate) fn answer(mut self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
+        let status = resp.status().as_u16();
+        self.metrics.record(status, self.started.elapsed());
+        if let Some(f) = self.failures {
+            if status >= 500 || self.cause.is_some() || self.tries > 1 {
+                self.keep(f, status);
+            }
+        }
         resp
+    }
+
+    #[cold]
+    fn keep(&mut self, failures: &Failures, status: u16) {
+        let Some(head) = self.head.take() else {
+            return;
+        };
+        let trail = self.trail.take().map(|t| *t).unwrap_or_default();
+        failures.push(trail.entry(
+            head,
+            trail::Served {
+                rule: self.rule,
+                backend: self.backend,
+                endpoint: self.endpoint,
+                status,
+                cause: self.cause,
+            },
+        ));
     }
 }
 

@@ -57,6 +57,7 @@ async fn serve(
     let mut snap = proxy.snapshot.load_full();
     let mut obs = Observer::new(started, &proxy.no_route_metrics, record);
     obs.grpc(&req);
+    obs.watch(&proxy.failures, "outbound", &req);
     if let Err(e) = checks::request(&mut req, true) {
         let resp = obs.fail(e);
         return obs.answer(resp);
@@ -118,7 +119,7 @@ async fn serve(
         crate::http::mirror::fork(&proxy, conn, rule, &mut req, prefix.as_deref(), started);
     }
     let (out, hash) = prepare(conn, rule, wb, req, prefix.as_deref(), started);
-    let resp = match crate::http::retry::call(&proxy, wb, rule, out, hash, &mut obs).await {
+    let mut resp = match crate::http::retry::call(&proxy, wb, rule, out, hash, &mut obs).await {
         Ok(mut resp) => {
             if let Some(m) = &rule.filters.response_headers {
                 m.apply(resp.headers_mut());
@@ -134,6 +135,9 @@ async fn serve(
             obs.fail(e)
         }
     };
+    if proxy.debug_headers.load(Ordering::Relaxed) {
+        obs.debug_headers(resp.headers_mut());
+    }
     obs.answer(resp)
 }
 

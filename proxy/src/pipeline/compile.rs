@@ -81,7 +81,9 @@ pub(crate) fn compile(
                         )
                     }
                 };
-                Arc::new(compile_rule(&Arc::from(key), ns, spec, &backends, metrics))
+                let mut compiled = compile_rule(&Arc::from(key), ns, spec, &backends, metrics);
+                compiled.index = rule as u32;
+                Arc::new(compiled)
             })
             .clone()
     };
@@ -151,6 +153,7 @@ fn policy_of<'a>(
 fn implicit_rule(b: &Arc<Backend>, metrics: &Metrics) -> Arc<Rule> {
     Arc::new(Rule {
         route: Arc::from(""),
+        index: 0,
         filters: Filters::default(),
         backends: vec![WeightedBackend {
             backend: b.clone(),
@@ -226,6 +229,7 @@ fn compile_rule(
     }
     Rule {
         route: route.clone(),
+        index: 0,
         filters: Filters::new(rule.filters),
         total_weight: out.iter().map(|b| b.weight as u64).sum(),
         backends: out,

@@ -113,6 +113,9 @@ impl Pipeline {
         proxy
             .access_log
             .store(snap.mesh.access_log, Ordering::Relaxed);
+        proxy
+            .debug_headers
+            .store(snap.mesh.debug_headers, Ordering::Relaxed);
         proxy.tracing.configure(snap.mesh.tracing.as_ref());
         proxy.metrics.config_version.set(version as i64);
         self.start_tasks(&snap, &prev);

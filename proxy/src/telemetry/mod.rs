@@ -1,5 +1,6 @@
 //! Metrics, logs and traces.
 pub(crate) mod access_log;
+pub(crate) mod failures;
 pub(crate) mod histogram;
 pub(crate) mod metrics;
 pub(crate) mod propagation;

@@ -25,6 +25,7 @@ use crate::resilience::limits::Kind;
 use crate::resilience::outlier::Transition;
 use crate::resilience::policy::{RetryOn, RetryPolicy};
 use crate::snapshot::{Rule, WeightedBackend};
+use crate::telemetry::failures::Stop;
 use crate::telemetry::metrics::RetryResult;
 use crate::transport::ConnectError;
 use decision::{Decision, Spent};
@@ -219,20 +220,29 @@ async fn call_retrying(
             .map(|d| d.saturating_duration_since(Instant::now()));
         let wait = match decision::decide(&t, policy, &mut allowance, left, rand::random()) {
             Decision::Retry(wait) => wait,
-            Decision::Answer | Decision::OutOfTime => {
+            Decision::Answer => {
+                obs.retries_exhausted(false);
+                return result;
+            }
+            Decision::OutOfTime => {
+                obs.stopped(Stop::OutOfTime);
                 obs.retries_exhausted(false);
                 return result;
             }
             Decision::GiveUp(spent) => {
                 obs.retries_exhausted(true);
                 match spent {
-                    Spent::Attempts => {}
+                    Spent::Attempts => obs.stopped(Stop::Attempts),
                     Spent::RetrySlots => {
+                        obs.stopped(Stop::RetryLimit);
                         obs.overflow(Kind::Retries.label());
                         backend.metrics.retry(RetryResult::Limit);
                         backend.metrics.overflow(Kind::Retries.label());
                     }
-                    Spent::Budget => backend.metrics.retry(RetryResult::BudgetExhausted),
+                    Spent::Budget => {
+                        obs.stopped(Stop::Budget);
+                        backend.metrics.retry(RetryResult::BudgetExhausted)
+                    }
                 }
                 return result;
             }
@@ -247,7 +257,7 @@ async fn call_retrying(
             obs.retries_exhausted(false);
             return result;
         }
-        obs.retrying(attempt + 1, ep.addr, retry_reason(&result));
+        obs.retrying(attempt + 1, ep.addr, retry_reason(&result), wait);
         drop(result);
         backend.metrics.retry(RetryResult::Sent);
         tracing::debug!(backend = %backend.key, endpoint = %ep.addr, attempt = attempt + 1, ?wait, "retrying");
@@ -313,6 +323,7 @@ fn outcome(
     result: &Result<Response<ResponseBody>, ProxyError>,
     obs: &mut Observer<'_>,
 ) {
+    obs.tried(ep, result);
     if let Err(ProxyError::Connect(ConnectError::Overloaded(limit))) = result {
         obs.overflow(limit);
     }
