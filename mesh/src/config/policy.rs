@@ -251,6 +251,9 @@ pub struct OutlierDetection {
     pub max_ejection_time: Option<Dur>,
     #[serde(default)]
     pub max_ejection_percent: Option<u32>,
+    /// Success-rate ejection; absent = off (see `config::success_rate`).
+    #[serde(default)]
+    pub success_rate: Option<super::success_rate::SuccessRate>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
