@@ -13,7 +13,7 @@
 //!
 //! The judgement is [`judge`], a pure function; the counters are one
 //! atomic per endpoint; the sweep task lives in `backend::sweep` and ejects
-//! through [`Outlier`](super::outlier::Outlier), so the ejection cap,
+//! through the endpoint's outlier state machine, so the ejection cap,
 //! the growing ejection time and the half-open return all apply.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -316,56 +316,5 @@ mod tests {
         assert_eq!(w.last(), s(6, 10));
         assert_eq!(w.take(), s(0, 0));
         assert_eq!(w.last(), s(0, 0));
-    }
-
-    /// The ejection goes through the outlier state machine: the cap, the
-    /// growing ejection time, the half-open probe, and the reason kept.
-    #[tokio::test(start_paused = true)]
-    async fn an_ejection_for_success_rate_is_an_ordinary_ejection_with_its_reason() {
-        use crate::resilience::outlier::{Admission, Outlier, OutlierConfig, Transition};
-        use std::time::Duration;
-        let c = OutlierConfig {
-            consecutive_failures: 2,
-            interval: Duration::from_secs(10),
-            base_ejection: Duration::from_secs(30),
-            max_ejection: Duration::from_secs(300),
-            max_ejection_percent: 50,
-            success_rate: Some(cfg(5, 100, 1.9)),
-        };
-        let o = Outlier::default();
-        assert_eq!(
-            o.eject_for_success_rate(&c, || false),
-            Transition::None,
-            "the cap"
-        );
-        assert_eq!(o.admission(), Admission::Open);
-        assert_eq!(
-            o.eject_for_success_rate(&c, || true),
-            Transition::Ejected(Duration::from_secs(30))
-        );
-        assert_eq!(o.reason(), Reason::SuccessRate);
-        assert_eq!(
-            o.eject_for_success_rate(&c, || true),
-            Transition::None,
-            "already out"
-        );
-        tokio::time::advance(Duration::from_secs(30)).await;
-        assert!(o.try_probe());
-        // The probe fails: out again, for longer, for the same reason.
-        assert_eq!(
-            o.on_failure(&c, || true),
-            Transition::Ejected(Duration::from_secs(60))
-        );
-        assert_eq!(o.reason(), Reason::SuccessRate);
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert!(o.try_probe());
-        assert_eq!(o.on_success(&c), Transition::Restored);
-        // Consecutive failures now: that reason.
-        o.on_failure(&c, || true);
-        assert_eq!(
-            o.on_failure(&c, || true),
-            Transition::Ejected(Duration::from_secs(90))
-        );
-        assert_eq!(o.reason(), Reason::Consecutive);
     }
 }
