@@ -2,8 +2,10 @@
 //! sidecar, one of them answering 503 to every third request. Consecutive
 //! failures are set too high to eject anything, so only the success-rate
 //! sweep can; it must eject exactly the degraded endpoint, and nothing at
-//! all when fewer than `minimumHosts` endpoints qualify. File mode and mesh
-//! mode (the TrafficPolicy streamed by the control plane).
+//! all when fewer than `minimumHosts` endpoints qualify. File mode, mesh
+//! mode (the TrafficPolicy streamed by the control plane) and Kubernetes
+//! (the TrafficPolicy a custom object in the fake API server, through its
+//! CRD's schema).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -82,6 +84,11 @@ impl Drop for Load {
 
 /// Backend `default/svc` as `/endpoints` shows it.
 async fn svc(p: &Proxy) -> Option<Value> {
+    backend(p, "default/svc").await
+}
+
+/// Backend `key` as `/endpoints` shows it.
+async fn backend(p: &Proxy, key: &str) -> Option<Value> {
     let (status, body) = p.admin_get("/endpoints").await;
     if status != 200 {
         return None;
@@ -90,7 +97,7 @@ async fn svc(p: &Proxy) -> Option<Value> {
     v["backends"]
         .as_array()?
         .iter()
-        .find(|b| b["backend"] == "default/svc")
+        .find(|b| b["backend"] == key)
         .cloned()
 }
 
@@ -114,12 +121,16 @@ fn ejections(b: &Value) -> Vec<(String, Option<String>)> {
 /// Waits for the degraded endpoint's ejection, then checks it stays the
 /// only one through three more sweeps.
 async fn only_the_degraded_endpoint_is_ejected(p: &Proxy, ups: &[Arc<Faulty>]) {
+    only_the_degraded_endpoint_of_is_ejected(p, "default/svc", ups).await
+}
+
+async fn only_the_degraded_endpoint_of_is_ejected(p: &Proxy, key: &str, ups: &[Arc<Faulty>]) {
     let degraded = ups[4].addr.to_string();
     let b = eventually(
         "the degraded endpoint to be ejected",
         Duration::from_secs(30),
         || async {
-            let b = svc(p).await?;
+            let b = backend(p, key).await?;
             ejections(&b)
                 .iter()
                 .any(|(a, r)| *a == degraded && r.is_some())
@@ -139,7 +150,7 @@ async fn only_the_degraded_endpoint_is_ejected(p: &Proxy, ups: &[Arc<Faulty>]) {
     // The remaining four are all sound, and four is under minimumHosts:
     // nothing more goes, through three more sweeps.
     let b = eventually("three more sweeps", Duration::from_secs(10), || async {
-        let b = svc(p).await?;
+        let b = backend(p, key).await?;
         (b["successRate"]["sweeps"].as_u64()? >= sweeps + 3).then_some(b)
     })
     .await;
@@ -240,4 +251,58 @@ async fn success_rate_ejection_works_with_the_policy_from_the_control_plane() {
     )
     .await;
     only_the_degraded_endpoint_is_ejected(&p, &ups).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_rate_ejection_works_with_the_policy_from_kubernetes() {
+    use serde_json::json;
+    use weft_tests::kube_cluster::control_plane_rbac;
+    let ups = upstreams().await;
+    let fake = weft_tests::route_cluster::fake_with(control_plane_rbac(), true).await;
+    let eps: Vec<Value> = ups
+        .iter()
+        .map(|u| json!({"address": u.addr.to_string()}))
+        .collect();
+    fake.create(json!({"apiVersion": "weft.dev/v1alpha1", "kind": "Backend",
+        "metadata": {"name": "svc", "namespace": "shop"},
+        "spec": {"endpoints": eps}}))
+        .await;
+    // The CRD keeps the block (a structural schema would prune an unknown field).
+    let policy = fake
+        .create(
+            json!({"apiVersion": "weft.dev/v1alpha1", "kind": "TrafficPolicy",
+            "metadata": {"name": "svc", "namespace": "shop"},
+            "spec": {"targetRef": {"kind": "Backend", "name": "svc"},
+                "loadBalancer": {"policy": "RoundRobin"},
+                "outlierDetection": {"consecutiveFailures": 1000, "interval": "200ms",
+                    "successRate": {"minimumHosts": 5, "requestVolume": 5, "stdevFactor": 1.9}}}}),
+        )
+        .await;
+    assert_eq!(
+        policy["spec"]["outlierDetection"]["successRate"]["stdevFactor"],
+        1.9
+    );
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
+    let mut builder = Proxy::builder("").no_config();
+    for a in cp.proxy_args("shop", "client", &cp.token("shop", "client")) {
+        builder = builder.arg(a);
+    }
+    let p = builder.start();
+    eventually("the sidecar is ready", Duration::from_secs(20), || async {
+        (p.admin_get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    let _load = Load::start(p.outbound, 4);
+    eventually(
+        "shop/svc with its TrafficPolicy streamed to the sidecar",
+        Duration::from_secs(20),
+        || async {
+            backend(&p, "shop/svc")
+                .await
+                .filter(|b| b["successRate"].is_object())
+        },
+    )
+    .await;
+    only_the_degraded_endpoint_of_is_ejected(&p, "shop/svc", &ups).await;
 }
