@@ -152,7 +152,7 @@ pub(crate) fn readiness(proxy: &Proxy) -> Result<(), &'static str> {
 fn refresh_scrape_gauges(proxy: &Proxy) {
     use crate::resilience::limits::Kind;
     use crate::telemetry::metrics::{
-        BackendLabels, BackendResultLabels, LimitLabels, OverflowLabels,
+        BackendLabels, BackendReasonLabels, BackendResultLabels, LimitLabels, OverflowLabels,
     };
     let snap = proxy.snapshot.load();
     let m = &proxy.metrics;
@@ -183,7 +183,12 @@ fn refresh_scrape_gauges(proxy: &Proxy) {
             .set(b.unavailable() as i64);
         // Every backend's resilience series exist from the first scrape, at
         // zero, so dashboards and rate() see 0 rather than "no data".
-        drop(m.ejections.get_or_create(&labels));
+        for reason in crate::telemetry::metrics::EJECTION_REASONS {
+            drop(m.ejections.get_or_create(&BackendReasonLabels {
+                backend: b.key.to_string(),
+                reason,
+            }));
+        }
         for result in ["pass", "fail"] {
             drop(m.health_checks.get_or_create(&BackendResultLabels {
                 backend: b.key.to_string(),
@@ -260,6 +265,11 @@ fn endpoints_json(proxy: &Proxy) -> serde_json::Value {
                         Admission::Probing => ("probing", Some(0.0)),
                     };
                     let last_check_error = e.health.last_error.lock().ok().and_then(|l| l.clone());
+                    let reason = (ejection != "none").then(|| e.outlier.reason().label());
+                    let last = e.outlier.window.last();
+                    let success_rate = b.resilience.outlier.success_rate.as_ref().map(|_| {
+                        serde_json::json!({"lastTries": last.total, "lastSuccesses": last.successes})
+                    });
                     serde_json::json!({
                         "address": e.addr.to_string(),
                         "weight": e.weight,
@@ -269,6 +279,8 @@ fn endpoints_json(proxy: &Proxy) -> serde_json::Value {
                         "lastHealthCheckError": last_check_error,
                         "ejection": ejection,
                         "ejectionRemainingSeconds": remaining,
+                        "ejectionReason": reason,
+                        "successRate": success_rate,
                         "timesEjected": e.outlier.times_ejected(),
                         "consecutiveFailures": e.outlier.consecutive_failures(),
                         "activeRequests": e.load.active(),
@@ -293,6 +305,14 @@ fn endpoints_json(proxy: &Proxy) -> serde_json::Value {
                 },
                 "endpoints": eps,
                 "panicMode": b.panic.load(std::sync::atomic::Ordering::Relaxed),
+                "successRate": b.resilience.outlier.success_rate.as_ref().map(|_| {
+                    let s = &b.resilience.sweeps;
+                    serde_json::json!({
+                        "sweeps": s.count.load(std::sync::atomic::Ordering::Relaxed),
+                        "lastQualifying": s.last_qualifying.load(std::sync::atomic::Ordering::Relaxed),
+                        "lastThreshold": s.last_threshold(),
+                    })
+                }),
                 "limits": {
                     "activeRequests": b.resilience.limits.active(crate::resilience::limits::Kind::Requests),
                     "maxRequests": b.resilience.limits.max(crate::resilience::limits::Kind::Requests),

@@ -28,6 +28,9 @@ pub enum Mode {
     Hang,
     /// Wait this long, then answer 200.
     Slow(Duration),
+    /// Answer this status to every `n`th request (counted by this
+    /// upstream, health checks excluded), 200 to the others.
+    FailEvery(u16, usize),
 }
 
 struct State {
@@ -163,8 +166,12 @@ async fn handle(
         *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
         return Ok(r);
     }
-    state.requests.fetch_add(1, Ordering::SeqCst);
-    let mode = state.mode.lock().unwrap().clone();
+    let nth = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let mode = match state.mode.lock().unwrap().clone() {
+        Mode::FailEvery(code, n) if nth.is_multiple_of(n.max(1)) => Mode::Status(code, None),
+        Mode::FailEvery(..) => Mode::Ok,
+        mode => mode,
+    };
     let body = req
         .into_body()
         .collect()
@@ -173,7 +180,10 @@ async fn handle(
         .unwrap_or(0);
     state.bodies.lock().unwrap().push(body);
     let mut resp = match mode {
-        Mode::Ok => Response::new(Full::new(Bytes::from(format!("{name} ok\n")))),
+        // FailEvery was resolved to Status or Ok above.
+        Mode::Ok | Mode::FailEvery(..) => {
+            Response::new(Full::new(Bytes::from(format!("{name} ok\n"))))
+        }
         Mode::Slow(d) => {
             tokio::time::sleep(d).await;
             Response::new(Full::new(Bytes::from(format!("{name} slow ok\n"))))

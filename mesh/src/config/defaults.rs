@@ -61,3 +61,11 @@ pub const HEALTH_JITTER_PERCENT: u32 = 10;
 /// random point between half and 70 %, so a fleet started together does not
 /// renew together, and a failed renewal has 30 % of the life left to retry.
 pub const ROTATION_WINDOW: (f64, f64) = (0.5, 0.7);
+/// Success-rate ejection (when `outlierDetection.successRate` is present):
+/// the values Envoy uses, so a policy means the same on either. Five hosts
+/// and 100 requests each per interval keep a few unlucky requests on a
+/// small or quiet backend from ejecting anything; 1.9 standard deviations
+/// ejects only a clear outlier.
+pub const SUCCESS_RATE_MINIMUM_HOSTS: u32 = 5;
+pub const SUCCESS_RATE_REQUEST_VOLUME: u32 = 100;
+pub const SUCCESS_RATE_STDEV_FACTOR: f64 = 1.9;

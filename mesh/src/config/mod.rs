@@ -15,6 +15,7 @@ pub mod policy;
 pub mod route;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod success_rate;
 mod validate;
 pub use validate::parse_size;
 pub mod yaml;

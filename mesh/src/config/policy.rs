@@ -251,6 +251,10 @@ pub struct OutlierDetection {
     pub max_ejection_time: Option<Dur>,
     #[serde(default)]
     pub max_ejection_percent: Option<u32>,
+    /// Also eject an endpoint whose success rate in an interval is far below
+    /// its peers' (present, even `{}`, turns it on; absent: off).
+    #[serde(default)]
+    pub success_rate: Option<super::success_rate::SuccessRate>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]

@@ -9,6 +9,7 @@ pub(crate) mod dns;
 mod endpoint;
 pub(crate) mod health_check;
 mod pick;
+pub(crate) mod sweep;
 
 pub(crate) use endpoint::{Endpoint, EndpointSet};
 

@@ -178,5 +178,6 @@ impl Pipeline {
             crate::backend::dns::spawn(b, resolver.clone());
         }
         crate::backend::health_check::spawn(b);
+        crate::backend::sweep::spawn(b);
     }
 }

@@ -27,6 +27,7 @@
 //!
 //! All state is atomics; the request path reads one or two of them.
 
+use super::success_rate::{Reason, SuccessRateConfig, Window};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -56,6 +57,8 @@ pub(crate) struct OutlierConfig {
     pub(crate) base_ejection: Duration,
     pub(crate) max_ejection: Duration,
     pub(crate) max_ejection_percent: u32,
+    /// Success-rate ejection (`None`: off).
+    pub(crate) success_rate: Option<SuccessRateConfig>,
 }
 
 /// What the balancer may do with an endpoint now.
@@ -85,6 +88,10 @@ pub(crate) struct Outlier {
     /// When the last early probe went ([`NEVER`] if none has).
     early_at_ms: AtomicU64,
     pub(crate) ejections_total: AtomicU64,
+    /// Why the current (or last) ejection happened, a [`Reason`].
+    reason: AtomicU8,
+    /// This interval's tries, for success-rate ejection.
+    pub(crate) window: Window,
 }
 
 impl Default for Outlier {
@@ -98,6 +105,8 @@ impl Default for Outlier {
             healthy_since_ms: AtomicU64::new(0),
             early_at_ms: AtomicU64::new(NEVER),
             ejections_total: AtomicU64::new(0),
+            reason: AtomicU8::new(Reason::Consecutive as u8),
+            window: Window::default(),
         }
     }
 }
@@ -297,9 +306,38 @@ impl Outlier {
                 .compare_exchange(HEALTHY, EJECTED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
+            self.reason
+                .store(Reason::Consecutive as u8, Ordering::Relaxed);
             return self.eject(cfg);
         }
         Transition::None
+    }
+
+    /// Ejects this endpoint, if healthy and the cap leaves room, because a
+    /// sweep found its success rate far below its peers'. A failed probe
+    /// later re-ejects it for the same reason.
+    pub(crate) fn eject_for_success_rate(
+        &self,
+        cfg: &OutlierConfig,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Transition {
+        if self.state.load(Ordering::Acquire) != HEALTHY
+            || !may_eject()
+            || self
+                .state
+                .compare_exchange(HEALTHY, EJECTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return Transition::None;
+        }
+        self.reason
+            .store(Reason::SuccessRate as u8, Ordering::Relaxed);
+        self.eject(cfg)
+    }
+
+    /// Why the current (or, when healthy, the last) ejection happened.
+    pub(crate) fn reason(&self) -> Reason {
+        Reason::load(&self.reason)
     }
 
     fn eject(&self, cfg: &OutlierConfig) -> Transition {
@@ -364,6 +402,7 @@ mod tests {
             base_ejection: Duration::from_secs(30),
             max_ejection: Duration::from_secs(300),
             max_ejection_percent: 50,
+            success_rate: None,
         }
     }
 

@@ -4,6 +4,7 @@
 use super::budget::RetryBudget;
 use super::limits::Limits;
 use super::outlier::OutlierConfig;
+use super::success_rate::{SuccessRateConfig, Sweeps};
 use std::sync::Arc;
 use std::time::Duration;
 use weft_mesh::config::defaults as d;
@@ -130,6 +131,8 @@ pub(crate) struct Resilience {
     pub(crate) limits: Limits,
     pub(crate) outlier: OutlierConfig,
     pub(crate) panic_threshold: u32,
+    /// Success-rate sweeps of this backend (see `backend::sweep`).
+    pub(crate) sweeps: Sweeps,
 }
 
 impl Resilience {
@@ -201,7 +204,9 @@ impl Resilience {
                 max_ejection_percent: od
                     .and_then(|o| o.max_ejection_percent)
                     .unwrap_or(d::OUTLIER_MAX_EJECTION_PERCENT),
+                success_rate: SuccessRateConfig::of(od.and_then(|o| o.success_rate.as_ref())),
             },
+            sweeps: Sweeps::default(),
             panic_threshold: p
                 .and_then(|p| p.panic_threshold)
                 .unwrap_or(d::PANIC_THRESHOLD),

@@ -46,6 +46,16 @@ pub(crate) struct BackendLabels {
     pub(crate) backend: String,
 }
 
+/// `weft_ejections_total{backend, reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendReasonLabels {
+    pub(crate) backend: String,
+    pub(crate) reason: &'static str,
+}
+
+/// Why outlier detection ejected an endpoint, as metric labels.
+pub(crate) const EJECTION_REASONS: [&str; 2] = ["consecutive", "success-rate"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BackendResultLabels {
     pub(crate) backend: String,
@@ -95,7 +105,7 @@ pub(crate) struct Metrics {
     pub(crate) upstream_connects: Family<ResultLabels, Counter>,
     pub(crate) retries: Family<BackendResultLabels, Counter>,
     pub(crate) overflows: Family<OverflowLabels, Counter>,
-    pub(crate) ejections: Family<BackendLabels, Counter>,
+    pub(crate) ejections: Family<BackendReasonLabels, Counter>,
     pub(crate) ejected_endpoints: Family<BackendLabels, Gauge>,
     pub(crate) health_checks: Family<BackendResultLabels, Counter>,
     pub(crate) panic_mode: Family<BackendLabels, Gauge>,
@@ -148,7 +158,8 @@ pub(crate) struct BackendMetrics {
     retries_limit: Counter,
     /// By the limit hit, in [`LIMITS`] order.
     overflows: [Counter; 4],
-    pub(crate) ejections: Counter,
+    /// By reason, in [`EJECTION_REASONS`] order.
+    ejections: [Counter; 2],
     pub(crate) ejected_endpoints: Gauge,
     pub(crate) panic_mode: Gauge,
     health_pass: Counter,
@@ -168,6 +179,12 @@ pub(crate) enum RetryResult {
 }
 
 impl BackendMetrics {
+    /// Counts one ejection for `reason` (one of [`EJECTION_REASONS`]).
+    pub(crate) fn ejection(&self, reason: &str) {
+        let i = usize::from(reason != EJECTION_REASONS[0]);
+        self.ejections[i].inc();
+    }
+
     pub(crate) fn retry(&self, r: RetryResult) {
         match r {
             RetryResult::Sent => &self.retries_sent,
@@ -258,7 +275,14 @@ impl Metrics {
                     })
                     .clone()
             }),
-            ejections: self.ejections.get_or_create(&labels).clone(),
+            ejections: EJECTION_REASONS.map(|reason| {
+                self.ejections
+                    .get_or_create(&BackendReasonLabels {
+                        backend: key.to_owned(),
+                        reason,
+                    })
+                    .clone()
+            }),
             ejected_endpoints: self.ejected_endpoints.get_or_create(&labels).clone(),
             panic_mode: self.panic_mode.get_or_create(&labels).clone(),
             health_pass: health("pass"),
@@ -353,10 +377,10 @@ impl Metrics {
             "Requests refused at once (503 x-weft-overloaded) by the limit they hit",
             overflows.clone(),
         );
-        let ejections = Family::<BackendLabels, Counter>::default();
+        let ejections = Family::<BackendReasonLabels, Counter>::default();
         registry.register(
             "ejections",
-            "Endpoints ejected by outlier detection",
+            "Endpoints ejected by outlier detection, by reason: consecutive, success-rate",
             ejections.clone(),
         );
         let ejected_endpoints = Family::<BackendLabels, Gauge>::default();

@@ -4,6 +4,7 @@
 mod grpc;
 mod mesh;
 mod shared;
+mod success_rate;
 
 use super::route::{
     Filter, FilterType, PathMatchType, PathModifier, PathModifierType, ValueMatchType,
@@ -509,6 +510,7 @@ impl Validator<'_> {
                 );
             }
         }
+        self.success_rate(o, &p.spec);
         if let Some(hc) = &p.spec.health_check {
             let n = hc.http.is_some() as u8 + hc.tcp.is_some() as u8 + hc.grpc.is_some() as u8;
             if n != 1 {

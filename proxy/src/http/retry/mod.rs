@@ -332,6 +332,10 @@ fn outcome(
         Ok(r) => r.status().is_server_error(),
         Err(e) => error_failure(e).is_some_and(|f| f.endpoint_fault),
     };
+    if cfg.success_rate.is_some() && (fault || result.is_ok()) {
+        // Success-rate counts (see resilience::success_rate for what counts).
+        ep.outlier.window.record(!fault);
+    }
     let t = if fault {
         let total = backend.endpoints.load().endpoints.len().max(1);
         ep.outlier.on_failure(cfg, || {
@@ -342,8 +346,9 @@ fn outcome(
     };
     match t {
         Transition::Ejected(d) => {
-            tracing::warn!(backend = %backend.key, endpoint = %ep.addr, ejected_for = ?d, "endpoint ejected after consecutive failures");
-            backend.metrics.ejections.inc();
+            let reason = ep.outlier.reason().label();
+            tracing::warn!(backend = %backend.key, endpoint = %ep.addr, ejected_for = ?d, reason, "endpoint ejected (consecutive failures, or its probe failed)");
+            backend.metrics.ejection(reason);
             backend
                 .metrics
                 .ejected_endpoints
