@@ -61,3 +61,18 @@ pub const HEALTH_JITTER_PERCENT: u32 = 10;
 /// random point between half and 70 %, so a fleet started together does not
 /// renew together, and a failed renewal has 30 % of the life left to retry.
 pub const ROTATION_WINDOW: (f64, f64) = (0.5, 0.7);
+/// `rateLimit` burst when none is written: one second's worth of requests
+/// (at least one), so a caller at the configured rate is never refused and a
+/// quiet caller may send a second's worth at once.
+pub const fn rate_limit_burst(requests_per_second: u32) -> u32 {
+    if requests_per_second == 0 {
+        1
+    } else {
+        requests_per_second
+    }
+}
+/// Distinct caller identities an inbound rate limit keeps a bucket for.
+/// Beyond it, idle buckets (full again, so forgetting them changes nothing)
+/// are dropped; if none is idle, the newcomers share one overflow bucket
+/// with the identity limit, so memory stays bounded whatever the callers.
+pub const RATE_LIMIT_MAX_IDENTITIES: usize = 4096;

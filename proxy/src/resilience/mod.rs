@@ -7,3 +7,4 @@ pub(crate) mod health;
 pub(crate) mod limits;
 pub(crate) mod outlier;
 pub(crate) mod policy;
+pub(crate) mod rate_limit;
