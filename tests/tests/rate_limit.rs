@@ -369,3 +369,65 @@ async fn a_refusal_says_when_to_retry_and_grpc_gets_resource_exhausted() {
     })
     .await;
 }
+
+/// Mesh mode: the control plane sends B (the sidecar of `reviews`) the
+/// TrafficPolicy on its own service, though B calls nothing, and B limits
+/// the caller it authenticated.
+#[tokio::test]
+async fn in_mesh_mode_the_control_plane_sends_the_service_its_own_limit() {
+    let app = Upstream::start("reviews-app").await;
+    let placeholder = Upstream::start("placeholder").await;
+    let cp = ControlPlane::start(
+        &format!("apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: placeholder}}\nspec:\n  endpoints: [{{address: \"{}\"}}]\n", placeholder.addr),
+        &[],
+    );
+    let sidecar = |sa: &str| {
+        let mut b = Proxy::builder("").no_config();
+        for a in cp.proxy_args("default", sa, &cp.token("default", sa)) {
+            b = b.arg(a);
+        }
+        b
+    };
+    let b = sidecar("reviews")
+        .arg("--service")
+        .arg("reviews")
+        .app(app.addr)
+        .start();
+    let a = sidecar("productpage").start();
+    for p in [&a, &b] {
+        eventually("the sidecar is ready", Duration::from_secs(20), || async {
+            (p.admin_get("/ready").await.0 == 200).then_some(())
+        })
+        .await;
+    }
+    let old = cp.version().await;
+    // Three at once, then one a second, for each caller identity.
+    cp.write_config(&format!(
+        "{}---\napiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: reviews-limits}}\nspec:\n  targetRef: {{kind: Service, name: reviews}}\n  rateLimit:\n    identity: {{requestsPerSecond: 1, burst: 3}}\n",
+        a_config(b.inbound)
+    ));
+    cp.wait_all_acked(2, Some(&old), Duration::from_secs(10))
+        .await;
+    let (_, config) = b.admin_get("/config").await;
+    assert!(config.contains("reviews-limits"), "{config}");
+    // Six calls in a row: the first three pass (the bucket starts full),
+    // and over `t` seconds at most 3 + t do.
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = get(&a.url("/"), &[("host", "reviews")]).await.unwrap();
+        if r.status == 429 {
+            assert_refusal("productpage", &r);
+        }
+        statuses.push(r.status);
+    }
+    let elapsed = started.elapsed().as_secs();
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    let admitted = statuses.iter().filter(|s| **s == 200).count() as u64;
+    assert!(admitted <= 3 + elapsed, "{statuses:?} in {elapsed} s");
+    assert_eq!(
+        b.metric("weft_rate_limited_total", &["limit=\"identity\""])
+            .await,
+        statuses.iter().filter(|s| **s == 429).count() as f64
+    );
+}
