@@ -431,3 +431,38 @@ async fn in_mesh_mode_the_control_plane_sends_the_service_its_own_limit() {
         statuses.iter().filter(|s| **s == 429).count() as f64
     );
 }
+
+/// A refused request's server span carries the `rate_limited` event (with
+/// the limit) and the RL flag.
+#[tokio::test]
+async fn a_refusal_is_a_span_event() {
+    use weft_tests::otlp::{receiver_available, with_env, Receiver};
+    if !receiver_available() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let app = Upstream::start("reviews-app").await;
+    let b = with_env(
+        Proxy::builder(b_config(Some(
+            "    total: {requestsPerSecond: 1, burst: 1}\n",
+        ))),
+        &rx.env("grpc"),
+    )
+    .app(app.addr)
+    .arg("--service")
+    .arg("reviews")
+    .start();
+    let statuses = [once(b.inbound).await.status, once(b.inbound).await.status];
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let s = rx
+        .span("the refused request's span", |s| {
+            s["attributes"]["http.response.status_code"] == 429
+        })
+        .await;
+    let event = s["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == "rate_limited"))
+        .unwrap_or_else(|| panic!("no rate_limited event: {s}"));
+    assert_eq!(event["attributes"]["weft.limit"], "total", "{s}");
+    assert_eq!(s["attributes"]["weft.response_flags"], "RL", "{s}");
+}
