@@ -292,4 +292,29 @@ spec:
             .yaml;
         assert!(caller.contains("name: reviews-limit"), "{caller}");
     }
+
+    /// The same from the Kubernetes source: the Service's generated Backend
+    /// and a TrafficPolicy object.
+    #[test]
+    fn from_kubernetes_the_service_gets_its_own_limit() {
+        use crate::resources::{ClusterObject, Generated, Inputs};
+        let mut inputs = Inputs::default();
+        inputs.set_kubernetes(vec![Generated {
+            service: "shop/reviews".into(),
+            text: "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {name: reviews, namespace: shop}\nspec: {port: 80, endpoints: [{address: \"10.1.0.3:80\"}]}\n".into(),
+        }]);
+        inputs.set_objects(vec![ClusterObject {
+            key: "TrafficPolicy shop/reviews-limit".into(),
+            text: "apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: reviews-limit, namespace: shop}\nspec: {targetRef: {kind: Service, name: reviews}, rateLimit: {total: {requestsPerSecond: 5}}}\n".into(),
+        }]);
+        let r = inputs.resources().unwrap();
+        assert!(inputs.rejected().is_empty(), "{:?}", inputs.rejected());
+        let own = r
+            .catalog
+            .scope("shop", Some("reviews"), &BTreeSet::new())
+            .yaml;
+        assert!(own.contains("name: reviews-limit"), "{own}");
+        let set = weft_mesh::config::load_sources(vec![("scoped.yaml".into(), own)]).unwrap();
+        assert_eq!(set.backends.len(), 1);
+    }
 }
