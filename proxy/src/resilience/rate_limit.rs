@@ -243,6 +243,16 @@ impl InboundRateLimit {
         })
     }
 
+    /// The override bucket of `id`, if one names it (no hashing when
+    /// there are no overrides).
+    #[inline]
+    fn override_of(&self, id: &str) -> Option<&Bucket> {
+        match self.overrides.is_empty() {
+            true => None,
+            false => self.overrides.get(id),
+        }
+    }
+
     /// The total bucket first, then the caller's; a caller over its own
     /// limit gives the total token back, so it cannot use up the others'
     /// share by being refused.
@@ -255,7 +265,7 @@ impl InboundRateLimit {
             t.take(now).map_err(|w| refuse(Which::Total, w))?;
         }
         let caller = match identity {
-            Some(id) => match self.overrides.get(&**id) {
+            Some(id) => match self.override_of(id) {
                 Some(b) => Some((b.take(now), Which::Override)),
                 None => self
                     .identities
@@ -280,8 +290,8 @@ impl InboundRateLimit {
 }
 
 /// The limit for this sidecar's own service (`service` in `namespace`): the
-/// `rateLimit` of the first TrafficPolicy whose targetRef (kind Service or
-/// Backend) names it. The limiter in force is kept, buckets and all, when
+/// `rateLimit` of the first TrafficPolicy that has one and whose targetRef
+/// (kind Service or Backend) names the service. The limiter in force is kept, buckets and all, when
 /// its block is unchanged.
 pub(crate) fn compile(
     config: &ConfigSet,
