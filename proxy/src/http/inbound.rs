@@ -1,7 +1,8 @@
 //! A request for the local app (the inbound listener): authorized against
 //! the service's AuthorizationPolicies, held to its local rate limits,
-//! given the caller's verified identity, and forwarded to the app in the protocol it speaks. An upgrade
-//! is authorized like any request before it can become a tunnel.
+//! given the caller's verified identity, and forwarded to the app in the
+//! protocol it speaks. An upgrade is authorized (and counted against the
+//! rate limits) like any request before it can become a tunnel.
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::http::checks;
