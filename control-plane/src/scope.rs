@@ -5,7 +5,9 @@
 //! of the service it fronts, and — for every name it has asked for (its
 //! app called it and it had no route) — the routes that name reaches, the
 //! Backends those routes and the name itself lead to, and their
-//! TrafficPolicies. Names are resolved with the same name table the proxy
+//! TrafficPolicies (and, when one of them sets a `rateLimit` on the
+//! service the proxy fronts, that service's Backend and policies, as the
+//! limit is enforced on the way in). Names are resolved with the same name table the proxy
 //! routes with (built for the proxy's namespace), so both sides agree on
 //! what `reviews`, `reviews.shop` or `reviews:8080` means. The same table
 //! applies GAMMA's consumer routes, so a proxy is sent the producer routes
@@ -176,6 +178,22 @@ impl Catalog {
                 refs(&r.meta.namespace, rules.collect());
             }
         }
+        // The inbound sidecar enforces its own service's rate limit: a
+        // TrafficPolicy with `rateLimit` on it brings the service's
+        // Backend along (the proxy checks that a policy's target exists),
+        // and with it that Backend's TrafficPolicies (the rule below).
+        if let Some(own) = service {
+            let limited = self.set.traffic_policies.iter().any(|p| {
+                let t = &p.spec.target_ref;
+                p.spec.rate_limit.is_some()
+                    && p.meta.namespace == namespace
+                    && matches!(t.kind.as_str(), "Service" | "Backend")
+                    && t.name == own
+            });
+            if limited {
+                backends.insert(format!("{namespace}/{own}"));
+            }
+        }
         let mut yaml = String::new();
         for d in &self.docs {
             let keep = match d.kind.as_str() {
@@ -208,5 +226,95 @@ impl Catalog {
             version: version_of(&yaml),
             yaml,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = "apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: reviews, namespace: shop}
+spec:
+  endpoints: [{address: \"10.1.0.3:80\"}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: ratings, namespace: shop}
+spec:
+  endpoints: [{address: \"10.1.0.4:80\"}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: reviews-limit, namespace: shop}
+spec:
+  targetRef: {kind: Service, name: reviews}
+  rateLimit:
+    identity: {requestsPerSecond: 20}
+---
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: ratings-lb, namespace: shop}
+spec:
+  targetRef: {kind: Service, name: ratings}
+  loadBalancer: {policy: RoundRobin}
+";
+
+    fn catalog() -> Catalog {
+        let set = weft_mesh::config::load_sources(vec![("mesh.yaml".into(), YAML.into())]).unwrap();
+        Catalog::new(set)
+    }
+
+    #[test]
+    fn the_inbound_sidecar_gets_the_rate_limit_of_its_own_service() {
+        let c = catalog();
+        let none = BTreeSet::new();
+        // The sidecar of `reviews`, which has called nothing yet.
+        let own = c.scope("shop", Some("reviews"), &none).yaml;
+        assert!(own.contains("name: reviews-limit"), "{own}");
+        assert!(own.contains("name: reviews, namespace: shop"), "{own}");
+        assert!(!own.contains("ratings"), "{own}");
+        // What it is sent loads (its target Backend came along) and
+        // compiles to the limit.
+        let set = weft_mesh::config::load_sources(vec![("scoped.yaml".into(), own)]).unwrap();
+        assert!(set.traffic_policies[0].spec.rate_limit.is_some());
+        // Another service's sidecar, or the same name in another namespace,
+        // gets nothing of it.
+        let other = c.scope("shop", Some("ratings"), &none).yaml;
+        assert!(!other.contains("reviews"), "{other}");
+        assert!(!other.contains("ratings-lb"), "{other}");
+        let elsewhere = c.scope("prod", Some("reviews"), &none).yaml;
+        assert!(!elsewhere.contains("reviews-limit"), "{elsewhere}");
+        // A caller of `reviews` still gets its policy as before.
+        let caller = c
+            .scope("shop", Some("ratings"), &["reviews".into()].into())
+            .yaml;
+        assert!(caller.contains("name: reviews-limit"), "{caller}");
+    }
+
+    /// The same from the Kubernetes source: the Service's generated Backend
+    /// and a TrafficPolicy object.
+    #[test]
+    fn from_kubernetes_the_service_gets_its_own_limit() {
+        use crate::resources::{ClusterObject, Generated, Inputs};
+        let mut inputs = Inputs::default();
+        inputs.set_kubernetes(vec![Generated {
+            service: "shop/reviews".into(),
+            text: "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {name: reviews, namespace: shop}\nspec: {port: 80, endpoints: [{address: \"10.1.0.3:80\"}]}\n".into(),
+        }]);
+        inputs.set_objects(vec![ClusterObject {
+            key: "TrafficPolicy shop/reviews-limit".into(),
+            text: "apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: reviews-limit, namespace: shop}\nspec: {targetRef: {kind: Service, name: reviews}, rateLimit: {total: {requestsPerSecond: 5}}}\n".into(),
+        }]);
+        let r = inputs.resources().unwrap();
+        assert!(inputs.rejected().is_empty(), "{:?}", inputs.rejected());
+        let own = r
+            .catalog
+            .scope("shop", Some("reviews"), &BTreeSet::new())
+            .yaml;
+        assert!(own.contains("name: reviews-limit"), "{own}");
+        let set = weft_mesh::config::load_sources(vec![("scoped.yaml".into(), own)]).unwrap();
+        assert_eq!(set.backends.len(), 1);
     }
 }

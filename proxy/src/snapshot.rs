@@ -130,6 +130,9 @@ pub(crate) struct Snapshot {
     pub(crate) mesh: MeshSettings,
     /// Inbound AuthorizationPolicy for this sidecar's service.
     pub(crate) authz: crate::authz::InboundAuthz,
+    /// Local rate limits for this sidecar's service (its TrafficPolicy's
+    /// `rateLimit`); checked after `authz`.
+    pub(crate) rate_limit: Option<Arc<crate::resilience::rate_limit::InboundRateLimit>>,
 }
 
 impl Snapshot {
@@ -144,6 +147,7 @@ impl Snapshot {
             applied_at: SystemTime::now(),
             mesh,
             authz: crate::authz::InboundAuthz::default(),
+            rate_limit: None,
         }
     }
 

@@ -112,11 +112,13 @@ async fn the_example_resources_are_created_and_read_back() {
         ]
     );
     fake.create_namespace("weft-system", json!({})).await;
+    fake.create_namespace("shop", json!({})).await;
     let mut kinds = std::collections::BTreeSet::new();
     for file in [
         "config-examples/dns/external.yaml",
         "config-examples/policies/policies.yaml",
         "config-examples/mesh/mesh.yaml",
+        "config-examples/rate-limit/rate-limit.yaml",
     ] {
         let docs: Vec<Value> = serde_saphyr::from_multiple(&repo_file(file)).unwrap();
         for mut d in docs

@@ -69,3 +69,18 @@ pub const ROTATION_WINDOW: (f64, f64) = (0.5, 0.7);
 pub const SUCCESS_RATE_MINIMUM_HOSTS: u32 = 5;
 pub const SUCCESS_RATE_REQUEST_VOLUME: u32 = 100;
 pub const SUCCESS_RATE_STDEV_FACTOR: f64 = 1.9;
+/// `rateLimit` burst when none is written: one second's worth of requests
+/// (at least one), so a caller at the configured rate is never refused and a
+/// quiet caller may send a second's worth at once.
+pub const fn rate_limit_burst(requests_per_second: u32) -> u32 {
+    if requests_per_second == 0 {
+        1
+    } else {
+        requests_per_second
+    }
+}
+/// Distinct caller identities an inbound rate limit keeps a bucket for.
+/// Beyond it, idle buckets (full again, so forgetting them changes nothing)
+/// are dropped; if none is idle, the newcomers share one overflow bucket
+/// with the identity limit, so memory stays bounded whatever the callers.
+pub const RATE_LIMIT_MAX_IDENTITIES: usize = 4096;

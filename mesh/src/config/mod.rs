@@ -12,6 +12,7 @@ pub mod files;
 pub mod grpc_route;
 mod load;
 pub mod policy;
+pub mod rate_limit;
 pub mod route;
 #[cfg(feature = "schema")]
 pub mod schema;

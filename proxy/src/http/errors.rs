@@ -51,6 +51,10 @@ pub(crate) enum ProxyError {
     Overloaded(String, &'static str),
     #[error("the {0} listener is at its limit of {1} requests in flight")]
     ListenerOverloaded(&'static str, u64),
+    /// A local rate limit of the inbound service refused (`retry-after`
+    /// is added by the inbound path).
+    #[error("rate limited ({} limit); retry in {}s", .0.limit.name(), .0.retry_after)]
+    RateLimited(crate::resilience::rate_limit::Limited),
 }
 
 impl ProxyError {
@@ -77,6 +81,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             ProxyError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request-body-timeout"),
             ProxyError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ProxyError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
         }
     }
 
@@ -87,6 +92,7 @@ impl ProxyError {
         const DEADLINE_EXCEEDED: u8 = 4;
         const PERMISSION_DENIED: u8 = 7;
         const INTERNAL: u8 = 13;
+        const RESOURCE_EXHAUSTED: u8 = 8;
         match self {
             ProxyError::NoRoute(_) | ProxyError::NoRuleMatch(_) => UNIMPLEMENTED,
             ProxyError::NoBackend
@@ -100,6 +106,7 @@ impl ProxyError {
             ProxyError::Timeout(_) | ProxyError::BodyTimeout(_) => DEADLINE_EXCEEDED,
             ProxyError::Forbidden => PERMISSION_DENIED,
             ProxyError::UpstreamProtocol(_) | ProxyError::BadRequest(_) => INTERNAL,
+            ProxyError::RateLimited(_) => RESOURCE_EXHAUSTED,
         }
     }
 

@@ -1,7 +1,8 @@
 //! A request for the local app (the inbound listener): authorized against
-//! the service's AuthorizationPolicies, given the caller's verified
-//! identity, and forwarded to the app in the protocol it speaks. An upgrade
-//! is authorized like any request before it can become a tunnel.
+//! the service's AuthorizationPolicies, held to its local rate limits,
+//! given the caller's verified identity, and forwarded to the app in the
+//! protocol it speaks. An upgrade is authorized (and counted against the
+//! rate limits) like any request before it can become a tunnel.
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::http::checks;
@@ -11,7 +12,7 @@ use crate::http::headers::authority_of;
 use crate::http::observe::{Observer, Report};
 use crate::http::ConnInfo;
 use crate::proxy::Proxy;
-use crate::telemetry::access_log::Record;
+use crate::telemetry::access_log::{EventKind, Record};
 use http::{HeaderValue, Request, Response, Version};
 use opentelemetry::trace::SpanKind;
 use std::sync::atomic::Ordering;
@@ -29,24 +30,37 @@ pub(crate) async fn inbound(
         .tracing
         .start(SpanKind::Server, req.method(), req.headers());
     let log = proxy.access_log.load(Ordering::Relaxed);
-    let checked = checks::request(&mut req, false);
-    let allowed = checked.is_ok() && {
+    // Checks, then authorization, then the service's rate limits: the
+    // first refusal is the answer. Unconfigured, each is one branch.
+    let verdict = checks::request(&mut req, false).and_then(|()| {
         let snap = proxy.snapshot.load();
-        snap.authz.is_empty()
+        let allowed = snap.authz.is_empty()
             || snap.authz.allows(&crate::authz::Subject {
                 identity: conn.peer_identity.as_deref(),
                 request: Some((req.method().as_str(), req.uri().path())),
-            })
-    };
-    if !allowed {
-        let error = match checked {
-            Err(e) => e,
-            Ok(()) => {
-                proxy.metrics.inbound_rejected("forbidden");
-                ProxyError::Forbidden
-            }
+            });
+        if !allowed {
+            proxy.metrics.inbound_rejected("forbidden");
+            return Err(ProxyError::Forbidden);
+        }
+        match &snap.rate_limit {
+            None => Ok(()),
+            Some(rl) => rl
+                .check(conn.peer_identity.as_ref())
+                .map_err(ProxyError::RateLimited),
+        }
+    });
+    if let Err(error) = verdict {
+        let limited = match &error {
+            ProxyError::RateLimited(l) => Some(*l),
+            _ => None,
         };
         let mut report = Report::of(&req, log, span);
+        if let (Some(r), Some(l)) = (report.as_mut(), limited) {
+            r.record.upstream.event(EventKind::RateLimited {
+                limit: l.limit.name(),
+            });
+        }
         let mut obs = Observer::new(
             started,
             &proxy.inbound_metrics,
@@ -54,7 +68,11 @@ pub(crate) async fn inbound(
         );
         obs.grpc(&req);
         obs.watch(&proxy.failures, "inbound", &req);
-        let resp = obs.fail(error);
+        let mut resp = obs.fail(error);
+        if let Some(l) = limited {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(l.retry_after));
+        }
         let resp = obs.answer(resp);
         return match report {
             Some(r) => r.finish(

@@ -117,6 +117,13 @@ pub(crate) fn compile(
     }
     let authz =
         crate::authz::InboundAuthz::compile(&config, opts.service.as_deref(), &opts.namespace);
+    let rate_limit = crate::resilience::rate_limit::compile(
+        &config,
+        opts.service.as_deref(),
+        &opts.namespace,
+        metrics,
+        previous.and_then(|s| s.rate_limit.as_ref()),
+    );
     Snapshot {
         version,
         names,
@@ -126,6 +133,7 @@ pub(crate) fn compile(
         applied_at: SystemTime::now(),
         mesh,
         authz,
+        rate_limit,
     }
 }
 

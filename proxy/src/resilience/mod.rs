@@ -8,3 +8,4 @@ pub(crate) mod limits;
 pub(crate) mod outlier;
 pub(crate) mod policy;
 pub(crate) mod success_rate;
+pub(crate) mod rate_limit;

@@ -8,6 +8,7 @@
 //! `NR` no route, `UH` no healthy upstream, `UF` upstream connection failure,
 //! `UO` upstream overflow, `UT` upstream request timeout, `UR` upstream reset,
 //! `UPE` an upstream answer that could not be relayed unambiguously,
+//! `RL` refused by the inbound service's local rate limit,
 //! `URX` retried until the attempts (or the retry budget or limit) ran out
 //! and still failed.
 
@@ -53,6 +54,9 @@ pub(crate) enum EventKind {
     /// A concurrency limit (circuit breaker) refused: `requests`,
     /// `connections`, `pending` or `retries`.
     Overflow { limit: &'static str },
+    /// A local rate limit (`total`, `identity`, `override`) refused an
+    /// inbound request.
+    RateLimited { limit: &'static str },
 }
 
 impl UpstreamInfo {
@@ -85,6 +89,7 @@ pub(crate) fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str>
         Some("upstream-timeout") => Some("UT"),
         Some("upstream-reset") => Some("UR"),
         Some("upstream-protocol") => Some("UPE"),
+        Some("rate-limited") => Some("RL"),
         _ => None,
     };
     match (flag, up.retries_exhausted) {

@@ -81,6 +81,11 @@ pub(crate) struct ListenerLimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RateLimitLabels {
+    pub(crate) limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TlsLabels {
     pub(crate) direction: &'static str,
     pub(crate) result: &'static str,
@@ -119,6 +124,8 @@ pub(crate) struct Metrics {
     trace_spans_exported: Counter,
     trace_spans_dropped: Family<ReasonLabels, Counter>,
     tls_handshakes: Family<TlsLabels, Counter>,
+    /// Inbound requests refused by a local rate limit: `total`, `identity`, `override`.
+    rate_limited: Family<RateLimitLabels, Counter>,
 }
 
 /// prometheus-client's gauge wants an atomic type; we use its default i64 one.
@@ -481,7 +488,14 @@ impl Metrics {
             "Trace spans dropped: queue_full (export not keeping up, e.g. the collector is down) or export_failed",
             trace_spans_dropped.clone(),
         );
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Inbound requests refused by a local rate limit (TrafficPolicy rateLimit), by limit",
+            rate_limited.clone(),
+        );
         Metrics {
+            rate_limited,
             registry,
             tls_handshakes,
             trace_spans_exported,
@@ -589,5 +603,12 @@ impl Metrics {
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The `weft_rate_limited_total` counter of one limit (resolved once).
+    pub(crate) fn rate_limited(&self, limit: &'static str) -> Counter {
+        self.rate_limited
+            .get_or_create(&RateLimitLabels { limit })
+            .clone()
     }
 }

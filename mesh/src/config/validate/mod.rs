@@ -3,6 +3,7 @@
 
 mod grpc;
 mod mesh;
+mod rate_limit;
 mod shared;
 mod success_rate;
 
@@ -497,6 +498,9 @@ impl Validator<'_> {
                     self.err(o, "spec.retry.budget.percent", "percent must be 0-100");
                 }
             }
+        }
+        if let Some(rl) = &p.spec.rate_limit {
+            self.rate_limit(o, rl);
         }
         if p.spec.panic_threshold.is_some_and(|x| x > 100) {
             self.err(o, "spec.panicThreshold", "panicThreshold must be 0-100");

@@ -151,6 +151,10 @@ impl Span {
                     otlp::str_attr(&mut ev, 3, "weft.limit", &[*limit]);
                     "circuit overflow"
                 }
+                EventKind::RateLimited { limit } => {
+                    otlp::str_attr(&mut ev, 3, "weft.limit", &[*limit]);
+                    "rate_limited"
+                }
             };
             otlp::event(&mut b, e.at, name, &ev);
         }
