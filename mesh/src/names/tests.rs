@@ -429,6 +429,8 @@ spec:
         assert_eq!(t.get(a).map(|d| &d.name), by(a).map(|(_, d)| d).as_ref());
     }
     let names = t.names();
-    assert!(names.contains(&"*.example.com".to_owned()) && names.contains(&"reviews.shop".to_owned()));
+    assert!(
+        names.contains(&"*.example.com".to_owned()) && names.contains(&"reviews.shop".to_owned())
+    );
     assert!(names.windows(2).all(|w| w[0] <= w[1]), "sorted");
 }
