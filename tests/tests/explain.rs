@@ -78,6 +78,36 @@ const CASES: &[(&str, &[&str], i32)] = &[
         1,
     ),
     ("no-host", &["http://reviewz.shop/"], 1),
+    ("redirect", &["http://reviews.shop/legacy/x"], 0),
+    (
+        "second-match-of-a-rule",
+        &["http://reviews.shop/old-admin"],
+        0,
+    ),
+    (
+        "grpc-service-and-method",
+        &[
+            "-X",
+            "POST",
+            "--host",
+            "cart.shop:9090",
+            "--path",
+            "/shop.v1.Cart/Get",
+        ],
+        0,
+    ),
+    (
+        "grpc-header-missing",
+        &[
+            "-X",
+            "POST",
+            "--host",
+            "cart.shop:9090",
+            "--path",
+            "/shop.v2.Cart/Put",
+        ],
+        1,
+    ),
     ("implicit-rule", &["http://ratings/x"], 0),
     ("opaque-tcp", &["db.shop:5432"], 1),
 ];
@@ -167,7 +197,7 @@ fn explanations_say_why() {
     );
     assert!(canary.contains("no: method GET != POST"), "{canary}");
     assert!(
-        canary.contains("matches too, but 4. comes first"),
+        canary.contains("matches too, but 6. comes first"),
         "{canary}"
     );
     for (setting, origin) in [
@@ -205,7 +235,7 @@ fn explanations_say_why() {
     let none = run(CASES[6].1);
     assert!(
         none.contains(
-            "nearest miss: 2. HTTPRoute shop/reviews-admin rule 0 match 0: method PUT != POST"
+            "nearest miss: 4. HTTPRoute shop/reviews-admin rule 0 match 0: method PUT != POST"
         ),
         "{none}"
     );
@@ -378,6 +408,7 @@ async fn the_proxy_does_what_explain_says() {
         ("reviews-admin", "10.0.0.13:8080"),
         ("reviews-shadow", "10.0.0.14:8080"),
         ("ratings", "10.0.0.20:9080"),
+        ("cart", "10.0.0.40:9090"),
     ] {
         let u = Upstream::start(name).await;
         yaml = yaml.replace(addr, &u.addr.to_string());
@@ -430,6 +461,10 @@ async fn the_proxy_does_what_explain_says() {
             .await
             .unwrap();
         match code {
+            0 if text.contains("RequestRedirect:") => {
+                assert_eq!(resp.status, 301, "{name}");
+                assert!(resp.header("x-upstream").is_none(), "{name}");
+            }
             0 => {
                 let answered = resp.header("x-upstream").unwrap_or_default().to_owned();
                 assert!(

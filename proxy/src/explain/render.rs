@@ -129,6 +129,9 @@ pub(crate) fn rule(out: &mut String, r: &RuleView) {
     if let Some(m) = &r.mirror {
         let _ = writeln!(out, "\nmirror: {m}");
     }
+    if r.redirects {
+        return;
+    }
     if r.backends.is_empty() || r.total_weight == 0 {
         let _ = writeln!(
             out,

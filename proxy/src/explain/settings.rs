@@ -18,6 +18,8 @@ use weft_mesh::names::MatchRef;
 /// The selected rule, ready to print.
 pub(crate) struct RuleView {
     pub(crate) filters: Vec<String>,
+    /// A `RequestRedirect`: the proxy answers it, no backend is called.
+    pub(crate) redirects: bool,
     pub(crate) mirror: Option<String>,
     pub(crate) total_weight: u64,
     pub(crate) backends: Vec<BackendView>,
@@ -59,6 +61,7 @@ pub(crate) fn rule_view(
             .unwrap_or_default();
         return RuleView {
             filters: Vec::new(),
+            redirects: false,
             mirror: None,
             total_weight: backends.len() as u64,
             backends,
@@ -102,6 +105,7 @@ pub(crate) fn rule_view(
         .collect();
     RuleView {
         filters: filters.iter().filter_map(filter).collect(),
+        redirects: filters.iter().any(|f| f.request_redirect.is_some()),
         mirror: filters
             .iter()
             .find_map(|f| f.request_mirror.as_ref())
