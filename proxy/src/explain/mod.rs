@@ -46,7 +46,12 @@ pub struct ExplainArgs {
     )]
     pub control_plane_admin: Option<String>,
     /// With `--control-plane-admin`: the proxy to explain for, as NAMESPACE/SERVICE.
-    #[arg(long, value_name = "NS/SERVICE", requires = "control_plane_admin")]
+    #[arg(
+        long,
+        value_name = "NS/SERVICE",
+        requires = "control_plane_admin",
+        conflicts_with = "config"
+    )]
     pub proxy: Option<String>,
     /// The request as a URL: `http://reviews.shop:8080/api?x=1` (the scheme may be left out).
     #[arg(
@@ -279,6 +284,8 @@ mod tests {
             vec!["--method", "GE T", "http://a/"],
             vec!["--host", "a", "--path", "relative"],
             vec!["http:///nohost"],
+            vec!["--proxy", "a/b", "http://a/"],
+            vec!["--control-plane-admin", "http://127.0.0.1:1", "http://a/"],
             vec![],
         ] {
             assert!(req(&bad).is_err(), "{bad:?} accepted");
