@@ -15,6 +15,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 use weft_tests::*;
 
 fn fixtures() -> PathBuf {
@@ -481,4 +482,78 @@ async fn the_proxy_does_what_explain_says() {
         checked += 1;
     }
     assert_eq!(checked, CASES.len() - 1);
+}
+
+/// With Kubernetes sources: the control plane's view of a proxy holds the
+/// cluster's Services (as Backends), HTTPRoutes and TrafficPolicies, and
+/// explain reads them like files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_resources_are_explained_too() {
+    use serde_json::json;
+    use weft_tests::kube_cluster::control_plane_rbac;
+    use weft_tests::route_cluster::{fake_with, route, service};
+    let fake = fake_with(control_plane_rbac(), true).await;
+    service(&fake, "reviews", "10.1.0.1:8080".parse().unwrap()).await;
+    service(&fake, "reviews-v2", "10.1.0.2:8080".parse().unwrap()).await;
+    fake.create(route(
+        "shop",
+        "canary",
+        None,
+        json!([{"matches": [{"headers": [{"name": "x-canary", "value": "1"}]}],
+            "backendRefs": [{"name": "reviews-v2", "port": 9080}]}]),
+    ))
+    .await;
+    fake.create(
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "TrafficPolicy",
+        "metadata": {"name": "v2", "namespace": "shop"},
+        "spec": {"targetRef": {"kind": "Service", "name": "reviews-v2"}, "connectTimeout": "2s"}}),
+    )
+    .await;
+    let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
+    let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
+    let source: Vec<String> = [
+        "--control-plane-admin",
+        &format!("http://{}", cp.admin),
+        "--proxy",
+        "web/frontend",
+    ]
+    .map(String::from)
+    .into();
+    let canary = ["http://reviews.shop:9080/x", "-H", "x-canary: 1"];
+    // The control plane lists the cluster before it serves; the policy
+    // may still be on its way.
+    let text = eventually(
+        "explain sees the route and the policy",
+        Duration::from_secs(20),
+        || {
+            let out = explain(&source, &canary);
+            let text = String::from_utf8(out.stdout).unwrap();
+            let done = out.status.code() == Some(0)
+                && text.contains("selected: HTTPRoute shop/canary rule 0 match 0")
+                && text.contains("TrafficPolicy shop/v2");
+            async move { done.then_some(text) }
+        },
+    )
+    .await;
+    let connect = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("connect "))
+        .unwrap();
+    assert!(
+        connect.contains("2s") && connect.ends_with("TrafficPolicy shop/v2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shop/reviews-v2  weight 1      100%"),
+        "{text}"
+    );
+    let miss = explain(&source, &["http://reviews.shop:9080/x"]);
+    assert_eq!(miss.status.code(), Some(1));
+    let miss = String::from_utf8(miss.stdout).unwrap();
+    assert!(
+        miss.contains(
+            "nearest miss: 1. HTTPRoute shop/canary rule 0 match 0: header x-canary missing"
+        ),
+        "{miss}"
+    );
 }
