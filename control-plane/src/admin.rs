@@ -1,7 +1,9 @@
 //! The control plane's admin endpoint (plain HTTP, loopback by default):
 //! `/live`, `/ready` (503 until the cluster, with `--kubernetes`, has been
 //! listed once), `/proxies` (every connected proxy, its version and
-//! last NACK), `/config` and `/metrics`.
+//! last NACK), `/config`, `/metrics`, and `/resources?namespace=NS&service=S`
+//! (every resource the proxy of that service could see, as multi-document
+//! YAML, for `weft-proxy explain`).
 
 use crate::body::{json, text, CpBody};
 use crate::state::{ControlPlane, KubernetesStatus, ProxyStatus};
@@ -122,11 +124,53 @@ fn handle_admin(cp: &ControlPlane, req: &Request<Incoming>) -> Response<CpBody> 
             )
         }
         "/metrics" => text(StatusCode::OK, metrics(cp)),
+        "/resources" => resources(cp, req.uri().query()),
         _ => text(
             StatusCode::NOT_FOUND,
-            "weft-control-plane admin: /live /ready /proxies /config /metrics\n",
+            "weft-control-plane admin: /live /ready /proxies /config /metrics /resources\n",
         ),
     }
+}
+
+/// `GET /resources?namespace=NS&service=SVC`: what a proxy in NS fronting
+/// SVC could see — every name of its namespace's table, not only those it
+/// asked for — as the YAML documents a snapshot carries.
+fn resources(cp: &ControlPlane, query: Option<&str>) -> Response<CpBody> {
+    let mut namespace = None;
+    let mut service = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("namespace", v)) => namespace = Some(v),
+            Some(("service", v)) => service = Some(v).filter(|v| !v.is_empty()),
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter {pair:?}: namespace=NS&service=SVC\n"),
+                )
+            }
+        }
+    }
+    let valid = |v: &str| {
+        v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    let Some(namespace) = namespace.filter(|n| !n.is_empty() && valid(n)) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "namespace=NS is required (a lower-case name): /resources?namespace=NS&service=SVC\n",
+        );
+    };
+    if service.is_some_and(|s| !valid(s)) {
+        return text(StatusCode::BAD_REQUEST, "service=SVC: a lower-case name\n");
+    }
+    let r = cp.resources.borrow().clone();
+    let scoped = r.catalog.visible(namespace, service);
+    let mut resp = text(StatusCode::OK, scoped.yaml);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/yaml"),
+    );
+    resp
 }
 
 fn metrics(cp: &ControlPlane) -> String {

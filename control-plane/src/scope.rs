@@ -128,23 +128,36 @@ impl Catalog {
         service: Option<&str>,
         wants: &BTreeSet<String>,
     ) -> Scoped {
+        if wants.is_empty() {
+            return self.cut(namespace, service, &[]);
+        }
+        let names = self.names(namespace);
+        let reached: Vec<&Destination> = wants.iter().filter_map(|w| names.get(w)).collect();
+        self.cut(namespace, service, &reached)
+    }
+
+    /// Everything a proxy in `namespace` fronting `service` could see:
+    /// the scope of every name its namespace's table knows, not only the
+    /// names it has asked for (`GET /resources`, for `weft-proxy explain`).
+    pub(crate) fn visible(&self, namespace: &str, service: Option<&str>) -> Scoped {
+        let names = self.names(namespace);
+        let all: Vec<&Destination> = names.entries().iter().collect();
+        self.cut(namespace, service, &all)
+    }
+
+    /// The documents that serve `reached` (and the proxy's own policies).
+    fn cut(&self, namespace: &str, service: Option<&str>, reached: &[&Destination]) -> Scoped {
         let mut routes = BTreeSet::new();
         let mut backends = BTreeSet::new();
-        if !wants.is_empty() {
-            let names = self.names(namespace);
-            for w in wants {
-                let Some(d) = names.get(w) else {
-                    continue;
-                };
-                for m in &d.matches {
-                    routes.insert(match m.grpc {
-                        true => ("GRPCRoute", self.set.grpc_routes[m.route].key()),
-                        false => ("HTTPRoute", self.set.http_routes[m.route].key()),
-                    });
-                }
-                if let Some(b) = d.backend {
-                    backends.insert(self.set.backends[b].key());
-                }
+        for d in reached {
+            for m in &d.matches {
+                routes.insert(match m.grpc {
+                    true => ("GRPCRoute", self.set.grpc_routes[m.route].key()),
+                    false => ("HTTPRoute", self.set.http_routes[m.route].key()),
+                });
+            }
+            if let Some(b) = d.backend {
+                backends.insert(self.set.backends[b].key());
             }
         }
         // Every backend an included route names (mirrors too) must come
@@ -316,5 +329,96 @@ spec:
         assert!(own.contains("name: reviews-limit"), "{own}");
         let set = weft_mesh::config::load_sources(vec![("scoped.yaml".into(), own)]).unwrap();
         assert_eq!(set.backends.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod visible_tests {
+    use super::*;
+
+    const RESOURCES: &str = "\
+apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: reviews, namespace: shop}
+spec: {endpoints: [{address: \"10.0.0.1:80\"}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Backend
+metadata: {name: ratings, namespace: shop}
+spec: {endpoints: [{address: \"10.0.0.2:80\"}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: producer, namespace: shop}
+spec: {parentRefs: [{name: ratings}], rules: [{backendRefs: [{name: reviews}]}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: consumer, namespace: web}
+spec: {parentRefs: [{name: ratings, namespace: shop}], rules: [{backendRefs: [{name: ratings, namespace: shop}]}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: ratings, namespace: shop}
+spec: {targetRef: {kind: Service, name: ratings}, connectTimeout: 2s}
+---
+apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: frontend-in, namespace: shop}
+spec: {targetRef: {kind: Service, name: frontend}, action: Allow, rules: [{from: {namespaces: [web]}}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: other-in, namespace: shop}
+spec: {targetRef: {kind: Service, name: other}, action: Allow, rules: [{from: {namespaces: [web]}}]}
+";
+
+    fn catalog() -> Catalog {
+        let set = weft_mesh::config::load_sources(vec![("m.yaml".into(), RESOURCES.into())])
+            .expect("valid resources");
+        Catalog::new(set)
+    }
+
+    fn names(yaml: &str) -> Vec<String> {
+        let mut out: Vec<String> = yaml
+            .lines()
+            .filter_map(|l| l.strip_prefix("metadata: {name: "))
+            .map(|l| l.trim_end_matches('}').replace(", namespace: ", "@"))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// What a proxy could see, whatever it asked for so far: every name
+    /// of its namespace's table, as its scoped snapshot would carry them.
+    #[test]
+    fn visible_is_every_name_of_the_namespace_table() {
+        let c = catalog();
+        let shop = c.visible("shop", Some("frontend"));
+        assert_eq!(
+            names(&shop.yaml),
+            [
+                "frontend-in@shop",
+                "producer@shop",
+                "ratings@shop",
+                "ratings@shop",
+                "reviews@shop"
+            ],
+            "{}",
+            shop.yaml
+        );
+        // The same as asking for each name one by one.
+        let all: BTreeSet<String> = ["reviews.shop", "ratings.shop"].map(String::from).into();
+        assert_eq!(c.scope("shop", Some("frontend"), &all).yaml, shop.yaml);
+        // Nothing asked for yet: the scoped snapshot has only the proxy's own policies.
+        assert_eq!(
+            names(&c.scope("shop", Some("frontend"), &BTreeSet::new()).yaml),
+            ["frontend-in@shop"]
+        );
+        // In web, the consumer route shadows the producer route.
+        let web = names(&c.visible("web", None).yaml);
+        assert!(web.contains(&"consumer@web".to_owned()), "{web:?}");
+        assert!(!web.contains(&"producer@shop".to_owned()), "{web:?}");
+        assert!(!web.iter().any(|n| n.ends_with("-in@shop")), "{web:?}");
     }
 }

@@ -229,24 +229,45 @@ impl<T> NameTable<T> {
     }
 
     /// What `authority` (`host` or `host:port`) leads to.
+    #[inline]
     pub fn get(&self, authority: &str) -> Option<&T> {
+        self.lookup(authority).map(|(_, t)| t)
+    }
+
+    /// [`NameTable::get`], with the name it was found by: the authority
+    /// itself, the host without its port, or a wildcard's suffix
+    /// (`.example.com` for `*.example.com`).
+    pub fn lookup(&self, authority: &str) -> Option<(&str, &T)> {
         if authority.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.get(&authority.to_ascii_lowercase());
+            return self.lookup(&authority.to_ascii_lowercase());
         }
         let authority = authority.trim_end_matches('.');
-        if let Some(&i) = self.exact.get(authority) {
-            return self.entries.get(i as usize);
+        if let Some((k, &i)) = self.exact.get_key_value(authority) {
+            return self.at(k, i);
         }
         let host = strip_port(authority);
         if host.len() != authority.len() {
-            if let Some(&i) = self.exact.get(host) {
-                return self.entries.get(i as usize);
+            if let Some((k, &i)) = self.exact.get_key_value(host) {
+                return self.at(k, i);
             }
         }
         self.wildcard
             .iter()
             .find(|(suffix, _)| host.ends_with(&**suffix))
-            .and_then(|&(_, i)| self.entries.get(i as usize))
+            .and_then(|(k, i)| self.at(k, *i))
+    }
+
+    fn at<'a>(&'a self, name: &'a str, i: u32) -> Option<(&'a str, &'a T)> {
+        Some((name, self.entries.get(i as usize)?))
+    }
+
+    /// Every name, sorted: exact ones as written, wildcards as `*.suffix`.
+    pub fn names(&self) -> Vec<String> {
+        let exact = self.exact.keys().map(|k| k.to_string());
+        let wild = self.wildcard.iter().map(|(k, _)| format!("*{k}"));
+        let mut all: Vec<String> = exact.chain(wild).collect();
+        all.sort();
+        all
     }
 
     /// What exactly `name` (lower case, no trailing dot) leads to: no

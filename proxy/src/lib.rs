@@ -1,8 +1,9 @@
 //! Weft's data plane: the sidecar proxy.
 //!
 //! The library exists for the `weft-proxy` binary: its public surface is
-//! [`run`] (the `run` command), [`iptables`] (the `iptables` command) and
-//! [`check`] (the warnings of the `check` command);
+//! [`run`] (the `run` command), [`iptables`] (the `iptables` command),
+//! [`explain`] (the `explain` command) and [`check`] (the warnings of the
+//! `check` command);
 //! everything else is the crate's own.
 //!
 //! A request flows listener → detect → route → backend → balancer → pool →
@@ -19,6 +20,7 @@ pub(crate) mod body;
 pub mod check;
 pub(crate) mod control_plane;
 pub(crate) mod drain;
+pub mod explain;
 pub(crate) mod file_watch;
 #[cfg(fuzzing)]
 pub mod fuzz_surface;

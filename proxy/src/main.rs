@@ -23,6 +23,10 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Explain which route, rule and backend a request would take, why the
+    /// other rules of its host do not, and every effective setting with its
+    /// origin. Exit 0 on a match, 1 when nothing matches, 2 on bad input.
+    Explain(Box<weft_proxy::explain::ExplainArgs>),
     /// Install (or remove) the transparent-interception rules (IPv4 and IPv6) in this
     /// network namespace.
     Iptables(IptablesArgs),
@@ -64,6 +68,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => ExitCode::from(weft_proxy::run::run(*args).clamp(0, 255) as u8),
         Command::Check { paths } => check(&paths),
+        Command::Explain(args) => {
+            ExitCode::from(weft_proxy::explain::explain(*args).clamp(0, 255) as u8)
+        }
         Command::Iptables(a) => run_iptables(a),
     }
 }

@@ -1,10 +1,17 @@
 //! Request matching with Gateway API semantics (HTTPRoute and GRPCRoute
 //! matches compile to the same matcher), and the filters a rule applies.
+//! Why a match fails, in words, is `route/explain.rs` (for `weft-proxy
+//! explain`, off the request path).
+
+mod explain;
+pub(crate) use explain::Miss;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 use weft_mesh::config::grpc_route::GrpcRouteMatch;
 use weft_mesh::config::route::{self as cfg, PathMatchType, PathModifierType, ValueMatchType};
+use weft_mesh::config::ConfigSet;
+use weft_mesh::names::MatchRef;
 
 /// A compiled `matches[]` entry.
 #[derive(Clone, Debug)]
@@ -127,15 +134,7 @@ impl Matcher {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> bool {
-        let path_ok = match &self.path {
-            PathMatcher::Exact(p) => p == path,
-            PathMatcher::Prefix(p) => {
-                path.starts_with(p.as_str())
-                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
-            }
-            PathMatcher::Regex(r) => r.is_match(path),
-        };
-        if !path_ok {
+        if !self.path.matches(path) {
             return false;
         }
         if self.method.as_ref().is_some_and(|m| m != method) {
@@ -152,19 +151,51 @@ impl Matcher {
             }
         }
         for (name, vm) in &self.query {
-            let found = query
-                .into_iter()
-                .flat_map(|q| q.split('&'))
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k == name).then_some(v)
-                })
-                .next();
-            if !found.is_some_and(|v| vm.matches(v)) {
+            if !query_value(query, name).is_some_and(|v| vm.matches(v)) {
                 return false;
             }
         }
         true
+    }
+
+    /// The matcher of one name-table match, as `compile` builds it (and
+    /// `explain` rebuilds it); the indices come from a table built from
+    /// `config`.
+    pub(crate) fn of(config: &ConfigSet, m: &MatchRef) -> Matcher {
+        match (m.grpc, m.matched) {
+            (_, None) => Matcher::any(),
+            (true, Some(i)) => {
+                Matcher::grpc(&config.grpc_routes[m.route].spec.rules[m.rule].matches[i])
+            }
+            (false, Some(i)) => {
+                Matcher::new(&config.http_routes[m.route].spec.rules[m.rule].matches[i])
+            }
+        }
+    }
+}
+
+/// A query parameter's first value (a name without `=` has the value "").
+fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then_some(v)
+        })
+        .next()
+}
+
+impl PathMatcher {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatcher::Exact(p) => p == path,
+            PathMatcher::Prefix(p) => {
+                path.starts_with(p.as_str())
+                    && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+            }
+            PathMatcher::Regex(r) => r.is_match(path),
+        }
     }
 }
 

@@ -395,3 +395,42 @@ spec:
         "[fd00::7]:80"
     );
 }
+
+#[test]
+fn lookup_names_what_it_was_found_by() {
+    let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: shop}
+spec:
+  parentRefs: [{name: db}]
+  hostnames: ["*.example.com"]
+  rules: [{backendRefs: [{name: reviews}]}]
+"#;
+    let (_, t) = table(&format!("{BACKENDS}{route}"), "shop");
+    let by = |a: &str| {
+        t.lookup(a)
+            .map(|(name, d)| (name.to_owned(), d.name.clone()))
+    };
+    let hit = |name: &str, dest: &str| Some((name.to_owned(), dest.to_owned()));
+    assert_eq!(
+        by("Reviews.Shop:8080"),
+        hit("reviews.shop:8080", "shop/reviews")
+    );
+    assert_eq!(by("reviews.shop:9"), hit("reviews.shop", "shop/reviews"));
+    assert_eq!(by("reviews."), hit("reviews", "shop/reviews"));
+    assert_eq!(
+        by("api.example.com:80"),
+        hit(".example.com", ".example.com")
+    );
+    assert_eq!(by("nothing.shop"), None);
+    for a in ["Reviews.Shop:8080", "api.example.com", "nothing"] {
+        assert_eq!(t.get(a).map(|d| &d.name), by(a).map(|(_, d)| d).as_ref());
+    }
+    let names = t.names();
+    assert!(
+        names.contains(&"*.example.com".to_owned()) && names.contains(&"reviews.shop".to_owned())
+    );
+    assert!(names.windows(2).all(|w| w[0] <= w[1]), "sorted");
+}

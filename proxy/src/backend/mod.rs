@@ -87,7 +87,7 @@ struct Definition {
     from_service: bool,
 }
 
-fn lb_policy(p: LbPolicy) -> Policy {
+pub(crate) fn lb_policy(p: LbPolicy) -> Policy {
     match p {
         LbPolicy::RoundRobin => Policy::RoundRobin,
         LbPolicy::LeastRequest => Policy::LeastRequest,

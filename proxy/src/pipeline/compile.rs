@@ -37,7 +37,7 @@ pub(crate) fn compile(
             let previous = previous.and_then(|s| s.backends.get(b.key().as_str()));
             Backend::build(
                 b,
-                policy_of(&config, b),
+                policy_of(&config, b).map(|p| &p.spec),
                 previous,
                 opts.pool_idle_timeout,
                 metrics,
@@ -95,18 +95,7 @@ pub(crate) fn compile(
             None => d
                 .matches
                 .iter()
-                .map(|m| {
-                    let matcher = match (m.grpc, m.matched) {
-                        (_, None) => Matcher::any(),
-                        (true, Some(i)) => Matcher::grpc(
-                            &config.grpc_routes[m.route].spec.rules[m.rule].matches[i],
-                        ),
-                        (false, Some(i)) => {
-                            Matcher::new(&config.http_routes[m.route].spec.rules[m.rule].matches[i])
-                        }
-                    };
-                    (matcher, rule(m.grpc, m.route, m.rule))
-                })
+                .map(|m| (Matcher::of(&config, m), rule(m.grpc, m.route, m.rule)))
                 .collect(),
         },
         backend: d.backend.map(|b| built[b].clone()),
@@ -138,23 +127,19 @@ pub(crate) fn compile(
 }
 
 /// The TrafficPolicy that targets Backend `b`, if any.
-fn policy_of<'a>(
+pub(crate) fn policy_of<'a>(
     config: &'a ConfigSet,
     b: &Resource<BackendSpec>,
-) -> Option<&'a TrafficPolicySpec> {
-    config
-        .traffic_policies
-        .iter()
-        .find(|p| {
-            p.spec.target_ref.name == b.meta.name
-                && p.spec
-                    .target_ref
-                    .namespace
-                    .as_deref()
-                    .unwrap_or(&p.meta.namespace)
-                    == b.meta.namespace
-        })
-        .map(|p| &p.spec)
+) -> Option<&'a Resource<TrafficPolicySpec>> {
+    config.traffic_policies.iter().find(|p| {
+        p.spec.target_ref.name == b.meta.name
+            && p.spec
+                .target_ref
+                .namespace
+                .as_deref()
+                .unwrap_or(&p.meta.namespace)
+                == b.meta.namespace
+    })
 }
 
 /// A Backend's implicit catch-all rule: every request to its name goes to it.
