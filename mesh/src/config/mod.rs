@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod defaults;
 pub mod duration;
+pub mod fault;
 pub mod files;
 pub mod grpc_route;
 mod load;

@@ -51,6 +51,10 @@ pub(crate) enum ProxyError {
     Overloaded(String, &'static str),
     #[error("the {0} listener is at its limit of {1} requests in flight")]
     ListenerOverloaded(&'static str, u64),
+    /// An abort injected by a TrafficPolicy `fault`: this HTTP status, or
+    /// this gRPC status to a gRPC call.
+    #[error("fault injected by TrafficPolicy: abort")]
+    FaultAbort { status: StatusCode, grpc: u8 },
 }
 
 impl ProxyError {
@@ -77,6 +81,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             ProxyError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request-body-timeout"),
             ProxyError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ProxyError::FaultAbort { status, .. } => (*status, "fault-abort"),
         }
     }
 
@@ -100,6 +105,7 @@ impl ProxyError {
             ProxyError::Timeout(_) | ProxyError::BodyTimeout(_) => DEADLINE_EXCEEDED,
             ProxyError::Forbidden => PERMISSION_DENIED,
             ProxyError::UpstreamProtocol(_) | ProxyError::BadRequest(_) => INTERNAL,
+            ProxyError::FaultAbort { grpc, .. } => *grpc,
         }
     }
 

@@ -3,6 +3,7 @@
 //! outlier ejection and active health checks.
 pub(crate) mod backoff;
 pub(crate) mod budget;
+pub(crate) mod fault;
 pub(crate) mod health;
 pub(crate) mod limits;
 pub(crate) mod outlier;

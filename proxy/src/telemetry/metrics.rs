@@ -53,6 +53,12 @@ pub(crate) struct BackendResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendKindLabels {
+    pub(crate) backend: String,
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OverflowLabels {
     pub(crate) backend: String,
     pub(crate) limit: &'static str,
@@ -109,6 +115,10 @@ pub(crate) struct Metrics {
     trace_spans_exported: Counter,
     trace_spans_dropped: Family<ReasonLabels, Counter>,
     tls_handshakes: Family<TlsLabels, Counter>,
+    /// RequestMirror copies by mirror backend and result (`http::mirror`).
+    pub(crate) mirrors: Family<BackendResultLabels, Counter>,
+    /// Injected faults by backend and kind (`resilience::fault`).
+    pub(crate) faults: Family<BackendKindLabels, Counter>,
 }
 
 /// prometheus-client's gauge wants an atomic type; we use its default i64 one.
@@ -457,7 +467,21 @@ impl Metrics {
             "Trace spans dropped: queue_full (export not keeping up, e.g. the collector is down) or export_failed",
             trace_spans_dropped.clone(),
         );
+        let mirrors = Family::<BackendResultLabels, Counter>::default();
+        registry.register(
+            "mirrors",
+            "RequestMirror copies by mirror backend and result: sent (answered), failed, skipped-body, skipped-limit",
+            mirrors.clone(),
+        );
+        let faults = Family::<BackendKindLabels, Counter>::default();
+        registry.register(
+            "faults",
+            "Faults injected (TrafficPolicy fault) by backend and kind: abort, delay",
+            faults.clone(),
+        );
         Metrics {
+            mirrors,
+            faults,
             registry,
             tls_handshakes,
             trace_spans_exported,
