@@ -245,3 +245,43 @@ async fn a_fault_streamed_by_the_control_plane_applies_in_mesh_mode() {
     let (_, config) = p.admin_get("/config").await;
     assert!(config.contains("fault:"), "{config}");
 }
+
+#[tokio::test]
+async fn the_crd_accepts_a_fault_and_refuses_one_out_of_range() {
+    use bytes::Bytes;
+    use weft_tests::kube_fake::{Credentials, KubeFake};
+    let fake = KubeFake::builder().weft_crds().start().await;
+    fake.create_namespace("shop", json!({})).await;
+    let c = fake.client(Credentials::Admin);
+    let path = "/apis/weft.dev/v1alpha1/namespaces/shop/trafficpolicies";
+    let policy = |name: &str, fault: Value| {
+        json!({"apiVersion": "weft.dev/v1alpha1", "kind": "TrafficPolicy",
+               "metadata": {"name": name, "namespace": "shop"},
+               "spec": {"targetRef": {"kind": "Service", "name": "ratings"}, "fault": fault}})
+    };
+    let post = |body: Value| {
+        let c = &c;
+        async move {
+            let h = [("content-type", "application/json")];
+            let r = c
+                .send("POST", path, &h, Bytes::from(body.to_string()))
+                .await
+                .unwrap();
+            (r.status, r.json())
+        }
+    };
+    let good = json!({"abort": {"grpcStatus": 14, "percent": 12.5},
+                      "delay": {"fixedDelay": "200ms"},
+                      "headers": [{"name": "x-weft-fault", "value": "on"}]});
+    let (code, body) = post(policy("ok", good.clone())).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["spec"]["fault"], good);
+    let (code, body) = post(policy("bad", json!({"abort": {"httpStatus": 99}}))).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.to_string().contains("spec.fault.abort.httpStatus"),
+        "{body}"
+    );
+    let (code, body) = post(policy("late", json!({"delay": {"fixedDelay": "soon"}}))).await;
+    assert_eq!(code, 422, "{body}");
+}

@@ -29,12 +29,15 @@ pub struct Fault {
 pub struct FaultAbort {
     /// 200-599.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 200, max = 599)))]
     pub http_status: Option<u16>,
     /// A gRPC status code, 1-16.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 16)))]
     pub grpc_status: Option<u16>,
     /// Share of requests aborted, 0-100 (decimals allowed); default 100.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
     pub percent: Option<f64>,
 }
 
@@ -45,6 +48,7 @@ pub struct FaultDelay {
     pub fixed_delay: Dur,
     /// Share of requests delayed, 0-100 (decimals allowed); default 100.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
     pub percent: Option<f64>,
 }
 
