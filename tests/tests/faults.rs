@@ -285,3 +285,61 @@ async fn the_crd_accepts_a_fault_and_refuses_one_out_of_range() {
     let (code, body) = post(policy("late", json!({"delay": {"fixedDelay": "soon"}}))).await;
     assert_eq!(code, 422, "{body}");
 }
+
+/// The names of a span's events.
+fn event_names(s: &Value) -> Vec<String> {
+    s["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn injected_faults_and_skipped_mirrors_are_span_events() {
+    use weft_tests::otlp::{receiver_available, request, with_env, Receiver};
+    if !receiver_available() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let up = Upstream::start("reviews").await;
+    let shadow = Upstream::start("shadow").await;
+    let policy = "  fault:\n    delay: {fixedDelay: 10ms}\n    abort: {httpStatus: 503}\n    headers: [{name: x-weft-fault}]\n";
+    let mut yaml = backend("reviews", up.addr, policy);
+    yaml.push_str(&backend("shadow", shadow.addr, ""));
+    yaml.push_str("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: reviews}]\n  rules:\n    - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow}}}]\n      backendRefs: [{name: reviews}]\n");
+    let p = with_env(Proxy::builder(yaml), &rx.env("grpc")).start();
+    let mut c = Conn::open(p.outbound).await.unwrap();
+    let r = c
+        .send(request("reviews", "/faulted", &[("x-weft-fault", "1")]))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503);
+    let s = rx
+        .span("the faulted request's span", |s| {
+            s["attributes"]["url.full"] == "http://reviews/faulted"
+        })
+        .await;
+    assert_eq!(event_names(&s), ["fault.delay", "fault.abort"], "{s}");
+    // A body over the mirror's bound: the copy is skipped, and says so.
+    let big = http::Request::post("http://reviews/big")
+        .header("host", "reviews")
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+            b'u';
+            70_000
+        ])))
+        .unwrap();
+    assert_eq!(c.send(big).await.unwrap().status, 200);
+    let s = rx
+        .span("the big request's span", |s| {
+            s["attributes"]["url.full"] == "http://reviews/big"
+        })
+        .await;
+    assert_eq!(event_names(&s), ["mirror.skipped"], "{s}");
+    assert_eq!(
+        s["events"][0]["attributes"]["weft.mirror.skipped"], "body",
+        "{s}"
+    );
+    assert_eq!(shadow.requests(), 0);
+}
