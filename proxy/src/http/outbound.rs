@@ -116,8 +116,10 @@ async fn serve(
     };
     obs.backend(wb);
     if let Some(f) = &wb.backend.fault {
+        // Boxed: the wait lives on the heap of faulted requests only, so
+        // the future of every request stays as small as without faults.
         let injected = crate::http::fault::inject(f, &req, rule.request_timeout, &mut obs);
-        if let Err(e) = injected.await {
+        if let Err(e) = Box::pin(injected).await {
             let resp = obs.fail(e);
             return obs.answer(resp);
         }
