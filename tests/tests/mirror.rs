@@ -129,6 +129,15 @@ async fn a_hanging_mirror_does_not_slow_the_primary_and_its_copies_are_capped() 
         },
     )
     .await;
+    // The hung copies hold their tasks and connections, no more than the
+    // cap's worth, and never hit the mirror backend's circuit breaker.
+    let tasks = p.metric("weft_runtime_alive_tasks", &[]).await as usize;
+    eprintln!("{arrived} copies hanging; {tasks} tasks alive in the proxy");
+    assert!(tasks < 200, "{tasks} tasks alive for {arrived} hung copies");
+    assert_eq!(
+        p.metric("weft_overflows_total", &["default/shadow"]).await,
+        0.0
+    );
     let failed = mirrors(&p, "failed").await as usize;
     assert!(
         arrived <= 100 + failed,
