@@ -11,7 +11,8 @@
 use crate::backend::Backend;
 use crate::resilience::policy::RetryPolicy;
 use crate::route::{Filters, Matcher};
-use crate::telemetry::metrics::RouteMetrics;
+use crate::telemetry::metrics::{BackendResultLabels, Metrics, RouteMetrics};
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,38 @@ pub(crate) struct Mirror {
     pub(crate) backend: WeightedBackend,
     /// Out of 1 000 000.
     pub(crate) per_million: u32,
+    /// How long a copy may take, its answer's body included.
+    pub(crate) timeout: Duration,
+    pub(crate) metrics: MirrorMetrics,
+}
+
+/// A mirror backend's `weft_mirrors_total` series (counted by
+/// `http::mirror`), resolved when the config is compiled.
+pub(crate) struct MirrorMetrics {
+    pub(crate) sent: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) skipped_body: Counter,
+    pub(crate) skipped_limit: Counter,
+}
+
+impl MirrorMetrics {
+    pub(crate) fn new(metrics: &Metrics, backend: &str) -> MirrorMetrics {
+        let c = |result| {
+            metrics
+                .mirrors
+                .get_or_create(&BackendResultLabels {
+                    backend: backend.to_owned(),
+                    result,
+                })
+                .clone()
+        };
+        MirrorMetrics {
+            sent: c("sent"),
+            failed: c("failed"),
+            skipped_body: c("skipped-body"),
+            skipped_limit: c("skipped-limit"),
+        }
+    }
 }
 
 /// Everything reachable under one authority.

@@ -119,6 +119,7 @@ async fn the_example_resources_are_created_and_read_back() {
         "config-examples/policies/policies.yaml",
         "config-examples/mesh/mesh.yaml",
         "config-examples/rate-limit/rate-limit.yaml",
+        "config-examples/fault-injection/fault.yaml",
     ] {
         let docs: Vec<Value> = serde_saphyr::from_multiple(&repo_file(file)).unwrap();
         for mut d in docs

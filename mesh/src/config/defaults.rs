@@ -84,3 +84,18 @@ pub const fn rate_limit_burst(requests_per_second: u32) -> u32 {
 /// are dropped; if none is idle, the newcomers share one overflow bucket
 /// with the identity limit, so memory stays bounded whatever the callers.
 pub const RATE_LIMIT_MAX_IDENTITIES: usize = 4096;
+/// RequestMirror: a copy is sent only while the request body stays within
+/// this (a larger Content-Length skips the copy; a streamed body crossing
+/// it cuts the copy off), so each copy holds at most this much in memory.
+pub const MIRROR_MAX_BODY: u64 = 64 * 1024;
+/// RequestMirror: copies in flight at once per proxy; beyond it a copy is
+/// skipped, so a slow or hanging mirror target holds at most this many
+/// tasks, connections and circuit-breaker slots.
+pub const MIRROR_MAX_IN_FLIGHT: usize = 100;
+/// RequestMirror: a copy not answered within this (or the rule's request
+/// timeout, if shorter) is abandoned.
+pub const MIRROR_TIMEOUT: Duration = Duration::from_secs(5);
+/// Fault injection: share of requests an abort or delay applies to when
+/// `percent` is not written (all of them: the headers gate is the usual
+/// way to narrow a fault).
+pub const FAULT_PERCENT: f64 = 100.0;

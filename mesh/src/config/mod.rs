@@ -8,6 +8,7 @@ pub mod backend;
 pub mod debug_headers;
 pub mod defaults;
 pub mod duration;
+pub mod fault;
 pub mod files;
 pub mod grpc_route;
 mod load;

@@ -43,6 +43,7 @@ pub struct TrafficPolicySpec {
     pub connection_pool: Option<ConnectionPool>,
     #[serde(default)]
     pub rate_limit: Option<super::rate_limit::RateLimit>,
+    pub fault: Option<super::fault::Fault>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]

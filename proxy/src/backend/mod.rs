@@ -73,6 +73,8 @@ pub(crate) struct Backend {
     pub(crate) panic: std::sync::atomic::AtomicBool,
     /// This backend's own metrics (retries, overflows, ejections, ...).
     pub(crate) metrics: BackendMetrics,
+    /// Faults injected into requests to it (TrafficPolicy `fault`).
+    pub(crate) fault: Option<crate::resilience::fault::Fault>,
     /// The definition this runtime was built from; equal definitions reuse it.
     definition: Definition,
 }
@@ -184,6 +186,9 @@ impl Backend {
             health_check: policy.and_then(|p| p.health_check.clone()),
             panic: std::sync::atomic::AtomicBool::new(false),
             metrics: metrics.backend(&res.key()),
+            fault: policy
+                .and_then(|p| p.fault.as_ref())
+                .map(|f| crate::resilience::fault::Fault::new(f, &res.key(), metrics)),
             definition,
         };
         // Carry over what we know of endpoints at the same address.

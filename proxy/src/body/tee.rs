@@ -1,8 +1,9 @@
 //! A request body read once and sent twice: the client's body goes to the
 //! chosen backend as it arrives, and a copy of each frame goes to a mirror
 //! (`RequestMirror`). The mirror never slows the real request: its copy
-//! waits in a small queue, and when the queue is full the mirror's body is
-//! cut off with an error (its request is abandoned, never sent short).
+//! waits in a small queue, and when the queue is full — or the body grows
+//! past the copy's byte limit — the mirror's body is cut off with an error
+//! (its request is abandoned, never sent short).
 
 use super::{BoxError, RequestBody};
 use bytes::Bytes;
@@ -21,6 +22,8 @@ pub(crate) struct Tee {
     inner: RequestBody,
     copy: Option<mpsc::Sender<Frame<Bytes>>>,
     cut: Arc<AtomicBool>,
+    /// Bytes the copy may still take.
+    room: u64,
 }
 
 /// The mirror's body: the copies, ending as the client's body ends, or with
@@ -31,8 +34,9 @@ pub(crate) struct Copy {
     done: bool,
 }
 
-/// Splits `body` into the one to send on and the mirror's copy.
-pub(crate) fn tee(body: RequestBody) -> (RequestBody, RequestBody) {
+/// Splits `body` into the one to send on and the mirror's copy, which is
+/// cut off if the body grows past `limit` bytes.
+pub(crate) fn tee(body: RequestBody, limit: u64) -> (RequestBody, RequestBody) {
     if body.is_end_stream() {
         return (body, RequestBody::Empty);
     }
@@ -42,6 +46,7 @@ pub(crate) fn tee(body: RequestBody) -> (RequestBody, RequestBody) {
         inner: body,
         copy: Some(tx),
         cut: cut.clone(),
+        room: limit,
     };
     let copy = Copy {
         frames: rx,
@@ -84,7 +89,14 @@ impl Body for Tee {
         match &frame {
             Some(Ok(f)) => {
                 let copy = match (f.data_ref(), f.trailers_ref()) {
-                    (Some(d), _) => Some(Frame::data(d.clone())),
+                    (Some(d), _) if d.len() as u64 > this.room => {
+                        this.cut_off();
+                        None
+                    }
+                    (Some(d), _) => {
+                        this.room -= d.len() as u64;
+                        Some(Frame::data(d.clone()))
+                    }
                     (_, Some(t)) => Some(Frame::trailers(t.clone())),
                     _ => None,
                 };
@@ -158,7 +170,7 @@ mod tests {
             cut: Arc::new(AtomicBool::new(false)),
             done: false,
         }));
-        let (main, copy) = tee(source);
+        let (main, copy) = tee(source, u64::MAX);
         for chunk in ["a", "bc", "def"] {
             tx.send(Frame::data(Bytes::from(chunk))).await.unwrap();
         }
@@ -176,7 +188,7 @@ mod tests {
             cut: Arc::new(AtomicBool::new(false)),
             done: false,
         }));
-        let (mut main, copy) = tee(source);
+        let (mut main, copy) = tee(source, u64::MAX);
         tx.send(Frame::data(Bytes::from_static(b"part")))
             .await
             .unwrap();
@@ -194,7 +206,7 @@ mod tests {
             cut: Arc::new(AtomicBool::new(false)),
             done: false,
         }));
-        let (main, copy) = tee(source);
+        let (main, copy) = tee(source, u64::MAX);
         for _ in 0..QUEUE + 1 {
             tx.send(Frame::data(Bytes::from_static(b"x")))
                 .await
@@ -206,5 +218,38 @@ mod tests {
         assert_eq!(main.len(), QUEUE + 1);
         // The mirror's body ends in an error.
         assert!(copy.collect().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_cut_off_not_sent_short() {
+        let (tx, rx) = mpsc::channel::<Frame<Bytes>>(8);
+        let source = RequestBody::Copy(Box::new(Copy {
+            frames: rx,
+            cut: Arc::new(AtomicBool::new(false)),
+            done: false,
+        }));
+        let (main, copy) = tee(source, 10);
+        for chunk in ["12345", "67890", "x"] {
+            tx.send(Frame::data(Bytes::from(chunk))).await.unwrap();
+        }
+        drop(tx);
+        let main = main.collect().await.unwrap().to_bytes();
+        assert_eq!(&main[..], b"1234567890x");
+        assert!(copy.collect().await.is_err());
+
+        // Exactly at the limit is whole.
+        let (tx, rx) = mpsc::channel::<Frame<Bytes>>(8);
+        let source = RequestBody::Copy(Box::new(Copy {
+            frames: rx,
+            cut: Arc::new(AtomicBool::new(false)),
+            done: false,
+        }));
+        let (main, copy) = tee(source, 10);
+        for chunk in ["12345", "67890"] {
+            tx.send(Frame::data(Bytes::from(chunk))).await.unwrap();
+        }
+        drop(tx);
+        main.collect().await.unwrap();
+        assert_eq!(&copy.collect().await.unwrap().to_bytes()[..], b"1234567890");
     }
 }

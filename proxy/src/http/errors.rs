@@ -55,6 +55,10 @@ pub(crate) enum ProxyError {
     /// is added by the inbound path).
     #[error("rate limited ({} limit); retry in {}s", .0.limit.name(), .0.retry_after)]
     RateLimited(crate::resilience::rate_limit::Limited),
+    /// An abort injected by a TrafficPolicy `fault`: this HTTP status, or
+    /// this gRPC status to a gRPC call.
+    #[error("fault injected by TrafficPolicy: abort")]
+    FaultAbort { status: StatusCode, grpc: u8 },
 }
 
 impl ProxyError {
@@ -82,6 +86,7 @@ impl ProxyError {
             ProxyError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request-body-timeout"),
             ProxyError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ProxyError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+            ProxyError::FaultAbort { status, .. } => (*status, "fault-abort"),
         }
     }
 
@@ -107,6 +112,7 @@ impl ProxyError {
             ProxyError::Forbidden => PERMISSION_DENIED,
             ProxyError::UpstreamProtocol(_) | ProxyError::BadRequest(_) => INTERNAL,
             ProxyError::RateLimited(_) => RESOURCE_EXHAUSTED,
+            ProxyError::FaultAbort { grpc, .. } => *grpc,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The request path: what happens to one HTTP request between a listener
 //! and an upstream — routing ([`outbound`], [`inbound`]), what a rule does
-//! to it ([`rewrite`]), copies for a mirror ([`mirror`]), retries ([`retry`]), one exchange with one endpoint
+//! to it ([`rewrite`]), copies for a mirror ([`mirror`]), injected faults ([`fault`]), retries ([`retry`]), one exchange with one endpoint
 //! ([`forward`]), CONNECT tunnels ([`connect`]), the proxy's own error
 //! answers ([`errors`]), and what the request leaves behind in metrics,
 //! logs and traces ([`observe`]).
@@ -9,6 +9,7 @@ pub(crate) mod checks;
 pub(crate) mod connect;
 pub(crate) mod errors;
 pub(crate) mod failure;
+pub(crate) mod fault;
 pub(crate) mod forward;
 pub(crate) mod headers;
 pub(crate) mod inbound;

@@ -238,6 +238,28 @@ impl<'a> Observer<'a> {
         self.trail.get_or_insert_with(Box::default)
     }
 
+    /// A fault delay was injected (flag `DI`, span event `fault.delay`).
+    #[inline]
+    pub(crate) fn delay_injected(&mut self) {
+        if let Some(r) = self.record.as_deref_mut() {
+            r.upstream.delay_injected = true;
+            r.upstream.event(EventKind::Fault { kind: "delay" });
+        }
+    }
+
+    /// A fault abort was injected (span event `fault.abort`; the flag
+    /// `FI` comes from its cause).
+    #[inline]
+    pub(crate) fn abort_injected(&mut self) {
+        self.event(EventKind::Fault { kind: "abort" });
+    }
+
+    /// The rule's mirror copy was skipped (`body` or `limit`).
+    #[inline]
+    pub(crate) fn mirror_skipped(&mut self, reason: &'static str) {
+        self.event(EventKind::MirrorSkipped { reason });
+    }
+
     #[inline]
     fn event(&mut self, kind: EventKind) {
         if let Some(r) = self.record.as_deref_mut() {

@@ -1,7 +1,8 @@
 //! A request from the local app (the outbound listener): find its route
 //! (by the Service at the original destination of an intercepted
 //! connection, when there is one; else by authority), apply the rule's
-//! filters, choose a backend, forward with retries — or
+//! filters, choose a backend, inject its TrafficPolicy's fault if it has
+//! one, fork a mirror copy, forward with retries — or
 //! send it where the app was sending it when it was intercepted and no
 //! config knows the destination.
 
@@ -115,8 +116,18 @@ async fn serve(
         return obs.answer(resp);
     };
     obs.backend(wb);
+    if let Some(f) = &wb.backend.fault {
+        // Boxed: the wait lives on the heap of faulted requests only, so
+        // the future of every request stays as small as without faults.
+        let injected = crate::http::fault::inject(f, &req, rule.request_timeout, &mut obs);
+        if let Err(e) = Box::pin(injected).await {
+            let resp = obs.fail(e);
+            return obs.answer(resp);
+        }
+    }
     if rule.mirror.is_some() {
-        crate::http::mirror::fork(&proxy, conn, rule, &mut req, prefix.as_deref(), started);
+        let (p, s) = (prefix.as_deref(), started);
+        crate::http::mirror::fork(&proxy, conn, rule, &mut req, p, s, &mut obs);
     }
     let (out, hash) = prepare(conn, rule, wb, req, prefix.as_deref(), started);
     let mut resp = match crate::http::retry::call(&proxy, wb, rule, out, hash, &mut obs).await {

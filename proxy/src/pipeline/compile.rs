@@ -228,12 +228,17 @@ fn compile_rule(
         backends: out,
         request_timeout: nonzero(timeouts.and_then(|t| t.request)),
         local_metrics: metrics.route("outbound", route, ""),
-        mirror: mirror_of(route, route_ns, rule.filters, backends, metrics),
+        mirror: mirror_of(route, route_ns, rule.filters, backends, metrics).map(|mut m| {
+            let request = nonzero(timeouts.and_then(|t| t.request));
+            m.timeout = shorter(Some(m.timeout), request).unwrap_or(m.timeout);
+            m
+        }),
     }
 }
 
 /// The rule's `RequestMirror` (validation allows one), its Backend
-/// resolved; the copies are never retried.
+/// resolved; the copies are never retried, and time out after
+/// `MIRROR_TIMEOUT` (the caller shortens it to the rule's timeout).
 fn mirror_of(
     route: &Arc<str>,
     route_ns: &str,
@@ -259,6 +264,8 @@ fn mirror_of(
             per_try_timeout: be.resilience.retry.per_try_timeout,
         },
         per_million: m.per_million(),
+        timeout: weft_mesh::config::defaults::MIRROR_TIMEOUT,
+        metrics: crate::snapshot::MirrorMetrics::new(metrics, &be.key),
     })
 }
 

@@ -4,6 +4,7 @@
 pub(crate) mod backoff;
 pub(crate) mod budget;
 pub(crate) mod effective;
+pub(crate) mod fault;
 pub(crate) mod health;
 pub(crate) mod limits;
 pub(crate) mod outlier;

@@ -10,7 +10,8 @@
 //! `UPE` an upstream answer that could not be relayed unambiguously,
 //! `RL` refused by the inbound service's local rate limit,
 //! `URX` retried until the attempts (or the retry budget or limit) ran out
-//! and still failed.
+//! and still failed; `DI` a delay was injected, `FI` an abort was injected
+//! (TrafficPolicy `fault`). Several are comma-joined, e.g. `DI,FI`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -31,6 +32,8 @@ pub(crate) struct UpstreamInfo {
     pub(crate) retries: u32,
     pub(crate) retries_exhausted: bool,
     pub(crate) events: Vec<Event>,
+    /// A fault delay was injected before the request went on (flag `DI`).
+    pub(crate) delay_injected: bool,
 }
 
 /// Something that happened while a request was served (a span event).
@@ -57,6 +60,11 @@ pub(crate) enum EventKind {
     /// A local rate limit (`total`, `identity`, `override`) refused an
     /// inbound request.
     RateLimited { limit: &'static str },
+    /// A fault was injected: `abort` or `delay`.
+    Fault { kind: &'static str },
+    /// The rule's RequestMirror copy was not sent: `body` (over the bound)
+    /// or `limit` (too many copies in flight).
+    MirrorSkipped { reason: &'static str },
 }
 
 impl UpstreamInfo {
@@ -90,13 +98,19 @@ pub(crate) fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str>
         Some("upstream-reset") => Some("UR"),
         Some("upstream-protocol") => Some("UPE"),
         Some("rate-limited") => Some("RL"),
+        Some("fault-abort") => Some("FI"),
         _ => None,
     };
-    match (flag, up.retries_exhausted) {
-        (None, false) => Cow::Borrowed("-"),
-        (Some(f), false) => Cow::Borrowed(f),
-        (None, true) => Cow::Borrowed("URX"),
-        (Some(f), true) => Cow::Owned(format!("{f},URX")),
+    let all = [
+        up.delay_injected.then_some("DI"),
+        flag,
+        up.retries_exhausted.then_some("URX"),
+    ];
+    let mut set = all.iter().flatten();
+    match (set.next(), set.next()) {
+        (None, _) => Cow::Borrowed("-"),
+        (Some(f), None) => Cow::Borrowed(f),
+        _ => Cow::Owned(all.iter().flatten().copied().collect::<Vec<_>>().join(",")),
     }
 }
 
@@ -182,6 +196,7 @@ mod tests {
             ("upstream-timeout", "UT"),
             ("upstream-reset", "UR"),
             ("upstream-protocol", "UPE"),
+            ("fault-abort", "FI"),
         ];
         for (cause, flag) in cases {
             assert_eq!(flags(Some(cause), &up(0, false)), flag, "{cause}");
@@ -194,6 +209,22 @@ mod tests {
         assert_eq!(flags(Some("upstream-reset"), &up(1, true)), "UR,URX");
         // An upstream 503 retried to the end: only URX.
         assert_eq!(flags(None, &up(3, true)), "URX");
+    }
+
+    #[test]
+    fn injected_faults_have_their_flags_in_order() {
+        let delayed = UpstreamInfo {
+            delay_injected: true,
+            ..UpstreamInfo::default()
+        };
+        assert_eq!(flags(None, &delayed), "DI");
+        assert_eq!(flags(Some("fault-abort"), &delayed), "DI,FI");
+        assert_eq!(flags(Some("fault-abort"), &up(0, false)), "FI");
+        let both = UpstreamInfo {
+            retries_exhausted: true,
+            ..delayed
+        };
+        assert_eq!(flags(Some("upstream-reset"), &both), "DI,UR,URX");
     }
 
     #[test]

@@ -63,6 +63,12 @@ pub(crate) struct BackendResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendKindLabels {
+    pub(crate) backend: String,
+    pub(crate) kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OverflowLabels {
     pub(crate) backend: String,
     pub(crate) limit: &'static str,
@@ -126,6 +132,10 @@ pub(crate) struct Metrics {
     tls_handshakes: Family<TlsLabels, Counter>,
     /// Inbound requests refused by a local rate limit: `total`, `identity`, `override`.
     rate_limited: Family<RateLimitLabels, Counter>,
+    /// RequestMirror copies by mirror backend and result (`http::mirror`).
+    pub(crate) mirrors: Family<BackendResultLabels, Counter>,
+    /// Injected faults by backend and kind (`resilience::fault`).
+    pub(crate) faults: Family<BackendKindLabels, Counter>,
 }
 
 /// prometheus-client's gauge wants an atomic type; we use its default i64 one.
@@ -494,8 +504,22 @@ impl Metrics {
             "Inbound requests refused by a local rate limit (TrafficPolicy rateLimit), by limit",
             rate_limited.clone(),
         );
+        let mirrors = Family::<BackendResultLabels, Counter>::default();
+        registry.register(
+            "mirrors",
+            "RequestMirror copies by mirror backend and result: sent (answered), failed, skipped-body, skipped-limit",
+            mirrors.clone(),
+        );
+        let faults = Family::<BackendKindLabels, Counter>::default();
+        registry.register(
+            "faults",
+            "Faults injected (TrafficPolicy fault) by backend and kind: abort, delay",
+            faults.clone(),
+        );
         Metrics {
             rate_limited,
+            mirrors,
+            faults,
             registry,
             tls_handshakes,
             trace_spans_exported,

@@ -1,6 +1,7 @@
 //! Checks that serde cannot express: references between resources, value
 //! ranges, regexes that must compile. Each error carries a field path.
 
+mod fault;
 mod grpc;
 mod mesh;
 mod rate_limit;
@@ -30,6 +31,7 @@ pub(super) fn validate(set: &ConfigSet) -> Vec<ConfigError> {
     }
     for p in &set.traffic_policies {
         v.traffic_policy(p);
+        v.fault(p);
     }
     for p in &set.authorization_policies {
         v.authz(p);

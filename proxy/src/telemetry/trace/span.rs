@@ -155,6 +155,14 @@ impl Span {
                     otlp::str_attr(&mut ev, 3, "weft.limit", &[*limit]);
                     "rate_limited"
                 }
+                EventKind::Fault { kind } => match *kind {
+                    "delay" => "fault.delay",
+                    _ => "fault.abort",
+                },
+                EventKind::MirrorSkipped { reason } => {
+                    otlp::str_attr(&mut ev, 3, "weft.mirror.skipped", &[*reason]);
+                    "mirror.skipped"
+                }
             };
             otlp::event(&mut b, e.at, name, &ev);
         }
