@@ -9,5 +9,5 @@ pub(crate) mod health;
 pub(crate) mod limits;
 pub(crate) mod outlier;
 pub(crate) mod policy;
-pub(crate) mod success_rate;
 pub(crate) mod rate_limit;
+pub(crate) mod success_rate;
