@@ -72,11 +72,11 @@ pub const SUCCESS_RATE_STDEV_FACTOR: f64 = 1.9;
 /// `rateLimit` burst when none is written: one second's worth of requests
 /// (at least one), so a caller at the configured rate is never refused and a
 /// quiet caller may send a second's worth at once.
-pub const fn rate_limit_burst(requests_per_second: u32) -> u32 {
-    if requests_per_second == 0 {
-        1
-    } else {
-        requests_per_second
+pub const fn rate_limit_burst(written: Option<u32>, requests_per_second: u32) -> u32 {
+    match written {
+        Some(b) => b,
+        None if requests_per_second == 0 => 1,
+        None => requests_per_second,
     }
 }
 /// Distinct caller identities an inbound rate limit keeps a bucket for.

@@ -44,19 +44,3 @@ pub struct Override {
     #[serde(default)]
     pub burst: Option<u32>,
 }
-
-impl Limit {
-    /// The burst in force: the written one, else one second's worth.
-    pub fn burst(&self) -> u32 {
-        self.burst
-            .unwrap_or(super::defaults::rate_limit_burst(self.requests_per_second))
-    }
-}
-
-impl Override {
-    /// The burst in force: the written one, else one second's worth.
-    pub fn burst(&self) -> u32 {
-        self.burst
-            .unwrap_or(super::defaults::rate_limit_burst(self.requests_per_second))
-    }
-}

@@ -211,21 +211,26 @@ impl InboundRateLimit {
             for id in &o.identities {
                 overrides.insert(
                     Box::from(id.as_str()),
-                    Bucket::new(o.requests_per_second, o.burst()),
+                    Bucket::new(
+                        o.requests_per_second,
+                        defaults::rate_limit_burst(o.burst, o.requests_per_second),
+                    ),
                 );
             }
         }
         InboundRateLimit {
             spec: spec.clone(),
             epoch: Instant::now(),
-            total: spec
-                .total
-                .as_ref()
-                .map(|l| Bucket::new(l.requests_per_second, l.burst())),
-            identities: spec
-                .identity
-                .as_ref()
-                .map(|l| Identities::new(l.requests_per_second, l.burst(), max)),
+            total: spec.total.as_ref().map(|l| {
+                Bucket::new(
+                    l.requests_per_second,
+                    defaults::rate_limit_burst(l.burst, l.requests_per_second),
+                )
+            }),
+            identities: spec.identity.as_ref().map(|l| {
+                let burst = defaults::rate_limit_burst(l.burst, l.requests_per_second);
+                Identities::new(l.requests_per_second, burst, max)
+            }),
             overrides,
             counters: Default::default(),
             rejected: Counter::default(),

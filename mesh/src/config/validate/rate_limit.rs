@@ -90,11 +90,8 @@ mod tests {
             "    total: {requestsPerSecond: 100, burst: 150}\n    identity: {requestsPerSecond: 20}\n    overrides:\n      - identities: [\"spiffe://weft.local/ns/shop/sa/checkout\"]\n        requestsPerSecond: 50\n",
         );
         assert!(errs.is_empty(), "{errs:?}");
-        let l = crate::config::rate_limit::Limit {
-            requests_per_second: 20,
-            burst: None,
-        };
-        assert_eq!(l.burst(), 20);
+        assert_eq!(crate::config::defaults::rate_limit_burst(None, 20), 20);
+        assert_eq!(crate::config::defaults::rate_limit_burst(Some(5), 20), 5);
     }
 
     #[test]
