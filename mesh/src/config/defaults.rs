@@ -61,3 +61,13 @@ pub const HEALTH_JITTER_PERCENT: u32 = 10;
 /// random point between half and 70 %, so a fleet started together does not
 /// renew together, and a failed renewal has 30 % of the life left to retry.
 pub const ROTATION_WINDOW: (f64, f64) = (0.5, 0.7);
+/// Hedging: one hedge per request unless `maxHedges` says more (each one
+/// is a full extra request upstream), and never more than this many.
+pub const HEDGE_MAX_HEDGES: u32 = 1;
+pub const HEDGE_MAX_HEDGES_LIMIT: u32 = 3;
+/// A `percentile` delay is read from this many recent response-header
+/// latencies of the backend (a few seconds of traffic at modest rates) ...
+pub const HEDGE_LATENCY_WINDOW: usize = 256;
+/// ... and no hedge is sent before this many were seen (a percentile of
+/// a handful of samples is noise).
+pub const HEDGE_MIN_SAMPLES: usize = 20;

@@ -9,6 +9,7 @@ pub mod defaults;
 pub mod duration;
 pub mod files;
 pub mod grpc_route;
+pub mod hedge;
 mod load;
 pub mod policy;
 pub mod route;

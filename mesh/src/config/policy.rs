@@ -41,6 +41,8 @@ pub struct TrafficPolicySpec {
     pub tls: Option<Tls>,
     #[serde(default)]
     pub connection_pool: Option<ConnectionPool>,
+    #[serde(default)]
+    pub hedge: Option<super::hedge::Hedge>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]

@@ -4,6 +4,7 @@
 pub(crate) mod backoff;
 pub(crate) mod budget;
 pub(crate) mod health;
+pub(crate) mod latency;
 pub(crate) mod limits;
 pub(crate) mod outlier;
 pub(crate) mod policy;

@@ -9,7 +9,7 @@
 //! `UO` upstream overflow, `UT` upstream request timeout, `UR` upstream reset,
 //! `UPE` an upstream answer that could not be relayed unambiguously,
 //! `URX` retried until the attempts (or the retry budget or limit) ran out
-//! and still failed.
+//! and still failed, `HE` hedged (a second copy went to another endpoint).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -53,6 +53,9 @@ pub(crate) enum EventKind {
     /// A concurrency limit (circuit breaker) refused: `requests`,
     /// `connections`, `pending` or `retries`.
     Overflow { limit: &'static str },
+    /// Hedge number `hedge` (1 for the first) went to `endpoint`: no
+    /// response headers came within the hedge delay.
+    Hedge { hedge: u32, endpoint: SocketAddr },
 }
 
 impl UpstreamInfo {
@@ -87,11 +90,20 @@ pub(crate) fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str>
         Some("upstream-protocol") => Some("UPE"),
         _ => None,
     };
-    match (flag, up.retries_exhausted) {
+    let base = match (flag, up.retries_exhausted) {
         (None, false) => Cow::Borrowed("-"),
         (Some(f), false) => Cow::Borrowed(f),
         (None, true) => Cow::Borrowed("URX"),
         (Some(f), true) => Cow::Owned(format!("{f},URX")),
+    };
+    let hedged = up
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Hedge { .. }));
+    match (hedged, &*base) {
+        (false, _) => base,
+        (true, "-") => Cow::Borrowed("HE"),
+        (true, b) => Cow::Owned(format!("{b},HE")),
     }
 }
 
@@ -189,6 +201,18 @@ mod tests {
         assert_eq!(flags(Some("upstream-reset"), &up(1, true)), "UR,URX");
         // An upstream 503 retried to the end: only URX.
         assert_eq!(flags(None, &up(3, true)), "URX");
+    }
+
+    #[test]
+    fn hedged_requests_add_he() {
+        let mut u = up(0, false);
+        u.event(EventKind::Hedge {
+            hedge: 1,
+            endpoint: "127.0.0.1:1".parse().unwrap(),
+        });
+        assert_eq!(flags(None, &u), "HE");
+        u.retries_exhausted = true;
+        assert_eq!(flags(Some("upstream-reset"), &u), "UR,URX,HE");
     }
 
     #[test]

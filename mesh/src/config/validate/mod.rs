@@ -2,6 +2,7 @@
 //! ranges, regexes that must compile. Each error carries a field path.
 
 mod grpc;
+mod hedge;
 mod mesh;
 mod shared;
 
@@ -28,6 +29,7 @@ pub(super) fn validate(set: &ConfigSet) -> Vec<ConfigError> {
     }
     for p in &set.traffic_policies {
         v.traffic_policy(p);
+        v.hedge(p);
     }
     for p in &set.authorization_policies {
         v.authz(p);

@@ -9,6 +9,7 @@
 //! — over budget, the original failure is returned.
 
 mod decision;
+mod hedge;
 mod resend;
 
 use crate::backend::{Backend, Endpoint};
@@ -107,8 +108,13 @@ pub(crate) async fn call(
         per_try: wb.per_try_timeout,
         hash,
     };
+    let hedged = res.hedge.as_ref().filter(|_| {
+        out.upgrade.is_none() && hedge::eligible(&out.req, ctx.policy.max_buffered_body)
+    });
     // Upgrades and requests that cannot be retried go once, without copies.
-    let result = if out.upgrade.is_some() || ctx.policy.attempts == 0 {
+    let result = if let Some(h) = hedged {
+        Box::pin(hedge::call(&ctx, h, out, obs)).await
+    } else if out.upgrade.is_some() || ctx.policy.attempts == 0 {
         call_once(&ctx, out, obs).await
     } else {
         call_retrying(&ctx, out, obs).await
