@@ -35,7 +35,7 @@ fn req(method: &str, body: &'static [u8]) -> http::Request<Full<Bytes>> {
 }
 
 /// Sends `n` GETs one after another; each must be answered 200 by `fast`
-/// well before `slow` would answer. Returns how many the proxy answered.
+/// well before `slow` would answer.
 async fn gets_answered_fast(p: &Proxy, n: usize, within: Duration) {
     let mut conn = Conn::open(p.outbound).await.expect("connect to proxy");
     for i in 0..n {
@@ -204,5 +204,44 @@ async fn a_percentile_delay_waits_for_samples_then_hedges() {
     assert_eq!(
         p.metric("weft_hedges_total", &["result=\"won\""]).await,
         hedged as f64
+    );
+}
+
+#[tokio::test]
+async fn mesh_mode_streams_the_hedge_policy_to_the_sidecar() {
+    let slow = Faulty::start("slow").await;
+    let fast = Faulty::start("fast").await;
+    slow.set(Mode::Slow(Duration::from_secs(30)));
+    let cp = ControlPlane::start(
+        &config(
+            &[slow.addr, fast.addr],
+            "http",
+            "  hedge: {delay: 50ms, maxHedges: 1}\n  retry: {budget: {percent: 100, minRetriesPerSecond: 100}}\n",
+        ),
+        &[],
+    );
+    let mut b = Proxy::builder("").no_config();
+    for a in cp.proxy_args("default", "client", &cp.token("default", "client")) {
+        b = b.arg(a);
+    }
+    let p = b.start();
+    eventually("the proxy is ready", Duration::from_secs(20), || async {
+        (p.admin_get("/ready").await.0 == 200).then_some(())
+    })
+    .await;
+    gets_answered_fast(&p, 4, Duration::from_secs(5)).await;
+    assert!(
+        slow.requests() >= 1,
+        "no first try went to the slow endpoint"
+    );
+    eventually(
+        "the slow endpoint to see the hedged-away requests cancelled",
+        Duration::from_secs(10),
+        || async { (slow.cancelled() == slow.requests()).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        p.metric("weft_hedges_total", &["result=\"won\""]).await,
+        slow.requests() as f64
     );
 }
