@@ -200,7 +200,7 @@ async fn main() {
         "upstream/req"
     );
     for (i, (name, p)) in proxies.iter().enumerate() {
-        let mut t = tallies[i].lock().unwrap();
+        let mut t = std::mem::take(&mut *tallies[i].lock().unwrap());
         t.latencies.sort();
         let n = t.latencies.len() as u64 + t.errors;
         println!(
