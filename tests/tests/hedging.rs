@@ -245,3 +245,38 @@ async fn mesh_mode_streams_the_hedge_policy_to_the_sidecar() {
         slow.requests() as f64
     );
 }
+
+#[tokio::test]
+async fn a_put_with_a_body_is_hedged_with_its_whole_body() {
+    let slow = Faulty::start("slow").await;
+    let fast = Faulty::start("fast").await;
+    slow.set(Mode::Slow(Duration::from_secs(30)));
+    let yaml = config(
+        &[slow.addr, fast.addr],
+        "http",
+        "  hedge: {delay: 50ms}\n  retry: {budget: {percent: 100, minRetriesPerSecond: 100}}\n",
+    );
+    let p = Proxy::start(yaml);
+    let mut conn = Conn::open(p.outbound).await.unwrap();
+    for i in 0..4 {
+        let t = Instant::now();
+        let r = conn.send(req("PUT", b"twelve bytes")).await.unwrap();
+        assert_eq!((r.status, r.text().trim()), (200, "fast ok"), "request {i}");
+        assert!(t.elapsed() < Duration::from_secs(5), "request {i}");
+    }
+    assert!(
+        slow.requests() >= 1,
+        "no first try went to the slow endpoint"
+    );
+    // Every copy, hedge or not, carried the whole body.
+    assert!(
+        fast.bodies().iter().all(|n| *n == 12),
+        "{:?}",
+        fast.bodies()
+    );
+    assert_eq!(fast.requests(), 4);
+    assert_eq!(
+        p.metric("weft_hedges_total", &["result=\"won\""]).await,
+        slow.requests() as f64
+    );
+}

@@ -4,7 +4,9 @@
 //!
 //! Only idempotent requests whose body can be kept whole (within
 //! `retry.maxBufferedBody`) are hedged; `retry::call` sends every other
-//! request its usual way. The rules:
+//! request its usual way. A request with a body is hedged only once the
+//! client's body has been read to its end (the first try has sent it). The
+//! rules:
 //! - the delay is fixed, or a percentile of the backend's recent
 //!   response-header latency (`resilience::latency`); while that has too
 //!   few samples, no hedge is sent, but the tries feed it;
@@ -268,7 +270,9 @@ fn hedge_endpoint(
     obs: &mut Observer<'_>,
 ) -> Option<Arc<Endpoint>> {
     use decision::Allowance as _;
-    if !request.resendable() {
+    // A copy supersedes the body of the try it copies: only a body read
+    // to its end (sent whole) can go twice at once.
+    if !request.whole() {
         return None;
     }
     // Only an endpoint this request has not been to: with one endpoint
