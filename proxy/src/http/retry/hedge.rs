@@ -29,18 +29,17 @@
 
 use super::decision::{self, Decision, Spent};
 use super::resend::Resend;
-use super::{outcome, retry_reason, Allowance, Ctx};
-use crate::backend::Endpoint;
+use crate::backend::{Backend, Endpoint};
 use crate::body::{RequestBody, ResponseBody};
 use crate::h1::idempotent;
 use crate::http::errors::ProxyError;
 use crate::http::failure::{error_failure, status_failure};
 use crate::http::forward::{Outgoing, Shape, Unsent};
 use crate::http::observe::Observer;
-use crate::http::within::within;
-use crate::resilience::limits::Kind;
-use crate::resilience::policy::HedgePolicy;
+use crate::resilience::limits::{Kind, Permit};
+use crate::resilience::policy::{HedgePolicy, RetryPolicy};
 use crate::telemetry::metrics::RetryResult;
+use crate::tls::mesh::MeshTls;
 use http::uri::Authority;
 use http::{Request, Response};
 use http_body::Body as _;
@@ -62,6 +61,33 @@ pub(super) fn eligible(req: &Request<RequestBody>, cap: u64) -> bool {
     idempotent(req.method()) && req.body().size_hint().exact().is_some_and(|n| n <= cap)
 }
 
+/// What the hedging loop needs of the retry engine (its request context
+/// implements it; a trait, so this module does not reach back into its
+/// parent).
+pub(super) trait Engine: Sync {
+    fn backend(&self) -> &Backend;
+    fn policy(&self) -> &RetryPolicy;
+    fn deadline(&self) -> Option<Instant>;
+    fn mesh(&self) -> Option<Arc<MeshTls>>;
+    /// An endpoint not in `tried` if there is one.
+    fn pick(&self, tried: &[SocketAddr]) -> Result<Arc<Endpoint>, ProxyError>;
+    /// One try of `out` at `ep`, under the per-try and request deadlines.
+    fn send<'a>(
+        &'a self,
+        ep: &'a Arc<Endpoint>,
+        mesh: Option<&'a MeshTls>,
+        shape: Shape,
+        out: Outgoing,
+    ) -> SendFuture<'a>;
+    /// Feeds a try's result to outlier detection (and tells `obs`).
+    fn outcome(
+        &self,
+        ep: &Arc<Endpoint>,
+        result: &Result<Response<ResponseBody>, ProxyError>,
+        obs: &mut Observer<'_>,
+    );
+}
+
 /// What one try came to.
 struct Tried {
     ep: Arc<Endpoint>,
@@ -70,34 +96,34 @@ struct Tried {
     result: Result<Response<ResponseBody>, Unsent>,
 }
 
+pub(super) type SendFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Unsent>> + Send + 'a>>;
+
 type TryFuture<'a> = Pin<Box<dyn Future<Output = Tried> + Send + 'a>>;
 
 /// What every try of the request shares.
-struct Tries<'a, 'c> {
-    ctx: &'a Ctx<'c>,
-    mesh: Option<Arc<crate::tls::mesh::MeshTls>>,
+struct Tries<'a, E> {
+    engine: &'a E,
+    mesh: Option<Arc<MeshTls>>,
     authority: Option<Authority>,
     shape: Shape,
 }
 
-impl<'a, 'c> Tries<'a, 'c> {
-    /// One try of `req` at `ep`, under the per-try and request deadlines.
+impl<'a, E: Engine> Tries<'a, E> {
+    /// One try of `req` at `ep`.
     fn start(&'a self, ep: Arc<Endpoint>, req: Request<RequestBody>) -> TryFuture<'a> {
-        let ctx = self.ctx;
         Box::pin(async move {
             let sent = Instant::now();
-            let target = ctx.target(&ep, self.mesh.as_deref());
-            let result = within(ctx.deadline, ctx.per_try, ctx.rule.request_timeout, async {
-                let up = target.connect(self.shape).await?;
-                let out = Outgoing {
-                    req,
-                    authority: self.authority.clone(),
-                    upgrade: None,
-                    started: self.shape.started,
-                };
-                target.send(up, out).await
-            })
-            .await;
+            let out = Outgoing {
+                req,
+                authority: self.authority.clone(),
+                upgrade: None,
+                started: self.shape.started,
+            };
+            let result = self
+                .engine
+                .send(&ep, self.mesh.as_deref(), self.shape, out)
+                .await;
             Tried { ep, sent, result }
         })
     }
@@ -105,14 +131,13 @@ impl<'a, 'c> Tries<'a, 'c> {
 
 /// Sends `out` (see [`eligible`]) to the backend, hedging per `hedge`,
 /// then retrying per the policy.
-pub(super) async fn call(
-    ctx: &Ctx<'_>,
+pub(super) async fn call<E: Engine>(
+    ctx: &E,
     hedge: &HedgePolicy,
     out: Outgoing,
     obs: &mut Observer<'_>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let (backend, policy) = (ctx.backend, ctx.policy);
-    let res = &backend.resilience;
+    let (backend, policy) = (ctx.backend(), ctx.policy());
     let Outgoing {
         req,
         authority,
@@ -121,8 +146,8 @@ pub(super) async fn call(
     } = out;
     let (first, mut request) = Resend::new(req, true, policy.max_buffered_body);
     let one = Tries {
-        ctx,
-        mesh: ctx.proxy.mesh.load_full(),
+        engine: ctx,
+        mesh: ctx.mesh(),
         authority,
         shape: Shape {
             started,
@@ -157,9 +182,8 @@ pub(super) async fn call(
         .await;
         let Some((i, t)) = event else {
             timer = None;
-            let mut allowance = Allowance {
-                limits: &res.limits,
-                budget: &res.budget,
+            let mut allowance = Pay {
+                backend,
                 permit: &mut retry_permit,
             };
             let Some(ep) = hedge_endpoint(ctx, &tried, &request, &mut allowance, obs) else {
@@ -183,7 +207,7 @@ pub(super) async fn call(
         // Dropping the future leaves its connection alone: it finished.
         drop(racing.swap_remove(i));
         let result = settle(t.result, &mut request);
-        outcome(backend, &t.ep, &result, obs);
+        ctx.outcome(&t.ep, &result, obs);
         let failure = match &result {
             Ok(r) => status_failure(r.status(), r.headers(), policy),
             Err(e) => error_failure(e),
@@ -212,13 +236,12 @@ pub(super) async fn call(
             method_safe: true,
             resendable: request.resendable(),
         };
-        let mut allowance = Allowance {
-            limits: &res.limits,
-            budget: &res.budget,
+        let mut allowance = Pay {
+            backend,
             permit: &mut retry_permit,
         };
         let left = ctx
-            .deadline
+            .deadline()
             .map(|d| d.saturating_duration_since(Instant::now()));
         let wait = match decision::decide(&t, policy, &mut allowance, left, rand::random()) {
             Decision::Retry(wait) => wait,
@@ -228,7 +251,7 @@ pub(super) async fn call(
             }
             Decision::GiveUp(spent) => {
                 obs.retries_exhausted(true);
-                gave_up(spent, ctx, obs);
+                gave_up(spent, backend, obs);
                 return result;
             }
         };
@@ -246,7 +269,7 @@ pub(super) async fn call(
         made += 1;
         let t = one.start(next, req).await;
         result = settle(t.result, &mut request);
-        outcome(backend, &t.ep, &result, obs);
+        ctx.outcome(&t.ep, &result, obs);
         failure = match &result {
             Ok(r) => status_failure(r.status(), r.headers(), policy),
             Err(e) => error_failure(e),
@@ -263,10 +286,10 @@ pub(super) async fn call(
 /// of the retry budget; `None` when there is no other endpoint, no copy of
 /// the request to send, or nothing to pay with (counted `no-budget`).
 fn hedge_endpoint(
-    ctx: &Ctx<'_>,
+    ctx: &impl Engine,
     tried: &[SocketAddr],
     request: &Resend,
-    allowance: &mut Allowance<'_>,
+    allowance: &mut Pay<'_>,
     obs: &mut Observer<'_>,
 ) -> Option<Arc<Endpoint>> {
     use decision::Allowance as _;
@@ -277,11 +300,11 @@ fn hedge_endpoint(
     }
     // Only an endpoint this request has not been to: with one endpoint
     // (or all of them tried) there is nothing to hedge to.
-    let ep = ctx.backend.pick(ctx.hash, tried)?;
+    let ep = ctx.pick(tried).ok()?;
     if tried.contains(&ep.addr) {
         return None;
     }
-    let metrics = &ctx.backend.metrics;
+    let metrics = &ctx.backend().metrics;
     if !allowance.retry_slot() {
         obs.overflow(Kind::Retries.label());
         metrics.overflow(Kind::Retries.label());
@@ -310,8 +333,8 @@ fn settle(
 }
 
 /// Counts the limit that ended the retries.
-fn gave_up(spent: Spent, ctx: &Ctx<'_>, obs: &mut Observer<'_>) {
-    let metrics = &ctx.backend.metrics;
+fn gave_up(spent: Spent, backend: &Backend, obs: &mut Observer<'_>) {
+    let metrics = &backend.metrics;
     match spent {
         Spent::Attempts => {}
         Spent::RetrySlots => {
@@ -320,5 +343,34 @@ fn gave_up(spent: Spent, ctx: &Ctx<'_>, obs: &mut Observer<'_>) {
             metrics.overflow(Kind::Retries.label());
         }
         Spent::Budget => metrics.retry(RetryResult::BudgetExhausted),
+    }
+}
+
+/// Why a try is retried: its error's cause, or its status.
+fn retry_reason(result: &Result<Response<ResponseBody>, ProxyError>) -> &'static str {
+    match result {
+        Err(e) => e.kind().1,
+        Ok(r) if r.status().is_server_error() => "5xx",
+        Ok(_) => "retriable-status",
+    }
+}
+
+/// What a hedge or a retry is paid with: the request's retry slot, taken
+/// once and held until it ends, and the backend's retry budget.
+struct Pay<'a> {
+    backend: &'a Backend,
+    permit: &'a mut Option<Permit>,
+}
+
+impl decision::Allowance for Pay<'_> {
+    fn retry_slot(&mut self) -> bool {
+        if self.permit.is_none() {
+            *self.permit = self.backend.resilience.limits.try_acquire(Kind::Retries);
+        }
+        self.permit.is_some()
+    }
+
+    fn budget(&mut self) -> bool {
+        self.backend.resilience.budget.try_retry()
     }
 }

@@ -73,6 +73,50 @@ impl<'a> Ctx<'a> {
     }
 }
 
+impl hedge::Engine for Ctx<'_> {
+    fn backend(&self) -> &Backend {
+        self.backend
+    }
+    fn policy(&self) -> &RetryPolicy {
+        self.policy
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+    fn mesh(&self) -> Option<Arc<crate::tls::mesh::MeshTls>> {
+        self.proxy.mesh.load_full()
+    }
+    fn pick(&self, tried: &[SocketAddr]) -> Result<Arc<Endpoint>, ProxyError> {
+        Ctx::pick(self, tried)
+    }
+    fn send<'a>(
+        &'a self,
+        ep: &'a Arc<Endpoint>,
+        mesh: Option<&'a crate::tls::mesh::MeshTls>,
+        shape: Shape,
+        out: Outgoing,
+    ) -> hedge::SendFuture<'a> {
+        let target = self.target(ep, mesh);
+        Box::pin(within(
+            self.deadline,
+            self.per_try,
+            self.rule.request_timeout,
+            async move {
+                let up = target.connect(shape).await?;
+                target.send(up, out).await
+            },
+        ))
+    }
+    fn outcome(
+        &self,
+        ep: &Arc<Endpoint>,
+        result: &Result<Response<ResponseBody>, ProxyError>,
+        obs: &mut Observer<'_>,
+    ) {
+        outcome(self.backend, ep, result, obs)
+    }
+}
+
 /// Sends `out` to `wb`'s backend, retrying per its policy; `out.upgrade`
 /// requests are tried once. Tells `obs` each try's endpoint, the retries
 /// sent and why they stopped.
