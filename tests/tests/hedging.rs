@@ -280,3 +280,45 @@ async fn a_put_with_a_body_is_hedged_with_its_whole_body() {
         slow.requests() as f64
     );
 }
+
+#[tokio::test]
+async fn a_hedge_that_fails_waits_for_the_first_try() {
+    let slow = Faulty::start("slow").await;
+    let broken = Faulty::start("broken").await;
+    slow.set(Mode::Slow(Duration::from_millis(300)));
+    broken.set(Mode::Reset);
+    // First tries by a hash of `x-key`, so some start at each endpoint
+    // whatever the order of earlier picks.
+    let yaml = config(
+        &[slow.addr, broken.addr],
+        "http",
+        "  hedge: {delay: 50ms}\n  retry: {attempts: 2, retryOn: [connect-failure, reset], budget: {percent: 100, minRetriesPerSecond: 100}}\n  outlierDetection: {consecutiveFailures: 100}\n",
+    )
+    .replace("policy: RoundRobin", "policy: RingHash, hashOn: {header: x-key}");
+    let p = Proxy::start(yaml);
+    let mut conn = Conn::open(p.outbound).await.unwrap();
+    for i in 0..8 {
+        let mut r = req("GET", b"");
+        r.headers_mut()
+            .insert("x-key", format!("key-{i}").parse().unwrap());
+        let r = conn.send(r).await.unwrap();
+        // Hedged at `broken` (reset): the slow first try is awaited, not
+        // dropped. Started at `broken`: retried at `slow`.
+        assert_eq!(
+            (r.status, r.text().trim()),
+            (200, "slow slow ok"),
+            "request {i}"
+        );
+    }
+    assert_eq!(
+        slow.requests(),
+        8,
+        "every request was answered by the slow endpoint"
+    );
+    assert_eq!(slow.cancelled(), 0, "no slow try was given up on");
+    assert!(p.metric("weft_hedges_total", &["result=\"sent\""]).await >= 1.0);
+    assert_eq!(
+        p.metric("weft_hedges_total", &["result=\"won\""]).await,
+        0.0
+    );
+}
