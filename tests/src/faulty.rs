@@ -39,6 +39,9 @@ struct State {
     health: Mutex<u16>,
     requests: AtomicUsize,
     health_checks: AtomicUsize,
+    /// Requests whose handling was dropped unanswered (the client closed
+    /// the connection or reset the stream).
+    cancelled: AtomicUsize,
     bodies: Mutex<Vec<usize>>,
 }
 
@@ -58,6 +61,7 @@ impl Faulty {
             health: Mutex::new(200),
             requests: AtomicUsize::new(0),
             health_checks: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
             bodies: Mutex::new(Vec::new()),
         });
         let f = Arc::new(Faulty {
@@ -111,6 +115,12 @@ impl Faulty {
         self.state.requests.load(Ordering::SeqCst)
     }
 
+    /// Requests dropped before they were answered: the caller closed the
+    /// connection (HTTP/1) or reset the stream (HTTP/2) while they waited.
+    pub fn cancelled(&self) -> usize {
+        self.state.cancelled.load(Ordering::SeqCst)
+    }
+
     pub fn health_checks(&self) -> usize {
         self.state.health_checks.load(Ordering::SeqCst)
     }
@@ -154,7 +164,29 @@ impl std::fmt::Display for ResetSignal {
 }
 impl std::error::Error for ResetSignal {}
 
+/// Counts a request as cancelled when its handling is dropped unfinished.
+struct Unfinished<'a>(&'a AtomicUsize, bool);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 async fn handle(
+    state: &State,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ResetSignal> {
+    let mut watch = Unfinished(&state.cancelled, true);
+    let r = answer(state, name, req).await;
+    watch.1 = false;
+    r
+}
+
+async fn answer(
     state: &State,
     name: &str,
     req: Request<Incoming>,

@@ -129,7 +129,8 @@ async fn producer_and_consumer_routes_and_their_status() {
         .await;
     fake.create(json!({"apiVersion": WEFT, "kind": "TrafficPolicy",
         "metadata": {"name": "legacy", "namespace": "shop"},
-        "spec": {"targetRef": {"kind": "Backend", "name": "legacy"}, "loadBalancer": {"policy": "RoundRobin"}}}))
+        "spec": {"targetRef": {"kind": "Backend", "name": "legacy"}, "loadBalancer": {"policy": "RoundRobin"},
+            "hedge": {"delay": "50ms", "maxHedges": 2}}}))
         .await;
     fake.create(json!({"apiVersion": WEFT, "kind": "TrafficPolicy",
         "metadata": {"name": "broken", "namespace": "shop"},
@@ -265,6 +266,7 @@ async fn producer_and_consumer_routes_and_their_status() {
     );
     let config = web.admin_get("/config").await.1;
     assert!(config.contains("RoundRobin"), "the TrafficPolicy: {config}");
+    assert!(config.contains("maxHedges"), "its hedge block: {config}");
     assert!(
         !config.contains("panicThreshold"),
         "the broken one: {config}"

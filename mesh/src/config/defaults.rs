@@ -99,3 +99,13 @@ pub const MIRROR_TIMEOUT: Duration = Duration::from_secs(5);
 /// `percent` is not written (all of them: the headers gate is the usual
 /// way to narrow a fault).
 pub const FAULT_PERCENT: f64 = 100.0;
+/// Hedging: one hedge per request unless `maxHedges` says more (each one
+/// is a full extra request upstream), and never more than this many.
+pub const HEDGE_MAX_HEDGES: u32 = 1;
+pub const HEDGE_MAX_HEDGES_LIMIT: u32 = 3;
+/// A `percentile` delay is read from this many recent response-header
+/// latencies of the backend (a few seconds of traffic at modest rates) ...
+pub const HEDGE_LATENCY_WINDOW: usize = 256;
+/// ... and no hedge is sent before this many were seen (a percentile of
+/// a handful of samples is noise).
+pub const HEDGE_MIN_SAMPLES: usize = 20;

@@ -11,6 +11,7 @@ pub mod duration;
 pub mod fault;
 pub mod files;
 pub mod grpc_route;
+pub mod hedge;
 mod load;
 pub mod policy;
 pub mod rate_limit;

@@ -44,6 +44,7 @@ pub struct TrafficPolicySpec {
     #[serde(default)]
     pub rate_limit: Option<super::rate_limit::RateLimit>,
     pub fault: Option<super::fault::Fault>,
+    pub hedge: Option<super::hedge::Hedge>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]

@@ -229,6 +229,15 @@ impl<B> Replay<B> {
         })
     }
 
+    /// Whether the client's body was read to its end, or to its declared
+    /// length, and kept whole (a copy made now takes nothing from the copy
+    /// that read it: HTTP/1 stops reading a body at its length).
+    pub(crate) fn whole(&self) -> bool {
+        let s = lock(&self.shared);
+        let read = s.ended || self.size.exact() == Some(s.kept);
+        read && !s.overflowed && !s.failed
+    }
+
     /// Whether another copy can still be made.
     pub(crate) fn available(&self) -> bool {
         let s = lock(&self.shared);

@@ -197,6 +197,12 @@ impl<'a> Observer<'a> {
         });
     }
 
+    /// Hedge number `hedge` (1 first) goes to `endpoint`.
+    #[inline]
+    pub(crate) fn hedging(&mut self, hedge: u32, endpoint: SocketAddr) {
+        self.event(EventKind::Hedge { hedge, endpoint });
+    }
+
     /// Outlier detection took `endpoint` out after this request's failure.
     #[inline]
     pub(crate) fn ejected(&mut self, endpoint: SocketAddr) {

@@ -6,6 +6,7 @@ pub(crate) mod budget;
 pub(crate) mod effective;
 pub(crate) mod fault;
 pub(crate) mod health;
+pub(crate) mod latency;
 pub(crate) mod limits;
 pub(crate) mod outlier;
 pub(crate) mod policy;

@@ -133,6 +133,49 @@ pub(crate) struct Resilience {
     pub(crate) panic_threshold: u32,
     /// Success-rate sweeps of this backend (see `backend::sweep`).
     pub(crate) sweeps: Sweeps,
+    /// Hedging, when the policy turns it on.
+    pub(crate) hedge: Option<HedgePolicy>,
+}
+
+/// `spec.hedge`, compiled: how long to wait for headers before each hedge,
+/// how many, and the latency the percentile is read from.
+pub(crate) struct HedgePolicy {
+    pub(crate) delay: HedgeDelay,
+    pub(crate) max_hedges: u32,
+    pub(crate) latency: super::latency::LatencyWindow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum HedgeDelay {
+    Fixed(Duration),
+    Percentile(f64),
+}
+
+impl HedgePolicy {
+    fn new(h: &weft_mesh::config::hedge::Hedge) -> Option<HedgePolicy> {
+        let delay = match (h.delay, h.percentile) {
+            (Some(d), _) => HedgeDelay::Fixed(d.0),
+            (None, Some(p)) => HedgeDelay::Percentile(p),
+            (None, None) => return None,
+        };
+        Some(HedgePolicy {
+            delay,
+            max_hedges: h
+                .max_hedges
+                .unwrap_or(d::HEDGE_MAX_HEDGES)
+                .clamp(1, d::HEDGE_MAX_HEDGES_LIMIT),
+            latency: super::latency::LatencyWindow::new(),
+        })
+    }
+
+    /// How long a try waits for headers before the next hedge; `None`
+    /// while a percentile has too few samples (no hedge then).
+    pub(crate) fn delay(&self) -> Option<Duration> {
+        match self.delay {
+            HedgeDelay::Fixed(d) => Some(d),
+            HedgeDelay::Percentile(p) => self.latency.percentile(p),
+        }
+    }
 }
 
 impl Resilience {
@@ -210,6 +253,7 @@ impl Resilience {
             panic_threshold: p
                 .and_then(|p| p.panic_threshold)
                 .unwrap_or(d::PANIC_THRESHOLD),
+            hedge: p.and_then(|p| p.hedge.as_ref()).and_then(HedgePolicy::new),
         })
     }
 }

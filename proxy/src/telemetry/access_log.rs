@@ -11,7 +11,8 @@
 //! `RL` refused by the inbound service's local rate limit,
 //! `URX` retried until the attempts (or the retry budget or limit) ran out
 //! and still failed; `DI` a delay was injected, `FI` an abort was injected
-//! (TrafficPolicy `fault`). Several are comma-joined, e.g. `DI,FI`.
+//! (TrafficPolicy `fault`); `HE` hedged (a second copy went to another
+//! endpoint). Several are comma-joined, e.g. `DI,FI`.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -65,6 +66,9 @@ pub(crate) enum EventKind {
     /// The rule's RequestMirror copy was not sent: `body` (over the bound)
     /// or `limit` (too many copies in flight).
     MirrorSkipped { reason: &'static str },
+    /// Hedge number `hedge` (1 for the first) went to `endpoint`: no
+    /// response headers came within the hedge delay.
+    Hedge { hedge: u32, endpoint: SocketAddr },
 }
 
 impl UpstreamInfo {
@@ -101,10 +105,15 @@ pub(crate) fn flags(cause: Option<&str>, up: &UpstreamInfo) -> Cow<'static, str>
         Some("fault-abort") => Some("FI"),
         _ => None,
     };
+    let hedged = up
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Hedge { .. }));
     let all = [
         up.delay_injected.then_some("DI"),
         flag,
         up.retries_exhausted.then_some("URX"),
+        hedged.then_some("HE"),
     ];
     let mut set = all.iter().flatten();
     match (set.next(), set.next()) {
@@ -225,6 +234,18 @@ mod tests {
             ..delayed
         };
         assert_eq!(flags(Some("upstream-reset"), &both), "DI,UR,URX");
+    }
+
+    #[test]
+    fn hedged_requests_add_he() {
+        let mut u = up(0, false);
+        u.event(EventKind::Hedge {
+            hedge: 1,
+            endpoint: "127.0.0.1:1".parse().unwrap(),
+        });
+        assert_eq!(flags(None, &u), "HE");
+        u.retries_exhausted = true;
+        assert_eq!(flags(Some("upstream-reset"), &u), "UR,URX,HE");
     }
 
     #[test]

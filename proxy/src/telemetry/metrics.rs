@@ -32,6 +32,7 @@ pub(crate) struct Metrics {
     pub(crate) config_reloads: Family<ResultLabels, Counter>,
     pub(crate) upstream_connects: Family<ResultLabels, Counter>,
     pub(crate) retries: Family<BackendResultLabels, Counter>,
+    pub(crate) hedges: Family<BackendResultLabels, Counter>,
     pub(crate) overflows: Family<OverflowLabels, Counter>,
     pub(crate) ejections: Family<BackendReasonLabels, Counter>,
     pub(crate) ejected_endpoints: Family<BackendLabels, Gauge>,
@@ -98,7 +99,13 @@ pub(crate) struct BackendMetrics {
     pub(crate) panic_mode: Gauge,
     health_pass: Counter,
     health_fail: Counter,
+    /// `weft_hedges_total` by [`HEDGE_RESULTS`].
+    pub(crate) hedges: [Counter; 3],
 }
+
+/// What came of a hedge, for `weft_hedges_total{result}`: indexes
+/// `BackendMetrics::hedges`.
+pub(crate) const HEDGE_RESULTS: [&str; 3] = ["sent", "won", "no-budget"];
 
 /// The concurrency limits, as metric labels.
 pub(crate) const LIMITS: [&str; 4] = ["connections", "pending", "requests", "retries"];
@@ -221,6 +228,14 @@ impl Metrics {
             panic_mode: self.panic_mode.get_or_create(&labels).clone(),
             health_pass: health("pass"),
             health_fail: health("fail"),
+            hedges: HEDGE_RESULTS.map(|result| {
+                self.hedges
+                    .get_or_create(&BackendResultLabels {
+                        backend: key.to_owned(),
+                        result,
+                    })
+                    .clone()
+            }),
         }
     }
 
@@ -304,6 +319,12 @@ impl Metrics {
             "retries",
             "Retries by result: sent, succeeded, budget_exhausted, limit",
             retries.clone(),
+        );
+        let hedges = Family::<BackendResultLabels, Counter>::default();
+        registry.register(
+            "hedges",
+            "Hedged requests by result: sent, won (a hedge answered first), no-budget",
+            hedges.clone(),
         );
         let overflows = Family::<OverflowLabels, Counter>::default();
         registry.register(
@@ -448,6 +469,7 @@ impl Metrics {
             limit_active,
             limit_max,
             retries,
+            hedges,
             overflows,
             ejections,
             ejected_endpoints,

@@ -3,6 +3,7 @@
 
 mod fault;
 mod grpc;
+mod hedge;
 mod mesh;
 mod rate_limit;
 mod shared;
@@ -32,6 +33,7 @@ pub(super) fn validate(set: &ConfigSet) -> Vec<ConfigError> {
     for p in &set.traffic_policies {
         v.traffic_policy(p);
         v.fault(p);
+        v.hedge(p);
     }
     for p in &set.authorization_policies {
         v.authz(p);

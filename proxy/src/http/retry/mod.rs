@@ -9,6 +9,7 @@
 //! — over budget, the original failure is returned.
 
 mod decision;
+mod hedge;
 mod resend;
 
 use crate::backend::{Backend, Endpoint};
@@ -73,6 +74,50 @@ impl<'a> Ctx<'a> {
     }
 }
 
+impl hedge::Engine for Ctx<'_> {
+    fn backend(&self) -> &Backend {
+        self.backend
+    }
+    fn policy(&self) -> &RetryPolicy {
+        self.policy
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+    fn mesh(&self) -> Option<Arc<crate::tls::mesh::MeshTls>> {
+        self.proxy.mesh.load_full()
+    }
+    fn pick(&self, tried: &[SocketAddr]) -> Result<Arc<Endpoint>, ProxyError> {
+        Ctx::pick(self, tried)
+    }
+    fn send<'a>(
+        &'a self,
+        ep: &'a Arc<Endpoint>,
+        mesh: Option<&'a crate::tls::mesh::MeshTls>,
+        shape: Shape,
+        out: Outgoing,
+    ) -> hedge::SendFuture<'a> {
+        let target = self.target(ep, mesh);
+        Box::pin(within(
+            self.deadline,
+            self.per_try,
+            self.rule.request_timeout,
+            async move {
+                let up = target.connect(shape).await?;
+                target.send(up, out).await
+            },
+        ))
+    }
+    fn outcome(
+        &self,
+        ep: &Arc<Endpoint>,
+        result: &Result<Response<ResponseBody>, ProxyError>,
+        obs: &mut Observer<'_>,
+    ) {
+        outcome(self.backend, ep, result, obs)
+    }
+}
+
 /// Sends `out` to `wb`'s backend, retrying per its policy; `out.upgrade`
 /// requests are tried once. Tells `obs` each try's endpoint, the retries
 /// sent and why they stopped.
@@ -108,8 +153,13 @@ pub(crate) async fn call(
         per_try: wb.per_try_timeout,
         hash,
     };
+    let hedged = res.hedge.as_ref().filter(|_| {
+        out.upgrade.is_none() && hedge::eligible(&out.req, ctx.policy.max_buffered_body)
+    });
     // Upgrades and requests that cannot be retried go once, without copies.
-    let result = if out.upgrade.is_some() || ctx.policy.attempts == 0 {
+    let result = if let Some(h) = hedged {
+        Box::pin(hedge::call(&ctx, h, out, obs)).await
+    } else if out.upgrade.is_some() || ctx.policy.attempts == 0 {
         call_once(&ctx, out, obs).await
     } else {
         call_retrying(&ctx, out, obs).await

@@ -90,6 +90,16 @@ impl Resend {
         self.pending = Some(req);
     }
 
+    /// Whether a copy can be made without cutting short a try that is
+    /// still sending the body (a hedge runs beside the try it copies).
+    pub(super) fn whole(&self) -> bool {
+        match &self.copy {
+            Some((_, Kept::Nothing)) => true,
+            Some((_, Kept::Replay(b))) => b.whole(),
+            _ => false,
+        }
+    }
+
     /// Whether a next try would have a request to send.
     pub(super) fn resendable(&self) -> bool {
         self.pending.is_some()

@@ -163,6 +163,12 @@ impl Span {
                     otlp::str_attr(&mut ev, 3, "weft.mirror.skipped", &[*reason]);
                     "mirror.skipped"
                 }
+                EventKind::Hedge { hedge, endpoint } => {
+                    otlp::int_attr(&mut ev, 3, "weft.hedge", *hedge as i64);
+                    otlp::ip_attr(&mut ev, 3, "network.peer.address", endpoint.ip());
+                    otlp::int_attr(&mut ev, 3, "network.peer.port", endpoint.port() as i64);
+                    "hedge"
+                }
             };
             otlp::event(&mut b, e.at, name, &ev);
         }
