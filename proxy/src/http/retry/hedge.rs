@@ -27,8 +27,9 @@
 //! A separate future from `call_retrying`, so a request that is not hedged
 //! pays nothing for it.
 
-use super::decision::{self, Decision, Spent};
+use super::decision::{self, Decision};
 use super::resend::Resend;
+use super::stop;
 use crate::backend::{Backend, Endpoint};
 use crate::body::{RequestBody, ResponseBody};
 use crate::h1::idempotent;
@@ -245,13 +246,16 @@ pub(super) async fn call<E: Engine>(
             .map(|d| d.saturating_duration_since(Instant::now()));
         let wait = match decision::decide(&t, policy, &mut allowance, left, rand::random()) {
             Decision::Retry(wait) => wait,
-            Decision::Answer | Decision::OutOfTime => {
+            Decision::Answer => {
                 obs.retries_exhausted(false);
                 return result;
             }
+            Decision::OutOfTime => {
+                stop::out_of_time(obs);
+                return result;
+            }
             Decision::GiveUp(spent) => {
-                obs.retries_exhausted(true);
-                gave_up(spent, backend, obs);
+                stop::gave_up(spent, backend, obs);
                 return result;
             }
         };
@@ -259,7 +263,7 @@ pub(super) async fn call<E: Engine>(
             obs.retries_exhausted(false);
             return result;
         };
-        obs.retrying(made, ep.addr, retry_reason(&result));
+        obs.retrying(made, ep.addr, stop::retry_reason(&result), wait);
         drop(result);
         backend.metrics.retry(RetryResult::Sent);
         tokio::time::sleep(wait).await;
@@ -330,29 +334,6 @@ fn settle(
         }
         u.error
     })
-}
-
-/// Counts the limit that ended the retries.
-fn gave_up(spent: Spent, backend: &Backend, obs: &mut Observer<'_>) {
-    let metrics = &backend.metrics;
-    match spent {
-        Spent::Attempts => {}
-        Spent::RetrySlots => {
-            obs.overflow(Kind::Retries.label());
-            metrics.retry(RetryResult::Limit);
-            metrics.overflow(Kind::Retries.label());
-        }
-        Spent::Budget => metrics.retry(RetryResult::BudgetExhausted),
-    }
-}
-
-/// Why a try is retried: its error's cause, or its status.
-fn retry_reason(result: &Result<Response<ResponseBody>, ProxyError>) -> &'static str {
-    match result {
-        Err(e) => e.kind().1,
-        Ok(r) if r.status().is_server_error() => "5xx",
-        Ok(_) => "retriable-status",
-    }
 }
 
 /// What a hedge or a retry is paid with: the request's retry slot, taken

@@ -11,6 +11,7 @@
 mod decision;
 mod hedge;
 mod resend;
+mod stop;
 
 use crate::backend::{Backend, Endpoint};
 use crate::body::peek::Peeked;
@@ -26,10 +27,9 @@ use crate::resilience::limits::Kind;
 use crate::resilience::outlier::Transition;
 use crate::resilience::policy::{RetryOn, RetryPolicy};
 use crate::snapshot::{Rule, WeightedBackend};
-use crate::telemetry::failures::Stop;
 use crate::telemetry::metrics::RetryResult;
 use crate::transport::ConnectError;
-use decision::{Decision, Spent};
+use decision::Decision;
 use http::{Response, StatusCode};
 use resend::Resend;
 use std::net::SocketAddr;
@@ -275,25 +275,11 @@ async fn call_retrying(
                 return result;
             }
             Decision::OutOfTime => {
-                obs.stopped(Stop::OutOfTime);
-                obs.retries_exhausted(false);
+                stop::out_of_time(obs);
                 return result;
             }
             Decision::GiveUp(spent) => {
-                obs.retries_exhausted(true);
-                match spent {
-                    Spent::Attempts => obs.stopped(Stop::Attempts),
-                    Spent::RetrySlots => {
-                        obs.stopped(Stop::RetryLimit);
-                        obs.overflow(Kind::Retries.label());
-                        backend.metrics.retry(RetryResult::Limit);
-                        backend.metrics.overflow(Kind::Retries.label());
-                    }
-                    Spent::Budget => {
-                        obs.stopped(Stop::Budget);
-                        backend.metrics.retry(RetryResult::BudgetExhausted)
-                    }
-                }
+                stop::gave_up(spent, backend, obs);
                 return result;
             }
         };
@@ -307,7 +293,7 @@ async fn call_retrying(
             obs.retries_exhausted(false);
             return result;
         }
-        obs.retrying(attempt + 1, ep.addr, retry_reason(&result), wait);
+        obs.retrying(attempt + 1, ep.addr, stop::retry_reason(&result), wait);
         drop(result);
         backend.metrics.retry(RetryResult::Sent);
         tracing::debug!(backend = %backend.key, endpoint = %ep.addr, attempt = attempt + 1, ?wait, "retrying");
@@ -354,15 +340,6 @@ async fn peek_grpc_status(
         parts.headers.insert("grpc-status", s.clone());
     }
     Response::from_parts(parts, ResponseBody::peeked(peeked))
-}
-
-/// Why a try is retried: its error's cause, or its status.
-fn retry_reason(result: &Result<Response<ResponseBody>, ProxyError>) -> &'static str {
-    match result {
-        Err(e) => e.kind().1,
-        Ok(r) if r.status().is_server_error() => "5xx",
-        Ok(_) => "retriable-status",
-    }
 }
 
 /// Feeds a try's result to outlier detection and tells `obs` what it says
