@@ -219,7 +219,7 @@ fn refresh_scrape_gauges(proxy: &Proxy) {
 fn config_text(proxy: &Proxy) -> String {
     let snap = proxy.snapshot.load();
     let mut out = String::new();
-    let applied: chrono_like::Stamp = snap.applied_at.into();
+    let applied = crate::telemetry::timestamp::rfc3339(snap.applied_at);
     let _ = writeln!(out, "# version: {}", snap.version);
     if let Ok(st) = proxy.status.lock() {
         let _ = writeln!(out, "# source: {}", st.source);
@@ -329,47 +329,4 @@ fn endpoints_json(proxy: &Proxy) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "version": snap.version, "backends": list })
-}
-
-/// RFC 3339 UTC timestamps without a date-time dependency.
-mod chrono_like {
-    use std::fmt;
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    pub(super) struct Stamp(u64);
-
-    impl From<SystemTime> for Stamp {
-        fn from(t: SystemTime) -> Stamp {
-            Stamp(
-                t.duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            )
-        }
-    }
-
-    impl fmt::Display for Stamp {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let secs = self.0;
-            let days = (secs / 86_400) as i64;
-            let rem = secs % 86_400;
-            // Civil-from-days (Howard Hinnant's algorithm).
-            let z = days + 719_468;
-            let era = z.div_euclid(146_097);
-            let doe = z - era * 146_097;
-            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-            let mp = (5 * doy + 2) / 153;
-            let d = doy - (153 * mp + 2) / 5 + 1;
-            let m = if mp < 10 { mp + 3 } else { mp - 9 };
-            let y = yoe + era * 400 + i64::from(m <= 2);
-            write!(
-                f,
-                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-                rem / 3600,
-                rem % 3600 / 60,
-                rem % 60
-            )
-        }
-    }
 }

@@ -275,3 +275,29 @@ impl Backend {
         }));
     }
 }
+
+/// A RoundRobin backend over `n` loopback addresses (never dialled) for
+/// unit tests, its TrafficPolicy spec taking `policy` (YAML lines indented
+/// under `spec:`) besides the balancer.
+#[cfg(test)]
+pub(crate) fn loopback_backend(
+    n: usize,
+    policy: &str,
+    metrics: &crate::telemetry::metrics::Metrics,
+) -> Arc<Backend> {
+    let eps: Vec<String> = (1..=n)
+        .map(|i| format!("{{address: \"127.0.0.1:{i}\"}}"))
+        .collect();
+    let yaml = format!(
+        "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: svc}}\nspec:\n  endpoints: [{}]\n---\napiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: svc}}\nspec:\n  targetRef: {{kind: Backend, name: svc}}\n  loadBalancer: {{policy: RoundRobin}}\n{policy}",
+        eps.join(", ")
+    );
+    let config = weft_mesh::config::load_sources(vec![("t.yaml".into(), yaml)]).expect("valid");
+    Backend::build(
+        &config.backends[0],
+        config.traffic_policies.first().map(|p| &p.spec),
+        None,
+        std::time::Duration::from_secs(55),
+        metrics,
+    )
+}

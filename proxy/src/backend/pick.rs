@@ -101,26 +101,11 @@ mod tests {
     use super::*;
     use crate::resilience::outlier::{Transition, EARLY_PROBE_SPACING};
     use crate::telemetry::metrics::Metrics;
-    use std::time::Duration;
 
     /// A RoundRobin backend over `n` loopback addresses (never dialled),
     /// with the default outlier settings (5 failures, at most 50 % out).
     fn backend(n: usize) -> Arc<Backend> {
-        let eps: Vec<String> = (1..=n)
-            .map(|i| format!("{{address: \"127.0.0.1:{i}\"}}"))
-            .collect();
-        let yaml = format!(
-            "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: svc}}\nspec:\n  endpoints: [{}]\n---\napiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: svc}}\nspec:\n  targetRef: {{kind: Backend, name: svc}}\n  loadBalancer: {{policy: RoundRobin}}\n",
-            eps.join(", ")
-        );
-        let config = weft_mesh::config::load_sources(vec![("t.yaml".into(), yaml)]).unwrap();
-        Backend::build(
-            &config.backends[0],
-            config.traffic_policies.first().map(|p| &p.spec),
-            None,
-            Duration::from_secs(55),
-            &Metrics::new(),
-        )
+        super::super::loopback_backend(n, "", &Metrics::new())
     }
 
     fn ep(b: &Backend, i: usize) -> Arc<Endpoint> {

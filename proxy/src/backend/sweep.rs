@@ -92,21 +92,8 @@ mod tests {
     /// with success-rate ejection at 10 tries per interval, `factor`
     /// deviations and `cap` % at most ejected.
     fn backend(metrics: &Metrics, factor: f64, cap: u32) -> Arc<Backend> {
-        let eps: Vec<String> = (1..=5)
-            .map(|i| format!("{{address: \"127.0.0.1:{i}\"}}"))
-            .collect();
-        let yaml = format!(
-            "apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: svc}}\nspec:\n  endpoints: [{}]\n---\napiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: svc}}\nspec:\n  targetRef: {{kind: Backend, name: svc}}\n  outlierDetection:\n    maxEjectionPercent: {cap}\n    successRate: {{requestVolume: 10, stdevFactor: {factor}}}\n",
-            eps.join(", ")
-        );
-        let config = weft_mesh::config::load_sources(vec![("t.yaml".into(), yaml)]).unwrap();
-        Backend::build(
-            &config.backends[0],
-            config.traffic_policies.first().map(|p| &p.spec),
-            None,
-            Duration::from_secs(55),
-            metrics,
-        )
+        let policy = format!("  outlierDetection:\n    maxEjectionPercent: {cap}\n    successRate: {{requestVolume: 10, stdevFactor: {factor}}}\n");
+        super::super::loopback_backend(5, &policy, metrics)
     }
 
     /// Records `ok` successes then `bad` failures on endpoint `i`.

@@ -15,7 +15,6 @@ mod entry;
 pub(crate) use entry::{EndpointsState, Entry, Outcome, Stop, Try};
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 /// The ring of recent failures (see the module header).
 pub(crate) struct Failures {
@@ -149,7 +148,7 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({
-        "time": rfc3339(e.time),
+        "time": super::timestamp::rfc3339(e.time),
         "direction": e.direction,
         "authority": e.authority,
         "method": e.method,
@@ -191,31 +190,6 @@ pub(crate) fn trace_id_of(traceparent: &[u8]) -> Option<[u8; 16]> {
     (id != [0; 16]).then_some(id)
 }
 
-/// RFC 3339 UTC with milliseconds, without a date-time dependency.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +198,7 @@ mod tests {
 
     pub(crate) fn entry(backend: &str, flags: &str) -> Entry {
         Entry {
-            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_486_000_123),
+            time: std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_486_000_123),
             direction: "outbound",
             authority: "svc".into(),
             method: "GET".into(),
@@ -287,9 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn times_are_rfc3339() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_486_000_123);
-        assert_eq!(rfc3339(t), "2025-11-30T07:00:00.123Z");
+    fn queries_are_percent_decoded() {
         assert_eq!(percent_decode("a%2Fb+c%zz"), "a/b c%zz");
     }
 }

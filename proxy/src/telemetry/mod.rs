@@ -4,4 +4,5 @@ pub(crate) mod failures;
 pub(crate) mod histogram;
 pub(crate) mod metrics;
 pub(crate) mod propagation;
+pub(crate) mod timestamp;
 pub(crate) mod trace;

@@ -27,7 +27,7 @@
 //! A separate future from `call_retrying`, so a request that is not hedged
 //! pays nothing for it.
 
-use super::decision::{self, Decision};
+use super::decision;
 use super::resend::Resend;
 use super::stop;
 use crate::backend::{Backend, Endpoint};
@@ -244,20 +244,12 @@ pub(super) async fn call<E: Engine>(
         let left = ctx
             .deadline()
             .map(|d| d.saturating_duration_since(Instant::now()));
-        let wait = match decision::decide(&t, policy, &mut allowance, left, rand::random()) {
-            Decision::Retry(wait) => wait,
-            Decision::Answer => {
-                obs.retries_exhausted(false);
-                return result;
-            }
-            Decision::OutOfTime => {
-                stop::out_of_time(obs);
-                return result;
-            }
-            Decision::GiveUp(spent) => {
-                stop::gave_up(spent, backend, obs);
-                return result;
-            }
+        let Some(wait) = stop::wait_or_answer(
+            decision::decide(&t, policy, &mut allowance, left, rand::random()),
+            backend,
+            obs,
+        ) else {
+            return result;
         };
         let Some(req) = request.next() else {
             obs.retries_exhausted(false);

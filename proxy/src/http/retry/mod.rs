@@ -29,7 +29,6 @@ use crate::resilience::policy::{RetryOn, RetryPolicy};
 use crate::snapshot::{Rule, WeightedBackend};
 use crate::telemetry::metrics::RetryResult;
 use crate::transport::ConnectError;
-use decision::Decision;
 use http::{Response, StatusCode};
 use resend::Resend;
 use std::net::SocketAddr;
@@ -268,20 +267,12 @@ async fn call_retrying(
         let left = ctx
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()));
-        let wait = match decision::decide(&t, policy, &mut allowance, left, rand::random()) {
-            Decision::Retry(wait) => wait,
-            Decision::Answer => {
-                obs.retries_exhausted(false);
-                return result;
-            }
-            Decision::OutOfTime => {
-                stop::out_of_time(obs);
-                return result;
-            }
-            Decision::GiveUp(spent) => {
-                stop::gave_up(spent, backend, obs);
-                return result;
-            }
+        let Some(wait) = stop::wait_or_answer(
+            decision::decide(&t, policy, &mut allowance, left, rand::random()),
+            backend,
+            obs,
+        ) else {
+            return result;
         };
         // The request for the retry: still here (the try never connected),
         // handed back unsent, or a copy; if none can be had (the client's

@@ -3,7 +3,7 @@
 //! this bookkeeping so `/failures`, the access log and the metrics say the
 //! same thing whichever loop served the request.
 
-use super::decision::Spent;
+use super::decision::{Decision, Spent};
 use crate::backend::Backend;
 use crate::body::ResponseBody;
 use crate::http::errors::ProxyError;
@@ -12,9 +12,26 @@ use crate::resilience::limits::Kind;
 use crate::telemetry::failures::Stop;
 use crate::telemetry::metrics::RetryResult;
 use http::Response;
+use std::time::Duration;
+
+/// The wait before the retry `d` decides, or `None` when the last try's
+/// result is the answer (why is told to `obs` and the metrics).
+pub(super) fn wait_or_answer(
+    d: Decision,
+    backend: &Backend,
+    obs: &mut Observer<'_>,
+) -> Option<Duration> {
+    match d {
+        Decision::Retry(wait) => return Some(wait),
+        Decision::Answer => obs.retries_exhausted(false),
+        Decision::OutOfTime => out_of_time(obs),
+        Decision::GiveUp(spent) => gave_up(spent, backend, obs),
+    }
+    None
+}
 
 /// The policy would retry but nothing is left to pay with (`spent`).
-pub(super) fn gave_up(spent: Spent, backend: &Backend, obs: &mut Observer<'_>) {
+fn gave_up(spent: Spent, backend: &Backend, obs: &mut Observer<'_>) {
     obs.retries_exhausted(true);
     let metrics = &backend.metrics;
     match spent {
@@ -33,7 +50,7 @@ pub(super) fn gave_up(spent: Spent, backend: &Backend, obs: &mut Observer<'_>) {
 }
 
 /// Too little of the request timeout is left to wait and try again.
-pub(super) fn out_of_time(obs: &mut Observer<'_>) {
+fn out_of_time(obs: &mut Observer<'_>) {
     obs.stopped(Stop::OutOfTime);
     obs.retries_exhausted(false);
 }
