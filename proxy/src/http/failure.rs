@@ -74,6 +74,7 @@ fn grpc_condition(code: &str) -> Option<C> {
 }
 
 /// What a response says of a try: `None` when its status is no failure.
+#[inline(always)]
 pub(crate) fn status_failure(
     status: StatusCode,
     headers: &http::HeaderMap,

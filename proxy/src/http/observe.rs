@@ -48,7 +48,9 @@ pub(crate) struct Observer<'a> {
     cause: Option<&'static str>,
     /// Where a failure is kept, when the ring is on and the request watched.
     failures: Option<&'a Failures>,
-    head: Option<Head>,
+    /// Boxed: the observer lives in every request's future, which is
+    /// moved as it is built; a smaller one is cheaper to move.
+    head: Option<Box<Head>>,
     /// The last try's outcome (kept in the trail once one failed).
     last: Outcome,
     trail: Option<Box<Trail>>,
@@ -90,8 +92,23 @@ impl<'a> Observer<'a> {
         req: &Request<B>,
     ) {
         if failures.on() {
+            let host = req.headers().get(header::HOST);
+            self.watch_host(failures, direction, req, host);
+        }
+    }
+
+    /// [`Observer::watch`] with the request's Host field already looked up.
+    #[inline]
+    pub(crate) fn watch_host<B>(
+        &mut self,
+        failures: &'a Failures,
+        direction: &'static str,
+        req: &Request<B>,
+        host: Option<&HeaderValue>,
+    ) {
+        if failures.on() {
             self.failures = Some(failures);
-            self.head = Some(Head::of(direction, req));
+            self.head = Some(Box::new(Head::of(direction, req, host)));
         }
     }
 
@@ -298,7 +315,7 @@ impl<'a> Observer<'a> {
     /// Counts the answer, keeps it in `/failures` when it failed or needed
     /// retries, and hands it on.
     #[inline]
-    pub(crate) fn answer(mut self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    pub(crate) fn answer(&mut self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
         let status = resp.status().as_u16();
         self.metrics.record(status, self.started.elapsed());
         if let Some(f) = self.failures {
@@ -316,7 +333,7 @@ impl<'a> Observer<'a> {
         };
         let trail = self.trail.take().map(|t| *t).unwrap_or_default();
         failures.push(trail.entry(
-            head,
+            *head,
             trail::Served {
                 rule: self.rule,
                 backend: self.backend,

@@ -10,7 +10,7 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::http::checks;
 use crate::http::errors::ProxyError;
 use crate::http::forward::{Outgoing, Target, Wire};
-use crate::http::headers::authority_of;
+use crate::http::headers::authority_in;
 use crate::http::observe::{Observer, Report};
 use crate::http::rewrite::{prepare, redirect_response};
 use crate::http::ConnInfo;
@@ -58,15 +58,18 @@ async fn serve(
     let mut snap = proxy.snapshot.load_full();
     let mut obs = Observer::new(started, &proxy.no_route_metrics, record);
     obs.grpc(&req);
-    obs.watch(&proxy.failures, "outbound", &req);
     if let Err(e) = checks::request(&mut req, true) {
+        obs.watch(&proxy.failures, "outbound", &req);
         let resp = obs.fail(e);
         return obs.answer(resp);
     }
     if req.method() == Method::CONNECT {
         return crate::http::connect::tunnel(&proxy, &snap, req).await;
     }
-    let Some(authority) = authority_of(&req) else {
+    // One lookup of Host, for the route and for `/failures`.
+    let host = req.headers().get(http::header::HOST);
+    obs.watch_host(&proxy.failures, "outbound", &req, host);
+    let Some(authority) = authority_in(req.uri(), host) else {
         let resp = obs.fail(ProxyError::BadRequest("no Host header or authority"));
         return obs.answer(resp);
     };

@@ -22,7 +22,7 @@ const B3_SPAN: HeaderName = HeaderName::from_static("x-b3-spanid");
 const B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// How the caller's context arrived, so it goes on the same way.

@@ -9,7 +9,7 @@ use crate::snapshot::{Rule, WeightedBackend};
 use crate::telemetry::access_log::{flags, UpstreamInfo};
 use crate::telemetry::failures::{trace_id_of, EndpointsState, Entry, Outcome, Stop, Try};
 use crate::transport::ConnectError;
-use http::{header, HeaderMap, HeaderValue, Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,19 +33,24 @@ pub(crate) struct Head {
 impl Head {
     /// The trace id is the `traceparent` the request carries on (the
     /// proxy's span's, once injected; else the caller's).
+    /// `host` is the request's Host field, looked up once by the caller.
     #[inline]
-    pub(crate) fn of<B>(direction: &'static str, req: &Request<B>) -> Head {
+    pub(crate) fn of<B>(
+        direction: &'static str,
+        req: &Request<B>,
+        host: Option<&HeaderValue>,
+    ) -> Head {
         let uri = req.uri().clone();
         let host = match uri.authority() {
             Some(_) => None,
-            None => req.headers().get(header::HOST).cloned(),
+            None => host.cloned(),
         };
         Head {
             direction,
             method: req.method().clone(),
             trace: req
                 .headers()
-                .get("traceparent")
+                .get(&crate::telemetry::propagation::TRACEPARENT)
                 .and_then(|v| trace_id_of(v.as_bytes())),
             uri,
             host,

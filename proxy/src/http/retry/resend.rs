@@ -34,6 +34,7 @@ impl Resend {
     /// upstream already read), copies can be made: of the head, and of a
     /// body of known size up to `cap`, kept as it streams. Without it, only
     /// a request that comes back unsent can go again.
+    #[inline(always)]
     pub(super) fn new(
         req: Request<RequestBody>,
         keep_copy: bool,
