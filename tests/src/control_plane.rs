@@ -234,6 +234,17 @@ impl ControlPlane {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
+    /// A sidecar of `namespace`/`sa` in mesh mode: no config files, this
+    /// control plane's flags and a fresh bootstrap token for it.
+    pub fn sidecar(&self, namespace: &str, sa: &str) -> crate::proxy::ProxyBuilder {
+        let token = self.token(namespace, sa);
+        let mut b = crate::proxy::Proxy::builder("").no_config();
+        for a in self.proxy_args(namespace, sa, &token) {
+            b = b.arg(a);
+        }
+        b
+    }
+
     /// Mesh-mode flags for a proxy of `namespace`/`sa` holding `token`.
     pub fn proxy_args(&self, namespace: &str, sa: &str, token: &str) -> Vec<String> {
         vec![

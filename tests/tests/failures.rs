@@ -459,10 +459,7 @@ async fn mesh_mode_debug_headers_and_failures() {
         app.addr
     );
     let cp = ControlPlane::start(&yaml, &[]);
-    let mut b = Proxy::builder("").no_config();
-    for a in cp.proxy_args("default", "client", &cp.token("default", "client")) {
-        b = b.arg(a);
-    }
+    let b = cp.sidecar("default", "client");
     let p = b.start();
     eventually("the proxy is ready", Duration::from_secs(20), || async {
         (p.admin_get("/ready").await.0 == 200).then_some(())
@@ -505,10 +502,7 @@ async fn kubernetes_mesh_config_turns_debug_headers_on() {
     .await;
     let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
     let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
-    let mut b = Proxy::builder("").no_config();
-    for a in cp.proxy_args("shop", "client", &cp.token("shop", "client")) {
-        b = b.arg(a);
-    }
+    let b = cp.sidecar("shop", "client");
     let p = b.start();
     let r = eventually(
         "debug headers on a routed answer",

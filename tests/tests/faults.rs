@@ -220,14 +220,7 @@ async fn a_fault_streamed_by_the_control_plane_applies_in_mesh_mode() {
     let up = Faulty::start("reviews").await;
     let policy = "  fault:\n    abort: {httpStatus: 503}\n    headers: [{name: x-weft-fault}]\n";
     let cp = ControlPlane::start(&backend("reviews", up.addr, policy), &[]);
-    let mut builder = Proxy::builder("").no_config();
-    for a in cp.proxy_args(
-        "default",
-        "productpage",
-        &cp.token("default", "productpage"),
-    ) {
-        builder = builder.arg(a);
-    }
+    let builder = cp.sidecar("default", "productpage");
     let p = builder.start();
     eventually("the sidecar is ready", Duration::from_secs(20), || async {
         (p.admin_get("/ready").await.0 == 200).then_some(())

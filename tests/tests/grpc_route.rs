@@ -248,10 +248,7 @@ async fn a_sidecar_is_sent_the_grpc_route_of_a_name_it_asks_for() {
     }
     let s = servers().await;
     let cp = ControlPlane::start(&s.yaml, &[]);
-    let mut builder = Proxy::builder("").no_config();
-    for a in cp.proxy_args("default", "shop", &cp.token("default", "shop")) {
-        builder = builder.arg(a);
-    }
+    let builder = cp.sidecar("default", "shop");
     let proxy = builder.start();
     eventually("the sidecar is ready", Duration::from_secs(20), || async {
         (proxy.admin_get("/ready").await.0 == 200).then_some(())

@@ -220,10 +220,7 @@ async fn mesh_mode_streams_the_hedge_policy_to_the_sidecar() {
         ),
         &[],
     );
-    let mut b = Proxy::builder("").no_config();
-    for a in cp.proxy_args("default", "client", &cp.token("default", "client")) {
-        b = b.arg(a);
-    }
+    let b = cp.sidecar("default", "client");
     let p = b.start();
     eventually("the proxy is ready", Duration::from_secs(20), || async {
         (p.admin_get("/ready").await.0 == 200).then_some(())

@@ -84,11 +84,7 @@ async fn cluster(test: &str) -> Option<Cluster> {
     )
     .unwrap();
     let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
-    let token = cp.token("shop", "productpage");
-    let mut b = Proxy::builder("").no_config();
-    for a in cp.proxy_args("shop", "productpage", &token) {
-        b = b.arg(a);
-    }
+    let b = cp.sidecar("shop", "productpage");
     let proxy = b.start();
     eventually("the sidecar is ready", LIMIT, || async {
         (proxy.admin_get("/ready").await.0 == 200).then_some(())

@@ -56,11 +56,7 @@ async fn cluster(test: &str, n: usize) -> Option<Cluster> {
     }
     let kubeconfig = fake.service_account_kubeconfig(CONTROL_PLANE.0, CONTROL_PLANE.1);
     let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
-    let token = cp.token("shop", "productpage");
-    let mut b = Proxy::builder("").no_config();
-    for a in cp.proxy_args("shop", "productpage", &token) {
-        b = b.arg(a);
-    }
+    let b = cp.sidecar("shop", "productpage");
     let proxy = b.start();
     eventually("the sidecar routes to every endpoint", LIMIT, || async {
         let config = proxy.admin_get("/config").await.1;

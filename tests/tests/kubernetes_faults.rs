@@ -36,11 +36,7 @@ async fn a_fault_from_the_cluster_aborts_only_the_requests_that_ask() {
     .await;
     let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
     let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
-    let token = cp.token("web", "client");
-    let mut b = Proxy::builder("").no_config();
-    for a in cp.proxy_args("web", "client", &token) {
-        b = b.arg(a);
-    }
+    let b = cp.sidecar("web", "client");
     let proxy = b.start();
     eventually("the sidecar is ready", LIMIT, || async {
         (proxy.admin_get("/ready").await.0 == 200).then_some(())

@@ -27,11 +27,7 @@ const WEFT: &str = "weft.dev/v1alpha1";
 
 /// A sidecar in namespace `ns` of the mesh `cp` serves.
 async fn sidecar(cp: &ControlPlane, ns: &str) -> Proxy {
-    let token = cp.token(ns, "client");
-    let mut b = Proxy::builder("").no_config();
-    for a in cp.proxy_args(ns, "client", &token) {
-        b = b.arg(a);
-    }
+    let b = cp.sidecar(ns, "client");
     let proxy = b.start();
     eventually("the sidecar is ready", LIMIT, || async {
         (proxy.admin_get("/ready").await.0 == 200).then_some(())

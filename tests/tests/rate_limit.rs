@@ -381,19 +381,13 @@ async fn in_mesh_mode_the_control_plane_sends_the_service_its_own_limit() {
         &format!("apiVersion: weft.dev/v1alpha1\nkind: Backend\nmetadata: {{name: placeholder}}\nspec:\n  endpoints: [{{address: \"{}\"}}]\n", placeholder.addr),
         &[],
     );
-    let sidecar = |sa: &str| {
-        let mut b = Proxy::builder("").no_config();
-        for a in cp.proxy_args("default", sa, &cp.token("default", sa)) {
-            b = b.arg(a);
-        }
-        b
-    };
-    let b = sidecar("reviews")
+    let b = cp
+        .sidecar("default", "reviews")
         .arg("--service")
         .arg("reviews")
         .app(app.addr)
         .start();
-    let a = sidecar("productpage").start();
+    let a = cp.sidecar("default", "productpage").start();
     for p in [&a, &b] {
         eventually("the sidecar is ready", Duration::from_secs(20), || async {
             (p.admin_get("/ready").await.0 == 200).then_some(())

@@ -234,10 +234,7 @@ async fn fewer_endpoints_than_minimum_hosts_qualifying_ejects_nothing() {
 async fn success_rate_ejection_works_with_the_policy_from_the_control_plane() {
     let ups = upstreams().await;
     let cp = ControlPlane::start(&config(&ups, 5), &[]);
-    let mut builder = Proxy::builder("").no_config();
-    for a in cp.proxy_args("default", "client", &cp.token("default", "client")) {
-        builder = builder.arg(a);
-    }
+    let builder = cp.sidecar("default", "client");
     let p = builder.start();
     eventually("the sidecar is ready", Duration::from_secs(20), || async {
         (p.admin_get("/ready").await.0 == 200).then_some(())
@@ -284,10 +281,7 @@ async fn success_rate_ejection_works_with_the_policy_from_kubernetes() {
     );
     let kubeconfig = fake.service_account_kubeconfig("weft-system", "weft-control-plane");
     let cp = ControlPlane::start_kubernetes(&kubeconfig, &[]);
-    let mut builder = Proxy::builder("").no_config();
-    for a in cp.proxy_args("shop", "client", &cp.token("shop", "client")) {
-        builder = builder.arg(a);
-    }
+    let builder = cp.sidecar("shop", "client");
     let p = builder.start();
     eventually("the sidecar is ready", Duration::from_secs(20), || async {
         (p.admin_get("/ready").await.0 == 200).then_some(())

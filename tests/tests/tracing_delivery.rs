@@ -187,19 +187,13 @@ async fn the_control_planes_mesh_config_traces_a_mesh_call() {
         rx.grpc
     );
     let cp = ControlPlane::start(&mesh, &[]);
-    let sidecar = |sa: &str| {
-        let mut b = Proxy::builder("").no_config();
-        for a in cp.proxy_args("default", sa, &cp.token("default", sa)) {
-            b = b.arg(a);
-        }
-        b
-    };
-    let b = sidecar("reviews")
+    let b = cp
+        .sidecar("default", "reviews")
         .arg("--service")
         .arg("reviews")
         .app(app.addr)
         .start();
-    let a = sidecar("productpage").start();
+    let a = cp.sidecar("default", "productpage").start();
     for p in [&a, &b] {
         eventually("the sidecar is ready", STEP, || async {
             (p.admin_get("/ready").await.0 == 200).then_some(())
